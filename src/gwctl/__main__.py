@@ -1,0 +1,3 @@
+from gwctl.cli import main
+
+raise SystemExit(main())

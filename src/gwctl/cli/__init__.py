@@ -1,0 +1,102 @@
+"""The command tree and the one error boundary.
+
+Command modules import only typer and the standard library at import time;
+everything heavy (rich, httpx, tomlkit, the server) is imported inside the
+command that needs it, so ``gwctl --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from gwctl import __version__
+from gwctl.cli import state
+
+app = typer.Typer(
+    name="gwctl",
+    help=(
+        "Administer an LLM gateway from one TOML file, dry-run its routing, and run it.\n\n"
+        "Example: gwctl source add local --base-url http://127.0.0.1:8000/v1 --auth-env VLLM_KEY --test"
+    ),
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"gwctl {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    store: Annotated[
+        Optional[str],
+        typer.Option("--store", metavar="PATH", help="The store file (default: $GWCTL_STORE, else the user config dir's gwctl/gwctl.toml)."),
+    ] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    state.STORE_OPTION = store
+
+
+def _register() -> None:
+    from gwctl.cli import activity, catalog, key, misc, model, proxy, route, source
+
+    app.add_typer(source.app, name="source")
+    app.add_typer(model.app, name="model")
+    app.add_typer(catalog.app, name="catalog")
+    app.add_typer(route.app, name="route")
+    app.add_typer(key.app, name="key")
+    app.add_typer(activity.app, name="activity")
+    proxy.register(app)
+    misc.register(app)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run gwctl; every user mistake becomes one sentence on stderr and an exit code."""
+    import click
+
+    from gwctl.errors import GwctlError
+
+    command = typer.main.get_command(app)
+    try:
+        rv = command.main(args=argv, prog_name="gwctl", standalone_mode=False)
+    except GwctlError as exc:
+        from gwctl.render import error
+
+        error(exc.message, exc.hint)
+        return exc.code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        sys.stderr.write("aborted\n")
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception:
+        if os.environ.get("GWCTL_DEBUG"):
+            raise
+        import traceback
+
+        sys.stderr.write("error: gwctl hit an internal error (this is a bug; please report it)\n")
+        sys.stderr.write(traceback.format_exc().splitlines()[-1] + "\n")
+        sys.stderr.write("hint: set GWCTL_DEBUG=1 to see the full traceback\n")
+        return 70
+    return rv if isinstance(rv, int) else 0

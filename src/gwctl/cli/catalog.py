@@ -1,0 +1,443 @@
+"""`gwctl catalog …`: prices, limits and capabilities per SOURCE/MODEL_ID."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load
+
+app = typer.Typer(
+    help="The custom model catalog: prices, limits, capabilities.\n\nExample: gwctl catalog set local/llama-3.1-8b --price input=3e-6 --price output=1.5e-5 --max-output 4096",
+    no_args_is_help=True,
+)
+
+RefArg = Annotated[str, typer.Argument(metavar="REF", help="SOURCE/MODEL_ID, e.g. local/llama-3.1-8b.")]
+
+
+def _ref(ref: str) -> str:
+    from gwctl.core.refs import split_ref
+
+    try:
+        split_ref(ref)
+    except ValueError as exc:
+        fail(str(exc))
+    return ref
+
+
+def _pos_int(name: str, value: int | None) -> int | None:
+    if value is not None and value <= 0:
+        fail(f"{name} must be a positive number of tokens, got {value}")
+    return value
+
+
+def _lint(snap, refs) -> None:
+    from gwctl.core.prices import lint_entry
+    from gwctl.render import warn
+
+    for ref in refs:
+        entry = snap.catalog.get(ref)
+        if entry:
+            for w in lint_entry(entry):
+                warn(w)
+
+
+@app.command("set")
+def set_cmd(
+    ref: RefArg,
+    display_name: Annotated[Optional[str], typer.Option("--display-name", metavar="S", help="A human-readable label ('' removes it).")] = None,
+    context_size: Annotated[Optional[int], typer.Option("--context-size", metavar="N", help="Context window in tokens.")] = None,
+    max_output: Annotated[Optional[int], typer.Option("--max-output", metavar="N", help="Maximum output tokens per request.")] = None,
+    price: Annotated[Optional[list[str]], typer.Option("--price", metavar="KIND=USD", help="A price in USD per unit, e.g. input=3e-6 (repeatable; KIND=unset removes one). KIND: input output cached_input cache_read cache_write_5m cache_write_1h per_request web_search image audio_input.")] = None,
+    capability: Annotated[Optional[list[str]], typer.Option("--capability", metavar="NAME=true|false|unset", help="A capability flag (repeatable). NAME: streaming vision tools reasoning json_output audio.")] = None,
+    supported_params: Annotated[Optional[str], typer.Option("--supported-params", metavar="a,b,c", help="Advisory list of accepted request parameters ('' removes it).")] = None,
+    unset_context_size: Annotated[bool, typer.Option("--unset-context-size", help="Remove the context size.")] = False,
+    unset_max_output: Annotated[bool, typer.Option("--unset-max-output", help="Remove the max output.")] = False,
+) -> None:
+    """Create or update a catalog entry (only the given fields change).
+
+    Prices are USD per token (per request / search / image for those kinds),
+    in decimal or exponent notation; they are stored as written and computed
+    exactly.
+
+    Example: gwctl catalog set local/llama-3.1-8b --price input=3e-6 --price output=1.5e-5 --context-size 131072 --max-output 8192 --capability vision=false
+    """
+    from gwctl.core.prices import parse_capability_assignment, parse_price_assignment
+    from gwctl.core.refs import split_ref
+    from gwctl.render import message, warn
+    from gwctl.store import document
+
+    _ref(ref)
+    _pos_int("--context-size", context_size)
+    _pos_int("--max-output", max_output)
+    prices: dict[str, str | None] = {}
+    try:
+        for item in price or []:
+            kind, _, value = item.partition("=")
+            if value.strip().lower() == "unset":
+                from gwctl.core.prices import _check_kind
+
+                prices[_check_kind(kind.strip().lower())] = None
+                continue
+            kind, _, text = parse_price_assignment(item)
+            prices[kind] = text
+        caps = dict(parse_capability_assignment(item) for item in capability or [])
+    except ValueError as exc:
+        fail(str(exc))
+    fields: dict = {}
+    if display_name is not None:
+        fields["display_name"] = display_name or None
+    if context_size is not None:
+        fields["context_size"] = context_size
+    if max_output is not None:
+        fields["max_output"] = max_output
+    if unset_context_size:
+        fields["context_size"] = None
+    if unset_max_output:
+        fields["max_output"] = None
+    if supported_params is not None:
+        params = [p.strip() for p in supported_params.split(",") if p.strip()]
+        fields["supported_params"] = params or None
+    with edit() as (doc, snap):
+        created = ref not in snap.catalog
+        document.put_entry(doc, ref, fields, prices, caps)
+    snap = load()
+    source, _ = split_ref(ref)
+    if source not in snap.sources:
+        warn(f"there is no source named '{source}' yet; the entry applies once it exists")
+    _lint(snap, [ref])
+    message(f"{'created' if created else 'updated'} catalog entry {ref}")
+
+
+def entry_json(entry) -> dict:
+    """An entry as the export/import file writes it (prices as written)."""
+    out: dict = {}
+    if entry.display_name is not None:
+        out["display_name"] = entry.display_name
+    if entry.context_size is not None:
+        out["context_size"] = entry.context_size
+    if entry.max_output is not None:
+        out["max_output"] = entry.max_output
+    if entry.supported_params is not None:
+        out["supported_params"] = list(entry.supported_params)
+    if entry.prices:
+        out["prices"] = {k: entry.price_text.get(k) or str(entry.prices[k]) for k in entry.prices}
+    if entry.capabilities:
+        out["capabilities"] = dict(entry.capabilities)
+    return out
+
+
+def _need_entry(snap, ref):
+    entry = snap.catalog.get(ref)
+    if entry is None:
+        from gwctl.core.refs import close_matches
+
+        close = close_matches(ref, snap.catalog)
+        fail(f"no catalog entry for {ref}", f"did you mean {', '.join(close)}?" if close else f"create it with: gwctl catalog set {ref} --price input=…")
+    return entry
+
+
+@app.command("show")
+def show(ref: RefArg, json_: JsonOpt = False) -> None:
+    """Show one catalog entry.
+
+    Example: gwctl catalog show local/llama-3.1-8b --json
+    """
+    from gwctl.core.model import CAPABILITIES, PRICE_KINDS
+    from gwctl.core.prices import price_unit
+    from gwctl.render import print_fields, print_json
+
+    snap = load()
+    entry = _need_entry(snap, _ref(ref))
+    if json_:
+        print_json({"ref": ref, "source": entry.source, "model_id": entry.model_id, **entry_json(entry)})
+        return
+    pairs = [("ref", ref), ("display_name", entry.display_name or "-"),
+             ("context_size", entry.context_size or "-"), ("max_output", entry.max_output or "-")]
+    for kind in PRICE_KINDS:
+        if kind in entry.prices:
+            pairs.append((f"price.{kind}", f"{entry.price_text.get(kind) or entry.prices[kind]} {price_unit(kind)}"))
+    for cap in CAPABILITIES:
+        v = entry.capabilities.get(cap)
+        pairs.append((f"capability.{cap}", "unset" if v is None else ("true" if v else "false")))
+    if entry.supported_params is not None:
+        pairs.append(("supported_params", ",".join(entry.supported_params)))
+    print_fields(pairs)
+
+
+@app.command("list")
+def list_cmd(
+    source: Annotated[Optional[str], typer.Option("--source", metavar="NAME", help="Only this source's entries.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """List catalog entries.
+
+    Example: gwctl catalog list --source local
+    """
+    from gwctl.render import print_json, print_table
+
+    snap = load()
+    entries = [e for e in snap.catalog.values() if source is None or e.source == source]
+    if json_:
+        print_json([{"ref": e.ref, "source": e.source, "model_id": e.model_id, **entry_json(e)} for e in entries])
+        return
+
+    def caps(e):
+        return " ".join(("" if v else "!") + k for k, v in e.capabilities.items()) or "-"
+
+    rows = [
+        [e.ref, e.display_name or "", e.context_size or "", e.max_output or "",
+         e.price_text.get("input", ""), e.price_text.get("output", ""), caps(e)]
+        for e in entries
+    ]
+    print_table(["REF", "NAME", "CONTEXT", "MAX OUT", "INPUT $/TOK", "OUTPUT $/TOK", "CAPABILITIES"], rows,
+                empty="the catalog is empty; add an entry with: gwctl catalog set SOURCE/MODEL_ID --price input=3e-6")
+
+
+@app.command("remove")
+def remove(ref: RefArg, yes: YesOpt = False) -> None:
+    """Remove a catalog entry (its model becomes unbilled).
+
+    Example: gwctl catalog remove local/llama-3.1-8b --yes
+    """
+    from gwctl.render import message
+    from gwctl.store import document
+
+    _need_entry(load(), _ref(ref))
+    confirm(f"Remove catalog entry {ref}? Its requests become unbilled.", yes)
+    with edit() as (doc, snap):
+        _need_entry(snap, ref)
+        document.remove_entry(doc, ref)
+    message(f"removed catalog entry {ref}")
+
+
+def export_data(snap, source: str | None) -> dict:
+    return {
+        "schema": 1,
+        "catalog": {e.ref: entry_json(e) for e in snap.catalog.values() if source is None or e.source == source},
+    }
+
+
+@app.command("export")
+def export(
+    source: Annotated[Optional[str], typer.Option("--source", metavar="NAME", help="Only this source's entries.")] = None,
+    format_: Annotated[str, typer.Option("--format", metavar="toml|json", help="Output format.")] = "toml",
+) -> None:
+    """Write the catalog to stdout as TOML or JSON (what `catalog import` reads).
+
+    Example: gwctl catalog export --format json > prices.json
+    """
+    from gwctl.render import print_json
+
+    data = export_data(load(), source)
+    if format_ == "json":
+        print_json(data)
+    elif format_ == "toml":
+        import tomlkit
+
+        doc = tomlkit.document()
+        doc.add(tomlkit.comment("gwctl catalog export; import with: gwctl catalog import FILE"))
+        doc.add("schema", 1)
+        cat = tomlkit.table(is_super_table=True)
+        for ref, entry in data["catalog"].items():
+            t = tomlkit.table()
+            for k, v in entry.items():
+                t[k] = v
+            cat[ref] = t
+        doc["catalog"] = cat
+        sys.stdout.write(tomlkit.dumps(doc))
+    else:
+        fail(f"--format must be toml or json, not '{format_}'")
+
+
+def _read_import(path: str) -> dict:
+    import json
+    import tomllib
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    stripped = text.lstrip()
+    if path.endswith(".json") or stripped.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            fail(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})")
+    else:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            fail(f"{path}: not valid TOML ({exc})")
+    if not isinstance(data, dict) or not isinstance(data.get("catalog"), dict):
+        fail(f"{path} has no catalog table", "the file must look like gwctl catalog export's output (see gwctl catalog schema)")
+    extra = set(data) - {"schema", "catalog"}
+    if extra:
+        fail(f"{path} has unknown top-level keys: {', '.join(sorted(extra))}", "expected only schema and catalog")
+    if data.get("schema", 1) != 1:
+        fail(f"{path} has schema {data.get('schema')!r}; this gwctl reads schema 1")
+    return data["catalog"]
+
+
+def _flatten(entry: dict) -> dict:
+    out = {}
+    for k, v in entry.items():
+        if isinstance(v, dict):
+            for k2, v2 in v.items():
+                out[f"{k}.{k2}"] = v2
+        else:
+            out[k] = v
+    return out
+
+
+def catalog_diff(old: dict[str, dict], new: dict[str, dict]) -> dict:
+    """added / changed (field by field) / unchanged between export-shaped entries."""
+    added, changed, unchanged = [], [], []
+    for ref, entry in new.items():
+        if ref not in old:
+            added.append(ref)
+            continue
+        a, b = _flatten(old[ref]), _flatten(entry)
+        fields = []
+        for key in list(a) + [k for k in b if k not in a]:
+            if a.get(key) != b.get(key):
+                fields.append({"field": key, "old": a.get(key), "new": b.get(key)})
+        if fields:
+            changed.append({"ref": ref, "fields": fields})
+        else:
+            unchanged.append(ref)
+    return {"added": added, "changed": changed, "unchanged": unchanged}
+
+
+@app.command("import")
+def import_cmd(
+    file: Annotated[str, typer.Argument(metavar="FILE", help="A TOML or JSON catalog file ('-' for stdin).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the diff; write nothing.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Import catalog entries: validate everything, print the diff, then write.
+
+    Entries in the file replace the store's entries of the same REF; other
+    entries are left alone. Nothing is written unless every entry is valid.
+
+    Example: gwctl catalog import prices.toml --dry-run
+    """
+    from gwctl.render import message, print_json
+    from gwctl.store import document
+    from gwctl.store.schema import SchemaError, parse_entry
+
+    raw = _read_import(file)
+    normalised = {}
+    for ref, table in raw.items():
+        try:
+            entry = parse_entry(ref, table)
+        except SchemaError as exc:
+            fail(f"{file}: {exc.message}", "nothing was imported")
+        normalised[ref] = entry_json(entry)
+    if dry_run:
+        snap = load()
+        diff = catalog_diff({r: entry_json(e) for r, e in snap.catalog.items()}, normalised)
+    else:
+        with edit() as (doc, snap):
+            diff = catalog_diff({r: entry_json(e) for r, e in snap.catalog.items()}, normalised)
+            for ref in diff["added"] + [c["ref"] for c in diff["changed"]]:
+                document.replace_entry(doc, ref, normalised[ref])
+    if json_:
+        print_json({**diff, "dry_run": dry_run})
+    else:
+        out = sys.stdout
+        for ref in diff["added"]:
+            out.write(f"+ {ref}\n")
+        for c in diff["changed"]:
+            out.write(f"~ {c['ref']}\n")
+            for f in c["fields"]:
+                old = "unset" if f["old"] is None else f["old"]
+                new = "unset" if f["new"] is None else f["new"]
+                out.write(f"    {f['field']}: {old} -> {new}\n")
+        message(f"{len(diff['added'])} added, {len(diff['changed'])} changed, {len(diff['unchanged'])} unchanged"
+                + (" (dry run: nothing written)" if dry_run else ""))
+    if not dry_run:
+        _lint(load(), diff["added"] + [c["ref"] for c in diff["changed"]])
+
+
+@app.command("schema")
+def schema_cmd() -> None:
+    """Print the JSON Schema of the catalog import/export file (for editors and CI).
+
+    Example: gwctl catalog schema > gwctl-catalog.schema.json
+    """
+    from gwctl.catalog_schema import catalog_json_schema
+    from gwctl.render import print_json
+
+    print_json(catalog_json_schema())
+
+
+@app.command("price")
+def price_cmd(
+    ref: RefArg,
+    input_tokens: Annotated[int, typer.Option("--input-tokens", metavar="N", help="Uncached input tokens (billed at input).")] = 0,
+    output_tokens: Annotated[int, typer.Option("--output-tokens", metavar="N", help="Output tokens, reasoning included.")] = 0,
+    cached_tokens: Annotated[int, typer.Option("--cached-tokens", metavar="N", help="Cached input tokens (billed at cached_input).")] = 0,
+    cache_read_tokens: Annotated[int, typer.Option("--cache-read-tokens", metavar="N", help="Cache-read tokens (billed at cache_read).")] = 0,
+    cache_write_5m_tokens: Annotated[int, typer.Option("--cache-write-5m-tokens", metavar="N")] = 0,
+    cache_write_1h_tokens: Annotated[int, typer.Option("--cache-write-1h-tokens", metavar="N")] = 0,
+    web_searches: Annotated[int, typer.Option("--web-searches", metavar="N")] = 0,
+    images: Annotated[int, typer.Option("--images", metavar="N")] = 0,
+    audio_tokens: Annotated[int, typer.Option("--audio-tokens", metavar="N", help="Audio input tokens.")] = 0,
+    usage_file: Annotated[Optional[str], typer.Option("--usage", metavar="FILE", help="An OpenAI chat, OpenAI Responses or Anthropic usage JSON (or a whole response); '-' for stdin.")] = None,
+    requests: Annotated[int, typer.Option("--requests", metavar="N", help="Number of requests (per_request price).")] = 1,
+    json_: JsonOpt = False,
+) -> None:
+    """Price a usage exactly (the proxy's own pricing function), or say it is unbilled.
+
+    Example: gwctl catalog price local/llama-3.1-8b --input-tokens 800 --cached-tokens 200 --output-tokens 50
+    """
+    import json
+
+    from gwctl.core.pricing import Usage, detect_usage, price
+    from gwctl.core.prices import format_price, format_usd
+    from gwctl.render import print_json, print_table
+
+    _ref(ref)
+    counts = dict(input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached_tokens,
+                  cache_read_tokens=cache_read_tokens, cache_write_5m_tokens=cache_write_5m_tokens,
+                  cache_write_1h_tokens=cache_write_1h_tokens, web_searches=web_searches, images=images,
+                  audio_input_tokens=audio_tokens, requests=requests)
+    for k, v in counts.items():
+        if v < 0:
+            fail(f"--{k.replace('_', '-')} must not be negative, got {v}")
+    shape = "options"
+    if usage_file is not None:
+        if any(v for k, v in counts.items() if k != "requests"):
+            fail("give token counts either as options or with --usage, not both")
+        try:
+            text = sys.stdin.read() if usage_file == "-" else Path(usage_file).read_text(encoding="utf-8")
+        except OSError as exc:
+            fail(f"cannot read {usage_file}: {exc.strerror}")
+        try:
+            shape, usage = detect_usage(json.loads(text))
+        except json.JSONDecodeError as exc:
+            fail(f"{usage_file}:{exc.lineno}: not valid JSON ({exc.msg})")
+        except ValueError as exc:
+            fail(f"{usage_file}: {exc}")
+        if requests != 1:
+            from dataclasses import replace
+
+            usage = replace(usage, requests=requests)
+    else:
+        usage = Usage(**counts)
+    snap = load()
+    cost = price(snap.catalog.get(ref), usage, ref)
+    if json_:
+        print_json({"ref": ref, "usage_shape": shape, "usage": usage.as_dict(), **cost.to_json()})
+        return
+    if not cost.billed:
+        sys.stdout.write(f"unbilled\t{cost.unbilled_reason}\n" if not sys.stdout.isatty() else f"unbilled: {cost.unbilled_reason}\n")
+        return
+    rows = [[i.kind, i.quantity, "-" if i.unit_price is None else format_price(i.unit_price),
+             format_usd(i.amount), i.note] for i in cost.items]
+    print_table(["KIND", "QUANTITY", "UNIT USD", "AMOUNT USD", "NOTE"], rows)
+    sys.stdout.write(f"total\t{format_usd(cost.total)}\n" if not sys.stdout.isatty() else f"total: {format_usd(cost.total)} USD\n")

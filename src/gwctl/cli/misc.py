@@ -1,0 +1,7 @@
+"""Top-level commands: validate, demo, paths."""
+
+from __future__ import annotations
+
+
+def register(app) -> None:
+    pass

@@ -1,0 +1,7 @@
+"""`gwctl proxy`."""
+
+from __future__ import annotations
+
+
+def register(app) -> None:
+    pass

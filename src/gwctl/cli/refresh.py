@@ -1,0 +1,103 @@
+"""`gwctl source refresh`: fetch model lists (concurrently), then apply the diffs in one locked edit."""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+from gwctl.cli.common import edit, load, need_source
+from gwctl.errors import Exit, GwctlError
+
+
+def diff_models(current: dict[str, bool], listed: list[str], auto_enable: bool) -> tuple[list[str], list[str], dict[str, bool]]:
+    """(added, removed, new models table) for a refresh; order: kept ids first, then new ones as listed."""
+    added = [m for m in listed if m not in current]
+    listed_set = set(listed)
+    removed = [m for m in current if m not in listed_set]
+    new = {m: e for m, e in current.items() if m in listed_set}
+    for m in added:
+        new[m] = auto_enable
+    return added, removed, new
+
+
+def _fetch(src):
+    from gwctl.upstream import test_source
+
+    try:
+        return test_source(src)
+    except GwctlError as exc:  # e.g. the credential's env var is missing
+        from gwctl.upstream import TestResult
+
+        return TestResult(source=src.name, url=src.base_url, ok=False, error="credential", message=exc.message, hint=exc.hint or "")
+
+
+def run_refresh(name: str | None, as_json: bool) -> int:
+    from gwctl.render import error, print_json, stderr_is_tty, warn
+    from gwctl.store import document
+
+    snap = load()
+    sources = [need_source(snap, name)] if name else list(snap.sources.values())
+    if not sources:
+        if as_json:
+            print_json({"sources": [], "failed": 0})
+        else:
+            warn("no sources to refresh; add one with: gwctl source add NAME --base-url URL")
+        return 0
+    results = {}
+    if len(sources) == 1:
+        results[sources[0].name] = _fetch(sources[0])
+    else:
+        workers = min(16, len(sources))
+        progress = None
+        if stderr_is_tty() and not as_json:
+            from rich.progress import Progress
+
+            progress = Progress(transient=True, console=__import__("rich.console").console.Console(stderr=True))
+            task = progress.add_task("refreshing sources", total=len(sources))
+            progress.start()
+        try:
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                for src, res in zip(sources, pool.map(_fetch, sources)):
+                    results[src.name] = res
+                    if progress:
+                        progress.advance(task)
+        finally:
+            if progress:
+                progress.stop()
+    report = []
+    with edit() as (doc, snap):
+        auto = snap.settings.auto_enable_models
+        for src_name, res in results.items():
+            entry = {"source": src_name, "ok": res.ok}
+            current_src = snap.sources.get(src_name)
+            if not res.ok or current_src is None:
+                entry.update(error=res.error or "removed", message=res.message or "the source was removed meanwhile", hint=res.hint)
+                report.append(entry)
+                continue
+            added, removed, new = diff_models(dict(current_src.models), res.models, auto)
+            if added or removed or list(new) != list(current_src.models):
+                document.set_models(doc, src_name, new)
+            entry.update(added=added, removed=removed, unchanged=len(new) - len(added), enabled_new=auto)
+            default = snap.settings.default_model
+            if default and default.startswith(src_name + "/") and default[len(src_name) + 1 :] in removed:
+                entry["warning"] = f"the organisation default model {default} is no longer listed"
+            report.append(entry)
+    failed = sum(1 for r in report if not r["ok"])
+    if as_json:
+        print_json({"sources": report, "failed": failed})
+    else:
+        for r in report:
+            if not r["ok"]:
+                error(f"{r['source']}: {r['message']}", r.get("hint"))
+                continue
+            out = sys.stdout
+            out.write(f"{r['source']}: +{len(r['added'])} added, -{len(r['removed'])} removed, {r['unchanged']} unchanged\n")
+            for m in r["added"]:
+                out.write(f"+ {r['source']}/{m}" + ("" if r["enabled_new"] else " (disabled)") + "\n")
+            for m in r["removed"]:
+                out.write(f"- {r['source']}/{m} (no longer listed; removed)\n")
+            if r.get("warning"):
+                warn(r["warning"])
+    if failed == 0:
+        return Exit.OK
+    return Exit.FAILED if failed == len(report) else Exit.PARTIAL

@@ -1,0 +1,438 @@
+"""`gwctl source …`: the custom providers (OpenAI-compatible upstreams)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from typing import Annotated, Optional
+
+import typer
+
+from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, need_source
+
+app = typer.Typer(
+    help="Add, edit, test and refresh upstream sources.\n\nExample: gwctl source add local --base-url http://127.0.0.1:8000/v1 --auth-env VLLM_KEY --test",
+    no_args_is_help=True,
+)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", metavar="URL", help="Base URL of the OpenAI-compatible API, e.g. https://gateway.example/v1.")]
+AuthHeaderOpt = Annotated[Optional[str], typer.Option("--auth-header", metavar="H", help="Header carrying the credential; blank means 'Authorization: Bearer <value>'.")]
+AuthValueOpt = Annotated[Optional[str], typer.Option("--auth-value", metavar="V", help="The credential. '-' reads it from stdin (or a hidden prompt). Prefer --auth-env.")]
+AuthEnvOpt = Annotated[Optional[str], typer.Option("--auth-env", metavar="VAR", help="Read the credential from this environment variable when used (the store keeps only the name).")]
+PassOpt = Annotated[Optional[bool], typer.Option("--passthrough/--no-passthrough", help="Route this source's requests directly, skipping catalog checks.")]
+HeaderOpt = Annotated[Optional[list[str]], typer.Option("--header", metavar="'K: V'", help="A static non-auth header (repeatable).")]
+HeadersJsonOpt = Annotated[Optional[str], typer.Option("--headers-json", metavar="JSON", help='Static non-auth headers as a JSON object, e.g. \'{"X-Team": "ml"}\'.')]
+CatalogOnlyOpt = Annotated[Optional[bool], typer.Option("--catalog-only/--no-catalog-only", help="Refuse requests for this source's models that have no catalog entry.")]
+TestOpt = Annotated[bool, typer.Option("--test", help="Test the connection first; save nothing if it fails.")]
+ConnectTimeoutOpt = Annotated[Optional[float], typer.Option("--connect-timeout", metavar="S", help="Connect timeout in seconds (proxy and test).")]
+ReadTimeoutOpt = Annotated[Optional[float], typer.Option("--read-timeout", metavar="S", help="Read timeout in seconds (proxy and test).")]
+
+
+def _read_secret(value: str | None) -> str | None:
+    if value != "-":
+        return value
+    if sys.stdin.isatty():
+        import getpass
+
+        secret = getpass.getpass("Auth value (hidden): ")
+    else:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    if not secret:
+        fail("no auth value was given on stdin", "pipe it in, e.g. printf %s \"$KEY\" | gwctl source add … --auth-value -")
+    return secret
+
+
+def _check_env_name(var: str) -> None:
+    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", var):
+        fail(f"'{var}' is not an environment variable name", "use letters, digits and _, e.g. --auth-env VLLM_KEY")
+
+
+def _headers(header: list[str] | None, headers_json: str | None, base: dict[str, str] | None = None) -> dict[str, str] | None:
+    """Static headers from the options, or None when neither was given."""
+    from gwctl.core.headers import parse_header_option, parse_headers_json
+
+    if header is None and headers_json is None:
+        return None
+    result = dict(base or {})
+    try:
+        if headers_json is not None:
+            result = parse_headers_json(headers_json)
+        for item in header or []:
+            k, v = parse_header_option(item)
+            for existing in [e for e in result if e.lower() == k.lower()]:
+                del result[existing]
+            result[k] = v
+    except ValueError as exc:
+        fail(str(exc))
+    return result
+
+
+def _validated(name, base_url, auth_header, headers, connect_timeout, read_timeout):
+    from gwctl.core.headers import validate_header_name, validate_static_headers
+    from gwctl.core.urls import validate_base_url
+
+    try:
+        validate_base_url(base_url)
+        if auth_header:
+            validate_header_name(auth_header)
+        validate_static_headers(headers, auth_header or "")
+    except ValueError as exc:
+        fail(str(exc))
+    for label, t in (("--connect-timeout", connect_timeout), ("--read-timeout", read_timeout)):
+        if t is not None and not t > 0:
+            fail(f"{label} must be a positive number of seconds, got {t:g}")
+
+
+def _fields(src) -> dict:
+    """The TOML keys of a source (None deletes)."""
+    from gwctl.store.document import inline
+
+    return {
+        "base_url": src.base_url,
+        "auth_header": src.auth_header or None,
+        "auth_value": src.auth.value,
+        "auth_env": src.auth.env,
+        "passthrough": src.passthrough,
+        "catalog_only": src.catalog_only,
+        "headers": inline(src.headers) if src.headers else None,
+        "connect_timeout": src.connect_timeout,
+        "read_timeout": src.read_timeout,
+    }
+
+
+def _run_test(src) -> None:
+    from gwctl.render import error, message
+    from gwctl.upstream import test_source
+
+    result = test_source(src)
+    if not result.ok:
+        error(f"connection test failed: {result.message}", result.hint)
+        message("nothing was saved")
+        raise typer.Exit(1)
+    message(f"connection ok: {result.message}")
+
+
+@app.command("add")
+def add(
+    name: Annotated[str, typer.Argument(help="A short name, used in references like NAME/MODEL_ID.")],
+    base_url: BaseUrlOpt = None,
+    auth_header: AuthHeaderOpt = None,
+    auth_value: AuthValueOpt = None,
+    auth_env: AuthEnvOpt = None,
+    passthrough: PassOpt = None,
+    header: HeaderOpt = None,
+    headers_json: HeadersJsonOpt = None,
+    catalog_only: CatalogOnlyOpt = None,
+    test: TestOpt = False,
+    connect_timeout: ConnectTimeoutOpt = None,
+    read_timeout: ReadTimeoutOpt = None,
+) -> None:
+    """Add a source.
+
+    Example: gwctl source add local --base-url http://127.0.0.1:8000/v1 --auth-env VLLM_KEY --test
+    """
+    from types import MappingProxyType
+
+    from gwctl.core.model import Secret, Source
+    from gwctl.render import message
+
+    if not NAME_RE.match(name):
+        fail(f"'{name}' is not a valid source name", "use letters, digits, '.', '_' and '-' (no '/'), e.g. local-vllm")
+    if not base_url:
+        fail("--base-url is required", "e.g. --base-url https://gateway.example/v1")
+    if auth_value is not None and auth_env is not None:
+        fail("give either --auth-value or --auth-env, not both")
+    if auth_env is not None:
+        _check_env_name(auth_env)
+    headers = _headers(header, headers_json) or {}
+    _validated(name, base_url, auth_header, headers, connect_timeout, read_timeout)
+    if name in load().sources:
+        fail(f"a source named '{name}' already exists", f"change it with: gwctl source edit {name} …")
+    secret = _read_secret(auth_value)
+    src = Source(
+        name=name,
+        base_url=base_url.strip(),
+        auth_header=auth_header or "",
+        auth=Secret(value=secret, env=auth_env),
+        passthrough=bool(passthrough),
+        catalog_only=bool(catalog_only),
+        headers=MappingProxyType(headers),
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+    )
+    if test:
+        _run_test(src)
+    from gwctl.store import document
+
+    with edit() as (doc, snap):
+        if name in snap.sources:
+            fail(f"a source named '{name}' already exists", f"change it with: gwctl source edit {name} …")
+        document.put_source(doc, name, _fields(src))
+    message(f"added source {name}" + ("" if test else f"; next: gwctl source test {name} && gwctl source refresh {name}"))
+
+
+@app.command("edit")
+def edit_cmd(
+    name: Annotated[str, typer.Argument(help="The source to change.")],
+    base_url: BaseUrlOpt = None,
+    auth_header: AuthHeaderOpt = None,
+    auth_value: AuthValueOpt = None,
+    auth_env: AuthEnvOpt = None,
+    passthrough: PassOpt = None,
+    header: HeaderOpt = None,
+    headers_json: HeadersJsonOpt = None,
+    catalog_only: CatalogOnlyOpt = None,
+    test: TestOpt = False,
+    connect_timeout: ConnectTimeoutOpt = None,
+    read_timeout: ReadTimeoutOpt = None,
+    remove_header: Annotated[Optional[list[str]], typer.Option("--remove-header", metavar="K", help="Drop a static header (repeatable).")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Remove the stored credential.")] = False,
+) -> None:
+    """Change a source: rotate credentials, change the URL or static headers.
+
+    Only the options given change. --header adds or replaces one header;
+    --headers-json replaces them all.
+
+    Example: gwctl source edit local --auth-env NEW_VLLM_KEY --header 'X-Team: ml'
+    """
+    from dataclasses import replace
+    from types import MappingProxyType
+
+    from gwctl.core.model import Secret
+    from gwctl.render import message
+
+    if auth_value is not None and auth_env is not None:
+        fail("give either --auth-value or --auth-env, not both")
+    if no_auth and (auth_value is not None or auth_env is not None):
+        fail("--no-auth cannot be combined with --auth-value or --auth-env")
+    if auth_env is not None:
+        _check_env_name(auth_env)
+    current = need_source(load(), name)
+    secret = _read_secret(auth_value)
+
+    def changed(src):
+        headers = _headers(header, headers_json, dict(src.headers))
+        headers = dict(src.headers) if headers is None else headers
+        for k in remove_header or []:
+            match = [e for e in headers if e.lower() == k.lower()]
+            if not match:
+                fail(f"source {name} has no static header '{k}'")
+            for e in match:
+                del headers[e]
+        auth = src.auth
+        if no_auth:
+            auth = Secret()
+        elif secret is not None:
+            auth = Secret(value=secret)
+        elif auth_env is not None:
+            auth = Secret(env=auth_env)
+        new = replace(
+            src,
+            base_url=base_url.strip() if base_url is not None else src.base_url,
+            auth_header=src.auth_header if auth_header is None else auth_header,
+            auth=auth,
+            passthrough=src.passthrough if passthrough is None else passthrough,
+            catalog_only=src.catalog_only if catalog_only is None else catalog_only,
+            headers=MappingProxyType(headers),
+            connect_timeout=src.connect_timeout if connect_timeout is None else connect_timeout,
+            read_timeout=src.read_timeout if read_timeout is None else read_timeout,
+        )
+        _validated(name, new.base_url, new.auth_header, dict(new.headers), new.connect_timeout, new.read_timeout)
+        return new
+
+    if test:
+        _run_test(changed(current))
+    from gwctl.store import document
+
+    with edit() as (doc, snap):
+        new = changed(need_source(snap, name))
+        document.put_source(doc, name, _fields(new))
+    message(f"updated source {name}")
+
+
+def _auth_json(src, reveal: bool) -> dict:
+    from gwctl.render import mask
+
+    if src.auth.env:
+        kind = "env"
+    elif src.auth.value:
+        kind = "value"
+    else:
+        kind = "none"
+    return {
+        "kind": kind,
+        "header": src.effective_auth_header,
+        "scheme": "Bearer" if not src.auth_header else None,
+        "env": src.auth.env,
+        "value": mask(src.auth.value, reveal) if src.auth.value else None,
+    }
+
+
+def source_json(src, snap, reveal: bool = False, models: bool = False) -> dict:
+    enabled = sum(1 for v in src.models.values() if v)
+    out = {
+        "name": src.name,
+        "base_url": src.base_url,
+        "auth": _auth_json(src, reveal),
+        "passthrough": src.passthrough,
+        "catalog_only": src.catalog_only,
+        "headers": dict(src.headers),
+        "connect_timeout": src.connect_timeout,
+        "read_timeout": src.read_timeout,
+        "model_count": len(src.models),
+        "enabled_model_count": enabled,
+        "catalog_entries": sum(1 for e in snap.catalog.values() if e.source == src.name),
+    }
+    if models:
+        out["models"] = [{"id": m, "enabled": e} for m, e in src.models.items()]
+    return out
+
+
+def _auth_display(src, reveal: bool) -> str:
+    from gwctl.render import mask
+
+    header = src.effective_auth_header
+    if src.auth.env:
+        return f"{header}: ${src.auth.env}"
+    if src.auth.value:
+        scheme = "Bearer " if not src.auth_header else ""
+        return f"{header}: {scheme}{mask(src.auth.value, reveal)}"
+    return "(none)"
+
+
+@app.command("list")
+def list_cmd(json_: JsonOpt = False) -> None:
+    """List sources.
+
+    Example: gwctl source list --json
+    """
+    from gwctl.render import print_json, print_table
+
+    snap = load()
+    if json_:
+        print_json([source_json(s, snap) for s in snap.sources.values()])
+        return
+    rows = []
+    for s in snap.sources.values():
+        enabled = sum(1 for v in s.models.values() if v)
+        flags = ",".join(f for f, on in (("passthrough", s.passthrough), ("catalog-only", s.catalog_only)) if on)
+        rows.append([s.name, s.base_url, _auth_display(s, False), flags or "-", f"{enabled}/{len(s.models)}"])
+    print_table(["NAME", "BASE URL", "AUTH", "FLAGS", "MODELS"], rows, empty="no sources yet; add one with: gwctl source add NAME --base-url URL")
+
+
+@app.command("show")
+def show(
+    name: str,
+    json_: JsonOpt = False,
+    reveal: Annotated[bool, typer.Option("--reveal", help="Print the stored credential unmasked.")] = False,
+) -> None:
+    """Show one source, its credential masked (unless --reveal) and its models.
+
+    Example: gwctl source show local --json
+    """
+    from gwctl.render import print_fields, print_json
+
+    snap = load()
+    src = need_source(snap, name)
+    if json_:
+        print_json(source_json(src, snap, reveal, models=True))
+        return
+    pairs = [
+        ("name", src.name),
+        ("base_url", src.base_url),
+        ("auth", _auth_display(src, reveal)),
+        ("passthrough", src.passthrough),
+        ("catalog_only", src.catalog_only),
+    ]
+    for k, v in src.headers.items():
+        pairs.append(("header", f"{k}: {v}"))
+    if src.connect_timeout:
+        pairs.append(("connect_timeout", f"{src.connect_timeout:g}s"))
+    if src.read_timeout:
+        pairs.append(("read_timeout", f"{src.read_timeout:g}s"))
+    enabled = sum(1 for v in src.models.values() if v)
+    pairs.append(("models", f"{enabled} enabled of {len(src.models)}"))
+    for m, e in src.models.items():
+        pairs.append(("model", f"{name}/{m}" + ("" if e else " (disabled)")))
+    print_fields(pairs)
+
+
+@app.command("remove")
+def remove(name: str, yes: YesOpt = False) -> None:
+    """Remove a source and its discovered models (catalog entries are kept).
+
+    Example: gwctl source remove local --yes
+    """
+    from gwctl.render import message, warn
+    from gwctl.store import document
+
+    snap = load()
+    need_source(snap, name)
+    confirm(f"Remove source {name}?", yes)
+    with edit() as (doc, snap):
+        need_source(snap, name)
+        users = [f"{r.agent} -> {r.model_name}" for r in snap.routes if r.provider == name]
+        if users:
+            fail(f"source {name} is used by routes: {', '.join(users)}", "remove or change those routes first (gwctl route remove …)")
+        if snap.settings.fallback_source == name:
+            fail(f"source {name} is the fallback source", "unset it first: gwctl model default --fallback-source ''")
+        document.remove_source(doc, name)
+        if snap.settings.default_model and snap.settings.default_model.startswith(name + "/"):
+            document.set_setting(doc, "default_model", None)
+            warn(f"the organisation default model {snap.settings.default_model} was unset")
+        kept = sum(1 for e in snap.catalog.values() if e.source == name)
+    message(f"removed source {name}")
+    if kept:
+        warn(f"{kept} catalog entries for {name} were kept (remove them with gwctl catalog remove)")
+
+
+@app.command("test")
+def test_cmd(
+    name: str,
+    json_: JsonOpt = False,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", help="Seconds to wait (default 10 or the source's timeouts).")] = None,
+) -> None:
+    """Test a source: GET {base_url}/models with its credential and headers.
+
+    Exit 1 when the test fails; the message says why (DNS, refused, TLS,
+    timeout, credential, wrong base URL, not JSON, not a model list).
+
+    Example: gwctl source test local
+    """
+    from gwctl.render import error, print_json, stdout_is_tty
+    from gwctl.upstream import test_source
+
+    src = need_source(load(), name)
+    result = test_source(src, timeout=timeout)
+    if json_:
+        print_json(result.to_json())
+    elif result.ok:
+        sys.stdout.write(f"ok\t{name}\t{result.status}\t{result.latency_ms:.0f} ms\t{len(result.models)} models\n" if not stdout_is_tty() else f"✓ {name}: {result.message} ({result.url})\n")
+    if not result.ok:
+        if not json_:
+            error(f"{name}: {result.message}", result.hint)
+        raise typer.Exit(1)
+
+
+@app.command("refresh")
+def refresh(
+    name: Annotated[Optional[str], typer.Argument(help="The source to refresh (or --all).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Refresh every source, concurrently.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Discover models: add new ids, drop ids the upstream no longer lists.
+
+    New models are enabled when settings.auto_enable_models is true (the
+    default). With --all, sources are refreshed concurrently; a failing source
+    does not stop the others and the exit code is 3 when some failed (1 when
+    all failed).
+
+    Example: gwctl source refresh --all
+    """
+    from gwctl.cli.refresh import run_refresh
+
+    if bool(name) == bool(all_):
+        fail("name one source or give --all", "e.g. gwctl source refresh local")
+    raise typer.Exit(run_refresh(None if all_ else name, json_))

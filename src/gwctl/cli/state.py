@@ -1,0 +1,3 @@
+"""Process-wide CLI state set by the root callback (the --store option)."""
+
+STORE_OPTION: str | None = None

@@ -1,0 +1,160 @@
+"""The store's data model as plain, immutable dataclasses.
+
+Everything the decision, the catalog checks and the pricing need is here, with
+no I/O: the store layer builds a :class:`Snapshot` from the TOML document, the
+CLI and the proxy hand that snapshot to pure functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Mapping
+
+PRICE_KINDS: tuple[str, ...] = (
+    "input",
+    "output",
+    "cached_input",
+    "cache_read",
+    "cache_write_5m",
+    "cache_write_1h",
+    "per_request",
+    "web_search",
+    "image",
+    "audio_input",
+)
+"""Every price kind a catalog entry may set, in display order.
+
+Token kinds are USD per token; ``per_request`` is USD per request,
+``web_search`` USD per search, ``image`` USD per image, ``audio_input``
+USD per audio input token.
+"""
+
+CAPABILITIES: tuple[str, ...] = (
+    "streaming",
+    "vision",
+    "tools",
+    "reasoning",
+    "json_output",
+    "audio",
+)
+"""Every capability flag a catalog entry may set (true, false or unset)."""
+
+def _empty() -> Mapping:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A credential: either a literal value or the name of an env var.
+
+    ``value`` is what the user stored (literal); ``env`` names the variable to
+    read at use time. At most one is set; neither means "no credential".
+    """
+
+    value: str | None = None
+    env: str | None = None
+
+    @property
+    def is_set(self) -> bool:
+        return bool(self.value) or bool(self.env)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A custom provider: an OpenAI-compatible upstream."""
+
+    name: str
+    base_url: str
+    auth_header: str = ""  # blank means "Authorization: Bearer <value>"
+    auth: Secret = field(default_factory=Secret)
+    passthrough: bool = False
+    catalog_only: bool = False
+    headers: Mapping[str, str] = field(default_factory=_empty)
+    models: Mapping[str, bool] = field(default_factory=_empty)  # discovered model id -> enabled
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
+
+    @property
+    def effective_auth_header(self) -> str:
+        return self.auth_header or "Authorization"
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """Prices, limits and capabilities for one ``SOURCE/MODEL_ID``.
+
+    Prices are exact Decimals (USD per unit, see :data:`PRICE_KINDS`);
+    ``price_text`` keeps what the user wrote so it can be shown unchanged.
+    A capability missing from ``capabilities`` is unset (never rejects).
+    """
+
+    source: str
+    model_id: str
+    display_name: str | None = None
+    context_size: int | None = None
+    max_output: int | None = None
+    prices: Mapping[str, Decimal] = field(default_factory=_empty)
+    price_text: Mapping[str, str] = field(default_factory=_empty)
+    capabilities: Mapping[str, bool] = field(default_factory=_empty)
+    supported_params: tuple[str, ...] | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.source}/{self.model_id}"
+
+
+@dataclass(frozen=True)
+class Route:
+    """An agent's model configuration.
+
+    ``agent`` is ``triage`` (root) or ``triage/summarizer`` (subagent).
+    ``passthrough`` None means "take the source's flag".
+    """
+
+    agent: str
+    model_name: str
+    provider: str
+    model: str | None = None  # upstream model id; None = model_name
+    base_url: str | None = None
+    passthrough: bool | None = None
+
+    @property
+    def is_root(self) -> bool:
+        return "/" not in self.agent
+
+    @property
+    def upstream_model(self) -> str:
+        return self.model or self.model_name
+
+
+@dataclass(frozen=True)
+class GatewayKey:
+    """A client key of the proxy; only its hash is ever stored."""
+
+    name: str
+    hash: str  # "sha256:<hex>"
+    prefix: str  # the first characters, for recognising a key in a list
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    auto_enable_models: bool = True
+    default_model: str | None = None
+    fallback_source: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The whole store, read-only, as the pure core sees it."""
+
+    settings: Settings = field(default_factory=Settings)
+    sources: Mapping[str, Source] = field(default_factory=_empty)
+    catalog: Mapping[str, CatalogEntry] = field(default_factory=_empty)  # keyed by "SOURCE/MODEL_ID"
+    routes: tuple[Route, ...] = ()
+    keys: Mapping[str, GatewayKey] = field(default_factory=_empty)
+
+    def entry(self, source: str, model_id: str) -> CatalogEntry | None:
+        return self.catalog.get(f"{source}/{model_id}")

@@ -1,0 +1,113 @@
+"""Output: JSON documents, tables on a terminal, tab-separated lines otherwise.
+
+Data goes to stdout; messages (success chatter, warnings, errors) to stderr.
+Secrets are masked here, at display time, unless the caller asked to reveal.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from decimal import Decimal
+from typing import Any, Iterable, Sequence
+
+
+def stdout_is_tty() -> bool:
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def stderr_is_tty() -> bool:
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, Decimal):
+        return str(obj)
+    if hasattr(obj, "to_json"):
+        return obj.to_json()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    if hasattr(obj, "items"):
+        return dict(obj)
+    raise TypeError(f"cannot serialise {type(obj).__name__}")
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=_default, ensure_ascii=False)
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None, empty: str | None = None) -> None:
+    """A rich table on a terminal; tab-separated lines (no header) otherwise."""
+    rows = [[_cell(v) for v in row] for row in rows]
+    if not stdout_is_tty():
+        for row in rows:
+            sys.stdout.write("\t".join(c.replace("\t", " ").replace("\n", " ") for c in row) + "\n")
+        return
+    if not rows and empty:
+        message(empty)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, box=None, header_style="bold", pad_edge=False)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*row, end_section=False)
+    Console(highlight=False).print(table)
+
+
+def print_fields(pairs: Iterable[tuple[str, Any]]) -> None:
+    """``key: value`` lines (terminal) or ``key<TAB>value`` lines (pipe)."""
+    pairs = [(k, _cell(v)) for k, v in pairs]
+    if stdout_is_tty():
+        width = max((len(k) for k, _ in pairs), default=0)
+        for k, v in pairs:
+            sys.stdout.write(f"{k + ':':<{width + 1}} {v}\n")
+    else:
+        for k, v in pairs:
+            sys.stdout.write(f"{k}\t{v}\n")
+
+
+def message(text: str) -> None:
+    """Success chatter and progress, on stderr."""
+    sys.stderr.write(text + "\n")
+
+
+def warn(text: str) -> None:
+    sys.stderr.write(f"warning: {text}\n")
+
+
+def error(text: str, hint: str | None = None) -> None:
+    sys.stderr.write(f"error: {text}\n")
+    if hint:
+        sys.stderr.write(f"hint: {hint}\n")
+
+
+def mask(value: str | None, reveal: bool = False) -> str:
+    if not value:
+        return ""
+    if reveal:
+        return value
+    from gwctl.core.headers import mask_secret
+
+    return mask_secret(value)

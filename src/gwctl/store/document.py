@@ -1,0 +1,194 @@
+"""Small, comment-preserving edits of the store's tomlkit document.
+
+Each function changes only the keys it is about, in place, so a person's
+comments, blank lines and key order around them survive. Values passed as
+``None`` delete the key (that is how "unset" is written).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import tomlkit
+from tomlkit.items import AoT, Table
+
+
+def _super(doc, key: str) -> Table:
+    """A top-level table whose own ``[key]`` header is never printed."""
+    if key not in doc:
+        doc.add(key, tomlkit.table(is_super_table=True))
+    return doc[key]
+
+
+def _new_table() -> Table:
+    """A fresh table that ends with a blank line, so sections stay apart."""
+    t = tomlkit.table()
+    t.trivia.indent = "\n"
+    return t
+
+
+def _child(parent, key: str) -> Table:
+    if key not in parent:
+        parent.add(key, tomlkit.table())
+    return parent[key]
+
+
+def _apply(table, fields: Mapping[str, Any]) -> None:
+    for key, value in fields.items():
+        if value is None:
+            if key in table:
+                del table[key]
+        else:
+            table[key] = value
+
+
+def inline(mapping: Mapping[str, str]):
+    t = tomlkit.inline_table()
+    t.update(dict(mapping))
+    return t
+
+
+# --- sources -------------------------------------------------------------
+
+
+def put_source(doc, name: str, fields: Mapping[str, Any]) -> None:
+    sources = _super(doc, "sources")
+    if name not in sources:
+        sources.add(name, _new_table())
+    table = sources[name]
+    # keep "models" (a sub-table) last so new scalar keys land above it
+    models = table.pop("models") if "models" in table else None
+    _apply(table, fields)
+    if models is not None:
+        table.add("models", models)
+
+
+def remove_source(doc, name: str) -> None:
+    del doc["sources"][name]
+    if not doc["sources"]:
+        del doc["sources"]
+
+
+def set_models(doc, source: str, models: Mapping[str, bool]) -> None:
+    """Make the source's models table equal ``models``, editing in place."""
+    table = doc["sources"][source]
+    if "models" not in table:
+        table.add("models", tomlkit.table())
+    current = table["models"]
+    for model_id in [k for k in current if k not in models]:
+        del current[model_id]
+    for model_id, enabled in models.items():
+        if model_id not in current or bool(current[model_id]) != enabled:
+            current[model_id] = enabled
+
+
+# --- settings ------------------------------------------------------------
+
+
+def set_setting(doc, key: str, value: Any) -> None:
+    settings = _child(doc, "settings")
+    _apply(settings, {key: value})
+    if not settings:
+        del doc["settings"]
+
+
+# --- catalog -------------------------------------------------------------
+
+
+def put_entry(
+    doc,
+    ref: str,
+    fields: Mapping[str, Any],
+    prices: Mapping[str, str | None] = {},
+    capabilities: Mapping[str, bool | None] = {},
+) -> None:
+    catalog = _super(doc, "catalog")
+    if ref not in catalog:
+        catalog.add(ref, _new_table())
+    table = catalog[ref]
+    subs = {k: table.pop(k) for k in ("prices", "capabilities") if k in table}
+    _apply(table, fields)
+    for key in ("prices", "capabilities"):
+        if key in subs:
+            table.add(key, subs[key])
+    if prices:
+        _apply(_child(table, "prices"), prices)
+        if not table["prices"]:
+            del table["prices"]
+    if capabilities:
+        _apply(_child(table, "capabilities"), capabilities)
+        if not table["capabilities"]:
+            del table["capabilities"]
+
+
+def replace_entry(doc, ref: str, data: Mapping[str, Any]) -> None:
+    """Write an entry from plain data (import), keeping an existing table's comments where keys survive."""
+    catalog = _super(doc, "catalog")
+    if ref in catalog:
+        table = catalog[ref]
+        for key in [k for k in table if k not in data]:
+            del table[key]
+    scalars = {k: v for k, v in data.items() if k not in ("prices", "capabilities")}
+    if "supported_params" in scalars and scalars["supported_params"] is not None:
+        scalars["supported_params"] = list(scalars["supported_params"])
+    put_entry(doc, ref, scalars)
+    table = catalog[ref]
+    for key in ("prices", "capabilities"):
+        wanted = data.get(key) or {}
+        if key in table:
+            sub = table[key]
+            for k in [k for k in sub if k not in wanted]:
+                del sub[k]
+            if not wanted:
+                del table[key]
+        if wanted:
+            _apply(_child(table, key), wanted)
+
+
+def remove_entry(doc, ref: str) -> None:
+    del doc["catalog"][ref]
+    if not doc["catalog"]:
+        del doc["catalog"]
+
+
+# --- routes --------------------------------------------------------------
+
+
+def _routes(doc) -> AoT:
+    if "routes" not in doc:
+        doc.add("routes", tomlkit.aot())
+    return doc["routes"]
+
+
+def put_route(doc, index: int | None, fields: Mapping[str, Any]) -> None:
+    """Replace route ``index`` in place, or append a new one when ``index`` is None."""
+    routes = _routes(doc)
+    if index is None:
+        table = _new_table()
+        _apply(table, fields)
+        routes.append(table)
+    else:
+        _apply(routes[index], fields)
+
+
+def remove_route(doc, index: int) -> None:
+    routes = doc["routes"]
+    del routes[index]
+    if len(routes) == 0:
+        del doc["routes"]
+
+
+# --- keys ----------------------------------------------------------------
+
+
+def put_key(doc, name: str, fields: Mapping[str, Any]) -> None:
+    keys = _super(doc, "keys")
+    if name not in keys:
+        keys.add(name, _new_table())
+    _apply(keys[name], fields)
+
+
+def remove_key(doc, name: str) -> None:
+    del doc["keys"][name]
+    if not doc["keys"]:
+        del doc["keys"]

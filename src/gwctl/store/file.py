@@ -1,0 +1,219 @@
+"""Reading and writing the store file safely.
+
+* Reads parse with ``tomllib`` (fast) into a validated :class:`Snapshot`.
+* Edits run inside :func:`edit`: an inter-process lock around the whole
+  read-modify-write, a tomlkit document (hand-written comments and key order
+  survive), re-validation of the result, and an atomic replace (temp file in
+  the same directory, fsync, rename, mode 0600).
+* A store that does not parse or validate is reported with its file and line
+  and is never overwritten.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import tomllib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from gwctl.core.model import Snapshot
+from gwctl.errors import StoreError
+from gwctl.store.schema import SchemaError, snapshot_from_data
+
+LOCK_TIMEOUT_S = 60.0
+HEADER = (
+    "# gwctl store: the gateway's sources, models, catalog, routes and keys.\n"
+    "# Edit by hand or with gwctl; comments and order are kept. Schema: see gwctl's README.\n"
+)
+
+
+@dataclass(frozen=True)
+class Loaded:
+    path: Path
+    text: str | None  # None: the file does not exist (an empty store)
+    snapshot: Snapshot
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise StoreError(f"the store path {path} is a directory", "point --store or GWCTL_STORE at a file") from None
+    except PermissionError:
+        raise StoreError(f"cannot read the store {path}: permission denied", "check the file's owner and mode") from None
+    except UnicodeDecodeError as exc:
+        raise StoreError(f"the store {path} is not UTF-8 text (byte {exc.start})", "fix or restore the file") from None
+
+
+_LINE_RE = re.compile(r"at line (\d+)")
+
+
+def _parse(path: Path, text: str) -> dict:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = _LINE_RE.search(msg)
+        where = f"{path}:{m.group(1)}" if m else str(path)
+        raise StoreError(
+            f"{where}: the store is not valid TOML ({msg})",
+            "fix that line by hand; gwctl will not overwrite a store it cannot read",
+        ) from None
+
+
+def _snapshot(path: Path, text: str, data: dict) -> Snapshot:
+    try:
+        return snapshot_from_data(data)
+    except SchemaError as exc:
+        line = locate(text, exc.path)
+        where = f"{path}:{line}" if line else str(path)
+        raise StoreError(
+            f"{where}: {exc.message}",
+            "fix that line by hand; gwctl will not overwrite a store that fails validation",
+        ) from None
+
+
+def load(path: Path) -> Loaded:
+    """Read and validate the store; a missing file is an empty store."""
+    text = _read_text(path)
+    if text is None:
+        return Loaded(path, None, Snapshot())
+    return Loaded(path, text, _snapshot(path, text, _parse(path, text)))
+
+
+def _split_key(header: str) -> tuple[str, ...]:
+    parts: list[str] = []
+    for m in re.finditer(r'\s*(?:"((?:[^"\\]|\\.)*)"|\'([^\']*)\'|([A-Za-z0-9_-]+))\s*(?:\.|$)', header):
+        parts.append(next(g for g in m.groups() if g is not None))
+    return tuple(parts)
+
+
+_TABLE_RE = re.compile(r"^\s*(\[\[?)\s*(.+?)\s*\]\]?\s*(#.*)?$")
+_KEY_RE = re.compile(r'^\s*("(?:[^"\\]|\\.)*"|\'[^\']*\'|[A-Za-z0-9_.-]+)\s*=')
+
+
+def locate(text: str, path: tuple) -> int | None:
+    """Best-effort 1-based line of a TOML key path (for error messages)."""
+    if not path:
+        return None
+    table: tuple = ()
+    counts: dict[tuple, int] = {}
+    best: tuple[int, int] | None = None  # (depth matched, line)
+    for lineno, line in enumerate(text.splitlines(), 1):
+        m = _TABLE_RE.match(line)
+        if m and not line.lstrip().startswith("#"):
+            keys = _split_key(m.group(2))
+            if m.group(1) == "[[":
+                idx = counts.get(keys, -1) + 1
+                counts[keys] = idx
+                table = keys + (idx,)
+            else:
+                table = keys
+            depth = _prefix_len(table, path)
+            if depth == len(table) and (best is None or depth > best[0]):
+                best = (depth, lineno)
+            continue
+        k = _KEY_RE.match(line)
+        if k:
+            keys = table + _split_key(k.group(1))
+            depth = _prefix_len(keys, path)
+            if depth == len(keys) and (best is None or depth > best[0]):
+                best = (depth, lineno)
+    return best[1] if best else None
+
+
+def _prefix_len(keys: tuple, path: tuple) -> int:
+    n = 0
+    for a, b in zip(keys, path):
+        if a != b:
+            break
+        n += 1
+    return n
+
+
+def _lock(path: Path):
+    from filelock import FileLock
+
+    return FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S, mode=0o600)
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (temp file, fsync, rename), mode 0600."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:  # pragma: no cover - some filesystems refuse directory fsync
+        pass
+
+
+@contextmanager
+def edit(path: Path) -> Iterator[tuple["tomlkit.TOMLDocument", Snapshot]]:  # noqa: F821
+    """Lock, load, let the caller change the tomlkit document, validate, replace.
+
+    Raising inside the block writes nothing. The changed document must still
+    validate, otherwise nothing is written and the error says why.
+    """
+    import tomlkit
+    from tomlkit.exceptions import ParseError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the store's directory {path.parent}: {exc.strerror}") from None
+    try:
+        lock = _lock(path)
+        lock.acquire()
+    except PermissionError:
+        raise StoreError(f"cannot lock the store {path}: permission denied") from None
+    except Exception as exc:  # filelock.Timeout
+        raise StoreError(f"timed out waiting for the store lock {path}.lock ({exc})") from None
+    try:
+        old = load(path)
+        if old.text is None:
+            doc = tomlkit.document()
+            for line in HEADER.splitlines():
+                doc.add(tomlkit.comment(line.lstrip("# ")))
+            doc.add("schema", 1)
+        else:
+            try:
+                doc = tomlkit.parse(old.text)
+            except ParseError as exc:  # tomllib accepted it; tomlkit did not
+                raise StoreError(f"{path}:{exc.line}: the store could not be parsed for editing ({exc})") from None
+        yield doc, old.snapshot
+        new_text = tomlkit.dumps(doc)
+        if new_text == old.text:
+            return
+        try:
+            snapshot_from_data(tomllib.loads(new_text))
+        except (SchemaError, tomllib.TOMLDecodeError) as exc:
+            msg = getattr(exc, "message", str(exc))
+            raise StoreError(f"refusing to write an invalid store: {msg}") from None
+        try:
+            atomic_write(path, new_text)
+        except OSError as exc:
+            raise StoreError(f"cannot write the store {path}: {exc.strerror}") from None
+    finally:
+        lock.release()

@@ -1,0 +1,286 @@
+"""The store's TOML schema: plain parsed data -> a validated :class:`Snapshot`.
+
+Reading goes through ``tomllib`` (fast) and this module; writing goes through
+tomlkit (see :mod:`gwctl.store.document`), whose result is read back through
+this same function before it may replace the file. So one set of type rules
+guards both directions, and every error names the TOML key path at fault.
+
+Layout (documented in the README)::
+
+    schema = 1
+    [settings]      auto_enable_models, default_model, fallback_source
+    [sources.NAME]  base_url, auth_header, auth_value | auth_env, passthrough,
+                    catalog_only, headers = {..}, connect_timeout, read_timeout
+    [sources.NAME.models]   "model-id" = true|false   (enabled?)
+    [catalog."SOURCE/MODEL_ID"]  display_name, context_size, max_output,
+                    supported_params = [..]
+    [catalog."SOURCE/MODEL_ID".prices]        KIND = "3e-6"
+    [catalog."SOURCE/MODEL_ID".capabilities]  NAME = true|false
+    [[routes]]      agent, model_name, provider, model, base_url, passthrough
+    [keys.NAME]     hash, prefix, created
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from gwctl.core.refs import split_ref
+from gwctl.core.model import (
+    CAPABILITIES,
+    PRICE_KINDS,
+    CatalogEntry,
+    GatewayKey,
+    Route,
+    Secret,
+    Settings,
+    Snapshot,
+    Source,
+)
+
+SCHEMA_VERSION = 1
+
+SOURCE_KEYS = {
+    "base_url",
+    "auth_header",
+    "auth_value",
+    "auth_env",
+    "passthrough",
+    "catalog_only",
+    "headers",
+    "models",
+    "connect_timeout",
+    "read_timeout",
+}
+ENTRY_KEYS = {"display_name", "context_size", "max_output", "prices", "capabilities", "supported_params"}
+ROUTE_KEYS = {"agent", "model_name", "provider", "model", "base_url", "passthrough"}
+SETTINGS_KEYS = {"auto_enable_models", "default_model", "fallback_source"}
+KEY_KEYS = {"hash", "prefix", "created"}
+TOP_KEYS = {"schema", "settings", "sources", "catalog", "routes", "keys"}
+
+
+class SchemaError(ValueError):
+    """A value in the store has the wrong type or shape.
+
+    ``path`` is the TOML key path (e.g. ``("sources", "local", "base_url")``)
+    so the caller can point at the line.
+    """
+
+    def __init__(self, message: str, path: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.message = message
+        self.path = path
+
+
+def _dotted(path: tuple[str, ...]) -> str:
+    out = []
+    for part in path:
+        if isinstance(part, int):
+            out[-1] = f"{out[-1]}[{part}]"
+        elif part.replace("_", "").replace("-", "").isalnum():
+            out.append(part)
+        else:
+            out.append('"' + part + '"')
+    return ".".join(out)
+
+
+def _expect(value: Any, kind: type | tuple[type, ...], path: tuple, what: str) -> Any:
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise SchemaError(f"{_dotted(path)} must be {what}, not a boolean", path)
+    if not isinstance(value, kind):
+        raise SchemaError(f"{_dotted(path)} must be {what}, got {type(value).__name__} {value!r}", path)
+    return value
+
+
+def _unknown(table: Mapping, allowed: set[str], path: tuple) -> None:
+    for key in table:
+        if key not in allowed:
+            known = ", ".join(sorted(allowed))
+            raise SchemaError(f"{_dotted(path + (key,))} is not a known setting (known: {known})", path + (key,))
+
+
+def _opt_str(table: Mapping, key: str, path: tuple) -> str | None:
+    if key not in table:
+        return None
+    return _expect(table[key], str, path + (key,), "a string")
+
+
+def _opt_bool(table: Mapping, key: str, path: tuple) -> bool | None:
+    if key not in table:
+        return None
+    return _expect(table[key], bool, path + (key,), "true or false")
+
+
+def _opt_pos_int(table: Mapping, key: str, path: tuple) -> int | None:
+    if key not in table:
+        return None
+    value = _expect(table[key], int, path + (key,), "a positive integer")
+    if value <= 0:
+        raise SchemaError(f"{_dotted(path + (key,))} must be a positive integer, got {value}", path + (key,))
+    return value
+
+
+def _opt_timeout(table: Mapping, key: str, path: tuple) -> float | None:
+    if key not in table:
+        return None
+    value = _expect(table[key], (int, float), path + (key,), "a number of seconds")
+    if not value > 0:
+        raise SchemaError(f"{_dotted(path + (key,))} must be a positive number of seconds", path + (key,))
+    return float(value)
+
+
+def _table(value: Any, path: tuple) -> Mapping:
+    return _expect(value, dict, path, "a table")
+
+
+def parse_source(name: str, table: Any) -> Source:
+    path = ("sources", name)
+    table = _table(table, path)
+    _unknown(table, SOURCE_KEYS, path)
+    if "base_url" not in table:
+        raise SchemaError(f"{_dotted(path)} has no base_url", path)
+    base_url = _expect(table["base_url"], str, path + ("base_url",), "a string")
+    value = _opt_str(table, "auth_value", path)
+    env = _opt_str(table, "auth_env", path)
+    if value and env:
+        raise SchemaError(f"{_dotted(path)} sets both auth_value and auth_env; keep one", path + ("auth_env",))
+    headers_raw = table.get("headers", {})
+    headers = dict(_table(headers_raw, path + ("headers",)))
+    for key, val in headers.items():
+        _expect(val, str, path + ("headers", key), "a string")
+    models_raw = _table(table.get("models", {}), path + ("models",))
+    models = {}
+    for model_id, enabled in models_raw.items():
+        models[model_id] = _expect(enabled, bool, path + ("models", model_id), "true (enabled) or false (disabled)")
+    return Source(
+        name=name,
+        base_url=base_url,
+        auth_header=_opt_str(table, "auth_header", path) or "",
+        auth=Secret(value=value or None, env=env or None),
+        passthrough=bool(_opt_bool(table, "passthrough", path)),
+        catalog_only=bool(_opt_bool(table, "catalog_only", path)),
+        headers=MappingProxyType(headers),
+        models=MappingProxyType(models),
+        connect_timeout=_opt_timeout(table, "connect_timeout", path),
+        read_timeout=_opt_timeout(table, "read_timeout", path),
+    )
+
+
+def _price_value(value: Any, kind: str, path: tuple) -> tuple[Decimal, str]:
+    from gwctl.core.prices import parse_price
+
+    if isinstance(value, float):
+        text = repr(value)
+    elif isinstance(value, (str, int)) and not isinstance(value, bool):
+        text = str(value)
+    else:
+        raise SchemaError(f"{_dotted(path)} must be a price like \"3e-6\", got {value!r}", path)
+    try:
+        return parse_price(text, kind), text.strip()
+    except ValueError as exc:
+        raise SchemaError(f"{_dotted(path)}: {exc}", path) from None
+
+
+def parse_entry(ref: str, table: Any) -> CatalogEntry:
+    path = ("catalog", ref)
+    table = _table(table, path)
+    _unknown(table, ENTRY_KEYS, path)
+    try:
+        source, model_id = split_ref(ref)
+    except ValueError as exc:
+        raise SchemaError(f"catalog key {exc}", path) from None
+    prices: dict[str, Decimal] = {}
+    texts: dict[str, str] = {}
+    for kind, value in _table(table.get("prices", {}), path + ("prices",)).items():
+        if kind not in PRICE_KINDS:
+            raise SchemaError(
+                f"{_dotted(path + ('prices', kind))} is not a price kind (valid: {', '.join(PRICE_KINDS)})",
+                path + ("prices", kind),
+            )
+        prices[kind], texts[kind] = _price_value(value, kind, path + ("prices", kind))
+    caps: dict[str, bool] = {}
+    for name, value in _table(table.get("capabilities", {}), path + ("capabilities",)).items():
+        if name not in CAPABILITIES:
+            raise SchemaError(
+                f"{_dotted(path + ('capabilities', name))} is not a capability (valid: {', '.join(CAPABILITIES)})",
+                path + ("capabilities", name),
+            )
+        caps[name] = _expect(value, bool, path + ("capabilities", name), "true or false (delete the key for unset)")
+    params = None
+    if "supported_params" in table:
+        raw = _expect(table["supported_params"], list, path + ("supported_params",), "a list of strings")
+        for i, item in enumerate(raw):
+            _expect(item, str, path + ("supported_params", i), "a string")
+        params = tuple(raw)
+    return CatalogEntry(
+        source=source,
+        model_id=model_id,
+        display_name=_opt_str(table, "display_name", path),
+        context_size=_opt_pos_int(table, "context_size", path),
+        max_output=_opt_pos_int(table, "max_output", path),
+        prices=MappingProxyType(prices),
+        price_text=MappingProxyType(texts),
+        capabilities=MappingProxyType(caps),
+        supported_params=params,
+    )
+
+
+def parse_route(index: int, table: Any) -> Route:
+    path = ("routes", index)
+    table = _table(table, path)
+    _unknown(table, ROUTE_KEYS, path)
+    for key in ("agent", "model_name", "provider"):
+        if key not in table:
+            raise SchemaError(f"{_dotted(path)} has no {key}", path)
+    return Route(
+        agent=_expect(table["agent"], str, path + ("agent",), "a string"),
+        model_name=_expect(table["model_name"], str, path + ("model_name",), "a string"),
+        provider=_expect(table["provider"], str, path + ("provider",), "a string"),
+        model=_opt_str(table, "model", path) or None,
+        base_url=_opt_str(table, "base_url", path) or None,
+        passthrough=_opt_bool(table, "passthrough", path),
+    )
+
+
+def snapshot_from_data(data: Mapping[str, Any]) -> Snapshot:
+    """Build the read-only model from parsed TOML, or raise :class:`SchemaError`."""
+    _unknown(data, TOP_KEYS, ())
+    version = data.get("schema", SCHEMA_VERSION)
+    if version != SCHEMA_VERSION:
+        raise SchemaError(
+            f"schema = {version!r} is not supported by this gwctl (it reads schema {SCHEMA_VERSION})", ("schema",)
+        )
+    settings_t = _table(data.get("settings", {}), ("settings",))
+    _unknown(settings_t, SETTINGS_KEYS, ("settings",))
+    auto = _opt_bool(settings_t, "auto_enable_models", ("settings",))
+    settings = Settings(
+        auto_enable_models=True if auto is None else auto,
+        default_model=_opt_str(settings_t, "default_model", ("settings",)) or None,
+        fallback_source=_opt_str(settings_t, "fallback_source", ("settings",)) or None,
+    )
+    sources = {
+        name: parse_source(name, table) for name, table in _table(data.get("sources", {}), ("sources",)).items()
+    }
+    catalog = {ref: parse_entry(ref, table) for ref, table in _table(data.get("catalog", {}), ("catalog",)).items()}
+    routes_raw = _expect(data.get("routes", []), list, ("routes",), "an array of tables ([[routes]])")
+    routes = tuple(parse_route(i, t) for i, t in enumerate(routes_raw))
+    keys = {}
+    for name, table in _table(data.get("keys", {}), ("keys",)).items():
+        path = ("keys", name)
+        table = _table(table, path)
+        _unknown(table, KEY_KEYS, path)
+        digest = _opt_str(table, "hash", path)
+        if not digest:
+            raise SchemaError(f"{_dotted(path)} has no hash", path)
+        created = table.get("created", "")
+        keys[name] = GatewayKey(
+            name=name, hash=digest, prefix=_opt_str(table, "prefix", path) or "", created=str(created)
+        )
+    return Snapshot(
+        settings=settings,
+        sources=MappingProxyType(sources),
+        catalog=MappingProxyType(catalog),
+        routes=routes,
+        keys=MappingProxyType(keys),
+    )

@@ -1,0 +1,39 @@
+"""Resolving a source's credential at use time.
+
+The store may hold a literal value (``auth_value``) or the name of an
+environment variable (``auth_env``) so that the file can live in git. The
+variable is read only when a request or a test needs it; a missing variable is
+a user error that says which source and which variable.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+from gwctl.core.model import Source
+from gwctl.errors import GwctlError
+
+
+def resolve(source: Source, environ: Mapping[str, str] | None = None) -> str | None:
+    """The credential's value, or None when the source has none."""
+    environ = os.environ if environ is None else environ
+    if source.auth.env:
+        value = environ.get(source.auth.env)
+        if not value:
+            raise GwctlError(
+                f"source {source.name} reads its credential from ${source.auth.env}, which is not set",
+                f"export {source.auth.env}=... or store a value with: gwctl source edit {source.name} --auth-value -",
+            )
+        return value
+    return source.auth.value or None
+
+
+def auth_headers(source: Source, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The header(s) that carry the source's credential upstream."""
+    value = resolve(source, environ)
+    if value is None:
+        return {}
+    if source.auth_header:
+        return {source.auth_header: value}
+    return {"Authorization": f"Bearer {value}"}

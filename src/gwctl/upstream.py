@@ -1,0 +1,144 @@
+"""Admin calls to a source: test the connection and list its models (httpx).
+
+Failures are classified into the causes a person can act on (DNS, refused,
+TLS, timeout, credential, wrong base URL, not JSON, not a model list), each
+with a hint. The proxy's hot path does not use this module.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import httpx
+
+from gwctl.core.model import Source
+from gwctl.core.urls import models_url
+from gwctl.store.secrets import auth_headers
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+@dataclass
+class TestResult:
+    source: str
+    url: str
+    ok: bool
+    status: int | None = None
+    latency_ms: float | None = None
+    models: list[str] = field(default_factory=list)
+    error: str | None = None  # dns | refused | tls | timeout | credential | not_found | http | not_json | not_model_list | connection
+    message: str = ""
+    hint: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "source": self.source,
+            "url": self.url,
+            "ok": self.ok,
+            "status": self.status,
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 1),
+            "model_count": len(self.models),
+            "models": self.models,
+            "error": self.error,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+def _walk_causes(exc: BaseException):
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__cause__ or exc.__context__
+
+
+def _classify_connect(exc: BaseException, url: str) -> tuple[str, str, str]:
+    host = httpx.URL(url).host
+    text = " ".join(str(e) for e in _walk_causes(exc)).lower()
+    for cause in _walk_causes(exc):
+        if isinstance(cause, socket.gaierror):
+            break
+        if isinstance(cause, ssl.SSLError):
+            return "tls", f"TLS handshake with {host} failed ({cause.reason or cause})", "check the certificate, or use http:// for a plain-HTTP server"
+        if isinstance(cause, ConnectionRefusedError):
+            return "refused", f"connection to {host} was refused", "is the server running, and on that port?"
+    if "name or service not known" in text or "nodename nor servname" in text or "temporary failure in name resolution" in text or "getaddrinfo" in text or any(isinstance(c, socket.gaierror) for c in _walk_causes(exc)):
+        return "dns", f"the host name {host} could not be resolved (DNS)", "check the base URL's host name"
+    if "ssl" in text or "certificate" in text or "tls" in text:
+        return "tls", f"TLS handshake with {host} failed", "check the certificate, or use http:// for a plain-HTTP server"
+    if "refused" in text:
+        return "refused", f"connection to {host} was refused", "is the server running, and on that port?"
+    return "connection", f"could not connect to {host} ({exc})", "check the base URL and that the server is reachable"
+
+
+def _version_hint(base_url: str) -> str:
+    from gwctl.core.urls import strip_version
+
+    if strip_version(base_url) == base_url.rstrip("/"):
+        return f"the base URL usually ends with the API's version segment, e.g. {base_url.rstrip('/')}/v1"
+    return "check the base URL's path: GET {base_url}/models must list the models".replace("{base_url}", base_url.rstrip("/"))
+
+
+def test_source(source: Source, environ: Mapping[str, str] | None = None, timeout: float | None = None) -> TestResult:
+    """GET {base_url}/models with the source's auth and static headers.
+
+    A missing credential env var raises :class:`gwctl.errors.GwctlError`.
+    """
+    url = models_url(source.base_url)
+    headers = {"Accept": "application/json", **dict(source.headers), **auth_headers(source, environ)}
+    t = timeout or source.connect_timeout or DEFAULT_TIMEOUT_S
+    result = TestResult(source=source.name, url=url, ok=False)
+    start = time.perf_counter()
+    try:
+        with httpx.Client(timeout=httpx.Timeout(timeout or source.read_timeout or DEFAULT_TIMEOUT_S, connect=t)) as client:
+            resp = client.get(url, headers=headers)
+    except httpx.TimeoutException:
+        result.error, result.message = "timeout", f"no answer from {url} within {t:g} s"
+        result.hint = "is the server up and reachable? a slow server can be given --timeout"
+        return result
+    except (httpx.ConnectError, httpx.NetworkError, httpx.ProtocolError) as exc:
+        result.error, result.message, result.hint = _classify_connect(exc, url)
+        return result
+    result.latency_ms = (time.perf_counter() - start) * 1000
+    result.status = resp.status_code
+    if resp.status_code in (401, 403):
+        result.error = "credential"
+        result.message = f"{url} answered {resp.status_code}: the credential was refused"
+        result.hint = f"rotate it with: gwctl source edit {source.name} --auth-value - (or check --auth-header)"
+        return result
+    if resp.status_code == 404:
+        result.error = "not_found"
+        result.message = f"{url} answered 404: no model list there"
+        result.hint = _version_hint(source.base_url)
+        return result
+    if resp.status_code >= 400:
+        result.error = "http"
+        result.message = f"{url} answered {resp.status_code} {resp.reason_phrase}"
+        result.hint = "check the server's logs"
+        return result
+    try:
+        body = resp.json()
+    except ValueError:
+        result.error = "not_json"
+        ctype = resp.headers.get("content-type", "unknown")
+        result.message = f"{url} did not answer JSON (content-type {ctype})"
+        result.hint = "is the base URL an OpenAI-compatible API? " + _version_hint(source.base_url)
+        return result
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
+        result.error = "not_model_list"
+        result.message = f"{url} answered JSON that is not an OpenAI model list ({{\"data\": [{{\"id\": ...}}]}})"
+        result.hint = "point the source at an OpenAI-compatible API"
+        return result
+    seen: dict[str, None] = {}
+    for m in data:
+        seen.setdefault(m["id"], None)
+    result.models = list(seen)
+    result.ok = True
+    result.message = f"{resp.status_code} OK, {len(result.models)} models, {result.latency_ms:.0f} ms"
+    return result
