@@ -78,9 +78,9 @@ def set_cmd(
         for item in price or []:
             kind, _, value = item.partition("=")
             if value.strip().lower() == "unset":
-                from gwctl.core.prices import _check_kind
+                from gwctl.core.prices import check_price_kind
 
-                prices[_check_kind(kind.strip().lower())] = None
+                prices[check_price_kind(kind.strip().lower())] = None
                 continue
             kind, _, text = parse_price_assignment(item)
             prices[kind] = text

@@ -1,7 +1,79 @@
-"""`gwctl key …`."""
+"""`gwctl key …`: the gateway keys clients use to call `gwctl proxy`."""
 
 from __future__ import annotations
 
+import re
+import sys
+from typing import Annotated
+
 import typer
 
-app = typer.Typer(help="key commands.", no_args_is_help=True)
+from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load
+
+app = typer.Typer(
+    help="Create, list and revoke gateway keys (stored only as hashes).\n\nExample: gwctl key create ci --json",
+    no_args_is_help=True,
+)
+
+
+@app.command("create")
+def create(name: Annotated[str, typer.Argument(help="A name for who uses the key (shown in the activity log).")], json_: JsonOpt = False) -> None:
+    """Create a key and print it once; only its hash is stored.
+
+    Example: gwctl key create triage-bot
+    """
+    from datetime import datetime, timezone
+
+    from gwctl.core import keys
+    from gwctl.render import message, print_json
+    from gwctl.store import document
+
+    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+        fail(f"'{name}' is not a valid key name", "use letters, digits, '.', '_' and '-'")
+    key = keys.generate()
+    created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    with edit() as (doc, snap):
+        if name in snap.keys:
+            fail(f"a key named '{name}' already exists", f"revoke it first (gwctl key revoke {name}) or pick another name")
+        document.put_key(doc, name, {"hash": keys.digest(key), "prefix": keys.shown_prefix(key), "created": created})
+    if json_:
+        print_json({"name": name, "key": key, "prefix": keys.shown_prefix(key), "created": created})
+    else:
+        sys.stdout.write(key + "\n")
+        message(f"created key {name}; copy it now, it is not shown again")
+
+
+@app.command("list")
+def list_cmd(json_: JsonOpt = False) -> None:
+    """List keys (name, prefix, creation time; never the key).
+
+    Example: gwctl key list
+    """
+    from gwctl.render import print_json, print_table
+
+    snap = load()
+    items = [{"name": k.name, "prefix": k.prefix, "created": k.created} for k in snap.keys.values()]
+    if json_:
+        print_json(items)
+        return
+    print_table(["NAME", "PREFIX", "CREATED"], [[i["name"], i["prefix"] + "…", i["created"]] for i in items],
+                empty="no keys; create one with: gwctl key create NAME")
+
+
+@app.command("revoke")
+def revoke(name: str, yes: YesOpt = False) -> None:
+    """Revoke a key; a running proxy refuses it within seconds.
+
+    Example: gwctl key revoke triage-bot --yes
+    """
+    from gwctl.render import message
+    from gwctl.store import document
+
+    if name not in load().keys:
+        fail(f"no key named '{name}'", "see gwctl key list")
+    confirm(f"Revoke key {name}? Clients using it get 401.", yes)
+    with edit() as (doc, snap):
+        if name not in snap.keys:
+            fail(f"no key named '{name}'")
+        document.remove_key(doc, name)
+    message(f"revoked key {name}")

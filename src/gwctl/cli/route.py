@@ -1,7 +1,289 @@
-"""`gwctl route …`."""
+"""`gwctl route …`: agents' model configurations and the dry-run of the decision."""
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
-app = typer.Typer(help="route commands.", no_args_is_help=True)
+from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, need_source
+
+app = typer.Typer(
+    help="Agent routes, the fallback source, and the dry-run of the routing decision.\n\nExample: gwctl route set triage/summarizer --model-name child-alias --provider custom --passthrough",
+    no_args_is_help=True,
+)
+
+AgentArg = Annotated[str, typer.Argument(metavar="AGENT", help="triage (a root agent) or triage/summarizer (a subagent).")]
+
+
+def _check_agent(agent: str) -> None:
+    from gwctl.core.refs import AGENT_RE
+
+    if not AGENT_RE.match(agent):
+        fail(f"'{agent}' is not an agent path", "name a root agent like triage or a subagent like triage/summarizer")
+
+
+def _find(snap, agent: str, model_name: str) -> int | None:
+    for i, r in enumerate(snap.routes):
+        if r.agent == agent and r.model_name == model_name:
+            return i
+    return None
+
+
+@app.command("set")
+def set_cmd(
+    agent: AgentArg,
+    model_name: Annotated[str, typer.Option("--model-name", metavar="NAME", help="The model string the agent sends (its alias).")],
+    provider: Annotated[str, typer.Option("--provider", metavar="SOURCE", help="The source that serves it (its credentials are used).")],
+    model: Annotated[Optional[str], typer.Option("--model", metavar="ID", help="Upstream model id (default: NAME unchanged).")] = None,
+    base_url: Annotated[Optional[str], typer.Option("--base-url", metavar="URL", help="Override the source's base URL for this route.")] = None,
+    passthrough: Annotated[Optional[bool], typer.Option("--passthrough/--no-passthrough", help="Direct to the base URL (skip catalog checks), or managed. Unset: the source's flag.")] = None,
+    inherit_passthrough: Annotated[bool, typer.Option("--inherit-passthrough", help="Unset the route's passthrough so it follows its source's flag.")] = False,
+) -> None:
+    """Create or update an agent's route.
+
+    A root agent's route is keyed by NAME (the model string it sends), so two
+    root agents cannot claim the same NAME; a subagent's by AGENT + NAME.
+
+    Example: gwctl route set triage --model-name customer-alias --provider custom --base-url https://customer-litellm.example/v1 --passthrough
+    """
+    from gwctl.core.urls import validate_base_url
+    from gwctl.render import message
+    from gwctl.store import document
+
+    _check_agent(agent)
+    if not model_name.strip():
+        fail("--model-name must not be empty")
+    if passthrough is not None and inherit_passthrough:
+        fail("give --passthrough/--no-passthrough or --inherit-passthrough, not both")
+    if base_url is not None and base_url != "":
+        try:
+            validate_base_url(base_url)
+        except ValueError as exc:
+            fail(str(exc))
+    with edit() as (doc, snap):
+        need_source(snap, provider)
+        is_root = "/" not in agent
+        if is_root:
+            for r in snap.routes:
+                if r.is_root and r.model_name == model_name and r.agent != agent:
+                    fail(f"root agent {r.agent} already routes model name '{model_name}'",
+                         f"root routes are keyed by model name; pick another name or remove it: gwctl route remove {r.agent} --model-name {model_name}")
+        index = _find(snap, agent, model_name)
+        fields = {"agent": agent, "model_name": model_name, "provider": provider}
+        if model is not None:
+            fields["model"] = model or None
+        if base_url is not None:
+            fields["base_url"] = base_url or None
+        if passthrough is not None:
+            fields["passthrough"] = passthrough
+        if inherit_passthrough:
+            fields["passthrough"] = None
+        document.put_route(doc, index, fields)
+    message(f"{'updated' if index is not None else 'added'} route {agent} -> {model_name} via {provider}")
+
+
+def route_json(r, snap) -> dict:
+    src = snap.sources.get(r.provider)
+    effective = r.passthrough if r.passthrough is not None else (src.passthrough if src else None)
+    return {
+        "agent": r.agent,
+        "scope": "root" if r.is_root else "subagent",
+        "model_name": r.model_name,
+        "provider": r.provider,
+        "model": r.model,
+        "upstream_model": r.upstream_model,
+        "base_url": r.base_url,
+        "passthrough": r.passthrough,
+        "effective_passthrough": effective,
+    }
+
+
+@app.command("list")
+def list_cmd(json_: JsonOpt = False) -> None:
+    """List routes (passthrough shows the effective value; '(source)' when inherited).
+
+    Example: gwctl route list --json
+    """
+    from gwctl.render import print_json, print_table
+
+    snap = load()
+    items = [route_json(r, snap) for r in snap.routes]
+    if json_:
+        print_json(items)
+        return
+    rows = []
+    for r in items:
+        eff = r["effective_passthrough"]
+        pt = ("passthrough" if eff else "managed") + (" (source)" if r["passthrough"] is None else "")
+        rows.append([r["agent"], r["model_name"], r["provider"], r["upstream_model"], r["base_url"] or "-", pt])
+    print_table(["AGENT", "MODEL NAME", "PROVIDER", "UPSTREAM MODEL", "BASE URL", "MODE"], rows,
+                empty="no routes; add one with: gwctl route set AGENT --model-name NAME --provider SOURCE")
+
+
+@app.command("remove")
+def remove(
+    agent: AgentArg,
+    model_name: Annotated[str, typer.Option("--model-name", metavar="NAME", help="The route's model name.")],
+    yes: YesOpt = False,
+) -> None:
+    """Remove a route.
+
+    Example: gwctl route remove triage/summarizer --model-name child-alias --yes
+    """
+    from gwctl.render import message
+    from gwctl.store import document
+
+    if _find(load(), agent, model_name) is None:
+        fail(f"no route for {agent} -> {model_name}", "see gwctl route list")
+    confirm(f"Remove route {agent} -> {model_name}?", yes)
+    with edit() as (doc, snap):
+        index = _find(snap, agent, model_name)
+        if index is None:
+            fail(f"no route for {agent} -> {model_name}")
+        document.remove_route(doc, index)
+    message(f"removed route {agent} -> {model_name}")
+
+
+@app.command("fallback")
+def fallback(
+    source: Annotated[Optional[str], typer.Argument(metavar="[SOURCE]", help="Send requests no route or reference matches to this source.")] = None,
+    unset: Annotated[bool, typer.Option("--unset", help="Remove the fallback: unmatched requests get 404.")] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Show or set the fallback (default) source for requests nothing else matches.
+
+    Example: gwctl route fallback local
+    """
+    from gwctl.render import message, print_json
+    from gwctl.store import document
+
+    if source is None and not unset:
+        current = load().settings.fallback_source
+        if json_:
+            print_json({"fallback_source": current})
+        elif current:
+            print(current)
+        else:
+            message("no fallback source: unmatched requests are answered 404")
+        return
+    if source is not None and unset:
+        fail("give a SOURCE or --unset, not both")
+    with edit() as (doc, snap):
+        if source is not None:
+            need_source(snap, source)
+        document.set_setting(doc, "fallback_source", source)
+    message(f"fallback source: {source}" if source else "fallback source unset")
+
+
+def _read_json(path: str, what: str):
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    return text
+
+
+def _body(path: str | None, model: str | None) -> dict:
+    if path is None:
+        body: dict = {"messages": [{"role": "user", "content": "Hello"}]}
+    else:
+        text = _read_json(path, "request")
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError as exc:
+            fail(f"{path}:{exc.lineno}: the request is not valid JSON ({exc.msg})")
+        if not isinstance(body, dict):
+            fail(f"{path}: the request must be a JSON object")
+    if model is not None:
+        body = {**body, "model": model}
+    return body
+
+
+@app.command("dry-run")
+def dry_run(
+    model: Annotated[Optional[str], typer.Option("--model", metavar="M", help="The model string the agent sends.")] = None,
+    agent: Annotated[Optional[str], typer.Option("--agent", metavar="AGENT", help="The calling agent (as in the X-Gwctl-Agent header).")] = None,
+    request: Annotated[Optional[str], typer.Option("--request", metavar="FILE|-", help="The request body (JSON); '-' for stdin.")] = None,
+    path: Annotated[str, typer.Option("--path", metavar="PATH", help="The client's request path.")] = "/v1/chat/completions",
+    requests: Annotated[Optional[str], typer.Option("--requests", metavar="FILE.jsonl", help="Many requests, one JSON per line: {\"agent\", \"path\", \"request\"} or a bare body.")] = None,
+    json_: JsonOpt = False,
+    reveal: Annotated[bool, typer.Option("--reveal", help="Show literal credentials unmasked.")] = False,
+) -> None:
+    """Show what the proxy would do with a request; exit 1 if it would be rejected.
+
+    Prints the route kind, upstream URL and model, whose credentials (masked),
+    static headers, every catalog check, and the estimated cost.
+
+    Example: gwctl route dry-run --agent triage/summarizer --model child-alias --request req.json
+    """
+    from gwctl.core.decision import decide
+    from gwctl.explain import decision_json, print_report
+    from gwctl.render import print_json
+
+    snap = load()
+    if requests is not None:
+        if request is not None:
+            fail("give --request or --requests, not both")
+        raise typer.Exit(_dry_run_many(snap, requests, model, agent, path, json_, reveal))
+    if model is None and request is None:
+        fail("--model is required (or give a --request whose body names the model)")
+    body = _body(request, model)
+    d = decide(snap, agent, path, body)
+    if json_:
+        print_json(decision_json(d, reveal))
+    else:
+        print_report(d, reveal)
+    if not d.forwarded:
+        raise typer.Exit(1)
+
+
+def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) -> int:
+    from gwctl.core.decision import decide
+    from gwctl.core.prices import format_usd
+    from gwctl.explain import decision_json
+    from gwctl.render import print_json, print_table
+
+    text = _read_json(file, "requests")
+    results = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            fail(f"{file}:{n}: not valid JSON ({exc.msg})")
+        if not isinstance(item, dict):
+            fail(f"{file}:{n}: each line must be a JSON object")
+        if "request" in item:
+            body = item["request"]
+            if not isinstance(body, dict):
+                fail(f"{file}:{n}: \"request\" must be a JSON object")
+            a = item.get("agent", agent)
+            p = item.get("path", default_path)
+        else:
+            body, a, p = item, agent, default_path
+        if model is not None:
+            body = {**body, "model": model}
+        results.append((n, decide(snap, a, p, body)))
+    rejected = sum(1 for _, d in results if not d.forwarded)
+    billed = [d.estimate.total for _, d in results if d.estimate is not None and d.estimate.billed]
+    total = sum(billed, start=__import__("decimal").Decimal(0))
+    if as_json:
+        print_json({
+            "results": [{"line": n, **decision_json(d, reveal)} for n, d in results],
+            "totals": {"requests": len(results), "forwarded": len(results) - rejected, "rejected": rejected,
+                       "estimated_cost": format_usd(total), "unbilled": len(results) - rejected - len(billed)},
+        })
+    else:
+        rows = []
+        for n, d in results:
+            est = "-" if d.estimate is None else (format_usd(d.estimate.total) if d.estimate.billed else "unbilled")
+            rows.append([n, d.agent or "-", d.client_model or "-", d.kind, d.source or "-", d.upstream_model or "-",
+                         d.rule or "", est])
+        print_table(["LINE", "AGENT", "MODEL", "DECISION", "SOURCE", "UPSTREAM MODEL", "RULE", "EST. USD"], rows)
+        sys.stderr.write(f"{len(results)} requests: {len(results) - rejected} forwarded, {rejected} rejected; estimated {format_usd(total)} USD\n")
+    return 1 if rejected else 0

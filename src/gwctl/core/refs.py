@@ -33,3 +33,7 @@ def match_refs(pattern: str, refs: Iterable[str]) -> list[str]:
 
 def close_matches(word: str, choices: Iterable[str], n: int = 3) -> list[str]:
     return difflib.get_close_matches(word, list(choices), n=n, cutoff=0.5)
+
+
+AGENT_RE = __import__("re").compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+"""An agent path: ``triage`` (root agent) or ``triage/summarizer`` (subagent)."""

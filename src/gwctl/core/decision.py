@@ -1,0 +1,207 @@
+"""The one routing decision: store snapshot + agent + path + request -> what happens.
+
+``gwctl route dry-run`` prints a :class:`Decision`; ``gwctl proxy`` executes
+one. Both call :func:`decide` and nothing else decides, so what the dry-run
+says is what the proxy does.
+
+Order (PRODUCT.md, "Route"):
+
+1. The agent's route. A root agent (``triage``) or an unnamed caller is
+   routed by the model string it sends (root routes are keyed by model
+   name); a subagent (``triage/summarizer``) only by its own scoped route
+   (agent path + model name), never by its root's or a sibling's.
+2. Else a ``SOURCE/MODEL_ID`` reference (split at the first ``/``) to a
+   known source; the model sent upstream is ``MODEL_ID``.
+3. Else the store's fallback source (``settings.fallback_source``), model
+   unchanged.
+4. Else not found (404).
+
+A request without ``model`` uses the organisation default model
+(``settings.default_model``) when one is set.
+
+Passthrough (the route's flag, else its source's; references and the
+fallback follow their source's flag) sends the request straight to the
+route's base URL (or the source's) with that source's credentials and static
+headers and skips the catalog checks; it is still priced when an entry
+matches. Managed runs the catalog checks first. Credentials always come from
+the source the route names, never from another route.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from gwctl.core.checks import Check, advisory_warnings, first_failure, run_checks
+from gwctl.core.model import CatalogEntry, Route, Secret, Snapshot, Source
+from gwctl.core.pricing import Cost, Usage, price
+from gwctl.core.request import RequestFeatures, features
+from gwctl.core.urls import join_upstream
+
+PASSTHROUGH = "passthrough"
+MANAGED = "managed"
+REJECTED = "rejected"
+NOT_FOUND = "not_found"
+
+from gwctl.core.refs import AGENT_RE  # noqa: E402  (re-exported)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Everything the proxy will do with one request, and why."""
+
+    kind: str  # passthrough | managed | rejected | not_found
+    status: int  # 200 when forwarded; else the status the proxy answers with
+    agent: str | None
+    path: str
+    client_model: str | None
+    matched_by: str  # route | reference | fallback | default_model+… | none
+    route: Route | None = None
+    source: str | None = None
+    passthrough: bool = False
+    upstream_url: str | None = None
+    upstream_model: str | None = None
+    rewrite_model: bool = False  # replace the body's "model" with upstream_model
+    auth_header: str | None = None  # the header that carries the credential
+    auth_scheme: str | None = None  # "Bearer" when the header is Authorization by default
+    credential: Secret | None = None  # masked for display; resolved by the proxy
+    static_headers: Mapping[str, str] = field(default_factory=dict)
+    catalog_ref: str | None = None
+    entry: CatalogEntry | None = None
+    checks: tuple[Check, ...] = ()
+    warnings: tuple[str, ...] = ()
+    rule: str | None = None  # the failed rule id, when rejected
+    message: str = ""
+    hint: str = ""
+    param: str | None = None
+    features: RequestFeatures | None = None
+    estimate: Cost | None = None  # estimated cost (prompt estimate + output budget)
+    connect_timeout: float | None = None
+    read_timeout: float | None = None
+
+    @property
+    def forwarded(self) -> bool:
+        return self.kind in (PASSTHROUGH, MANAGED)
+
+    def error_body(self) -> dict[str, Any]:
+        """The JSON error the proxy answers a rejected / not-found request with."""
+        return {
+            "error": {
+                "message": self.message + (f" ({self.hint})" if self.hint else ""),
+                "type": "invalid_request_error",
+                "code": self.rule,
+                "param": self.param,
+            }
+        }
+
+
+def _reject(base: dict, rule: str, message: str, hint: str = "", param: str | None = None, status: int = 400, kind: str = REJECTED) -> Decision:
+    return Decision(**{**base, "kind": kind, "status": status, "rule": rule, "message": message, "hint": hint, "param": param})
+
+
+def find_route(snapshot: Snapshot, agent: str | None, model: str) -> Route | None:
+    """The agent's own route for ``model``: scoped for a subagent, by model name for a root."""
+    if agent and "/" in agent:
+        for r in snapshot.routes:
+            if r.agent == agent and r.model_name == model:
+                return r
+        return None
+    for r in snapshot.routes:
+        if r.is_root and r.model_name == model:
+            return r
+    return None
+
+
+def _estimate(entry: CatalogEntry | None, feats: RequestFeatures, ref: str) -> Cost:
+    out = feats.output_budget
+    if out is None:
+        out = entry.max_output if entry and entry.max_output else 0
+    if feats.api == "embeddings":
+        out = 0
+    return price(entry, Usage(input_tokens=feats.prompt_tokens_estimate, output_tokens=out), ref)
+
+
+def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, Any] | None) -> Decision:
+    """Decide what happens to one request. Pure: no I/O, no environment."""
+    feats = features(path, body)
+    agent = agent.strip() if agent else None
+    model = feats.model
+    base = {"agent": agent or None, "path": path, "client_model": model, "matched_by": "none", "features": feats}
+    if agent and not AGENT_RE.match(agent):
+        return _reject(base, "invalid_agent", f"agent '{agent}' is not an agent path",
+                       "name a root agent like triage or a subagent like triage/summarizer")
+    matched_prefix = ""
+    if not model:
+        if snapshot.settings.default_model:
+            model = snapshot.settings.default_model
+            matched_prefix = "default_model+"
+            base["client_model"] = None
+        else:
+            return _reject(base, "model_missing", "the request names no model and the store has no default model",
+                           "send \"model\" in the request body, or set one with: gwctl model default SOURCE/MODEL_ID", "model")
+
+    route = find_route(snapshot, agent, model)
+    source: Source | None = None
+    if route is not None:
+        source = snapshot.sources.get(route.provider)
+        if source is None:  # validate refuses this; the proxy must still not guess
+            return _reject({**base, "matched_by": matched_prefix + "route", "route": route}, "route_source_missing",
+                           f"the route for {route.agent} -> {route.model_name} names source '{route.provider}', which does not exist",
+                           "fix the route with gwctl route set, or add the source", status=502)
+        passthrough = source.passthrough if route.passthrough is None else route.passthrough
+        upstream_model = route.upstream_model
+        base_url = route.base_url or source.base_url
+        matched_by = "route"
+    else:
+        src_name, sep, model_id = model.partition("/")
+        if sep and model_id and src_name in snapshot.sources:
+            source = snapshot.sources[src_name]
+            upstream_model = model_id
+            matched_by = "reference"
+            if source.models.get(model_id) is False:
+                return _reject({**base, "matched_by": matched_prefix + matched_by, "source": source.name},
+                               "model_disabled", f"model {model} is disabled", f"enable it with: gwctl model enable {model}", "model")
+        elif snapshot.settings.fallback_source and snapshot.settings.fallback_source in snapshot.sources:
+            source = snapshot.sources[snapshot.settings.fallback_source]
+            upstream_model = model
+            matched_by = "fallback"
+        else:
+            who = f"agent {agent}" if agent else "this request"
+            return _reject(base, "model_not_found",
+                           f"no route for {who} and model '{model}', it is not a SOURCE/MODEL_ID reference to a known source, and there is no fallback source",
+                           "add a route (gwctl route set), use SOURCE/MODEL_ID, or set a fallback (gwctl route fallback SOURCE)",
+                           "model", status=404, kind=NOT_FOUND)
+        passthrough = source.passthrough
+        base_url = source.base_url
+
+    ref = f"{source.name}/{upstream_model}"
+    entry = snapshot.catalog.get(ref)
+    fields = {
+        **base,
+        "matched_by": matched_prefix + matched_by,
+        "route": route,
+        "source": source.name,
+        "passthrough": passthrough,
+        "upstream_url": join_upstream(base_url, path),
+        "upstream_model": upstream_model,
+        "rewrite_model": upstream_model != feats.model,
+        "auth_header": source.effective_auth_header if source.auth.is_set else None,
+        "auth_scheme": "Bearer" if source.auth.is_set and not source.auth_header else None,
+        "credential": source.auth if source.auth.is_set else None,
+        "static_headers": dict(source.headers),
+        "catalog_ref": ref,
+        "entry": entry,
+        "estimate": _estimate(entry, feats, ref),
+        "connect_timeout": source.connect_timeout,
+        "read_timeout": source.read_timeout,
+    }
+    if passthrough:
+        return Decision(**fields, kind=PASSTHROUGH, status=200)
+    checks = tuple(run_checks(source, upstream_model, entry, feats))
+    warnings = tuple(advisory_warnings(entry, feats))
+    failed = first_failure(checks)
+    if failed is not None:
+        return Decision(**fields, kind=REJECTED, status=400, checks=checks, warnings=warnings, rule=failed.rule,
+                        message=failed.message, hint=failed.hint, param=failed.param)
+    return Decision(**fields, kind=MANAGED, status=200, checks=checks, warnings=warnings)

@@ -1,0 +1,105 @@
+"""Whole-store checks beyond types: references that dangle, conflicts, lint.
+
+Types and shapes are already enforced when the store is read
+(:mod:`gwctl.store.schema`); this finds what only makes sense across tables.
+Errors make ``gwctl validate`` exit 1; warnings never do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gwctl.core.model import Snapshot
+
+
+@dataclass(frozen=True)
+class Problem:
+    level: str  # "error" | "warning"
+    where: str  # a TOML key path, e.g. sources.local.base_url
+    message: str
+    hint: str = ""
+
+    def to_json(self) -> dict:
+        return {"level": self.level, "where": self.where, "message": self.message, "hint": self.hint}
+
+
+def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) -> list[Problem]:
+    """Every problem in the store; ``environ_names`` (if given) checks auth_env variables exist."""
+    from gwctl.core.headers import validate_header_name, validate_static_headers
+    from gwctl.core.prices import lint_entry
+    from gwctl.core.urls import validate_base_url
+
+    out: list[Problem] = []
+    err = lambda where, msg, hint="": out.append(Problem("error", where, msg, hint))  # noqa: E731
+    warn = lambda where, msg, hint="": out.append(Problem("warning", where, msg, hint))  # noqa: E731
+
+    for src in snapshot.sources.values():
+        where = f"sources.{src.name}"
+        if "/" in src.name or not src.name:
+            err(where, f"source name '{src.name}' must not contain '/'", "rename the table")
+        try:
+            validate_base_url(src.base_url)
+        except ValueError as exc:
+            err(where + ".base_url", str(exc))
+        if src.auth_header:
+            try:
+                validate_header_name(src.auth_header)
+            except ValueError as exc:
+                err(where + ".auth_header", str(exc))
+        try:
+            validate_static_headers(dict(src.headers), src.auth_header)
+        except ValueError as exc:
+            err(where + ".headers", str(exc))
+        if src.auth.env and environ_names is not None and src.auth.env not in environ_names:
+            warn(where + ".auth_env", f"source {src.name} reads its credential from ${src.auth.env}, which is not set here",
+                 f"export {src.auth.env} wherever gwctl proxy runs")
+        if not src.auth.is_set:
+            warn(where, f"source {src.name} has no credential", f"add one with: gwctl source edit {src.name} --auth-env VAR")
+
+    s = snapshot.settings
+    if s.fallback_source and s.fallback_source not in snapshot.sources:
+        err("settings.fallback_source", f"the fallback source '{s.fallback_source}' does not exist",
+            "set another with gwctl route fallback SOURCE, or --unset it")
+    if s.default_model:
+        src_name, sep, mid = s.default_model.partition("/")
+        if not sep or not mid:
+            err("settings.default_model", f"the default model '{s.default_model}' is not a SOURCE/MODEL_ID reference")
+        elif src_name not in snapshot.sources:
+            err("settings.default_model", f"the default model's source '{src_name}' does not exist")
+        elif snapshot.sources[src_name].models.get(mid) is False:
+            warn("settings.default_model", f"the default model {s.default_model} is disabled", f"gwctl model enable {s.default_model}")
+        elif mid not in snapshot.sources[src_name].models:
+            warn("settings.default_model", f"the default model {s.default_model} has not been discovered", f"gwctl source refresh {src_name}")
+
+    roots: dict[str, str] = {}
+    scoped: set[tuple[str, str]] = set()
+    for i, r in enumerate(snapshot.routes):
+        where = f"routes[{i}]"
+        if not r.agent or any(not part for part in r.agent.split("/")):
+            err(where + ".agent", f"'{r.agent}' is not an agent path (triage or triage/summarizer)")
+        if r.provider not in snapshot.sources:
+            err(where + ".provider", f"route {r.agent} -> {r.model_name} names source '{r.provider}', which does not exist",
+                "add the source or change the route's --provider")
+        if r.base_url:
+            try:
+                validate_base_url(r.base_url)
+            except ValueError as exc:
+                err(where + ".base_url", str(exc))
+        if r.is_root:
+            if r.model_name in roots:
+                err(where, f"root agents {roots[r.model_name]} and {r.agent} both claim model name '{r.model_name}'",
+                    "root routes are keyed by model name: give one of them another name")
+            roots.setdefault(r.model_name, r.agent)
+        else:
+            if (r.agent, r.model_name) in scoped:
+                err(where, f"subagent {r.agent} has two routes for model name '{r.model_name}'", "remove one")
+            scoped.add((r.agent, r.model_name))
+
+    for ref, entry in snapshot.catalog.items():
+        where = f'catalog."{ref}"'
+        if entry.source not in snapshot.sources:
+            warn(where, f"catalog entry {ref} names source '{entry.source}', which does not exist (yet)",
+                 f"add it with gwctl source add {entry.source} …, or remove the entry")
+        for w in lint_entry(entry):
+            warn(where, w)
+    return out

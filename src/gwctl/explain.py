@@ -1,0 +1,122 @@
+"""A decision as JSON and as a readable report (secrets masked).
+
+The dry-run prints this; the proxy's equivalence tests compare it with what the
+upstream actually received.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from gwctl.core.decision import Decision
+from gwctl.core.headers import mask_secret
+
+
+def credential_display(d: Decision, reveal: bool = False) -> str | None:
+    if d.credential is None:
+        return None
+    if d.credential.env:
+        return f"${d.credential.env}"
+    value = d.credential.value or ""
+    return value if reveal else mask_secret(value)
+
+
+def decision_json(d: Decision, reveal: bool = False) -> dict[str, Any]:
+    feats = d.features
+    return {
+        "kind": d.kind,
+        "forwarded": d.forwarded,
+        "status": d.status,
+        "agent": d.agent,
+        "path": d.path,
+        "model": d.client_model,
+        "matched_by": d.matched_by,
+        "route": None if d.route is None else {
+            "agent": d.route.agent, "model_name": d.route.model_name, "provider": d.route.provider,
+            "model": d.route.model, "base_url": d.route.base_url, "passthrough": d.route.passthrough,
+        },
+        "source": d.source,
+        "passthrough": d.passthrough,
+        "upstream_url": d.upstream_url,
+        "upstream_model": d.upstream_model,
+        "model_rewritten": d.rewrite_model,
+        "credentials": None if d.credential is None else {
+            "source": d.source,
+            "header": d.auth_header,
+            "scheme": d.auth_scheme,
+            "env": d.credential.env,
+            "value": credential_display(d, reveal),
+        },
+        "static_headers": dict(d.static_headers),
+        "catalog_ref": d.catalog_ref,
+        "catalog_entry": d.entry is not None,
+        "checks": [
+            {"rule": c.rule, "passed": c.passed, "message": c.message, "hint": c.hint, "param": c.param}
+            for c in d.checks
+        ],
+        "checks_skipped": d.kind == "passthrough",
+        "warnings": list(d.warnings),
+        "rule": d.rule,
+        "message": d.message or None,
+        "hint": d.hint or None,
+        "error": None if d.forwarded else d.error_body()["error"],
+        "estimate": None if d.estimate is None else {
+            "prompt_tokens": feats.prompt_tokens_estimate if feats else None,
+            "output_tokens": (feats.output_budget if feats and feats.output_budget is not None
+                              else (d.entry.max_output if d.entry and d.entry.max_output else 0)),
+            **d.estimate.to_json(),
+        },
+    }
+
+
+def print_report(d: Decision, reveal: bool = False, out=None) -> None:
+    out = out or sys.stdout
+    from gwctl.core.prices import format_usd
+
+    tty = out.isatty() if hasattr(out, "isatty") else False
+    ok, bad = ("✓", "✗") if tty else ("pass", "FAIL")
+    lines: list[tuple[str, str]] = []
+    verdict = {"passthrough": "forward (passthrough)", "managed": "forward (managed)",
+               "rejected": f"REJECT {d.status}", "not_found": f"REJECT {d.status} (not found)"}[d.kind]
+    lines.append(("decision", verdict))
+    lines.append(("agent", d.agent or "(root / none)"))
+    if d.route is not None:
+        lines.append(("matched", f"route {d.route.agent} -> {d.route.model_name}"))
+    else:
+        lines.append(("matched", d.matched_by))
+    if d.source:
+        lines.append(("source", d.source))
+    if d.upstream_url:
+        lines.append(("upstream", f"POST {d.upstream_url}"))
+    if d.upstream_model:
+        change = "rewritten" if d.rewrite_model else "unchanged"
+        lines.append(("model", f"{d.client_model or '(default)'} -> {d.upstream_model} ({change})"))
+    if d.source:
+        cred = credential_display(d, reveal)
+        if cred is None:
+            lines.append(("credentials", f"none (source {d.source} has no credential)"))
+        else:
+            scheme = "Bearer " if d.auth_scheme else ""
+            lines.append(("credentials", f"{d.auth_header}: {scheme}{cred}  (source {d.source})"))
+        for k, v in d.static_headers.items():
+            lines.append(("header", f"{k}: {v}"))
+    if d.kind == "passthrough":
+        lines.append(("checks", "skipped (passthrough: the upstream gateway governs it)"))
+    for c in d.checks:
+        lines.append(("check", f"{ok if c.passed else bad} {c.rule}: {c.message}"))
+    for w in d.warnings:
+        lines.append(("warning", w))
+    if d.estimate is not None:
+        if d.estimate.billed:
+            feats = d.features
+            lines.append(("estimate", f"{format_usd(d.estimate.total)} USD (≈{feats.prompt_tokens_estimate if feats else '?'} prompt tokens, estimated)"))
+        else:
+            lines.append(("estimate", f"unbilled ({d.estimate.unbilled_reason})"))
+    if not d.forwarded:
+        lines.append(("reason", f"[{d.rule}] {d.message}"))
+        if d.hint:
+            lines.append(("hint", d.hint))
+    width = max(len(k) for k, _ in lines)
+    for k, v in lines:
+        out.write(f"{k:<{width}}  {v}\n")

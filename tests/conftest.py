@@ -1,0 +1,84 @@
+"""Shared fixtures: an isolated store per test, an in-process CLI runner, a stand-in upstream."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+class _Stdin(io.StringIO):
+    def isatty(self) -> bool:
+        return False
+
+
+def run_cli(*args: str, input: str | None = None) -> Result:
+    """Run gwctl in-process through its real entry point (error boundary included)."""
+    from gwctl.cli import main, state
+
+    state.STORE_OPTION = None
+    out, err = io.StringIO(), io.StringIO()
+    old_in = sys.stdin
+    sys.stdin = _Stdin(input or "")
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        sys.stdin = old_in
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Every test gets its own store and activity log; the user's are never touched."""
+    store = tmp_path / "cfg" / "gwctl.toml"
+    monkeypatch.setenv("GWCTL_STORE", str(store))
+    monkeypatch.setenv("GWCTL_ACTIVITY", str(tmp_path / "activity.sqlite3"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    monkeypatch.delenv("GWCTL_DEBUG", raising=False)
+    yield
+
+
+@pytest.fixture
+def store_path(tmp_path) -> Path:
+    return tmp_path / "cfg" / "gwctl.toml"
+
+
+@pytest.fixture
+def gw():
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def standin():
+    """One stand-in upstream for the session (tests reconfigure and clear it)."""
+    from gwctl.standin import StandinConfig, start_standin
+
+    handle = start_standin(StandinConfig(models=["llama-3.1-8b", "qwen/qwen3", "mistral-7b"], api_key="sk-upstream-1234"))
+    yield handle
+    handle.stop()
+
+
+@pytest.fixture
+def upstream(standin):
+    """The session stand-in, reset to its defaults for this test."""
+    standin.configure(models=["llama-3.1-8b", "qwen/qwen3", "mistral-7b"], api_key="sk-upstream-1234",
+                      auth_header=None, fail_status=None, models_payload=None, delay_ms=0, usage=None)
+    standin.clear()
+    return standin
