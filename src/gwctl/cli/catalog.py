@@ -272,6 +272,8 @@ def _read_import(path: str) -> dict:
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             fail(f"{path}: not valid TOML ({exc})")
+    if isinstance(data, dict) and "schema" in data and "catalog" not in data:
+        data = {**data, "catalog": {}}  # an export of an empty catalog
     if not isinstance(data, dict) or not isinstance(data.get("catalog"), dict):
         fail(f"{path} has no catalog table", "the file must look like gwctl catalog export's output (see gwctl catalog schema)")
     extra = set(data) - {"schema", "catalog"}
