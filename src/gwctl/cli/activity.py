@@ -1,7 +1,129 @@
-"""`gwctl activity …`."""
+"""`gwctl activity …`: what the proxy did and what it cost."""
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
+
 import typer
 
-app = typer.Typer(help="activity commands.", no_args_is_help=True)
+from gwctl.cli.common import JsonOpt, fail
+
+app = typer.Typer(
+    help="Read the activity log: requests, tokens, exact cost.\n\nExample: gwctl activity summary --by model --since 7d",
+    no_args_is_help=True,
+)
+
+SinceOpt = Annotated[Optional[str], typer.Option("--since", metavar="DURATION", help="Only the last DURATION, like 30m, 12h, 7d.")]
+SourceOpt = Annotated[Optional[str], typer.Option("--source", metavar="S", help="Only this source.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", metavar="REF", help="Only this model (as the client asked for it).")]
+AgentOpt = Annotated[Optional[str], typer.Option("--agent", metavar="A", help="Only this agent (root and subagents are separate).")]
+ActivityOpt = Annotated[Optional[str], typer.Option("--activity", metavar="DSN", help="The log: sqlite:///path, a path, or postgresql://… (default: $GWCTL_ACTIVITY, else the user data dir).")]
+
+
+def _open(dsn_option: str | None):
+    import os
+
+    from gwctl.activity import open_log, resolve_dsn
+    from gwctl.store.paths import default_activity_path
+
+    dsn = resolve_dsn(dsn_option, os.environ, default_activity_path())
+    return open_log(dsn, create=False)
+
+
+def _since(text: str | None):
+    if text is None:
+        return None
+    from datetime import datetime, timezone
+
+    from gwctl.activity import parse_duration
+
+    try:
+        return datetime.now(timezone.utc) - parse_duration(text)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+@app.command("list")
+def list_cmd(
+    since: SinceOpt = None,
+    source: SourceOpt = None,
+    model: ModelOpt = None,
+    agent: AgentOpt = None,
+    limit: Annotated[int, typer.Option("--limit", metavar="N", help="At most N rows, newest first (0: all).")] = 100,
+    activity: ActivityOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """List proxied requests, newest first.
+
+    Example: gwctl activity list --since 1h --agent triage/summarizer
+    """
+    from gwctl.activity import record_to_json
+    from gwctl.render import print_json, print_table
+
+    cutoff = _since(since)
+    log = _open(activity)
+    try:
+        rows = log.list(since=cutoff, source=source, model=model, agent=agent, limit=limit or None)
+    finally:
+        log.close()
+    if json_:
+        print_json([record_to_json(r) for r in rows])
+        return
+    table = []
+    for r in rows:
+        tokens = sum(v for k, v in r.usage.items() if k.endswith("tokens") and k != "reasoning_tokens")
+        cost = "unbilled" if r.cost is None and r.route_kind in ("passthrough", "managed") else ("" if r.cost is None else str(r.cost))
+        table.append([r.time.strftime("%Y-%m-%d %H:%M:%S"), r.request_id, r.key_name or "-", r.agent or "-", r.route_kind,
+                      r.source or "-", r.model or "-", r.status, f"{r.latency_ms:.0f}ms", tokens, cost, r.rule or ""])
+    print_table(["TIME (UTC)", "REQUEST", "KEY", "AGENT", "KIND", "SOURCE", "MODEL", "STATUS", "LATENCY", "TOKENS", "COST USD", "RULE"],
+                table, empty="no activity yet")
+
+
+@app.command("summary")
+def summary(
+    by: Annotated[str, typer.Option("--by", metavar="source|model|agent|key|day", help="Group by this.")] = "source",
+    since: SinceOpt = None,
+    source: SourceOpt = None,
+    model: ModelOpt = None,
+    agent: AgentOpt = None,
+    activity: ActivityOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Totals per source, model, agent, key or day: requests, tokens, exact cost.
+
+    Unbilled requests (no catalog entry) are counted apart: their cost is
+    unknown, not zero.
+
+    Example: gwctl activity summary --by agent --since 7d --json
+    """
+    from decimal import Decimal
+
+    from gwctl.activity import SUMMARY_BY, summary_to_json
+    from gwctl.render import print_json, print_table
+
+    if by not in SUMMARY_BY:
+        fail(f"--by must be one of {', '.join(SUMMARY_BY)}, not '{by}'")
+    cutoff = _since(since)
+    log = _open(activity)
+    try:
+        rows = log.summary(by=by, since=cutoff, source=source, model=model, agent=agent)
+    finally:
+        log.close()
+    total = sum((r.cost for r in rows), Decimal(0))
+    if json_:
+        print_json({"by": by, "since": since, "rows": [summary_to_json(r) for r in rows],
+                    "total": {"requests": sum(r.requests for r in rows), "cost": str(total),
+                              "unbilled": sum(r.unbilled for r in rows), "rejected": sum(r.rejected for r in rows)}})
+        return
+    table = []
+    for r in rows:
+        inp = sum(v for k, v in r.usage.items() if k in ("input_tokens", "cached_input_tokens", "cache_read_tokens",
+                                                          "cache_write_5m_tokens", "cache_write_1h_tokens", "audio_input_tokens"))
+        table.append([r.key or "(none)", r.requests, inp, r.usage.get("output_tokens", 0), str(r.cost), r.billed,
+                      r.unbilled, r.rejected, r.errors])
+    print_table([by.upper(), "REQUESTS", "INPUT TOK", "OUTPUT TOK", "COST USD", "BILLED", "UNBILLED", "REJECTED", "ERRORS"],
+                table, empty="no activity yet")
+    import sys
+
+    if sys.stdout.isatty() and rows:
+        sys.stdout.write(f"total cost: {total} USD over {sum(r.requests for r in rows)} requests\n")

@@ -1,7 +1,71 @@
-"""`gwctl proxy`."""
+"""`gwctl proxy`: run the gateway in the foreground."""
 
 from __future__ import annotations
 
+from typing import Annotated, Optional
 
-def register(app) -> None:
-    pass
+import typer
+
+LOOPBACK = ("127.", "::1", "localhost")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("proxy")(proxy)
+
+
+def proxy(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on (0 picks a free one).")] = 4000,
+    workers: Annotated[int, typer.Option("--workers", metavar="N", help="Worker processes sharing the port.")] = 1,
+    activity: Annotated[Optional[str], typer.Option("--activity", metavar="DSN", help="Activity log: sqlite:///path, a path, or postgresql://… (default: $GWCTL_ACTIVITY, else the user data dir).")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept requests without a gateway key (loopback hosts only).")] = False,
+    body_limit: Annotated[int, typer.Option("--body-limit", metavar="BYTES", help="Largest request body accepted (413 above).")] = 32 * 1024 * 1024,
+    grace: Annotated[float, typer.Option("--grace", metavar="S", help="Seconds in-flight requests get to finish on SIGTERM.")] = 30.0,
+    reload_interval: Annotated[float, typer.Option("--reload-interval", metavar="S", help="How often to check the store for changes.")] = 1.0,
+    access_log: Annotated[bool, typer.Option("--access-log", help="Log one line per request to stderr.")] = False,
+) -> None:
+    """Run the gateway: OpenAI- and Anthropic-compatible endpoints that enforce the store.
+
+    POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses,
+    /v1/messages; GET /v1/models; GET /healthz. Clients authenticate with a
+    gateway key (Authorization: Bearer KEY or x-api-key: KEY) and may name
+    their agent with X-Gwctl-Agent. The store is reloaded when it changes.
+    SIGTERM stops accepting, lets in-flight requests finish, flushes the log.
+
+    Example: gwctl proxy --port 4000 --activity sqlite:///var/lib/gwctl/activity.db
+    """
+    import logging
+    import os
+    import sys
+
+    from gwctl.activity import resolve_dsn
+    from gwctl.cli.common import fail, store_path
+    from gwctl.proxy.server import ProxyConfig, run
+    from gwctl.store.file import load
+    from gwctl.store.paths import default_activity_path
+
+    if workers < 1:
+        fail("--workers must be at least 1")
+    if body_limit < 1:
+        fail("--body-limit must be a positive number of bytes")
+    if not (0 <= port <= 65535):
+        fail(f"--port must be between 0 and 65535, got {port}")
+    path = store_path()
+    snapshot = load(path).snapshot
+    if no_auth and not host.startswith(LOOPBACK):
+        fail(f"--no-auth is refused on a non-loopback host ({host})", "create a key with gwctl key create NAME, or listen on 127.0.0.1")
+    if not no_auth and not snapshot.keys:
+        fail("no gateway keys exist, so every request would be refused",
+             "create one with: gwctl key create NAME (or pass --no-auth on a loopback host for local testing)")
+    try:
+        dsn = resolve_dsn(activity, os.environ, default_activity_path())
+    except ValueError as exc:
+        fail(str(exc))
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+    from gwctl.activity import redact_dsn
+
+    sys.stderr.write(f"store {path}; activity log {redact_dsn(dsn)}\n")
+    config = ProxyConfig(store_path=path, activity_dsn=dsn, no_auth=no_auth, body_limit=body_limit,
+                         reload_interval=reload_interval, grace_period=grace, access_log=access_log)
+    raise typer.Exit(run(config, snapshot, host, port, workers))

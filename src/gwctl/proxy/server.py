@@ -1,0 +1,478 @@
+"""The forwarding proxy: authenticate, decide (the same pure function as the dry-run), forward, meter.
+
+aiohttp's low-level server and its client, on uvloop where available: the
+combination measured fastest on this machine (benchmarks/README.md). The proxy
+adds no routing or catalog rule of its own: every request goes through
+:func:`gwctl.core.decision.decide`, and the answer for a rejected request is
+the decision's own error body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import aiohttp
+import orjson
+from aiohttp import web
+from aiohttp.web_server import Server
+
+from gwctl.core import keys as gwkeys
+from gwctl.core.decision import Decision, decide
+from gwctl.core.model import Snapshot
+from gwctl.core.pricing import Usage, price
+from gwctl.errors import GwctlError
+from gwctl.proxy.meter import StreamMeter, usage_from_body
+
+log = logging.getLogger("gwctl.proxy")
+
+POST_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages"})
+# headers never forwarded upstream: hop-by-hop, the client's gateway key, framing we redo
+_DROP_REQUEST = frozenset({
+    "host", "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
+    "te", "trailer", "transfer-encoding", "upgrade", "content-length", "authorization", "x-api-key",
+    "api-key", "accept-encoding", "x-gwctl-agent", "cookie",
+})
+_DROP_RESPONSE = frozenset({
+    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+    "content-length", "content-encoding", "server", "date",
+})
+REQUEST_ID_HEADER = "X-Gwctl-Request-Id"
+DEFAULT_BODY_LIMIT = 32 * 1024 * 1024
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_READ_TIMEOUT = 600.0
+
+
+@dataclass
+class ProxyConfig:
+    store_path: Path
+    activity_dsn: str | None
+    no_auth: bool = False
+    body_limit: int = DEFAULT_BODY_LIMIT
+    reload_interval: float = 1.0
+    grace_period: float = 30.0
+    access_log: bool = False
+
+
+def _error(status: int, message: str, etype: str, code: str | None, request_id: str, param: str | None = None) -> web.Response:
+    body = orjson.dumps({"error": {"message": message, "type": etype, "code": code, "param": param}})
+    return web.Response(status=status, body=body, content_type="application/json", headers={REQUEST_ID_HEADER: request_id})
+
+
+class Gateway:
+    """One worker's proxy: the current store snapshot, the upstream client, the log writer."""
+
+    def __init__(self, config: ProxyConfig, snapshot: Snapshot, environ: Mapping[str, str] | None = None):
+        self.config = config
+        self.snapshot = snapshot
+        self.environ = os.environ if environ is None else environ
+        self._stamp = self._store_stamp()
+        self.session: aiohttp.ClientSession | None = None
+        self.writer = None
+        self.inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closing = False
+        self._reload_task: asyncio.Task | None = None
+
+    # --- lifecycle ---------------------------------------------------------
+
+    async def open(self) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=60)
+        self.session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                             timeout=aiohttp.ClientTimeout(total=None), skip_auto_headers=("User-Agent",))
+        if self.config.activity_dsn:
+            from gwctl.activity import BatchWriter
+
+            self.writer = BatchWriter(self.config.activity_dsn)
+        self._reload_task = asyncio.create_task(self._reload_loop())
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait for in-flight requests and streams to finish; True when all did."""
+        self._closing = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def close(self) -> None:
+        if self._reload_task:
+            self._reload_task.cancel()
+        if self.session:
+            await self.session.close()
+        if self.writer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.writer.close, 10.0)
+
+    # --- hot reload ----------------------------------------------------------
+
+    def _store_stamp(self):
+        try:
+            st = os.stat(self.config.store_path)
+            return (st.st_mtime_ns, st.st_size, st.st_ino)
+        except OSError:
+            return None
+
+    def reload_if_changed(self) -> bool:
+        stamp = self._store_stamp()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        from gwctl.store.file import load
+
+        try:
+            self.snapshot = load(self.config.store_path).snapshot
+        except GwctlError as exc:
+            log.error("store changed but is invalid; keeping the last good one: %s", exc.message)
+            return False
+        log.info("store reloaded: %d sources, %d catalog entries, %d routes, %d keys",
+                 len(self.snapshot.sources), len(self.snapshot.catalog), len(self.snapshot.routes), len(self.snapshot.keys))
+        return True
+
+    async def _reload_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reload_interval)
+            try:
+                self.reload_if_changed()
+            except Exception:  # pragma: no cover - never let reload kill the proxy
+                log.exception("store reload failed")
+
+    # --- requests ------------------------------------------------------------
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        self.inflight += 1
+        self._idle.clear()
+        try:
+            return await self._handle(request)
+        finally:
+            self.inflight -= 1
+            if self.inflight == 0:
+                self._idle.set()
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        start = time.perf_counter()
+        rid = secrets.token_hex(8)
+        path = request.path
+        method = request.method
+        if path == "/healthz" and method in ("GET", "HEAD"):
+            return web.Response(body=b'{"status":"ok"}', content_type="application/json", headers={REQUEST_ID_HEADER: rid})
+        snap = self.snapshot
+        key_name = None
+        if not self.config.no_auth:
+            presented = gwkeys.from_headers(request.headers.get("Authorization"), request.headers.get("x-api-key"))
+            key_name = gwkeys.verify(snap.keys, presented)
+            if key_name is None:
+                msg = "missing gateway key: send Authorization: Bearer <key> or x-api-key: <key>" if not presented else "invalid gateway key"
+                return _error(401, msg, "authentication_error", "invalid_api_key", rid)
+        if path == "/v1/models" and method == "GET":
+            return self._models(snap, rid)
+        if path not in POST_PATHS:
+            return _error(404, f"no such endpoint: {method} {path}", "invalid_request_error", "unknown_endpoint", rid)
+        if method != "POST":
+            return _error(405, f"{path} takes POST", "invalid_request_error", "method_not_allowed", rid)
+        limit = self.config.body_limit
+        if request.content_length is not None and request.content_length > limit:
+            return self._log_error(413, "request body too large", "body_too_large", rid, key_name, request, path, start,
+                                   f"the request body is over the {limit}-byte limit")
+        try:
+            raw = await _read_limited(request, limit)
+        except _TooLarge:
+            return self._log_error(413, "request body too large", "body_too_large", rid, key_name, request, path, start,
+                                   f"the request body is over the {limit}-byte limit")
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return self._log_error(400, "the request body is not valid JSON", "invalid_json", rid, key_name, request, path, start)
+        if not isinstance(body, dict):
+            return self._log_error(400, "the request body must be a JSON object", "invalid_json", rid, key_name, request, path, start)
+        agent = request.headers.get("X-Gwctl-Agent")
+        d = decide(snap, agent, path + (("?" + request.query_string) if request.query_string else ""), body)
+        if not d.forwarded:
+            resp = web.Response(status=d.status, body=orjson.dumps(d.error_body()), content_type="application/json",
+                                headers={REQUEST_ID_HEADER: rid})
+            self._record(rid, key_name, d, path, d.status, start, None, None, d.rule, d.message)
+            return resp
+        return await self._forward(request, d, body, raw, rid, key_name, start, snap)
+
+    def _models(self, snap: Snapshot, rid: str) -> web.Response:
+        data = [
+            {"id": f"{s.name}/{m}", "object": "model", "created": 0, "owned_by": s.name}
+            for s in snap.sources.values() for m, on in s.models.items() if on
+        ]
+        return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json",
+                            headers={REQUEST_ID_HEADER: rid})
+
+    def _log_error(self, status, message, code, rid, key_name, request, path, start, detail=None) -> web.Response:
+        self._write(rid, key_name, request.headers.get("X-Gwctl-Agent"), "rejected", None, None, None, path, status, start,
+                    None, None, code, detail or message, False)
+        return _error(status, detail or message, "invalid_request_error", code, rid)
+
+    def _upstream_headers(self, request: web.BaseRequest, d: Decision, snap: Snapshot) -> dict[str, str]:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
+        headers["Accept-Encoding"] = "identity"
+        headers["Content-Type"] = "application/json"
+        lowered = {k.lower(): k for k in headers}
+        for k, v in d.static_headers.items():
+            old = lowered.get(k.lower())
+            if old:
+                del headers[old]
+            headers[k] = v
+        src = snap.sources[d.source]
+        from gwctl.store.secrets import auth_headers
+
+        headers.update(auth_headers(src, self.environ))
+        return headers
+
+    async def _forward(self, request, d: Decision, body: dict, raw: bytes, rid, key_name, start, snap) -> web.StreamResponse:
+        feats = d.features
+        api = feats.api if feats else "other"
+        stream = bool(feats and feats.stream)
+        changed = False
+        if d.rewrite_model:
+            body["model"] = d.upstream_model
+            changed = True
+        strip_usage = False
+        if stream and api in ("chat", "completions"):
+            opts = body.get("stream_options")
+            if not (isinstance(opts, dict) and opts.get("include_usage")):
+                body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+                strip_usage = True
+                changed = True
+        payload = orjson.dumps(body) if changed else raw
+        try:
+            headers = self._upstream_headers(request, d, snap)
+        except GwctlError as exc:
+            self._record(rid, key_name, d, request.path, 502, start, None, None, "credential_missing", exc.message, stream)
+            return _error(502, f"the gateway cannot reach source {d.source}: {exc.message}", "api_error", "credential_missing", rid)
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=d.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+                                        sock_read=d.read_timeout or DEFAULT_READ_TIMEOUT)
+        try:
+            upstream = await self.session.post(d.upstream_url, data=payload, headers=headers, timeout=timeout)
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            return self._upstream_failed(504, "upstream_timeout", f"source {d.source} did not answer in time", rid, key_name, d, request, start, stream)
+        except aiohttp.ClientError as exc:
+            return self._upstream_failed(502, "upstream_unreachable", f"source {d.source} is unreachable ({exc.__class__.__name__})", rid, key_name, d, request, start, stream)
+        try:
+            ctype = upstream.headers.get("Content-Type", "")
+            out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _DROP_RESPONSE}
+            out_headers[REQUEST_ID_HEADER] = rid
+            if ctype.startswith("text/event-stream"):
+                return await self._relay_stream(request, upstream, out_headers, d, api, strip_usage, rid, key_name, start)
+            try:
+                data = await upstream.read()
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+                return self._upstream_failed(504, "upstream_timeout", f"source {d.source} timed out while answering", rid, key_name, d, request, start, stream)
+            except aiohttp.ClientError as exc:
+                return self._upstream_failed(502, "upstream_unreachable", f"source {d.source} broke the connection ({exc.__class__.__name__})", rid, key_name, d, request, start, stream)
+            usage = usage_from_body(api, data) if upstream.status < 400 else None
+            self._record(rid, key_name, d, request.path, upstream.status, start, usage, None,
+                         None, None if upstream.status < 400 else f"upstream answered {upstream.status}", stream)
+            return web.Response(status=upstream.status, body=data, headers=out_headers)
+        finally:
+            upstream.release()
+
+    async def _relay_stream(self, request, upstream, out_headers, d, api, strip_usage, rid, key_name, start):
+        resp = web.StreamResponse(status=upstream.status, headers=out_headers)
+        await resp.prepare(request)
+        meter = StreamMeter(api, strip_usage_chunk=strip_usage)
+        error = None
+        status = upstream.status
+        try:
+            async for chunk in upstream.content.iter_any():
+                out = meter.feed(chunk)
+                if out:
+                    await resp.write(out)
+            tail = meter.finish()
+            if tail:
+                await resp.write(tail)
+            await resp.write_eof()
+        except (ConnectionResetError, asyncio.CancelledError):
+            error = "client disconnected"
+            status = 499
+            self._record(rid, key_name, d, request.path, status, start, meter.usage(), None, None, error, True)
+            raise
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            error, status = "upstream timed out mid-stream", 504
+        except aiohttp.ClientError as exc:
+            error, status = f"upstream broke the stream ({exc.__class__.__name__})", 502
+        self._record(rid, key_name, d, request.path, status, start, meter.usage(), None, None, error, True)
+        return resp
+
+    def _upstream_failed(self, status, code, message, rid, key_name, d, request, start, stream) -> web.Response:
+        log.warning("%s %s: %s", rid, request.path, message)
+        self._record(rid, key_name, d, request.path, status, start, None, None, code, message, stream, kind="error")
+        return _error(status, message, "api_error", code, rid)
+
+    # --- activity --------------------------------------------------------------
+
+    def _record(self, rid, key_name, d: Decision, path, status, start, usage: Usage | None, _unused, rule, error, stream=False, kind=None):
+        cost = None
+        if d.forwarded and usage is not None and d.entry is not None:
+            c = price(d.entry, usage, d.catalog_ref or "")
+            cost = c.total
+        self._write(rid, key_name, d.agent, kind or d.kind, d.source, d.client_model, d.upstream_model, path, status,
+                    start, usage, cost, rule, error, stream)
+
+    def _write(self, rid, key_name, agent, kind, source, model, upstream_model, path, status, start, usage, cost, rule, error, stream):
+        latency = (time.perf_counter() - start) * 1000
+        if self.config.access_log:
+            sys.stderr.write(f"{datetime.now(timezone.utc).isoformat(timespec='milliseconds')} {rid} {status} {path} "
+                             f"agent={agent or '-'} model={model or '-'} {kind} {latency:.1f}ms"
+                             f"{' cost=' + str(cost) if cost is not None else ''}{' rule=' + rule if rule else ''}\n")
+        if self.writer is None:
+            return
+        from gwctl.activity import ActivityRecord
+
+        try:
+            rec = ActivityRecord(
+                time=datetime.now(timezone.utc), request_id=rid, key_name=key_name, agent=agent, route_kind=kind,
+                source=source, model=model, upstream_model=upstream_model, path=path, status=status, latency_ms=latency,
+                usage=_usage_map(usage), cost=cost, rule=rule, stream=stream, error=error,
+            )
+        except (TypeError, ValueError):  # pragma: no cover - a bug, never a client's fault
+            log.exception("could not build an activity record")
+            return
+        self.writer.submit(rec)
+
+
+def _usage_map(usage: Usage | None) -> dict[str, int]:
+    if usage is None:
+        return {}
+    d = usage.as_dict()
+    d.pop("requests", None)
+    return {k: v for k, v in d.items() if v}
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _read_limited(request: web.BaseRequest, limit: int) -> bytes:
+    if request.content_length is not None:
+        return await request.read()
+    chunks, size = [], 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+# --- serving --------------------------------------------------------------
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+
+        return uvloop.new_event_loop()
+    except ImportError:  # pragma: no cover
+        return asyncio.new_event_loop()
+
+
+async def serve(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, sock=None, ready=None) -> int:
+    """Serve until SIGTERM/SIGINT; drain in-flight requests; flush the log; return the exit code."""
+    gateway = Gateway(config, snapshot)
+    await gateway.open()
+    loop = asyncio.get_running_loop()
+    limit = config.body_limit + 1
+
+    def request_factory(message, payload, protocol, writer, task):
+        return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=limit)
+
+    server = Server(gateway.handle, loop=loop, access_log=None, keepalive_timeout=75, handler_cancellation=True,
+                    request_factory=request_factory)
+    if sock is not None:
+        srv = await loop.create_server(server, sock=sock, backlog=1024)
+    else:
+        srv = await loop.create_server(server, host, port, backlog=1024, reuse_address=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover
+            pass
+    if ready is not None:
+        ready(srv)
+    await stop.wait()
+    log.info("shutting down: no new connections; waiting up to %.0fs for %d in-flight requests", config.grace_period, gateway.inflight)
+    srv.close()
+    drained = await gateway.drain(config.grace_period)
+    if not drained:
+        log.warning("grace period over with %d requests still running", gateway.inflight)
+    await server.shutdown(1.0)
+    await gateway.close()
+    log.info("stopped")
+    return 0
+
+
+def run(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, workers: int = 1) -> int:
+    """Run the proxy in the foreground (pre-forked workers sharing one socket when workers > 1)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        raise GwctlError(f"cannot listen on {host}:{port}: {exc.strerror}", "pick another --port, or stop what is using it") from None
+    sock.listen(1024)
+    sock.setblocking(False)
+    bound = sock.getsockname()[1]
+    url = f"http://{host if family == socket.AF_INET else '[' + host + ']'}:{bound}"
+
+    def announce(_srv):
+        sys.stderr.write(f"gwctl proxy ready on {url} (OpenAI base_url {url}/v1; workers {workers})\n")
+        sys.stderr.flush()
+
+    if workers <= 1:
+        loop = _new_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            return loop.run_until_complete(serve(config, snapshot, host, bound, sock=sock, ready=announce))
+        finally:
+            loop.close()
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - exercised through subprocess tests
+            code = 1
+            try:
+                loop = _new_loop()
+                asyncio.set_event_loop(loop)
+                code = loop.run_until_complete(serve(config, snapshot, host, bound, sock=sock))
+            finally:
+                os._exit(code)
+        children.append(pid)
+    announce(None)
+
+    def forward(signum, _frame):
+        for pid in children:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    for pid in children:
+        while True:
+            try:
+                _, status = os.waitpid(pid, 0)
+                break
+            except InterruptedError:  # pragma: no cover
+                continue
+        code = code or os.waitstatus_to_exitcode(status)
+    return code
