@@ -61,7 +61,7 @@ def run_demo(keep: bool = False, with_proxy: bool = True) -> int:
     activity = tmp / "activity.sqlite3"
     saved = {k: os.environ.get(k) for k in ("GWCTL_STORE", "GWCTL_ACTIVITY", "DEMO_UPSTREAM_KEY")}
     os.environ["GWCTL_STORE"] = str(store)
-    os.environ["GWCTL_ACTIVITY"] = f"sqlite:///{activity}"
+    os.environ["GWCTL_ACTIVITY"] = f"sqlite://{activity}"
     os.environ["DEMO_UPSTREAM_KEY"] = UPSTREAM_KEY
     upstream = start_standin(StandinConfig(models=["llama-3.1-8b", "qwen/qwen3", "mistral-7b"], api_key=UPSTREAM_KEY))
     proxy = None
@@ -117,7 +117,7 @@ def run_demo(keep: bool = False, with_proxy: bool = True) -> int:
 
 def _start_proxy(store: Path, activity: Path):
     cmd = [sys.executable, "-m", "gwctl", "--store", str(store), "proxy", "--port", "0",
-           "--activity", f"sqlite:///{activity}", "--grace", "5"]
+           "--activity", f"sqlite://{activity}", "--grace", "5"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

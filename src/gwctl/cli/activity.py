@@ -26,7 +26,12 @@ def _open(dsn_option: str | None):
     from gwctl.activity import open_log, resolve_dsn
     from gwctl.store.paths import default_activity_path
 
+    from gwctl.activity import parse_dsn
+
     dsn = resolve_dsn(dsn_option, os.environ, default_activity_path())
+    target = parse_dsn(dsn)
+    if target.kind == "sqlite" and not target.path.exists():
+        return None  # nothing recorded yet: an empty log, not an error
     return open_log(dsn, create=False)
 
 
@@ -62,10 +67,12 @@ def list_cmd(
 
     cutoff = _since(since)
     log = _open(activity)
-    try:
-        rows = log.list(since=cutoff, source=source, model=model, agent=agent, limit=limit or None)
-    finally:
-        log.close()
+    rows = []
+    if log is not None:
+        try:
+            rows = log.list(since=cutoff, source=source, model=model, agent=agent, limit=limit or None)
+        finally:
+            log.close()
     if json_:
         print_json([record_to_json(r) for r in rows])
         return
@@ -105,10 +112,12 @@ def summary(
         fail(f"--by must be one of {', '.join(SUMMARY_BY)}, not '{by}'")
     cutoff = _since(since)
     log = _open(activity)
-    try:
-        rows = log.summary(by=by, since=cutoff, source=source, model=model, agent=agent)
-    finally:
-        log.close()
+    rows = []
+    if log is not None:
+        try:
+            rows = log.summary(by=by, since=cutoff, source=source, model=model, agent=agent)
+        finally:
+            log.close()
     total = sum((r.cost for r in rows), Decimal(0))
     if json_:
         print_json({"by": by, "since": since, "rows": [summary_to_json(r) for r in rows],

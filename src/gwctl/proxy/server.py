@@ -18,6 +18,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -29,6 +30,7 @@ from aiohttp.web_server import Server
 from gwctl.core import keys as gwkeys
 from gwctl.core.decision import Decision, decide
 from gwctl.core.model import Snapshot
+from gwctl.core.prices import format_usd
 from gwctl.core.pricing import Usage, price
 from gwctl.errors import GwctlError
 from gwctl.proxy.meter import StreamMeter, usage_from_body
@@ -318,7 +320,7 @@ class Gateway:
         cost = None
         if d.forwarded and usage is not None and d.entry is not None:
             c = price(d.entry, usage, d.catalog_ref or "")
-            cost = c.total
+            cost = None if c.total is None else Decimal(format_usd(c.total))  # exact, without trailing zeros
         self._write(rid, key_name, d.agent, kind or d.kind, d.source, d.client_model, d.upstream_model, path, status,
                     start, usage, cost, rule, error, stream)
 
