@@ -1,0 +1,116 @@
+"""The activity schema, as an ordered list of versioned migrations.
+
+Opening a log applies the migrations its ``schema_migrations`` table does not
+list yet, in order, in one transaction taken under a lock (SQLite
+``BEGIN IMMEDIATE``, a PostgreSQL advisory lock), so two processes opening the
+same log at once cannot both apply one. A migration is never edited once
+released: a schema change is a new entry at the end of :data:`MIGRATIONS`.
+
+Both backends get the same table and column names; the types differ only
+where the engines do: SQLite keeps ``time`` as fixed-width UTC text (it sorts
+chronologically) and ``cost`` as an exact decimal string, PostgreSQL uses
+``timestamptz`` and ``numeric``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gwctl.activity.record import USAGE_KINDS
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    sqlite: tuple[str, ...]
+    postgres: tuple[str, ...]
+
+
+def _usage_columns(int_type: str) -> str:
+    return ",\n    ".join(f"{k} {int_type} NOT NULL DEFAULT 0" for k in USAGE_KINDS)
+
+
+_V1_SQLITE = f"""
+CREATE TABLE activity (
+    id INTEGER PRIMARY KEY,
+    time TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    key_name TEXT,
+    agent TEXT,
+    route_kind TEXT NOT NULL,
+    source TEXT,
+    model TEXT,
+    upstream_model TEXT,
+    path TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    latency_ms REAL NOT NULL,
+    {_usage_columns("INTEGER")},
+    cost TEXT,
+    rule TEXT,
+    stream INTEGER NOT NULL DEFAULT 0,
+    error TEXT
+)
+"""
+
+_V1_POSTGRES = f"""
+CREATE TABLE activity (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    time TIMESTAMPTZ NOT NULL,
+    request_id TEXT NOT NULL,
+    key_name TEXT,
+    agent TEXT,
+    route_kind TEXT NOT NULL,
+    source TEXT,
+    model TEXT,
+    upstream_model TEXT,
+    path TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    latency_ms DOUBLE PRECISION NOT NULL,
+    {_usage_columns("BIGINT")},
+    cost NUMERIC,
+    rule TEXT,
+    stream BOOLEAN NOT NULL DEFAULT FALSE,
+    error TEXT
+)
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "activity table",
+        sqlite=(_V1_SQLITE, "CREATE INDEX activity_time_idx ON activity (time)"),
+        postgres=(_V1_POSTGRES, "CREATE INDEX activity_time_idx ON activity (time)"),
+    ),
+)
+
+LATEST: int = MIGRATIONS[-1].version
+
+SCHEMA_MIGRATIONS_SQLITE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+)
+SCHEMA_MIGRATIONS_POSTGRES = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+    "version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+)
+
+
+def pending(applied: set[int]) -> list[Migration]:
+    """The migrations still to apply, in order."""
+    return [m for m in MIGRATIONS if m.version not in applied]
+
+
+def too_new_message(found: int) -> str:
+    return (
+        f"the activity log has schema version {found}, newer than this gwctl understands "
+        f"(up to {LATEST})"
+    )
+
+
+def _check_order() -> None:
+    versions = [m.version for m in MIGRATIONS]
+    assert versions == sorted(set(versions)) and versions[0] == 1, "migration versions must increase"
+
+
+_check_order()

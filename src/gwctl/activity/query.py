@@ -1,0 +1,279 @@
+"""The SQL both backends share, and the pure helpers around it.
+
+SQLite and PostgreSQL run the same statements on the same columns; only the
+placeholder style, the time representation, the "UTC day" expression and
+the exact cost sum differ, and those are passed in as a :class:`Dialect`.
+Keeping one builder means a filter or a counter cannot mean one thing on
+one backend and another thing on the other.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Context, Decimal, Inexact, InvalidOperation, MAX_EMAX, MAX_PREC, MIN_EMIN, Rounded
+from typing import Any, Callable, Iterable, Sequence
+
+from gwctl.activity.record import (
+    FORWARDED_KINDS,
+    REJECTED_KINDS,
+    SUMMARY_BY,
+    USAGE_KINDS,
+    ActivityRecord,
+    SummaryRow,
+)
+
+TABLE = "activity"
+
+COLUMNS: tuple[str, ...] = (
+    "time",
+    "request_id",
+    "key_name",
+    "agent",
+    "route_kind",
+    "source",
+    "model",
+    "upstream_model",
+    "path",
+    "status",
+    "latency_ms",
+    *USAGE_KINDS,
+    "cost",
+    "rule",
+    "stream",
+    "error",
+)
+"""Columns written and read, in this order (``id`` is the table's own key)."""
+
+# Addition in this context is exact: nothing is ever rounded, and if it were
+# the Inexact/Rounded traps would raise rather than return a wrong total.
+EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN, traps=[InvalidOperation, Inexact, Rounded])
+
+
+def exact_sum(values: Iterable[Decimal]) -> Decimal:
+    """Sum Decimals with no rounding at all (the default context keeps 28 digits)."""
+    total = Decimal(0)
+    for v in values:
+        total = EXACT.add(total, v)
+    return total
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``"45s"``, ``"30m"``, ``"12h"``, ``"7d"``, ``"2w"`` -> timedelta.
+
+    One whole positive number and one unit; anything else raises ValueError
+    with a sentence that says what is accepted.
+    """
+    m = _DURATION.match(text or "")
+    if not m:
+        raise ValueError(
+            f"invalid duration {text!r}: use a whole number followed by s, m, h, d or w "
+            "(for example 45s, 30m, 12h, 7d, 2w)"
+        )
+    n = int(m.group(1))
+    if n <= 0:
+        raise ValueError(f"invalid duration {text!r}: it must be greater than zero (for example 30m)")
+    try:
+        return timedelta(**{_UNITS[m.group(2).lower()]: n})
+    except OverflowError:
+        raise ValueError(f"invalid duration {text!r}: it is too long") from None
+
+
+def clean_text(value: str | None) -> str | None:
+    """Make a string storable on both backends, identically.
+
+    PostgreSQL refuses NUL characters and neither driver can encode a lone
+    surrogate; such characters become U+FFFD instead of failing the batch.
+    """
+    if value is None:
+        return None
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = _SURROGATE.sub("\ufffd", value)
+    return value
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the backends, for the shared statements."""
+
+    placeholder: str  # "?" or "%s"
+    day_expr: str  # SQL for the "YYYY-MM-DD" UTC day of the row
+    cost_sum: str  # SQL aggregate giving an exact total of ``cost``
+    time_param: Callable[[datetime], Any]  # how a datetime is passed as a parameter
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Row filters shared by list and summary; every one set must match exactly."""
+
+    since: datetime | None = None
+    source: str | None = None
+    model: str | None = None
+    agent: str | None = None
+    key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.since is not None and (self.since.tzinfo is None or self.since.utcoffset() is None):
+            raise ValueError("since must be a timezone-aware datetime")
+
+
+def where_clause(f: Filters, d: Dialect) -> tuple[str, list[Any]]:
+    """``WHERE ...`` (or an empty string) and its parameters."""
+    parts: list[str] = []
+    params: list[Any] = []
+    if f.since is not None:
+        parts.append(f"time >= {d.placeholder}")
+        params.append(d.time_param(f.since))
+    for column, value in (
+        ("source", f.source),
+        ("model", f.model),
+        ("agent", f.agent),
+        ("key_name", f.key),
+    ):
+        if value is not None:
+            parts.append(f"{column} = {d.placeholder}")
+            params.append(value)
+    return (" WHERE " + " AND ".join(parts) if parts else ""), params
+
+
+def insert_sql(d: Dialect) -> str:
+    marks = ", ".join([d.placeholder] * len(COLUMNS))
+    return f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({marks})"
+
+
+def list_sql(f: Filters, limit: int | None, d: Dialect) -> tuple[str, list[Any]]:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
+        raise ValueError("limit must be a positive whole number, or None for no limit")
+    where, params = where_clause(f, d)
+    sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}{where} ORDER BY time DESC, id DESC"
+    if limit is not None:
+        sql += f" LIMIT {d.placeholder}"
+        params.append(limit)
+    return sql, params
+
+
+def _quoted(values: Iterable[str]) -> str:
+    return ", ".join(f"'{v}'" for v in sorted(values))
+
+
+def _group_expr(by: str, d: Dialect) -> str:
+    if by not in SUMMARY_BY:
+        raise ValueError(f"cannot summarise by {by!r}: use one of {', '.join(SUMMARY_BY)}")
+    return {"source": "source", "model": "model", "agent": "agent", "key": "key_name", "day": d.day_expr}[by]
+
+
+# The counters of SummaryRow, as SQL over one row (the constants are ours, not user input).
+_IS_ERROR = "(route_kind = 'error' OR status >= 500)"
+_COUNTERS = (
+    "SUM(CASE WHEN cost IS NOT NULL THEN 1 ELSE 0 END)",
+    f"SUM(CASE WHEN cost IS NULL AND route_kind IN ({_quoted(FORWARDED_KINDS)}) "
+    f"AND NOT {_IS_ERROR} THEN 1 ELSE 0 END)",
+    f"SUM(CASE WHEN route_kind IN ({_quoted(REJECTED_KINDS)}) OR rule IS NOT NULL THEN 1 ELSE 0 END)",
+    f"SUM(CASE WHEN {_IS_ERROR} THEN 1 ELSE 0 END)",
+)
+
+
+def summary_sql(by: str, f: Filters, d: Dialect) -> tuple[str, list[Any]]:
+    """One row per group: key, requests, each usage kind, cost, billed, unbilled, rejected, errors."""
+    group = _group_expr(by, d)
+    where, params = where_clause(f, d)
+    cols = [
+        f"{group} AS group_key",
+        "COUNT(*)",
+        *(f"SUM({k})" for k in USAGE_KINDS),
+        d.cost_sum,
+        *_COUNTERS,
+    ]
+    return f"SELECT {', '.join(cols)} FROM {TABLE}{where} GROUP BY 1", params
+
+
+def summary_row(values: Sequence[Any], to_decimal: Callable[[Any], Decimal]) -> SummaryRow:
+    """Build a SummaryRow from one result row of :func:`summary_sql`."""
+    n = len(USAGE_KINDS)
+    key = values[0]
+    usage = {k: int(v or 0) for k, v in zip(USAGE_KINDS, values[2 : 2 + n])}
+    cost_raw = values[2 + n]
+    billed, unbilled, rejected, errors = (int(v or 0) for v in values[3 + n : 7 + n])
+    return SummaryRow(
+        key=key,
+        requests=int(values[1]),
+        usage=usage,
+        cost=to_decimal(cost_raw) if cost_raw is not None else Decimal(0),
+        billed=billed,
+        unbilled=unbilled,
+        rejected=rejected,
+        errors=errors,
+    )
+
+
+def order_summary(rows: Iterable[SummaryRow], by: str) -> list[SummaryRow]:
+    """The order both backends return: by day oldest first; otherwise the most
+    expensive group first, then the busiest, then by name (no value last)."""
+    rows = list(rows)
+    if by == "day":
+        return sorted(rows, key=lambda r: (r.key is None, r.key or ""))
+    return sorted(rows, key=lambda r: (r.cost.copy_negate(), -r.requests, r.key is None, r.key or ""))
+
+
+def record_values(r: ActivityRecord, *, time_value: Any, cost_value: Any, stream_value: Any) -> tuple:
+    """The parameters of :func:`insert_sql` for one record, in COLUMNS order."""
+    return (
+        time_value,
+        clean_text(r.request_id),
+        clean_text(r.key_name),
+        clean_text(r.agent),
+        r.route_kind,
+        clean_text(r.source),
+        clean_text(r.model),
+        clean_text(r.upstream_model),
+        clean_text(r.path),
+        r.status,
+        r.latency_ms,
+        *(r.usage.get(k, 0) for k in USAGE_KINDS),
+        cost_value,
+        clean_text(r.rule),
+        stream_value,
+        clean_text(r.error),
+    )
+
+
+def record_from_row(
+    row: Sequence[Any],
+    *,
+    to_time: Callable[[Any], datetime],
+    to_cost: Callable[[Any], Decimal],
+) -> ActivityRecord:
+    """Inverse of :func:`record_values` for a row selected with COLUMNS."""
+    n = len(USAGE_KINDS)
+    usage = {k: int(v) for k, v in zip(USAGE_KINDS, row[11 : 11 + n]) if v}
+    cost = row[11 + n]
+    return ActivityRecord(
+        time=to_time(row[0]),
+        request_id=row[1],
+        key_name=row[2],
+        agent=row[3],
+        route_kind=row[4],
+        source=row[5],
+        model=row[6],
+        upstream_model=row[7],
+        path=row[8],
+        status=int(row[9]),
+        latency_ms=float(row[10]),
+        usage=usage,
+        cost=to_cost(cost) if cost is not None else None,
+        rule=row[12 + n],
+        stream=bool(row[13 + n]),
+        error=row[14 + n],
+    )

@@ -1,0 +1,280 @@
+"""What one activity row is, and the small interface every backend offers.
+
+The proxy builds an :class:`ActivityRecord` per request (rejected ones too)
+and hands it to a :class:`~gwctl.activity.writer.BatchWriter`; the CLI reads
+records and :class:`SummaryRow` s back through an :class:`ActivityLog`. Both
+backends (SQLite, PostgreSQL) implement the same protocol on the same schema,
+so nothing above this package knows which one is in use.
+
+Records are checked when they are built, because a bad value found later, in
+the writer thread, could only be dropped: a naive datetime, a float cost, an
+unknown usage kind or a negative count is a programming error and raises here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, Mapping, Protocol, Sequence
+
+from gwctl.errors import GwctlError
+
+USAGE_KINDS: tuple[str, ...] = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "audio_input_tokens",
+    "web_searches",
+    "images",
+)
+"""Every usage counter a record may carry, in display order (a missing one is 0).
+
+Each is also a column of the ``activity`` table with the same name.
+"""
+
+ROUTE_KINDS: tuple[str, ...] = ("passthrough", "managed", "rejected", "not_found", "error")
+"""How the gateway handled a request."""
+
+FORWARDED_KINDS: frozenset[str] = frozenset({"passthrough", "managed"})
+"""Route kinds whose request reached an upstream."""
+
+REJECTED_KINDS: frozenset[str] = frozenset({"rejected", "not_found"})
+"""Route kinds the gateway answered itself, by its own rules."""
+
+SUMMARY_BY: tuple[str, ...] = ("source", "model", "agent", "key", "day")
+"""Every value ``ActivityLog.summary(by=...)`` accepts."""
+
+
+class ActivityError(GwctlError):
+    """The activity log could not be located, opened, migrated or read."""
+
+
+def _check_str(name: str, value: Any, *, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"ActivityRecord.{name} must be a str, not {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class ActivityRecord:
+    """One proxied request, as the activity log stores it.
+
+    ``cost`` None means *unbilled* (no catalog entry: unknown, not zero).
+    ``usage`` is normalised on construction: kinds in :data:`USAGE_KINDS`
+    order, zero counts left out, so two records that mean the same compare
+    equal and a record read back equals the one written.
+    """
+
+    time: datetime  # UTC, tz-aware (any tz-aware time is converted to UTC)
+    request_id: str
+    key_name: str | None  # gateway key name (None with --no-auth)
+    agent: str | None  # "triage", "triage/summarizer" or None
+    route_kind: str  # one of ROUTE_KINDS
+    source: str | None
+    model: str | None  # the model as the client asked for it
+    upstream_model: str | None
+    path: str  # e.g. /v1/chat/completions
+    status: int  # HTTP status returned to the client
+    latency_ms: float
+    usage: Mapping[str, int] = field(hash=False)  # by kind, see USAGE_KINDS
+    cost: Decimal | None  # exact USD; None = unbilled
+    rule: str | None  # rejection rule id, e.g. "max_output"
+    stream: bool = False
+    error: str | None = None  # short message for rejections / upstream errors
+
+    def __post_init__(self) -> None:
+        t = self.time
+        if not isinstance(t, datetime):
+            raise TypeError("ActivityRecord.time must be a datetime")
+        if t.tzinfo is None or t.utcoffset() is None:
+            raise ValueError("ActivityRecord.time must be timezone-aware (use datetime.now(timezone.utc))")
+        if t.tzinfo is not timezone.utc:
+            object.__setattr__(self, "time", t.astimezone(timezone.utc))
+        _check_str("request_id", self.request_id, optional=False)
+        _check_str("path", self.path, optional=False)
+        for name in ("key_name", "agent", "source", "model", "upstream_model", "rule", "error"):
+            _check_str(name, getattr(self, name), optional=True)
+        if self.route_kind not in ROUTE_KINDS:
+            raise ValueError(
+                f"ActivityRecord.route_kind {self.route_kind!r} is not one of {', '.join(ROUTE_KINDS)}"
+            )
+        if isinstance(self.status, bool) or not isinstance(self.status, int):
+            raise TypeError("ActivityRecord.status must be an int")
+        latency = self.latency_ms
+        if isinstance(latency, bool) or not isinstance(latency, (int, float)):
+            raise TypeError("ActivityRecord.latency_ms must be a number")
+        if not math.isfinite(latency) or latency < 0:
+            raise ValueError("ActivityRecord.latency_ms must be a finite number >= 0")
+        if not isinstance(latency, float):
+            object.__setattr__(self, "latency_ms", float(latency))
+        object.__setattr__(self, "usage", normalize_usage(self.usage))
+        cost = self.cost
+        if cost is not None:
+            if isinstance(cost, bool) or isinstance(cost, float) or not isinstance(cost, (Decimal, int)):
+                raise TypeError(
+                    "ActivityRecord.cost must be a Decimal or None (never a float: money is exact)"
+                )
+            if isinstance(cost, int):
+                cost = Decimal(cost)
+                object.__setattr__(self, "cost", cost)
+            if not cost.is_finite():
+                raise ValueError("ActivityRecord.cost must be a finite Decimal")
+        if not isinstance(self.stream, bool):
+            raise TypeError("ActivityRecord.stream must be a bool")
+
+    @property
+    def forwarded(self) -> bool:
+        """True when the request reached an upstream."""
+        return self.route_kind in FORWARDED_KINDS
+
+
+def normalize_usage(usage: Mapping[str, int] | None) -> dict[str, int]:
+    """Return usage with known kinds only, canonical order, zeros left out.
+
+    Raises ValueError for an unknown kind or a negative count and TypeError
+    for a non-integer count (bools are refused too).
+    """
+    if usage is None:
+        return {}
+    unknown = [k for k in usage if k not in USAGE_KINDS]
+    if unknown:
+        raise ValueError(
+            f"unknown usage kind(s) {', '.join(map(repr, sorted(map(str, unknown))))}; "
+            f"expected some of {', '.join(USAGE_KINDS)}"
+        )
+    out: dict[str, int] = {}
+    for kind in USAGE_KINDS:
+        n = usage.get(kind, 0)
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"usage[{kind!r}] must be an int, not {type(n).__name__}")
+        if n < 0:
+            raise ValueError(f"usage[{kind!r}] must be >= 0, got {n}")
+        if n:
+            out[kind] = n
+    return out
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """Totals for one group of activity rows.
+
+    ``usage`` holds every kind of :data:`USAGE_KINDS` (zeros included) so
+    every row has the same shape. The counters overlap on purpose:
+
+    - ``billed``: rows with a cost (``cost`` sums exactly those);
+    - ``unbilled``: forwarded rows (passthrough/managed) without a cost that
+      are not errors;
+    - ``rejected``: route kind ``rejected``/``not_found``, or a rejection rule set;
+    - ``errors``: route kind ``error`` or a status >= 500.
+    """
+
+    key: str | None  # the group value; "YYYY-MM-DD" (UTC) for by="day"
+    requests: int
+    usage: dict[str, int] = field(hash=False)
+    cost: Decimal
+    billed: int
+    unbilled: int
+    rejected: int
+    errors: int
+
+
+class ActivityLog(Protocol):
+    """What every backend offers. Open one with :func:`gwctl.activity.open_log`."""
+
+    dsn: str
+
+    def write_many(self, records: Sequence[ActivityRecord]) -> None:
+        """Append records in one transaction (all or nothing)."""
+
+    def list(
+        self,
+        *,
+        since: datetime | None = None,
+        source: str | None = None,
+        model: str | None = None,
+        agent: str | None = None,
+        key: str | None = None,
+        limit: int | None = 100,
+    ) -> "list[ActivityRecord]":
+        """Matching records, newest first; ``limit=None`` returns them all."""
+
+    def summary(
+        self,
+        *,
+        by: str,
+        since: datetime | None = None,
+        source: str | None = None,
+        model: str | None = None,
+        agent: str | None = None,
+        key: str | None = None,
+    ) -> "list[SummaryRow]":
+        """Totals per group; see :func:`gwctl.activity.query.order_summary` for the order."""
+
+    def close(self) -> None:
+        """Release the connection; the log is unusable afterwards."""
+
+
+def record_to_json(record: ActivityRecord) -> dict[str, Any]:
+    """A JSON-ready dict: ISO time with ``Z``, cost as an exact decimal string or null."""
+    return {
+        "time": format_utc(record.time),
+        "request_id": record.request_id,
+        "key_name": record.key_name,
+        "agent": record.agent,
+        "route_kind": record.route_kind,
+        "source": record.source,
+        "model": record.model,
+        "upstream_model": record.upstream_model,
+        "path": record.path,
+        "status": record.status,
+        "latency_ms": record.latency_ms,
+        "usage": dict(record.usage),
+        "cost": decimal_text(record.cost) if record.cost is not None else None,
+        "rule": record.rule,
+        "stream": record.stream,
+        "error": record.error,
+    }
+
+
+def summary_to_json(row: SummaryRow) -> dict[str, Any]:
+    """A JSON-ready dict; ``cost`` is an exact decimal string."""
+    return {
+        "key": row.key,
+        "requests": row.requests,
+        "usage": dict(row.usage),
+        "cost": decimal_text(row.cost),
+        "billed": row.billed,
+        "unbilled": row.unbilled,
+        "rejected": row.rejected,
+        "errors": row.errors,
+    }
+
+
+def decimal_text(value: Decimal) -> str:
+    """Exact, plain (never exponent) notation: ``Decimal('1E-7')`` -> ``'0.0000001'``."""
+    return format(value, "f")
+
+
+def format_utc(t: datetime) -> str:
+    """Fixed-width UTC text, ``2024-05-01T12:00:00.000000Z``: sorts as it is ordered in time."""
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ValueError("a timezone-aware datetime is required")
+    u = t.astimezone(timezone.utc).replace(tzinfo=None)
+    return u.isoformat(timespec="microseconds") + "Z"
+
+
+def parse_utc(text: str) -> datetime:
+    """Inverse of :func:`format_utc`."""
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    t = datetime.fromisoformat(text)
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=timezone.utc)
+    return t.astimezone(timezone.utc)

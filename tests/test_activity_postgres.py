@@ -1,0 +1,207 @@
+"""Activity log on PostgreSQL: the shared contract plus PostgreSQL specifics.
+
+The server is GWCTL_TEST_POSTGRES when set (CI: ``eval "$(bash
+.ci/postgres.sh)"``); otherwise a throwaway one is started for the session
+from the installed server binaries (tests/pgserver.py). The tests are skipped
+only when there are no binaries to start one with. Every log gets its own
+schema (via ``options=-csearch_path=...`` in the DSN), dropped afterwards, so
+tests never see each other's rows even on a shared server.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from gwctl.activity import ActivityError, BatchWriter, open_log, sqlite_dsn
+from gwctl.activity.migrations import LATEST
+
+pytestmark = pytest.mark.postgres
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _load_by_path(name: str, filename: str):
+    spec = importlib.util.spec_from_file_location(name, _HERE / filename)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _load_contract():
+    """The SQLite test module, imported the way pytest imports it (so its
+    asserts are rewritten); by file path as a last resort."""
+    for name in ("test_activity_sqlite", "tests.test_activity_sqlite"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if Path(module.__file__).resolve() == _HERE / "test_activity_sqlite.py":
+            return module
+    return _load_by_path("gwctl_tests_activity_contract", "test_activity_sqlite.py")
+
+
+pgserver = _load_by_path("gwctl_tests_pgserver", "pgserver.py")
+contract = _load_contract()
+rec = contract.rec
+
+# Run every shared contract test here too, against PostgreSQL.
+globals().update({k: v for k, v in vars(contract).items() if k.startswith("test_contract_")})
+
+
+# ---------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn():
+    env = os.environ.get("GWCTL_TEST_POSTGRES", "").strip()
+    if env:
+        yield env
+        return
+    bindir = pgserver.find_bindir()
+    if bindir is None:
+        pytest.skip(
+            "no PostgreSQL server binaries (initdb, pg_ctl, postgres) are installed: "
+            "run `bash .ci/postgres.sh` (or apt-get install postgresql), or set GWCTL_TEST_POSTGRES"
+        )
+    server = pgserver.start(bindir)
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+
+
+def with_search_path(dsn: str, schema: str) -> str:
+    parts = urlsplit(dsn)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "options"]
+    query.append(("options", f"-csearch_path={schema}"))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+@pytest.fixture
+def new_dsn(pg_server_dsn):
+    schemas: list[str] = []
+    admin = psycopg.connect(pg_server_dsn, autocommit=True, connect_timeout=10)
+
+    def make() -> str:
+        schema = f"gwctl_t_{uuid.uuid4().hex[:16]}"
+        admin.execute(f"CREATE SCHEMA {schema}")
+        schemas.append(schema)
+        return with_search_path(pg_server_dsn, schema)
+
+    try:
+        yield make
+    finally:
+        for schema in schemas:
+            admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        admin.close()
+
+
+@pytest.fixture
+def dsn(new_dsn):
+    return new_dsn()
+
+
+@pytest.fixture
+def read_versions():
+    def read(dsn: str) -> list[int]:
+        with psycopg.connect(dsn, connect_timeout=10) as conn:
+            return [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
+
+    return read
+
+
+# ---------------------------------------------------------------------------
+# PostgreSQL specifics
+
+
+def _columns(conn, table: str) -> list[tuple[str, str]]:
+    return conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+        (table,),
+    ).fetchall()
+
+
+def test_same_schema_as_sqlite(dsn, tmp_path):
+    open_log(dsn).close()
+    with psycopg.connect(dsn) as conn:
+        pg_cols = _columns(conn, "activity")
+        assert _columns(conn, "schema_migrations")[0] == ("version", "integer")
+    types = dict(pg_cols)
+    assert types["cost"] == "numeric"  # exact, summed exactly by SUM()
+    assert types["time"] == "timestamp with time zone"
+    import sqlite3
+
+    lite = tmp_path / "a.sqlite3"
+    open_log(sqlite_dsn(lite)).close()
+    with sqlite3.connect(str(lite)) as conn:
+        lite_cols = [row[1] for row in conn.execute("PRAGMA table_info(activity)")]
+    assert [name for name, _ in pg_cols] == lite_cols
+
+
+def test_cost_sum_is_server_side_numeric(dsn):
+    with open_log(dsn) as log:
+        log.write_many([rec(cost=Decimal("0.1")) for _ in range(3)] + [rec(cost=Decimal("1E-7"))])
+        (row,) = log.summary(by="source")
+    assert row.cost == Decimal("0.3000001") and isinstance(row.cost, Decimal)
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT pg_typeof(SUM(cost))::text FROM activity").fetchone()[0] == "numeric"
+
+
+def test_unreachable_server_is_a_clear_error():
+    port = pgserver._free_port()  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(ActivityError) as e:
+        open_log(f"postgresql://gw:hunter2@127.0.0.1:{port}/nope?connect_timeout=3")
+    assert time.monotonic() - started < 10
+    assert "hunter2" not in e.value.message and "***" in e.value.message
+    assert e.value.hint
+
+
+def test_schema_newer_than_code(dsn):
+    open_log(dsn).close()
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (LATEST + 1,))
+    with pytest.raises(ActivityError, match="newer"):
+        open_log(dsn)
+
+
+def test_writer_reconnects_after_losing_its_connection(dsn, pg_server_dsn):
+    writer = BatchWriter(dsn, batch_size=10, flush_interval=0.01, retry_max_delay=0.1)
+    try:
+        for i in range(5):
+            writer.submit(rec(request_id=f"before{i}"))
+        assert writer.flush(10)
+        pid = writer._log._conn.info.backend_pid  # the writer thread's own connection
+        with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
+            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0] is True
+        for i in range(5):
+            writer.submit(rec(request_id=f"after{i}"))
+        assert writer.flush(10)
+    finally:
+        assert writer.close(10) is True
+    with open_log(dsn) as log:
+        got = sorted(r.request_id for r in log.list(limit=None))
+    assert got == sorted([f"before{i}" for i in range(5)] + [f"after{i}" for i in range(5)])
+    assert writer.stats().failed == 0
+
+
+def test_schemas_isolate_tests(new_dsn):
+    a, b = new_dsn(), new_dsn()
+    with open_log(a) as log_a, open_log(b) as log_b:
+        log_a.write_many([rec(request_id="only-a")])
+        assert log_b.list() == []
+        assert [r.request_id for r in log_a.list()] == ["only-a"]

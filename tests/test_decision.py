@@ -1,0 +1,179 @@
+"""The one decision: routing precedence, passthrough vs managed, credentials never mixed."""
+
+from __future__ import annotations
+
+from types import MappingProxyType as MP
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from gwctl.core.decision import decide
+from gwctl.core.model import CatalogEntry, Route, Secret, Settings, Snapshot, Source
+from decimal import Decimal
+
+
+def src(name, base="https://{n}.example/v1", passthrough=False, catalog_only=False, models=None, header=""):
+    return Source(name=name, base_url=base.format(n=name), auth=Secret(value=f"key-of-{name}-0000"),
+                  passthrough=passthrough, catalog_only=catalog_only, auth_header=header,
+                  headers=MP({"X-Src": name}), models=MP(models or {}))
+
+
+def snap(sources, routes=(), catalog=(), **settings):
+    return Snapshot(settings=Settings(**settings), sources=MP({s.name: s for s in sources}),
+                    catalog=MP({e.ref: e for e in catalog}), routes=tuple(routes))
+
+
+CHAT = "/v1/chat/completions"
+BASE = snap(
+    [src("custom", passthrough=True), src("managed"), src("child", base="https://child-litellm.example/v1")],
+    routes=[
+        Route(agent="triage", model_name="customer-alias", provider="custom", base_url="https://customer-litellm.example/v1", passthrough=True),
+        Route(agent="triage/summarizer", model_name="child-alias", provider="child", passthrough=True),
+        Route(agent="triage/classifier", model_name="child-alias", provider="managed", model="llama-3"),
+        Route(agent="triage", model_name="inherits", provider="custom"),
+    ],
+)
+
+
+def body(model, **kw):
+    return {"model": model, "messages": [{"role": "user", "content": "hi"}], **kw}
+
+
+@pytest.mark.parametrize(
+    "agent, model, kind, source, url, upstream_model",
+    [
+        # root agents are keyed by the model string they send (with or without the header)
+        ("triage", "customer-alias", "passthrough", "custom", "https://customer-litellm.example/v1/chat/completions", "customer-alias"),
+        (None, "customer-alias", "passthrough", "custom", "https://customer-litellm.example/v1/chat/completions", "customer-alias"),
+        # a subagent routes by its own scoped route
+        ("triage/summarizer", "child-alias", "passthrough", "child", "https://child-litellm.example/v1/chat/completions", "child-alias"),
+        ("triage/classifier", "child-alias", "managed", "managed", "https://managed.example/v1/chat/completions", "llama-3"),
+        # a route whose passthrough is unset takes its source's flag
+        ("triage", "inherits", "passthrough", "custom", "https://custom.example/v1/chat/completions", "inherits"),
+        # SOURCE/MODEL_ID reference: MODEL_ID upstream, source's flag
+        ("triage", "managed/qwen/qwen3", "managed", "managed", "https://managed.example/v1/chat/completions", "qwen/qwen3"),
+        ("triage/summarizer", "custom/m", "passthrough", "custom", "https://custom.example/v1/chat/completions", "m"),
+    ],
+)
+def test_routing_table(agent, model, kind, source, url, upstream_model):
+    d = decide(BASE, agent, CHAT, body(model))
+    assert (d.kind, d.source, d.upstream_url, d.upstream_model) == (kind, source, url, upstream_model)
+    assert d.credential == BASE.sources[source].auth
+    assert dict(d.static_headers) == {"X-Src": source}
+
+
+def test_subagent_route_never_applies_to_root_or_sibling():
+    assert decide(BASE, "triage", CHAT, body("child-alias")).kind == "not_found"
+    assert decide(BASE, None, CHAT, body("child-alias")).kind == "not_found"
+    assert decide(BASE, "triage/other", CHAT, body("child-alias")).kind == "not_found"
+    # and a root's route never applies to its subagents
+    assert decide(BASE, "triage/summarizer", CHAT, body("customer-alias")).kind == "not_found"
+
+
+def test_fallback_then_404():
+    with_fallback = snap(list(BASE.sources.values()), BASE.routes, fallback_source="managed")
+    d = decide(with_fallback, "triage/x", CHAT, body("gpt-4o"))
+    assert d.kind == "managed" and d.matched_by == "fallback" and d.upstream_model == "gpt-4o" and d.source == "managed"
+    d = decide(BASE, None, CHAT, body("gpt-4o"))
+    assert d.kind == "not_found" and d.status == 404 and d.rule == "model_not_found"
+    assert d.error_body()["error"]["code"] == "model_not_found"
+    # a slash in the model with an unknown source prefix is not a reference
+    assert decide(with_fallback, None, CHAT, body("openai/gpt-4o")).matched_by == "fallback"
+
+
+def test_default_model_when_body_has_none():
+    s = snap([src("managed")], default_model="managed/llama")
+    d = decide(s, None, CHAT, {"messages": []})
+    assert d.kind == "managed" and d.upstream_model == "llama" and d.rewrite_model
+    d = decide(snap([src("managed")]), None, CHAT, {"messages": []})
+    assert d.rule == "model_missing" and d.status == 400
+
+
+def test_disabled_model_reference_rejected():
+    s = snap([src("m", models={"a": True, "b": False})])
+    assert decide(s, None, CHAT, body("m/a")).kind == "managed"
+    d = decide(s, None, CHAT, body("m/b"))
+    assert d.kind == "rejected" and d.rule == "model_disabled"
+
+
+def test_catalog_only_and_checks_on_managed_but_not_passthrough():
+    entry = CatalogEntry(source="m", model_id="llama", max_output=100, prices=MP({"input": Decimal("1e-6")}),
+                         capabilities=MP({"tools": False}))
+    s = snap([src("m", catalog_only=True), src("p", passthrough=True)], catalog=[entry,
+             CatalogEntry(source="p", model_id="llama", max_output=100, prices=MP({"input": Decimal("1e-6")}))])
+    assert decide(s, None, CHAT, body("m/other")).rule == "catalog_only"
+    d = decide(s, None, CHAT, body("m/llama", max_tokens=500))
+    assert d.kind == "rejected" and d.rule == "max_output" and d.param == "max_tokens" and d.status == 400
+    d = decide(s, None, CHAT, body("m/llama", tools=[{"type": "function", "function": {"name": "f"}}]))
+    assert d.rule == "capability_tools"
+    ok = decide(s, None, CHAT, body("m/llama", max_tokens=50))
+    assert ok.kind == "managed" and all(c.passed for c in ok.checks) and ok.checks
+    # passthrough: no checks, still priced when an entry matches
+    d = decide(s, None, CHAT, body("p/llama", max_tokens=500))
+    assert d.kind == "passthrough" and d.checks == () and d.estimate.billed
+
+
+def test_unbilled_estimate_is_none_not_zero():
+    d = decide(snap([src("m")]), None, CHAT, body("m/x"))
+    assert d.estimate.total is None and not d.estimate.billed
+
+
+def test_invalid_agent_header():
+    d = decide(BASE, "bad agent!", CHAT, body("customer-alias"))
+    assert d.kind == "rejected" and d.rule == "invalid_agent"
+
+
+def test_named_auth_header_in_decision():
+    s = snap([src("a", header="X-Api-Key")])
+    d = decide(s, None, "/v1/messages", {"model": "a/claude", "max_tokens": 5, "messages": []})
+    assert d.auth_header == "X-Api-Key" and d.auth_scheme is None
+    assert d.upstream_url == "https://a.example/v1/messages"
+
+
+names = st.sampled_from(["alpha", "beta", "gamma", "delta"])
+agents = st.sampled_from([None, "triage", "ops", "triage/summarizer", "triage/classifier", "ops/x"])
+model_names = st.sampled_from(["m1", "m2", "alias", "alpha/x", "beta/y/z", "zeta/q", "plain"])
+
+
+@st.composite
+def stores(draw):
+    sources = [src(n, passthrough=draw(st.booleans())) for n in ["alpha", "beta", "gamma", "delta"]]
+    routes, roots = [], set()
+    for _ in range(draw(st.integers(0, 8))):
+        agent = draw(st.sampled_from(["triage", "ops", "triage/summarizer", "triage/classifier", "ops/x"]))
+        name = draw(st.sampled_from(["m1", "m2", "alias"]))
+        if "/" not in agent:
+            if name in roots:
+                continue
+            roots.add(name)
+        elif any(r.agent == agent and r.model_name == name for r in routes):
+            continue
+        routes.append(Route(agent=agent, model_name=name, provider=draw(names),
+                            model=draw(st.sampled_from([None, "up-1", "up/2"])),
+                            base_url=draw(st.sampled_from([None, "https://override.example/api/v1"])),
+                            passthrough=draw(st.sampled_from([None, True, False]))))
+    fallback = draw(st.sampled_from([None, "gamma"]))
+    return snap(sources, routes, fallback_source=fallback)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stores(), agents, model_names, st.sampled_from([CHAT, "/v1/messages", "/v1/responses", "/v1/embeddings"]))
+def test_credentials_never_mix_between_routes(store, agent, model, path):
+    d = decide(store, agent, path, body(model))
+    if not d.forwarded:
+        assert d.credential is None or d.kind == "rejected"
+        return
+    source = store.sources[d.source]
+    assert d.credential == source.auth  # always the chosen source's own credential
+    assert dict(d.static_headers) == dict(source.headers)
+    if d.route is not None:
+        assert d.source == d.route.provider
+        if agent and "/" in agent:
+            assert d.route.agent == agent  # a subagent only ever uses its own scoped route
+        else:
+            assert d.route.is_root and d.route.model_name == model
+    elif d.matched_by == "reference":
+        assert model.startswith(d.source + "/")
+    else:
+        assert d.matched_by == "fallback" and d.source == store.settings.fallback_source
+    assert "/v1/v1" not in d.upstream_url
