@@ -177,3 +177,8 @@ def test_credentials_never_mix_between_routes(store, agent, model, path):
     else:
         assert d.matched_by == "fallback" and d.source == store.settings.fallback_source
     assert "/v1/v1" not in d.upstream_url
+
+
+def test_bad_client_path_is_a_rejection_not_a_crash():
+    d = decide(BASE, None, "v1/chat/completions", body("customer-alias"))
+    assert d.kind == "rejected" and d.rule == "invalid_path"

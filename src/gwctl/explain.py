@@ -92,7 +92,7 @@ def print_report(d: Decision, reveal: bool = False, out=None) -> None:
     if d.upstream_model:
         change = "rewritten" if d.rewrite_model else "unchanged"
         lines.append(("model", f"{d.client_model or '(default)'} -> {d.upstream_model} ({change})"))
-    if d.source:
+    if d.source and d.upstream_url:
         cred = credential_display(d, reveal)
         if cred is None:
             lines.append(("credentials", f"none (source {d.source} has no credential)"))

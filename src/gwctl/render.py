@@ -39,7 +39,12 @@ def _default(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=_default, ensure_ascii=False)
+    import orjson
+
+    try:
+        return orjson.dumps(obj, default=_default, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS).decode()
+    except TypeError:  # e.g. an int beyond 64 bits: the slower encoder handles it
+        return json.dumps(obj, indent=2, default=_default, ensure_ascii=False)
 
 
 def print_json(obj: Any) -> None:

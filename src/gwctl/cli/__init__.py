@@ -16,6 +16,10 @@ import typer
 from gwctl import __version__
 from gwctl.cli import state
 
+# gwctl prints plain click help (fast, and what scripts and `less` expect);
+# typer would otherwise import rich for every --help and escape "[required]".
+typer.core.HAS_RICH = False
+
 app = typer.Typer(
     name="gwctl",
     help=(
@@ -47,20 +51,45 @@ def _root(
     state.STORE_OPTION = store
 
 
-def _register() -> None:
-    from gwctl.cli import activity, catalog, key, misc, model, proxy, route, source
+# Command groups are imported only when used: `gwctl --help` lists them from
+# this table, `gwctl source add` imports just gwctl.cli.source.
+GROUPS: dict[str, tuple[str, str]] = {
+    "source": ("gwctl.cli.source", "Add, edit, test and refresh upstream sources."),
+    "model": ("gwctl.cli.model", "List, enable and disable discovered models; the organisation default."),
+    "catalog": ("gwctl.cli.catalog", "The custom model catalog: prices, limits, capabilities, pricing."),
+    "route": ("gwctl.cli.route", "Agent routes, the fallback source, and the routing dry-run."),
+    "key": ("gwctl.cli.key", "Create, list and revoke gateway keys."),
+    "proxy": ("gwctl.cli.proxy", "Run the gateway (OpenAI- and Anthropic-compatible proxy)."),
+    "activity": ("gwctl.cli.activity", "Read the activity log: requests, tokens, exact cost."),
+    "validate": ("gwctl.cli.misc", "Check the whole store; exit 1 on problems."),
+    "paths": ("gwctl.cli.misc", "Print where gwctl keeps the store and the activity log."),
+    "demo": ("gwctl.cli.misc", "Run gwctl end to end against a local stand-in upstream."),
+}
 
-    app.add_typer(source.app, name="source")
-    app.add_typer(model.app, name="model")
-    app.add_typer(catalog.app, name="catalog")
-    app.add_typer(route.app, name="route")
-    app.add_typer(key.app, name="key")
-    app.add_typer(activity.app, name="activity")
-    proxy.register(app)
-    misc.register(app)
+
+class _LazyGroup(typer.core.TyperGroup):
+    def list_commands(self, ctx):
+        return list(GROUPS)
+
+    def get_command(self, ctx, name):
+        if name not in GROUPS:
+            return None
+        import importlib
+
+        module = importlib.import_module(GROUPS[name][0])
+        if hasattr(module, "app"):
+            cmd = typer.main.get_command(module.app)
+        else:
+            cmd = typer.main.get_command(getattr(module, "single_app")(name))
+        cmd.name = name
+        return cmd
+
+    def format_commands(self, ctx, formatter):
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, short) for name, (_, short) in GROUPS.items()])
 
 
-_register()
+app.info.cls = _LazyGroup
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from gwctl.cli.common import JsonOpt, fail
 app = typer.Typer(
     help="Read the activity log: requests, tokens, exact cost.\n\nExample: gwctl activity summary --by model --since 7d",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 SinceOpt = Annotated[Optional[str], typer.Option("--since", metavar="DURATION", help="Only the last DURATION, like 30m, 12h, 7d.")]

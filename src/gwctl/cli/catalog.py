@@ -13,6 +13,7 @@ from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load
 app = typer.Typer(
     help="The custom model catalog: prices, limits, capabilities.\n\nExample: gwctl catalog set local/llama-3.1-8b --price input=3e-6 --price output=1.5e-5 --max-output 4096",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 RefArg = Annotated[str, typer.Argument(metavar="REF", help="SOURCE/MODEL_ID, e.g. local/llama-3.1-8b.")]

@@ -13,6 +13,7 @@ from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load
 app = typer.Typer(
     help="Create, list and revoke gateway keys (stored only as hashes).\n\nExample: gwctl key create ci --json",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 

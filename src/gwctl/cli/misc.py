@@ -10,10 +10,10 @@ import typer
 from gwctl.cli.common import JsonOpt
 
 
-def register(app: typer.Typer) -> None:
-    app.command("validate")(validate)
-    app.command("paths")(paths)
-    app.command("demo")(demo)
+def single_app(name: str) -> typer.Typer:
+    app = typer.Typer(add_completion=False, rich_markup_mode=None)
+    app.command(name)({"validate": validate, "paths": paths, "demo": demo}[name])
+    return app
 
 
 def validate(json_: JsonOpt = False) -> None:

@@ -11,6 +11,7 @@ from gwctl.cli.common import JsonOpt, edit, fail, load, need_source
 app = typer.Typer(
     help="List, enable and disable discovered models; set the organisation default.\n\nExample: gwctl model enable 'local/llama-*'",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 
@@ -43,19 +44,10 @@ def list_cmd(
             ref = f"{s.name}/{m}"
             items.append((ref, s.name, m, on, ref in catalog, ref == default))
     if json_:
-        import json
-        import sys
+        from gwctl.render import print_json
 
-        sys.stdout.write(
-            json.dumps(
-                [
-                    {"ref": r, "source": s, "id": m, "enabled": on, "in_catalog": c, "default": d}
-                    for r, s, m, on, c, d in items
-                ],
-                indent=2,
-            )
-            + "\n"
-        )
+        print_json([{"ref": r, "source": s, "id": m, "enabled": on, "in_catalog": c, "default": d}
+                    for r, s, m, on, c, d in items])
         return
     from gwctl.render import print_table
 

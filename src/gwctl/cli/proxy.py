@@ -9,8 +9,10 @@ import typer
 LOOPBACK = ("127.", "::1", "localhost")
 
 
-def register(app: typer.Typer) -> None:
+def single_app(name: str) -> typer.Typer:
+    app = typer.Typer(add_completion=False, rich_markup_mode=None)
     app.command("proxy")(proxy)
+    return app
 
 
 def proxy(

@@ -14,6 +14,7 @@ from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, need_so
 app = typer.Typer(
     help="Agent routes, the fallback source, and the dry-run of the routing decision.\n\nExample: gwctl route set triage/summarizer --model-name child-alias --provider custom --passthrough",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 AgentArg = Annotated[str, typer.Argument(metavar="AGENT", help="triage (a root agent) or triage/summarizer (a subagent).")]

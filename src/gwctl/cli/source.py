@@ -13,6 +13,7 @@ from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, need_so
 app = typer.Typer(
     help="Add, edit, test and refresh upstream sources.\n\nExample: gwctl source add local --base-url http://127.0.0.1:8000/v1 --auth-env VLLM_KEY --test",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

@@ -177,13 +177,18 @@ def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, 
 
     ref = f"{source.name}/{upstream_model}"
     entry = snapshot.catalog.get(ref)
+    try:
+        upstream_url = join_upstream(base_url, path)
+    except ValueError as exc:
+        return _reject({**base, "matched_by": matched_prefix + matched_by, "route": route, "source": source.name},
+                       "invalid_path", str(exc), "the path must start with '/', like /v1/chat/completions")
     fields = {
         **base,
         "matched_by": matched_prefix + matched_by,
         "route": route,
         "source": source.name,
         "passthrough": passthrough,
-        "upstream_url": join_upstream(base_url, path),
+        "upstream_url": upstream_url,
         "upstream_model": upstream_model,
         "rewrite_model": upstream_model != feats.model,
         "auth_header": source.effective_auth_header if source.auth.is_set else None,

@@ -1,0 +1,241 @@
+"""What a request asks of a model, read from its path and JSON body.
+
+The catalog checks compare an entry's limits and capability flags with what
+a request uses. Clients speak several API shapes (OpenAI chat completions,
+legacy completions, Responses, Anthropic messages, embeddings), and each
+puts the same idea in a different place, so detection is shape-aware.
+Detection is total: a body of the wrong shape or with junk values never
+raises, the junk simply does not count (a feature is only "used" when the
+request clearly asks for it, so an odd body is never rejected for it).
+
+Rules (``api`` comes from the path's tail, query ignored, so
+``/api/v1/messages`` is ``messages``):
+
+* api: ``.../chat/completions`` -> chat, ``.../completions`` -> completions,
+  ``.../responses`` -> responses, ``.../messages`` -> messages,
+  ``.../embeddings`` -> embeddings, anything else -> other.
+* output budget: chat -> ``max_completion_tokens``, else ``max_tokens``
+  (the first that is a valid value); completions and messages ->
+  ``max_tokens``; responses -> ``max_output_tokens``; embeddings and other ->
+  none. Only a non-negative int counts (``true`` and ``100.0`` do not).
+* stream: ``"stream": true`` exactly.
+* vision: chat content parts of type ``image_url``/``image``; Responses
+  input items or content parts of type ``input_image`` or a
+  ``computer_screenshot`` output; Anthropic ``image`` blocks, also inside
+  ``tool_result`` content. Documents (PDF) do not count.
+* tools: a non-empty ``tools`` list (chat, responses, messages) or
+  ``functions`` list (legacy chat), or a tool choice that forces a call:
+  ``tool_choice`` ``"required"``/``"any"``/an object naming a tool (not
+  ``"auto"``, ``"none"``, ``{"type": "auto"|"none"}``), or a legacy
+  ``function_call`` other than ``"auto"``/``"none"``. Tool-call history in
+  the messages alone does not count: the model is not asked to call anything.
+* reasoning (chat, completions, responses, messages): ``reasoning_effort``
+  set and not ``"none"``; ``reasoning`` set (an object, a string or true)
+  unless it is ``"none"``, ``false`` or an object with ``effort: "none"`` or
+  ``enabled: false``; ``thinking`` set unless ``false`` or
+  ``{"type": "disabled"}``.
+* json_output: chat/completions ``response_format.type`` ``json_object`` or
+  ``json_schema``; Responses ``text.format.type`` the same; Anthropic
+  ``output_format.type`` or ``output_config.format.type`` ``json_schema``
+  (or ``json_object``).
+* audio: chat content parts of type ``input_audio``, ``modalities``
+  containing ``"audio"``, or an ``audio`` output object; Responses input parts
+  of type ``input_audio``.
+* params: the body's top-level keys; prompt_tokens_estimate:
+  :func:`gwctl.core.tokens.estimate_prompt_tokens`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from gwctl.core.tokens import estimate_prompt_tokens
+
+APIS: tuple[str, ...] = ("chat", "completions", "responses", "messages", "embeddings", "other")
+
+_PATH_TAILS: tuple[tuple[str, str], ...] = (
+    ("/chat/completions", "chat"),
+    ("/completions", "completions"),
+    ("/responses", "responses"),
+    ("/messages", "messages"),
+    ("/embeddings", "embeddings"),
+)
+_BUDGET_PARAMS: Mapping[str, tuple[str, ...]] = {
+    "chat": ("max_completion_tokens", "max_tokens"),
+    "completions": ("max_tokens",),
+    "responses": ("max_output_tokens",),
+    "messages": ("max_tokens",),
+}
+_GENERATIVE = frozenset(_BUDGET_PARAMS)
+_JSON_TYPES = ("json_object", "json_schema")
+_IMAGE_PARTS: Mapping[str, frozenset[str]] = {
+    "chat": frozenset({"image_url", "image"}),
+    "responses": frozenset({"input_image", "computer_screenshot"}),
+    "messages": frozenset({"image"}),
+}
+_AUDIO_PARTS: Mapping[str, frozenset[str]] = {
+    "chat": frozenset({"input_audio"}),
+    "responses": frozenset({"input_audio"}),
+}
+
+
+@dataclass(frozen=True)
+class RequestFeatures:
+    """What one request uses; built by :func:`features`."""
+
+    api: str  # chat | completions | responses | messages | embeddings | other
+    model: str | None
+    stream: bool
+    output_budget: int | None  # the requested output budget, if any
+    output_param: str | None  # which param gave it: max_tokens | max_completion_tokens | max_output_tokens
+    uses_vision: bool
+    uses_tools: bool
+    uses_reasoning: bool
+    uses_json_output: bool
+    uses_audio: bool
+    params: frozenset[str]  # top-level keys of the body
+    prompt_tokens_estimate: int
+
+
+def api_for_path(path: str) -> str:
+    """The API shape of a request path, from its tail (query and fragment ignored)."""
+    if not isinstance(path, str):
+        return "other"
+    clean = path.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    for tail, api in _PATH_TAILS:
+        if clean.endswith(tail):
+            return api
+    return "other"
+
+
+def features(path: str, body: Mapping | None) -> RequestFeatures:
+    """Read what a request uses from its path and parsed JSON body (rules in the module docstring)."""
+    api = api_for_path(path)
+    if not isinstance(body, Mapping):
+        body = {}
+    budget, budget_param = _output_budget(api, body)
+    part_types = _part_types(api, body)
+    model = body.get("model")
+    return RequestFeatures(
+        api=api,
+        model=model if isinstance(model, str) else None,
+        stream=body.get("stream") is True,
+        output_budget=budget,
+        output_param=budget_param,
+        uses_vision=bool(part_types & _IMAGE_PARTS.get(api, frozenset())),
+        uses_tools=_uses_tools(api, body),
+        uses_reasoning=api in _GENERATIVE and _uses_reasoning(body),
+        uses_json_output=_uses_json_output(api, body),
+        uses_audio=bool(part_types & _AUDIO_PARTS.get(api, frozenset())) or _asks_audio_output(api, body),
+        params=frozenset(k for k in body if isinstance(k, str)),
+        prompt_tokens_estimate=estimate_prompt_tokens(api, body),
+    )
+
+
+def _count(value: Any) -> bool:
+    """A valid token count: a non-negative int (bool is not an int here)."""
+    return type(value) is int and value >= 0
+
+
+def _output_budget(api: str, body: Mapping) -> tuple[int | None, str | None]:
+    for param in _BUDGET_PARAMS.get(api, ()):
+        value = body.get(param)
+        if _count(value):
+            return value, param
+    return None, None
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
+
+
+def _mapping(value: Any) -> Mapping:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _parts(container: Any) -> list:
+    """The content parts of a message-like mapping (a string content has none)."""
+    return _list(_mapping(container).get("content"))
+
+
+def _type(part: Any) -> str | None:
+    kind = part.get("type") if isinstance(part, Mapping) else None
+    return kind if isinstance(kind, str) else None
+
+
+def _types(parts: list) -> set[str | None]:
+    return {_type(p) for p in parts}
+
+
+def _part_types(api: str, body: Mapping) -> set[str | None]:
+    """The ``type`` of every content part/item/block in the prompt, per API shape."""
+    types: set[str | None] = set()
+    if api == "chat":
+        for message in _list(body.get("messages")):
+            types |= _types(_parts(message))
+    elif api == "responses":
+        for item in _list(body.get("input")):
+            if isinstance(item, Mapping):
+                output = item.get("output")
+                types |= {_type(item)} | _types(_parts(item)) | _types(_list(output) + [output])
+    elif api == "messages":
+        for message in _list(body.get("messages")):
+            for block in _parts(message):
+                types.add(_type(block))
+                if _type(block) == "tool_result":
+                    types |= _types(_parts(block))
+    return types
+
+
+def _forces_tool(choice: Any) -> bool:
+    """A tool_choice / function_call that makes the model call a tool."""
+    if isinstance(choice, str):
+        return choice not in ("auto", "none", "")
+    if isinstance(choice, Mapping):
+        return choice.get("type") not in ("auto", "none")
+    return False
+
+
+def _uses_tools(api: str, body: Mapping) -> bool:
+    if api not in ("chat", "responses", "messages"):
+        return False
+    if _list(body.get("tools")) or _forces_tool(body.get("tool_choice")):
+        return True
+    return api == "chat" and (bool(_list(body.get("functions"))) or _forces_tool(body.get("function_call")))
+
+
+def _uses_reasoning(body: Mapping) -> bool:
+    effort = body.get("reasoning_effort")
+    if isinstance(effort, str) and effort not in ("none", ""):
+        return True
+    reasoning = body.get("reasoning")
+    if reasoning is True or (isinstance(reasoning, str) and reasoning not in ("none", "")):
+        return True
+    if isinstance(reasoning, Mapping) and reasoning.get("effort") != "none" and reasoning.get("enabled") is not False:
+        return True
+    thinking = body.get("thinking")
+    if thinking is True:
+        return True
+    return isinstance(thinking, Mapping) and thinking.get("type") != "disabled"
+
+
+def _uses_json_output(api: str, body: Mapping) -> bool:
+    if api in ("chat", "completions"):
+        kind = _mapping(body.get("response_format")).get("type")
+    elif api == "responses":
+        kind = _mapping(_mapping(body.get("text")).get("format")).get("type")
+    elif api == "messages":
+        kind = _mapping(body.get("output_format")).get("type") or _mapping(
+            _mapping(body.get("output_config")).get("format")
+        ).get("type")
+    else:
+        return False
+    return kind in _JSON_TYPES
+
+
+def _asks_audio_output(api: str, body: Mapping) -> bool:
+    if api != "chat":
+        return False
+    modalities = body.get("modalities")
+    return (isinstance(modalities, list) and "audio" in modalities) or isinstance(body.get("audio"), Mapping)
