@@ -12,7 +12,13 @@ from decimal import Decimal
 from typing import Any, Iterable, Sequence
 
 
+FORCE_TABLES = False
+"""Set by `gwctl demo`, whose output is captured but meant for a person."""
+
+
 def stdout_is_tty() -> bool:
+    if FORCE_TABLES:
+        return True
     try:
         return sys.stdout.isatty()
     except (AttributeError, ValueError):
@@ -78,7 +84,7 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title:
         table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*row, end_section=False)
-    Console(highlight=False).print(table)
+    Console(highlight=False, width=None if not FORCE_TABLES else 160).print(table)
 
 
 def print_fields(pairs: Iterable[tuple[str, Any]]) -> None:
