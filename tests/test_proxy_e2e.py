@@ -318,3 +318,57 @@ def test_models_endpoint_lists_enabled_refs(gateway):
 
     ids = wait_for(listed, timeout=10, interval=0.3)
     assert ids == {"local/llama-3.1-8b", "local/qwen/qwen3"}
+
+
+def test_activity_summary_cli_by_each_dimension(gateway):
+    proc, key = gateway
+    client = oa(proc, key)
+    for agent in ("triage", "triage/summarizer", "triage/summarizer"):
+        client.chat.completions.create(model="local/llama-3.1-8b", messages=[{"role": "user", "content": "x"}],
+                                       extra_headers={"X-Gwctl-Agent": agent})
+    client.chat.completions.create(model="local/mistral-7b", messages=[{"role": "user", "content": "x"}])
+    activity_rows(4)
+    by_agent = {r["key"]: r for r in run_cli("activity", "summary", "--by", "agent", "--json").json()["rows"]}
+    assert by_agent["triage"]["requests"] == 1 and by_agent["triage/summarizer"]["requests"] == 2
+    assert Decimal(by_agent["triage/summarizer"]["cost"]) == PINNED * 2
+    by_model = {r["key"]: r for r in run_cli("activity", "summary", "--by", "model", "--json").json()["rows"]}
+    assert by_model["local/mistral-7b"]["unbilled"] == 1 and by_model["local/mistral-7b"]["billed"] == 0
+    assert run_cli("activity", "summary", "--by", "key", "--json").json()["rows"][0]["key"] == "tester"
+    day = run_cli("activity", "summary", "--by", "day", "--json").json()
+    assert day["total"]["requests"] == 4 and Decimal(day["total"]["cost"]) == PINNED * 3
+    text = run_cli("activity", "summary", "--by", "source")
+    assert text.code == 0 and text.out.startswith("local\t4\t")
+    assert run_cli("activity", "list", "--agent", "triage", "--json").json()[0]["agent"] == "triage"
+    assert run_cli("activity", "summary", "--by", "colour").code == 1
+    assert run_cli("activity", "list", "--since", "soon").code == 1
+
+
+def test_workers_share_the_port(tmp_path, upstream):
+    run_cli("source", "add", "local", "--base-url", upstream.url, "--auth-value", UP_KEY)
+    key = run_cli("key", "create", "k", "--json").json()["key"]
+    proc = ProxyProcess(tmp_path / "cfg" / "gwctl.toml", f"sqlite://{tmp_path / 'a.db'}", "--workers", "2")
+    try:
+        for _ in range(6):
+            r = httpx.post(proc.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                           json={"model": "local/m", "messages": []}, timeout=20)
+            assert r.status_code == 200
+    finally:
+        assert proc.terminate() == 0
+    rows = run_cli("activity", "list", "--activity", f"sqlite://{tmp_path / 'a.db'}", "--json").json()
+    assert len(rows) == 6
+
+
+def test_client_hangup_cancels_the_stream(gateway, upstream):
+    proc, key = gateway
+    upstream.configure(chunk_delay_ms=200, stream_chunks=20)
+    try:
+        with httpx.Client(timeout=20) as c:
+            with c.stream("POST", proc.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                          json={"model": "local/llama-3.1-8b", "stream": True, "messages": []}) as s:
+                for line in s.iter_lines():
+                    if line.startswith("data: {"):
+                        break  # hang up after the first chunk
+        rows = activity_rows(1)
+        assert rows[0]["status"] == 499 and rows[0]["error"] == "client disconnected"
+    finally:
+        upstream.configure(chunk_delay_ms=0, stream_chunks=3)

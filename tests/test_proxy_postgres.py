@@ -1,0 +1,81 @@
+"""Several proxy instances logging to one PostgreSQL activity log, read back with the CLI."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from decimal import Decimal
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+import pytest
+
+from conftest import run_cli
+from proxyrun import ProxyProcess, wait_for
+
+pytestmark = pytest.mark.postgres
+psycopg = pytest.importorskip("psycopg")
+
+import pgserver  # noqa: E402  (tests/ is on sys.path, as for conftest)
+
+
+@pytest.fixture(scope="module")
+def pg_dsn():
+    env = os.environ.get("GWCTL_TEST_POSTGRES", "").strip()
+    if env:
+        yield env
+        return
+    bindir = pgserver.find_bindir()
+    if bindir is None:
+        pytest.skip("no PostgreSQL server binaries: run `bash .ci/postgres.sh` or set GWCTL_TEST_POSTGRES")
+    server = pgserver.start(bindir)
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def schema_dsn(pg_dsn):
+    schema = f"gwctl_proxy_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=10) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    parts = urlsplit(pg_dsn)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"] + [("options", f"-csearch_path={schema}")]
+    yield urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+    with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=10) as admin:
+        admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def test_two_proxies_share_a_postgres_log(tmp_path, upstream, schema_dsn):
+    upstream.configure(usage={"input_tokens": 1000, "cached_tokens": 200, "output_tokens": 50})
+    gw = run_cli
+    gw("source", "add", "local", "--base-url", upstream.url, "--auth-value", "sk-upstream-1234")
+    gw("catalog", "set", "local/m", "--price", "input=3e-6", "--price", "output=1.5e-5", "--price", "cached_input=1.5e-6")
+    key = gw("key", "create", "k", "--json").json()["key"]
+    store = tmp_path / "cfg" / "gwctl.toml"
+    procs = [ProxyProcess(store, schema_dsn), ProxyProcess(store, schema_dsn)]
+    try:
+        for i in range(6):
+            p = procs[i % 2]
+            r = httpx.post(p.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}", "X-Gwctl-Agent": "triage/sub"},
+                           json={"model": "local/m", "messages": [{"role": "user", "content": "x"}]}, timeout=20)
+            assert r.status_code == 200
+        r = httpx.post(procs[0].url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                       json={"model": "local/unpriced", "messages": []}, timeout=20)
+        assert r.status_code == 200
+    finally:
+        codes = [p.terminate() for p in procs]
+    assert codes == [0, 0]  # SIGTERM flushed both logs
+
+    def summary():
+        res = gw("activity", "summary", "--by", "agent", "--activity", schema_dsn, "--json")
+        assert res.code == 0, res.err
+        return res.json()
+
+    doc = wait_for(lambda: summary() if summary()["total"]["requests"] == 7 else None, timeout=10)
+    rows = {r["key"]: r for r in doc["rows"]}
+    assert rows["triage/sub"]["requests"] == 6 and Decimal(rows["triage/sub"]["cost"]) == Decimal("0.00345") * 6
+    assert rows[None]["unbilled"] == 1 and Decimal(rows[None]["cost"]) == 0
+    listed = gw("activity", "list", "--activity", schema_dsn, "--model", "local/m", "--json").json()
+    assert len(listed) == 6 and all(Decimal(x["cost"]) == Decimal("0.00345") for x in listed)
