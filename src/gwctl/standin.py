@@ -50,7 +50,7 @@ import struct
 import sys
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from aiohttp import web
 from aiohttp.web_request import BaseRequest

@@ -201,7 +201,12 @@ class BatchWriter:
         return self._deadline is not None and time.monotonic() >= self._deadline
 
     def _collect(self) -> tuple[list[ActivityRecord], bool]:
-        """Block for the next batch; returns it and whether close() was seen."""
+        """Block for the next batch; returns it and whether close() was seen.
+
+        After the first record the thread sleeps until the flush interval is
+        up (or the batch is full, or close() is called), then takes what is
+        queued in one sweep: one wake-up per batch rather than per record.
+        """
         batch: list[ActivityRecord] = []
         item = self._queue.get()
         if item is _STOP:
@@ -209,17 +214,18 @@ class BatchWriter:
         batch.append(item)
         flush_at = time.monotonic() + self.flush_interval
         while len(batch) < self.batch_size:
-            if self._deadline is not None:
-                left = 0.0  # closing: take what is queued, no waiting
-            else:
-                left = flush_at - time.monotonic()
             try:
-                item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                while len(batch) < self.batch_size:
+                    item = self._queue.get_nowait()
+                    if item is _STOP:
+                        return batch, True
+                    batch.append(item)
             except queue.Empty:
+                pass
+            left = flush_at - time.monotonic()
+            if left <= 0 or self._deadline is not None or len(batch) >= self.batch_size:
                 break
-            if item is _STOP:
-                return batch, True
-            batch.append(item)
+            self._wake.wait(min(left, 0.05))
         return batch, False
 
     def _run(self) -> None:

@@ -30,13 +30,14 @@ the source the route names, never from another route.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
 from gwctl.core.checks import Check, advisory_warnings, first_failure, run_checks
 from gwctl.core.model import CatalogEntry, Route, Secret, Snapshot, Source
 from gwctl.core.pricing import Cost, Usage, price
 from gwctl.core.request import RequestFeatures, features
+from gwctl.core.tokens import estimate_prompt_tokens
 from gwctl.core.urls import join_upstream
 
 PASSTHROUGH = "passthrough"
@@ -122,9 +123,15 @@ def _estimate(entry: CatalogEntry | None, feats: RequestFeatures, ref: str) -> C
     return price(entry, Usage(input_tokens=feats.prompt_tokens_estimate, output_tokens=out), ref)
 
 
-def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, Any] | None) -> Decision:
-    """Decide what happens to one request. Pure: no I/O, no environment."""
-    feats = features(path, body)
+def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, Any] | None,
+           estimate: bool = True) -> Decision:
+    """Decide what happens to one request. Pure: no I/O, no environment.
+
+    ``estimate=False`` (the proxy) skips the estimated cost, which only informs
+    the dry-run; the prompt-size estimate is still made whenever a check needs
+    it, so the outcome is the same either way.
+    """
+    feats = features(path, body, estimate_tokens=False)
     agent = agent.strip() if agent else None
     model = feats.model
     base = {"agent": agent or None, "path": path, "client_model": model, "matched_by": "none", "features": feats}
@@ -177,6 +184,9 @@ def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, 
 
     ref = f"{source.name}/{upstream_model}"
     entry = snapshot.catalog.get(ref)
+    if estimate or (entry is not None and entry.context_size is not None):
+        feats = replace(feats, prompt_tokens_estimate=estimate_prompt_tokens(feats.api, body))
+        base["features"] = feats
     try:
         upstream_url = join_upstream(base_url, path)
     except ValueError as exc:
@@ -197,7 +207,7 @@ def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, 
         "static_headers": dict(source.headers),
         "catalog_ref": ref,
         "entry": entry,
-        "estimate": _estimate(entry, feats, ref),
+        "estimate": _estimate(entry, feats, ref) if estimate else None,
         "connect_timeout": source.connect_timeout,
         "read_timeout": source.read_timeout,
     }

@@ -95,7 +95,7 @@ class RequestFeatures:
     uses_json_output: bool
     uses_audio: bool
     params: frozenset[str]  # top-level keys of the body
-    prompt_tokens_estimate: int
+    prompt_tokens_estimate: int | None  # None: not computed (see features(estimate_tokens=...))
 
 
 def api_for_path(path: str) -> str:
@@ -109,10 +109,14 @@ def api_for_path(path: str) -> str:
     return "other"
 
 
-def features(path: str, body: Mapping | None) -> RequestFeatures:
-    """Read what a request uses from its path and parsed JSON body (rules in the module docstring)."""
+def features(path: str, body: Mapping | None, estimate_tokens: bool = True) -> RequestFeatures:
+    """Read what a request uses from its path and parsed JSON body (rules in the module docstring).
+
+    ``estimate_tokens=False`` skips the prompt estimate (the costliest part) for
+    callers that fill it in only when a check needs it (the decision does).
+    """
     api = api_for_path(path)
-    if not isinstance(body, Mapping):
+    if not isinstance(body, dict):
         body = {}
     budget, budget_param = _output_budget(api, body)
     part_types = _part_types(api, body)
@@ -129,7 +133,7 @@ def features(path: str, body: Mapping | None) -> RequestFeatures:
         uses_json_output=_uses_json_output(api, body),
         uses_audio=bool(part_types & _AUDIO_PARTS.get(api, frozenset())) or _asks_audio_output(api, body),
         params=frozenset(k for k in body if isinstance(k, str)),
-        prompt_tokens_estimate=estimate_prompt_tokens(api, body),
+        prompt_tokens_estimate=estimate_prompt_tokens(api, body) if estimate_tokens else None,
     )
 
 
@@ -151,7 +155,7 @@ def _list(value: Any) -> list:
 
 
 def _mapping(value: Any) -> Mapping:
-    return value if isinstance(value, Mapping) else {}
+    return value if isinstance(value, dict) else {}
 
 
 def _parts(container: Any) -> list:
@@ -160,7 +164,7 @@ def _parts(container: Any) -> list:
 
 
 def _type(part: Any) -> str | None:
-    kind = part.get("type") if isinstance(part, Mapping) else None
+    kind = part.get("type") if isinstance(part, dict) else None
     return kind if isinstance(kind, str) else None
 
 
@@ -176,7 +180,7 @@ def _part_types(api: str, body: Mapping) -> set[str | None]:
             types |= _types(_parts(message))
     elif api == "responses":
         for item in _list(body.get("input")):
-            if isinstance(item, Mapping):
+            if isinstance(item, dict):
                 output = item.get("output")
                 types |= {_type(item)} | _types(_parts(item)) | _types(_list(output) + [output])
     elif api == "messages":
@@ -192,7 +196,7 @@ def _forces_tool(choice: Any) -> bool:
     """A tool_choice / function_call that makes the model call a tool."""
     if isinstance(choice, str):
         return choice not in ("auto", "none", "")
-    if isinstance(choice, Mapping):
+    if isinstance(choice, dict):
         return choice.get("type") not in ("auto", "none")
     return False
 
@@ -212,12 +216,12 @@ def _uses_reasoning(body: Mapping) -> bool:
     reasoning = body.get("reasoning")
     if reasoning is True or (isinstance(reasoning, str) and reasoning not in ("none", "")):
         return True
-    if isinstance(reasoning, Mapping) and reasoning.get("effort") != "none" and reasoning.get("enabled") is not False:
+    if isinstance(reasoning, dict) and reasoning.get("effort") != "none" and reasoning.get("enabled") is not False:
         return True
     thinking = body.get("thinking")
     if thinking is True:
         return True
-    return isinstance(thinking, Mapping) and thinking.get("type") != "disabled"
+    return isinstance(thinking, dict) and thinking.get("type") != "disabled"
 
 
 def _uses_json_output(api: str, body: Mapping) -> bool:

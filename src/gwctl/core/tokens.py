@@ -130,7 +130,7 @@ def estimate_prompt_tokens(api: str, body: Any) -> int:
     ``embeddings`` (see :func:`gwctl.core.request.features`); any other
     value, or a body that is not a mapping, gives 0.
     """
-    if not isinstance(body, Mapping):
+    if not isinstance(body, dict):
         return 0
     if api == "chat":
         return _chat(body)
@@ -155,7 +155,7 @@ def _strings(value: Any, depth: int = 0) -> int:
         return 0
     if isinstance(value, str):
         return estimate_text_tokens(value)
-    if isinstance(value, Mapping):
+    if isinstance(value, dict):
         return sum(_text(k) + _strings(v, depth + 1) for k, v in value.items())
     if isinstance(value, list):
         return sum(_strings(v, depth + 1) for v in value)
@@ -186,13 +186,13 @@ def _tools(body: Mapping) -> int:
 def _chat(body: Mapping) -> int:
     total = _tools(body)
     for message in _list(body.get("messages")):
-        if not isinstance(message, Mapping):
+        if not isinstance(message, dict):
             continue
         total += MESSAGE_OVERHEAD + _text(message.get("name")) + _chat_content(message.get("content"))
         calls = _list(message.get("tool_calls")) + [message.get("function_call")]
         for call in calls:
-            fn = call.get("function", call) if isinstance(call, Mapping) else None
-            if isinstance(fn, Mapping):
+            fn = call.get("function", call) if isinstance(call, dict) else None
+            if isinstance(fn, dict):
                 total += _text(fn.get("name")) + _text(fn.get("arguments"))
     return total
 
@@ -204,7 +204,7 @@ def _chat_content(content: Any) -> int:
     for part in _list(content):
         if isinstance(part, str):
             total += estimate_text_tokens(part)
-        elif isinstance(part, Mapping):
+        elif isinstance(part, dict):
             kind = part.get("type")
             if kind in ("image_url", "image"):
                 total += IMAGE_TOKENS
@@ -221,7 +221,7 @@ def _responses(body: Mapping) -> int:
     for item in _list(items):
         if isinstance(item, str):
             total += estimate_text_tokens(item)
-        elif isinstance(item, Mapping):
+        elif isinstance(item, dict):
             total += _responses_item(item)
     return total
 
@@ -235,7 +235,7 @@ def _responses_item(item: Mapping) -> int:
     if kind in ("function_call_output", "custom_tool_call_output"):
         return _responses_content(item.get("output"))
     if kind == "reasoning":
-        return sum(_text(s.get("text")) for s in _list(item.get("summary")) if isinstance(s, Mapping))
+        return sum(_text(s.get("text")) for s in _list(item.get("summary")) if isinstance(s, dict))
     return _responses_content([item])
 
 
@@ -244,7 +244,7 @@ def _responses_content(content: Any) -> int:
         return estimate_text_tokens(content)
     total = 0
     for part in _list(content):
-        if isinstance(part, Mapping):
+        if isinstance(part, dict):
             if part.get("type") in ("input_image", "computer_screenshot"):
                 total += IMAGE_TOKENS
             else:
@@ -255,7 +255,7 @@ def _responses_content(content: Any) -> int:
 def _anthropic(body: Mapping) -> int:
     total = _blocks(body.get("system")) + _tools(body)
     for message in _list(body.get("messages")):
-        if isinstance(message, Mapping):
+        if isinstance(message, dict):
             total += MESSAGE_OVERHEAD + _blocks(message.get("content"))
     return total
 
@@ -268,7 +268,7 @@ def _blocks(content: Any, depth: int = 0) -> int:
         return 0
     total = 0
     for block in _list(content):
-        if not isinstance(block, Mapping):
+        if not isinstance(block, dict):
             continue
         kind = block.get("type")
         if kind == "image":
@@ -279,7 +279,7 @@ def _blocks(content: Any, depth: int = 0) -> int:
             total += _blocks(block.get("content"), depth + 1)
         elif kind == "document":
             source = block.get("source")
-            if isinstance(source, Mapping) and source.get("type") == "text":
+            if isinstance(source, dict) and source.get("type") == "text":
                 total += _text(source.get("data"))
         else:
             total += _text(block.get("text")) + _text(block.get("thinking"))

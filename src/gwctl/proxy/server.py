@@ -197,7 +197,7 @@ class Gateway:
         if not isinstance(body, dict):
             return self._log_error(400, "the request body must be a JSON object", "invalid_json", rid, key_name, request, path, start)
         agent = request.headers.get("X-Gwctl-Agent")
-        d = decide(snap, agent, path + (("?" + request.query_string) if request.query_string else ""), body)
+        d = decide(snap, agent, path + (("?" + request.query_string) if request.query_string else ""), body, estimate=False)
         if not d.forwarded:
             resp = web.Response(status=d.status, body=orjson.dumps(d.error_body()), content_type="application/json",
                                 headers={REQUEST_ID_HEADER: rid})
