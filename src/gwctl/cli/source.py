@@ -378,7 +378,7 @@ def remove(name: str, yes: YesOpt = False) -> None:
         if users:
             fail(f"source {name} is used by routes: {', '.join(users)}", "remove or change those routes first (gwctl route remove …)")
         if snap.settings.fallback_source == name:
-            fail(f"source {name} is the fallback source", "unset it first: gwctl model default --fallback-source ''")
+            fail(f"source {name} is the fallback source", "unset it first: gwctl route fallback --unset")
         document.remove_source(doc, name)
         if snap.settings.default_model and snap.settings.default_model.startswith(name + "/"):
             document.set_setting(doc, "default_model", None)

@@ -10,6 +10,7 @@ the decision's own error body.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import secrets
@@ -162,7 +163,7 @@ class Gateway:
 
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         start = time.perf_counter()
-        rid = secrets.token_hex(8)
+        rid = new_request_id()
         path = request.path
         method = request.method
         if path == "/healthz" and method in ("GET", "HEAD"):
@@ -349,9 +350,23 @@ class Gateway:
 def _usage_map(usage: Usage | None) -> dict[str, int]:
     if usage is None:
         return {}
-    d = usage.as_dict()
-    d.pop("requests", None)
-    return {k: v for k, v in d.items() if v}
+    return {k: v for k, v in vars(usage).items() if v and k != "requests"}
+
+
+_ID_PREFIX = secrets.token_hex(4)
+_ID_COUNTER = itertools.count(1)
+
+
+def _reseed_request_ids() -> None:
+    """After fork: each worker gets its own prefix, so ids never collide."""
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX = secrets.token_hex(4)
+    _ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """Unique per process run and cheap: a random prefix and a counter (16 hex digits)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
 
 
 class _TooLarge(Exception):
@@ -451,6 +466,7 @@ def run(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, workers: 
         if pid == 0:  # pragma: no cover - exercised through subprocess tests
             code = 1
             try:
+                _reseed_request_ids()
                 loop = _new_loop()
                 asyncio.set_event_loop(loop)
                 code = loop.run_until_complete(serve(config, snapshot, host, bound, sock=sock))

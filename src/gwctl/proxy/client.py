@@ -1,0 +1,806 @@
+"""The proxy's upstream HTTP/1.1 client: a lean keep-alive pool on asyncio.Protocol.
+
+Why not aiohttp's or httpx's client: the proxy spends most of its CPU in the
+upstream client, and a general-purpose client costs ~150 µs per proxied
+request where this one costs a fraction of that (benchmarks/README.md, "HTTP
+stack choice"). We keep the hot path small -- one request write, one future
+for the response head, one timer for the read timeout, no tasks, no queues --
+and leave HTTP parsing to ``httptools`` (llhttp, the C parser uvicorn uses),
+so no response parsing is hand-written here.
+
+What it does and does not do:
+
+* HTTP/1.1 only, one request in flight per connection (no pipelining), one
+  connection per in-flight request (no limit), idle connections pooled per
+  ``(scheme, host, port)`` and reused newest first, at most
+  ``max_idle_per_host`` kept, each for at most ``idle_timeout`` seconds.
+* Request bodies are bytes with a ``Content-Length``; the caller's ``Host``,
+  ``Content-Length``, ``Connection``, ``Keep-Alive``, ``Transfer-Encoding``
+  and ``Upgrade`` headers are dropped (the client owns framing).
+* Response bodies: Content-Length, chunked (de-chunked), close-delimited, and
+  none for HEAD / 1xx / 204 / 304. No decompression: bytes are relayed as sent.
+* A reused connection that dies before the first response byte (the server
+  closed it while idle) is retried once on a fresh connection; nothing else is
+  ever retried.
+* Errors are :class:`UpstreamConnectError` (DNS, refused, TLS), :class:`UpstreamTimeout`
+  and :class:`UpstreamProtocolError`, so the proxy can answer 502 or 504.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import ssl
+from collections import deque
+from typing import AsyncIterator, Iterable
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+__all__ = [
+    "UpstreamError",
+    "UpstreamConnectError",
+    "UpstreamTimeout",
+    "UpstreamProtocolError",
+    "UpstreamPool",
+    "UpstreamResponse",
+]
+
+# Flow control: stop reading from the upstream when this much of a streamed
+# body is buffered and not yet taken by the consumer; read again below _LOW.
+_HIGH_WATER = 1024 * 1024
+_LOW_WATER = 256 * 1024
+# Request bodies above this are handed to the transport as a second buffer
+# (``writelines``) instead of being copied into the head.
+_COPY_LIMIT = 256 * 1024
+_EMPTY_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS", "TRACE"})
+# Headers the client owns; a caller's copy is dropped.
+_FRAMING = frozenset({"host", "content-length", "connection", "keep-alive", "transfer-encoding", "upgrade"})
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_CACHE_LIMIT = 4096
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or did not answer properly."""
+
+    kind = "protocol"
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class UpstreamConnectError(UpstreamError):
+    """DNS failure, connection refused or reset while connecting, TLS handshake failure."""
+
+    kind = "connect"
+
+
+class UpstreamTimeout(UpstreamError):
+    """Connecting took longer than connect_timeout, or no data came within read_timeout."""
+
+    kind = "timeout"
+
+
+class UpstreamProtocolError(UpstreamError):
+    """A malformed response, or the connection closed before the response completed."""
+
+    kind = "protocol"
+
+
+class _Stale(Exception):
+    """A reused connection died before any response byte: safe to retry once."""
+
+
+# --------------------------------------------------------------------------
+# Request side: URL targets and the request head
+# --------------------------------------------------------------------------
+
+
+class _Target:
+    """Where a base URL (``scheme://host[:port]``) connects, parsed once and cached."""
+
+    __slots__ = ("key", "host", "port", "tls", "host_header", "name")
+
+    def __init__(self, scheme: str, host: str, port: int, host_header: str):
+        self.key = (scheme, host, port)
+        self.host = host
+        self.port = port
+        self.tls = scheme == "https"
+        self.host_header = host_header
+        self.name = f"{host_header}" if ":" in host_header else f"{host_header}:{port}"
+
+
+def _parse_target(base: str) -> _Target:
+    scheme_end = base.find("://")
+    scheme = base[:scheme_end].lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"unsupported URL scheme {scheme!r} (use http or https): {base!r}")
+    netloc = base[scheme_end + 3 :]
+    if not netloc or "@" in netloc:
+        raise ValueError(f"the URL needs a host and no user info: {base!r}")
+    default = 443 if scheme == "https" else 80
+    if netloc.startswith("["):  # IPv6 literal
+        end = netloc.find("]")
+        if end < 0:
+            raise ValueError(f"unterminated IPv6 address in URL: {base!r}")
+        host, rest = netloc[1:end], netloc[end + 1 :]
+        shown = f"[{host}]"
+    else:
+        host, sep, port_text = netloc.partition(":")
+        rest = sep + port_text
+        shown = host
+    if rest:
+        if not rest.startswith(":") or not rest[1:].isdigit():
+            raise ValueError(f"bad port in URL: {base!r}")
+        port = int(rest[1:])
+        if not 0 < port < 65536:
+            raise ValueError(f"port out of range in URL: {base!r}")
+    else:
+        port = default
+    if not host or not host.isprintable() or " " in host:
+        raise ValueError(f"bad host in URL: {base!r}")
+    host = host.lower()
+    shown = shown.lower()
+    return _Target(scheme, host, port, shown if port == default else f"{shown}:{port}")
+
+
+def _split_url(url: str, cache: dict) -> tuple[_Target, str]:
+    """``url`` -> (target, request-target); the scheme://host:port part is cached."""
+    start = url.find("://")
+    if start < 0:
+        raise ValueError(f"not an absolute http(s) URL: {url!r}")
+    cut = len(url)
+    for ch in "/?#":
+        i = url.find(ch, start + 3)
+        if 0 <= i < cut:
+            cut = i
+    base = url[:cut]
+    target = cache.get(base)
+    if target is None:
+        target = _parse_target(base)
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[base] = target
+    path = url[cut:]
+    hash_at = path.find("#")
+    if hash_at >= 0:
+        path = path[:hash_at]
+    if not path:
+        path = "/"
+    elif path[0] == "?":
+        path = "/" + path
+    return target, path
+
+
+# name -> True (send) / False (dropped: the client owns it); validated once.
+_NAMES: dict[str, bool] = {}
+
+
+def _classify_name(name: str) -> bool:
+    if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+        raise ValueError(f"invalid header name {name!r}")
+    keep = name.lower() not in _FRAMING
+    if len(_NAMES) < _CACHE_LIMIT:
+        _NAMES[name] = keep
+    return keep
+
+
+def _check_method(method: str) -> None:
+    if not isinstance(method, str) or not _TOKEN.fullmatch(method):
+        raise ValueError(f"invalid HTTP method {method!r}")
+
+
+_METHODS_SEEN: set[str] = {"GET", "POST", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"}
+
+
+def _bad_line(method: str, path: str, headers: list[tuple[str, str]]) -> str:
+    """Name what holds a CR, LF or NUL (only called once a count says something does)."""
+    for what, text in (("method", method), ("URL path", path)):
+        if any(c in text for c in "\r\n\0"):
+            return f"the {what} contains CR, LF or NUL: {text!r}"
+    for k, v in headers:
+        if any(c in k or c in v for c in "\r\n\0"):
+            return f"header {k!r} contains CR, LF or NUL"
+    return "the request head contains CR, LF or NUL"
+
+
+def _build_request(method: str, target: _Target, path: str, headers, body) -> bytes | tuple[bytes, bytes]:
+    """The request bytes: head + body in one buffer (or a pair for big bodies)."""
+    if method not in _METHODS_SEEN:
+        _check_method(method)
+        if len(_METHODS_SEEN) < 64:
+            _METHODS_SEEN.add(method)
+    if isinstance(headers, dict):
+        headers = headers.items()
+    names = _NAMES
+    parts = [f"{method} {path} HTTP/1.1\r\nHost: {target.host_header}\r\n"]
+    append = parts.append
+    for k, v in headers:
+        keep = names.get(k)
+        if keep is None:
+            keep = _classify_name(k)
+        if keep:
+            append(f"{k}: {v}\r\n")
+    n = len(body)
+    if n or method not in _EMPTY_BODY_METHODS:
+        append(f"Content-Length: {n}\r\n\r\n")
+    else:
+        append("\r\n")
+    head = "".join(parts)
+    # Each line we built ends in exactly one CRLF, so any other CR, LF (or a
+    # NUL) anywhere -- method, path, name, value -- shows up in these counts.
+    lines = len(parts) + 1
+    if head.count("\n") != lines or head.count("\r") != lines or "\0" in head:
+        raise ValueError(_bad_line(method, path, list(headers)))
+    raw = head.encode("utf-8", "surrogateescape")
+    if not n:
+        return raw
+    if type(body) is not bytes:
+        body = bytes(body)
+    if n > _COPY_LIMIT:
+        return raw, body
+    return raw + body
+
+
+# --------------------------------------------------------------------------
+# The response
+# --------------------------------------------------------------------------
+
+
+class UpstreamResponse:
+    """One upstream answer: status and headers at once, the body as it arrives.
+
+    Always finish with :meth:`release` (body done, connection back to the
+    pool) or :meth:`abort` (connection closed), or use ``async with``.
+    """
+
+    __slots__ = (
+        "status", "reason", "headers", "method",
+        "_conn", "_loop", "_head", "_pieces", "_buffered", "_done", "_error",
+        "_waiter", "_read_all", "_keep_alive", "_got_bytes", "_headers_done",
+    )
+
+    def __init__(self, conn: "_Conn", loop: asyncio.AbstractEventLoop, method: str):
+        self.status = 0
+        self.reason = ""
+        self.headers: list[tuple[str, str]] = []
+        self.method = method
+        self._conn: _Conn | None = conn
+        self._loop = loop
+        self._head: asyncio.Future = loop.create_future()
+        self._pieces: deque[bytes] = deque()
+        self._buffered = 0
+        self._done = False
+        self._error: UpstreamError | None = None
+        self._waiter: asyncio.Future | None = None
+        self._read_all = False
+        self._keep_alive = False
+        self._got_bytes = False
+        self._headers_done = False
+
+    def __repr__(self) -> str:
+        return f"<UpstreamResponse {self.status} {self.reason!r} done={self._done}>"
+
+    def header(self, name: str) -> str | None:
+        """The first header called ``name`` (any case), or None."""
+        name = name.lower()
+        for k, v in self.headers:
+            if k.lower() == name:
+                return v
+        return None
+
+    # --- body --------------------------------------------------------------
+
+    async def _wait(self) -> None:
+        fut = self._loop.create_future()
+        self._waiter = fut
+        try:
+            await fut
+        finally:
+            self._waiter = None
+
+    def _taken(self, n: int) -> None:
+        self._buffered -= n
+        conn = self._conn
+        if conn is not None and conn.paused and self._buffered <= _LOW_WATER:
+            conn.resume()
+
+    async def read(self) -> bytes:
+        """The rest of the body, de-chunked (b"" when there is none)."""
+        self._read_all = True
+        conn = self._conn
+        if conn is not None and conn.paused:
+            conn.resume()
+        while True:
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                break
+            await self._wait()
+        pieces = self._pieces
+        n = len(pieces)
+        if n == 0:
+            return b""
+        data = pieces[0] if n == 1 else b"".join(pieces)
+        pieces.clear()
+        self._buffered = 0
+        return data
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            pieces = self._pieces
+            if pieces:
+                piece = pieces.popleft()
+                self._taken(len(piece))
+                return piece
+            if self._error is not None:
+                raise self._error
+            if self._done:
+                raise StopAsyncIteration
+            await self._wait()
+
+    # --- end of use --------------------------------------------------------
+
+    def release(self) -> None:
+        """Done with this answer: pool the connection when the body was fully
+        received and both sides allow keep-alive, else close it. Idempotent."""
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None
+        if self._done and self._error is None and self._keep_alive:
+            conn.finish(reusable=True, head_request=self.method == "HEAD")
+        else:
+            conn.close()
+
+    def abort(self) -> None:
+        """Close the connection now (the client hung up, or the caller gave up)."""
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None
+        if not self._done and self._error is None:
+            self._error = UpstreamProtocolError("the response was aborted")
+        conn.close()
+
+    async def __aenter__(self) -> "UpstreamResponse":
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.release()
+        else:
+            self.abort()
+
+
+# --------------------------------------------------------------------------
+# One connection
+# --------------------------------------------------------------------------
+
+
+class _Conn(asyncio.Protocol):
+    """One upstream connection; httptools calls back into it as bytes arrive."""
+
+    __slots__ = (
+        "pool", "target", "loop", "transport", "parser", "resp", "closed", "paused",
+        "uses", "idle_since", "broken", "interim", "timer", "timeout", "last_data",
+    )
+
+    def __init__(self, pool: "UpstreamPool", target: _Target, loop: asyncio.AbstractEventLoop):
+        self.pool = pool
+        self.target = target
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = HttpResponseParser(self)
+        self.resp: UpstreamResponse | None = None
+        self.closed = False
+        self.paused = False
+        self.uses = 0
+        self.idle_since = 0.0
+        self.broken = False  # the server sent bytes we did not ask for
+        self.interim = False  # inside a 1xx response
+        self.timer: asyncio.TimerHandle | None = None
+        self.timeout = 0.0
+        self.last_data = 0.0
+
+    # --- driving a request ---------------------------------------------------
+
+    def send(self, data, method: str, read_timeout: float) -> UpstreamResponse:
+        loop = self.loop
+        resp = UpstreamResponse(self, loop, method)
+        self.resp = resp
+        self.uses += 1
+        self.timeout = read_timeout
+        self.last_data = now = loop.time()
+        self.timer = loop.call_at(now + read_timeout, self._on_timer)
+        if type(data) is bytes:
+            self.transport.write(data)
+        else:
+            self.transport.writelines(data)
+        return resp
+
+    def finish(self, reusable: bool, head_request: bool) -> None:
+        """The caller released the response."""
+        self.resp = None
+        if self.paused:
+            self.resume()
+        if not reusable or self.closed or self.broken:
+            self.close()
+            return
+        if head_request:
+            # llhttp cannot be told the answer was to HEAD, so it may still be
+            # expecting a Content-Length body: start the next answer afresh.
+            self.parser = HttpResponseParser(self)
+        self.pool._put_idle(self)
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.resp = None
+        if not self.closed:
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+
+    def resume(self) -> None:
+        self.paused = False
+        if not self.closed:
+            self.last_data = self.loop.time()
+            self.transport.resume_reading()
+
+    def _fail(self, error: UpstreamError) -> None:
+        """End the current answer with ``error`` and drop the connection."""
+        resp = self.resp
+        if resp is not None and not resp._done and resp._error is None:
+            resp._error = error
+            head = resp._head
+            if not head.done():
+                head.set_exception(error)
+            _wake(resp)
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        resp = self.resp
+        if resp is None or resp._done or resp._error is not None or self.closed:
+            return
+        now = self.loop.time()
+        if self.paused:  # the consumer is slow, not the upstream
+            deadline = now + self.timeout
+        else:
+            deadline = self.last_data + self.timeout
+            if now >= deadline:
+                what = "the response head" if not resp._headers_done else "the next part of the body"
+                self._fail(UpstreamTimeout(
+                    f"{self.target.name} sent nothing for {self.timeout:g} s while we waited for {what}"))
+                return
+        self.timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _complete(self, resp: UpstreamResponse) -> None:
+        resp._done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        _wake(resp)
+
+    # --- asyncio.Protocol ------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        resp = self.resp
+        if resp is None or resp._done:  # nothing asked: the connection is unusable
+            self.broken = True
+            if resp is None:
+                self.close()
+            return
+        resp._got_bytes = True
+        self.last_data = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except HttpParserUpgrade:
+            self._fail(UpstreamProtocolError(f"{self.target.name} switched protocols, which the gateway never asks for"))
+            return
+        except HttpParserError as exc:
+            self._fail(UpstreamProtocolError(f"{self.target.name} sent a malformed HTTP response ({exc})"))
+            return
+        if resp._buffered > _HIGH_WATER and not resp._done and not resp._read_all and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+
+    def eof_received(self):
+        return None  # let the transport close; connection_lost decides what it meant
+
+    def connection_lost(self, exc) -> None:
+        was_closed = self.closed
+        self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        resp = self.resp
+        if was_closed or resp is None or resp._done or resp._error is not None:
+            return
+        name = self.target.name
+        if not resp._got_bytes:
+            if self.uses > 1:
+                err: Exception = _Stale()
+            else:
+                err = UpstreamProtocolError(f"{name} closed the connection without answering")
+            resp._error = err  # type: ignore[assignment]
+            if not resp._head.done():
+                resp._head.set_exception(err)
+            return
+        if resp._headers_done and exc is None and _close_delimited(resp):
+            resp._keep_alive = False
+            self._complete(resp)
+            return
+        self._fail(UpstreamProtocolError(f"{name} closed the connection before the response completed"))
+
+    # --- httptools callbacks ----------------------------------------------------
+
+    def on_status(self, status: bytes) -> None:
+        self.resp.reason += status.decode("latin-1")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.resp.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+
+    def on_headers_complete(self) -> None:
+        resp = self.resp
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:
+            # 1xx: informational, a final answer follows (101 makes feed_data raise)
+            self.interim = True
+            resp.headers = []
+            resp.reason = ""
+            return
+        resp.status = status
+        resp._headers_done = True
+        if resp.method == "HEAD":
+            resp._keep_alive = _head_keep_alive(resp, self.parser.get_http_version())
+            resp._done = True
+            if self.timer is not None:
+                self.timer.cancel()
+                self.timer = None
+        else:
+            resp._keep_alive = self.parser.should_keep_alive()
+        resp._head.set_result(None)
+
+    def on_body(self, body: bytes) -> None:
+        resp = self.resp
+        if resp._done:  # a body after HEAD
+            self.broken = True
+            return
+        resp._pieces.append(body)
+        resp._buffered += len(body)
+        if not resp._read_all:
+            _wake(resp)
+
+    def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        resp = self.resp
+        if not resp._done:
+            self._complete(resp)
+
+    def on_message_begin(self) -> None:
+        resp = self.resp
+        if resp._done or resp._headers_done and not self.interim:
+            self.broken = True  # a second answer to one request
+
+
+def _wake(resp: UpstreamResponse) -> None:
+    w = resp._waiter
+    if w is not None:
+        resp._waiter = None
+        if not w.done():
+            w.set_result(None)
+
+
+def _close_delimited(resp: UpstreamResponse) -> bool:
+    """No Content-Length and not chunked: the body ends where the connection does."""
+    for k, v in resp.headers:
+        lk = k.lower()
+        if lk == "content-length":
+            return False
+        if lk == "transfer-encoding" and "chunked" in v.lower():
+            return False
+    return True
+
+
+def _head_keep_alive(resp: UpstreamResponse, version: str) -> bool:
+    keep = version == "1.1"
+    for k, v in resp.headers:
+        if k.lower() == "connection":
+            tokens = {t.strip().lower() for t in v.split(",")}
+            if "close" in tokens:
+                return False
+            if "keep-alive" in tokens:
+                keep = True
+    return keep
+
+
+# --------------------------------------------------------------------------
+# The pool
+# --------------------------------------------------------------------------
+
+
+class UpstreamPool:
+    """Keep-alive HTTP/1.1 connections to any number of upstream hosts.
+
+    One connection per in-flight request; when a response is released its
+    connection waits, newest first, for the next request to the same
+    ``(scheme, host, port)``. Use it from one event loop.
+    """
+
+    def __init__(self, *, max_idle_per_host: int = 256, idle_timeout: float = 60.0,
+                 ssl_context: ssl.SSLContext | None = None):
+        if max_idle_per_host < 0:
+            raise ValueError("max_idle_per_host must be >= 0")
+        if idle_timeout <= 0:
+            raise ValueError("idle_timeout must be > 0")
+        self.max_idle_per_host = max_idle_per_host
+        self.idle_timeout = idle_timeout
+        self._ssl_context = ssl_context
+        self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
+        self._targets: dict[str, _Target] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.connections_opened = 0  # for tests and stats
+
+    # --- public ---------------------------------------------------------------
+
+    async def request(self, method: str, url: str, headers: Iterable[tuple[str, str]], body: bytes,
+                      *, connect_timeout: float = 10.0, read_timeout: float = 600.0) -> UpstreamResponse:
+        """Send one request; return once the status line and headers arrived.
+
+        Raises ValueError for a request that cannot be written (bad URL, method,
+        header name, or CR/LF/NUL anywhere in the head), else an UpstreamError.
+        """
+        if self._closed:
+            raise RuntimeError("the upstream pool is closed")
+        target, path = _split_url(url, self._targets)
+        if isinstance(headers, dict):
+            headers = headers.items()
+        elif not isinstance(headers, (list, tuple)):
+            headers = list(headers)
+        data = _build_request(method, target, path, headers, body)
+        conn = self._take_idle(target.key)
+        if conn is None:
+            conn = await self._connect(target, connect_timeout)
+        resp = conn.send(data, method, read_timeout)
+        try:
+            await resp._head
+        except _Stale:
+            conn.close()
+            conn = await self._connect(target, connect_timeout)
+            resp = conn.send(data, method, read_timeout)
+            try:
+                await resp._head
+            except BaseException:
+                conn.close()
+                raise
+        except BaseException:
+            conn.close()
+            raise
+        return resp
+
+    async def close(self) -> None:
+        """Close every idle connection; responses still in use close when released."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        idle, self._idle = self._idle, {}
+        for conns in idle.values():
+            for conn in conns:
+                conn.close()
+
+    def idle_count(self) -> int:
+        """How many pooled connections are open and waiting for a request."""
+        return sum(1 for conns in self._idle.values() for c in conns if not c.closed)
+
+    # --- internals ---------------------------------------------------------------
+
+    def _take_idle(self, key) -> _Conn | None:
+        conns = self._idle.get(key)
+        if not conns:
+            return None
+        oldest_ok = None
+        while conns:
+            conn = conns.pop()
+            if conn.closed:
+                continue
+            if oldest_ok is None:
+                oldest_ok = conn.loop.time() - self.idle_timeout
+            if conn.idle_since <= oldest_ok:
+                # newest first: everything below this one is older still
+                conn.close()
+                for c in conns:
+                    c.close()
+                conns.clear()
+                return None
+            return conn
+        return None
+
+    def _put_idle(self, conn: _Conn) -> None:
+        if self._closed:
+            conn.close()
+            return
+        key = conn.target.key
+        conns = self._idle.get(key)
+        if conns is None:
+            conns = self._idle[key] = []
+        if len(conns) >= self.max_idle_per_host:
+            conns[:] = [c for c in conns if not c.closed]
+            if len(conns) >= self.max_idle_per_host:
+                conn.close()
+                return
+        conn.idle_since = conn.loop.time()
+        conns.append(conn)
+        if self._sweeper is None:
+            self._sweeper = conn.loop.call_at(conn.idle_since + self.idle_timeout, self._sweep, conn.loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Close idle connections past idle_timeout (lists are oldest first)."""
+        self._sweeper = None
+        now = loop.time()
+        cutoff = now - self.idle_timeout
+        next_due = None
+        for key in list(self._idle):
+            conns = self._idle[key]
+            keep = []
+            for c in conns:
+                if c.closed:
+                    continue
+                if c.idle_since <= cutoff:
+                    c.close()
+                    continue
+                keep.append(c)
+            if keep:
+                self._idle[key] = keep
+                due = keep[0].idle_since + self.idle_timeout
+                next_due = due if next_due is None else min(next_due, due)
+            else:
+                del self._idle[key]
+        if next_due is not None and not self._closed:
+            self._sweeper = loop.call_at(next_due, self._sweep, loop)
+
+    def _ssl(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            ctx = ssl.create_default_context()
+            ctx.set_alpn_protocols(["http/1.1"])
+            self._ssl_context = ctx
+        return self._ssl_context
+
+    async def _connect(self, target: _Target, connect_timeout: float) -> _Conn:
+        loop = asyncio.get_running_loop()
+        ctx = self._ssl() if target.tls else None
+        try:
+            async with asyncio.timeout(connect_timeout):
+                _, conn = await loop.create_connection(
+                    lambda: _Conn(self, target, loop), target.host, target.port,
+                    ssl=ctx, server_hostname=target.host if ctx is not None else None)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"connecting to {target.name} took longer than {connect_timeout:g} s") from None
+        except ssl.SSLError as exc:
+            raise UpstreamConnectError(
+                f"TLS handshake with {target.name} failed: {exc.reason or exc}") from exc
+        except OSError as exc:
+            reason = exc.strerror or str(exc) or exc.__class__.__name__
+            raise UpstreamConnectError(f"cannot connect to {target.name}: {reason}") from exc
+        self.connections_opened += 1
+        return conn
