@@ -107,7 +107,7 @@ class _Target:
         self.port = port
         self.tls = scheme == "https"
         self.host_header = host_header
-        self.name = f"{host_header}" if ":" in host_header else f"{host_header}:{port}"
+        self.name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # for messages
 
 
 def _parse_target(base: str) -> _Target:
@@ -169,6 +169,8 @@ def _split_url(url: str, cache: dict) -> tuple[_Target, str]:
         path = "/"
     elif path[0] == "?":
         path = "/" + path
+    if " " in path or not path.isprintable():
+        raise ValueError(f"the URL path must be percent-encoded (no spaces or control characters): {path!r}")
     return target, path
 
 
@@ -210,8 +212,6 @@ def _build_request(method: str, target: _Target, path: str, headers, body) -> by
         _check_method(method)
         if len(_METHODS_SEEN) < 64:
             _METHODS_SEEN.add(method)
-    if isinstance(headers, dict):
-        headers = headers.items()
     names = _NAMES
     parts = [f"{method} {path} HTTP/1.1\r\nHost: {target.host_header}\r\n"]
     append = parts.append
@@ -224,12 +224,13 @@ def _build_request(method: str, target: _Target, path: str, headers, body) -> by
     n = len(body)
     if n or method not in _EMPTY_BODY_METHODS:
         append(f"Content-Length: {n}\r\n\r\n")
+        lines = len(parts) + 2  # request line + Host, headers, Content-Length + blank
     else:
         append("\r\n")
+        lines = len(parts) + 1
     head = "".join(parts)
     # Each line we built ends in exactly one CRLF, so any other CR, LF (or a
     # NUL) anywhere -- method, path, name, value -- shows up in these counts.
-    lines = len(parts) + 1
     if head.count("\n") != lines or head.count("\r") != lines or "\0" in head:
         raise ValueError(_bad_line(method, path, list(headers)))
     raw = head.encode("utf-8", "surrogateescape")
@@ -353,8 +354,11 @@ class UpstreamResponse:
         self._conn = None
         if self._done and self._error is None and self._keep_alive:
             conn.finish(reusable=True, head_request=self.method == "HEAD")
-        else:
-            conn.close()
+            return
+        if not self._done and self._error is None:
+            self._error = UpstreamProtocolError("the response was released before its body was complete")
+            _wake(self)
+        conn.close()
 
     def abort(self) -> None:
         """Close the connection now (the client hung up, or the caller gave up)."""
@@ -364,6 +368,7 @@ class UpstreamResponse:
         self._conn = None
         if not self._done and self._error is None:
             self._error = UpstreamProtocolError("the response was aborted")
+            _wake(self)
         conn.close()
 
     async def __aenter__(self) -> "UpstreamResponse":
@@ -415,6 +420,9 @@ class _Conn(asyncio.Protocol):
         self.uses += 1
         self.timeout = read_timeout
         self.last_data = now = loop.time()
+        if self.closed:  # the server hung up between connect and now
+            self._lost_before_answer(resp)
+            return resp
         self.timer = loop.call_at(now + read_timeout, self._on_timer)
         if type(data) is bytes:
             self.transport.write(data)
@@ -532,21 +540,24 @@ class _Conn(asyncio.Protocol):
         resp = self.resp
         if was_closed or resp is None or resp._done or resp._error is not None:
             return
-        name = self.target.name
         if not resp._got_bytes:
-            if self.uses > 1:
-                err: Exception = _Stale()
-            else:
-                err = UpstreamProtocolError(f"{name} closed the connection without answering")
-            resp._error = err  # type: ignore[assignment]
-            if not resp._head.done():
-                resp._head.set_exception(err)
+            self._lost_before_answer(resp)
             return
         if resp._headers_done and exc is None and _close_delimited(resp):
             resp._keep_alive = False
             self._complete(resp)
             return
-        self._fail(UpstreamProtocolError(f"{name} closed the connection before the response completed"))
+        self._fail(UpstreamProtocolError(f"{self.target.name} closed the connection before the response completed"))
+
+    def _lost_before_answer(self, resp: UpstreamResponse) -> None:
+        # A reused connection the server closed while idle: the caller retries once.
+        if self.uses > 1:
+            err: Exception = _Stale()
+        else:
+            err = UpstreamProtocolError(f"{self.target.name} closed the connection without answering")
+        resp._error = err  # type: ignore[assignment]
+        if not resp._head.done():
+            resp._head.set_exception(err)
 
     # --- httptools callbacks ----------------------------------------------------
 
@@ -575,7 +586,8 @@ class _Conn(asyncio.Protocol):
                 self.timer = None
         else:
             resp._keep_alive = self.parser.should_keep_alive()
-        resp._head.set_result(None)
+        if not resp._head.done():  # done: the request was cancelled meanwhile
+            resp._head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
         resp = self.resp
@@ -596,8 +608,7 @@ class _Conn(asyncio.Protocol):
             self._complete(resp)
 
     def on_message_begin(self) -> None:
-        resp = self.resp
-        if resp._done or resp._headers_done and not self.interim:
+        if self.resp._headers_done:
             self.broken = True  # a second answer to one request
 
 
@@ -676,7 +687,7 @@ class UpstreamPool:
             headers = headers.items()
         elif not isinstance(headers, (list, tuple)):
             headers = list(headers)
-        data = _build_request(method, target, path, headers, body)
+        data = _build_request(method, target, path, headers, b"" if body is None else body)
         conn = self._take_idle(target.key)
         if conn is None:
             conn = await self._connect(target, connect_timeout)
