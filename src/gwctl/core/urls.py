@@ -23,6 +23,7 @@ Rules chosen here:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -137,6 +138,7 @@ def strip_version(base_url: str) -> str:
     return prefix + path + (f"?{query}" if query else "")
 
 
+@functools.lru_cache(maxsize=4096)
 def join_upstream(base_url: str, path: str) -> str:
     """The upstream URL for a client's request path (which may carry a query).
 

@@ -215,8 +215,8 @@ class Gateway:
                             headers={REQUEST_ID_HEADER: rid})
 
     def _log_error(self, status, message, code, rid, key_name, request, path, start, detail=None) -> web.Response:
-        self._write(rid, key_name, request.headers.get("X-Gwctl-Agent"), "rejected", None, None, None, path, status, start,
-                    None, None, code, detail or message, False)
+        self._write(rid, key_name, request.headers.get("X-Gwctl-Agent"), "rejected", None, None, None, path, status,
+                    (time.perf_counter() - start) * 1000, None, None, code, detail or message, False)
         return _error(status, detail or message, "invalid_request_error", code, rid)
 
     def _upstream_headers(self, request: web.BaseRequest, d: Decision, snap: Snapshot) -> dict[str, str]:
@@ -321,15 +321,20 @@ class Gateway:
     # --- activity --------------------------------------------------------------
 
     def _record(self, rid, key_name, d: Decision, path, status, start, usage: Usage | None, _unused, rule, error, stream=False, kind=None):
+        """Log one request; the pricing and the record are built after the response has gone out."""
+        latency = (time.perf_counter() - start) * 1000
+        asyncio.get_running_loop().call_soon(self._record_now, rid, key_name, d, path, status, latency, usage, rule,
+                                             error, stream, kind)
+
+    def _record_now(self, rid, key_name, d: Decision, path, status, latency, usage, rule, error, stream, kind):
         cost = None
         if d.forwarded and usage is not None and d.entry is not None:
             c = price(d.entry, usage, d.catalog_ref or "")
             cost = None if c.total is None else Decimal(format_usd(c.total))  # exact, without trailing zeros
         self._write(rid, key_name, d.agent, kind or d.kind, d.source, d.client_model, d.upstream_model, path, status,
-                    start, usage, cost, rule, error, stream)
+                    latency, usage, cost, rule, error, stream)
 
-    def _write(self, rid, key_name, agent, kind, source, model, upstream_model, path, status, start, usage, cost, rule, error, stream):
-        latency = (time.perf_counter() - start) * 1000
+    def _write(self, rid, key_name, agent, kind, source, model, upstream_model, path, status, latency, usage, cost, rule, error, stream):
         if self.config.access_log:
             sys.stderr.write(f"{datetime.now(timezone.utc).isoformat(timespec='milliseconds')} {rid} {status} {path} "
                              f"agent={agent or '-'} model={model or '-'} {kind} {latency:.1f}ms"
