@@ -260,9 +260,8 @@ def test_hot_reload_prices_and_revoked_keys(gateway, store_path):
     # an invalid store is logged and the last good one kept
     text = store_path.read_text()
     store_path.write_text(text + "\n[broken\n")
-    time.sleep(0.6)
+    assert wait_for(lambda: "keeping the last good one" in proc.log, timeout=10)
     client.chat.completions.create(model="local/llama-3.1-8b", messages=[{"role": "user", "content": "x"}])
-    assert "keeping the last good one" in proc.log
     store_path.write_text(text)
     assert run_cli("key", "revoke", "tester", "--yes").code == 0
 
@@ -291,7 +290,8 @@ def test_sigterm_drains_inflight_stream_and_flushes_log(gateway, upstream):
 
     t = threading.Thread(target=stream)
     t.start()
-    time.sleep(0.5)  # the stream is under way
+    assert wait_for(lambda: upstream.received, timeout=10)  # the stream is under way upstream
+    time.sleep(0.3)
     code = proc.terminate(timeout=30)
     t.join(timeout=30)
     upstream.configure(chunk_delay_ms=0, stream_chunks=3)
