@@ -372,3 +372,17 @@ def test_client_hangup_cancels_the_stream(gateway, upstream):
         assert rows[0]["status"] == 499 and rows[0]["error"] == "client disconnected"
     finally:
         upstream.configure(chunk_delay_ms=0, stream_chunks=3)
+
+
+def test_no_auth_on_loopback_serves_without_a_key(tmp_path, upstream):
+    run_cli("source", "add", "local", "--base-url", upstream.url, "--auth-value", UP_KEY)
+    db = f"sqlite://{tmp_path / 'a.db'}"
+    proc = ProxyProcess(tmp_path / "cfg" / "gwctl.toml", db, "--no-auth")
+    try:
+        r = httpx.post(proc.url + "/v1/chat/completions", json={"model": "local/m", "messages": []}, timeout=20)
+        assert r.status_code == 200
+        assert upstream.received[-1].headers["authorization"] == f"Bearer {UP_KEY}"
+    finally:
+        assert proc.terminate() == 0
+    rows = run_cli("activity", "list", "--activity", db, "--json").json()
+    assert rows[0]["key_name"] is None and rows[0]["cost"] is None and rows[0]["route_kind"] == "managed"
