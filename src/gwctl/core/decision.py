@@ -104,14 +104,8 @@ def _reject(base: dict, rule: str, message: str, hint: str = "", param: str | No
 def find_route(snapshot: Snapshot, agent: str | None, model: str) -> Route | None:
     """The agent's own route for ``model``: scoped for a subagent, by model name for a root."""
     if agent and "/" in agent:
-        for r in snapshot.routes:
-            if r.agent == agent and r.model_name == model:
-                return r
-        return None
-    for r in snapshot.routes:
-        if r.is_root and r.model_name == model:
-            return r
-    return None
+        return snapshot.route_index.get((agent, model))
+    return snapshot.route_index.get((None, model))
 
 
 def _estimate(entry: CatalogEntry | None, feats: RequestFeatures, ref: str) -> Cost:

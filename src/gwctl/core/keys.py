@@ -29,16 +29,22 @@ def shown_prefix(key: str) -> str:
     return key[: len(PREFIX) + 4]
 
 
-def verify(keys: Mapping[str, GatewayKey], presented: str | None) -> str | None:
-    """The name of the key ``presented`` matches, or None."""
+def verify(keys: Mapping[str, GatewayKey], presented: str | None, by_hash: Mapping[str, GatewayKey] | None = None) -> str | None:
+    """The name of the key ``presented`` matches, or None.
+
+    The lookup is by SHA-256 digest (the key has 256 bits of entropy, so
+    nothing about it leaks from where a digest lands); the final comparison
+    is :func:`hmac.compare_digest`. ``by_hash`` is the snapshot's index.
+    """
     if not presented:
         return None
-    want = digest(presented).encode()
-    found = None
-    for key in keys.values():
-        if hmac.compare_digest(key.hash.encode(), want):
-            found = key.name
-    return found
+    want = digest(presented)
+    if by_hash is None:
+        by_hash = {k.hash: k for k in keys.values()}
+    found = by_hash.get(want)
+    if found is not None and hmac.compare_digest(found.hash.encode(), want.encode()):
+        return found.name
+    return None
 
 
 def from_headers(authorization: str | None, x_api_key: str | None) -> str | None:

@@ -8,6 +8,7 @@ CLI and the proxy hand that snapshot to pure functions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Mapping
@@ -158,3 +159,20 @@ class Snapshot:
 
     def entry(self, source: str, model_id: str) -> CatalogEntry | None:
         return self.catalog.get(f"{source}/{model_id}")
+
+    @cached_property
+    def route_index(self) -> Mapping[tuple[str | None, str], Route]:
+        """Routes by key: (None, model_name) for root agents, (agent, model_name) for subagents.
+
+        Built once per snapshot, so finding a route costs one lookup however
+        many routes the store has. The first route wins on a duplicate key
+        (validate reports duplicates).
+        """
+        index: dict[tuple[str | None, str], Route] = {}
+        for r in self.routes:
+            index.setdefault((None if r.is_root else r.agent, r.model_name), r)
+        return MappingProxyType(index)
+
+    @cached_property
+    def keys_by_hash(self) -> Mapping[str, GatewayKey]:
+        return MappingProxyType({k.hash: k for k in self.keys.values()})

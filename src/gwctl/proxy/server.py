@@ -172,7 +172,7 @@ class Gateway:
         key_name = None
         if not self.config.no_auth:
             presented = gwkeys.from_headers(request.headers.get("Authorization"), request.headers.get("x-api-key"))
-            key_name = gwkeys.verify(snap.keys, presented)
+            key_name = gwkeys.verify(snap.keys, presented, snap.keys_by_hash)
             if key_name is None:
                 msg = "missing gateway key: send Authorization: Bearer <key> or x-api-key: <key>" if not presented else "invalid gateway key"
                 return _error(401, msg, "authentication_error", "invalid_api_key", rid)
