@@ -49,8 +49,8 @@ _DROP_REQUEST = frozenset({
 })
 _DROP_RESPONSE = frozenset({
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-    "content-length", "content-encoding", "server", "date",
-})
+    "content-length", "server", "date",
+})  # content-encoding is kept: we ask for identity, but an upstream that compresses anyway must say so
 REQUEST_ID_HEADER = "X-Gwctl-Request-Id"
 DEFAULT_BODY_LIMIT = 32 * 1024 * 1024
 DEFAULT_CONNECT_TIMEOUT = 10.0
