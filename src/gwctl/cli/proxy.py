@@ -64,6 +64,11 @@ def proxy(
     except ValueError as exc:
         fail(str(exc))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    from gwctl.core.validate import validate
+
+    for problem in validate(snapshot, frozenset(os.environ)):
+        if problem.level == "error" or "credential" in problem.message:
+            sys.stderr.write(f"{problem.level}: {problem.where}: {problem.message}\n")
     logging.getLogger("aiohttp").setLevel(logging.WARNING)
     from gwctl.activity import redact_dsn
 
