@@ -10,7 +10,6 @@ import textwrap
 
 import pytest
 
-from conftest import run_cli
 
 
 def test_missing_store_is_empty_and_first_write_creates_it_0600(gw, store_path):

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Any, Sequence
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from gwctl.activity import query as q
+from gwctl.activity.sqlbase import SqlReads
 from gwctl.activity.dsn import redact_dsn
 from gwctl.activity.migrations import LATEST, SCHEMA_MIGRATIONS_POSTGRES, pending, too_new_message
-from gwctl.activity.record import ActivityError, ActivityRecord, SummaryRow
+from gwctl.activity.record import ActivityError, ActivityRecord
 
 CONNECT_TIMEOUT_S = 10
 LOCK_CLASS = 0x67776374  # "gwct": first key of the migration advisory lock
@@ -39,8 +39,12 @@ DIALECT = q.Dialect(
 )
 
 
-class PostgresLog:
+class PostgresLog(SqlReads):
     """:class:`~gwctl.activity.record.ActivityLog` on a PostgreSQL database."""
+
+    dialect = DIALECT
+    db_error = psycopg.Error
+    to_time = staticmethod(_utc)
 
     def __init__(self, conninfo: str):
         self.dsn = conninfo
@@ -120,44 +124,6 @@ class PostgresLog:
             except psycopg.Error as e:
                 raise self._error("cannot write to", e) from e
 
-    def list(
-        self,
-        *,
-        since: datetime | None = None,
-        source: str | None = None,
-        model: str | None = None,
-        agent: str | None = None,
-        key: str | None = None,
-        limit: int | None = 100,
-    ) -> "list[ActivityRecord]":
-        f = q.Filters(since=since, source=source, model=model, agent=agent, key=key)
-        sql, params = q.list_sql(f, limit, DIALECT)
-        with self._lock:
-            try:
-                rows = self._connection().execute(sql, params).fetchall()
-            except psycopg.Error as e:
-                raise self._error("cannot read", e) from e
-        return [q.record_from_row(r, to_time=_utc, to_cost=Decimal) for r in rows]
-
-    def summary(
-        self,
-        *,
-        by: str,
-        since: datetime | None = None,
-        source: str | None = None,
-        model: str | None = None,
-        agent: str | None = None,
-        key: str | None = None,
-    ) -> "list[SummaryRow]":
-        f = q.Filters(since=since, source=source, model=model, agent=agent, key=key)
-        sql, params = q.summary_sql(by, f, DIALECT)
-        with self._lock:
-            try:
-                rows = self._connection().execute(sql, params).fetchall()
-            except psycopg.Error as e:
-                raise self._error("cannot read", e) from e
-        return q.order_summary((q.summary_row(r, Decimal) for r in rows), by)
-
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -165,12 +131,6 @@ class PostgresLog:
                     self._conn.close()
                 finally:
                     self._conn = None
-
-    def __enter__(self) -> "PostgresLog":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"PostgresLog({redact_dsn(self.dsn)!r})"

@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Sequence
 
 from gwctl.activity import query as q
+from gwctl.activity.sqlbase import SqlReads
 from gwctl.activity.dsn import sqlite_dsn
 from gwctl.activity.migrations import LATEST, SCHEMA_MIGRATIONS_SQLITE, pending, too_new_message
 from gwctl.activity.record import (
     ActivityError,
     ActivityRecord,
-    SummaryRow,
     decimal_text,
     format_utc,
     parse_utc,
@@ -93,8 +93,12 @@ def _enable_wal(conn: sqlite3.Connection, timeout_s: float) -> None:
         delay = min(delay * 2, 0.1)
 
 
-class SqliteLog:
+class SqliteLog(SqlReads):
     """:class:`~gwctl.activity.record.ActivityLog` on a SQLite file."""
+
+    dialect = DIALECT
+    db_error = sqlite3.Error
+    to_time = staticmethod(parse_utc)
 
     def __init__(self, path: Path, *, create: bool = True, busy_timeout_ms: int = BUSY_TIMEOUT_MS):
         self.path = Path(path)
@@ -204,55 +208,11 @@ class SqliteLog:
                     conn.execute("ROLLBACK")
                 raise self._error("cannot write to", e) from e
 
-    def list(
-        self,
-        *,
-        since: datetime | None = None,
-        source: str | None = None,
-        model: str | None = None,
-        agent: str | None = None,
-        key: str | None = None,
-        limit: int | None = 100,
-    ) -> "list[ActivityRecord]":
-        f = q.Filters(since=since, source=source, model=model, agent=agent, key=key)
-        sql, params = q.list_sql(f, limit, DIALECT)
-        with self._lock:
-            try:
-                rows = self._connection().execute(sql, params).fetchall()
-            except sqlite3.Error as e:
-                raise self._error("cannot read", e) from e
-        return [q.record_from_row(r, to_time=parse_utc, to_cost=Decimal) for r in rows]
-
-    def summary(
-        self,
-        *,
-        by: str,
-        since: datetime | None = None,
-        source: str | None = None,
-        model: str | None = None,
-        agent: str | None = None,
-        key: str | None = None,
-    ) -> "list[SummaryRow]":
-        f = q.Filters(since=since, source=source, model=model, agent=agent, key=key)
-        sql, params = q.summary_sql(by, f, DIALECT)
-        with self._lock:
-            try:
-                rows = self._connection().execute(sql, params).fetchall()
-            except sqlite3.Error as e:
-                raise self._error("cannot read", e) from e
-        return q.order_summary((q.summary_row(r, Decimal) for r in rows), by)
-
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
-
-    def __enter__(self) -> "SqliteLog":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"SqliteLog({str(self.path)!r})"

@@ -29,7 +29,6 @@ the source the route names, never from another route.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 

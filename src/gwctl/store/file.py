@@ -18,7 +18,7 @@ import tomllib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from gwctl.core.model import Snapshot
 from gwctl.errors import StoreError
@@ -170,7 +170,7 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 @contextmanager
-def edit(path: Path) -> Iterator[tuple["tomlkit.TOMLDocument", Snapshot]]:  # noqa: F821
+def edit(path: Path) -> Iterator[tuple[Any, Snapshot]]:
     """Lock, load, let the caller change the tomlkit document, validate, replace.
 
     Raising inside the block writes nothing. The changed document must still

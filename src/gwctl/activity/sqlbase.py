@@ -1,0 +1,63 @@
+"""What the SQLite and PostgreSQL logs share: reading rows back (list, summary).
+
+The SQL itself comes from :mod:`gwctl.activity.query` for either dialect; a
+backend supplies its dialect, its driver's error class, how a stored time
+reads back, a lock and a connection.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Callable, ClassVar
+
+from gwctl.activity import query as q
+from gwctl.activity.record import ActivityRecord, SummaryRow
+
+
+class SqlReads:
+    dialect: ClassVar[str]
+    db_error: ClassVar[type[Exception]]
+    to_time: ClassVar[Callable[[Any], datetime]]
+
+    def _fetch(self, sql: str, params: Any) -> list:
+        with self._lock:
+            try:
+                return self._connection().execute(sql, params).fetchall()
+            except self.db_error as e:
+                raise self._error("cannot read", e) from e
+
+    def list(
+        self,
+        *,
+        since: datetime | None = None,
+        source: str | None = None,
+        model: str | None = None,
+        agent: str | None = None,
+        key: str | None = None,
+        limit: int | None = 100,
+    ) -> "list[ActivityRecord]":
+        f = q.Filters(since=since, source=source, model=model, agent=agent, key=key)
+        to_time = type(self).to_time
+        return [q.record_from_row(r, to_time=to_time, to_cost=Decimal)
+                for r in self._fetch(*q.list_sql(f, limit, self.dialect))]
+
+    def summary(
+        self,
+        *,
+        by: str,
+        since: datetime | None = None,
+        source: str | None = None,
+        model: str | None = None,
+        agent: str | None = None,
+        key: str | None = None,
+    ) -> "list[SummaryRow]":
+        f = q.Filters(since=since, source=source, model=model, agent=agent, key=key)
+        rows = self._fetch(*q.summary_sql(by, f, self.dialect))
+        return q.order_summary((q.summary_row(r, Decimal) for r in rows), by)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
