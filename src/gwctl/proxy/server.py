@@ -202,7 +202,7 @@ class Gateway:
         if not d.forwarded:
             resp = web.Response(status=d.status, body=orjson.dumps(d.error_body()), content_type="application/json",
                                 headers={REQUEST_ID_HEADER: rid})
-            self._record(rid, key_name, d, path, d.status, start, None, None, d.rule, d.message)
+            self._record(rid, key_name, d, path, d.status, start, None, d.rule, d.message)
             return resp
         return await self._forward(request, d, body, raw, rid, key_name, start, snap)
 
@@ -254,7 +254,7 @@ class Gateway:
         try:
             headers = self._upstream_headers(request, d, snap)
         except GwctlError as exc:
-            self._record(rid, key_name, d, request.path, 502, start, None, None, "credential_missing", exc.message, stream)
+            self._record(rid, key_name, d, request.path, 502, start, None, "credential_missing", exc.message, stream)
             return _error(502, f"the gateway cannot reach source {d.source}: {exc.message}", "api_error", "credential_missing", rid)
         try:
             upstream = await self.pool.request("POST", d.upstream_url, headers.items(), payload,
@@ -276,7 +276,7 @@ class Gateway:
             except UpstreamError as exc:
                 return self._upstream_failed(502, "upstream_unreachable", f"source {d.source} broke the connection ({_why(exc)})", rid, key_name, d, request, start, stream)
             usage = usage_from_body(api, data) if upstream.status < 400 else None
-            self._record(rid, key_name, d, request.path, upstream.status, start, usage, None,
+            self._record(rid, key_name, d, request.path, upstream.status, start, usage,
                          None, None if upstream.status < 400 else f"upstream answered {upstream.status}", stream)
             return web.Response(status=upstream.status, body=data, headers=out_headers)
         except BaseException:
@@ -304,23 +304,23 @@ class Gateway:
             error = "client disconnected"
             status = 499
             upstream.abort()  # hang up on the upstream too
-            self._record(rid, key_name, d, request.path, status, start, meter.usage(), None, None, error, True)
+            self._record(rid, key_name, d, request.path, status, start, meter.usage(), None, error, True)
             raise
         except UpstreamTimeout:
             error, status = "upstream timed out mid-stream", 504
         except UpstreamError as exc:
             error, status = f"upstream broke the stream ({_why(exc)})", 502
-        self._record(rid, key_name, d, request.path, status, start, meter.usage(), None, None, error, True)
+        self._record(rid, key_name, d, request.path, status, start, meter.usage(), None, error, True)
         return resp
 
     def _upstream_failed(self, status, code, message, rid, key_name, d, request, start, stream) -> web.Response:
         log.warning("%s %s: %s", rid, request.path, message)
-        self._record(rid, key_name, d, request.path, status, start, None, None, code, message, stream, kind="error")
+        self._record(rid, key_name, d, request.path, status, start, None, code, message, stream, kind="error")
         return _error(status, message, "api_error", code, rid)
 
     # --- activity --------------------------------------------------------------
 
-    def _record(self, rid, key_name, d: Decision, path, status, start, usage: Usage | None, _unused, rule, error, stream=False, kind=None):
+    def _record(self, rid, key_name, d: Decision, path, status, start, usage: Usage | None, rule, error, stream=False, kind=None):
         """Log one request; the pricing and the record are built after the response has gone out."""
         latency = (time.perf_counter() - start) * 1000
         asyncio.get_running_loop().call_soon(self._record_now, rid, key_name, d, path, status, latency, usage, rule,
