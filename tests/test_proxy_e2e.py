@@ -385,3 +385,14 @@ def test_no_auth_on_loopback_serves_without_a_key(tmp_path, upstream):
         assert proc.terminate() == 0
     rows = run_cli("activity", "list", "--activity", db, "--json").json()
     assert rows[0]["key_name"] is None and rows[0]["cost"] is None and rows[0]["route_kind"] == "managed"
+
+
+def test_large_prompt_is_decided_and_forwarded(gateway, upstream):
+    proc, key = gateway
+    big = "lorem ipsum dolor sit amet " * 10000  # ~270 kB: decided off the event loop
+    r = oa(proc, key).chat.completions.create(model="local/llama-3.1-8b", messages=[{"role": "user", "content": big}])
+    assert r.choices[0].message.content
+    assert upstream.received[-1].body["messages"][0]["content"] == big
+    with pytest.raises(openai.BadRequestError) as e:  # the context check still applies
+        oa(proc, key).chat.completions.create(model="local/llama-3.1-8b", messages=[{"role": "user", "content": big * 2}])
+    assert e.value.code == "context_size"

@@ -53,6 +53,7 @@ _DROP_RESPONSE = frozenset({
 })  # content-encoding is kept: we ask for identity, but an upstream that compresses anyway must say so
 REQUEST_ID_HEADER = "X-Gwctl-Request-Id"
 DEFAULT_BODY_LIMIT = 32 * 1024 * 1024
+LARGE_BODY = 256 * 1024  # decide in a thread above this (the prompt estimate scans the text)
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 600.0
 
@@ -198,7 +199,12 @@ class Gateway:
         if not isinstance(body, dict):
             return self._log_error(400, "the request body must be a JSON object", "invalid_json", rid, key_name, request, path, start)
         agent = request.headers.get("X-Gwctl-Agent")
-        d = decide(snap, agent, path + (("?" + request.query_string) if request.query_string else ""), body, estimate=False)
+        full_path = path + (("?" + request.query_string) if request.query_string else "")
+        if len(raw) > LARGE_BODY:
+            # a big prompt takes a while to estimate: let the loop keep serving the others meanwhile
+            d = await asyncio.get_running_loop().run_in_executor(None, decide, snap, agent, full_path, body, False)
+        else:
+            d = decide(snap, agent, full_path, body, estimate=False)
         if not d.forwarded:
             resp = web.Response(status=d.status, body=orjson.dumps(d.error_body()), content_type="application/json",
                                 headers={REQUEST_ID_HEADER: rid})
