@@ -204,6 +204,10 @@ def edit(path: Path) -> Iterator[tuple[Any, Snapshot]]:
                 raise StoreError(f"{path}:{exc.line}: the store could not be parsed for editing ({exc})") from None
         yield doc, old.snapshot
         new_text = tomlkit.dumps(doc)
+        if "\n\n\n" not in (old.text or ""):
+            # tomlkit sometimes separates a new table with two blank lines; keep one,
+            # unless the person who wrote the file uses wider gaps themselves
+            new_text = re.sub(r"\n{3,}", "\n\n", new_text)
         if new_text == old.text:
             return
         try:
