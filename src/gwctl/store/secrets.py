@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
+from gwctl.core.headers import auth_header_pair
 from gwctl.core.model import Source
 from gwctl.errors import GwctlError
 
@@ -34,6 +35,9 @@ def auth_headers(source: Source, environ: Mapping[str, str] | None = None) -> di
     value = resolve(source, environ)
     if value is None:
         return {}
-    if source.auth_header:
-        return {source.auth_header: value}
-    return {"Authorization": f"Bearer {value}"}
+    try:
+        name, sent = auth_header_pair(source.auth_header, value)
+    except ValueError as exc:
+        raise GwctlError(f"the credential of source {source.name} cannot be sent as a header: {exc}",
+                         f"store it again with: gwctl source edit {source.name} --auth-value -") from None
+    return {name: sent}
