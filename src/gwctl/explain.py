@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from gwctl.core.decision import Decision
+from gwctl.core.decision import Decision, estimated_output_tokens
 from gwctl.core.headers import mask_secret
 
 
@@ -63,8 +63,7 @@ def decision_json(d: Decision, reveal: bool = False) -> dict[str, Any]:
         "error": None if d.forwarded else d.error_body()["error"],
         "estimate": None if d.estimate is None else {
             "prompt_tokens": feats.prompt_tokens_estimate if feats else None,
-            "output_tokens": (feats.output_budget if feats and feats.output_budget is not None
-                              else (d.entry.max_output if d.entry and d.entry.max_output else 0)),
+            "output_tokens": estimated_output_tokens(d.entry, feats) if feats else None,
             **d.estimate.to_json(),
         },
     }

@@ -107,13 +107,18 @@ def find_route(snapshot: Snapshot, agent: str | None, model: str) -> Route | Non
     return snapshot.route_index.get((None, model))
 
 
-def _estimate(entry: CatalogEntry | None, feats: RequestFeatures, ref: str) -> Cost:
-    out = feats.output_budget
-    if out is None:
-        out = entry.max_output if entry and entry.max_output else 0
+def estimated_output_tokens(entry: CatalogEntry | None, feats: RequestFeatures) -> int:
+    """The output the estimate assumes: the request's budget, else the entry's max output; none for embeddings."""
     if feats.api == "embeddings":
-        out = 0
-    return price(entry, Usage(input_tokens=feats.prompt_tokens_estimate, output_tokens=out), ref)
+        return 0
+    if feats.output_budget is not None:
+        return feats.output_budget
+    return entry.max_output if entry and entry.max_output else 0
+
+
+def _estimate(entry: CatalogEntry | None, feats: RequestFeatures, ref: str) -> Cost:
+    usage = Usage(input_tokens=feats.prompt_tokens_estimate, output_tokens=estimated_output_tokens(entry, feats))
+    return price(entry, usage, ref)
 
 
 def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, Any] | None,
