@@ -29,6 +29,7 @@ from aiohttp import web
 from aiohttp.web_server import Server
 from multidict import CIMultiDict
 
+from gwctl.activity import ActivityRecord, BatchWriter
 from gwctl.core import keys as gwkeys
 from gwctl.core.decision import Decision, decide
 from gwctl.core.model import Snapshot
@@ -37,6 +38,8 @@ from gwctl.core.pricing import Usage, price
 from gwctl.errors import GwctlError
 from gwctl.proxy.client import UpstreamError, UpstreamPool, UpstreamTimeout
 from gwctl.proxy.meter import StreamMeter, usage_from_body
+from gwctl.store.file import load
+from gwctl.store.secrets import auth_headers
 
 log = logging.getLogger("gwctl.proxy")
 
@@ -95,8 +98,6 @@ class Gateway:
     async def open(self) -> None:
         self.pool = UpstreamPool()
         if self.config.activity_dsn:
-            from gwctl.activity import BatchWriter
-
             self.writer = BatchWriter(self.config.activity_dsn)
         self._reload_task = asyncio.create_task(self._reload_loop())
 
@@ -131,8 +132,6 @@ class Gateway:
         if stamp == self._stamp:
             return False
         self._stamp = stamp
-        from gwctl.store.file import load
-
         try:
             self.snapshot = load(self.config.store_path).snapshot
         except GwctlError as exc:
@@ -236,8 +235,6 @@ class Gateway:
                 del headers[old]
             headers[k] = v
         src = snap.sources[d.source]
-        from gwctl.store.secrets import auth_headers
-
         headers.update(auth_headers(src, self.environ))
         return headers
 
@@ -347,8 +344,6 @@ class Gateway:
                              f"{' cost=' + str(cost) if cost is not None else ''}{' rule=' + rule if rule else ''}\n")
         if self.writer is None:
             return
-        from gwctl.activity import ActivityRecord
-
         try:
             rec = ActivityRecord(
                 time=datetime.now(timezone.utc), request_id=rid, key_name=key_name, agent=agent, route_kind=kind,
