@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load
+from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, read_input
 
 app = typer.Typer(
     help="The custom model catalog: prices, limits, capabilities.\n\nExample: gwctl catalog set local/llama-3.1-8b --price input=3e-6 --price output=1.5e-5 --max-output 4096",
@@ -258,10 +257,7 @@ def _read_import(path: str) -> dict:
     import json
     import tomllib
 
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        fail(f"cannot read {path}: {exc.strerror}")
+    text = read_input(path)
     stripped = text.lstrip()
     if path.endswith(".json") or stripped.startswith("{"):
         try:
@@ -416,10 +412,7 @@ def price_cmd(
     if usage_file is not None:
         if any(v for k, v in counts.items() if k != "requests"):
             fail("give token counts either as options or with --usage, not both")
-        try:
-            text = sys.stdin.read() if usage_file == "-" else Path(usage_file).read_text(encoding="utf-8")
-        except OSError as exc:
-            fail(f"cannot read {usage_file}: {exc.strerror}")
+        text = read_input(usage_file)
         try:
             shape, usage = detect_usage(json.loads(text))
         except json.JSONDecodeError as exc:

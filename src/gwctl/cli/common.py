@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Annotated
 
@@ -42,6 +43,22 @@ def confirm(question: str, yes: bool) -> None:
         raise GwctlError("--yes is required when not running interactively", f"re-run with --yes to confirm: {question}")
     if not typer.confirm(question, default=False, err=True):
         raise GwctlError("cancelled; nothing was changed")
+
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+"""A source or key name: letters, digits, '.', '_' and '-' (no '/': it splits references)."""
+
+
+def read_input(path: str) -> str:
+    """The text of a file the user named, or of stdin for '-'; a clear error when unreadable."""
+    from pathlib import Path
+
+    try:
+        return sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot read {path}: {exc.strerror}")
+    except UnicodeDecodeError as exc:
+        fail(f"cannot read {path}: it is not UTF-8 text (byte {exc.start})")
 
 
 def fail(message: str, hint: str | None = None):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import Annotated
 
 import typer
 
-from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load
+from gwctl.cli.common import NAME_RE, JsonOpt, YesOpt, confirm, edit, fail, load
 
 app = typer.Typer(
     help="Create, list and revoke gateway keys (stored only as hashes).\n\nExample: gwctl key create ci --json",
@@ -29,7 +28,7 @@ def create(name: Annotated[str, typer.Argument(help="A name for who uses the key
     from gwctl.render import message, print_json
     from gwctl.store import document
 
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+    if not NAME_RE.match(name):
         fail(f"'{name}' is not a valid key name", "use letters, digits, '.', '_' and '-'")
     key = keys.generate()
     created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, need_source
+from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, need_source, read_input
 
 app = typer.Typer(
     help="Agent routes, the fallback source, and the dry-run of the routing decision.\n\nExample: gwctl route set triage/summarizer --model-name child-alias --provider custom --passthrough",
@@ -180,19 +179,11 @@ def fallback(
     message(f"fallback source: {source}" if source else "fallback source unset")
 
 
-def _read_json(path: str, what: str):
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        fail(f"cannot read {path}: {exc.strerror}")
-    return text
-
-
 def _body(path: str | None, model: str | None) -> dict:
     if path is None:
         body: dict = {"messages": [{"role": "user", "content": "Hello"}]}
     else:
-        text = _read_json(path, "request")
+        text = read_input(path)
         try:
             body = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -248,7 +239,7 @@ def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) 
     from gwctl.explain import decision_json
     from gwctl.render import print_json, print_table
 
-    text = _read_json(file, "requests")
+    text = read_input(file)
     results = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):

@@ -8,15 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 
-from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, need_source
+from gwctl.cli.common import NAME_RE, JsonOpt, YesOpt, confirm, edit, fail, load, need_source
 
 app = typer.Typer(
     help="Add, edit, test and refresh upstream sources.\n\nExample: gwctl source add local --base-url http://127.0.0.1:8000/v1 --auth-env VLLM_KEY --test",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", metavar="URL", help="Base URL of the OpenAI-compatible API, e.g. https://gateway.example/v1.")]
 AuthHeaderOpt = Annotated[Optional[str], typer.Option("--auth-header", metavar="H", help="Header carrying the credential; blank means 'Authorization: Bearer <value>'.")]
