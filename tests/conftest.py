@@ -82,3 +82,27 @@ def upstream(standin):
                       auth_header=None, fail_status=None, models_payload=None, delay_ms=0, usage=None)
     standin.clear()
     return standin
+
+
+@pytest.fixture(scope="session")
+def pg_server_dsn():
+    """A PostgreSQL server for the session: GWCTL_TEST_POSTGRES, else one started from the installed binaries."""
+    import os
+
+    import pgserver
+
+    env = os.environ.get("GWCTL_TEST_POSTGRES", "").strip()
+    if env:
+        yield env
+        return
+    bindir = pgserver.find_bindir()
+    if bindir is None:
+        pytest.skip(
+            "no PostgreSQL server binaries (initdb, pg_ctl, postgres) are installed: "
+            "run `bash .ci/postgres.sh` (or apt-get install postgresql), or set GWCTL_TEST_POSTGRES"
+        )
+    server = pgserver.start(bindir)
+    try:
+        yield server.dsn
+    finally:
+        server.stop()

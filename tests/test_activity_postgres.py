@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import os
 import sys
 import time
 import uuid
@@ -61,26 +60,7 @@ globals().update({k: v for k, v in vars(contract).items() if k.startswith("test_
 
 
 # ---------------------------------------------------------------------------
-# fixtures
-
-
-@pytest.fixture(scope="session")
-def pg_server_dsn():
-    env = os.environ.get("GWCTL_TEST_POSTGRES", "").strip()
-    if env:
-        yield env
-        return
-    bindir = pgserver.find_bindir()
-    if bindir is None:
-        pytest.skip(
-            "no PostgreSQL server binaries (initdb, pg_ctl, postgres) are installed: "
-            "run `bash .ci/postgres.sh` (or apt-get install postgresql), or set GWCTL_TEST_POSTGRES"
-        )
-    server = pgserver.start(bindir)
-    try:
-        yield server.dsn
-    finally:
-        server.stop()
+# fixtures (pg_server_dsn: tests/conftest.py)
 
 
 def with_search_path(dsn: str, schema: str) -> str:

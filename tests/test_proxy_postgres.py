@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from decimal import Decimal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -16,34 +15,17 @@ from proxyrun import ProxyProcess, wait_for
 pytestmark = pytest.mark.postgres
 psycopg = pytest.importorskip("psycopg")
 
-import pgserver  # noqa: E402  (tests/ is on sys.path, as for conftest)
-
-
-@pytest.fixture(scope="module")
-def pg_dsn():
-    env = os.environ.get("GWCTL_TEST_POSTGRES", "").strip()
-    if env:
-        yield env
-        return
-    bindir = pgserver.find_bindir()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries: run `bash .ci/postgres.sh` or set GWCTL_TEST_POSTGRES")
-    server = pgserver.start(bindir)
-    try:
-        yield server.dsn
-    finally:
-        server.stop()
 
 
 @pytest.fixture
-def schema_dsn(pg_dsn):
+def schema_dsn(pg_server_dsn):
     schema = f"gwctl_proxy_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=10) as admin:
+    with psycopg.connect(pg_server_dsn, autocommit=True, connect_timeout=10) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
-    parts = urlsplit(pg_dsn)
+    parts = urlsplit(pg_server_dsn)
     query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"] + [("options", f"-csearch_path={schema}")]
     yield urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
-    with psycopg.connect(pg_dsn, autocommit=True, connect_timeout=10) as admin:
+    with psycopg.connect(pg_server_dsn, autocommit=True, connect_timeout=10) as admin:
         admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
