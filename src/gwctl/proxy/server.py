@@ -183,14 +183,11 @@ class Gateway:
         if method != "POST":
             return _error(405, f"{path} takes POST", "invalid_request_error", "method_not_allowed", rid)
         limit = self.config.body_limit
-        if request.content_length is not None and request.content_length > limit:
-            return self._log_error(413, "request body too large", "body_too_large", rid, key_name, request, path, start,
-                                   f"the request body is over the {limit}-byte limit")
         try:
             raw = await _read_limited(request, limit)
         except _TooLarge:
-            return self._log_error(413, "request body too large", "body_too_large", rid, key_name, request, path, start,
-                                   f"the request body is over the {limit}-byte limit")
+            return self._log_error(413, f"the request body is over the {limit}-byte limit", "body_too_large",
+                                   rid, key_name, request, path, start)
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -219,10 +216,10 @@ class Gateway:
         return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json",
                             headers={REQUEST_ID_HEADER: rid})
 
-    def _log_error(self, status, message, code, rid, key_name, request, path, start, detail=None) -> web.Response:
+    def _log_error(self, status, message, code, rid, key_name, request, path, start) -> web.Response:
         self._write(rid, key_name, request.headers.get("X-Gwctl-Agent"), "rejected", None, None, None, path, status,
-                    (time.perf_counter() - start) * 1000, None, None, code, detail or message, False)
-        return _error(status, detail or message, "invalid_request_error", code, rid)
+                    (time.perf_counter() - start) * 1000, None, None, code, message, False)
+        return _error(status, message, "invalid_request_error", code, rid)
 
     def _upstream_headers(self, request: web.BaseRequest, d: Decision, snap: Snapshot) -> dict[str, str]:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
@@ -387,7 +384,10 @@ class _TooLarge(Exception):
 
 
 async def _read_limited(request: web.BaseRequest, limit: int) -> bytes:
+    """The whole body, or _TooLarge as soon as it is known to exceed ``limit`` (before reading, when declared)."""
     if request.content_length is not None:
+        if request.content_length > limit:
+            raise _TooLarge()
         return await request.read()
     chunks, size = [], 0
     async for chunk in request.content.iter_any():
