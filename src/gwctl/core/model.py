@@ -105,6 +105,17 @@ class CatalogEntry:
     def ref(self) -> str:
         return f"{self.source}/{self.model_id}"
 
+    def __reduce__(self):
+        """Picklable (the read-only mappings are not): the proxy ships entries to its log writer process."""
+        return (_catalog_entry, (self.source, self.model_id, self.display_name, self.context_size, self.max_output,
+                                 dict(self.prices), dict(self.price_text), dict(self.capabilities), self.supported_params))
+
+
+def _catalog_entry(source, model_id, display_name, context_size, max_output, prices, price_text, capabilities,
+                   supported_params) -> CatalogEntry:
+    return CatalogEntry(source, model_id, display_name, context_size, max_output, MappingProxyType(prices),
+                        MappingProxyType(price_text), MappingProxyType(capabilities), supported_params)
+
 
 @dataclass(frozen=True)
 class Route:

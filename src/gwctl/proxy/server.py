@@ -1,8 +1,10 @@
 """The forwarding proxy: authenticate, decide (the same pure function as the dry-run), forward, meter.
 
-aiohttp's low-level server on uvloop, and a lean pooled upstream client built
-on httptools' parser (gwctl.proxy.client): aiohttp's own client cost ~4x the
-CPU per request on this machine (benchmarks/README.md). The proxy
+On uvloop, a lean server protocol (gwctl.proxy.http) and a lean pooled
+upstream client (gwctl.proxy.client), both on httptools' parser: aiohttp's
+server and client cost ~3x and ~4x the CPU per request on this machine, and
+the activity log is written by a child process (gwctl.activity.child)
+(benchmarks/README.md). The proxy
 adds no routing or catalog rule of its own: every request goes through
 :func:`gwctl.core.decision.decide`, and the answer for a rejected request is
 the decision's own error body.
@@ -19,24 +21,19 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from decimal import Decimal
 from pathlib import Path
 from typing import Mapping
 
 import orjson
-from aiohttp import web
-from aiohttp.web_server import Server
-from multidict import CIMultiDict
 
-from gwctl.activity import ActivityRecord, BatchWriter
+from gwctl.activity.child import ChildWriter
 from gwctl.core import keys as gwkeys
 from gwctl.core.decision import Decision, decide
 from gwctl.core.model import Snapshot
-from gwctl.core.prices import format_usd
-from gwctl.core.pricing import Usage, price
+from gwctl.core.pricing import Usage
 from gwctl.errors import GwctlError
 from gwctl.proxy.client import UpstreamError, UpstreamPool, UpstreamTimeout
+from gwctl.proxy.http import HttpServer, Reply, Request
 from gwctl.proxy.meter import StreamMeter, usage_from_body
 from gwctl.store.file import load
 from gwctl.store.secrets import auth_headers
@@ -48,7 +45,7 @@ POST_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddin
 _DROP_REQUEST = frozenset({
     "host", "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
     "te", "trailer", "transfer-encoding", "upgrade", "content-length", "authorization", "x-api-key",
-    "api-key", "accept-encoding", "x-gwctl-agent", "cookie",
+    "api-key", "accept-encoding", "content-type", "x-gwctl-agent", "cookie",
 })
 _DROP_RESPONSE = frozenset({
     "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
@@ -72,9 +69,9 @@ class ProxyConfig:
     access_log: bool = False
 
 
-def _error(status: int, message: str, etype: str, code: str | None, request_id: str, param: str | None = None) -> web.Response:
+def _error(status: int, message: str, etype: str, code: str | None, request_id: str, param: str | None = None) -> Reply:
     body = orjson.dumps({"error": {"message": message, "type": etype, "code": code, "param": param}})
-    return web.Response(status=status, body=body, content_type="application/json", headers={REQUEST_ID_HEADER: request_id})
+    return Reply(status, body, [(REQUEST_ID_HEADER, request_id)])
 
 
 class Gateway:
@@ -97,8 +94,9 @@ class Gateway:
 
     async def open(self) -> None:
         self.pool = UpstreamPool()
-        if self.config.activity_dsn:
-            self.writer = BatchWriter(self.config.activity_dsn)
+        if self.config.activity_dsn or self.config.access_log:
+            self.writer = ChildWriter(self.config.activity_dsn, access_log=self.config.access_log)
+            await self.writer.start()
         self._reload_task = asyncio.create_task(self._reload_loop())
 
     async def drain(self, timeout: float) -> bool:
@@ -116,7 +114,7 @@ class Gateway:
         if self.pool:
             await self.pool.close()
         if self.writer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.writer.close, 10.0)
+            await self.writer.close()
 
     # --- hot reload ----------------------------------------------------------
 
@@ -151,7 +149,7 @@ class Gateway:
 
     # --- requests ------------------------------------------------------------
 
-    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def handle(self, request: Request) -> Reply | None:
         self.inflight += 1
         self._idle.clear()
         try:
@@ -161,17 +159,17 @@ class Gateway:
             if self.inflight == 0:
                 self._idle.set()
 
-    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def _handle(self, request: Request) -> Reply | None:
         start = time.perf_counter()
         rid = new_request_id()
         path = request.path
         method = request.method
         if path == "/healthz" and method in ("GET", "HEAD"):
-            return web.Response(body=b'{"status":"ok"}', content_type="application/json", headers={REQUEST_ID_HEADER: rid})
+            return Reply(200, b'{"status":"ok"}', [(REQUEST_ID_HEADER, rid)])
         snap = self.snapshot
         key_name = None
         if not self.config.no_auth:
-            presented = gwkeys.from_headers(request.headers.get("Authorization"), request.headers.get("x-api-key"))
+            presented = gwkeys.from_headers(request.headers.get("authorization"), request.headers.get("x-api-key"))
             key_name = gwkeys.verify(snap.keys, presented, snap.keys_by_hash)
             if key_name is None:
                 msg = "missing gateway key: send Authorization: Bearer <key> or x-api-key: <key>" if not presented else "invalid gateway key"
@@ -182,47 +180,43 @@ class Gateway:
             return _error(404, f"no such endpoint: {method} {path}", "invalid_request_error", "unknown_endpoint", rid)
         if method != "POST":
             return _error(405, f"{path} takes POST", "invalid_request_error", "method_not_allowed", rid)
-        limit = self.config.body_limit
-        try:
-            raw = await _read_limited(request, limit)
-        except _TooLarge:
-            return self._log_error(413, f"the request body is over the {limit}-byte limit", "body_too_large",
-                                   rid, key_name, request, path, start)
+        if request.too_large:
+            return self._log_error(413, f"the request body is over the {self.config.body_limit}-byte limit",
+                                   "body_too_large", rid, key_name, request, path, start)
+        raw = request.body
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             return self._log_error(400, "the request body is not valid JSON", "invalid_json", rid, key_name, request, path, start)
         if not isinstance(body, dict):
             return self._log_error(400, "the request body must be a JSON object", "invalid_json", rid, key_name, request, path, start)
-        agent = request.headers.get("X-Gwctl-Agent")
-        full_path = path + (("?" + request.query_string) if request.query_string else "")
+        agent = request.headers.get("x-gwctl-agent")
+        full_path = path + (("?" + request.query) if request.query else "")
         if len(raw) > LARGE_BODY:
             # a big prompt takes a while to estimate: let the loop keep serving the others meanwhile
             d = await asyncio.get_running_loop().run_in_executor(None, decide, snap, agent, full_path, body, False)
         else:
             d = decide(snap, agent, full_path, body, estimate=False)
         if not d.forwarded:
-            resp = web.Response(status=d.status, body=orjson.dumps(d.error_body()), content_type="application/json",
-                                headers={REQUEST_ID_HEADER: rid})
+            resp = Reply(d.status, orjson.dumps(d.error_body()), [(REQUEST_ID_HEADER, rid)])
             self._record(rid, key_name, d, path, d.status, start, None, d.rule, d.message)
             return resp
         return await self._forward(request, d, body, raw, rid, key_name, start, snap)
 
-    def _models(self, snap: Snapshot, rid: str) -> web.Response:
+    def _models(self, snap: Snapshot, rid: str) -> Reply:
         data = [
             {"id": f"{s.name}/{m}", "object": "model", "created": 0, "owned_by": s.name}
             for s in snap.sources.values() for m, on in s.models.items() if on
         ]
-        return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json",
-                            headers={REQUEST_ID_HEADER: rid})
+        return Reply(200, orjson.dumps({"object": "list", "data": data}), [(REQUEST_ID_HEADER, rid)])
 
-    def _log_error(self, status, message, code, rid, key_name, request, path, start) -> web.Response:
-        self._write(rid, key_name, request.headers.get("X-Gwctl-Agent"), "rejected", None, None, None, path, status,
-                    (time.perf_counter() - start) * 1000, None, None, code, message, False)
+    def _log_error(self, status, message, code, rid, key_name, request, path, start) -> Reply:
+        self._write(rid, key_name, request.headers.get("x-gwctl-agent"), "rejected", None, None, None, path, status,
+                    start, None, None, None, code, message, False)
         return _error(status, message, "invalid_request_error", code, rid)
 
-    def _upstream_headers(self, request: web.BaseRequest, d: Decision, snap: Snapshot) -> dict[str, str]:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
+    def _upstream_headers(self, request: Request, d: Decision, snap: Snapshot) -> dict[str, str]:
+        headers = {k: v for k, v in request.raw_headers if k.lower() not in _DROP_REQUEST}
         headers["Accept-Encoding"] = "identity"
         headers["Content-Type"] = "application/json"
         lowered = {k.lower(): k for k in headers}
@@ -235,7 +229,7 @@ class Gateway:
         headers.update(auth_headers(src, self.environ))
         return headers
 
-    async def _forward(self, request, d: Decision, body: dict, raw: bytes, rid, key_name, start, snap) -> web.StreamResponse:
+    async def _forward(self, request: Request, d: Decision, body: dict, raw: bytes, rid, key_name, start, snap) -> Reply | None:
         feats = d.features
         api = feats.api if feats else "other"
         stream = bool(feats and feats.stream)
@@ -265,8 +259,8 @@ class Gateway:
         except (UpstreamError, ValueError) as exc:
             return self._upstream_failed(502, "upstream_unreachable", f"source {d.source} is unreachable ({_why(exc)})", rid, key_name, d, request, start, stream)
         try:
-            out_headers = CIMultiDict((k, v) for k, v in upstream.headers if k.lower() not in _DROP_RESPONSE)
-            out_headers[REQUEST_ID_HEADER] = rid
+            out_headers = [(k, v) for k, v in upstream.headers if k.lower() not in _DROP_RESPONSE]
+            out_headers.append((REQUEST_ID_HEADER, rid))
             if (upstream.header("content-type") or "").startswith("text/event-stream"):
                 return await self._relay_stream(request, upstream, out_headers, d, api, strip_usage, rid, key_name, start)
             try:
@@ -278,7 +272,7 @@ class Gateway:
             usage = usage_from_body(api, data) if upstream.status < 400 else None
             self._record(rid, key_name, d, request.path, upstream.status, start, usage,
                          None, None if upstream.status < 400 else f"upstream answered {upstream.status}", stream)
-            return web.Response(status=upstream.status, body=data, headers=out_headers)
+            return Reply(upstream.status, data, out_headers, content_type=None)
         except BaseException:
             upstream.abort()
             raise
@@ -286,8 +280,7 @@ class Gateway:
             upstream.release()
 
     async def _relay_stream(self, request, upstream, out_headers, d, api, strip_usage, rid, key_name, start):
-        resp = web.StreamResponse(status=upstream.status, headers=out_headers)
-        await resp.prepare(request)
+        resp = request.start_stream(upstream.status, out_headers)
         meter = StreamMeter(api, strip_usage_chunk=strip_usage)
         error = None
         status = upstream.status
@@ -299,7 +292,7 @@ class Gateway:
             tail = meter.finish()
             if tail:
                 await resp.write(tail)
-            await resp.write_eof()
+            resp.end()
         except (ConnectionResetError, asyncio.CancelledError):
             error = "client disconnected"
             status = 499
@@ -311,9 +304,9 @@ class Gateway:
         except UpstreamError as exc:
             error, status = f"upstream broke the stream ({_why(exc)})", 502
         self._record(rid, key_name, d, request.path, status, start, meter.usage(), None, error, True)
-        return resp
+        return None
 
-    def _upstream_failed(self, status, code, message, rid, key_name, d, request, start, stream) -> web.Response:
+    def _upstream_failed(self, status, code, message, rid, key_name, d, request, start, stream) -> Reply:
         log.warning("%s %s: %s", rid, request.path, message)
         self._record(rid, key_name, d, request.path, status, start, None, code, message, stream, kind="error")
         return _error(status, message, "api_error", code, rid)
@@ -321,46 +314,24 @@ class Gateway:
     # --- activity --------------------------------------------------------------
 
     def _record(self, rid, key_name, d: Decision, path, status, start, usage: Usage | None, rule, error, stream=False, kind=None):
-        """Log one request; the pricing and the record are built after the response has gone out."""
-        latency = (time.perf_counter() - start) * 1000
-        asyncio.get_running_loop().call_soon(self._record_now, rid, key_name, d, path, status, latency, usage, rule,
-                                             error, stream, kind)
-
-    def _record_now(self, rid, key_name, d: Decision, path, status, latency, usage, rule, error, stream, kind):
-        cost = None
-        if d.forwarded and usage is not None and d.entry is not None:
-            c = price(d.entry, usage, d.catalog_ref or "")
-            cost = None if c.total is None else Decimal(format_usd(c.total))  # exact, without trailing zeros
+        """Log one request: the facts go to the writer process, which prices them (off this core)."""
         self._write(rid, key_name, d.agent, kind or d.kind, d.source, d.client_model, d.upstream_model, path, status,
-                    latency, usage, cost, rule, error, stream)
+                    start, usage, d.entry if d.forwarded else None, d.catalog_ref, rule, error, stream)
 
-    def _write(self, rid, key_name, agent, kind, source, model, upstream_model, path, status, latency, usage, cost, rule, error, stream):
-        if self.config.access_log:
-            sys.stderr.write(f"{datetime.now(timezone.utc).isoformat(timespec='milliseconds')} {rid} {status} {path} "
-                             f"agent={agent or '-'} model={model or '-'} {kind} {latency:.1f}ms"
-                             f"{' cost=' + str(cost) if cost is not None else ''}{' rule=' + rule if rule else ''}\n")
-        if self.writer is None:
-            return
-        try:
-            rec = ActivityRecord(
-                time=datetime.now(timezone.utc), request_id=rid, key_name=key_name, agent=agent, route_kind=kind,
-                source=source, model=model, upstream_model=upstream_model, path=path, status=status, latency_ms=latency,
-                usage=_usage_map(usage), cost=cost, rule=rule, stream=stream, error=error,
-            )
-        except (TypeError, ValueError):  # pragma: no cover - a bug, never a client's fault
-            log.exception("could not build an activity record")
-            return
-        self.writer.submit(rec)
+    def _write(self, rid, key_name, agent, kind, source, model, upstream_model, path, status, start, usage, entry, ref,
+               rule, error, stream):
+        if self.writer is not None:
+            self.writer.submit((time.time(), rid, key_name, agent, kind, source, model, upstream_model, path, status,
+                                (time.perf_counter() - start) * 1000, usage, entry, ref, rule, error, stream))
+
+
+def _internal_error(request: Request, exc: BaseException) -> Reply:
+    rid = new_request_id()
+    return _error(500, f"internal error in the gateway ({exc.__class__.__name__}); see its log", "api_error", "internal_error", rid)
 
 
 def _why(exc: BaseException) -> str:
     return getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
-
-
-def _usage_map(usage: Usage | None) -> dict[str, int]:
-    if usage is None:
-        return {}
-    return {k: v for k, v in vars(usage).items() if v and k != "requests"}
 
 
 _ID_PREFIX = secrets.token_hex(4)
@@ -377,25 +348,6 @@ def _reseed_request_ids() -> None:
 def new_request_id() -> str:
     """Unique per process run and cheap: a random prefix and a counter (16 hex digits)."""
     return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"
-
-
-class _TooLarge(Exception):
-    pass
-
-
-async def _read_limited(request: web.BaseRequest, limit: int) -> bytes:
-    """The whole body, or _TooLarge as soon as it is known to exceed ``limit`` (before reading, when declared)."""
-    if request.content_length is not None:
-        if request.content_length > limit:
-            raise _TooLarge()
-        return await request.read()
-    chunks, size = [], 0
-    async for chunk in request.content.iter_any():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge()
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 # --- serving --------------------------------------------------------------
@@ -415,13 +367,7 @@ async def serve(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, s
     gateway = Gateway(config, snapshot)
     await gateway.open()
     loop = asyncio.get_running_loop()
-    limit = config.body_limit + 1
-
-    def request_factory(message, payload, protocol, writer, task):
-        return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=limit)
-
-    server = Server(gateway.handle, loop=loop, access_log=None, keepalive_timeout=75, handler_cancellation=True,
-                    request_factory=request_factory)
+    server = HttpServer(gateway.handle, body_limit=config.body_limit, keepalive_timeout=75.0, on_error=_internal_error)
     if sock is not None:
         srv = await loop.create_server(server, sock=sock, backlog=1024)
     else:
@@ -437,6 +383,7 @@ async def serve(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, s
     await stop.wait()
     log.info("shutting down: no new connections; waiting up to %.0fs for %d in-flight requests", config.grace_period, gateway.inflight)
     srv.close()
+    server.closing = True  # answers from now on say Connection: close
     drained = await gateway.drain(config.grace_period)
     if not drained:
         log.warning("grace period over with %d requests still running", gateway.inflight)

@@ -1,0 +1,220 @@
+"""The proxy's activity writer, in a child process of its own.
+
+Writing the log in a thread of the proxy's process cost the proxy about as
+much CPU as everything else it does per request (benchmarks/README.md): the
+thread and the event loop took turns on one GIL for every row. So each proxy
+worker starts one child (``python -m gwctl.activity.child``) and hands it the
+raw facts of each request: :meth:`ChildWriter.submit` appends a tuple
+(:data:`ROW_FIELDS`) to a list, and every ``batch_rows`` rows or
+``flush_interval`` seconds the list goes down the child's stdin as one pickled
+frame, without blocking the event loop. The child prices the usage (exact
+Decimals, at the catalog entry the request was decided with), builds the
+:class:`~gwctl.activity.record.ActivityRecord` and writes through a
+:class:`~gwctl.activity.writer.BatchWriter` with its retry and drop policy.
+
+The child ignores SIGINT and SIGTERM (a Ctrl-C or a service manager signals
+the whole process group): it stops when its stdin closes, after writing what
+it was sent, so the parent's drain decides when logging ends, and a parent
+that dies still gets its rows written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import signal
+import struct
+import sys
+import time
+from datetime import datetime, timezone
+from decimal import Decimal
+
+from gwctl.activity.dsn import parse_dsn
+from gwctl.activity.record import ActivityRecord
+from gwctl.core.prices import format_usd
+from gwctl.core.pricing import price
+
+log = logging.getLogger("gwctl.activity")
+
+ROW_FIELDS = (
+    "time", "request_id", "key_name", "agent", "route_kind", "source", "model", "upstream_model", "path", "status",
+    "latency_ms", "usage", "entry", "catalog_ref", "rule", "error", "stream",
+)
+"""One submitted row, in order. ``time`` is epoch seconds, ``usage`` a
+:class:`~gwctl.core.pricing.Usage` or None, ``entry`` the
+:class:`~gwctl.core.model.CatalogEntry` to price at (None: unbilled)."""
+
+_FRAME = struct.Struct(">I")
+_WARN_EVERY_S = 10.0
+
+
+class ChildWriter:
+    """The parent's side: batch rows in the event loop, ship them to the child."""
+
+    def __init__(self, dsn: str | None, *, access_log: bool = False, batch_rows: int = 256,
+                 flush_interval: float = 0.05, max_buffer: int = 64 * 1024 * 1024, close_timeout: float = 10.0):
+        if dsn is None and not access_log:
+            raise ValueError("ChildWriter needs an activity DSN, an access log, or both")
+        if dsn is not None:
+            parse_dsn(dsn)  # a malformed DSN fails here, at startup
+        self.dsn = dsn
+        self.access_log = access_log
+        self.batch_rows = batch_rows
+        self.flush_interval = flush_interval
+        self.max_buffer = max_buffer
+        self.close_timeout = close_timeout
+        self.submitted = 0
+        self.dropped = 0
+        self._rows: list[tuple] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._closed = False
+        self._last_warn = 0.0
+
+    async def start(self) -> None:
+        args = [sys.executable, "-m", "gwctl.activity.child", "--close-timeout", str(self.close_timeout)]
+        if self.dsn is not None:
+            args += ["--dsn", self.dsn]
+        if self.access_log:
+            args.append("--access-log")
+        self._proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.PIPE)
+
+    def submit(self, row: tuple) -> None:
+        """Queue one row (see :data:`ROW_FIELDS`); never blocks, never raises."""
+        if self._closed:
+            self.dropped += 1
+            return
+        self.submitted += 1
+        rows = self._rows
+        rows.append(row)
+        if len(rows) >= self.batch_rows:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self.flush)
+
+    def flush(self) -> None:
+        """Send what is queued to the child now."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        rows, self._rows = self._rows, []
+        if not rows:
+            return
+        proc = self._proc
+        try:
+            if proc is None or proc.returncode is not None or proc.stdin is None or proc.stdin.is_closing():
+                raise ConnectionError(f"the activity writer process is not running (exit code {proc and proc.returncode})")
+            if proc.stdin.transport.get_write_buffer_size() > self.max_buffer:
+                raise BufferError(f"the activity writer process is {self.max_buffer} bytes behind")
+            data = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+            proc.stdin.write(_FRAME.pack(len(data)) + data)
+        except Exception as exc:  # never raise into a request
+            self.dropped += len(rows)
+            now = time.monotonic()
+            if now - self._last_warn >= _WARN_EVERY_S:
+                self._last_warn = now
+                log.error("dropped %d activity row(s): %s (%d dropped in total)", len(rows), exc, self.dropped)
+
+    async def close(self, timeout: float | None = None) -> bool:
+        """Send the rest, close the child's stdin and wait for it to write everything; True when it did."""
+        self.flush()
+        self._closed = True
+        proc = self._proc
+        if proc is None:
+            return self.dropped == 0
+        timeout = self.close_timeout + 5.0 if timeout is None else timeout
+        try:
+            if proc.stdin is not None and not proc.stdin.is_closing():
+                try:
+                    await asyncio.wait_for(proc.stdin.drain(), timeout)
+                except (ConnectionError, asyncio.TimeoutError):
+                    pass
+                proc.stdin.close()
+            code = await asyncio.wait_for(proc.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.error("the activity writer process did not finish in %.0fs; stopping it", timeout)
+            proc.kill()
+            await proc.wait()
+            return False
+        if code != 0:
+            log.error("the activity writer process exited with code %s", code)
+        return code == 0 and self.dropped == 0
+
+
+def record_from_row(row: tuple) -> ActivityRecord:
+    """The ActivityRecord for one submitted row: the cost is priced here, exactly."""
+    (t, rid, key_name, agent, kind, source, model, upstream_model, path, status, latency, usage, entry, ref,
+     rule, error, stream) = row
+    cost = None
+    if entry is not None and usage is not None:
+        c = price(entry, usage, ref or "")
+        cost = None if c.total is None else Decimal(format_usd(c.total))  # exact, without trailing zeros
+    usage_map = {} if usage is None else {k: v for k, v in vars(usage).items() if v and k != "requests"}
+    return ActivityRecord(
+        time=datetime.fromtimestamp(t, timezone.utc), request_id=rid, key_name=key_name, agent=agent,
+        route_kind=kind, source=source, model=model, upstream_model=upstream_model, path=path, status=status,
+        latency_ms=latency, usage=usage_map, cost=cost, rule=rule, stream=stream, error=error,
+    )
+
+
+def access_line(rec: ActivityRecord) -> str:
+    return (f"{rec.time.isoformat(timespec='milliseconds')} {rec.request_id} {rec.status} {rec.path} "
+            f"agent={rec.agent or '-'} model={rec.model or '-'} {rec.route_kind} {rec.latency_ms:.1f}ms"
+            f"{' cost=' + str(rec.cost) if rec.cost is not None else ''}{' rule=' + rec.rule if rec.rule else ''}\n")
+
+
+def _read_exact(stream, n: int) -> bytes | None:
+    buf = b""
+    while len(buf) < n:
+        piece = stream.read(n - len(buf))
+        if not piece:
+            return None
+        buf += piece
+    return buf
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The child: read frames from stdin until EOF, write them, exit 0 when all were written."""
+    import argparse
+
+    from gwctl.activity.writer import BatchWriter
+
+    ap = argparse.ArgumentParser(prog="python -m gwctl.activity.child")
+    ap.add_argument("--dsn")
+    ap.add_argument("--access-log", action="store_true")
+    ap.add_argument("--close-timeout", type=float, default=10.0)
+    args = ap.parse_args(argv)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    writer = BatchWriter(args.dsn, flush_interval=0.05) if args.dsn else None
+    stdin = sys.stdin.buffer
+    bad = 0
+    while True:
+        head = _read_exact(stdin, _FRAME.size)
+        if head is None:
+            break
+        data = _read_exact(stdin, _FRAME.unpack(head)[0])
+        if data is None:
+            log.error("the proxy closed the activity pipe in the middle of a batch")
+            break
+        for row in pickle.loads(data):
+            try:
+                rec = record_from_row(row)
+            except Exception:  # a bug, never a client's fault: keep the others
+                bad += 1
+                log.exception("could not build an activity record")
+                continue
+            if args.access_log:
+                sys.stderr.write(access_line(rec))
+            if writer is not None:
+                writer.submit(rec)
+        if args.access_log:
+            sys.stderr.flush()
+    ok = writer.close(args.close_timeout) if writer is not None else True
+    return 0 if ok and not bad else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
