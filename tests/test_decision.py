@@ -182,3 +182,37 @@ def test_credentials_never_mix_between_routes(store, agent, model, path):
 def test_bad_client_path_is_a_rejection_not_a_crash():
     d = decide(BASE, None, "v1/chat/completions", body("customer-alias"))
     assert d.kind == "rejected" and d.rule == "invalid_path"
+
+
+def _context_snap(context_size, max_output=None):
+    entry = CatalogEntry(source="m", model_id="llama", context_size=context_size, max_output=max_output,
+                         prices=MP({"input": Decimal("1e-6")}))
+    return snap([src("m")], catalog=[entry])
+
+
+def test_a_body_small_enough_skips_the_prompt_estimate():
+    import json
+
+    b = body("m/llama", max_tokens=100)
+    size = len(json.dumps(b, separators=(",", ":")))
+    d = decide(_context_snap(100_000), None, CHAT, b, estimate=False, body_bytes=size)
+    check = next(c for c in d.checks if c.rule == "context_size")
+    assert d.kind == "managed" and check.passed and "by its size" in check.message
+    assert d.features.prompt_tokens_estimate is None and d.features.prompt_tokens_ceiling == 6 * size
+    # a context too small for the ceiling: the estimate is made, as without a size
+    d = decide(_context_snap(6 * size), None, CHAT, b, estimate=False, body_bytes=size)
+    assert d.features.prompt_tokens_estimate is not None and d.kind == "managed"
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=400), budget=st.none() | st.integers(0, 3000),
+       context=st.integers(1, 4000), max_output=st.none() | st.integers(1, 3000))
+def test_the_size_shortcut_never_changes_the_outcome(text, budget, context, max_output):
+    import json
+
+    extra = {} if budget is None else {"max_tokens": budget}
+    b = {"model": "m/llama", "messages": [{"role": "user", "content": text}], **extra}
+    s = _context_snap(context, max_output)
+    full = decide(s, None, CHAT, b, estimate=True)
+    fast = decide(s, None, CHAT, b, estimate=False, body_bytes=len(json.dumps(b, separators=(",", ":"), ensure_ascii=False).encode()))
+    assert (fast.kind, fast.status, fast.rule, fast.param) == (full.kind, full.status, full.rule, full.param)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gwctl.core.tokens import IMAGE_TOKENS, MESSAGE_OVERHEAD, estimate_prompt_tokens, estimate_text_tokens
+from gwctl.core.tokens import IMAGE_TOKENS, MESSAGE_OVERHEAD, estimate_prompt_tokens, estimate_text_tokens, prompt_tokens_ceiling
 
 # (text, the smallest exact count among cl100k_base, o200k_base, llama3 and qwen3),
 # measured with quicktok-v1 (see benchmarks/token_estimate.py). The estimate must
@@ -244,3 +244,36 @@ def test_junk_bodies_never_raise(api, body):
     # and never more than the whole body's characters plus per-item constants
     size = len(json.dumps(body))
     assert n <= size * (IMAGE_TOKENS + MESSAGE_OVERHEAD)
+
+
+image_parts = st.sampled_from([{"type": "image_url"}, {"type": "image"}, {"type": "input_image"},
+                               {"type": "computer_screenshot"}, {"type": "image_url", "image_url": {"url": "x"}}])
+content = st.one_of(st.text(max_size=30), st.lists(st.one_of(image_parts, st.text(max_size=10),
+                                                             st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=20)})),
+                                                   max_size=5))
+messages = st.lists(st.one_of(st.fixed_dictionaries({}), st.fixed_dictionaries({"content": content}),
+                              st.fixed_dictionaries({"role": st.just("user"), "content": content})), max_size=6)
+shaped_bodies = st.one_of(
+    bodies,
+    st.fixed_dictionaries({"messages": messages}),
+    st.fixed_dictionaries({"input": messages}),
+    st.fixed_dictionaries({"messages": messages, "system": content}),
+    st.fixed_dictionaries({"prompt": st.one_of(st.lists(st.integers(0, 9), max_size=20), st.text(max_size=40))}),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(api=st.sampled_from(["chat", "completions", "responses", "messages", "embeddings", "other"]), body=shaped_bodies)
+def test_the_size_ceiling_is_never_below_the_estimate(api, body):
+    # the proxy skips the estimate when the ceiling already fits the context: it must be a true upper bound
+    compact = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+    assert estimate_prompt_tokens(api, body) <= prompt_tokens_ceiling(len(compact))
+
+
+def test_the_ceiling_holds_for_the_densest_pieces():
+    for api, body in [("chat", {"messages": [{"content": [{"type": "image"}]}]}),
+                      ("responses", {"input": [{"content": [{"type": "input_image"}]}]}),
+                      ("messages", {"messages": [{}]}),
+                      ("completions", {"prompt": [1, 2, 3]})]:
+        compact = json.dumps(body, separators=(",", ":")).encode()
+        assert 0 < estimate_prompt_tokens(api, body) <= prompt_tokens_ceiling(len(compact)), api

@@ -151,15 +151,31 @@ def _max_output(ref: str, limit: int, feats: RequestFeatures) -> Check:
     )
 
 
+def _context_output(entry: CatalogEntry, feats: RequestFeatures) -> tuple[int, str]:
+    """The output tokens the context check adds to the prompt, and how to say where they come from."""
+    if feats.output_budget is not None:
+        return feats.output_budget, f"{feats.output_param} {feats.output_budget}"
+    if feats.api in _BUDGET_PARAM and entry.max_output is not None:
+        return entry.max_output, f"the entry's max output {entry.max_output} (no budget requested)"
+    return 0, ""
+
+
+def fits_context_by_size(entry: CatalogEntry, feats: RequestFeatures) -> bool:
+    """True when the body's size alone proves the context check passes, so no prompt estimate is needed."""
+    ceiling = feats.prompt_tokens_ceiling
+    if entry.context_size is None:
+        return True
+    return ceiling is not None and ceiling + _context_output(entry, feats)[0] <= entry.context_size
+
+
 def _context_size(ref: str, entry: CatalogEntry, feats: RequestFeatures) -> Check:
     limit = entry.context_size
+    output, output_text = _context_output(entry, feats)
     prompt = feats.prompt_tokens_estimate
-    if feats.output_budget is not None:
-        output, output_text = feats.output_budget, f"{feats.output_param} {feats.output_budget}"
-    elif feats.api in _BUDGET_PARAM and entry.max_output is not None:
-        output, output_text = entry.max_output, f"the entry's max output {entry.max_output} (no budget requested)"
-    else:
-        output, output_text = 0, ""
+    if prompt is None and fits_context_by_size(entry, feats):
+        total = feats.prompt_tokens_ceiling + output
+        return Check("context_size", True, f"a prompt of at most {feats.prompt_tokens_ceiling} tokens (by its size)"
+                     + (f" plus {output_text}" if output_text else "") + f" ({total}) fits {ref}'s context size of {limit}")
     total = prompt + output
     sizes = f"an estimated prompt of ~{prompt} tokens" + (f" plus {output_text}" if output_text else "")
     if total <= limit:

@@ -32,7 +32,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
-from gwctl.core.checks import Check, advisory_warnings, first_failure, run_checks
+from gwctl.core.checks import Check, advisory_warnings, first_failure, fits_context_by_size, run_checks
 from gwctl.core.model import CatalogEntry, Route, Secret, Snapshot, Source
 from gwctl.core.pricing import Cost, Usage, price
 from gwctl.core.request import RequestFeatures, features
@@ -122,14 +122,16 @@ def _estimate(entry: CatalogEntry | None, feats: RequestFeatures, ref: str) -> C
 
 
 def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, Any] | None,
-           estimate: bool = True) -> Decision:
+           estimate: bool = True, body_bytes: int | None = None) -> Decision:
     """Decide what happens to one request. Pure: no I/O, no environment.
 
     ``estimate=False`` (the proxy) skips the estimated cost, which only informs
     the dry-run; the prompt-size estimate is still made whenever a check needs
-    it, so the outcome is the same either way.
+    it, so the outcome is the same either way. ``body_bytes`` (the JSON
+    text's size) lets the context check pass without an estimate when the
+    size alone proves the prompt fits.
     """
-    feats = features(path, body, estimate_tokens=False)
+    feats = features(path, body, estimate_tokens=False, body_bytes=body_bytes)
     agent = agent.strip() if agent else None
     model = feats.model
     base = {"agent": agent or None, "path": path, "client_model": model, "matched_by": "none", "features": feats}
@@ -182,7 +184,7 @@ def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, 
 
     ref = f"{source.name}/{upstream_model}"
     entry = snapshot.catalog.get(ref)
-    if estimate or (entry is not None and entry.context_size is not None):
+    if estimate or (entry is not None and not passthrough and not fits_context_by_size(entry, feats)):
         feats = replace(feats, prompt_tokens_estimate=estimate_prompt_tokens(feats.api, body))
         base["features"] = feats
     try:

@@ -50,7 +50,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from gwctl.core.tokens import estimate_prompt_tokens
+from gwctl.core.tokens import estimate_prompt_tokens, prompt_tokens_ceiling
 
 APIS: tuple[str, ...] = ("chat", "completions", "responses", "messages", "embeddings", "other")
 
@@ -96,6 +96,7 @@ class RequestFeatures:
     uses_audio: bool
     params: frozenset[str]  # top-level keys of the body
     prompt_tokens_estimate: int | None  # None: not computed (see features(estimate_tokens=...))
+    prompt_tokens_ceiling: int | None = None  # an upper bound from the body's size, when it is known
 
 
 def api_for_path(path: str) -> str:
@@ -109,11 +110,13 @@ def api_for_path(path: str) -> str:
     return "other"
 
 
-def features(path: str, body: Mapping | None, estimate_tokens: bool = True) -> RequestFeatures:
+def features(path: str, body: Mapping | None, estimate_tokens: bool = True,
+             body_bytes: int | None = None) -> RequestFeatures:
     """Read what a request uses from its path and parsed JSON body (rules in the module docstring).
 
     ``estimate_tokens=False`` skips the prompt estimate (the costliest part) for
     callers that fill it in only when a check needs it (the decision does).
+    ``body_bytes``, the size of the JSON text, gives ``prompt_tokens_ceiling``.
     """
     api = api_for_path(path)
     if not isinstance(body, dict):
@@ -134,6 +137,7 @@ def features(path: str, body: Mapping | None, estimate_tokens: bool = True) -> R
         uses_audio=bool(part_types & _AUDIO_PARTS.get(api, frozenset())) or _asks_audio_output(api, body),
         params=frozenset(k for k in body if isinstance(k, str)),
         prompt_tokens_estimate=estimate_prompt_tokens(api, body) if estimate_tokens else None,
+        prompt_tokens_ceiling=None if body_bytes is None else prompt_tokens_ceiling(body_bytes),
     )
 
 

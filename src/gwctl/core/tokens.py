@@ -63,6 +63,8 @@ from typing import Any, Mapping
 
 IMAGE_TOKENS = 85
 """Tokens counted per image (OpenAI's low-detail image cost; a floor, not an average)."""
+CEILING_PER_BYTE = 6
+"""No body's estimate exceeds this many tokens per byte of its JSON text (see :func:`prompt_tokens_ceiling`)."""
 MESSAGE_OVERHEAD = 3
 """Tokens per chat message for its role and delimiters (OpenAI documents 3; Llama 3 and Qwen templates use more)."""
 # Characters per token assumed for each kind of text; calibrated with
@@ -284,3 +286,16 @@ def _blocks(content: Any, depth: int = 0) -> int:
         else:
             total += _text(block.get("text")) + _text(block.get("thinking"))
     return total
+
+
+def prompt_tokens_ceiling(body_bytes: int) -> int:
+    """An upper bound on :func:`estimate_prompt_tokens` from the JSON body's size alone, at no cost.
+
+    Every counted piece stays under :data:`CEILING_PER_BYTE` tokens per byte of
+    the JSON that carries it: a string counts at most one token per character
+    and takes at least a byte per character; a token id takes at least a
+    byte; a message's overhead (3) needs at least ``{}``; an image
+    (85 tokens) needs at least ``{"type":"image"}`` (16 bytes). So a request
+    whose ceiling plus output fits the context needs no estimate at all.
+    """
+    return CEILING_PER_BYTE * max(0, body_bytes)

@@ -194,9 +194,9 @@ class Gateway:
         full_path = path + (("?" + request.query) if request.query else "")
         if len(raw) > LARGE_BODY:
             # a big prompt takes a while to estimate: let the loop keep serving the others meanwhile
-            d = await asyncio.get_running_loop().run_in_executor(None, decide, snap, agent, full_path, body, False)
+            d = await asyncio.get_running_loop().run_in_executor(None, decide, snap, agent, full_path, body, False, len(raw))
         else:
-            d = decide(snap, agent, full_path, body, estimate=False)
+            d = decide(snap, agent, full_path, body, estimate=False, body_bytes=len(raw))
         if not d.forwarded:
             resp = Reply(d.status, orjson.dumps(d.error_body()), [(REQUEST_ID_HEADER, rid)])
             self._record(rid, key_name, d, path, d.status, start, None, d.rule, d.message)
