@@ -89,7 +89,7 @@ class Stream:
         self._conn = conn
         self._request = request
         self._chunked = not request.http10
-        if not self._chunked:
+        if not self._chunked or conn.server.closing or conn._broken:
             request.keep_alive = False
         framing = b"Transfer-Encoding: chunked\r\n" if self._chunked else b""
         conn.write(_head(status, headers, request.keep_alive) + framing + b"\r\n")
@@ -122,13 +122,15 @@ def _date() -> bytes:
     return _date_cache[1]
 
 
-def _head(status: int, headers: Iterable[tuple[str, str]], keep_alive: bool) -> bytes:
+def _head(status: int, headers: Iterable[tuple[str, str]], keep_alive: bool, http10: bool = False) -> bytes:
     """Status line and headers, without the blank line that ends them."""
     parts = [b"HTTP/1.1 %d %s\r\nDate: %s\r\nServer: gwctl\r\n" % (status, _REASONS.get(status, "").encode(), _date())]
     for k, v in headers:
         parts.append(f"{k}: {v}\r\n".encode("latin-1", "replace"))
     if not keep_alive:
         parts.append(b"Connection: close\r\n")
+    elif http10:
+        parts.append(b"Connection: keep-alive\r\n")
     return b"".join(parts)
 
 
@@ -195,7 +197,9 @@ class HttpProtocol(asyncio.Protocol):
         self.queue: deque[Request] = deque()
         self.last_active = self.loop.time()
         self._reading_paused = False
+        self._read_used = 0  # bytes of this read taken by messages completed in it (roughly)
         self._broken = False  # a request after the current one could not be parsed: close after answering
+        self._continue_owed = False  # a 100 Continue held back until the answers before it are out
         self._reset()
 
     def _reset(self) -> None:
@@ -203,7 +207,8 @@ class HttpProtocol(asyncio.Protocol):
         self._headers: list[tuple[str, str]] = []
         self._body: list[bytes] = []
         self._size = 0
-        self._head_size = 0
+        self._head_size = 0  # bytes of the head parsed so far (url and complete headers)
+        self._partial = 0  # bytes read since then while the head stayed unfinished
         self._in_head = True
         self._skip = False  # the rest of this message is not read (too large: the connection closes)
 
@@ -236,18 +241,23 @@ class HttpProtocol(asyncio.Protocol):
         self.last_active = self.loop.time()
         if self._skip:
             return
+        # a head already unfinished before this read, and still after it, holds all of the read; one
+        # that began in this read holds what the messages completed in it did not use
+        unfinished = self._in_head and (self._url or self._headers)
+        self._read_used = 0
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._fail(400, "protocol upgrades are not supported")
+            if not self._skip:
+                self._fail(400, "protocol upgrades are not supported")
             return
         except httptools.HttpParserError as exc:
             if not self._skip:
                 self._fail(400, f"malformed HTTP request ({exc})")
             return
-        if self._in_head and not self._skip:  # a head still unfinished: count what it has taken so far
-            self._head_size += len(data)
-            if self._head_size > MAX_HEAD:
+        if self._in_head and not self._skip:
+            self._partial += len(data) if unfinished else max(0, len(data) - self._read_used - self._head_size)
+            if self._head_size + self._partial > MAX_HEAD:
                 self._fail(431, "the request head is over 64 KiB")
 
     # --- httptools callbacks ---------------------------------------------------------
@@ -257,13 +267,25 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
+        self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self._head_size += len(name) + len(value) + 4
+        self._partial = 0
 
     def on_headers_complete(self) -> None:
         self._in_head = False
+        self._read_used += self._head_size
+        if self._skip:
+            return
         parser = self.parser
+        if self._head_size > MAX_HEAD:
+            self._fail(431, "the request head is over 64 KiB")
+            return
+        if parser.should_upgrade():  # CONNECT, or Upgrade: the body would be skipped by the parser
+            self._fail(400, "protocol upgrades and CONNECT are not supported")
+            return
         length = None
         expect = False
         for k, v in self._headers:
@@ -275,10 +297,14 @@ class HttpProtocol(asyncio.Protocol):
         if length is not None and length > self.server.body_limit:
             self._dispatch(too_large=True)
             return
-        if expect and not self.closed:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if expect and parser.get_http_version() == "1.1" and not self.closed:  # HTTP/1.0 clients never wait for it
+            if self.task is None:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            else:
+                self._continue_owed = True  # after the answers still owed, to keep them in order
 
     def on_body(self, body: bytes) -> None:
+        self._read_used += len(body)
         if self._skip:
             return
         self._size += len(body)
@@ -330,8 +356,10 @@ class HttpProtocol(asyncio.Protocol):
                     return
                 log.exception("error while answering %s %s", req.method, req.path)
                 reply = self.server.on_error(req, exc) if self.server.on_error else Reply(500, b'{"error":{"message":"internal error"}}')
+            if not req.streaming:
+                req.keep_alive = req.keep_alive and not self._broken and not self.server.closing
             if reply is not None and not self.closed:
-                self.write(_head(reply.status, reply.headers, req.keep_alive)
+                self.write(_head(reply.status, reply.headers, req.keep_alive, req.http10)
                            + b"Content-Length: %d\r\n\r\n" % len(reply.body)
                            + (b"" if req.method == "HEAD" else reply.body))
             elif reply is None and not req.answered and not self.closed:
@@ -343,6 +371,9 @@ class HttpProtocol(asyncio.Protocol):
                 return
             if not self.queue:
                 self.task = None
+                if self._continue_owed:
+                    self._continue_owed = False
+                    self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 return
             req = self.queue.popleft()
             if self._reading_paused and len(self.queue) < MAX_PIPELINE // 2:
