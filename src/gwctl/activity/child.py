@@ -25,6 +25,7 @@ import logging
 import pickle
 import signal
 import struct
+import subprocess
 import sys
 import time
 from datetime import datetime, timezone
@@ -68,7 +69,8 @@ class ChildWriter:
         self.dropped = 0
         self._rows: list[tuple] = []
         self._timer: asyncio.TimerHandle | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: subprocess.Popen | None = None
+        self._pipe: asyncio.WriteTransport | None = None
         self._closed = False
         self._last_warn = 0.0
 
@@ -78,7 +80,11 @@ class ChildWriter:
             args += ["--dsn", self.dsn]
         if self.access_log:
             args.append("--access-log")
-        self._proc = await asyncio.create_subprocess_exec(*args, stdin=asyncio.subprocess.PIPE)
+        # subprocess rather than the loop's spawn: libuv (uvloop) resets signal dispositions in the child,
+        # and the child must ignore SIGINT/SIGTERM from its first instruction
+        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, preexec_fn=_ignore_stop_signals)
+        loop = asyncio.get_running_loop()
+        self._pipe, _ = await loop.connect_write_pipe(asyncio.Protocol, self._proc.stdin)
 
     def submit(self, row: tuple) -> None:
         """Queue one row (see :data:`ROW_FIELDS`); never blocks, never raises."""
@@ -101,14 +107,15 @@ class ChildWriter:
         rows, self._rows = self._rows, []
         if not rows:
             return
-        proc = self._proc
+        pipe = self._pipe
         try:
-            if proc is None or proc.returncode is not None or proc.stdin is None or proc.stdin.is_closing():
-                raise ConnectionError(f"the activity writer process is not running (exit code {proc and proc.returncode})")
-            if proc.stdin.transport.get_write_buffer_size() > self.max_buffer:
+            if pipe is None or pipe.is_closing() or self._proc.poll() is not None:
+                code = None if self._proc is None else self._proc.poll()
+                raise ConnectionError(f"the activity writer process is not running (exit code {code})")
+            if pipe.get_write_buffer_size() > self.max_buffer:
                 raise BufferError(f"the activity writer process is {self.max_buffer} bytes behind")
             data = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
-            proc.stdin.write(_FRAME.pack(len(data)) + data)
+            pipe.write(_FRAME.pack(len(data)) + data)
         except Exception as exc:  # never raise into a request
             self.dropped += len(rows)
             now = time.monotonic()
@@ -120,26 +127,30 @@ class ChildWriter:
         """Send the rest, close the child's stdin and wait for it to write everything; True when it did."""
         self.flush()
         self._closed = True
-        proc = self._proc
-        if proc is None:
+        proc, pipe = self._proc, self._pipe
+        if proc is None or pipe is None:
             return self.dropped == 0
-        timeout = self.close_timeout + 5.0 if timeout is None else timeout
-        try:
-            if proc.stdin is not None and not proc.stdin.is_closing():
-                try:
-                    await asyncio.wait_for(proc.stdin.drain(), timeout)
-                except (ConnectionError, asyncio.TimeoutError):
-                    pass
-                proc.stdin.close()
-            code = await asyncio.wait_for(proc.wait(), timeout)
-        except asyncio.TimeoutError:
-            log.error("the activity writer process did not finish in %.0fs; stopping it", timeout)
+        deadline = time.monotonic() + (self.close_timeout + 5.0 if timeout is None else timeout)
+        while not pipe.is_closing() and pipe.get_write_buffer_size() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        pipe.close()
+        while proc.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        code = proc.poll()
+        if code is None:
+            log.error("the activity writer process did not finish in time; stopping it")
             proc.kill()
-            await proc.wait()
+            proc.wait()
             return False
         if code != 0:
             log.error("the activity writer process exited with code %s", code)
         return code == 0 and self.dropped == 0
+
+
+def _ignore_stop_signals() -> None:
+    """In the child before exec: ignored dispositions survive exec, so no signal can beat main() to it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def record_from_row(row: tuple) -> ActivityRecord:

@@ -1,0 +1,164 @@
+"""The proxy's activity writer process (gwctl.activity.child), with a real child and a real SQLite file.
+
+The parent side runs on an event loop as in the proxy; the child is the real
+``python -m gwctl.activity.child``. What matters: every submitted row lands,
+priced exactly in the child at the entry it was decided with; close() waits
+for the child; the child outlives signals to the process group and a parent
+that dies; a dead child costs dropped rows, counted, never an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from decimal import Decimal
+from types import MappingProxyType as MP
+
+import pytest
+
+from gwctl.activity import open_log, sqlite_dsn
+from gwctl.activity.child import ChildWriter, record_from_row
+from gwctl.core.model import CatalogEntry
+from gwctl.core.pricing import Usage
+
+ENTRY = CatalogEntry("src", "m1", prices=MP({"input": Decimal("3e-6"), "output": Decimal("1.5e-5")}))
+
+
+def row(i: int, usage: Usage | None = Usage(input_tokens=1000, output_tokens=100), entry=ENTRY, status=200, kind="managed"):
+    return (time.time(), f"req{i:08d}", "ci", "triage/sub", kind, "src", "src/m1", "m1", "/v1/chat/completions",
+            status, 1.25, usage, entry, "src/m1", None, None, False)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_rows_are_priced_exactly_and_written_by_the_child(tmp_path):
+    dsn = sqlite_dsn(tmp_path / "a.db")
+
+    async def main():
+        w = ChildWriter(dsn, batch_rows=7, flush_interval=0.01)
+        await w.start()
+        for i in range(20):
+            w.submit(row(i))
+        w.submit(row(20, usage=None, entry=None, status=400, kind="rejected"))
+        w.submit(row(21, entry=None, kind="passthrough"))  # no catalog entry: unbilled, not zero
+        return await w.close(10), w
+
+    ok, w = run(main())
+    assert ok and w.submitted == 22 and w.dropped == 0
+    log = open_log(dsn, create=False)
+    recs = {r.request_id: r for r in log.list(limit=None)}
+    log.close()
+    assert len(recs) == 22
+    assert recs["req00000003"].cost == Decimal("0.0045")  # 1000 x 3e-6 + 100 x 1.5e-5, exact
+    assert recs["req00000003"].usage == {"input_tokens": 1000, "output_tokens": 100}
+    assert recs["req00000003"].agent == "triage/sub" and recs["req00000003"].key_name == "ci"
+    assert recs["req00000020"].cost is None and recs["req00000020"].route_kind == "rejected"
+    assert recs["req00000021"].cost is None and recs["req00000021"].usage == {"input_tokens": 1000, "output_tokens": 100}
+
+
+def test_record_from_row_prices_at_the_entry_it_carries():
+    cheap = CatalogEntry("src", "m1", prices=MP({"input": Decimal("1e-9")}))
+    rec = record_from_row(row(1, usage=Usage(input_tokens=7), entry=cheap))
+    assert rec.cost == Decimal("7E-9") and rec.time.tzinfo is not None
+
+
+def test_the_access_log_is_printed_by_the_child(tmp_path):
+    script = textwrap.dedent(f"""
+        import asyncio, sys, time
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_activity_child import row
+        from gwctl.activity.child import ChildWriter
+        async def main():
+            w = ChildWriter(None, access_log=True, flush_interval=0.01)
+            await w.start()
+            w.submit(row(5))
+            assert await w.close(10)
+        asyncio.run(main())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    line = next(ln for ln in out.stderr.splitlines() if "req00000005" in ln)
+    assert " 200 /v1/chat/completions agent=triage/sub model=src/m1 managed " in line and "cost=0.0045" in line
+
+
+def test_the_child_ignores_group_signals_and_writes_after_its_parent_is_killed(tmp_path):
+    """A Ctrl-C or a service manager signals the whole group; a SIGKILLed parent closes the pipe."""
+    dsn = sqlite_dsn(tmp_path / "a.db")
+    script = textwrap.dedent(f"""
+        import asyncio, os, sys, time
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_activity_child import row
+        from gwctl.activity.child import ChildWriter
+        async def main():
+            w = ChildWriter({dsn!r}, flush_interval=0.01)  # on uvloop, as in the proxy
+            await w.start()
+            print(w._proc.pid, flush=True)
+            for i in range(50):
+                w.submit(row(i))
+            w.flush()
+            while w._pipe.get_write_buffer_size():
+                await asyncio.sleep(0.01)
+            print("sent", flush=True)
+            await asyncio.sleep(60)
+        import uvloop
+        uvloop.run(main())
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        child_pid = int(parent.stdout.readline())
+        assert parent.stdout.readline().strip() == "sent"
+        os.kill(child_pid, signal.SIGTERM)
+        os.kill(child_pid, signal.SIGINT)
+        time.sleep(0.2)
+        os.kill(child_pid, 0)  # still alive
+        parent.kill()
+        parent.wait(10)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child_pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the child did not exit after its parent died")
+    finally:
+        parent.kill()
+    log = open_log(dsn, create=False)
+    try:
+        assert len(log.list(limit=None)) == 50
+    finally:
+        log.close()
+
+
+def test_a_dead_child_costs_counted_drops_never_an_exception(tmp_path, caplog):
+    dsn = sqlite_dsn(tmp_path / "a.db")
+
+    async def main():
+        w = ChildWriter(dsn, flush_interval=0.01)
+        await w.start()
+        w._proc.kill()
+        w._proc.wait()
+        for i in range(3):
+            w.submit(row(i))
+        w.flush()  # must not raise
+        ok = await w.close(5)
+        return ok, w
+
+    ok, w = run(main())
+    assert not ok and w.dropped == 3
+    assert "dropped 3 activity row(s)" in caplog.text
+
+
+def test_a_writer_needs_somewhere_to_write():
+    with pytest.raises(ValueError):
+        ChildWriter(None)
+    with pytest.raises(Exception):
+        ChildWriter("mysql://nope")
