@@ -499,6 +499,53 @@ async def rsgi_app(scope, proto) -> None:
     proxy.done(t0, status, None, tail)
 
 
+def serve_gwctl_stack(port: int, upstream: str) -> None:
+    """gwctl's own server protocol (gwctl.proxy.http) and upstream client
+    (gwctl.proxy.client) around the shared minimal request path: the floor
+    under `gwctl proxy`, which adds the real decision, metering and log."""
+    from gwctl.proxy.client import UpstreamPool
+    from gwctl.proxy.http import HttpServer, Reply
+
+    async def main() -> None:
+        proxy = Proxy("fast", upstream)  # its prepare/done; forwarding below uses gwctl's pool
+        pool = UpstreamPool()
+        allowed = frozenset(("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"))
+
+        async def handle(request):
+            t0 = time.perf_counter()
+            if request.method != "POST" or request.path not in allowed:
+                return Reply(404, error_body(404))
+            status, data, headers, stream = proxy.prepare(request.body, request.headers.get("authorization"))
+            if status != 200:
+                return Reply(status, error_body(status))
+            up = await pool.request("POST", upstream + request.path, list(headers.items()), data,
+                                    connect_timeout=5, read_timeout=60)
+            try:
+                ctype = up.header("content-type") or "application/json"
+                if not stream:
+                    payload = await up.read()
+                    proxy.done(t0, up.status, payload, None)
+                    return Reply(up.status, payload, content_type=ctype)
+                out = request.start_stream(up.status, [("Content-Type", ctype)])
+                tail = b""
+                async for chunk in up:
+                    await out.write(chunk)
+                    tail = (tail + chunk)[-4096:]
+                out.end()
+                proxy.done(t0, up.status, None, tail)
+                return None
+            finally:
+                up.release()
+
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(HttpServer(handle, body_limit=1 << 25), HOST, port)
+        await _wait_for_term()
+        server.close()
+        await pool.close()
+
+    _run(main(), True)
+
+
 def serve_uvicorn(port: int, upstream: str, client: str) -> None:
     import uvicorn
 
@@ -817,6 +864,7 @@ CANDIDATES = [
     Candidate("aiohttpll-aiohttp-uvloop", "aiohttp low-level server + aiohttp client, uvloop"),
     Candidate("aiohttpapp-fast-uvloop", "aiohttp app + lean pooled client, uvloop"),
     Candidate("aiohttpll-fast-uvloop", "aiohttp low-level server + lean pooled client, uvloop"),
+    Candidate("gwctlhttp-gwctl-uvloop", "gwctl's server protocol + gwctl's upstream client, uvloop"),
     Candidate("uvicorn-aiohttp", "uvicorn (httptools, uvloop) raw ASGI + aiohttp client", ("uvicorn", "httptools")),
     Candidate("uvicorn-fast", "uvicorn (httptools, uvloop) raw ASGI + lean client", ("uvicorn", "httptools")),
     Candidate("granianasgi-aiohttp", "granian ASGI (uvloop) + aiohttp client", ("granian",)),
@@ -1024,7 +1072,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="", help="write the rows to this file")
     args = ap.parse_args(argv)
     if args.cmd == "_proxy":
-        if args.stack.startswith("uvicorn-"):
+        if args.stack == "gwctlhttp-gwctl-uvloop":
+            serve_gwctl_stack(args.port, args.upstream)
+        elif args.stack.startswith("uvicorn-"):
             serve_uvicorn(args.port, args.upstream, args.stack.split("-")[1])
         else:
             server, client, loop = args.stack.split("-")

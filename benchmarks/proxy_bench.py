@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency-duration", type=float, default=4)
     ap.add_argument("--stream-requests", type=int, default=200)
     ap.add_argument("--no-litellm", action="store_true")
+    ap.add_argument("--no-floor", action="store_true", help="skip the logic-free floor proxy")
     ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = ap.parse_args(argv)
     if not shutil.which("wrk"):
@@ -74,6 +75,18 @@ def main(argv: list[str] | None = None) -> int:
         hs.REQUEST["model"] = hs.MODEL
         print("measuring direct …", file=sys.stderr)
         direct = hs.measure(up_port, "/v1/chat/completions", "Bearer " + hs.UPSTREAM_KEY, args, watch={"standin": standin.pid})
+        floor = None
+        if not args.no_floor:
+            # the same server protocol and upstream client with no product logic and no log: the floor
+            print("measuring the floor (gwctl's server + client, no decision, no log) …", file=sys.stderr)
+            fl_port = hs.free_port()
+            fl = procs.start([sys.executable, str(HERE / "http_stack.py"), "_proxy", "--stack", "gwctlhttp-gwctl-uvloop",
+                              "--port", str(fl_port), "--upstream", f"http://{hs.HOST}:{up_port}"], fl_port)
+            hs.REQUEST["model"] = "bench"
+            floor = hs.measure(fl_port, "/v1/chat/completions", "Bearer " + hs.GATEWAY_KEY, args, stream=False,
+                               watch={"floor": fl.pid})
+            hs.REQUEST["model"] = hs.MODEL
+            procs.stop(fl)
         lite = None
         if not args.no_litellm:
             print("measuring LiteLLM …", file=sys.stderr)
@@ -91,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'first SSE event of a stream (ms)':<44} {direct.first_chunk_ms:10.3f} {prox.first_chunk_ms:12.3f} "
           f"{'+%.3f' % (prox.first_chunk_ms - direct.first_chunk_ms):>12} {'<= +1':>10}")
     print(f"{'proxy CPU per request (us)':<44} {'':>10} {prox.extra['cpu_us']['proxy']:12.0f}")
+    if floor is not None:
+        print(f"{'floor (no decision, no log) req/s at 32 conn':<44} {'':>10} {floor.rps:12.0f} {floor.rps / direct.rps:11.0%}")
+        print(f"{'floor CPU per request (us)':<44} {'':>10} {floor.extra['cpu_us']['floor']:12.0f}")
     if lite is not None:
         mult = prox.rps / lite.rps
         print(f"{'LiteLLM proxy req/s at 32 connections':<44} {'':>10} {lite.rps:12.0f} {mult:11.1f}x {'>= 25x':>10}")
@@ -99,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"errors: proxy {prox.errors}, direct {direct.errors}")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "direct": vars(direct), "proxy": vars(prox), "litellm": None if lite is None else vars(lite), "ratio": ratio,
+            "direct": vars(direct), "proxy": vars(prox), "floor": None if floor is None else vars(floor), "litellm": None if lite is None else vars(lite), "ratio": ratio,
         }, default=str, indent=2))
     return 0
 

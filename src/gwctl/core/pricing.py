@@ -116,10 +116,12 @@ class Usage:
     requests: int = 1
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"usage {f.name} must be a non-negative whole number; got {value!r}")
+        for name in _USAGE_FIELDS:
+            value = getattr(self, name)
+            if type(value) is not int or value < 0:  # bool is not an int here
+                if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                    continue  # an int subclass is fine
+                raise ValueError(f"usage {name} must be a non-negative whole number; got {value!r}")
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -145,6 +147,9 @@ class Usage:
         if isinstance(other, int) and not isinstance(other, bool) and other == 0:
             return self
         return NotImplemented
+
+
+_USAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Usage))
 
 
 USAGE_KINDS: tuple[tuple[str, str], ...] = (

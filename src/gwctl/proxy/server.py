@@ -219,12 +219,13 @@ class Gateway:
         headers = {k: v for k, v in request.raw_headers if k.lower() not in _DROP_REQUEST}
         headers["Accept-Encoding"] = "identity"
         headers["Content-Type"] = "application/json"
-        lowered = {k.lower(): k for k in headers}
-        for k, v in d.static_headers.items():
-            old = lowered.get(k.lower())
-            if old:
-                del headers[old]
-            headers[k] = v
+        if d.static_headers:
+            lowered = {k.lower(): k for k in headers}
+            for k, v in d.static_headers.items():
+                old = lowered.get(k.lower())
+                if old:
+                    del headers[old]
+                headers[k] = v
         src = snap.sources[d.source]
         headers.update(auth_headers(src, self.environ))
         return headers
