@@ -165,7 +165,7 @@ def test_writer_reconnects_after_losing_its_connection(dsn, pg_server_dsn):
         for i in range(5):
             writer.submit(rec(request_id=f"before{i}"))
         assert writer.flush(10)
-        pid = writer._log._conn.info.backend_pid  # the writer thread's own connection
+        pid = writer._sink._log._conn.info.backend_pid  # the writer thread's own connection
         with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
             assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0] is True
         for i in range(5):

@@ -21,6 +21,7 @@ from gwctl.core.pricing import (
     Usage,
     detect_usage,
     price,
+    price_plan,
     usage_from_anthropic,
     usage_from_openai_chat,
     usage_from_responses,
@@ -460,3 +461,12 @@ def test_one_request_with_merged_tokens_saves_one_per_request_charge(entry, u1, 
     with localcontext(prec=1000):
         separate = price(entry, one_each[0]).total + price(entry, one_each[1]).total
         assert price(entry, merged).total == separate - per_request
+
+
+@settings(max_examples=300, deadline=None)
+@given(entries, usages)
+def test_the_plans_total_is_the_itemised_total(entry, usage):
+    """The proxy's log prices with PricePlan.total; it must equal the itemised bill to the last digit."""
+    plan = price_plan(entry)
+    assert plan.total(usage) == price(entry, usage).total
+    assert (plan.total(usage) is None) == (not entry.prices)

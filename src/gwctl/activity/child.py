@@ -10,7 +10,7 @@ raw facts of each request: :meth:`ChildWriter.submit` appends a tuple
 frame, without blocking the event loop. The child prices the usage (exact
 Decimals, at the catalog entry the request was decided with), builds the
 :class:`~gwctl.activity.record.ActivityRecord` and writes through a
-:class:`~gwctl.activity.writer.BatchWriter` with its retry and drop policy.
+:class:`~gwctl.activity.writer.LogSink` with the writer's retry policy.
 
 The child ignores SIGINT and SIGTERM (a Ctrl-C or a service manager signals
 the whole process group): it stops when its stdin closes, after writing what
@@ -34,7 +34,7 @@ from decimal import Decimal
 from gwctl.activity.dsn import parse_dsn
 from gwctl.activity.record import ActivityRecord
 from gwctl.core.prices import format_usd
-from gwctl.core.pricing import price
+from gwctl.core.pricing import price_plan
 
 log = logging.getLogger("gwctl.activity")
 
@@ -153,14 +153,24 @@ def _ignore_stop_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def record_from_row(row: tuple) -> ActivityRecord:
-    """The ActivityRecord for one submitted row: the cost is priced here, exactly."""
+def record_from_row(row: tuple, plans: dict | None = None) -> ActivityRecord:
+    """The ActivityRecord for one submitted row: the cost is priced here, exactly.
+
+    ``plans`` caches each catalog entry's :class:`~gwctl.core.pricing.PricePlan`
+    by object identity: pass one dict per unpickled batch, whose rows share
+    their entry objects (and keep them alive while the dict is used).
+    """
     (t, rid, key_name, agent, kind, source, model, upstream_model, path, status, latency, usage, entry, ref,
      rule, error, stream) = row
     cost = None
     if entry is not None and usage is not None:
-        c = price(entry, usage, ref or "")
-        cost = None if c.total is None else Decimal(format_usd(c.total))  # exact, without trailing zeros
+        plan = None if plans is None else plans.get(id(entry))
+        if plan is None:
+            plan = price_plan(entry, ref or "")
+            if plans is not None:
+                plans[id(entry)] = plan
+        total = plan.total(usage)
+        cost = None if total is None else Decimal(format_usd(total))  # exact, without trailing zeros
     usage_map = {} if usage is None else {k: v for k, v in vars(usage).items() if v and k != "requests"}
     return ActivityRecord(
         time=datetime.fromtimestamp(t, timezone.utc), request_id=rid, key_name=key_name, agent=agent,
@@ -186,22 +196,49 @@ def _read_exact(stream, n: int) -> bytes | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The child: read frames from stdin until EOF, write them, exit 0 when all were written."""
+    """The child: read frames from stdin until EOF, write them, exit 0 when all were written.
+
+    One thread: a frame is turned into records and written before the next is
+    read (a writer thread beside the reader cost more in GIL hand-offs than it
+    saved). While the database is unavailable the child retries with backoff
+    and reads nothing, so the pipe and then the parent's buffer take the rows
+    (the parent drops and counts them past its limit).
+    """
     import argparse
 
-    from gwctl.activity.writer import BatchWriter
+    from gwctl.activity import open_log, redact_dsn
+    from gwctl.activity.writer import LogSink
 
     ap = argparse.ArgumentParser(prog="python -m gwctl.activity.child")
     ap.add_argument("--dsn")
     ap.add_argument("--access-log", action="store_true")
     ap.add_argument("--close-timeout", type=float, default=10.0)
+    ap.add_argument("--retry-max-delay", type=float, default=5.0)
     args = ap.parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    writer = BatchWriter(args.dsn, flush_interval=0.05) if args.dsn else None
+    dsn = args.dsn
+    sink = LogSink(lambda: open_log(dsn), redact_dsn(dsn)) if dsn else None
     stdin = sys.stdin.buffer
     bad = 0
+    pending: list[ActivityRecord] = []
+
+    def write(deadline: float | None) -> None:
+        """Write what is pending; retry with backoff until done (or the deadline, when closing)."""
+        nonlocal pending
+        delay = 0.05
+        while pending:
+            done, _written, _refused = sink.write(pending)
+            if done:
+                pending = []
+                return
+            if deadline is not None and time.monotonic() + delay > deadline:
+                log.error("activity writer closed with %d record(s) unwritten (%s)", len(pending), redact_dsn(dsn))
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, args.retry_max_delay)
+
     while True:
         head = _read_exact(stdin, _FRAME.size)
         if head is None:
@@ -210,21 +247,26 @@ def main(argv: list[str] | None = None) -> int:
         if data is None:
             log.error("the proxy closed the activity pipe in the middle of a batch")
             break
+        plans: dict = {}
         for row in pickle.loads(data):
             try:
-                rec = record_from_row(row)
+                rec = record_from_row(row, plans)
             except Exception:  # a bug, never a client's fault: keep the others
                 bad += 1
                 log.exception("could not build an activity record")
                 continue
             if args.access_log:
                 sys.stderr.write(access_line(rec))
-            if writer is not None:
-                writer.submit(rec)
+            if sink is not None:
+                pending.append(rec)
         if args.access_log:
             sys.stderr.flush()
-    ok = writer.close(args.close_timeout) if writer is not None else True
-    return 0 if ok and not bad else 1
+        if sink is not None:
+            write(None)
+    if sink is not None:
+        write(time.monotonic() + args.close_timeout)
+        sink.close()
+    return 0 if not pending and not bad else 1
 
 
 if __name__ == "__main__":

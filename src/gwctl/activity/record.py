@@ -37,6 +37,7 @@ USAGE_KINDS: tuple[str, ...] = (
 
 Each is also a column of the ``activity`` table with the same name.
 """
+_USAGE_KIND_SET = frozenset(USAGE_KINDS)
 
 ROUTE_KINDS: tuple[str, ...] = ("passthrough", "managed", "rejected", "not_found", "error")
 """How the gateway handled a request."""
@@ -53,6 +54,9 @@ SUMMARY_BY: tuple[str, ...] = ("source", "model", "agent", "key", "day")
 
 class ActivityError(GwctlError):
     """The activity log could not be located, opened, migrated or read."""
+
+
+_OPTIONAL_TEXT = ("key_name", "agent", "source", "model", "upstream_model", "rule", "error")
 
 
 def _check_str(name: str, value: Any, *, optional: bool) -> None:
@@ -99,8 +103,10 @@ class ActivityRecord:
             object.__setattr__(self, "time", t.astimezone(timezone.utc))
         _check_str("request_id", self.request_id, optional=False)
         _check_str("path", self.path, optional=False)
-        for name in ("key_name", "agent", "source", "model", "upstream_model", "rule", "error"):
-            _check_str(name, getattr(self, name), optional=True)
+        for name in _OPTIONAL_TEXT:
+            value = getattr(self, name)
+            if value is not None and type(value) is not str:
+                _check_str(name, value, optional=True)
         if self.route_kind not in ROUTE_KINDS:
             raise ValueError(
                 f"ActivityRecord.route_kind {self.route_kind!r} is not one of {', '.join(ROUTE_KINDS)}"
@@ -143,6 +149,8 @@ def normalize_usage(usage: Mapping[str, int] | None) -> dict[str, int]:
     """
     if usage is None:
         return {}
+    if all(type(v) is int and v > 0 for v in usage.values()) and _USAGE_KIND_SET.issuperset(usage):
+        return {k: usage[k] for k in USAGE_KINDS if k in usage}  # the common case: already clean
     unknown = [k for k in usage if k not in USAGE_KINDS]
     if unknown:
         raise ValueError(

@@ -105,7 +105,7 @@ class BatchWriter:
         self._lost = 0
         self._last_warn = 0.0
         self._unwarned_drops = 0
-        self._log: ActivityLog | None = None
+        self._sink = LogSink(opener, self._label)
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -267,6 +267,35 @@ class BatchWriter:
             self._close_log()
 
     def _close_log(self) -> None:
+        self._sink.close()
+
+    def _settle(self, written: int, failed: int) -> None:
+        with self._done:
+            self._written += written
+            self._failed += failed
+            self._done.notify_all()
+
+    def _write(self, batch: list[ActivityRecord]) -> bool:
+        """Write one batch; False means "database unavailable, keep it and retry"."""
+        done, written, failed = self._sink.write(batch)
+        if done:
+            self._settle(written, failed)
+        return done
+
+
+class LogSink:
+    """An activity log opened lazily and written a batch at a time, with the failure policy above.
+
+    Used by :class:`BatchWriter`'s thread and, synchronously, by the proxy's
+    log writer process (gwctl.activity.child).
+    """
+
+    def __init__(self, opener: Callable[[], ActivityLog], label: str):
+        self._opener = opener
+        self._label = label
+        self._log: ActivityLog | None = None
+
+    def close(self) -> None:
         if self._log is not None:
             try:
                 self._log.close()
@@ -283,31 +312,24 @@ class BatchWriter:
                 return None
         return self._log
 
-    def _settle(self, written: int, failed: int) -> None:
-        with self._done:
-            self._written += written
-            self._failed += failed
-            self._done.notify_all()
-
-    def _write(self, batch: list[ActivityRecord]) -> bool:
-        """Write one batch; False means "database unavailable, keep it and retry"."""
+    def write(self, batch: list[ActivityRecord]) -> tuple[bool, int, int]:
+        """Write one batch: (done, written, refused); done False means "database unavailable, retry later"."""
         first_error: Exception | None = None
         for _attempt in range(2):  # once, then once more on a fresh connection
             target = self._open()
             if target is None:
-                return False
+                return False, 0, 0
             try:
                 target.write_many(batch)
             except Exception as e:
                 first_error = first_error or e
-                self._close_log()
+                self.close()
                 continue
-            self._settle(len(batch), 0)
-            return True
+            return True, len(batch), 0
         # The batch failed twice: find out whether some records are the problem.
         target = self._open()
         if target is None:
-            return False
+            return False, 0, 0
         written, refused = 0, []
         for r in batch:
             try:
@@ -327,9 +349,8 @@ class BatchWriter:
             refused = again
         if written == 0:
             log.warning("cannot write to the activity log (%s): %s; will retry", self._label, first_error)
-            self._close_log()
-            return False
+            self.close()
+            return False, 0, 0
         for r, e in refused:
             log.error("activity record %s refused by the log and dropped: %s", r.request_id, e)
-        self._settle(written, len(refused))
-        return True
+        return True, written, len(refused)

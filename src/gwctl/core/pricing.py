@@ -150,6 +150,7 @@ class Usage:
 
 
 _USAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Usage))
+_PRICE_KIND_SET = frozenset(PRICE_KINDS)
 
 
 USAGE_KINDS: tuple[tuple[str, str], ...] = (
@@ -426,30 +427,64 @@ def _entry_price(entry: CatalogEntry, kind: str) -> Decimal | None:
     return value
 
 
+@dataclass(frozen=True)
+class PricePlan:
+    """One entry's prices resolved once: for each usage kind, the price applied (its own or a fallback).
+
+    :func:`price` itemises a bill from it; :meth:`total` is the same sum without
+    the line items, for the proxy's log, which prices every request.
+    """
+
+    ref: str
+    # (usage kind, Usage field, applied price kind or None, unit price or None), in USAGE_KINDS order;
+    # per_request appears only when it has a price of its own
+    steps: tuple[tuple[str, str, str | None, Decimal | None], ...]
+    unbilled_reason: str | None  # set when the entry has no prices at all
+
+    def total(self, usage: Usage) -> Decimal | None:
+        """The exact total of ``usage`` (None: unbilled)."""
+        if self.unbilled_reason is not None:
+            return None
+        total = Decimal(0)
+        for _kind, field_name, _applied, unit in self.steps:
+            if unit is not None:
+                quantity = getattr(usage, field_name)
+                if quantity > 0:
+                    total = _EXACT.add(total, _EXACT.multiply(Decimal(quantity), unit))
+        return total
+
+
+def price_plan(entry: CatalogEntry, ref: str = "") -> PricePlan:
+    """Resolve ``entry``'s prices and fallbacks once (raises ValueError for an invalid price)."""
+    ref = ref or entry.ref
+    prices = {kind: p for kind in entry.prices if kind in _PRICE_KIND_SET and (p := _entry_price(entry, kind)) is not None}
+    if not prices:
+        return PricePlan(ref, (), f"catalog entry {ref} sets no prices")
+    steps = []
+    for kind, field_name in USAGE_KINDS:
+        if kind == "per_request" and kind not in prices:
+            continue
+        applied = next((k for k in (kind, *FALLBACKS[kind]) if k in prices), None)
+        steps.append((kind, field_name, applied, None if applied is None else prices[applied]))
+    return PricePlan(ref, tuple(steps), None)
+
+
 def price(entry: CatalogEntry | None, usage: Usage, ref: str = "") -> Cost:
     """The exact cost of ``usage`` at ``entry``'s prices (unbilled without prices)."""
     if entry is None:
         return Cost(items=(), total=None, unbilled_reason=f"no catalog entry for {ref or 'this model'}")
-    ref = ref or entry.ref
-    prices = {kind: p for kind in PRICE_KINDS if (p := _entry_price(entry, kind)) is not None}
-    if not prices:
-        return Cost(items=(), total=None, unbilled_reason=f"catalog entry {ref} sets no prices")
-
+    plan = price_plan(entry, ref)
+    if plan.unbilled_reason is not None:
+        return Cost(items=(), total=None, unbilled_reason=plan.unbilled_reason)
     items: list[LineItem] = []
     total = Decimal(0)
-    for kind, field_name in USAGE_KINDS:
+    for kind, field_name, applied, unit in plan.steps:
         quantity = getattr(usage, field_name)
         if quantity <= 0:
             continue
-        if kind == "per_request" and kind not in prices:
-            continue
-        applied = next((k for k in (kind, *FALLBACKS[kind]) if k in prices), None)
         if applied is None:
-            items.append(
-                LineItem(kind, quantity, None, Decimal(0), None, f"no {kind} price set; not charged")
-            )
+            items.append(LineItem(kind, quantity, None, Decimal(0), None, f"no {kind} price set; not charged"))
             continue
-        unit = prices[applied]
         amount = _EXACT.multiply(Decimal(quantity), unit)
         note = "" if applied == kind else f"no {kind} price; billed at {applied}"
         items.append(LineItem(kind, quantity, unit, amount, applied, note))
