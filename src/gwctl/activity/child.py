@@ -53,7 +53,7 @@ _WARN_EVERY_S = 10.0
 class ChildWriter:
     """The parent's side: batch rows in the event loop, ship them to the child."""
 
-    def __init__(self, dsn: str | None, *, access_log: bool = False, batch_rows: int = 256,
+    def __init__(self, dsn: str | None, *, access_log: bool = False, batch_rows: int = 1024,
                  flush_interval: float = 0.05, max_buffer: int = 64 * 1024 * 1024, close_timeout: float = 10.0):
         if dsn is None and not access_log:
             raise ValueError("ChildWriter needs an activity DSN, an access log, or both")

@@ -90,8 +90,8 @@ def clean_text(value: str | None) -> str | None:
     PostgreSQL refuses NUL characters and neither driver can encode a lone
     surrogate; such characters become U+FFFD instead of failing the batch.
     """
-    if value is None:
-        return None
+    if value is None or (value.isascii() and "\x00" not in value):
+        return value  # the common case: nothing to replace, nothing that cannot be encoded
     if "\x00" in value:
         value = value.replace("\x00", "\ufffd")
     try:

@@ -272,10 +272,11 @@ def decimal_text(value: Decimal) -> str:
 
 def format_utc(t: datetime) -> str:
     """Fixed-width UTC text, ``2024-05-01T12:00:00.000000Z``: sorts as it is ordered in time."""
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise ValueError("a timezone-aware datetime is required")
-    u = t.astimezone(timezone.utc).replace(tzinfo=None)
-    return u.isoformat(timespec="microseconds") + "Z"
+    if t.tzinfo is not timezone.utc:
+        if t.tzinfo is None or t.utcoffset() is None:
+            raise ValueError("a timezone-aware datetime is required")
+        t = t.astimezone(timezone.utc)
+    return f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}.{t.microsecond:06d}Z"
 
 
 def parse_utc(text: str) -> datetime:
