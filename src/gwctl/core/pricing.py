@@ -245,13 +245,13 @@ def _section(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     value = obj.get(key)
     if value is None:
         return {}
-    if not isinstance(value, Mapping):
+    if not isinstance(value, dict) and not isinstance(value, Mapping):  # dict first: the ABC check is slow
         raise ValueError(f"usage field {key} must be an object; got {type(value).__name__}")
     return value
 
 
 def _require_mapping(obj: object, what: str) -> Mapping[str, Any]:
-    if not isinstance(obj, Mapping):
+    if not isinstance(obj, dict) and not isinstance(obj, Mapping):
         raise ValueError(f"{what} must be a JSON object; got {type(obj).__name__}")
     return obj
 
@@ -378,7 +378,7 @@ def _unwrap(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], str | None]:
         inner = obj.get("response") if event.startswith("response.") else None
         if inner is None and event == "message_start":
             inner = obj.get("message")
-        if not isinstance(inner, Mapping):
+        if not isinstance(inner, dict) and not isinstance(inner, Mapping):
             break
         obj = inner
     return obj, None

@@ -246,4 +246,4 @@ def _asks_audio_output(api: str, body: Mapping) -> bool:
     if api != "chat":
         return False
     modalities = body.get("modalities")
-    return (isinstance(modalities, list) and "audio" in modalities) or isinstance(body.get("audio"), Mapping)
+    return (isinstance(modalities, list) and "audio" in modalities) or isinstance(body.get("audio"), dict)
