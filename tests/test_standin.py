@@ -405,8 +405,11 @@ def test_chunk_delay_streams_events_separately(fresh):
             if line.startswith("data: "):
                 arrivals.append(time.perf_counter())
     assert len(arrivals) == 6  # role + 3 pieces + finish + [DONE]
+    # paced, not sent at once: the events span the delays (a busy machine can only stretch this,
+    # though it may deliver two events in one read, so not every gap is checked)
     gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
-    assert min(gaps) >= 0.04
+    assert arrivals[-1] - arrivals[0] >= 0.15
+    assert sum(g >= 0.03 for g in gaps) >= 2
 
 
 # ---------------------------------------------------------------- prefixes / run modes
