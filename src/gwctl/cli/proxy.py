@@ -69,7 +69,6 @@ def proxy(
     for problem in validate(snapshot, frozenset(os.environ)):
         if problem.level == "error" or "credential" in problem.message:
             sys.stderr.write(f"{problem.level}: {problem.where}: {problem.message}\n")
-    logging.getLogger("aiohttp").setLevel(logging.WARNING)
     from gwctl.activity import redact_dsn
 
     sys.stderr.write(f"store {path}; activity log {redact_dsn(dsn)}\n")
