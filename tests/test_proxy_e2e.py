@@ -173,6 +173,13 @@ def test_auth_failures(gateway):
         anthropic.Anthropic(base_url=proc.url, api_key="nope", max_retries=0).messages.create(
             model="local/llama-3.1-8b", max_tokens=1, messages=[{"role": "user", "content": "x"}])
     assert httpx.get(proc.url + "/healthz").status_code == 200  # health needs no key
+    # refused requests are logged too: no key name, the reason as the rule; health checks are not
+    rows = activity_rows(3)
+    assert [(r["status"], r["rule"], r["key_name"], r["route_kind"]) for r in rows] == [(401, "invalid_api_key", None, "rejected")] * 3
+    r = httpx.post(proc.url + "/v1/nothing", json={}, headers={"Authorization": "Bearer " + key})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_endpoint"
+    rows = activity_rows(4)
+    assert (rows[0]["status"], rows[0]["rule"], rows[0]["key_name"], rows[0]["path"]) == (404, "unknown_endpoint", "tester", "/v1/nothing")
 
 
 def test_catalog_rejection_is_400_with_rule_and_never_reaches_upstream(gateway, upstream):

@@ -173,13 +173,13 @@ class Gateway:
             key_name = gwkeys.verify(snap.keys, presented, snap.keys_by_hash)
             if key_name is None:
                 msg = "missing gateway key: send Authorization: Bearer <key> or x-api-key: <key>" if not presented else "invalid gateway key"
-                return _error(401, msg, "authentication_error", "invalid_api_key", rid)
+                return self._log_error(401, msg, "invalid_api_key", rid, None, request, path, start, "authentication_error")
         if path == "/v1/models" and method == "GET":
             return self._models(snap, rid)
         if path not in POST_PATHS:
-            return _error(404, f"no such endpoint: {method} {path}", "invalid_request_error", "unknown_endpoint", rid)
+            return self._log_error(404, f"no such endpoint: {method} {path}", "unknown_endpoint", rid, key_name, request, path, start)
         if method != "POST":
-            return _error(405, f"{path} takes POST", "invalid_request_error", "method_not_allowed", rid)
+            return self._log_error(405, f"{path} takes POST", "method_not_allowed", rid, key_name, request, path, start)
         if request.too_large:
             return self._log_error(413, f"the request body is over the {self.config.body_limit}-byte limit",
                                    "body_too_large", rid, key_name, request, path, start)
@@ -210,10 +210,11 @@ class Gateway:
         ]
         return Reply(200, orjson.dumps({"object": "list", "data": data}), [(REQUEST_ID_HEADER, rid)])
 
-    def _log_error(self, status, message, code, rid, key_name, request, path, start) -> Reply:
+    def _log_error(self, status, message, code, rid, key_name, request, path, start,
+                   etype: str = "invalid_request_error") -> Reply:
         self._write(rid, key_name, request.headers.get("x-gwctl-agent"), "rejected", None, None, None, path, status,
                     start, None, None, None, code, message, False)
-        return _error(status, message, "invalid_request_error", code, rid)
+        return _error(status, message, etype, code, rid)
 
     def _upstream_headers(self, request: Request, d: Decision, snap: Snapshot) -> dict[str, str]:
         headers = {k: v for k, v in request.raw_headers if k.lower() not in _DROP_REQUEST}
