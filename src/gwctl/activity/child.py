@@ -8,8 +8,9 @@ raw facts of each request: :meth:`ChildWriter.submit` appends a tuple
 (:data:`ROW_FIELDS`) to a list, and every ``batch_rows`` rows or
 ``flush_interval`` seconds the list goes down the child's stdin as one pickled
 frame, without blocking the event loop. The child prices the usage (exact
-Decimals, at the catalog entry the request was decided with), builds the
-:class:`~gwctl.activity.record.ActivityRecord` and writes through a
+Decimals, at the catalog entry the request was decided with), turns each row
+into insert parameters (the backends' ``row()``, the same mapping their
+``write_many`` uses) and writes through a
 :class:`~gwctl.activity.writer.LogSink` with the writer's retry policy.
 
 The child ignores SIGINT and SIGTERM (a Ctrl-C or a service manager signals
@@ -32,7 +33,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from gwctl.activity.dsn import parse_dsn
-from gwctl.activity.record import ActivityRecord
+from gwctl.activity.record import USAGE_KINDS, ActivityRecord
 from gwctl.core.prices import format_usd
 from gwctl.core.pricing import price_plan
 
@@ -153,8 +154,11 @@ def _ignore_stop_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def record_from_row(row: tuple, plans: dict | None = None) -> ActivityRecord:
-    """The ActivityRecord for one submitted row: the cost is priced here, exactly.
+_NO_USAGE = (0,) * len(USAGE_KINDS)
+
+
+def neutral_row(row: tuple, plans: dict | None = None) -> tuple:
+    """A submitted row as the backends' neutral row (gwctl.activity.query.ROW_FIELDS), priced here, exactly.
 
     ``plans`` caches each catalog entry's :class:`~gwctl.core.pricing.PricePlan`
     by object identity: pass one dict per unpickled batch, whose rows share
@@ -171,18 +175,32 @@ def record_from_row(row: tuple, plans: dict | None = None) -> ActivityRecord:
                 plans[id(entry)] = plan
         total = plan.total(usage)
         cost = None if total is None else Decimal(format_usd(total))  # exact, without trailing zeros
-    usage_map = {} if usage is None else {k: v for k, v in vars(usage).items() if v and k != "requests"}
+    counts = _NO_USAGE if usage is None else tuple([getattr(usage, k) for k in USAGE_KINDS])
+    return (datetime.fromtimestamp(t, timezone.utc), rid, key_name, agent, kind, source, model, upstream_model, path,
+            status, latency, counts, cost, rule, stream, error)
+
+
+def record_from_row(row: tuple, plans: dict | None = None) -> ActivityRecord:
+    """The validated ActivityRecord for one submitted row (what the writer inserts, as a record)."""
+    (t, rid, key_name, agent, kind, source, model, upstream_model, path, status, latency, counts, cost, rule,
+     stream, error) = neutral_row(row, plans)
     return ActivityRecord(
-        time=datetime.fromtimestamp(t, timezone.utc), request_id=rid, key_name=key_name, agent=agent,
-        route_kind=kind, source=source, model=model, upstream_model=upstream_model, path=path, status=status,
-        latency_ms=latency, usage=usage_map, cost=cost, rule=rule, stream=stream, error=error,
+        time=t, request_id=rid, key_name=key_name, agent=agent, route_kind=kind, source=source, model=model,
+        upstream_model=upstream_model, path=path, status=status, latency_ms=latency,
+        usage={k: n for k, n in zip(USAGE_KINDS, counts) if n}, cost=cost, rule=rule, stream=stream, error=error,
     )
 
 
-def access_line(rec: ActivityRecord) -> str:
-    return (f"{rec.time.isoformat(timespec='milliseconds')} {rec.request_id} {rec.status} {rec.path} "
-            f"agent={rec.agent or '-'} model={rec.model or '-'} {rec.route_kind} {rec.latency_ms:.1f}ms"
-            f"{' cost=' + str(rec.cost) if rec.cost is not None else ''}{' rule=' + rec.rule if rec.rule else ''}\n")
+def access_line(row: tuple) -> str:
+    """One access-log line for a neutral row."""
+    (t, rid, _key, agent, kind, _source, model, _up, path, status, latency, _counts, cost, rule, _stream, _error) = row
+    return (f"{t.isoformat(timespec='milliseconds')} {rid} {status} {path} "
+            f"agent={agent or '-'} model={model or '-'} {kind} {latency:.1f}ms"
+            f"{' cost=' + str(cost) if cost is not None else ''}{' rule=' + rule if rule else ''}\n")
+
+
+def _write_rows(target, rows: list) -> None:
+    target.write_rows([target.row(*r) for r in rows])
 
 
 def _read_exact(stream, n: int) -> bytes | None:
@@ -219,10 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, signal.SIG_IGN)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     dsn = args.dsn
-    sink = LogSink(lambda: open_log(dsn), redact_dsn(dsn)) if dsn else None
+    sink = LogSink(lambda: open_log(dsn), redact_dsn(dsn), write=_write_rows, ident=lambda r: r[1]) if dsn else None
     stdin = sys.stdin.buffer
     bad = 0
-    pending: list[ActivityRecord] = []
+    pending: list[tuple] = []  # neutral rows
 
     def write(deadline: float | None) -> None:
         """Write what is pending; retry with backoff until done (or the deadline, when closing)."""
@@ -250,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         plans: dict = {}
         for row in pickle.loads(data):
             try:
-                rec = record_from_row(row, plans)
+                rec = neutral_row(row, plans)
             except Exception:  # a bug, never a client's fault: keep the others
                 bad += 1
                 log.exception("could not build an activity record")

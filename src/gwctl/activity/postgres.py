@@ -108,12 +108,20 @@ class PostgresLog(SqlReads):
             raise ActivityError(f"the activity log {redact_dsn(self.dsn)} is closed")
         return self._conn
 
+    @staticmethod
+    def row(t, request_id, key_name, agent, route_kind, source, model, upstream_model, path, status, latency_ms,
+            usage_counts, cost, rule, stream, error) -> tuple:
+        """Insert parameters for a neutral row (query.ROW_FIELDS): timestamptz, numeric and boolean as they are."""
+        return q.insert_values(t, request_id, key_name, agent, route_kind, source, model, upstream_model, path,
+                               status, latency_ms, usage_counts, cost, rule, stream, error)
+
     def write_many(self, records: Sequence[ActivityRecord]) -> None:
-        if not records:
+        self.write_rows([self.row(*q.record_fields(r)) for r in records])
+
+    def write_rows(self, rows: Sequence[tuple]) -> None:
+        """Insert prepared parameter tuples (from :meth:`row`) in one transaction."""
+        if not rows:
             return
-        rows = [
-            q.record_values(r, time_value=r.time, cost_value=r.cost, stream_value=r.stream) for r in records
-        ]
         sql = q.insert_sql(DIALECT)
         with self._lock:
             conn = self._connection()

@@ -201,6 +201,13 @@ class ActivityLog(Protocol):
     def write_many(self, records: Sequence[ActivityRecord]) -> None:
         """Append records in one transaction (all or nothing)."""
 
+    def row(self, *fields: Any) -> tuple:
+        """Insert parameters for a neutral row (:data:`gwctl.activity.query.ROW_FIELDS`), unvalidated:
+        for writers whose rows come from gwctl's own proxy (the log writer process)."""
+
+    def write_rows(self, rows: Sequence[tuple]) -> None:
+        """Append prepared :meth:`row` tuples in one transaction (all or nothing)."""
+
     def list(
         self,
         *,

@@ -184,18 +184,21 @@ class SqliteLog(SqlReads):
 
     # -- ActivityLog -----------------------------------------------------
 
+    @staticmethod
+    def row(t, request_id, key_name, agent, route_kind, source, model, upstream_model, path, status, latency_ms,
+            usage_counts, cost, rule, stream, error) -> tuple:
+        """Insert parameters for a neutral row (query.ROW_FIELDS): time and cost as text, stream as 0/1."""
+        return q.insert_values(format_utc(t), request_id, key_name, agent, route_kind, source, model, upstream_model,
+                               path, status, latency_ms, usage_counts, decimal_text(cost) if cost is not None else None,
+                               rule, 1 if stream else 0, error)
+
     def write_many(self, records: Sequence[ActivityRecord]) -> None:
-        if not records:
+        self.write_rows([self.row(*q.record_fields(r)) for r in records])
+
+    def write_rows(self, rows: Sequence[tuple]) -> None:
+        """Insert prepared parameter tuples (from :meth:`row`) in one transaction."""
+        if not rows:
             return
-        rows = [
-            q.record_values(
-                r,
-                time_value=format_utc(r.time),
-                cost_value=decimal_text(r.cost) if r.cost is not None else None,
-                stream_value=1 if r.stream else 0,
-            )
-            for r in records
-        ]
         sql = q.insert_sql(DIALECT)
         with self._lock:
             conn = self._connection()

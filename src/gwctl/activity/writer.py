@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from gwctl.activity.dsn import parse_dsn, redact_dsn
 from gwctl.activity.record import ActivityLog, ActivityRecord
@@ -290,10 +290,15 @@ class LogSink:
     log writer process (gwctl.activity.child).
     """
 
-    def __init__(self, opener: Callable[[], ActivityLog], label: str):
+    def __init__(self, opener: Callable[[], ActivityLog], label: str,
+                 write: Callable[[ActivityLog, list], None] | None = None,
+                 ident: Callable[[Any], str] | None = None):
         self._opener = opener
         self._label = label
         self._log: ActivityLog | None = None
+        # what a batch holds: ActivityRecords by default; the writer process passes neutral rows
+        self._write_to = write or (lambda target, batch: target.write_many(batch))
+        self._ident = ident or (lambda r: r.request_id)
 
     def close(self) -> None:
         if self._log is not None:
@@ -312,7 +317,7 @@ class LogSink:
                 return None
         return self._log
 
-    def write(self, batch: list[ActivityRecord]) -> tuple[bool, int, int]:
+    def write(self, batch: list) -> tuple[bool, int, int]:
         """Write one batch: (done, written, refused); done False means "database unavailable, retry later"."""
         first_error: Exception | None = None
         for _attempt in range(2):  # once, then once more on a fresh connection
@@ -320,7 +325,7 @@ class LogSink:
             if target is None:
                 return False, 0, 0
             try:
-                target.write_many(batch)
+                self._write_to(target, batch)
             except Exception as e:
                 first_error = first_error or e
                 self.close()
@@ -333,7 +338,7 @@ class LogSink:
         written, refused = 0, []
         for r in batch:
             try:
-                target.write_many([r])
+                self._write_to(target, [r])
                 written += 1
             except Exception as e:
                 refused.append((r, e))
@@ -342,7 +347,7 @@ class LogSink:
             again = []
             for r, _ in refused:
                 try:
-                    target.write_many([r])
+                    self._write_to(target, [r])
                     written += 1
                 except Exception as e:
                     again.append((r, e))
@@ -352,5 +357,5 @@ class LogSink:
             self.close()
             return False, 0, 0
         for r, e in refused:
-            log.error("activity record %s refused by the log and dropped: %s", r.request_id, e)
+            log.error("activity record %s refused by the log and dropped: %s", self._ident(r), e)
         return True, written, len(refused)
