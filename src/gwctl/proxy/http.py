@@ -25,6 +25,7 @@ from http import HTTPStatus
 from typing import Awaitable, Callable, Iterable
 
 import httptools
+import orjson
 
 log = logging.getLogger("gwctl.proxy")
 
@@ -384,7 +385,7 @@ class HttpProtocol(asyncio.Protocol):
         """A request we cannot parse or take: answer (if nothing is being answered) and close."""
         self._skip = True
         if self.task is None and not self.closed:
-            body = b'{"error":{"message":"%s","type":"invalid_request_error","code":null,"param":null}}' % message.encode()
+            body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "code": None, "param": None}})
             self.write(_head(status, [("Content-Type", _JSON)], False) + b"Content-Length: %d\r\n\r\n" % len(body) + body)
             self.close()
         else:
