@@ -126,6 +126,10 @@ class Usage:
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
+    def __reduce__(self):
+        """Pickled as its counts: the proxy ships one per request to its log writer process."""
+        return (Usage, tuple([getattr(self, name) for name in _USAGE_FIELDS]))
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Usage:
         """The inverse of :meth:`as_dict`; missing fields take their defaults."""
