@@ -162,3 +162,37 @@ def test_a_writer_needs_somewhere_to_write():
         ChildWriter(None)
     with pytest.raises(Exception):
         ChildWriter("mysql://nope")
+
+
+def test_a_dead_writer_process_is_started_again(tmp_path, monkeypatch, caplog):
+    import gwctl.activity.child as child_mod
+
+    monkeypatch.setattr(child_mod, "_RESTART_EVERY_S", 0.0)
+    dsn = sqlite_dsn(tmp_path / "a.db")
+
+    async def main():
+        w = ChildWriter(dsn, flush_interval=0.01)
+        await w.start()
+        first = w._proc
+        first.kill()
+        first.wait()
+        w.submit(row(1))
+        w.flush()  # dropped, and a new writer process is on its way
+        for _ in range(200):
+            if w._proc is not first and not w._restarting:
+                break
+            await asyncio.sleep(0.02)
+        assert w._proc is not first and w._proc.poll() is None
+        for i in range(2, 6):
+            w.submit(row(i))
+        ok = await w.close(10)
+        return ok, w
+
+    ok, w = run(main())
+    assert w.dropped == 1 and not ok  # the one row sent while it was down is counted, not hidden
+    assert "starting a new one" in caplog.text
+    log = open_log(dsn, create=False)
+    try:
+        assert sorted(r.request_id for r in log.list(limit=None)) == [f"req{i:08d}" for i in range(2, 6)]
+    finally:
+        log.close()

@@ -49,6 +49,7 @@ ROW_FIELDS = (
 
 _FRAME = struct.Struct(">I")
 _WARN_EVERY_S = 10.0
+_RESTART_EVERY_S = 5.0
 
 
 class ChildWriter:
@@ -74,6 +75,9 @@ class ChildWriter:
         self._pipe: asyncio.WriteTransport | None = None
         self._closed = False
         self._last_warn = 0.0
+        self._last_start = 0.0
+        self._restarting = False
+        self._restart_task: asyncio.Task | None = None
 
     async def start(self) -> None:
         args = [sys.executable, "-m", "gwctl.activity.child", "--close-timeout", str(self.close_timeout)]
@@ -83,6 +87,7 @@ class ChildWriter:
             args.append("--access-log")
         # subprocess rather than the loop's spawn: libuv (uvloop) resets signal dispositions in the child,
         # and the child must ignore SIGINT/SIGTERM from its first instruction
+        self._last_start = time.monotonic()
         self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, preexec_fn=_ignore_stop_signals)
         loop = asyncio.get_running_loop()
         self._pipe, _ = await loop.connect_write_pipe(asyncio.Protocol, self._proc.stdin)
@@ -123,9 +128,35 @@ class ChildWriter:
             if now - self._last_warn >= _WARN_EVERY_S:
                 self._last_warn = now
                 log.error("dropped %d activity row(s): %s (%d dropped in total)", len(rows), exc, self.dropped)
+            self._maybe_restart()
+
+    def _maybe_restart(self) -> None:
+        """A writer process that died (killed, out of memory) is started again, at most every few seconds."""
+        proc = self._proc
+        if self._closed or proc is None or proc.poll() is None or self._restarting:
+            return
+        now = time.monotonic()
+        if now - self._last_start < _RESTART_EVERY_S:
+            return
+        self._restarting = True
+
+        async def restart() -> None:
+            try:
+                log.warning("the activity writer process exited with code %s; starting a new one", proc.poll())
+                if self._pipe is not None:
+                    self._pipe.close()
+                await self.start()
+            except Exception as exc:
+                log.error("cannot start the activity writer process again: %s", exc)
+            finally:
+                self._restarting = False
+
+        self._restart_task = asyncio.get_running_loop().create_task(restart())
 
     async def close(self, timeout: float | None = None) -> bool:
         """Send the rest, close the child's stdin and wait for it to write everything; True when it did."""
+        if self._restart_task is not None and not self._restart_task.done():
+            await self._restart_task
         self.flush()
         self._closed = True
         proc, pipe = self._proc, self._pipe
