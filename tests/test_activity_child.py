@@ -114,6 +114,9 @@ def test_the_child_ignores_group_signals_and_writes_after_its_parent_is_killed(t
     try:
         child_pid = int(parent.stdout.readline())
         assert parent.stdout.readline().strip() == "sent"
+        deadline = time.monotonic() + 20  # until the writer runs Python (its log file appears)
+        while not (tmp_path / "a.db").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
         os.kill(child_pid, signal.SIGTERM)
         os.kill(child_pid, signal.SIGINT)
         time.sleep(0.2)

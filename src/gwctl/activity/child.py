@@ -5,7 +5,7 @@ much CPU as everything else it does per request (benchmarks/README.md): the
 thread and the event loop took turns on one GIL for every row. So each proxy
 worker starts one child (``python -m gwctl.activity.child``) and hands it the
 raw facts of each request: :meth:`ChildWriter.submit` appends a tuple
-(:data:`ROW_FIELDS`) to a list, and every ``batch_rows`` rows or
+(:data:`WIRE_FIELDS`) to a list, and every ``batch_rows`` rows or
 ``flush_interval`` seconds the list goes down the child's stdin as one pickled
 frame, without blocking the event loop. The child prices the usage (exact
 Decimals, at the catalog entry the request was decided with), turns each row
@@ -39,7 +39,7 @@ from gwctl.core.pricing import price_plan
 
 log = logging.getLogger("gwctl.activity")
 
-ROW_FIELDS = (
+WIRE_FIELDS = (
     "time", "request_id", "key_name", "agent", "route_kind", "source", "model", "upstream_model", "path", "status",
     "latency_ms", "usage", "entry", "catalog_ref", "rule", "error", "stream",
 )
@@ -85,15 +85,17 @@ class ChildWriter:
             args += ["--dsn", self.dsn]
         if self.access_log:
             args.append("--access-log")
-        # subprocess rather than the loop's spawn: libuv (uvloop) resets signal dispositions in the child,
-        # and the child must ignore SIGINT/SIGTERM from its first instruction
+        # The child must ignore SIGINT/SIGTERM from its first instruction (a Ctrl-C during its start-up would
+        # otherwise kill it): a shell sets them to ignored and execs Python, which keeps them ignored. Not the
+        # loop's spawn (libuv resets dispositions) and not preexec_fn (unsafe once the proxy has threads).
         self._last_start = time.monotonic()
-        self._proc = subprocess.Popen(args, stdin=subprocess.PIPE, preexec_fn=_ignore_stop_signals)
+        self._proc = subprocess.Popen(["/bin/sh", "-c", 'trap "" INT TERM; exec "$0" "$@"', *args],
+                                      stdin=subprocess.PIPE)
         loop = asyncio.get_running_loop()
         self._pipe, _ = await loop.connect_write_pipe(asyncio.Protocol, self._proc.stdin)
 
     def submit(self, row: tuple) -> None:
-        """Queue one row (see :data:`ROW_FIELDS`); never blocks, never raises."""
+        """Queue one row (see :data:`WIRE_FIELDS`); never blocks, never raises."""
         if self._closed:
             self.dropped += 1
             return
@@ -177,12 +179,6 @@ class ChildWriter:
         if code != 0:
             log.error("the activity writer process exited with code %s", code)
         return code == 0 and self.dropped == 0
-
-
-def _ignore_stop_signals() -> None:
-    """In the child before exec: ignored dispositions survive exec, so no signal can beat main() to it."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 _NO_USAGE = (0,) * len(USAGE_KINDS)
