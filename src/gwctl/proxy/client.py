@@ -667,6 +667,7 @@ class UpstreamPool:
         self._ssl_context = ssl_context
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._targets: dict[str, _Target] = {}
+        self._urls: dict[str, tuple[_Target, str]] = {}  # whole URL -> its split (the decision's URLs repeat)
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
         self.connections_opened = 0  # for tests and stats
@@ -682,7 +683,13 @@ class UpstreamPool:
         """
         if self._closed:
             raise RuntimeError("the upstream pool is closed")
-        target, path = _split_url(url, self._targets)
+        split = self._urls.get(url)
+        if split is None:
+            split = _split_url(url, self._targets)
+            if len(self._urls) >= _CACHE_LIMIT:
+                self._urls.clear()
+            self._urls[url] = split
+        target, path = split
         if isinstance(headers, dict):
             headers = headers.items()
         elif not isinstance(headers, (list, tuple)):
