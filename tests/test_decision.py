@@ -216,3 +216,17 @@ def test_the_size_shortcut_never_changes_the_outcome(text, budget, context, max_
     full = decide(s, None, CHAT, b, estimate=True)
     fast = decide(s, None, CHAT, b, estimate=False, body_bytes=len(json.dumps(b, separators=(",", ":"), ensure_ascii=False).encode()))
     assert (fast.kind, fast.status, fast.rule, fast.param) == (full.kind, full.status, full.rule, full.param)
+
+
+def test_the_fast_constructor_builds_the_same_decision_as_the_dataclass():
+    from dataclasses import asdict, fields as dc_fields
+
+    from gwctl.core.decision import Decision, _decision
+
+    d = decide(BASE, "triage", CHAT, body("customer-alias"))
+    again = Decision(**{f.name: getattr(d, f.name) for f in dc_fields(Decision)})
+    assert d == again and repr(d) == repr(again) and asdict(d) == asdict(again)
+    with pytest.raises(TypeError):
+        _decision({"kind": "managed", "status": 200})  # agent, path, client_model, matched_by missing
+    with pytest.raises(Exception):
+        d.kind = "rejected"  # still frozen

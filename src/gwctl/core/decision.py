@@ -29,7 +29,8 @@ the source the route names, never from another route.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import MISSING, dataclass, field, fields, replace
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from gwctl.core.checks import Check, advisory_warnings, first_failure, fits_context_by_size, run_checks
@@ -96,8 +97,29 @@ class Decision:
         }
 
 
+_DECISION_DEFAULTS = {f.name: (f.default if f.default is not MISSING else MappingProxyType({}))
+                      for f in fields(Decision) if f.default is not MISSING or f.default_factory is not MISSING}
+
+
+def _decision(values: dict) -> Decision:
+    """A Decision from its field values, without the frozen dataclass __init__ (about 5 us of the proxy's
+    decision: a setattr through object per field). Fields not given take their defaults; every field
+    without a default must be given (checked, so a forgotten one fails loudly rather than later)."""
+    d = object.__new__(Decision)
+    state = {**_DECISION_DEFAULTS, **values}
+    if len(state) != _DECISION_FIELD_COUNT:
+        missing = sorted(f.name for f in fields(Decision) if f.name not in state)
+        unknown = sorted(set(state) - {f.name for f in fields(Decision)})
+        raise TypeError(f"Decision fields missing {missing} or unknown {unknown}")
+    d.__dict__.update(state)
+    return d
+
+
+_DECISION_FIELD_COUNT = len(fields(Decision))
+
+
 def _reject(base: dict, rule: str, message: str, hint: str = "", param: str | None = None, status: int = 400, kind: str = REJECTED) -> Decision:
-    return Decision(**{**base, "kind": kind, "status": status, "rule": rule, "message": message, "hint": hint, "param": param})
+    return _decision({**base, "kind": kind, "status": status, "rule": rule, "message": message, "hint": hint, "param": param})
 
 
 def find_route(snapshot: Snapshot, agent: str | None, model: str) -> Route | None:
@@ -192,7 +214,7 @@ def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, 
     except ValueError as exc:
         return _reject({**base, "matched_by": matched_prefix + matched_by, "route": route, "source": source.name},
                        "invalid_path", str(exc), "the path must start with '/', like /v1/chat/completions")
-    fields = {
+    values = {
         **base,
         "matched_by": matched_prefix + matched_by,
         "route": route,
@@ -212,11 +234,11 @@ def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, 
         "read_timeout": source.read_timeout,
     }
     if passthrough:
-        return Decision(**fields, kind=PASSTHROUGH, status=200)
+        return _decision({**values, "kind": PASSTHROUGH, "status": 200})
     checks = tuple(run_checks(source, upstream_model, entry, feats))
     warnings = tuple(advisory_warnings(entry, feats))
     failed = first_failure(checks)
     if failed is not None:
-        return Decision(**fields, kind=REJECTED, status=400, checks=checks, warnings=warnings, rule=failed.rule,
-                        message=failed.message, hint=failed.hint, param=failed.param)
-    return Decision(**fields, kind=MANAGED, status=200, checks=checks, warnings=warnings)
+        return _decision({**values, "kind": REJECTED, "status": 400, "checks": checks, "warnings": warnings,
+                          "rule": failed.rule, "message": failed.message, "hint": failed.hint, "param": failed.param})
+    return _decision({**values, "kind": MANAGED, "status": 200, "checks": checks, "warnings": warnings})
