@@ -285,3 +285,24 @@ def test_non_mapping_bodies_are_empty(path, body):
         return
     f = features(path, body)
     assert f.params == frozenset() and f.output_budget is None and not f.stream
+
+
+def test_features_built_fast_equal_the_dataclass_and_stay_frozen():
+    from dataclasses import FrozenInstanceError, fields
+
+    import pytest
+
+    from gwctl.core.frozen import builder
+    from gwctl.core.pricing import Usage
+    from gwctl.core.request import RequestFeatures, features
+
+    f = features("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                                          "max_tokens": 5, "tools": [{"type": "function"}]}, body_bytes=100)
+    assert f == RequestFeatures(**{x.name: getattr(f, x.name) for x in fields(RequestFeatures)})
+    assert f.uses_tools and f.output_budget == 5 and f.prompt_tokens_ceiling == 600
+    with pytest.raises(FrozenInstanceError):
+        f.api = "other"
+    with pytest.raises(TypeError):
+        builder(Usage)  # it has a __post_init__: the fast path would skip its checks
+    with pytest.raises(TypeError):
+        builder(RequestFeatures)({"api": "chat"})  # required fields missing

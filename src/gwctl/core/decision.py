@@ -29,10 +29,10 @@ the source the route names, never from another route.
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields, replace
-from types import MappingProxyType
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping
 
+from gwctl.core.frozen import builder
 from gwctl.core.checks import Check, advisory_warnings, first_failure, fits_context_by_size, run_checks
 from gwctl.core.model import CatalogEntry, Route, Secret, Snapshot, Source
 from gwctl.core.pricing import Cost, Usage, price
@@ -97,25 +97,7 @@ class Decision:
         }
 
 
-_DECISION_DEFAULTS = {f.name: (f.default if f.default is not MISSING else MappingProxyType({}))
-                      for f in fields(Decision) if f.default is not MISSING or f.default_factory is not MISSING}
-
-
-def _decision(values: dict) -> Decision:
-    """A Decision from its field values, without the frozen dataclass __init__ (about 5 us of the proxy's
-    decision: a setattr through object per field). Fields not given take their defaults; every field
-    without a default must be given (checked, so a forgotten one fails loudly rather than later)."""
-    d = object.__new__(Decision)
-    state = {**_DECISION_DEFAULTS, **values}
-    if len(state) != _DECISION_FIELD_COUNT:
-        missing = sorted(f.name for f in fields(Decision) if f.name not in state)
-        unknown = sorted(set(state) - {f.name for f in fields(Decision)})
-        raise TypeError(f"Decision fields missing {missing} or unknown {unknown}")
-    d.__dict__.update(state)
-    return d
-
-
-_DECISION_FIELD_COUNT = len(fields(Decision))
+_decision = builder(Decision)  # the frozen dataclass without its per-field __init__ (gwctl.core.frozen)
 
 
 def _reject(base: dict, rule: str, message: str, hint: str = "", param: str | None = None, status: int = 400, kind: str = REJECTED) -> Decision:

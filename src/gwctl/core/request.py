@@ -50,6 +50,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from gwctl.core.frozen import builder
 from gwctl.core.tokens import estimate_prompt_tokens, prompt_tokens_ceiling
 
 APIS: tuple[str, ...] = ("chat", "completions", "responses", "messages", "embeddings", "other")
@@ -99,6 +100,9 @@ class RequestFeatures:
     prompt_tokens_ceiling: int | None = None  # an upper bound from the body's size, when it is known
 
 
+_features = builder(RequestFeatures)
+
+
 def api_for_path(path: str) -> str:
     """The API shape of a request path, from its tail (query and fragment ignored)."""
     if not isinstance(path, str):
@@ -124,21 +128,21 @@ def features(path: str, body: Mapping | None, estimate_tokens: bool = True,
     budget, budget_param = _output_budget(api, body)
     part_types = _part_types(api, body)
     model = body.get("model")
-    return RequestFeatures(
-        api=api,
-        model=model if isinstance(model, str) else None,
-        stream=body.get("stream") is True,
-        output_budget=budget,
-        output_param=budget_param,
-        uses_vision=bool(part_types & _IMAGE_PARTS.get(api, frozenset())),
-        uses_tools=_uses_tools(api, body),
-        uses_reasoning=api in _GENERATIVE and _uses_reasoning(body),
-        uses_json_output=_uses_json_output(api, body),
-        uses_audio=bool(part_types & _AUDIO_PARTS.get(api, frozenset())) or _asks_audio_output(api, body),
-        params=frozenset(k for k in body if isinstance(k, str)),
-        prompt_tokens_estimate=estimate_prompt_tokens(api, body) if estimate_tokens else None,
-        prompt_tokens_ceiling=None if body_bytes is None else prompt_tokens_ceiling(body_bytes),
-    )
+    return _features({
+        "api": api,
+        "model": model if isinstance(model, str) else None,
+        "stream": body.get("stream") is True,
+        "output_budget": budget,
+        "output_param": budget_param,
+        "uses_vision": bool(part_types & _IMAGE_PARTS.get(api, frozenset())),
+        "uses_tools": _uses_tools(api, body),
+        "uses_reasoning": api in _GENERATIVE and _uses_reasoning(body),
+        "uses_json_output": _uses_json_output(api, body),
+        "uses_audio": bool(part_types & _AUDIO_PARTS.get(api, frozenset())) or _asks_audio_output(api, body),
+        "params": frozenset(k for k in body if isinstance(k, str)),
+        "prompt_tokens_estimate": estimate_prompt_tokens(api, body) if estimate_tokens else None,
+        "prompt_tokens_ceiling": None if body_bytes is None else prompt_tokens_ceiling(body_bytes),
+    })
 
 
 def _count(value: Any) -> bool:
