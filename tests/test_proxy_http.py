@@ -399,6 +399,17 @@ def test_chunked_body_under_the_limit_is_reassembled_exactly(serve):
     assert [s[1] for s in seen] == [body, b"next"]
 
 
+def serve_recording(serve):
+    """A server answering {} and listing the paths its handler saw (for requests that must never reach it)."""
+    calls: list[str] = []
+
+    async def handler(request):
+        calls.append(request.path)
+        return Reply(200, b"{}")
+
+    return serve(handler), calls
+
+
 @pytest.mark.parametrize("garbage", [
     b"GARBAGE\r\n\r\n",
     b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
@@ -407,13 +418,7 @@ def test_chunked_body_under_the_limit_is_reassembled_exactly(serve):
     b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
 ])
 def test_malformed_request_gets_400_json_and_close(serve, garbage):
-    calls = []
-
-    async def handler(request):
-        calls.append(request.path)
-        return Reply(200, b"{}")
-
-    running = serve(handler)
+    running, calls = serve_recording(serve)
     with running.client() as c:
         c.send(garbage)
         r = c.response()
@@ -428,13 +433,7 @@ def test_malformed_request_gets_400_json_and_close(serve, garbage):
 
 
 def test_request_head_over_64k_gets_431(serve):
-    calls = []
-
-    async def handler(request):
-        calls.append(request.path)
-        return Reply(200, b"{}")
-
-    running = serve(handler)
+    running, calls = serve_recording(serve)
     with running.client() as c:
         c.send(b"GET /big HTTP/1.1\r\nHost: test\r\nX-Big: ")
         # an unfinished head, a little over the cap, in several reads; the client then waits
@@ -651,17 +650,24 @@ def test_idle_sweep_closes_idle_and_half_sent_connections_but_not_busy_ones(serv
         assert busy.closed_by_server(3.0)  # idle after its answer: swept in turn
 
 
-def test_shutdown_closes_idle_connections_at_once_and_lets_busy_ones_answer(serve):
+def serve_gated(serve, path: str):
+    """An echo server whose handler for ``path`` signals ``started`` and waits until the test opens ``gate``."""
     started = threading.Event()
+    holder: list[Gate] = []
 
     async def handler(request):
-        if request.path == "/busy":
+        if request.path == path:
             started.set()
-            await gate.wait()
+            await holder[0].wait()
         return await echo(request)
 
     running = serve(handler)
-    gate = running.gate()
+    holder.append(running.gate())
+    return running, holder[0], started
+
+
+def test_shutdown_closes_idle_connections_at_once_and_lets_busy_ones_answer(serve):
+    running, gate, started = serve_gated(serve, "/busy")
     with running.client() as idle, running.client() as busy:
         idle.send(get("/warm"))
         assert idle.response().body == b"/warm"
@@ -748,13 +754,7 @@ def test_fragmented_requests_are_echoed_exactly(echo_server, body, use_chunked, 
 
 
 def test_head_over_64k_is_refused_even_when_it_arrives_in_one_read(serve):
-    calls = []
-
-    async def handler(request):
-        calls.append(request.path)
-        return Reply(200, b"{}")
-
-    running = serve(handler)
+    running, calls = serve_recording(serve)
     start = b"GET /big HTTP/1.1\r\nHost: test\r\nX-Big: "
     raw = start + b"a" * (MAX_HEAD + 64 - len(start) - 4) + b"\r\n\r\n"  # 64 bytes over the cap
     with running.client() as c:
@@ -820,16 +820,7 @@ def test_upgrade_request_is_refused_not_served_without_its_body(serve):
 
 
 def test_100_continue_waits_for_earlier_answers(serve):
-    started = threading.Event()
-
-    async def handler(request):
-        if request.path == "/slow":
-            started.set()
-            await gate.wait()
-        return await echo(request)
-
-    running = serve(handler)
-    gate = running.gate()
+    running, gate, started = serve_gated(serve, "/slow")
     with running.client() as c:
         c.send(get("/slow"))
         wait_for(started, "the first handler to start")
