@@ -137,3 +137,14 @@ def test_valid_store_validates(gw):
     assert gw("source", "add", "a", "--base-url", "http://h/v1", "--auth-value", "k").code == 0
     r = gw("validate", "--json")
     assert r.code == 0 and r.json()["ok"] is True
+
+
+@pytest.mark.parametrize("agent", ["tri age", "triage/", "/x", "a//b", "émile"])
+def test_validate_refuses_an_agent_path_the_proxy_could_never_match(gw, store_path, agent):
+    # route set refuses these; a hand-edited store must not get them past validate either
+    assert gw("source", "add", "a", "--base-url", "http://h/v1", "--auth-value", "k").code == 0
+    with store_path.open("a") as f:
+        f.write(f'\n[[routes]]\nagent = "{agent}"\nmodel_name = "m"\nprovider = "a"\n')
+    r = gw("validate", "--json")
+    assert r.code == 1
+    assert any(p["where"] == "routes[0].agent" and p["level"] == "error" for p in r.json()["problems"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gwctl.core.model import Snapshot
+from gwctl.core.refs import AGENT_RE
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,9 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
     scoped: set[tuple[str, str]] = set()
     for i, r in enumerate(snapshot.routes):
         where = f"routes[{i}]"
-        if not r.agent or any(not part for part in r.agent.split("/")):
-            err(where + ".agent", f"'{r.agent}' is not an agent path (triage or triage/summarizer)")
+        if not r.agent or not AGENT_RE.match(r.agent):  # the same pattern the decision applies to X-Gwctl-Agent
+            err(where + ".agent", f"'{r.agent}' is not an agent path (triage or triage/summarizer: letters, digits, "
+                                  "'.', '_' and '-' between slashes)")
         if r.provider not in snapshot.sources:
             err(where + ".provider", f"route {r.agent} -> {r.model_name} names source '{r.provider}', which does not exist",
                 "add the source or change the route's --provider")
