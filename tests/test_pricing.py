@@ -468,5 +468,5 @@ def test_one_request_with_merged_tokens_saves_one_per_request_charge(entry, u1, 
 def test_the_plans_total_is_the_itemised_total(entry, usage):
     """The proxy's log prices with PricePlan.total; it must equal the itemised bill to the last digit."""
     plan = price_plan(entry)
-    assert plan.total(usage) == price(entry, usage).total
-    assert (plan.total(usage) is None) == (not entry.prices)
+    assert plan.total(usage.counts()) == price(entry, usage).total
+    assert (plan.total(usage.counts()) is None) == (not entry.prices)

@@ -29,13 +29,14 @@ import struct
 import subprocess
 import sys
 import time
+from operator import itemgetter
 from datetime import datetime, timezone
 from decimal import Decimal
 
 from gwctl.activity.dsn import parse_dsn
 from gwctl.activity.record import USAGE_KINDS, ActivityRecord
 from gwctl.core.prices import format_usd
-from gwctl.core.pricing import price_plan
+from gwctl.core.pricing import USAGE_FIELDS, price_plan
 
 log = logging.getLogger("gwctl.activity")
 
@@ -43,9 +44,10 @@ WIRE_FIELDS = (
     "time", "request_id", "key_name", "agent", "route_kind", "source", "model", "upstream_model", "path", "status",
     "latency_ms", "usage", "entry", "catalog_ref", "rule", "error", "stream",
 )
-"""One submitted row, in order. ``time`` is epoch seconds, ``usage`` a
-:class:`~gwctl.core.pricing.Usage` or None, ``entry`` the
-:class:`~gwctl.core.model.CatalogEntry` to price at (None: unbilled)."""
+"""One submitted row, in order. ``time`` is epoch seconds, ``usage`` the
+counts of a :class:`~gwctl.core.pricing.Usage` (:meth:`~gwctl.core.pricing.Usage.counts`)
+or None, ``entry`` the :class:`~gwctl.core.model.CatalogEntry` to price at
+(None: unbilled)."""
 
 _FRAME = struct.Struct(">I")
 _WARN_EVERY_S = 10.0
@@ -182,6 +184,8 @@ class ChildWriter:
 
 
 _NO_USAGE = (0,) * len(USAGE_KINDS)
+# the activity columns' counts, picked from a Usage.counts() tuple
+_ACTIVITY_COUNTS = itemgetter(*(USAGE_FIELDS.index(k) for k in USAGE_KINDS))
 
 
 def neutral_row(row: tuple, plans: dict | None = None) -> tuple:
@@ -202,7 +206,7 @@ def neutral_row(row: tuple, plans: dict | None = None) -> tuple:
                 plans[id(entry)] = plan
         total = plan.total(usage)
         cost = None if total is None else Decimal(format_usd(total))  # exact, without trailing zeros
-    counts = _NO_USAGE if usage is None else tuple([getattr(usage, k) for k in USAGE_KINDS])
+    counts = _NO_USAGE if usage is None else _ACTIVITY_COUNTS(usage)
     return (datetime.fromtimestamp(t, timezone.utc), rid, key_name, agent, kind, source, model, upstream_model, path,
             status, latency, counts, cost, rule, stream, error)
 

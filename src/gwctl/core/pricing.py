@@ -126,9 +126,9 @@ class Usage:
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
 
-    def __reduce__(self):
-        """Pickled as its counts: the proxy ships one per request to its log writer process."""
-        return (Usage, tuple([getattr(self, name) for name in _USAGE_FIELDS]))
+    def counts(self) -> tuple[int, ...]:
+        """Every count in :data:`USAGE_FIELDS` order (what the proxy ships to its log writer)."""
+        return tuple([getattr(self, name) for name in _USAGE_FIELDS])
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Usage:
@@ -154,7 +154,10 @@ class Usage:
 
 
 _USAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Usage))
+USAGE_FIELDS = _USAGE_FIELDS
+"""Usage's field names in order: the positions of :meth:`Usage.counts`."""
 _PRICE_KIND_SET = frozenset(PRICE_KINDS)
+_FIELD_INDEX = {name: i for i, name in enumerate(_USAGE_FIELDS)}
 
 
 USAGE_KINDS: tuple[tuple[str, str], ...] = (
@@ -445,14 +448,14 @@ class PricePlan:
     steps: tuple[tuple[str, str, str | None, Decimal | None], ...]
     unbilled_reason: str | None  # set when the entry has no prices at all
 
-    def total(self, usage: Usage) -> Decimal | None:
-        """The exact total of ``usage`` (None: unbilled)."""
+    def total(self, counts: tuple[int, ...]) -> Decimal | None:
+        """The exact total of a usage given as :meth:`Usage.counts` (None: unbilled)."""
         if self.unbilled_reason is not None:
             return None
         total = Decimal(0)
         for _kind, field_name, _applied, unit in self.steps:
             if unit is not None:
-                quantity = getattr(usage, field_name)
+                quantity = counts[_FIELD_INDEX[field_name]]
                 if quantity > 0:
                     total = _EXACT.add(total, _EXACT.multiply(Decimal(quantity), unit))
         return total

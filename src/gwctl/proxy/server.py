@@ -318,7 +318,8 @@ class Gateway:
     def _record(self, rid, key_name, d: Decision, path, status, start, usage: Usage | None, rule, error, stream=False, kind=None):
         """Log one request: the facts go to the writer process, which prices them (off this core)."""
         self._write(rid, key_name, d.agent, kind or d.kind, d.source, d.client_model, d.upstream_model, path, status,
-                    start, usage, d.entry if d.forwarded else None, d.catalog_ref, rule, error, stream)
+                    start, None if usage is None else usage.counts(), d.entry if d.forwarded else None, d.catalog_ref,
+                    rule, error, stream)
 
     def _write(self, rid, key_name, agent, kind, source, model, upstream_model, path, status, start, usage, entry, ref,
                rule, error, stream):
