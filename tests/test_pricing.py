@@ -470,3 +470,25 @@ def test_the_plans_total_is_the_itemised_total(entry, usage):
     plan = price_plan(entry)
     assert plan.total(usage.counts()) == price(entry, usage).total
     assert (plan.total(usage.counts()) is None) == (not entry.prices)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 10**7), st.integers(0, 10**7), st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 10**6),
+       st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 100))
+def test_readers_build_usages_that_pass_the_full_checks(prompt, completion, cached, audio, reasoning, cache_read,
+                                                        write, searches):
+    """The readers skip Usage's own checks (they validated each count): what they build must pass them."""
+    prompt += cached + audio
+    built = [
+        usage_from_openai_chat({"prompt_tokens": prompt, "completion_tokens": completion,
+                                "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": audio},
+                                "completion_tokens_details": {"reasoning_tokens": reasoning}}),
+        usage_from_responses({"input_tokens": prompt, "output_tokens": completion,
+                              "input_tokens_details": {"cached_tokens": cached},
+                              "output_tokens_details": {"reasoning_tokens": reasoning}}),
+        usage_from_anthropic({"input_tokens": prompt, "output_tokens": completion, "cache_read_input_tokens": cache_read,
+                              "cache_creation_input_tokens": write, "server_tool_use": {"web_search_requests": searches}}),
+    ]
+    for u in built:
+        assert Usage(**vars(u)) == u and u.requests == 1
+        assert all(type(n) is int and n >= 0 for n in u.counts())

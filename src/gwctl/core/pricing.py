@@ -157,6 +157,16 @@ _USAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Usage))
 USAGE_FIELDS = _USAGE_FIELDS
 """Usage's field names in order: the positions of :meth:`Usage.counts`."""
 _PRICE_KIND_SET = frozenset(PRICE_KINDS)
+_USAGE_DEFAULTS = {f.name: f.default for f in fields(Usage)}
+
+
+def _read_usage(**counts: int) -> Usage:
+    """A Usage from counts the readers below have already checked (each came through _count or
+    _split_prompt: a non-negative int), without checking them again: the proxy reads one per request."""
+    usage = object.__new__(Usage)
+    usage.__dict__.update(_USAGE_DEFAULTS)
+    usage.__dict__.update(counts)
+    return usage
 _FIELD_INDEX = {name: i for i, name in enumerate(_USAGE_FIELDS)}
 
 
@@ -290,7 +300,7 @@ def usage_from_openai_chat(obj: dict) -> Usage:
         audio,
         ("prompt_tokens", "prompt_tokens_details.cached_tokens", "prompt_tokens_details.audio_tokens"),
     )
-    return Usage(
+    return _read_usage(
         input_tokens=uncached,
         cached_input_tokens=cached,
         audio_input_tokens=audio,
@@ -315,7 +325,7 @@ def usage_from_responses(obj: dict) -> Usage:
         audio,
         ("input_tokens", "input_tokens_details.cached_tokens", "input_tokens_details.audio_tokens"),
     )
-    return Usage(
+    return _read_usage(
         input_tokens=uncached,
         cached_input_tokens=cached,
         audio_input_tokens=audio,
@@ -340,7 +350,7 @@ def usage_from_anthropic(obj: dict) -> Usage:
         write_5m = part_5m + max(0, creation_total - part_5m - part_1h)
         write_1h = part_1h
     tools = _section(obj, "server_tool_use")
-    return Usage(
+    return _read_usage(
         input_tokens=_count(obj, "input_tokens", ""),
         cache_read_tokens=_count(obj, "cache_read_input_tokens", ""),
         cache_write_5m_tokens=write_5m,

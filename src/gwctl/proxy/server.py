@@ -89,6 +89,7 @@ class Gateway:
         self._idle.set()
         self._closing = False
         self._reload_task: asyncio.Task | None = None
+        self._auth: dict[str, tuple] = {}  # source name -> (the Source it was resolved for, its auth headers)
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -228,7 +229,10 @@ class Gateway:
                     del headers[old]
                 headers[k] = v
         src = snap.sources[d.source]
-        headers.update(auth_headers(src, self.environ))
+        cached = self._auth.get(d.source)
+        if cached is None or cached[0] is not src:  # resolved once per source object (a reload makes new ones)
+            cached = self._auth[d.source] = (src, auth_headers(src, self.environ))
+        headers.update(cached[1])
         return headers
 
     async def _forward(self, request: Request, d: Decision, body: dict, raw: bytes, rid, key_name, start, snap) -> Reply | None:
