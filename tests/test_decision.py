@@ -197,8 +197,12 @@ def test_a_body_small_enough_skips_the_prompt_estimate():
     size = len(json.dumps(b, separators=(",", ":")))
     d = decide(_context_snap(100_000), None, CHAT, b, estimate=False, body_bytes=size)
     check = next(c for c in d.checks if c.rule == "context_size")
-    assert d.kind == "managed" and check.passed and "by its size" in check.message
+    assert d.kind == "managed" and check.passed
     assert d.features.prompt_tokens_estimate is None and d.features.prompt_tokens_ceiling == 6 * size
+    from gwctl.core.checks import run_checks  # explained, the check says why it passed without an estimate
+
+    explained = run_checks(src("m"), "llama", _context_snap(100_000).catalog["m/llama"], d.features)
+    assert "by its size" in next(c for c in explained if c.rule == "context_size").message
     # a context too small for the ceiling: the estimate is made, as without a size
     d = decide(_context_snap(6 * size), None, CHAT, b, estimate=False, body_bytes=size)
     assert d.features.prompt_tokens_estimate is not None and d.kind == "managed"
@@ -230,3 +234,20 @@ def test_the_fast_constructor_builds_the_same_decision_as_the_dataclass():
         _decision({"kind": "managed", "status": 200})  # agent, path, client_model, matched_by missing
     with pytest.raises(Exception):
         d.kind = "rejected"  # still frozen
+
+
+@settings(max_examples=150, deadline=None)
+@given(budget=st.none() | st.integers(0, 3000), context=st.integers(1, 4000), max_output=st.none() | st.integers(1, 3000),
+       tools=st.booleans(), caps=st.dictionaries(st.sampled_from(["tools", "vision", "streaming"]), st.booleans()))
+def test_the_proxy_mode_drops_only_passed_checks_messages(budget, context, max_output, tools, caps):
+    entry = CatalogEntry(source="m", model_id="llama", context_size=context, max_output=max_output,
+                         prices=MP({"input": Decimal("1e-6")}), capabilities=MP(caps))
+    s = snap([src("m", catalog_only=True)], catalog=[entry])
+    extra = {} if budget is None else {"max_tokens": budget}
+    if tools:
+        extra["tools"] = [{"type": "function", "function": {"name": "f"}}]
+    b = body("m/llama", **extra)
+    full, fast = decide(s, None, CHAT, b, estimate=True), decide(s, None, CHAT, b, estimate=False)
+    assert [(c.rule, c.passed) for c in fast.checks] == [(c.rule, c.passed) for c in full.checks]
+    assert (fast.kind, fast.rule, fast.message, fast.hint, fast.param) == (full.kind, full.rule, full.message, full.hint, full.param)
+    assert all(c.message == "" for c in fast.checks if c.passed) and all(c.message for c in full.checks)

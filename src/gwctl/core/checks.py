@@ -91,8 +91,13 @@ class Check:
     param: str | None = None  # request param at fault, for the OpenAI-style error "param"
 
 
-def run_checks(source: Source, model_id: str, entry: CatalogEntry | None, feats: RequestFeatures) -> list[Check]:
-    """Every check that applies to this request on ``source``/``model_id``, passed or failed."""
+def run_checks(source: Source, model_id: str, entry: CatalogEntry | None, feats: RequestFeatures,
+               explain: bool = True) -> list[Check]:
+    """Every check that applies to this request on ``source``/``model_id``, passed or failed.
+
+    ``explain=False`` (the proxy) leaves passed checks' messages empty: only a
+    failure's message is ever sent, and the outcome is the same either way.
+    """
     ref = f"{source.name}/{model_id}"
     if entry is None:
         if not source.catalog_only:
@@ -108,15 +113,15 @@ def run_checks(source: Source, model_id: str, entry: CatalogEntry | None, feats:
         ]
     checks: list[Check] = []
     if source.catalog_only:
-        checks.append(Check("catalog_only", True, f"{ref} has a catalog entry"))
+        checks.append(Check("catalog_only", True, f"{ref} has a catalog entry" if explain else ""))
     if entry.max_output is not None:
-        checks.append(_max_output(ref, entry.max_output, feats))
+        checks.append(_max_output(ref, entry.max_output, feats, explain))
     if entry.context_size is not None:
-        checks.append(_context_size(ref, entry, feats))
+        checks.append(_context_size(ref, entry, feats, explain))
     for name in CAPABILITIES:
         flag = entry.capabilities.get(name)
         if flag is True or flag is False:
-            checks.append(_capability(ref, name, flag, feats))
+            checks.append(_capability(ref, name, flag, feats, explain))
     return checks
 
 
@@ -136,12 +141,12 @@ def advisory_warnings(entry: CatalogEntry | None, feats: RequestFeatures) -> lis
     ]
 
 
-def _max_output(ref: str, limit: int, feats: RequestFeatures) -> Check:
+def _max_output(ref: str, limit: int, feats: RequestFeatures, explain: bool = True) -> Check:
     budget, param = feats.output_budget, feats.output_param
     if budget is None:
-        return Check("max_output", True, f"the request sets no output budget ({ref}'s max output is {limit})")
+        return Check("max_output", True, f"the request sets no output budget ({ref}'s max output is {limit})" if explain else "")
     if budget <= limit:
-        return Check("max_output", True, f"{param} {budget} is within {ref}'s max output of {limit}")
+        return Check("max_output", True, f"{param} {budget} is within {ref}'s max output of {limit}" if explain else "")
     return Check(
         "max_output",
         False,
@@ -168,15 +173,19 @@ def fits_context_by_size(entry: CatalogEntry, feats: RequestFeatures) -> bool:
     return ceiling is not None and ceiling + _context_output(entry, feats)[0] <= entry.context_size
 
 
-def _context_size(ref: str, entry: CatalogEntry, feats: RequestFeatures) -> Check:
+def _context_size(ref: str, entry: CatalogEntry, feats: RequestFeatures, explain: bool = True) -> Check:
     limit = entry.context_size
     output, output_text = _context_output(entry, feats)
     prompt = feats.prompt_tokens_estimate
     if prompt is None and fits_context_by_size(entry, feats):
+        if not explain:
+            return Check("context_size", True, "")
         total = feats.prompt_tokens_ceiling + output
         return Check("context_size", True, f"a prompt of at most {feats.prompt_tokens_ceiling} tokens (by its size)"
                      + (f" plus {output_text}" if output_text else "") + f" ({total}) fits {ref}'s context size of {limit}")
     total = prompt + output
+    if total <= limit and not explain:
+        return Check("context_size", True, "")
     sizes = f"an estimated prompt of ~{prompt} tokens" + (f" plus {output_text}" if output_text else "")
     if total <= limit:
         return Check("context_size", True, f"{sizes} ({total}) fits {ref}'s context size of {limit}")
@@ -200,13 +209,13 @@ def _context_size(ref: str, entry: CatalogEntry, feats: RequestFeatures) -> Chec
     )
 
 
-def _capability(ref: str, name: str, flag: bool, feats: RequestFeatures) -> Check:
+def _capability(ref: str, name: str, flag: bool, feats: RequestFeatures, explain: bool = True) -> Check:
     rule = f"capability_{name}"
     attribute, what, remove, params = _CAPABILITY_USE[name]
     if flag:
-        return Check(rule, True, f"{ref} supports {name}")
+        return Check(rule, True, f"{ref} supports {name}" if explain else "")
     if not getattr(feats, attribute):
-        return Check(rule, True, f"{ref} does not support {name}, and the request does not need it")
+        return Check(rule, True, f"{ref} does not support {name}, and the request does not need it" if explain else "")
     param = next((p for p in params if p in feats.params), None) or _PROMPT_PARAM.get(feats.api)
     return Check(
         rule,

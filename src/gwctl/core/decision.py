@@ -129,9 +129,10 @@ def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, 
            estimate: bool = True, body_bytes: int | None = None) -> Decision:
     """Decide what happens to one request. Pure: no I/O, no environment.
 
-    ``estimate=False`` (the proxy) skips the estimated cost, which only informs
-    the dry-run; the prompt-size estimate is still made whenever a check needs
-    it, so the outcome is the same either way. ``body_bytes`` (the JSON
+    ``estimate=False`` (the proxy) skips what only informs the dry-run: the
+    estimated cost and the messages of passed checks; the prompt-size
+    estimate is still made whenever a check needs it, so the outcome is the
+    same either way. ``body_bytes`` (the JSON
     text's size) lets the context check pass without an estimate when the
     size alone proves the prompt fits.
     """
@@ -217,7 +218,7 @@ def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, 
     }
     if passthrough:
         return _decision({**values, "kind": PASSTHROUGH, "status": 200})
-    checks = tuple(run_checks(source, upstream_model, entry, feats))
+    checks = tuple(run_checks(source, upstream_model, entry, feats, explain=estimate))
     warnings = tuple(advisory_warnings(entry, feats))
     failed = first_failure(checks)
     if failed is not None:
