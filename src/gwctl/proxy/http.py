@@ -164,7 +164,7 @@ class HttpServer:
         """Close connections that sat idle (or half-sent a request) longer than the keep-alive timeout."""
         deadline = asyncio.get_running_loop().time() - self.keepalive_timeout
         for conn in list(self.connections):
-            if conn.task is None and conn.last_active < deadline:
+            if not conn.busy and conn.last_active < deadline:
                 conn.close()
         self._schedule_sweep()
 
@@ -174,7 +174,7 @@ class HttpServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
         for conn in list(self.connections):
-            if conn.task is None:
+            if not conn.busy:
                 conn.close()
         deadline = time.monotonic() + timeout
         while self.connections and time.monotonic() < deadline:
@@ -194,7 +194,9 @@ class HttpProtocol(asyncio.Protocol):
         self.closed = False
         self.paused_writing = False
         self._drain_waiter: asyncio.Future | None = None
-        self.task: asyncio.Task | None = None
+        self.task: asyncio.Task | None = None  # serves this connection's requests, one after another
+        self.busy = False  # a request is being answered
+        self._next: asyncio.Future | None = None  # the idle task waits here for the next request
         self.queue: deque[Request] = deque()
         self.last_active = self.loop.time()
         self._reading_paused = False
@@ -299,7 +301,7 @@ class HttpProtocol(asyncio.Protocol):
             self._dispatch(too_large=True)
             return
         if expect and parser.get_http_version() == "1.1" and not self.closed:  # HTTP/1.0 clients never wait for it
-            if self.task is None:
+            if not self.busy:
                 self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             else:
                 self._continue_owed = True  # after the answers still owed, to keep them in order
@@ -335,8 +337,14 @@ class HttpProtocol(asyncio.Protocol):
         if too_large:
             self._skip = True  # the rest of the body is never read: the connection closes after the 413
             self.transport.pause_reading()
-        if self.task is None:
-            self.task = self.loop.create_task(self._serve(req))
+        if not self.busy:
+            self.busy = True
+            waiting = self._next
+            if waiting is not None:  # the connection's task is idle: hand it the request (cheaper than a new task)
+                self._next = None
+                waiting.set_result(req)
+            else:
+                self.task = self.loop.create_task(self._serve(req))
         else:
             self.queue.append(req)
             if len(self.queue) >= MAX_PIPELINE and not self._reading_paused:
@@ -371,11 +379,17 @@ class HttpProtocol(asyncio.Protocol):
                 self.close()
                 return
             if not self.queue:
-                self.task = None
+                self.busy = False
                 if self._continue_owed:
                     self._continue_owed = False
                     self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                return
+                waiting = self._next = self.loop.create_future()
+                try:
+                    req = await waiting  # _dispatch sets busy and hands over the next request
+                except asyncio.CancelledError:  # the connection went away while idle
+                    self.close()
+                    return
+                continue
             req = self.queue.popleft()
             if self._reading_paused and len(self.queue) < MAX_PIPELINE // 2:
                 self._reading_paused = False
@@ -384,7 +398,7 @@ class HttpProtocol(asyncio.Protocol):
     def _fail(self, status: int, message: str) -> None:
         """A request we cannot parse or take: answer (if nothing is being answered) and close."""
         self._skip = True
-        if self.task is None and not self.closed:
+        if not self.busy and not self.closed:
             body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "code": None, "param": None}})
             self.write(_head(status, [("Content-Type", _JSON)], False) + b"Content-Length: %d\r\n\r\n" % len(body) + body)
             self.close()
