@@ -869,3 +869,22 @@ def test_writer_rejects_bad_arguments(tmp_path):
         BatchWriter(opener=lambda: FakeLog(), batch_size=0)
     with pytest.raises(ActivityError):
         BatchWriter("mysql://h/db")  # fails at startup, not silently in the thread
+
+
+def test_summary_cost_of_an_all_unbilled_group_is_unknown_not_zero(new_dsn):
+    from conftest import run_cli
+
+    dsn = new_dsn()
+    log = open_log(dsn)
+    log.write_many([
+        rec(source="paid"), rec(source="paid", cost=None),  # billed + unbilled: the billed sum
+        rec(source="free", cost=None, route_kind="passthrough"),  # only unbilled: unknown
+        rec(source="refused", cost=None, route_kind="rejected", rule="max_output", status=400),  # nothing forwarded: 0
+    ])
+    log.close()
+    r = run_cli("activity", "summary", "--by", "source", "--json", "--activity", dsn)
+    assert r.code == 0, r.err
+    costs = {row["key"]: row["cost"] for row in r.json()["rows"]}
+    assert costs == {"paid": "0.000015", "free": None, "refused": "0"}
+    table = run_cli("activity", "summary", "--by", "source", "--activity", dsn).out
+    assert next(line for line in table.splitlines() if line.startswith("free")).split("\t")[4] == "unbilled"

@@ -258,13 +258,19 @@ def record_to_json(record: ActivityRecord) -> dict[str, Any]:
     }
 
 
+def summary_cost_known(row: SummaryRow) -> bool:
+    """False for a group whose forwarded requests were all unbilled: its cost is unknown, not zero."""
+    return row.billed > 0 or row.unbilled == 0
+
+
 def summary_to_json(row: SummaryRow) -> dict[str, Any]:
-    """A JSON-ready dict; ``cost`` is an exact decimal string."""
+    """A JSON-ready dict; ``cost`` is an exact decimal string (the billed rows' sum), or null when the
+    group had forwarded requests and none of them was billed."""
     return {
         "key": row.key,
         "requests": row.requests,
         "usage": dict(row.usage),
-        "cost": decimal_text(row.cost),
+        "cost": decimal_text(row.cost) if summary_cost_known(row) else None,
         "billed": row.billed,
         "unbilled": row.unbilled,
         "rejected": row.rejected,

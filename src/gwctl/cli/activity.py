@@ -107,6 +107,7 @@ def summary(
     from decimal import Decimal
 
     from gwctl.activity import SUMMARY_BY, summary_to_json
+    from gwctl.activity.record import summary_cost_known
     from gwctl.render import print_json, print_table
 
     if by not in SUMMARY_BY:
@@ -129,11 +130,13 @@ def summary(
     for r in rows:
         inp = sum(v for k, v in r.usage.items() if k in ("input_tokens", "cached_input_tokens", "cache_read_tokens",
                                                           "cache_write_5m_tokens", "cache_write_1h_tokens", "audio_input_tokens"))
-        table.append([r.key or "(none)", r.requests, inp, r.usage.get("output_tokens", 0), str(r.cost), r.billed,
-                      r.unbilled, r.rejected, r.errors])
+        table.append([r.key or "(none)", r.requests, inp, r.usage.get("output_tokens", 0),
+                      str(r.cost) if summary_cost_known(r) else "unbilled", r.billed, r.unbilled, r.rejected, r.errors])
     print_table([by.upper(), "REQUESTS", "INPUT TOK", "OUTPUT TOK", "COST USD", "BILLED", "UNBILLED", "REJECTED", "ERRORS"],
                 table, empty="no activity yet")
     import sys
 
     if sys.stdout.isatty() and rows:
-        sys.stdout.write(f"total cost: {total} USD over {sum(r.requests for r in rows)} requests\n")
+        unbilled = sum(r.unbilled for r in rows)
+        sys.stdout.write(f"total cost: {total} USD over {sum(r.requests for r in rows)} requests"
+                         + (f" ({unbilled} unbilled: no catalog entry, cost unknown)" if unbilled else "") + "\n")
