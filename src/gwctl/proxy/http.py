@@ -125,9 +125,8 @@ def _date() -> bytes:
 
 def _head(status: int, headers: Iterable[tuple[str, str]], keep_alive: bool, http10: bool = False) -> bytes:
     """Status line and headers, without the blank line that ends them."""
-    parts = [b"HTTP/1.1 %d %s\r\nDate: %s\r\nServer: gwctl\r\n" % (status, _REASONS.get(status, "").encode(), _date())]
-    for k, v in headers:
-        parts.append(f"{k}: {v}\r\n".encode("latin-1", "replace"))
+    parts = [b"HTTP/1.1 %d %s\r\nDate: %s\r\nServer: gwctl\r\n" % (status, _REASONS.get(status, "").encode(), _date()),
+             "".join([f"{k}: {v}\r\n" for k, v in headers]).encode("latin-1", "replace")]
     if not keep_alive:
         parts.append(b"Connection: close\r\n")
     elif http10:

@@ -151,6 +151,7 @@ class Gateway:
     # --- requests ------------------------------------------------------------
 
     async def handle(self, request: Request) -> Reply | None:
+        """Answer one request (or stream it and return None); counted in flight for the SIGTERM drain."""
         self.inflight += 1
         self._idle.clear()
         try:
