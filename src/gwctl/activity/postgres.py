@@ -21,7 +21,7 @@ from gwctl.activity import query as q
 from gwctl.activity.sqlbase import SqlReads
 from gwctl.activity.dsn import redact_dsn
 from gwctl.activity.migrations import LATEST, SCHEMA_MIGRATIONS_POSTGRES, pending, too_new_message
-from gwctl.activity.record import ActivityError, ActivityRecord
+from gwctl.activity.record import ActivityError
 
 CONNECT_TIMEOUT_S = 10
 LOCK_CLASS = 0x67776374  # "gwct": first key of the migration advisory lock
@@ -114,9 +114,6 @@ class PostgresLog(SqlReads):
         """Insert parameters for a neutral row (query.ROW_FIELDS): timestamptz, numeric and boolean as they are."""
         return q.insert_values(t, request_id, key_name, agent, route_kind, source, model, upstream_model, path,
                                status, latency_ms, usage_counts, cost, rule, stream, error)
-
-    def write_many(self, records: Sequence[ActivityRecord]) -> None:
-        self.write_rows([self.row(*q.record_fields(r)) for r in records])
 
     def write_rows(self, rows: Sequence[tuple]) -> None:
         """Insert prepared parameter tuples (from :meth:`row`) in one transaction."""

@@ -1,15 +1,16 @@
-"""What the SQLite and PostgreSQL logs share: reading rows back (list, summary).
+"""What the SQLite and PostgreSQL logs share: writing records, reading rows back (list, summary).
 
 The SQL itself comes from :mod:`gwctl.activity.query` for either dialect; a
 backend supplies its dialect, its driver's error class, how a stored time
-reads back, a lock and a connection.
+reads back, how a neutral row becomes insert parameters (``row``), the
+transaction that inserts them (``write_rows``), a lock and a connection.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 from gwctl.activity import query as q
 from gwctl.activity.record import ActivityRecord, SummaryRow
@@ -19,6 +20,10 @@ class SqlReads:
     dialect: ClassVar[str]
     db_error: ClassVar[type[Exception]]
     to_time: ClassVar[Callable[[Any], datetime]]
+
+    def write_many(self, records: Sequence[ActivityRecord]) -> None:
+        """Append records in one transaction, through the backend's ``row`` mapping."""
+        self.write_rows([self.row(*q.record_fields(r)) for r in records])
 
     def _fetch(self, sql: str, params: Any) -> list:
         with self._lock:

@@ -28,7 +28,6 @@ from gwctl.activity.dsn import sqlite_dsn
 from gwctl.activity.migrations import LATEST, SCHEMA_MIGRATIONS_SQLITE, pending, too_new_message
 from gwctl.activity.record import (
     ActivityError,
-    ActivityRecord,
     decimal_text,
     format_utc,
     parse_utc,
@@ -191,9 +190,6 @@ class SqliteLog(SqlReads):
         return q.insert_values(format_utc(t), request_id, key_name, agent, route_kind, source, model, upstream_model,
                                path, status, latency_ms, usage_counts, decimal_text(cost) if cost is not None else None,
                                rule, 1 if stream else 0, error)
-
-    def write_many(self, records: Sequence[ActivityRecord]) -> None:
-        self.write_rows([self.row(*q.record_fields(r)) for r in records])
 
     def write_rows(self, rows: Sequence[tuple]) -> None:
         """Insert prepared parameter tuples (from :meth:`row`) in one transaction."""
