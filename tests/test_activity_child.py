@@ -22,7 +22,7 @@ from types import MappingProxyType as MP
 import pytest
 
 from gwctl.activity import open_log, sqlite_dsn
-from gwctl.activity.child import ChildWriter, record_from_row
+from gwctl.activity.child import ChildWriter, neutral_row
 from gwctl.core.model import CatalogEntry
 from gwctl.core.pricing import Usage
 
@@ -63,10 +63,10 @@ def test_rows_are_priced_exactly_and_written_by_the_child(tmp_path):
     assert recs["req00000021"].cost is None and recs["req00000021"].usage == {"input_tokens": 1000, "output_tokens": 100}
 
 
-def test_record_from_row_prices_at_the_entry_it_carries():
+def test_a_row_is_priced_at_the_entry_it_carries():
     cheap = CatalogEntry("src", "m1", prices=MP({"input": Decimal("1e-9")}))
-    rec = record_from_row(row(1, usage=Usage(input_tokens=7), entry=cheap))
-    assert rec.cost == Decimal("7E-9") and rec.time.tzinfo is not None
+    t, *_rest, cost, _rule, _stream, _error = neutral_row(row(1, usage=Usage(input_tokens=7), entry=cheap))
+    assert cost == Decimal("7E-9") and t.tzinfo is not None
 
 
 def test_the_access_log_is_printed_by_the_child(tmp_path):

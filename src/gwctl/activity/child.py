@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from gwctl.activity.dsn import parse_dsn
-from gwctl.activity.record import USAGE_KINDS, ActivityRecord
+from gwctl.activity.record import USAGE_KINDS
 from gwctl.core.prices import format_usd
 from gwctl.core.pricing import USAGE_FIELDS, price_plan
 
@@ -209,17 +209,6 @@ def neutral_row(row: tuple, plans: dict | None = None) -> tuple:
     counts = _NO_USAGE if usage is None else _ACTIVITY_COUNTS(usage)
     return (datetime.fromtimestamp(t, timezone.utc), rid, key_name, agent, kind, source, model, upstream_model, path,
             status, latency, counts, cost, rule, stream, error)
-
-
-def record_from_row(row: tuple, plans: dict | None = None) -> ActivityRecord:
-    """The validated ActivityRecord for one submitted row (what the writer inserts, as a record)."""
-    (t, rid, key_name, agent, kind, source, model, upstream_model, path, status, latency, counts, cost, rule,
-     stream, error) = neutral_row(row, plans)
-    return ActivityRecord(
-        time=t, request_id=rid, key_name=key_name, agent=agent, route_kind=kind, source=source, model=model,
-        upstream_model=upstream_model, path=path, status=status, latency_ms=latency,
-        usage={k: n for k, n in zip(USAGE_KINDS, counts) if n}, cost=cost, rule=rule, stream=stream, error=error,
-    )
 
 
 def access_line(row: tuple) -> str:
