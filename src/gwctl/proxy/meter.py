@@ -40,14 +40,18 @@ def usage_of(api: str, raw: Any) -> Usage | None:
         return None
 
 
-def usage_from_body(api: str, body: bytes) -> Usage | None:
+def _json_object(data: bytes) -> dict | None:
+    """``data`` parsed as a JSON object, or None when it is not one (an upstream's odd answer is not our error)."""
     try:
-        doc = orjson.loads(body)
+        obj = orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(doc, dict):
-        return None
-    return usage_of(api, doc.get("usage"))
+    return obj if isinstance(obj, dict) else None
+
+
+def usage_from_body(api: str, body: bytes) -> Usage | None:
+    doc = _json_object(body)
+    return None if doc is None else usage_of(api, doc.get("usage"))
 
 
 class StreamMeter:
@@ -101,11 +105,8 @@ class StreamMeter:
         data = _data_of(event)
         if data is None:
             return False
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return False
-        if not isinstance(obj, dict):
+        obj = _json_object(data)
+        if obj is None:
             return False
         if self.api == "messages":
             kind = obj.get("type")
