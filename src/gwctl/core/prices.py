@@ -63,26 +63,14 @@ MAX_PRICE_PLACES = 60
 """At most this many digits after the decimal point."""
 _MAX_TEXT = 200  # longer text cannot be a valid price; refused before Decimal() sees it
 
-TOKEN_PRICE_KINDS: tuple[str, ...] = (
-    "input",
-    "output",
-    "cached_input",
-    "cache_read",
-    "cache_write_5m",
-    "cache_write_1h",
-    "audio_input",
-)
-"""Price kinds that are USD per single token."""
+_PER_ITEM_UNITS = {"per_request": "USD per request", "web_search": "USD per web search", "image": "USD per image"}
+TOKEN_PRICE_KINDS: tuple[str, ...] = tuple(k for k in PRICE_KINDS if k not in _PER_ITEM_UNITS)
+"""Price kinds that are USD per single token: every kind but the per-request, per-search and per-image ones."""
 
 PER_MILLION_THRESHOLD = Decimal("0.001")
 """A per-token price above this ($1000 per million tokens) is most likely a per-million price."""
 
-_UNITS = {kind: "USD per token" for kind in TOKEN_PRICE_KINDS}
-_UNITS.update(
-    per_request="USD per request",
-    web_search="USD per web search",
-    image="USD per image",
-)
+_UNITS = {kind: "USD per token" for kind in TOKEN_PRICE_KINDS} | _PER_ITEM_UNITS
 _EXAMPLES = {kind: "0.000003 or 3e-6" for kind in TOKEN_PRICE_KINDS}
 _EXAMPLES.update(
     per_request="0.001 or 1e-3",
