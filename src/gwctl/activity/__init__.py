@@ -1,8 +1,10 @@
 """The activity log: one row per proxied request, in SQLite or PostgreSQL.
 
 Use :func:`resolve_dsn` to pick the log (``--activity`` > ``GWCTL_ACTIVITY`` >
-the default SQLite file), :func:`open_log` to read it, and
-:class:`BatchWriter` to write to it from the proxy without blocking.
+the default SQLite file) and :func:`open_log` to read or write it. The proxy
+writes through a writer process of its own (:mod:`gwctl.activity.child`);
+:class:`BatchWriter` is the in-process, threaded writer with the same failure
+policy (:class:`~gwctl.activity.writer.LogSink`).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """What one activity row is, and the small interface every backend offers.
 
-The proxy builds an :class:`ActivityRecord` per request (rejected ones too)
-and hands it to a :class:`~gwctl.activity.writer.BatchWriter`; the CLI reads
-records and :class:`SummaryRow` s back through an :class:`ActivityLog`. Both
+The proxy's log writer process (:mod:`gwctl.activity.child`) inserts one row
+per request (rejected ones too) through an :class:`ActivityLog`; the CLI reads
+:class:`ActivityRecord` s and :class:`SummaryRow` s back through the same interface. Both
 backends (SQLite, PostgreSQL) implement the same protocol on the same schema,
 so nothing above this package knows which one is in use.
 

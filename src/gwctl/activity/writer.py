@@ -1,6 +1,6 @@
 """Writing activity off the request path.
 
-The proxy's event loop must never wait on a database, so it only puts
+A caller's event loop must never wait on a database, so it only puts
 records on a queue (:meth:`BatchWriter.submit`: no I/O, never raises) and a
 daemon thread with its own connection writes them in batches: every
 ``batch_size`` records or ``flush_interval`` seconds after the first record
