@@ -47,6 +47,7 @@ from gwctl.activity import (
 )
 from gwctl.activity.migrations import LATEST, MIGRATIONS
 from gwctl.activity.query import clean_text, order_summary
+from gwctl.activity.record import format_utc, parse_utc
 from gwctl.errors import Exit
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -514,6 +515,23 @@ def test_parse_duration_property(n, unit):
 def test_exact_sum_matches_fractions(values):
     total = exact_sum(values)
     assert Fraction(total) == sum((Fraction(v) for v in values), Fraction(0))
+
+
+@given(st.datetimes(timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)),
+                                                 timezone(timedelta(hours=-8))]))
+       .filter(lambda t: datetime.min.replace(tzinfo=timezone.utc) + timedelta(days=1) < t
+               < datetime.max.replace(tzinfo=timezone.utc) - timedelta(days=1)))
+def test_format_utc_is_fixed_width_utc_and_round_trips(t):
+    text = format_utc(t)
+    u = t.astimezone(timezone.utc)
+    assert text == (f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
+                    f".{u.microsecond:06d}Z")
+    assert parse_utc(text) == t
+
+
+def test_format_utc_refuses_naive_time():
+    with pytest.raises(ValueError):
+        format_utc(datetime(2024, 5, 1))
 
 
 def test_exact_sum_beyond_default_precision():

@@ -457,17 +457,19 @@ class PricePlan:
     # per_request appears only when it has a price of its own
     steps: tuple[tuple[str, str, str | None, Decimal | None], ...]
     unbilled_reason: str | None  # set when the entry has no prices at all
+    # the priced steps as (position in Usage.counts(), unit price): what total() sums, per row of the log
+    terms: tuple[tuple[int, Decimal], ...] = ()
 
     def total(self, counts: tuple[int, ...]) -> Decimal | None:
         """The exact total of a usage given as :meth:`Usage.counts` (None: unbilled)."""
         if self.unbilled_reason is not None:
             return None
         total = Decimal(0)
-        for _kind, field_name, _applied, unit in self.steps:
-            if unit is not None:
-                quantity = counts[_FIELD_INDEX[field_name]]
-                if quantity > 0:
-                    total = _EXACT.add(total, _EXACT.multiply(Decimal(quantity), unit))
+        add, multiply = _EXACT.add, _EXACT.multiply
+        for index, unit in self.terms:
+            quantity = counts[index]
+            if quantity > 0:
+                total = add(total, multiply(quantity, unit))
         return total
 
 
@@ -483,7 +485,8 @@ def price_plan(entry: CatalogEntry, ref: str = "") -> PricePlan:
             continue
         applied = next((k for k in (kind, *FALLBACKS[kind]) if k in prices), None)
         steps.append((kind, field_name, applied, None if applied is None else prices[applied]))
-    return PricePlan(ref, tuple(steps), None)
+    terms = tuple((_FIELD_INDEX[field_name], unit) for _kind, field_name, _applied, unit in steps if unit is not None)
+    return PricePlan(ref, tuple(steps), None, terms)
 
 
 def price(entry: CatalogEntry | None, usage: Usage, ref: str = "") -> Cost:
