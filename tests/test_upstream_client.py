@@ -759,6 +759,53 @@ def test_server_that_never_answers_times_out(run):
     assert idle == 0
 
 
+def test_short_read_timeout_fires_on_time_beside_a_long_one(run):
+    """One watchdog serves the whole pool: a short timeout arriving while a long one is
+    awaited must still fire at its own time, and the watchdog stops when nothing is awaited."""
+    async def handler(srv, reader, writer, n):
+        srv.requests.append(await read_request(reader))
+        await reader.read()  # never answers
+
+    async def go():
+        async with Raw(handler) as srv:
+            pool = UpstreamPool()
+            long_wait = asyncio.ensure_future(pool.request("POST", srv.url(), [], b"x", read_timeout=30))
+            await asyncio.sleep(0.05)
+            t0 = time.perf_counter()
+            with pytest.raises(UpstreamTimeout) as info:
+                await pool.request("POST", srv.url(), [], b"x", read_timeout=0.2)
+            took = time.perf_counter() - t0
+            still_waiting = not long_wait.done()
+            long_wait.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await long_wait
+            await pool.close()
+            return took, info.value, still_waiting, len(pool._waiting), pool._watchdog
+
+    took, err, still_waiting, waiting, watchdog = run(go)
+    assert 0.19 <= took < 0.6  # 0.2 s plus at most a tick (0.025 s) and scheduling
+    assert "0.2 s" in err.message
+    assert still_waiting
+    assert waiting == 0 and watchdog is None
+
+
+def test_watchdog_stops_when_answers_complete(run):
+    async def go():
+        async with Raw(keepalive(lambda req: response(b"ok"))) as srv:
+            pool = UpstreamPool()
+            for _ in range(3):
+                async with await pool.request("GET", srv.url(), [], b"", read_timeout=0.05) as r:
+                    assert await r.read() == b"ok"
+            waiting = len(pool._waiting)
+            await asyncio.sleep(0.1)  # the watchdog's next round finds nothing and does not re-arm
+            watchdog = pool._watchdog
+            await pool.close()
+            return waiting, watchdog
+
+    waiting, watchdog = run(go)
+    assert waiting == 0 and watchdog is None
+
+
 def test_nothing_listening_is_a_connect_error(run):
     port = free_port()
 
