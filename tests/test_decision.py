@@ -251,3 +251,74 @@ def test_the_proxy_mode_drops_only_passed_checks_messages(budget, context, max_o
     assert [(c.rule, c.passed) for c in fast.checks] == [(c.rule, c.passed) for c in full.checks]
     assert (fast.kind, fast.rule, fast.message, fast.hint, fast.param) == (full.kind, full.rule, full.message, full.hint, full.param)
     assert all(c.message == "" for c in fast.checks if c.passed) and all(c.message for c in full.checks)
+
+
+@st.composite
+def memo_requests(draw):
+    """A request whose shape often repeats while its text (and so its size) varies."""
+    extra = {}
+    budget = draw(st.sampled_from([None, 10, 500, 2500]))
+    if budget is not None:
+        extra["max_tokens"] = budget
+    if draw(st.booleans()):
+        extra["tools"] = [{"type": "function", "function": {"name": "f"}}]
+    if draw(st.booleans()):
+        content = [{"type": "text", "text": draw(st.text(max_size=60))}, {"type": "image_url", "image_url": {"url": "x"}}]
+    else:
+        content = draw(st.text(max_size=600))
+    b = {"model": draw(st.sampled_from(["m/llama", "m/other", "llama", None])),
+         "messages": [{"role": "user", "content": content}], **extra}
+    if b["model"] is None:
+        del b["model"]
+    agent = draw(st.sampled_from([None, "triage", "triage/summarizer", "bad agent"]))
+    path = draw(st.sampled_from([CHAT, "/v1/messages", "v1/chat/completions"]))
+    return agent, path, b
+
+
+@settings(max_examples=150, deadline=None)
+@given(context=st.integers(1, 4000), max_output=st.none() | st.integers(1, 3000),
+       caps=st.dictionaries(st.sampled_from(["tools", "vision"]), st.booleans()),
+       passthrough=st.booleans(), default=st.sampled_from([None, "m/llama"]),
+       requests=st.lists(memo_requests(), min_size=1, max_size=25), reload_at=st.integers(0, 25),
+       reloaded_caps=st.dictionaries(st.sampled_from(["tools", "vision"]), st.booleans()))
+def test_the_proxy_memo_decides_exactly_as_decide(context, max_output, caps, passthrough, default, requests, reload_at,
+                                                   reloaded_caps):
+    """DecisionMemo (what the proxy calls) equals decide(estimate=False) request by request, across
+    repeated shapes of different sizes, bodies that need the estimate, and a reload."""
+    import json
+
+    from gwctl.core.decision import DecisionMemo
+
+    def store(caps):
+        entry = CatalogEntry(source="m", model_id="llama", context_size=context, max_output=max_output,
+                             prices=MP({"input": Decimal("1e-6")}), capabilities=MP(caps))
+        return snap([src("m", passthrough=passthrough, catalog_only=True)], catalog=[entry],
+                    routes=[Route(agent="triage", model_name="llama", provider="m")], default_model=default)
+
+    s = store(caps)
+    memo = DecisionMemo(limit=8)
+    for i, (agent, path, b) in enumerate(requests * 2):
+        if i == reload_at:
+            s = store(reloaded_caps)  # a reload makes a new snapshot: nothing remembered may leak across
+        size = len(json.dumps(b, separators=(",", ":"), ensure_ascii=False).encode())
+        assert memo.decide(s, agent, path, b, size) == decide(s, agent, path, b, estimate=False, body_bytes=size)
+
+
+def test_the_proxy_memo_reuses_a_shape_only_while_the_size_proves_the_fit():
+    import json
+
+    from gwctl.core.decision import DecisionMemo
+
+    s = _context_snap(2000, max_output=100)
+    memo = DecisionMemo()
+    small, big = body("m/llama", max_tokens=50), body("m/llama", max_tokens=50)
+    big["messages"][0]["content"] = "word " * 400  # same shape; too big to pass by size, fits by estimate
+    sizes = {id(b): len(json.dumps(b, separators=(",", ":")).encode()) for b in (small, big)}
+    first = memo.decide(s, None, CHAT, small, sizes[id(small)])
+    second = memo.decide(s, None, CHAT, big, sizes[id(big)])
+    assert first.features.prompt_tokens_estimate is None and first.kind == "managed"
+    assert second == decide(s, None, CHAT, big, estimate=False, body_bytes=sizes[id(big)])
+    assert second.features.prompt_tokens_estimate is not None  # decided afresh, with the estimate
+    again = memo.decide(s, None, CHAT, small, sizes[id(small)] - 1)  # a hit, with this request's own size
+    assert again == decide(s, None, CHAT, small, estimate=False, body_bytes=sizes[id(small)] - 1)
+    assert again.features.prompt_tokens_ceiling == 6 * (sizes[id(small)] - 1)

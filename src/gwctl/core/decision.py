@@ -29,7 +29,8 @@ the source the route names, never from another route.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from operator import attrgetter
 from typing import Any, Mapping
 
 from gwctl.core.frozen import builder
@@ -136,7 +137,12 @@ def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, 
     text's size) lets the context check pass without an estimate when the
     size alone proves the prompt fits.
     """
-    feats = features(path, body, estimate_tokens=False, body_bytes=body_bytes)
+    return _decide(snapshot, agent, path, body, features(path, body, estimate_tokens=False, body_bytes=body_bytes),
+                   estimate)
+
+
+def _decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, Any] | None,
+            feats: RequestFeatures, estimate: bool) -> Decision:
     agent = agent.strip() if agent else None
     model = feats.model
     base = {"agent": agent or None, "path": path, "client_model": model, "matched_by": "none", "features": feats}
@@ -225,3 +231,58 @@ def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, 
         return _decision({**values, "kind": REJECTED, "status": 400, "checks": checks, "warnings": warnings,
                           "rule": failed.rule, "message": failed.message, "hint": failed.hint, "param": failed.param})
     return _decision({**values, "kind": MANAGED, "status": 200, "checks": checks, "warnings": warnings})
+
+
+# Every feature but the two sizes: with the agent and the path, what a decision made without a prompt
+# estimate depends on (the size only through fits_context_by_size, which DecisionMemo re-checks).
+_SHAPE = attrgetter(*(f.name for f in fields(RequestFeatures)
+                      if f.name not in ("prompt_tokens_estimate", "prompt_tokens_ceiling")))
+_new = object.__new__
+
+
+class DecisionMemo:
+    """The proxy's :func:`decide` (``estimate=False``), remembered per request shape for one snapshot.
+
+    Requests repeat their shape (agent, path, model, output budget, params,
+    the kinds of content they carry) far more than their text, and for a
+    given snapshot the decision made without a prompt estimate is a function
+    of that shape alone, except through the body's size, which only matters
+    when a catalog entry's context check runs: a remembered decision is reused
+    when the new body's size also proves the prompt fits, and never when the
+    decision needed an estimate. ``memo.decide(...) == decide(..., estimate=False)``
+    always (a property test holds it); it saves the proxy most of the decision's
+    cost. Forgets everything when the snapshot changes or ``limit`` shapes are held.
+    Not thread-safe: one per event loop.
+    """
+
+    __slots__ = ("snapshot", "limit", "_memo")
+
+    def __init__(self, limit: int = 4096):
+        self.snapshot: Snapshot | None = None
+        self.limit = limit
+        self._memo: dict[tuple, Decision] = {}
+
+    def decide(self, snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, Any] | None,
+               body_bytes: int | None = None) -> Decision:
+        feats = features(path, body, estimate_tokens=False, body_bytes=body_bytes)
+        memo = self._memo
+        if snapshot is not self.snapshot:
+            memo.clear()
+            self.snapshot = snapshot
+        key = (agent, path, _SHAPE(feats))
+        known = memo.get(key)
+        if known is not None:
+            entry = known.entry
+            if entry is None or known.passthrough or fits_context_by_size(entry, feats):
+                if known.features.prompt_tokens_ceiling == feats.prompt_tokens_ceiling:
+                    return known  # same shape, no estimate on either side: the features are equal
+                same = _new(Decision)  # the remembered decision, with this request's features (its size)
+                same.__dict__.update(known.__dict__)
+                same.__dict__["features"] = feats
+                return same
+        d = _decide(snapshot, agent, path, body, feats, False)
+        if d.features is feats:  # no prompt estimate was made: the shape decided it
+            if len(memo) >= self.limit:
+                memo.clear()
+            memo[key] = d
+        return d

@@ -103,10 +103,23 @@ class RequestFeatures:
 _features = builder(RequestFeatures)
 
 
+_API_OF_PATH: dict[str, str] = {}  # the proxy sees a handful of paths: remember their shapes
+
+
 def api_for_path(path: str) -> str:
     """The API shape of a request path, from its tail (query and fragment ignored)."""
     if not isinstance(path, str):
         return "other"
+    api = _API_OF_PATH.get(path)
+    if api is None:
+        api = _api_for_path(path)
+        if len(_API_OF_PATH) >= 1024:
+            _API_OF_PATH.clear()
+        _API_OF_PATH[path] = api
+    return api
+
+
+def _api_for_path(path: str) -> str:
     clean = path.split("?", 1)[0].split("#", 1)[0].rstrip("/")
     for tail, api in _PATH_TAILS:
         if clean.endswith(tail):
@@ -185,7 +198,9 @@ def _part_types(api: str, body: Mapping) -> set[str | None]:
     types: set[str | None] = set()
     if api == "chat":
         for message in _list(body.get("messages")):
-            types |= _types(_parts(message))
+            content = message.get("content") if isinstance(message, dict) else None
+            if isinstance(content, list):  # a string content has no parts (the common case: no set built)
+                types |= _types(content)
     elif api == "responses":
         for item in _list(body.get("input")):
             if isinstance(item, dict):

@@ -6,8 +6,9 @@ server and client cost ~3x and ~4x the CPU per request on this machine, and
 the activity log is written by a child process (gwctl.activity.child)
 (benchmarks/README.md). The proxy
 adds no routing or catalog rule of its own: every request goes through
-:func:`gwctl.core.decision.decide`, and the answer for a rejected request is
-the decision's own error body.
+:func:`gwctl.core.decision.decide` (through its per-shape memo,
+:class:`~gwctl.core.decision.DecisionMemo`, which returns what decide returns),
+and the answer for a rejected request is the decision's own error body.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import orjson
 
 from gwctl.activity.child import ChildWriter
 from gwctl.core import keys as gwkeys
-from gwctl.core.decision import Decision, decide
+from gwctl.core.decision import Decision, DecisionMemo, decide
 from gwctl.core.model import Snapshot
 from gwctl.core.pricing import Usage
 from gwctl.errors import GwctlError
@@ -90,6 +91,7 @@ class Gateway:
         self._closing = False
         self._reload_task: asyncio.Task | None = None
         self._auth: dict[str, tuple] = {}  # source name -> (the Source it was resolved for, its auth headers)
+        self._decisions = DecisionMemo()  # decide(), remembered per request shape for the current snapshot
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -198,7 +200,7 @@ class Gateway:
             # a big prompt takes a while to estimate: let the loop keep serving the others meanwhile
             d = await asyncio.get_running_loop().run_in_executor(None, decide, snap, agent, full_path, body, False, len(raw))
         else:
-            d = decide(snap, agent, full_path, body, estimate=False, body_bytes=len(raw))
+            d = self._decisions.decide(snap, agent, full_path, body, len(raw))
         if not d.forwarded:
             resp = Reply(d.status, orjson.dumps(d.error_body()), [(REQUEST_ID_HEADER, rid)])
             self._record(rid, key_name, d, path, d.status, start, None, d.rule, d.message)
