@@ -69,6 +69,7 @@ from decimal import (
     Overflow,
     Rounded,
 )
+from operator import attrgetter
 from typing import Any, Mapping
 
 from gwctl.core.model import PRICE_KINDS, CatalogEntry
@@ -128,7 +129,7 @@ class Usage:
 
     def counts(self) -> tuple[int, ...]:
         """Every count in :data:`USAGE_FIELDS` order (what the proxy ships to its log writer)."""
-        return tuple([getattr(self, name) for name in _USAGE_FIELDS])
+        return _counts_of(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Usage:
@@ -154,6 +155,7 @@ class Usage:
 
 
 _USAGE_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Usage))
+_counts_of = attrgetter(*_USAGE_FIELDS)
 USAGE_FIELDS = _USAGE_FIELDS
 """Usage's field names in order: the positions of :meth:`Usage.counts`."""
 _PRICE_KIND_SET = frozenset(PRICE_KINDS)
@@ -245,6 +247,8 @@ class Cost:
 
 def _count(obj: Mapping[str, Any], key: str, where: str) -> int:
     value = obj.get(key)
+    if type(value) is int and value >= 0:  # the usual answer, checked first (the proxy reads one per request)
+        return value
     if value is None:
         return 0
     if isinstance(value, bool):
