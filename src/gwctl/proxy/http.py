@@ -9,9 +9,12 @@ client hangs up, idle connections closed after a timeout, and a graceful
 shutdown. aiohttp's server did the same work for about 3x the CPU per
 request, a third of the proxy's budget (benchmarks/README.md).
 
-A handler is ``async def handler(request) -> Reply | None``: it returns a
-:class:`Reply`, or streams itself through :meth:`Request.start_stream` and
-returns None.
+A handler is called with the request and returns a :class:`Reply`, or an
+awaitable (an ``async def``'s coroutine) of a Reply or of None when it
+streamed the answer itself through :meth:`Request.start_stream`. Answering
+synchronously when nothing needs waiting for (a rejection, a health check)
+and handing back the coroutine only for the rest keeps the chain of
+coroutines a resumed request runs through short.
 """
 
 from __future__ import annotations
@@ -134,7 +137,7 @@ def _head(status: int, headers: Iterable[tuple[str, str]], keep_alive: bool, htt
     return b"".join(parts)
 
 
-Handler = Callable[[Request], Awaitable["Reply | None"]]
+Handler = Callable[[Request], "Reply | Awaitable[Reply | None]"]
 
 
 class HttpServer:
@@ -353,7 +356,9 @@ class HttpProtocol(asyncio.Protocol):
     async def _serve(self, req: Request) -> None:
         while True:
             try:
-                reply = await self.server.handler(req)
+                reply = self.server.handler(req)
+                if type(reply) is not Reply:
+                    reply = await reply
             except asyncio.CancelledError:
                 self.close()
                 return

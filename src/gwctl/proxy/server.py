@@ -152,18 +152,19 @@ class Gateway:
 
     # --- requests ------------------------------------------------------------
 
-    async def handle(self, request: Request) -> Reply | None:
-        """Answer one request (or stream it and return None); counted in flight for the SIGTERM drain."""
+    def _begin(self) -> None:
+        """A request that waits for something is in flight (the SIGTERM drain waits for it)."""
         self.inflight += 1
         self._idle.clear()
-        try:
-            return await self._handle(request)
-        finally:
-            self.inflight -= 1
-            if self.inflight == 0:
-                self._idle.set()
 
-    async def _handle(self, request: Request) -> Reply | None:
+    def _end(self) -> None:
+        self.inflight -= 1
+        if self.inflight == 0:
+            self._idle.set()
+
+    def handle(self, request: Request):
+        """Answer one request: a :class:`Reply` at once when nothing needs waiting for (a rejection, the
+        health check, the model list), else the coroutine that forwards it (see gwctl.proxy.http)."""
         start = time.perf_counter()
         rid = new_request_id()
         path = request.path
@@ -197,15 +198,26 @@ class Gateway:
         agent = request.headers.get("x-gwctl-agent")
         full_path = path + (("?" + request.query) if request.query else "")
         if len(raw) > LARGE_BODY:
-            # a big prompt takes a while to estimate: let the loop keep serving the others meanwhile
-            d = await asyncio.get_running_loop().run_in_executor(None, decide, snap, agent, full_path, body, False, len(raw))
-        else:
-            d = self._decisions.decide(snap, agent, full_path, body, len(raw))
+            return self._decide_aside(request, agent, full_path, body, raw, rid, key_name, start, snap)
+        d = self._decisions.decide(snap, agent, full_path, body, len(raw))
         if not d.forwarded:
-            resp = Reply(d.status, orjson.dumps(d.error_body()), [(REQUEST_ID_HEADER, rid)])
-            self._record(rid, key_name, d, path, d.status, start, None, d.rule, d.message)
-            return resp
+            return self._refuse(d, rid, key_name, path, start)
+        return self._forward(request, d, body, raw, rid, key_name, start, snap)
+
+    async def _decide_aside(self, request, agent, full_path, body, raw, rid, key_name, start, snap) -> Reply | None:
+        """A big prompt takes a while to estimate: decide in a thread while the loop serves the others."""
+        self._begin()
+        try:
+            d = await asyncio.get_running_loop().run_in_executor(None, decide, snap, agent, full_path, body, False, len(raw))
+        finally:
+            self._end()
+        if not d.forwarded:
+            return self._refuse(d, rid, key_name, request.path, start)
         return await self._forward(request, d, body, raw, rid, key_name, start, snap)
+
+    def _refuse(self, d: Decision, rid, key_name, path, start) -> Reply:
+        self._record(rid, key_name, d, path, d.status, start, None, d.rule, d.message)
+        return Reply(d.status, orjson.dumps(d.error_body()), [(REQUEST_ID_HEADER, rid)])
 
     def _models(self, snap: Snapshot, rid: str) -> Reply:
         data = [
@@ -239,54 +251,59 @@ class Gateway:
         return headers
 
     async def _forward(self, request: Request, d: Decision, body: dict, raw: bytes, rid, key_name, start, snap) -> Reply | None:
-        feats = d.features
-        api = feats.api if feats else "other"
-        stream = bool(feats and feats.stream)
-        changed = False
-        if d.rewrite_model:
-            body["model"] = d.upstream_model
-            changed = True
-        strip_usage = False
-        if stream and api in ("chat", "completions"):
-            opts = body.get("stream_options")
-            if not (isinstance(opts, dict) and opts.get("include_usage")):
-                body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
-                strip_usage = True
+        """Send the request upstream and answer with what comes back (or stream it and return None)."""
+        self._begin()
+        try:
+            feats = d.features
+            api = feats.api if feats else "other"
+            stream = bool(feats and feats.stream)
+            changed = False
+            if d.rewrite_model:
+                body["model"] = d.upstream_model
                 changed = True
-        payload = orjson.dumps(body) if changed else raw
-        try:
-            headers = self._upstream_headers(request, d, snap)
-        except GwctlError as exc:
-            self._record(rid, key_name, d, request.path, 502, start, None, "credential_missing", exc.message, stream)
-            return _error(502, f"the gateway cannot reach source {d.source}: {exc.message}", "api_error", "credential_missing", rid)
-        try:
-            upstream = await self.pool.request("POST", d.upstream_url, headers.items(), payload,
-                                               connect_timeout=d.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
-                                               read_timeout=d.read_timeout or DEFAULT_READ_TIMEOUT)
-        except UpstreamTimeout:
-            return self._upstream_failed(504, "upstream_timeout", f"source {d.source} did not answer in time", rid, key_name, d, request, start, stream)
-        except (UpstreamError, ValueError) as exc:
-            return self._upstream_failed(502, "upstream_unreachable", f"source {d.source} is unreachable ({_why(exc)})", rid, key_name, d, request, start, stream)
-        try:
-            out_headers = [(k, v) for k, v in upstream.headers if k.lower() not in _DROP_RESPONSE]
-            out_headers.append((REQUEST_ID_HEADER, rid))
-            if (upstream.header("content-type") or "").startswith("text/event-stream"):
-                return await self._relay_stream(request, upstream, out_headers, d, api, strip_usage, rid, key_name, start)
+            strip_usage = False
+            if stream and api in ("chat", "completions"):
+                opts = body.get("stream_options")
+                if not (isinstance(opts, dict) and opts.get("include_usage")):
+                    body["stream_options"] = {**(opts if isinstance(opts, dict) else {}), "include_usage": True}
+                    strip_usage = True
+                    changed = True
+            payload = orjson.dumps(body) if changed else raw
             try:
-                data = await upstream.read()
+                headers = self._upstream_headers(request, d, snap)
+            except GwctlError as exc:
+                self._record(rid, key_name, d, request.path, 502, start, None, "credential_missing", exc.message, stream)
+                return _error(502, f"the gateway cannot reach source {d.source}: {exc.message}", "api_error", "credential_missing", rid)
+            try:
+                upstream = await self.pool.request("POST", d.upstream_url, headers.items(), payload,
+                                                   connect_timeout=d.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+                                                   read_timeout=d.read_timeout or DEFAULT_READ_TIMEOUT)
             except UpstreamTimeout:
-                return self._upstream_failed(504, "upstream_timeout", f"source {d.source} timed out while answering", rid, key_name, d, request, start, stream)
-            except UpstreamError as exc:
-                return self._upstream_failed(502, "upstream_unreachable", f"source {d.source} broke the connection ({_why(exc)})", rid, key_name, d, request, start, stream)
-            usage = usage_from_body(api, data) if upstream.status < 400 else None
-            self._record(rid, key_name, d, request.path, upstream.status, start, usage,
-                         None, None if upstream.status < 400 else f"upstream answered {upstream.status}", stream)
-            return Reply(upstream.status, data, out_headers, content_type=None)
-        except BaseException:
-            upstream.abort()
-            raise
+                return self._upstream_failed(504, "upstream_timeout", f"source {d.source} did not answer in time", rid, key_name, d, request, start, stream)
+            except (UpstreamError, ValueError) as exc:
+                return self._upstream_failed(502, "upstream_unreachable", f"source {d.source} is unreachable ({_why(exc)})", rid, key_name, d, request, start, stream)
+            try:
+                out_headers = [(k, v) for k, v in upstream.headers if k.lower() not in _DROP_RESPONSE]
+                out_headers.append((REQUEST_ID_HEADER, rid))
+                if (upstream.header("content-type") or "").startswith("text/event-stream"):
+                    return await self._relay_stream(request, upstream, out_headers, d, api, strip_usage, rid, key_name, start)
+                try:
+                    data = await upstream.read()
+                except UpstreamTimeout:
+                    return self._upstream_failed(504, "upstream_timeout", f"source {d.source} timed out while answering", rid, key_name, d, request, start, stream)
+                except UpstreamError as exc:
+                    return self._upstream_failed(502, "upstream_unreachable", f"source {d.source} broke the connection ({_why(exc)})", rid, key_name, d, request, start, stream)
+                usage = usage_from_body(api, data) if upstream.status < 400 else None
+                self._record(rid, key_name, d, request.path, upstream.status, start, usage,
+                             None, None if upstream.status < 400 else f"upstream answered {upstream.status}", stream)
+                return Reply(upstream.status, data, out_headers, content_type=None)
+            except BaseException:
+                upstream.abort()
+                raise
+            finally:
+                upstream.release()
         finally:
-            upstream.release()
+            self._end()
 
     async def _relay_stream(self, request, upstream, out_headers, d, api, strip_usage, rid, key_name, start):
         resp = request.start_stream(upstream.status, out_headers)
