@@ -278,6 +278,23 @@ def test_junk_never_raises_and_types_hold(path, body):
     assert f.prompt_tokens_estimate >= 0
 
 
+@settings(max_examples=400, deadline=None)
+@given(path=paths, body=st.dictionaries(interesting_keys | st.text(max_size=5), json_values, max_size=8))
+def test_the_key_shortcuts_never_change_a_flag(path, body):
+    """features() skips a detector when none of the keys it reads is in the body: the flags must be
+    exactly what the detectors say when always run."""
+    from gwctl.core import request as rq
+
+    api = rq.api_for_path(path)
+    f = features(path, body, estimate_tokens=False)
+    parts = rq._part_types(api, body)
+    assert f.uses_tools == rq._uses_tools(api, body)
+    assert f.uses_reasoning == (api in rq._GENERATIVE and rq._uses_reasoning(body))
+    assert f.uses_json_output == rq._uses_json_output(api, body)
+    assert f.uses_vision == bool(parts & rq._IMAGE_PARTS.get(api, frozenset()))
+    assert f.uses_audio == (bool(parts & rq._AUDIO_PARTS.get(api, frozenset())) or rq._asks_audio_output(api, body))
+
+
 @settings(max_examples=100, deadline=None)
 @given(path=paths, body=json_values)
 def test_non_mapping_bodies_are_empty(path, body):

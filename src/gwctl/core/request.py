@@ -101,6 +101,13 @@ class RequestFeatures:
 
 
 _features = builder(RequestFeatures)
+# The top-level keys each detector below reads: a body with none of them does not use the feature,
+# which a set test on the body's keys tells without running the detector (most bodies use few).
+_TOOL_KEYS = frozenset({"tools", "tool_choice", "functions", "function_call"})
+_REASONING_KEYS = frozenset({"reasoning_effort", "reasoning", "thinking"})
+_JSON_OUTPUT_KEYS = frozenset({"response_format", "text", "output_format", "output_config"})
+_AUDIO_OUTPUT_KEYS = frozenset({"modalities", "audio"})
+_NO_PARTS: frozenset[str] = frozenset()
 
 
 _API_OF_PATH: dict[str, str] = {}  # the proxy sees a handful of paths: remember their shapes
@@ -141,18 +148,20 @@ def features(path: str, body: Mapping | None, estimate_tokens: bool = True,
     budget, budget_param = _output_budget(api, body)
     part_types = _part_types(api, body)
     model = body.get("model")
+    keys = frozenset(k for k in body if isinstance(k, str))
     return _features({
         "api": api,
         "model": model if isinstance(model, str) else None,
         "stream": body.get("stream") is True,
         "output_budget": budget,
         "output_param": budget_param,
-        "uses_vision": bool(part_types & _IMAGE_PARTS.get(api, frozenset())),
-        "uses_tools": _uses_tools(api, body),
-        "uses_reasoning": api in _GENERATIVE and _uses_reasoning(body),
-        "uses_json_output": _uses_json_output(api, body),
-        "uses_audio": bool(part_types & _AUDIO_PARTS.get(api, frozenset())) or _asks_audio_output(api, body),
-        "params": frozenset(k for k in body if isinstance(k, str)),
+        "uses_vision": bool(part_types and part_types & _IMAGE_PARTS.get(api, _NO_PARTS)),
+        "uses_tools": not _TOOL_KEYS.isdisjoint(keys) and _uses_tools(api, body),
+        "uses_reasoning": api in _GENERATIVE and not _REASONING_KEYS.isdisjoint(keys) and _uses_reasoning(body),
+        "uses_json_output": not _JSON_OUTPUT_KEYS.isdisjoint(keys) and _uses_json_output(api, body),
+        "uses_audio": bool(part_types and part_types & _AUDIO_PARTS.get(api, _NO_PARTS))
+                      or (not _AUDIO_OUTPUT_KEYS.isdisjoint(keys) and _asks_audio_output(api, body)),
+        "params": keys,
         "prompt_tokens_estimate": estimate_prompt_tokens(api, body) if estimate_tokens else None,
         "prompt_tokens_ceiling": None if body_bytes is None else prompt_tokens_ceiling(body_bytes),
     })
