@@ -147,3 +147,25 @@ def test_key_verification_is_by_hash():
     assert keys.verify(stored, k + "x") is None and keys.verify(stored, None) is None
     assert keys.from_headers("Bearer " + k, None) == k and keys.from_headers(None, k) == k
     assert keys.from_headers("Basic abc", None) is None
+
+
+def test_the_proxy_key_memo_verifies_as_verify_and_forgets_on_reload():
+    from types import MappingProxyType as MP
+
+    from gwctl.core import keys
+    from gwctl.core.model import GatewayKey, Snapshot
+
+    def snapshot(**named):
+        return Snapshot(keys=MP({n: GatewayKey(name=n, hash=keys.digest(k), prefix=keys.shown_prefix(k))
+                                 for n, k in named.items()}))
+
+    a, b = keys.generate(), keys.generate()
+    first = snapshot(a=a, b=b)
+    memo = keys.VerifiedKeys()
+    for _ in range(2):  # the second round answers from memory
+        assert memo.verify(first, a) == "a" and memo.verify(first, b) == "b"
+        assert memo.verify(first, a + "x") is None and memo.verify(first, "") is None and memo.verify(first, None) is None
+    assert sorted(memo._known) == sorted([a, b])  # only keys that matched are remembered
+    revoked = snapshot(b=b)  # a reload that revoked a
+    assert memo.verify(revoked, a) is None and memo.verify(revoked, b) == "b"
+    assert list(memo._known) == [b]

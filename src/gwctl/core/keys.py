@@ -12,7 +12,7 @@ import hmac
 import secrets
 from typing import Mapping
 
-from gwctl.core.model import GatewayKey
+from gwctl.core.model import GatewayKey, Snapshot
 
 PREFIX = "gwk_"
 
@@ -45,6 +45,40 @@ def verify(keys: Mapping[str, GatewayKey], presented: str | None, by_hash: Mappi
     if found is not None and hmac.compare_digest(found.hash.encode(), want.encode()):
         return found.name
     return None
+
+
+class VerifiedKeys:
+    """:func:`verify` for the proxy, remembering the keys that matched, per snapshot.
+
+    Hashing a presented key costs a few microseconds a request and the same
+    few keys come back all day. Only keys that matched are remembered (junk
+    never grows the table), and everything is forgotten when the snapshot
+    changes, so a revoked key stops working with the reload that revokes it.
+    A remembered key is found by a dict lookup on the presented text: Python
+    compares strings there only after their (per-process randomly keyed) hashes
+    are equal, so a wrong key's timing says nothing about a right one, and the
+    final comparison is :func:`hmac.compare_digest` as in :func:`verify`.
+    """
+
+    __slots__ = ("snapshot", "_known")
+
+    def __init__(self) -> None:
+        self.snapshot: Snapshot | None = None
+        self._known: dict[str, tuple[str, str]] = {}  # presented key -> (itself, key name)
+
+    def verify(self, snapshot: Snapshot, presented: str | None) -> str | None:
+        if not presented:
+            return None
+        if snapshot is not self.snapshot:
+            self._known.clear()
+            self.snapshot = snapshot
+        known = self._known.get(presented)
+        if known is not None and hmac.compare_digest(known[0].encode(), presented.encode()):
+            return known[1]
+        name = verify(snapshot.keys, presented, snapshot.keys_by_hash)
+        if name is not None and len(self._known) < 1024:
+            self._known[presented] = (presented, name)
+        return name
 
 
 def from_headers(authorization: str | None, x_api_key: str | None) -> str | None:

@@ -92,6 +92,7 @@ class Gateway:
         self._reload_task: asyncio.Task | None = None
         self._auth: dict[str, tuple] = {}  # source name -> (the Source it was resolved for, its auth headers)
         self._decisions = DecisionMemo()  # decide(), remembered per request shape for the current snapshot
+        self._keys = gwkeys.VerifiedKeys()  # gateway keys that matched, for the current snapshot
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -175,7 +176,7 @@ class Gateway:
         key_name = None
         if not self.config.no_auth:
             presented = gwkeys.from_headers(request.headers.get("authorization"), request.headers.get("x-api-key"))
-            key_name = gwkeys.verify(snap.keys, presented, snap.keys_by_hash)
+            key_name = self._keys.verify(snap, presented)
             if key_name is None:
                 msg = "missing gateway key: send Authorization: Bearer <key> or x-api-key: <key>" if not presented else "invalid gateway key"
                 return self._log_error(401, msg, "invalid_api_key", rid, None, request, path, start, "authentication_error")
