@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from gwctl.activity import ActivityError, BatchWriter, open_log, sqlite_dsn
+from gwctl.activity import ActivityError, open_log, sqlite_dsn
 from gwctl.activity.migrations import LATEST
 
 pytestmark = pytest.mark.postgres
@@ -159,24 +159,48 @@ def test_schema_newer_than_code(dsn):
         open_log(dsn)
 
 
-def test_writer_reconnects_after_losing_its_connection(dsn, pg_server_dsn):
-    writer = BatchWriter(dsn, batch_size=10, flush_interval=0.01, retry_max_delay=0.1)
-    try:
-        for i in range(5):
-            writer.submit(rec(request_id=f"before{i}"))
-        assert writer.flush(10)
-        pid = writer._sink._log._conn.info.backend_pid  # the writer thread's own connection
-        with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
-            assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0] is True
-        for i in range(5):
-            writer.submit(rec(request_id=f"after{i}"))
-        assert writer.flush(10)
-    finally:
-        assert writer.close(10) is True
-    with open_log(dsn) as log:
-        got = sorted(r.request_id for r in log.list(limit=None))
-    assert got == sorted([f"before{i}" for i in range(5)] + [f"after{i}" for i in range(5)])
-    assert writer.stats().failed == 0
+def test_writer_process_reconnects_after_losing_its_connection(dsn, pg_server_dsn):
+    """The proxy's writer process outlives a PostgreSQL restart of its session: the rows after the
+    loss are written on a fresh connection, none lost, none twice."""
+    import asyncio
+
+    from gwctl.activity.child import ChildWriter
+
+    app = f"gwctl-writer-{uuid.uuid4().hex[:8]}"  # to find the child's own session
+    parts = urlsplit(dsn)
+    tagged = urlunsplit(parts._replace(query=urlencode(parse_qsl(parts.query) + [("application_name", app)])))
+    wire_row = contract.wire_row
+
+    def seen() -> list[str]:
+        with open_log(dsn) as log:
+            return sorted(r.request_id for r in log.list(limit=None))
+
+    async def until(n: int) -> list[str]:
+        deadline = time.monotonic() + 20
+        got: list[str] = []
+        while time.monotonic() < deadline and len(got) < n:
+            got = seen()
+            await asyncio.sleep(0.05)
+        return got
+
+    async def main():
+        writer = ChildWriter(tagged, flush_interval=0.01)
+        await writer.start()
+        try:
+            for i in range(5):
+                writer.submit(wire_row(i))
+            assert len(await until(5)) == 5
+            with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
+                killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                       "WHERE application_name = %s", (app,)).fetchone()[0]
+            assert killed == 1
+            for i in range(5, 10):
+                writer.submit(wire_row(i))
+            return await until(10)
+        finally:
+            assert await writer.close(20) is True
+
+    assert asyncio.run(main()) == sorted(f"w{i}" for i in range(10))
 
 
 def test_schemas_isolate_tests(new_dsn):

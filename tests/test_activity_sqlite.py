@@ -1,7 +1,7 @@
 """Activity log: the shared contract (run here on SQLite, and on PostgreSQL by
 test_activity_postgres.py, which imports every ``test_contract_*`` below),
-plus the pure helpers, the SQLite specifics and the BatchWriter's failure
-handling.
+plus the pure helpers, the SQLite specifics and the log writer's failure
+policy (LogSink).
 
 Contract tests get their log from two fixtures each backend file defines:
 ``new_dsn`` (a factory for a fresh, empty log) and ``dsn`` (one fresh log),
@@ -33,7 +33,6 @@ from gwctl.activity import (
     USAGE_KINDS,
     ActivityError,
     ActivityRecord,
-    BatchWriter,
     SummaryRow,
     exact_sum,
     open_log,
@@ -48,6 +47,7 @@ from gwctl.activity import (
 from gwctl.activity.migrations import LATEST, MIGRATIONS
 from gwctl.activity.query import clean_text, order_summary
 from gwctl.activity.record import format_utc, parse_utc
+from gwctl.activity.writer import LogSink
 from gwctl.errors import Exit
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
@@ -440,37 +440,74 @@ def test_contract_concurrent_opens_processes(new_dsn, read_versions):
     assert read_versions(dsn) == [m.version for m in MIGRATIONS]
 
 
-def test_contract_writer_flushes_on_close(dsn):
-    records = [rec(request_id=f"w{i}", time=T0 + timedelta(seconds=i)) for i in range(1000)]
-    writer = BatchWriter(dsn, batch_size=64, flush_interval=30.0)
-    for r in records:
-        assert writer.submit(r) is True
-    assert writer.close(timeout=20) is True
-    stats = writer.stats()
-    assert (stats.submitted, stats.written, stats.dropped, stats.lost, stats.pending) == (1000, 1000, 0, 0, 0)
+def wire_row(i: int, entry=None, counts=None) -> tuple:
+    """What the proxy submits to its writer process for one request (gwctl.activity.child.WIRE_FIELDS)."""
+    from gwctl.core.pricing import Usage
+
+    counts = counts if counts is not None else Usage(input_tokens=10, output_tokens=5).counts()
+    return ((T0 + timedelta(seconds=i)).timestamp(), f"w{i}", "ci", "triage", "managed", "local", "local/llama",
+            "llama", "/v1/chat/completions", 200, 12.5, counts, entry, "local/llama", None, None, False)
+
+
+def _run_writer(dsn, rows, **kw) -> tuple[bool, "ChildWriter"]:
+    import asyncio
+
+    from gwctl.activity.child import ChildWriter
+
+    async def main():
+        writer = ChildWriter(dsn, **kw)
+        await writer.start()
+        for r in rows:
+            writer.submit(r)
+        return await writer.close(30), writer
+
+    return asyncio.run(main())
+
+
+def test_contract_writer_process_writes_every_row_exactly(dsn):
+    """The proxy's writer process, on this backend: every row lands, priced exactly in the child."""
+    from types import MappingProxyType
+
+    from gwctl.core.model import CatalogEntry
+
+    entry = CatalogEntry("local", "llama", prices=MappingProxyType({"input": Decimal("1e-6"), "output": Decimal("1e-6")}))
+    ok, writer = _run_writer(dsn, [wire_row(i, entry) for i in range(1000)] + [wire_row(1000)], batch_rows=64)
+    assert ok and writer.submitted == 1001 and writer.dropped == 0
     with open_log(dsn) as log:
-        assert len(log.list(limit=None)) == 1000
+        rows = log.list(limit=None)
+        assert len(rows) == 1001
+        assert {r.cost for r in rows if r.request_id != "w1000"} == {Decimal("0.000015")}
+        assert next(r for r in rows if r.request_id == "w1000").cost is None  # no entry: unbilled, not zero
+        assert next(r for r in rows if r.request_id == "w7").time == T0 + timedelta(seconds=7)
         assert log.summary(by="source")[0].cost == Decimal("0.000015") * 1000
 
 
-def test_contract_writer_flushes_on_interval_and_size(dsn):
-    by_time = BatchWriter(dsn, batch_size=1000, flush_interval=0.05)
-    by_size = BatchWriter(dsn, batch_size=5, flush_interval=60.0)
-    try:
-        for i in range(3):
-            by_time.submit(rec(request_id=f"time{i}"))
-        for i in range(5):
-            by_size.submit(rec(request_id=f"size{i}"))
-        deadline = time.monotonic() + 10
-        seen: set[str] = set()
-        with open_log(dsn) as log:
-            while time.monotonic() < deadline and len(seen) < 8:
-                seen = {r.request_id for r in log.list(limit=None)}
-                time.sleep(0.02)
-        assert seen == {f"time{i}" for i in range(3)} | {f"size{i}" for i in range(5)}
-        assert by_time.flush(5) and by_size.flush(5)
-    finally:
-        assert by_time.close(10) and by_size.close(10)
+def test_contract_writer_process_flushes_on_interval_and_size(dsn):
+    import asyncio
+
+    from gwctl.activity.child import ChildWriter
+
+    async def main():
+        by_time = ChildWriter(dsn, batch_rows=1000, flush_interval=0.05)
+        by_size = ChildWriter(dsn, batch_rows=5, flush_interval=60.0)
+        await by_time.start()
+        await by_size.start()
+        try:
+            for i in range(3):
+                by_time.submit(wire_row(i))
+            for i in range(3, 8):
+                by_size.submit(wire_row(i))
+            deadline = time.monotonic() + 10
+            seen: set[str] = set()
+            with open_log(dsn) as log:
+                while time.monotonic() < deadline and len(seen) < 8:
+                    seen = {r.request_id for r in log.list(limit=None)}
+                    await asyncio.sleep(0.02)
+            return seen  # both writers are still open: what was seen came by time and by size
+        finally:
+            assert await by_time.close(10) and await by_size.close(10)
+
+    assert asyncio.run(main()) == {f"w{i}" for i in range(8)}
 
 
 # ---------------------------------------------------------------------------
@@ -783,22 +820,18 @@ def test_sqlite_reader_while_writer_holds_transaction(dsn):
 
 
 # ---------------------------------------------------------------------------
-# BatchWriter failure handling (backend-independent: fake logs)
+# LogSink's failure policy (what the writer process writes through; backend-independent: fake logs)
 
 
 class FakeLog:
-    def __init__(self, *, fail_calls: int = 0, refuse: set[str] = frozenset(), gate: threading.Event | None = None):
+    def __init__(self, *, fail_calls: int = 0, refuse: set[str] = frozenset()):
         self.rows: list[ActivityRecord] = []
         self.fail_calls = fail_calls
         self.refuse = set(refuse)
-        self.gate = gate
         self.calls = 0
-        self.dsn = "fake://"
 
     def write_many(self, records):
         self.calls += 1
-        if self.gate is not None:
-            self.gate.wait(10)
         if self.calls <= self.fail_calls:
             raise ActivityError("database went away")
         if any(r.request_id in self.refuse for r in records):
@@ -809,84 +842,41 @@ class FakeLog:
         pass
 
 
-def test_writer_never_raises_when_log_cannot_open(caplog):
+def test_sink_says_unavailable_when_the_log_cannot_open(caplog):
     def opener():
         raise ActivityError("cannot connect")
 
-    writer = BatchWriter(opener=opener, flush_interval=0.01, retry_max_delay=0.05)
-    for i in range(50):
-        assert writer.submit(rec(request_id=f"x{i}")) is True
-    assert writer.submit("not a record") is False  # type: ignore[arg-type]
-    assert writer.submit(None) is False  # type: ignore[arg-type]
-    started = time.monotonic()
-    assert writer.close(timeout=0.3) is False
-    assert time.monotonic() - started < 3
-    stats = writer.stats()
-    assert stats.lost == 50 and stats.written == 0 and stats.dropped == 2 and stats.pending == 0
-    assert writer.submit(rec()) is False  # after close
-    assert writer.stats().dropped == 3
-    assert writer.close(timeout=0.1) is False  # idempotent, still reports the loss
-
-
-def test_writer_drops_when_queue_full(caplog):
-    gate = threading.Event()
-    fake = FakeLog(gate=gate)
-    writer = BatchWriter(opener=lambda: fake, batch_size=1, flush_interval=0, max_queue=5)
+    sink = LogSink(opener, "fake://")
     with caplog.at_level(logging.WARNING, logger="gwctl.activity"):
-        results = [writer.submit(rec(request_id=f"q{i}")) for i in range(40)]
-    assert results.count(False) >= 30  # at most 5 queued + 1 in the writer's hands
-    assert any("queue is full" in m for m in caplog.messages)
-    gate.set()
-    assert writer.close(timeout=10) is True
-    stats = writer.stats()
-    assert stats.written == results.count(True) == len(fake.rows)
-    assert stats.dropped == results.count(False)
+        assert sink.write([rec(request_id="x")]) == (False, 0, 0)  # never raises: "retry later"
+    assert any("cannot open the activity log (fake://)" in m for m in caplog.messages)
 
 
-def test_writer_retries_after_transient_failures():
-    fake = FakeLog(fail_calls=3)
-    writer = BatchWriter(opener=lambda: fake, batch_size=10, flush_interval=0.01, retry_max_delay=0.05)
-    for i in range(25):
-        writer.submit(rec(request_id=f"r{i}"))
-    assert writer.flush(timeout=10) is True
-    assert writer.close(timeout=5) is True
-    assert sorted(r.request_id for r in fake.rows) == sorted(f"r{i}" for i in range(25))
+def test_sink_retries_once_on_a_fresh_connection():
+    fake = FakeLog(fail_calls=1)
+    opened = []
+    sink = LogSink(lambda: opened.append(1) or fake, "fake://")
+    assert sink.write([rec(request_id=f"r{i}") for i in range(3)]) == (True, 3, 0)
+    assert len(opened) == 2 and [r.request_id for r in fake.rows] == ["r0", "r1", "r2"]
 
 
-def test_writer_isolates_a_refused_record(caplog):
+def test_sink_says_unavailable_while_every_write_fails_then_recovers(caplog):
+    fake = FakeLog(fail_calls=5)  # two whole-batch tries and each of the 3 records alone: all fail
+    sink = LogSink(lambda: fake, "fake://")
+    batch = [rec(request_id=f"r{i}") for i in range(3)]
+    with caplog.at_level(logging.WARNING, logger="gwctl.activity"):
+        assert sink.write(batch) == (False, 0, 0)
+    assert any("cannot write to the activity log" in m for m in caplog.messages)
+    assert sink.write(batch) == (True, 3, 0) and len(fake.rows) == 3  # the database is back
+
+
+def test_sink_isolates_a_refused_record(caplog):
     fake = FakeLog(refuse={"poison"})
-    writer = BatchWriter(opener=lambda: fake, batch_size=50, flush_interval=30)
-    for rid in ["a", "poison", "b"]:
-        writer.submit(rec(request_id=rid))
+    sink = LogSink(lambda: fake, "fake://")
     with caplog.at_level(logging.ERROR, logger="gwctl.activity"):
-        assert writer.close(timeout=5) is True
+        assert sink.write([rec(request_id=rid) for rid in ["a", "poison", "b"]]) == (True, 2, 1)
     assert sorted(r.request_id for r in fake.rows) == ["a", "b"]
-    stats = writer.stats()
-    assert (stats.written, stats.failed) == (2, 1)
-    assert any("poison" in m for m in caplog.messages)
-
-
-def test_writer_submit_is_cheap(tmp_path):
-    writer = BatchWriter(sqlite_dsn(tmp_path / "a.sqlite3"), max_queue=100_000)
-    records = [rec(request_id=f"c{i}") for i in range(20_000)]
-    started = time.perf_counter()
-    for r in records:
-        writer.submit(r)
-    per_call = (time.perf_counter() - started) / len(records)
-    assert writer.close(timeout=30) is True
-    assert per_call < 50e-6  # a queue put, not a database write
-    assert writer.stats().written == 20_000
-
-
-def test_writer_rejects_bad_arguments(tmp_path):
-    with pytest.raises(ValueError):
-        BatchWriter()
-    with pytest.raises(ValueError):
-        BatchWriter(sqlite_dsn(tmp_path / "a"), opener=lambda: FakeLog())
-    with pytest.raises(ValueError):
-        BatchWriter(opener=lambda: FakeLog(), batch_size=0)
-    with pytest.raises(ActivityError):
-        BatchWriter("mysql://h/db")  # fails at startup, not silently in the thread
+    assert any("poison" in m and "dropped" in m for m in caplog.messages)
 
 
 def test_summary_cost_of_an_all_unbilled_group_is_unknown_not_zero(new_dsn):

@@ -2,9 +2,8 @@
 
 Use :func:`resolve_dsn` to pick the log (``--activity`` > ``GWCTL_ACTIVITY`` >
 the default SQLite file) and :func:`open_log` to read or write it. The proxy
-writes through a writer process of its own (:mod:`gwctl.activity.child`);
-:class:`BatchWriter` is the in-process, threaded writer with the same failure
-policy (:class:`~gwctl.activity.writer.LogSink`).
+writes through a writer process of its own (:mod:`gwctl.activity.child`),
+with the failure policy of :class:`~gwctl.activity.writer.LogSink`.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from gwctl.activity.record import (
     record_to_json,
     summary_to_json,
 )
-from gwctl.activity.writer import BatchWriter, WriterStats
 
 __all__ = [
     "ENV_VAR",
@@ -36,10 +34,8 @@ __all__ = [
     "ActivityError",
     "ActivityLog",
     "ActivityRecord",
-    "BatchWriter",
     "SummaryRow",
     "Target",
-    "WriterStats",
     "exact_sum",
     "open_log",
     "parse_dsn",

@@ -11,7 +11,7 @@ data dir. Accepted forms:
 
 ``~`` is expanded in paths. The path part is taken literally (no
 percent-decoding, no query string). Every SQLite form is normalised to
-``sqlite:///ABSOLUTE/PATH`` by :func:`resolve_dsn`, so a writer thread
+``sqlite:///ABSOLUTE/PATH`` by :func:`resolve_dsn`, so the writer process
 started later (or a log line) sees the same file whatever the working
 directory. ``:memory:`` is refused: the proxy's writer and the CLI need a
 log they can both open.

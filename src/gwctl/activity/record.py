@@ -7,7 +7,7 @@ backends (SQLite, PostgreSQL) implement the same protocol on the same schema,
 so nothing above this package knows which one is in use.
 
 Records are checked when they are built, because a bad value found later, in
-the writer thread, could only be dropped: a naive datetime, a float cost, an
+the log writer, could only be dropped: a naive datetime, a float cost, an
 unknown usage kind or a negative count is a programming error and raises here.
 """
 
