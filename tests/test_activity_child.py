@@ -63,6 +63,24 @@ def test_rows_are_priced_exactly_and_written_by_the_child(tmp_path):
     assert recs["req00000021"].cost is None and recs["req00000021"].usage == {"input_tokens": 1000, "output_tokens": 100}
 
 
+def test_the_writer_is_out_of_reach_of_the_terminals_ctrl_c_from_its_first_instant(tmp_path):
+    """Its own session and process group: a Ctrl-C to the proxy's group cannot reach it, even while
+    it starts (before Python runs and ignores the signal)."""
+    async def main():
+        w = ChildWriter(sqlite_dsn(tmp_path / "a.db"), flush_interval=0.01)
+        await w.start()
+        pid = w._proc.pid
+        ids = os.getsid(pid), os.getpgid(pid)
+        os.killpg(os.getpgid(0), 0)  # our own group still exists: only the writer left it
+        w.submit(row(1))
+        assert await w.close(10)
+        return pid, ids
+
+    pid, (sid, pgid) = run(main())
+    assert sid == pid and pgid == pid
+    assert pgid != os.getpgid(0)
+
+
 def test_the_writer_runs_at_a_lower_priority_than_the_proxy(tmp_path):
     """Background work: when both want a core, the proxy gets it (benchmarks/README.md)."""
     from gwctl.activity.child import _NICENESS

@@ -13,10 +13,11 @@ into insert parameters (the backends' ``row()``, the same mapping their
 ``write_many`` uses) and writes through a
 :class:`~gwctl.activity.writer.LogSink` with the writer's retry policy.
 
-The child ignores SIGINT and SIGTERM (a Ctrl-C or a service manager signals
-the whole process group): it stops when its stdin closes, after writing what
-it was sent, so the parent's drain decides when logging ends, and a parent
-that dies still gets its rows written.
+The child runs in a session of its own and ignores SIGINT and SIGTERM (a
+Ctrl-C signals the terminal's whole process group, a service manager the
+whole cgroup): it stops when its stdin closes, after writing what it was
+sent, so the parent's drain decides when logging ends, and a parent that
+dies still gets its rows written.
 """
 
 from __future__ import annotations
@@ -95,12 +96,15 @@ class ChildWriter:
             args += ["--dsn", self.dsn]
         if self.access_log:
             args.append("--access-log")
-        # The child must ignore SIGINT/SIGTERM from its first instruction (a Ctrl-C during its start-up would
-        # otherwise kill it): a shell sets them to ignored and execs Python, which keeps them ignored. Not the
-        # loop's spawn (libuv resets dispositions) and not preexec_fn (unsafe once the proxy has threads).
+        # The child must not die of the signals meant for the proxy. It runs in a session of its own, so a
+        # Ctrl-C (SIGINT to the terminal's foreground process group) never reaches it, not even while it
+        # starts; and a shell sets SIGINT/SIGTERM to ignored before exec'ing Python, which keeps them ignored,
+        # for whoever signals it by pid or by cgroup (a service manager). Not the loop's spawn (libuv resets
+        # dispositions) and not preexec_fn (unsafe once the proxy has threads); setsid is done by
+        # subprocess in C, safely.
         self._last_start = time.monotonic()
         self._proc = subprocess.Popen(["/bin/sh", "-c", 'trap "" INT TERM; exec "$0" "$@"', *args],
-                                      stdin=subprocess.PIPE)
+                                      stdin=subprocess.PIPE, start_new_session=True)
         loop = asyncio.get_running_loop()
         self._pipe, _ = await loop.connect_write_pipe(asyncio.Protocol, self._proc.stdin)
 
