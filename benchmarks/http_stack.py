@@ -624,9 +624,10 @@ async def _wait_for_term() -> None:
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """CPU time (user + system) of every live process in process group ``pgid``."""
-    total = 0
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) of process ``pid`` and every live descendant (the proxy's workers and
+    their log writer processes, which run in sessions of their own)."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -634,10 +635,18 @@ def group_cpu_seconds(pgid: int) -> float:
             stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[2]) == pgid:  # fields[0] is state; pgrp is the 3rd after ')'
-            total += int(fields[11]) + int(fields[12])
-    return total / _TICK
+        fields = stat.rsplit(")", 1)[1].split()  # fields[0] is state, [1] ppid, [11] utime, [12] stime
+        stats[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICK)
+    children: dict[int, list[int]] = {}
+    for child, (parent, _cpu) in stats.items():
+        children.setdefault(parent, []).append(child)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        if p in stats:
+            total += stats[p][1]
+        todo.extend(children.get(p, ()))
+    return total
 
 
 def busy_others(own: set[int]) -> list[str]:
@@ -887,14 +896,14 @@ class Row:
 def measure(port: int, path: str, auth: str, args, stream: bool = True,
             watch: dict[str, int] | None = None) -> Row:
     """Throughput at 32 connections (median of runs), p50 at 1 connection,
-    first-SSE-event latency, and the CPU each watched process group spent per
+    first-SSE-event latency, and the CPU each watched process tree spent per
     request during the throughput runs (robust to other load on the machine)."""
     url = f"http://{HOST}:{port}{path}"
     wrk(url, 32, 1, auth)  # warm-up: pools, caches
     watch = watch or {}
-    before = {k: group_cpu_seconds(pid) for k, pid in watch.items()}
+    before = {k: tree_cpu_seconds(pid) for k, pid in watch.items()}
     runs = [wrk(url, 32, args.duration, auth) for _ in range(args.repeat)]
-    after = {k: group_cpu_seconds(pid) for k, pid in watch.items()}
+    after = {k: tree_cpu_seconds(pid) for k, pid in watch.items()}
     total_requests = sum(r.rps for r in runs) * max(1, round(args.duration))
     cpu_us = {k: (after[k] - before[k]) / total_requests * 1e6 for k in watch}
     rps = statistics.median(r.rps for r in runs)
@@ -924,9 +933,9 @@ def litellm_row(procs: Procs, standin_url: str, args) -> Row | None:
         body = {**REQUEST, "model": MODEL}
         url = f"http://{HOST}:{port}/v1/chat/completions"
         wrk(url, 32, 2, auth, body)
-        before = group_cpu_seconds(p.pid)
+        before = tree_cpu_seconds(p.pid)
         runs = [wrk(url, 32, args.duration, auth, body) for _ in range(args.repeat)]
-        used = group_cpu_seconds(p.pid) - before
+        used = tree_cpu_seconds(p.pid) - before
         lat = wrk(url, 1, args.latency_duration, auth, body)
         requests = sum(r.rps for r in runs) * max(1, round(args.duration))
         return Row("LiteLLM 1.100.5 proxy (its default: 1 uvicorn worker)",
