@@ -52,6 +52,9 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.delenv("GWCTL_DEBUG", raising=False)
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):  # the tests' upstreams are on loopback;
+        monkeypatch.delenv(name, raising=False)  # a test that wants an egress proxy sets one
+        monkeypatch.delenv(name.upper(), raising=False)
     yield
 
 

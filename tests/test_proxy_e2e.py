@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
 import time
@@ -403,3 +404,52 @@ def test_large_prompt_is_decided_and_forwarded(gateway, upstream):
     with pytest.raises(openai.BadRequestError) as e:  # the context check still applies
         oa(proc, key).chat.completions.create(model="local/llama-3.1-8b", messages=[{"role": "user", "content": big * 2}])
     assert e.value.code == "context_size"
+
+
+def test_upstreams_are_reached_through_the_egress_proxy_in_the_environment(tmp_path, upstream):
+    """HTTP_PROXY in the gateway's environment (as httpx honours it for source test): the request
+    goes to the proxy in absolute form, answers and is billed as usual; NO_PROXY bypasses it."""
+    from egress import EgressProxy
+
+    upstream.configure(usage=USAGE)
+    assert run_cli("source", "add", "local", "--base-url", upstream.url, "--auth-value", UP_KEY).code == 0
+    assert run_cli("source", "refresh", "local").code == 0
+    assert run_cli("catalog", "set", "local/llama-3.1-8b", "--price", "input=3e-6", "--price", "output=1.5e-5",
+                   "--price", "cached_input=1.5e-6").code == 0
+    key = run_cli("key", "create", "tester", "--json").json()["key"]
+    activity = f"sqlite://{tmp_path / 'activity.sqlite3'}"
+    store = tmp_path / "cfg" / "gwctl.toml"
+    with EgressProxy().in_thread() as egress:
+        for env, through in (({"HTTP_PROXY": egress.url("ops:s3cret")}, True),
+                             ({"HTTP_PROXY": egress.url(), "NO_PROXY": "127.0.0.1"}, False)):
+            egress.seen.clear()
+            upstream.clear()
+            proc = ProxyProcess(store, activity, env=env)
+            try:
+                r = oa(proc, key).chat.completions.create(model="local/llama-3.1-8b",
+                                                           messages=[{"role": "user", "content": "hi"}])
+                assert r.choices[0].message.content
+                assert upstream.received[-1].headers["authorization"] == f"Bearer {UP_KEY}"
+                if through:
+                    assert [s.target for s in egress.seen] == [upstream.url + "/chat/completions"]
+                    assert egress.seen[0].header("proxy-authorization") == ["Basic b3BzOnMzY3JldA=="]
+                    assert "egress proxy: http via http://ops:***@127.0.0.1" in proc.log and "s3cret" not in proc.log
+                else:
+                    assert egress.seen == []
+            finally:
+                assert proc.terminate() == 0
+    rows = activity_rows(2)
+    assert [row["cost"] for row in rows] == [str(PINNED)] * 2
+
+
+def test_an_unusable_egress_proxy_stops_the_gateway_at_start(tmp_path):
+    import subprocess
+    import sys
+
+    assert run_cli("key", "create", "tester").code == 0
+    out = subprocess.run([sys.executable, "-m", "gwctl", "--store", str(tmp_path / "cfg" / "gwctl.toml"), "proxy",
+                          "--port", "0"], env={**os.environ, "HTTPS_PROXY": "socks5://u:pw@127.0.0.1:1080"},
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "cannot use the egress proxy from the environment" in out.stderr and "socks5://" in out.stderr
+    assert "pw@" not in out.stderr and "Traceback" not in out.stderr

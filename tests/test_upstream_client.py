@@ -28,6 +28,8 @@ from gwctl.proxy.client import (
 )
 from gwctl.standin import StandinConfig, start_standin
 
+from egress import EgressProxy
+
 HOST = "127.0.0.1"
 KEY = "sk-client-test"
 CHAT = {"model": "m-one", "messages": [{"role": "user", "content": "Hello there, upstream."}]}
@@ -1128,3 +1130,134 @@ def test_closed_pool_refuses_requests(run):
         return True
 
     assert run(go)
+
+
+# --------------------------------------------------------------------------
+# Egress proxies (HTTP_PROXY / HTTPS_PROXY / NO_PROXY); the test proxy is tests/egress.py
+# --------------------------------------------------------------------------
+
+
+def test_https_upstream_goes_through_a_connect_tunnel(run, tls):
+    """The proxy sees CONNECT and its own credentials, never the request, its headers or the upstream key."""
+    from gwctl.proxy.client import Proxies
+
+    server_ctx, client_ctx = tls
+
+    async def go():
+        async with Raw(keepalive(lambda req: response(b"secure " + req.body)), ssl_ctx=server_ctx) as srv, \
+                EgressProxy(credentials="Basic dXNlcjpwQHNz") as egress:
+            proxies = Proxies({"HTTPS_PROXY": egress.url("user:p%40ss")})
+            pool = UpstreamPool(ssl_context=client_ctx, proxies=proxies)
+            out = []
+            for i in range(2):
+                async with await pool.request("POST", srv.url(scheme="https"), [("Authorization", "Bearer sk-up")],
+                                              str(i).encode()) as r:
+                    out.append(await r.read())
+            await pool.close()
+            return out, egress.seen, srv.requests, srv.port
+
+    out, seen, got, port = run(go)
+    assert out == [b"secure 0", b"secure 1"]
+    assert [(r.method, r.target) for r in seen] == [("CONNECT", f"127.0.0.1:{port}")]  # one tunnel, reused
+    assert seen[0].header("proxy-authorization") == ["Basic dXNlcjpwQHNz"]  # user:p@ss, unquoted
+    assert b"sk-up" not in seen[0].raw
+    assert got[0].header("authorization") == ["Bearer sk-up"] and not got[0].header("proxy-authorization")
+    assert got[0].target == "/v1/x"
+
+
+def test_http_upstream_goes_to_the_proxy_in_absolute_form(run):
+    from gwctl.proxy.client import Proxies
+
+    async def go():
+        async with Raw(keepalive(lambda req: response(b"plain " + req.body))) as srv, EgressProxy() as egress:
+            pool = UpstreamPool(proxies=Proxies({"http_proxy": egress.url("u:pw")}))
+            out = []
+            for i in range(2):
+                async with await pool.request("POST", srv.url("/v1/x?a=1"), [], str(i).encode()) as r:
+                    out.append(await r.read())
+            await pool.close()
+            return out, egress.seen, srv.requests, srv.port
+
+    out, seen, got, port = run(go)
+    assert out == [b"plain 0", b"plain 1"]
+    assert len(seen) == 1 and seen[0].target == f"http://127.0.0.1:{port}/v1/x?a=1"  # one kept-alive connection
+    assert [r.target for r in got] == [f"http://127.0.0.1:{port}/v1/x?a=1"] * 2
+    assert got[0].header("proxy-authorization") == ["Basic dTpwdw=="]  # the proxy's, sent to the proxy
+    assert got[0].header("host") == [f"127.0.0.1:{port}"]
+
+
+def test_no_proxy_hosts_are_reached_directly(run):
+    from gwctl.proxy.client import Proxies
+
+    async def go():
+        async with Raw(keepalive(lambda req: response(b"direct"))) as srv, EgressProxy() as egress:
+            pool = UpstreamPool(proxies=Proxies({"HTTP_PROXY": egress.url(), "NO_PROXY": "example.org, 127.0.0.1"}))
+            async with await pool.request("GET", srv.url(), [], b"") as r:
+                body = await r.read()
+            await pool.close()
+            return body, egress.seen, srv.requests
+
+    body, seen, got = run(go)
+    assert body == b"direct" and seen == [] and got[0].target == "/v1/x"
+
+
+@pytest.mark.parametrize("credentials, refuse, status", [("Basic bm9wZQ==", (), "407"), (None, ("*",), "403")])
+def test_a_proxy_that_refuses_the_tunnel_is_a_connect_error(run, tls, credentials, refuse, status):
+    from gwctl.proxy.client import Proxies
+
+    _server_ctx, client_ctx = tls
+
+    async def go():
+        async with EgressProxy(credentials=credentials) as egress:
+            egress.refuse = (f"127.0.0.1:{free_port()}",) if refuse else ()
+            target = egress.refuse[0] if refuse else f"127.0.0.1:{free_port()}"
+            pool = UpstreamPool(ssl_context=client_ctx, proxies=Proxies({"ALL_PROXY": egress.url()}))
+            with pytest.raises(UpstreamConnectError) as info:
+                await pool.request("GET", f"https://{target}/v1/models", [], b"")
+            await pool.close()
+            return info.value
+
+    err = run(go)
+    assert err.kind == "connect"
+    assert f"refused the tunnel to 127.0.0.1:" in err.message and status in err.message
+
+
+def test_an_unreachable_proxy_is_named_in_the_error(run):
+    from gwctl.proxy.client import Proxies
+
+    port = free_port()
+
+    async def go():
+        pool = UpstreamPool(proxies=Proxies({"HTTPS_PROXY": f"http://127.0.0.1:{port}"}))
+        with pytest.raises(UpstreamConnectError) as info:
+            await pool.request("GET", "https://api.example.com/v1/models", [], b"")
+        await pool.close()
+        return info.value
+
+    err = run(go)
+    assert f"cannot connect to proxy 127.0.0.1:{port} (for api.example.com:443)" in err.message
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"HTTPS_PROXY": "socks5://127.0.0.1:1080"}, "only http:// proxies are supported (not socks5://)"),
+    ({"ALL_PROXY": "https://u:secret@proxy:3128"}, "proxy https://u:***@proxy:3128"),
+    ({"http_proxy": "http://proxy:notaport"}, "bad port"),
+])
+def test_unusable_proxy_settings_are_refused_with_the_password_masked(env, message):
+    from gwctl.proxy.client import Proxies
+
+    with pytest.raises(ValueError) as info:
+        Proxies(env)
+    assert message in str(info.value) and "secret" not in str(info.value)
+
+
+def test_proxy_settings_follow_the_usual_precedence():
+    from gwctl.proxy.client import Proxies
+
+    p = Proxies({"HTTPS_PROXY": "http://upper:1", "https_proxy": "http://lower:2", "ALL_PROXY": "http://all:3",
+                 "no_proxy": ".internal,db.local:5432"})
+    assert p.for_target("https", "api.openai.com", 443).name == "lower:2"  # lower-case first, as curl and httpx
+    assert p.for_target("http", "api.openai.com", 80).name == "all:3"  # ALL_PROXY when a scheme has none
+    assert p.for_target("https", "llm.internal", 443) is None and p.for_target("https", "internal", 443) is None
+    assert p.for_target("http", "db.local", 5432) is None and p.for_target("http", "db.local", 80).name == "all:3"
+    assert not Proxies({}) and Proxies({}).for_target("https", "x", 443) is None

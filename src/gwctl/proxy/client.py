@@ -25,19 +25,28 @@ What it does and does not do:
   ever retried.
 * Errors are :class:`UpstreamConnectError` (DNS, refused, TLS), :class:`UpstreamTimeout`
   and :class:`UpstreamProtocolError`, so the proxy can answer 502 or 504.
+* An egress proxy (:class:`Proxies`, read from ``HTTP_PROXY``/``HTTPS_PROXY``/
+  ``ALL_PROXY``/``NO_PROXY`` as httpx and so ``gwctl source test`` read them):
+  https upstreams through a ``CONNECT`` tunnel, then TLS to the upstream
+  itself; http upstreams as absolute-form requests to the proxy. Only
+  ``http://`` proxies; their credentials (``http://user:pass@host:port``) go
+  to the proxy alone, never to an upstream.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import ssl
 from collections import deque
-from typing import AsyncIterator, Iterable
+from typing import AsyncIterator, Iterable, Mapping
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+from urllib.parse import unquote, urlsplit
 
 __all__ = [
+    "Proxies",
     "UpstreamError",
     "UpstreamConnectError",
     "UpstreamTimeout",
@@ -103,10 +112,101 @@ class _Stale(Exception):
 # --------------------------------------------------------------------------
 
 
+class _Proxy:
+    """An ``http://`` egress proxy: where to connect, and the credentials it wants (if any)."""
+
+    __slots__ = ("host", "port", "authorization", "name")
+
+    def __init__(self, url: str):
+        parts = urlsplit(url if "://" in url else "http://" + url)  # "host:port" alone means http://
+        if parts.scheme.lower() != "http":
+            raise ValueError(f"proxy {_shown_proxy(url)}: only http:// proxies are supported "
+                             f"(not {parts.scheme}://)")
+        try:
+            port = parts.port or 80
+        except ValueError:
+            raise ValueError(f"proxy {_shown_proxy(url)}: bad port") from None
+        if not parts.hostname:
+            raise ValueError(f"proxy {_shown_proxy(url)}: no host")
+        self.host = parts.hostname
+        self.port = port
+        self.authorization = None
+        if parts.username is not None:
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            self.authorization = "Basic " + base64.b64encode(pair.encode("utf-8")).decode("ascii")
+        self.name = f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
+
+
+def _shown_proxy(url: str) -> str:
+    """A proxy URL fit for messages: its password masked."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, at, hostpart = rest.rpartition("@")
+    if at:
+        rest = userinfo.split(":", 1)[0] + ":***@" + hostpart
+    return f"{scheme}://{rest}" if sep else rest
+
+
+class Proxies:
+    """Which upstreams go through an egress proxy: the standard variables, read once.
+
+    ``HTTPS_PROXY`` for https upstreams, ``HTTP_PROXY`` for http ones,
+    ``ALL_PROXY`` for either when its own is unset (lower-case names first,
+    as curl and httpx read them); ``NO_PROXY`` lists hosts (``host``,
+    ``host:port``, ``.domain`` for a domain and its subdomains, ``*`` for
+    all) reached directly, matched as the standard library matches them.
+    Loopback is not special: list it in ``NO_PROXY`` to reach it directly.
+    Raises ValueError for a proxy URL it cannot use.
+    """
+
+    def __init__(self, environ: Mapping[str, str] | None = None):
+        environ = environ or {}
+
+        def var(name: str) -> tuple[str, str]:
+            for spelling in (name.lower(), name.upper()):
+                value = (environ.get(spelling) or "").strip()
+                if value:
+                    return spelling, value
+            return name.upper(), ""
+
+        fallback = var("all_proxy")
+        chosen = {scheme: var(f"{scheme}_proxy") for scheme in ("http", "https")}
+        chosen = {scheme: pair if pair[1] else fallback for scheme, pair in chosen.items()}
+        self.urls = {scheme: url for scheme, (_name, url) in chosen.items()}
+        self._proxies: dict[str, _Proxy | None] = {}
+        for scheme, (name, url) in chosen.items():
+            try:
+                self._proxies[scheme] = _Proxy(url) if url else None
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        self.no_proxy = var("no_proxy")[1]
+
+    def __bool__(self) -> bool:
+        return any(self._proxies.values())
+
+    def describe(self) -> str:
+        """One line for the proxy's log (passwords masked)."""
+        used = [f"{scheme} via {_shown_proxy(url)}" for scheme, url in self.urls.items() if url]
+        return ", ".join(used) + (f" (NO_PROXY {self.no_proxy})" if self.no_proxy else "")
+
+    def for_target(self, scheme: str, host: str, port: int) -> _Proxy | None:
+        proxy = self._proxies.get(scheme)
+        if proxy is None or not self.no_proxy:
+            return proxy
+        from urllib.request import proxy_bypass_environment
+
+        shown = f"[{host}]" if ":" in host else host
+        if proxy_bypass_environment(host, {"no": self.no_proxy}) or \
+                proxy_bypass_environment(f"{shown}:{port}", {"no": self.no_proxy}):
+            return None
+        return proxy
+
+
 class _Target:
     """Where a base URL (``scheme://host[:port]``) connects, parsed once and cached."""
 
-    __slots__ = ("key", "host", "port", "tls", "host_header", "name")
+    __slots__ = ("key", "host", "port", "tls", "host_header", "name", "proxy", "uri_prefix", "proxy_line")
 
     def __init__(self, scheme: str, host: str, port: int, host_header: str):
         self.key = (scheme, host, port)
@@ -115,6 +215,16 @@ class _Target:
         self.tls = scheme == "https"
         self.host_header = host_header
         self.name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # for messages
+        self.proxy: _Proxy | None = None
+        self.uri_prefix = ""  # "http://host:port" when requests go to a proxy in absolute form
+        self.proxy_line = ""  # the proxy's credentials on such requests
+
+    def use_proxy(self, proxy: _Proxy | None) -> None:
+        self.proxy = proxy
+        if proxy is not None and not self.tls:  # https goes through a tunnel: the proxy sees no request
+            self.uri_prefix = "http://" + self.host_header
+            if proxy.authorization:
+                self.proxy_line = f"Proxy-Authorization: {proxy.authorization}\r\n"
 
 
 def _parse_target(base: str) -> _Target:
@@ -151,7 +261,7 @@ def _parse_target(base: str) -> _Target:
     return _Target(scheme, host, port, shown if port == default else f"{shown}:{port}")
 
 
-def _split_url(url: str, cache: dict) -> tuple[_Target, str]:
+def _split_url(url: str, cache: dict, proxies: Proxies | None = None) -> tuple[_Target, str]:
     """``url`` -> (target, request-target); the scheme://host:port part is cached."""
     start = url.find("://")
     if start < 0:
@@ -165,6 +275,8 @@ def _split_url(url: str, cache: dict) -> tuple[_Target, str]:
     target = cache.get(base)
     if target is None:
         target = _parse_target(base)
+        if proxies:
+            target.use_proxy(proxies.for_target(*target.key))
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()
         cache[base] = target
@@ -220,8 +332,10 @@ def _build_request(method: str, target: _Target, path: str, headers, body) -> by
         if len(_METHODS_SEEN) < 64:
             _METHODS_SEEN.add(method)
     names = _NAMES
-    parts = [f"{method} {path} HTTP/1.1\r\nHost: {target.host_header}\r\n"]
+    parts = [f"{method} {target.uri_prefix}{path} HTTP/1.1\r\nHost: {target.host_header}\r\n"]
     append = parts.append
+    if target.proxy_line:
+        append(target.proxy_line)
     for k, v in headers:
         keep = names.get(k)
         if keep is None:
@@ -637,6 +751,35 @@ def _head_keep_alive(resp: UpstreamResponse, version: str) -> bool:
     return keep
 
 
+class _TunnelOpening(asyncio.Protocol):
+    """The proxy's answer to CONNECT: its status, once the head is in (nothing more is read)."""
+
+    def __init__(self):
+        self.answer: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._parser = HttpResponseParser(self)
+        self._reason = b""
+
+    def data_received(self, data: bytes) -> None:
+        if self.answer.done():
+            return
+        try:
+            self._parser.feed_data(data)
+        except (HttpParserError, HttpParserUpgrade) as exc:
+            if not self.answer.done():
+                self.answer.set_exception(UpstreamProtocolError(f"the proxy sent a malformed answer to CONNECT ({exc})"))
+
+    def on_status(self, status: bytes) -> None:
+        self._reason += status
+
+    def on_headers_complete(self) -> None:
+        if not self.answer.done():
+            self.answer.set_result((self._parser.get_status_code(), self._reason.decode("latin-1")))
+
+    def connection_lost(self, exc) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(UpstreamConnectError("the proxy closed the connection before answering CONNECT"))
+
+
 # --------------------------------------------------------------------------
 # The pool
 # --------------------------------------------------------------------------
@@ -647,11 +790,12 @@ class UpstreamPool:
 
     One connection per in-flight request; when a response is released its
     connection waits, newest first, for the next request to the same
-    ``(scheme, host, port)``. Use it from one event loop.
+    ``(scheme, host, port)``. ``proxies`` (none by default) sends upstreams
+    through an egress proxy. Use it from one event loop.
     """
 
     def __init__(self, *, max_idle_per_host: int = 256, idle_timeout: float = 60.0,
-                 ssl_context: ssl.SSLContext | None = None):
+                 ssl_context: ssl.SSLContext | None = None, proxies: Proxies | None = None):
         if max_idle_per_host < 0:
             raise ValueError("max_idle_per_host must be >= 0")
         if idle_timeout <= 0:
@@ -659,6 +803,7 @@ class UpstreamPool:
         self.max_idle_per_host = max_idle_per_host
         self.idle_timeout = idle_timeout
         self._ssl_context = ssl_context
+        self._proxies = proxies
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._targets: dict[str, _Target] = {}
         self._urls: dict[str, tuple[_Target, str]] = {}  # whole URL -> its split (the decision's URLs repeat)
@@ -682,7 +827,7 @@ class UpstreamPool:
             raise RuntimeError("the upstream pool is closed")
         split = self._urls.get(url)
         if split is None:
-            split = _split_url(url, self._targets)
+            split = _split_url(url, self._targets, self._proxies)
             if len(self._urls) >= _CACHE_LIMIT:
                 self._urls.clear()
             self._urls[url] = split
@@ -833,19 +978,48 @@ class UpstreamPool:
     async def _connect(self, target: _Target, connect_timeout: float) -> _Conn:
         loop = asyncio.get_running_loop()
         ctx = self._ssl() if target.tls else None
+        proxy = target.proxy
+        via = f" through proxy {proxy.name}" if proxy is not None else ""
         try:
             async with asyncio.timeout(connect_timeout):
-                _, conn = await loop.create_connection(
-                    lambda: _Conn(self, target, loop), target.host, target.port,
-                    ssl=ctx, server_hostname=target.host if ctx is not None else None)
+                if proxy is None:
+                    _, conn = await loop.create_connection(
+                        lambda: _Conn(self, target, loop), target.host, target.port,
+                        ssl=ctx, server_hostname=target.host if ctx is not None else None)
+                elif ctx is None:  # plain http: absolute-form requests to the proxy (see _Target.use_proxy)
+                    _, conn = await loop.create_connection(lambda: _Conn(self, target, loop), proxy.host, proxy.port)
+                else:
+                    conn = await self._tunnel(loop, target, proxy, ctx)
         except TimeoutError:
             raise UpstreamTimeout(
-                f"connecting to {target.name} took longer than {connect_timeout:g} s") from None
+                f"connecting to {target.name}{via} took longer than {connect_timeout:g} s") from None
         except ssl.SSLError as exc:
             raise UpstreamConnectError(
-                f"TLS handshake with {target.name} failed: {exc.reason or exc}") from exc
+                f"TLS handshake with {target.name}{via} failed: {exc.reason or exc}") from exc
         except OSError as exc:
             reason = exc.strerror or str(exc) or exc.__class__.__name__
-            raise UpstreamConnectError(f"cannot connect to {target.name}: {reason}") from exc
+            where = f"proxy {proxy.name} (for {target.name})" if proxy is not None else target.name
+            raise UpstreamConnectError(f"cannot connect to {where}: {reason}") from exc
         self.connections_opened += 1
         return conn
+
+    async def _tunnel(self, loop, target: _Target, proxy: _Proxy, ctx: ssl.SSLContext) -> _Conn:
+        """A CONNECT tunnel through ``proxy`` to ``target``, then TLS to the target over it."""
+        transport, opening = await loop.create_connection(_TunnelOpening, proxy.host, proxy.port)
+        try:
+            authority = f"[{target.host}]:{target.port}" if ":" in target.host else f"{target.host}:{target.port}"
+            head = f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n"
+            if proxy.authorization:
+                head += f"Proxy-Authorization: {proxy.authorization}\r\n"
+            transport.write((head + "\r\n").encode("ascii"))
+            status, reason = await opening.answer
+            if status != 200:
+                raise UpstreamConnectError(
+                    f"proxy {proxy.name} refused the tunnel to {target.name}: {status} {reason}".rstrip())
+            conn = _Conn(self, target, loop)
+            tls = await loop.start_tls(transport, conn, ctx, server_hostname=target.host)
+            conn.connection_made(tls)
+            return conn
+        except BaseException:
+            transport.abort()
+            raise

@@ -33,7 +33,7 @@ from gwctl.core.decision import Decision, DecisionMemo, decide
 from gwctl.core.model import Snapshot
 from gwctl.core.pricing import Usage
 from gwctl.errors import GwctlError
-from gwctl.proxy.client import UpstreamError, UpstreamPool, UpstreamTimeout
+from gwctl.proxy.client import Proxies, UpstreamError, UpstreamPool, UpstreamTimeout
 from gwctl.proxy.http import HttpServer, Reply, Request
 from gwctl.proxy.meter import StreamMeter, usage_from_body
 from gwctl.store.file import load
@@ -97,7 +97,10 @@ class Gateway:
     # --- lifecycle ---------------------------------------------------------
 
     async def open(self) -> None:
-        self.pool = UpstreamPool()
+        proxies = upstream_proxies(self.environ)
+        if proxies:
+            log.info("upstream requests go through an egress proxy: %s", proxies.describe())
+        self.pool = UpstreamPool(proxies=proxies)
         if self.config.activity_dsn or self.config.access_log:
             self.writer = ChildWriter(self.config.activity_dsn, access_log=self.config.access_log)
             await self.writer.start()
@@ -353,6 +356,18 @@ class Gateway:
                                 (time.perf_counter() - start) * 1000, usage, entry, ref, rule, error, stream))
 
 
+def upstream_proxies(environ: Mapping[str, str]) -> Proxies:
+    """The egress proxy settings in ``environ`` (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY), as
+    httpx reads them for ``gwctl source test``; a proxy the gateway cannot use is a clear error."""
+    try:
+        return Proxies(environ)
+    except ValueError as exc:
+        name = str(exc).split(":", 1)[0]
+        raise GwctlError(f"cannot use the egress proxy from the environment: {exc}",
+                         f"point {name} at an http:// proxy, or unset it for the gateway "
+                         f"(env -u {name} gwctl proxy ...)") from None
+
+
 def _internal_error(request: Request, exc: BaseException) -> Reply:
     rid = new_request_id()
     return _error(500, f"internal error in the gateway ({exc.__class__.__name__}); see its log", "api_error", "internal_error", rid)
@@ -425,6 +440,7 @@ def run(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, workers: 
     """Run the proxy in the foreground (pre-forked workers sharing one socket when workers > 1)."""
     import socket
 
+    upstream_proxies(os.environ)  # an unusable egress proxy is an error now, not a 502 per request
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
