@@ -33,6 +33,8 @@ def proxy(
     gateway key (Authorization: Bearer KEY or x-api-key: KEY) and may name
     their agent with X-Gwctl-Agent. The store is reloaded when it changes.
     SIGTERM stops accepting, lets in-flight requests finish, flushes the log.
+    Upstreams are reached through HTTPS_PROXY / HTTP_PROXY / ALL_PROXY when set
+    (an http:// proxy), except the hosts in NO_PROXY.
 
     Example: gwctl proxy --port 4000 --activity sqlite:///var/lib/gwctl/activity.db
     """
