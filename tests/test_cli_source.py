@@ -107,6 +107,19 @@ def test_connection_failures_are_classified(gw, upstream, setup, error):
     assert error in r.err, r.err
 
 
+def test_a_failure_through_an_egress_proxy_says_so(gw, upstream, monkeypatch):
+    """httpx sends the test through HTTP_PROXY: a refusal may be the proxy's, and the message must say
+    the connection went through it; NO_PROXY makes it direct again."""
+    assert gw("source", "add", "x", "--base-url", upstream.url, "--auth-value", KEY).code == 0
+    dead = _free_port()
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead}")
+    r = gw("source", "test", "x")
+    assert r.code == 1
+    assert f"through the egress proxy 127.0.0.1:{dead} from the environment" in r.err and "NO_PROXY" in r.err
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert gw("source", "test", "x").code == 0
+
+
 def test_timeout_is_classified(gw, upstream):
     upstream.configure(delay_ms=1500)
     add(gw, upstream, "slow")

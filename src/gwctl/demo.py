@@ -62,10 +62,12 @@ def run_demo(keep: bool = False, with_proxy: bool = True) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gwctl-demo-"))
     store = tmp / "gwctl.toml"
     activity = tmp / "activity.sqlite3"
-    saved = {k: os.environ.get(k) for k in ("GWCTL_STORE", "GWCTL_ACTIVITY", "DEMO_UPSTREAM_KEY")}
+    saved = {k: os.environ.get(k) for k in ("GWCTL_STORE", "GWCTL_ACTIVITY", "DEMO_UPSTREAM_KEY", "no_proxy", "NO_PROXY")}
     os.environ["GWCTL_STORE"] = str(store)
     os.environ["GWCTL_ACTIVITY"] = f"sqlite://{activity}"
     os.environ["DEMO_UPSTREAM_KEY"] = UPSTREAM_KEY
+    for name in ("no_proxy", "NO_PROXY"):  # the stand-in is local: never through an egress proxy the user has set
+        os.environ[name] = ",".join(filter(None, [os.environ.get(name), "127.0.0.1"]))
     upstream = start_standin(StandinConfig(models=["llama-3.1-8b", "qwen/qwen3", "mistral-7b"], api_key=UPSTREAM_KEY))
     proxy = None
     try:

@@ -879,6 +879,12 @@ def start_standin(
         try:
             loop.run_forever()
         finally:
+            # as asyncio.run ends: a request still being answered (a delayed one a client gave up on)
+            # is cancelled and finished, not destroyed pending when the loop closes
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 

@@ -7,6 +7,7 @@ with a hint. The proxy's hot path does not use this module.
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import time
@@ -76,6 +77,21 @@ def _classify_connect(exc: BaseException, url: str) -> tuple[str, str, str]:
     return "connection", f"could not connect to {host} ({exc})", "check the base URL and that the server is reachable"
 
 
+def _egress_proxy(url: str, environ: Mapping[str, str]) -> str | None:
+    """The proxy a request to ``url`` goes through under HTTP(S)_PROXY/NO_PROXY (as the gateway reads them)."""
+    if not any(k.lower().endswith("_proxy") for k in environ):
+        return None
+    from gwctl.proxy.client import Proxies
+
+    try:
+        proxies = Proxies(environ)
+    except ValueError:
+        return None
+    u = httpx.URL(url)
+    proxy = proxies.for_target(u.scheme, u.host, u.port or (443 if u.scheme == "https" else 80))
+    return None if proxy is None else proxy.name
+
+
 def _version_hint(base_url: str) -> str:
     from gwctl.core.urls import strip_version
 
@@ -103,6 +119,10 @@ def test_source(source: Source, environ: Mapping[str, str] | None = None, timeou
         return result
     except (httpx.ConnectError, httpx.NetworkError, httpx.ProtocolError) as exc:
         result.error, result.message, result.hint = _classify_connect(exc, url)
+        proxy = _egress_proxy(url, os.environ)
+        if proxy is not None:  # what failed may be the proxy: say that the connection went through one
+            result.message += f" (through the egress proxy {proxy} from the environment)"
+            result.hint = "check the proxy and the server, or list the source's host in NO_PROXY to reach it directly"
         return result
     result.latency_ms = (time.perf_counter() - start) * 1000
     result.status = resp.status_code
