@@ -210,14 +210,14 @@ class Gateway:
 
     async def _decide_aside(self, request, agent, full_path, body, raw, rid, key_name, start, snap) -> Reply | None:
         """A big prompt takes a while to estimate: decide in a thread while the loop serves the others."""
-        self._begin()
+        self._begin()  # held until the answer: the drain must never see this request idle between the two steps
         try:
             d = await asyncio.get_running_loop().run_in_executor(None, decide, snap, agent, full_path, body, False, len(raw))
+            if not d.forwarded:
+                return self._refuse(d, rid, key_name, request.path, start)
+            return await self._forward(request, d, body, raw, rid, key_name, start, snap)
         finally:
             self._end()
-        if not d.forwarded:
-            return self._refuse(d, rid, key_name, request.path, start)
-        return await self._forward(request, d, body, raw, rid, key_name, start, snap)
 
     def _refuse(self, d: Decision, rid, key_name, path, start) -> Reply:
         self._record(rid, key_name, d, path, d.status, start, None, d.rule, d.message)
