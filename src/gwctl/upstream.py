@@ -84,11 +84,9 @@ def _egress_proxy(url: str, environ: Mapping[str, str]) -> str | None:
     from gwctl.proxy.client import Proxies
 
     try:
-        proxies = Proxies(environ)
-    except ValueError:
+        proxy = Proxies(environ).for_url(url)
+    except ValueError:  # a setting the gateway cannot use, or a URL it would refuse: no proxy to name
         return None
-    u = httpx.URL(url)
-    proxy = proxies.for_target(u.scheme, u.host, u.port or (443 if u.scheme == "https" else 80))
     return None if proxy is None else proxy.name
 
 

@@ -47,6 +47,7 @@ from urllib.parse import unquote, urlsplit
 
 __all__ = [
     "Proxies",
+    "ProxySettingError",
     "UpstreamError",
     "UpstreamConnectError",
     "UpstreamTimeout",
@@ -148,6 +149,14 @@ def _shown_proxy(url: str) -> str:
     return f"{scheme}://{rest}" if sep else rest
 
 
+class ProxySettingError(ValueError):
+    """A proxy variable the client cannot use; ``variable`` names it as it was spelled."""
+
+    def __init__(self, variable: str, message: str):
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+
+
 class Proxies:
     """Which upstreams go through an egress proxy: the standard variables, read once.
 
@@ -157,7 +166,7 @@ class Proxies:
     ``host:port``, ``.domain`` for a domain and its subdomains, ``*`` for
     all) reached directly, matched as the standard library matches them.
     Loopback is not special: list it in ``NO_PROXY`` to reach it directly.
-    Raises ValueError for a proxy URL it cannot use.
+    Raises :class:`ProxySettingError` for a proxy URL it cannot use.
     """
 
     def __init__(self, environ: Mapping[str, str] | None = None):
@@ -179,7 +188,7 @@ class Proxies:
             try:
                 self._proxies[scheme] = _Proxy(url) if url else None
             except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from None
+                raise ProxySettingError(name, str(exc)) from None
         self.no_proxy = var("no_proxy")[1]
 
     def __bool__(self) -> bool:
@@ -189,6 +198,10 @@ class Proxies:
         """One line for the proxy's log (passwords masked)."""
         used = [f"{scheme} via {_shown_proxy(url)}" for scheme, url in self.urls.items() if url]
         return ", ".join(used) + (f" (NO_PROXY {self.no_proxy})" if self.no_proxy else "")
+
+    def for_url(self, url: str) -> _Proxy | None:
+        """The proxy a request to ``url`` goes through (the URL parsed as the pool parses it)."""
+        return self.for_target(*_split_url(url, {})[0].key)
 
     def for_target(self, scheme: str, host: str, port: int) -> _Proxy | None:
         proxy = self._proxies.get(scheme)

@@ -33,7 +33,7 @@ from gwctl.core.decision import Decision, DecisionMemo, decide
 from gwctl.core.model import Snapshot
 from gwctl.core.pricing import Usage
 from gwctl.errors import GwctlError
-from gwctl.proxy.client import Proxies, UpstreamError, UpstreamPool, UpstreamTimeout
+from gwctl.proxy.client import Proxies, ProxySettingError, UpstreamError, UpstreamPool, UpstreamTimeout
 from gwctl.proxy.http import HttpServer, Reply, Request
 from gwctl.proxy.meter import StreamMeter, usage_from_body
 from gwctl.store.file import load
@@ -361,11 +361,10 @@ def upstream_proxies(environ: Mapping[str, str]) -> Proxies:
     httpx reads them for ``gwctl source test``; a proxy the gateway cannot use is a clear error."""
     try:
         return Proxies(environ)
-    except ValueError as exc:
-        name = str(exc).split(":", 1)[0]
+    except ProxySettingError as exc:
         raise GwctlError(f"cannot use the egress proxy from the environment: {exc}",
-                         f"point {name} at an http:// proxy, or unset it for the gateway "
-                         f"(env -u {name} gwctl proxy ...)") from None
+                         f"point {exc.variable} at an http:// proxy, or unset it for the gateway "
+                         f"(env -u {exc.variable} gwctl proxy ...)") from None
 
 
 def _internal_error(request: Request, exc: BaseException) -> Reply:
