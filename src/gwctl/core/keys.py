@@ -56,15 +56,15 @@ class VerifiedKeys:
     changes, so a revoked key stops working with the reload that revokes it.
     A remembered key is found by a dict lookup on the presented text: Python
     compares strings there only after their (per-process randomly keyed) hashes
-    are equal, so a wrong key's timing says nothing about a right one, and the
-    final comparison is :func:`hmac.compare_digest` as in :func:`verify`.
+    are equal, so a wrong key's timing says nothing about a right one. A key is
+    first remembered only after :func:`verify` matched it in constant time.
     """
 
     __slots__ = ("snapshot", "_known")
 
     def __init__(self) -> None:
         self.snapshot: Snapshot | None = None
-        self._known: dict[str, tuple[str, str]] = {}  # presented key -> (itself, key name)
+        self._known: dict[str, str] = {}  # presented key that matched -> key name
 
     def verify(self, snapshot: Snapshot, presented: str | None) -> str | None:
         if not presented:
@@ -72,12 +72,12 @@ class VerifiedKeys:
         if snapshot is not self.snapshot:
             self._known.clear()
             self.snapshot = snapshot
-        known = self._known.get(presented)
-        if known is not None and hmac.compare_digest(known[0].encode(), presented.encode()):
-            return known[1]
+        name = self._known.get(presented)
+        if name is not None:
+            return name
         name = verify(snapshot.keys, presented, snapshot.keys_by_hash)
         if name is not None and len(self._known) < 1024:
-            self._known[presented] = (presented, name)
+            self._known[presented] = name
         return name
 
 
