@@ -159,3 +159,24 @@ def models_url(base_url: str) -> str:
     """``GET {base_url}/models``: the URL for a connection test and model discovery."""
     prefix, path, query, _ = _split(base_url)
     return prefix + path.rstrip("/") + "/models" + (f"?{query}" if query else "")
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any user info (``user:secret@``) replaced by ``***@``: safe to print, log or send.
+
+    User info in a URL is a secret (PRODUCT.md's rule: no output holds one), so
+    every message, log line, table and error column that shows a URL passes it
+    through here. Anything that is not a string comes back as its ``str``.
+    """
+    text = url if isinstance(url, str) else str(url)
+    marker = text.find("://")
+    start = marker + 3 if marker >= 0 else 0
+    end = len(text)
+    for stop in "/?#":
+        i = text.find(stop, start)
+        if 0 <= i < end:
+            end = i
+    at = text.rfind("@", start, end)
+    if at < 0:
+        return text
+    return text[:start] + "***" + text[at:]
