@@ -367,7 +367,10 @@ def _build_request(method: str, target: _Target, path: str, headers, body) -> by
     # NUL) anywhere -- method, path, name, value -- shows up in these counts.
     if head.count("\n") != lines or head.count("\r") != lines or "\0" in head:
         raise ValueError(_bad_line(method, path, list(headers)))
-    raw = head.encode("utf-8", "surrogateescape")
+    try:
+        raw = head.encode("latin-1")  # as the server decoded the client's head: its bytes go on unchanged
+    except UnicodeEncodeError:
+        raise ValueError("the request head holds characters that cannot be sent in an HTTP/1.1 head") from None
     if not n:
         return raw
     if type(body) is not bytes:

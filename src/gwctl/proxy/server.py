@@ -29,6 +29,7 @@ import orjson
 
 from gwctl.activity.child import ChildWriter
 from gwctl.core import keys as gwkeys
+from gwctl.core.forwarding import replaced_names, request_headers, response_headers
 from gwctl.core.decision import Decision, DecisionMemo, decide
 from gwctl.core.model import Snapshot
 from gwctl.core.pricing import Usage
@@ -42,16 +43,6 @@ from gwctl.store.secrets import auth_headers
 log = logging.getLogger("gwctl.proxy")
 
 POST_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages"})
-# headers never forwarded upstream: hop-by-hop, the client's gateway key, framing we redo
-_DROP_REQUEST = frozenset({
-    "host", "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
-    "te", "trailer", "transfer-encoding", "upgrade", "content-length", "authorization", "x-api-key",
-    "api-key", "accept-encoding", "content-type", "x-gwctl-agent", "cookie",
-})
-_DROP_RESPONSE = frozenset({
-    "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
-    "content-length", "server", "date",
-})  # content-encoding is kept: we ask for identity, but an upstream that compresses anyway must say so
 REQUEST_ID_HEADER = "X-Gwctl-Request-Id"
 DEFAULT_BODY_LIMIT = 32 * 1024 * 1024
 LARGE_BODY = 256 * 1024  # decide in a thread above this (the prompt estimate scans the text)
@@ -236,23 +227,14 @@ class Gateway:
                     start, None, None, None, code, message, False)
         return _error(status, message, etype, code, rid)
 
-    def _upstream_headers(self, request: Request, d: Decision, snap: Snapshot) -> dict[str, str]:
-        headers = {k: v for k, v in request.raw_headers if k.lower() not in _DROP_REQUEST}
-        headers["Accept-Encoding"] = "identity"
-        headers["Content-Type"] = "application/json"
-        if d.static_headers:
-            lowered = {k.lower(): k for k in headers}
-            for k, v in d.static_headers.items():
-                old = lowered.get(k.lower())
-                if old:
-                    del headers[old]
-                headers[k] = v
+    def _upstream_headers(self, request: Request, d: Decision, snap: Snapshot) -> list[tuple[str, str]]:
+        """The client's headers as forwarding allows, then the source's static headers and credential."""
         src = snap.sources[d.source]
         cached = self._auth.get(d.source)
         if cached is None or cached[0] is not src:  # resolved once per source object (a reload makes new ones)
-            cached = self._auth[d.source] = (src, auth_headers(src, self.environ))
-        headers.update(cached[1])
-        return headers
+            added = [*d.static_headers.items(), *auth_headers(src, self.environ).items()]
+            cached = self._auth[d.source] = (src, added, replaced_names(d.static_headers, dict(added)))
+        return request_headers(request.raw_headers, cached[2], cached[1])
 
     async def _forward(self, request: Request, d: Decision, body: dict, raw: bytes, rid, key_name, start, snap) -> Reply | None:
         """Send the request upstream and answer with what comes back (or stream it and return None)."""
@@ -279,7 +261,7 @@ class Gateway:
                 self._record(rid, key_name, d, request.path, 502, start, None, "credential_missing", exc.message, stream)
                 return _error(502, f"the gateway cannot reach source {d.source}: {exc.message}", "api_error", "credential_missing", rid)
             try:
-                upstream = await self.pool.request("POST", d.upstream_url, headers.items(), payload,
+                upstream = await self.pool.request("POST", d.upstream_url, headers, payload,
                                                    connect_timeout=d.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
                                                    read_timeout=d.read_timeout or DEFAULT_READ_TIMEOUT)
             except UpstreamTimeout:
@@ -287,7 +269,7 @@ class Gateway:
             except (UpstreamError, ValueError) as exc:
                 return self._upstream_failed(502, "upstream_unreachable", f"source {d.source} is unreachable ({_why(exc)})", rid, key_name, d, request, start, stream)
             try:
-                out_headers = [(k, v) for k, v in upstream.headers if k.lower() not in _DROP_RESPONSE]
+                out_headers = response_headers(upstream.headers)
                 out_headers.append((REQUEST_ID_HEADER, rid))
                 if (upstream.header("content-type") or "").startswith("text/event-stream"):
                     return await self._relay_stream(request, upstream, out_headers, d, api, strip_usage, rid, key_name, start)

@@ -1,0 +1,97 @@
+"""The proxy's hardening findings that live in the gateway itself (headers both ways, deep JSON,
+finished streams, usage chunks, reloads), each against a real proxy process and a raw upstream."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import httpx
+import pytest
+
+from conftest import run_cli
+from proxyrun import ProxyProcess, wait_for
+from rawupstream import RawUpstream, json_reply
+
+CHAT_OK = json.dumps({"id": "c1", "object": "chat.completion", "model": "m",
+                      "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+                      "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
+
+
+@pytest.fixture
+def raw_upstream():
+    up = RawUpstream(lambda rec: json_reply(CHAT_OK))
+    yield up
+    up.stop()
+
+
+def _proxy(tmp_path, upstream_url: str, *source_args: str) -> tuple[ProxyProcess, str]:
+    assert run_cli("source", "add", "up", "--base-url", upstream_url, *source_args).code == 0
+    key = run_cli("key", "create", "k", "--json").json()["key"]
+    return ProxyProcess(tmp_path / "cfg" / "gwctl.toml", f"sqlite://{tmp_path / 'activity.sqlite3'}"), key
+
+
+def _raw_request(url: str, head_lines: list[bytes], body: bytes) -> bytes:
+    host, port = url.split("//")[1].split(":")
+    req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n" + b"".join(line + b"\r\n" for line in head_lines)
+           + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    with socket.create_connection((host, int(port)), timeout=20) as s:
+        s.sendall(req)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out
+
+
+def test_source_headers_replace_client_copies_whatever_the_case(tmp_path, raw_upstream):
+    """Finding 3: the source's credential and static headers replace any client copy; Connection-named
+    headers are hop-by-hop; duplicates are forwarded, in order; header bytes go upstream as received."""
+    proc, key = _proxy(tmp_path, raw_upstream.url, "--auth-header", "X-Up-Key", "--auth-value", "sekret-up",
+                       "--header", "X-Team: ml")
+    try:
+        body = json.dumps({"model": "up/m", "messages": [{"role": "user", "content": "x"}]}).encode()
+        out = _raw_request(proc.url, [
+            b"Authorization: Bearer " + key.encode(),
+            b"x-up-key: client-copy", b"X-UP-KEY: client-copy-2",
+            b"x-TEAM: evil",
+            b"Connection: X-Hop, keep-alive", b"X-Hop: hop-value",
+            b"X-Dup: a", b"X-Dup: b",
+            b"X-Forwarded-For: 203.0.113.9", b"Forwarded: for=203.0.113.9", b"Via: 1.1 somewhere",
+            b"X-Bytes: caf\xc3\xa9 \xff",
+            b"Content-Type: application/json",
+        ], body)
+        assert out.startswith(b"HTTP/1.1 200"), out[:300]
+        seen = raw_upstream.received[-1]
+        assert seen.values("x-up-key") == [b"sekret-up"]
+        assert seen.values("x-team") == [b"ml"]
+        assert seen.values("x-hop") == []
+        assert seen.values("x-dup") == [b"a", b"b"]
+        for name in ("x-forwarded-for", "forwarded", "via", "authorization"):
+            assert seen.values(name) == [], name
+        assert seen.values("x-bytes") == [b"caf\xc3\xa9 \xff"]
+        assert key.encode() not in seen.head
+    finally:
+        proc.terminate()
+
+
+def test_only_documented_response_headers_reach_the_client(tmp_path):
+    """Finding 9: an upstream's internal headers stay behind; request ids, rate limits and API headers pass."""
+    extra = [("x-litellm-model-api-base", "http://10.1.2.3:8000"), ("Server", "uvicorn"), ("x-internal-host", "gpu-7"),
+             ("x-request-id", "req-abc"), ("openai-processing-ms", "12"), ("x-ratelimit-remaining-requests", "9"),
+             ("anthropic-ratelimit-tokens-remaining", "100"), ("Retry-After", "3")]
+    up = RawUpstream(lambda rec: json_reply(CHAT_OK, headers=extra))
+    proc, key = _proxy(tmp_path, up.url, "--auth-value", "sekret-up")
+    try:
+        r = httpx.post(proc.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                       json={"model": "up/m", "messages": [{"role": "user", "content": "x"}]}, timeout=20)
+        assert r.status_code == 200
+        assert "x-litellm-model-api-base" not in r.headers and "x-internal-host" not in r.headers
+        assert r.headers["server"] == "gwctl"
+        assert r.headers["x-request-id"] == "req-abc" and r.headers["openai-processing-ms"] == "12"
+        assert r.headers["x-ratelimit-remaining-requests"] == "9"
+        assert r.headers["anthropic-ratelimit-tokens-remaining"] == "100"
+        assert r.headers["retry-after"] == "3"
+        assert r.headers["x-gwctl-request-id"]
+    finally:
+        proc.terminate()
+        up.stop()
