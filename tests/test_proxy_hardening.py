@@ -95,3 +95,60 @@ def test_only_documented_response_headers_reach_the_client(tmp_path):
     finally:
         proc.terminate()
         up.stop()
+
+
+def _rows(tmp_path, n: int):
+    def rows():
+        r = run_cli("activity", "list", "--json", "--activity", f"sqlite://{tmp_path / 'activity.sqlite3'}")
+        return r.json() if r.code == 0 and len(r.json()) >= n else None
+    got = wait_for(rows, 15)
+    assert got is not None, "activity rows did not appear"
+    return got
+
+
+def test_deep_json_is_refused_400_with_a_row(tmp_path, raw_upstream):
+    """Finding 4: a body nested ~300 levels deep parsed, then failed when re-serialised (500, no row)."""
+    proc, key = _proxy(tmp_path, raw_upstream.url, "--auth-value", "sekret-up")
+    try:
+        deep = b'{"model":"up/m","stream":true,"messages":[{"role":"user","content":"x"}],"x":' + b"[" * 300 + b"]" * 300 + b"}"
+        r = httpx.post(proc.url + "/v1/chat/completions", content=deep, timeout=20,
+                       headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "invalid_json" and "128 levels" in r.json()["error"]["message"]
+        rows = _rows(tmp_path, 1)
+        assert rows[0]["status"] == 400 and rows[0]["rule"] == "invalid_json"
+        assert raw_upstream.received == []
+        # just under the limit still goes through (and is re-serialised for the injected stream options)
+        ok = b'{"model":"up/m","messages":[{"role":"user","content":"x"}],"x":' + b"[" * 120 + b"]" * 120 + b"}"
+        r = httpx.post(proc.url + "/v1/chat/completions", content=ok, timeout=20,
+                       headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        assert r.status_code == 200, r.text
+    finally:
+        proc.terminate()
+
+
+def test_dry_run_refuses_deep_json_like_the_proxy(tmp_path):
+    req = tmp_path / "deep.json"
+    req.write_text('{"messages":[],"x":' + "[" * 300 + "]" * 300 + "}")
+    r = run_cli("route", "dry-run", "--model", "a/b", "--request", str(req))
+    assert r.code == 1 and "128 levels" in r.err and "Traceback" not in r.err
+    req.write_text("[" * 100000 + "]" * 100000)
+    r = run_cli("route", "dry-run", "--model", "a/b", "--request", str(req))
+    assert r.code == 1 and "levels deep" in r.err and "Traceback" not in r.err
+
+
+def test_an_internal_error_still_gets_its_row(tmp_path):
+    """Every request, whatever its fate, gets its activity row: also a 500 from a bug of ours."""
+    from pathlib import Path
+
+    from gwctl.core.model import Snapshot
+    from gwctl.proxy.http import Request
+    from gwctl.proxy.server import Gateway, ProxyConfig
+
+    rows = []
+    gw = Gateway(ProxyConfig(Path(tmp_path / "none.toml"), None), Snapshot())
+    gw.writer = type("W", (), {"submit": staticmethod(rows.append)})()
+    req = Request(None, "POST", "/v1/chat/completions", "", [("X-Gwctl-Agent", "triage")], b"{}", True, False, False)
+    reply = gw.internal_error(req, KeyError("boom"))
+    assert reply.status == 500 and b"internal_error" in reply.body
+    assert len(rows) == 1 and rows[0][9] == 500 and rows[0][3] == "triage" and rows[0][14] == "internal_error"

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from gwctl.core.request import MAX_JSON_DEPTH, too_deep
 from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, need_source, read_input
 
 app = typer.Typer(
@@ -188,8 +189,12 @@ def _body(path: str | None, model: str | None) -> dict:
             body = json.loads(text)
         except json.JSONDecodeError as exc:
             fail(f"{path}:{exc.lineno}: the request is not valid JSON ({exc.msg})")
+        except RecursionError:
+            fail(f"{path}: the request nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; the proxy refuses it (invalid_json)")
         if not isinstance(body, dict):
             fail(f"{path}: the request must be a JSON object")
+        if too_deep(text.encode(), body):
+            fail(f"{path}: the request nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; the proxy refuses it (invalid_json)")
     if model is not None:
         body = {**body, "model": model}
     return body
@@ -244,10 +249,15 @@ def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) 
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
+        deep = False
         try:
             item = json.loads(line)
         except json.JSONDecodeError as exc:
             fail(f"{file}:{n}: not valid JSON ({exc.msg})")
+        except RecursionError:
+            deep = True
+        if deep or too_deep(line.encode(), item):
+            fail(f"{file}:{n}: nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; the proxy refuses it (invalid_json)")
         if not isinstance(item, dict):
             fail(f"{file}:{n}: each line must be a JSON object")
         if "request" in item:

@@ -275,3 +275,29 @@ def _asks_audio_output(api: str, body: Mapping) -> bool:
         return False
     modalities = body.get("modalities")
     return (isinstance(modalities, list) and "audio" in modalities) or isinstance(body.get("audio"), dict)
+
+
+MAX_JSON_DEPTH = 128
+"""The deepest nesting of objects and arrays a request body may have. Real requests (tool schemas
+included) stay far below it; deeper bodies are refused as invalid JSON before anything else reads
+them, so no later step (a detector, the re-serialisation for forwarding, a log writer) meets one."""
+
+
+def too_deep(raw: bytes, doc: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """True when ``doc`` (parsed from ``raw``) nests objects and arrays more than ``limit`` levels deep.
+
+    Counting brackets in ``raw`` (C speed) rules out nearly every body at once;
+    only a body with more brackets than the limit is walked, without recursion.
+    """
+    if raw.count(b"{") + raw.count(b"[") <= limit:
+        return False
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values() if isinstance(v, (dict, list)))
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value if isinstance(v, (dict, list)))
+    return False

@@ -33,6 +33,7 @@ from gwctl.core.forwarding import replaced_names, request_headers, response_head
 from gwctl.core.decision import Decision, DecisionMemo, decide
 from gwctl.core.model import Snapshot
 from gwctl.core.pricing import Usage
+from gwctl.core.request import MAX_JSON_DEPTH, too_deep
 from gwctl.errors import GwctlError
 from gwctl.proxy.client import Proxies, ProxySettingError, UpstreamError, UpstreamPool, UpstreamTimeout
 from gwctl.proxy.http import HttpServer, Reply, Request
@@ -190,6 +191,9 @@ class Gateway:
             return self._log_error(400, "the request body is not valid JSON", "invalid_json", rid, key_name, request, path, start)
         if not isinstance(body, dict):
             return self._log_error(400, "the request body must be a JSON object", "invalid_json", rid, key_name, request, path, start)
+        if too_deep(raw, body):
+            return self._log_error(400, f"the request body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep",
+                                   "invalid_json", rid, key_name, request, path, start)
         agent = request.headers.get("x-gwctl-agent")
         full_path = path + (("?" + request.query) if request.query else "")
         if len(raw) > LARGE_BODY:
@@ -209,6 +213,15 @@ class Gateway:
             return await self._forward(request, d, body, raw, rid, key_name, start, snap)
         finally:
             self._end()
+
+    def internal_error(self, request: Request, exc: BaseException) -> Reply:
+        """A bug of ours answered 500 (the server logged the traceback); the request still gets its row."""
+        rid = new_request_id()
+        message = f"internal error in the gateway ({exc.__class__.__name__}); see its log"
+        try:
+            return self._log_error(500, message, "internal_error", rid, None, request, request.path, time.perf_counter(), "api_error")
+        except Exception:  # pragma: no cover - the row is best effort; the answer is not
+            return _error(500, message, "api_error", "internal_error", rid)
 
     def _refuse(self, d: Decision, rid, key_name, path, start) -> Reply:
         self._record(rid, key_name, d, path, d.status, start, None, d.rule, d.message)
@@ -349,11 +362,6 @@ def upstream_proxies(environ: Mapping[str, str]) -> Proxies:
                          f"(env -u {exc.variable} gwctl proxy ...)") from None
 
 
-def _internal_error(request: Request, exc: BaseException) -> Reply:
-    rid = new_request_id()
-    return _error(500, f"internal error in the gateway ({exc.__class__.__name__}); see its log", "api_error", "internal_error", rid)
-
-
 def _why(exc: BaseException) -> str:
     return getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
 
@@ -391,7 +399,7 @@ async def serve(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, s
     gateway = Gateway(config, snapshot)
     await gateway.open()
     loop = asyncio.get_running_loop()
-    server = HttpServer(gateway.handle, body_limit=config.body_limit, keepalive_timeout=75.0, on_error=_internal_error)
+    server = HttpServer(gateway.handle, body_limit=config.body_limit, keepalive_timeout=75.0, on_error=gateway.internal_error)
     if sock is not None:
         srv = await loop.create_server(server, sock=sock, backlog=1024)
     else:
