@@ -89,14 +89,19 @@ class RawUpstream:
                         await asyncio.sleep(pause)
                     writer.write(data)
                     await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
 
     def stop(self) -> None:
-        def _stop():
+        async def _stop():
             self._server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             self._loop.stop()
-        self._loop.call_soon_threadsafe(_stop)
+        asyncio.run_coroutine_threadsafe(_stop(), self._loop)
         self._thread.join(10)
+        self._loop.close()

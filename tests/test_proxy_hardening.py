@@ -152,3 +152,67 @@ def test_an_internal_error_still_gets_its_row(tmp_path):
     reply = gw.internal_error(req, KeyError("boom"))
     assert reply.status == 500 and b"internal_error" in reply.body
     assert len(rows) == 1 and rows[0][9] == 500 and rows[0][3] == "triage" and rows[0][14] == "internal_error"
+
+
+def _chunk(obj) -> bytes:
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+LITELLM_EVENTS = [
+    _chunk({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]}),
+    _chunk({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]}),
+    # LiteLLM's usage chunk: a choice with an empty delta, not "choices": []
+    _chunk({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}}),
+    b"data: [DONE]\n\n",
+]
+
+
+def test_a_stream_whose_end_comes_late_is_a_success_when_the_client_leaves_after_done(tmp_path):
+    """Finding 7: LiteLLM writes the chunked terminator ~0.1-0.3 ms after [DONE]; a client that closes right
+    after [DONE] was logged 499. Here the terminator comes 1.5 s late and the client hangs up at [DONE]."""
+    from rawupstream import sse_reply
+
+    up = RawUpstream(lambda rec: sse_reply(LITELLM_EVENTS, end_delay=1.5, event_delay=0.01))
+    proc, key = _proxy(tmp_path, up.url, "--auth-value", "sekret-up")
+    try:
+        host, port = proc.url.split("//")[1].split(":")
+        body = json.dumps({"model": "up/m", "stream": True, "messages": [{"role": "user", "content": "x"}]}).encode()
+        with socket.create_connection((host, int(port)), timeout=20) as s:
+            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + key.encode()
+                      + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            got = b""
+            while b"[DONE]" not in got:
+                piece = s.recv(65536)
+                assert piece, got
+                got += piece
+        assert b"Hel" in got and b'"usage"' not in got  # finding 8: LiteLLM's usage chunk hidden too
+        rows = _rows(tmp_path, 1)
+        assert rows[0]["status"] == 200 and not rows[0]["error"], rows[0]
+        assert rows[0]["usage"]["input_tokens"] == 7 and rows[0]["usage"]["output_tokens"] == 2
+    finally:
+        proc.terminate()
+        up.stop()
+
+
+def test_openai_sdk_stream_through_a_litellm_shaped_upstream(tmp_path):
+    """The openai SDK against an upstream in LiteLLM's shape: every stream is whole, logged 200, no usage leak."""
+    import openai
+
+    from rawupstream import sse_reply
+
+    up = RawUpstream(lambda rec: sse_reply(LITELLM_EVENTS, end_delay=0.2))
+    proc, key = _proxy(tmp_path, up.url, "--auth-value", "sekret-up")
+    try:
+        client = openai.OpenAI(base_url=proc.url + "/v1", api_key=key, max_retries=0, timeout=20)
+        for _ in range(5):
+            chunks = list(client.chat.completions.create(model="up/m", stream=True,
+                                                         messages=[{"role": "user", "content": "x"}]))
+            assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello"
+            assert all(c.usage is None for c in chunks)
+        rows = _rows(tmp_path, 5)
+        assert [r["status"] for r in rows] == [200] * 5
+        assert all(r["usage"]["input_tokens"] == 7 for r in rows)
+    finally:
+        proc.terminate()
+        up.stop()

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated, Optional
 
+import orjson
 import typer
 
 from gwctl.core.request import MAX_JSON_DEPTH, too_deep
@@ -186,11 +186,11 @@ def _body(path: str | None, model: str | None) -> dict:
     else:
         text = read_input(path)
         try:
-            body = json.loads(text)
-        except json.JSONDecodeError as exc:
+            body = orjson.loads(text)  # the proxy's parser: what it refuses, the dry-run refuses
+        except orjson.JSONDecodeError as exc:
+            if "depth" in exc.msg:
+                fail(f"{path}: the request nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; the proxy refuses it (invalid_json)")
             fail(f"{path}:{exc.lineno}: the request is not valid JSON ({exc.msg})")
-        except RecursionError:
-            fail(f"{path}: the request nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; the proxy refuses it (invalid_json)")
         if not isinstance(body, dict):
             fail(f"{path}: the request must be a JSON object")
         if too_deep(text.encode(), body):
@@ -249,14 +249,11 @@ def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) 
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        deep = False
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
+            item = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
             fail(f"{file}:{n}: not valid JSON ({exc.msg})")
-        except RecursionError:
-            deep = True
-        if deep or too_deep(line.encode(), item):
+        if too_deep(line.encode(), item):
             fail(f"{file}:{n}: nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; the proxy refuses it (invalid_json)")
         if not isinstance(item, dict):
             fail(f"{file}:{n}: each line must be a JSON object")

@@ -6,14 +6,23 @@ at once (nothing waits for the end of the stream). Only events that mention
 
 * OpenAI chat / completions: the final chunk's ``usage`` (asked for with
   ``stream_options.include_usage``). When the client did not ask for it, the
-  usage-only chunk (empty ``choices``) is kept from the client.
+  usage the gateway asked for is kept from the client in whatever shape the
+  server sends it: a chunk that carries nothing else (``"choices": []`` as
+  OpenAI and vLLM send it, or choices with empty deltas as LiteLLM does) is
+  dropped; a chunk that also carries output loses only its ``usage`` key.
 * Responses: ``response.completed`` carries ``response.usage``.
 * Anthropic: ``message_start`` carries ``message.usage`` (input and cache
   tokens); ``message_delta`` carries the cumulative ``usage.output_tokens``.
+
+The meter also notices the stream's terminal event (``data: [DONE]``,
+Anthropic's ``message_stop``, the Responses API's ``response.completed``,
+``.incomplete`` or ``.failed``): once that has reached the client, the answer
+is whole, whatever happens to either connection afterwards.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -57,13 +66,15 @@ def usage_from_body(api: str, body: bytes) -> Usage | None:
 class StreamMeter:
     """Split an SSE byte stream into events, capture usage, optionally drop the usage-only chunk."""
 
-    __slots__ = ("api", "strip_usage_chunk", "_buf", "raw_usage")
+    __slots__ = ("api", "strip_usage_chunk", "_buf", "raw_usage", "terminal", "_marker")
 
     def __init__(self, api: str, strip_usage_chunk: bool = False):
         self.api = api
         self.strip_usage_chunk = strip_usage_chunk
         self._buf = b""
         self.raw_usage: dict | None = None
+        self.terminal = False  # the stream's terminal event was among the bytes fed so far
+        self._marker = _TERMINAL_MARKERS.get(api, b"[DONE]")
 
     def feed(self, data: bytes) -> bytes:
         """Bytes to send to the client now: every complete event received so far."""
@@ -79,15 +90,34 @@ class StreamMeter:
             return b""
         end = cut + sep_len
         complete, self._buf = buf[:end], buf[end:]
+        if self._marker in complete and not self.terminal:
+            self._find_terminal(complete)
         if b'"usage"' not in complete:
             return complete
         return self._inspect(complete)
 
     def finish(self) -> bytes:
         rest, self._buf = self._buf, b""
+        if rest and self._marker in rest and not self.terminal:
+            self._find_terminal(rest)
         if rest and b'"usage"' in rest:
             return self._inspect(rest)
         return rest
+
+    def _find_terminal(self, chunk: bytes) -> None:
+        """A marker's bytes were seen: check whether an event really is the terminal one."""
+        for event in _split_events(chunk):
+            data = _raw_data_of(event)
+            if data is None:
+                continue
+            if data.strip() == b"[DONE]":
+                self.terminal = True
+                return
+            if self._marker in data:
+                obj = _json_object(data)
+                if obj is not None and obj.get("type") in _TERMINAL_TYPES:
+                    self.terminal = True
+                    return
 
     def usage(self) -> Usage | None:
         return usage_of(self.api, self.raw_usage)
@@ -95,19 +125,21 @@ class StreamMeter:
     def _inspect(self, chunk: bytes) -> bytes:
         out = []
         for event in _split_events(chunk):
-            if b'"usage"' in event and self._take(event):
-                continue  # dropped: a usage-only chunk the client did not ask for
+            if b'"usage"' in event:
+                kept = self._take(event)
+                if kept is not None:
+                    event = kept  # b"": a usage-only chunk the client did not ask for; else the chunk without it
             out.append(event)
         return b"".join(out)
 
-    def _take(self, event: bytes) -> bool:
-        """Record usage from one event; True when the event should be dropped."""
+    def _take(self, event: bytes) -> bytes | None:
+        """Record usage from one event; None to pass it on as is, else what to send instead."""
         data = _data_of(event)
         if data is None:
-            return False
+            return None
         obj = _json_object(data)
         if obj is None:
-            return False
+            return None
         if self.api == "messages":
             kind = obj.get("type")
             if kind == "message_start" and isinstance(obj.get("message"), dict):
@@ -120,35 +152,68 @@ class StreamMeter:
                     if v is not None:
                         merged[k] = v
                 self.raw_usage = merged
-            return False
+            return None
         if self.api == "responses":
             resp = obj.get("response")
             if isinstance(resp, dict) and isinstance(resp.get("usage"), dict):
                 self.raw_usage = resp["usage"]
-            return False
+            return None
         u = obj.get("usage")
         if isinstance(u, dict):
             self.raw_usage = u
-            choices = obj.get("choices")
-            return self.strip_usage_chunk and not choices
+        if not self.strip_usage_chunk or "usage" not in obj:
+            return None
+        if _carries_nothing_else(obj):
+            return b""
+        del obj["usage"]  # output and usage in one chunk: the client keeps the output
+        return b"data: " + orjson.dumps(obj) + (event[len(event.rstrip(b"\r\n")):] or b"\n\n")
+
+
+_TERMINAL_MARKERS = {"messages": b"message_stop", "responses": b"response."}
+_TERMINAL_TYPES = frozenset({"message_stop", "response.completed", "response.incomplete", "response.failed"})
+_CHUNK_KEYS = frozenset({"id", "object", "created", "model", "system_fingerprint", "choices", "usage",
+                         "service_tier", "provider", "obfuscation"})
+
+
+def _carries_nothing_else(chunk: dict) -> bool:
+    """True when a chat/completions chunk holds usage and no output: no choice says or finishes anything."""
+    if not chunk.keys() <= _CHUNK_KEYS:
         return False
+    choices = chunk.get("choices")
+    if not choices:
+        return True
+    if not isinstance(choices, list):
+        return False
+    for choice in choices:
+        if not isinstance(choice, dict) or choice.get("finish_reason") or choice.get("text") or choice.get("logprobs"):
+            return False
+        delta = choice.get("delta")
+        if delta is not None and (not isinstance(delta, dict) or any(v for k, v in delta.items() if k != "role")):
+            return False
+    return True
 
 
 def _split_events(chunk: bytes) -> list[bytes]:
-    """Events of a chunk that holds only complete events, each with its separator."""
-    text = chunk.replace(b"\r\n", b"\n")
-    parts = text.split(b"\n\n")
-    events = [p + b"\n\n" for p in parts[:-1] if p]
+    """Events of a chunk that holds only complete events, each with its own separator, bytes unchanged."""
+    parts = _EVENT_END.split(chunk)
+    events = [parts[i] + parts[i + 1] for i in range(0, len(parts) - 1, 2) if parts[i]]
     if parts[-1]:
         events.append(parts[-1])
     return events
 
 
-def _data_of(event: bytes) -> bytes | None:
-    lines = [line[5:].lstrip(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+_EVENT_END = re.compile(rb"(\r\n\r\n|\n\n|\r\r)")
+
+
+def _raw_data_of(event: bytes) -> bytes | None:
+    lines = [line[5:].lstrip(b" ") for line in event.replace(b"\r", b"\n").split(b"\n") if line.startswith(b"data:")]
     if not lines:
         return None
-    data = b"\n".join(lines)
-    if data.strip() == b"[DONE]":
+    return b"\n".join(lines)
+
+
+def _data_of(event: bytes) -> bytes | None:
+    data = _raw_data_of(event)
+    if data is None or data.strip() == b"[DONE]":
         return None
     return data

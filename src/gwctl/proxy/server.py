@@ -49,6 +49,7 @@ DEFAULT_BODY_LIMIT = 32 * 1024 * 1024
 LARGE_BODY = 256 * 1024  # decide in a thread above this (the prompt estimate scans the text)
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 600.0
+STREAM_END_WAIT = 2.0  # seconds an upstream may take to end its response after the stream's terminal event
 
 
 @dataclass
@@ -305,31 +306,57 @@ class Gateway:
             self._end()
 
     async def _relay_stream(self, request, upstream, out_headers, d, api, strip_usage, rid, key_name, start):
+        """Relay an event stream as it arrives. Once its terminal event has reached the client the answer is
+        whole: the client's stream ends there, and neither side hanging up afterwards makes it a failure."""
         resp = request.start_stream(upstream.status, out_headers)
         meter = StreamMeter(api, strip_usage_chunk=strip_usage)
         error = None
         status = upstream.status
+        delivered = False
         try:
             async for chunk in upstream:
                 out = meter.feed(chunk)
-                if out:
+                if out and not delivered:
                     await resp.write(out)
-            tail = meter.finish()
-            if tail:
-                await resp.write(tail)
-            resp.end()
+                if meter.terminal and not delivered:
+                    delivered = True
+                    resp.end()  # the client has it all; the upstream's own end is only waited for below
+                    break
+            if not delivered:
+                tail = meter.finish()
+                if tail:
+                    await resp.write(tail)
+                resp.end()
+            else:
+                await self._finish_upstream(upstream, meter)
         except (ConnectionResetError, asyncio.CancelledError):
-            error = "client disconnected"
-            status = 499
+            if not delivered:
+                error, status = "client disconnected", 499
             upstream.abort()  # hang up on the upstream too
             self._record(rid, key_name, d, request.path, status, start, meter.usage(), None, error, True)
             raise
         except UpstreamTimeout:
-            error, status = "upstream timed out mid-stream", 504
+            if not delivered:
+                error, status = "upstream timed out mid-stream", 504
         except UpstreamError as exc:
-            error, status = f"upstream broke the stream ({_why(exc)})", 502
+            if not delivered:
+                error, status = f"upstream broke the stream ({_why(exc)})", 502
         self._record(rid, key_name, d, request.path, status, start, meter.usage(), None, error, True)
         return None
+
+    @staticmethod
+    async def _finish_upstream(upstream, meter: StreamMeter) -> None:
+        """After the terminal event, read the upstream's end (it usually follows within a millisecond) so its
+        connection can be reused, and any usage it still sends is metered; give up after a short while."""
+        async def rest() -> None:
+            async for chunk in upstream:
+                meter.feed(chunk)
+            meter.finish()
+
+        try:
+            await asyncio.wait_for(rest(), STREAM_END_WAIT)
+        except asyncio.TimeoutError:
+            upstream.abort()
 
     def _upstream_failed(self, status, code, message, rid, key_name, d, request, start, stream) -> Reply:
         log.warning("%s %s: %s", rid, request.path, message)
