@@ -216,3 +216,48 @@ def test_openai_sdk_stream_through_a_litellm_shaped_upstream(tmp_path):
     finally:
         proc.terminate()
         up.stop()
+
+
+def test_a_failed_reload_is_retried_until_the_revocation_applies(tmp_path, monkeypatch, caplog):
+    """Finding 2: an OSError while loading a changed store was not retried, so a revoked key kept working
+    until the store changed again. Now the failure is logged, shown by /healthz, and retried."""
+    import gwctl.proxy.server as server
+    from gwctl.core import keys as gwkeys
+    from gwctl.store.file import load
+
+    store = tmp_path / "cfg" / "gwctl.toml"
+    key = run_cli("key", "create", "k", "--json").json()["key"]
+    gw = server.Gateway(server.ProxyConfig(store, None, reload_interval=0.01), load(store).snapshot)
+    assert gw._keys.verify(gw.snapshot, key) == "k"
+    assert run_cli("key", "revoke", "k", "--yes").code == 0
+
+    real_load, calls = server.load, []
+
+    def flaky(path):
+        calls.append(path)
+        if len(calls) == 1:
+            raise OSError(24, "Too many open files")
+        return real_load(path)
+
+    monkeypatch.setattr(server, "load", flaky)
+    assert gw.reload_if_changed() is False  # the read failed: the last good store stays in use ...
+    assert gw.health()["status"] == "degraded"
+    assert gw.health()["store"]["reload"] == "failing" and "Too many open files" in gw.health()["store"]["error"]
+    assert any("cannot be loaded" in r.message for r in caplog.records)
+    assert wait_for(lambda: gw.reload_if_changed(), 5)  # ... until the retry succeeds
+    assert gwkeys.from_headers(None, key) and gw._keys.verify(gw.snapshot, key) is None  # revoked
+    assert gw.health() == {"status": "ok", "store": {"reload": "ok"}}
+
+
+def test_a_store_that_goes_missing_keeps_the_last_good_one(tmp_path):
+    import gwctl.proxy.server as server
+    from gwctl.store.file import load
+
+    store = tmp_path / "cfg" / "gwctl.toml"
+    key = run_cli("key", "create", "k", "--json").json()["key"]
+    gw = server.Gateway(server.ProxyConfig(store, None, reload_interval=0.01), load(store).snapshot)
+    store.rename(store.with_suffix(".bak"))
+    assert gw.reload_if_changed() is False and gw._keys.verify(gw.snapshot, key) == "k"
+    assert "missing" in gw.health()["store"]["error"]
+    store.with_suffix(".bak").rename(store)
+    assert wait_for(lambda: gw.health()["status"] == "ok" or gw.reload_if_changed(), 5)

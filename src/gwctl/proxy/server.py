@@ -49,6 +49,7 @@ DEFAULT_BODY_LIMIT = 32 * 1024 * 1024
 LARGE_BODY = 256 * 1024  # decide in a thread above this (the prompt estimate scans the text)
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 600.0
+RELOAD_RETRY_MAX = 5.0  # seconds at most between attempts to load a store that failed to load
 STREAM_END_WAIT = 2.0  # seconds an upstream may take to end its response after the stream's terminal event
 
 
@@ -76,6 +77,11 @@ class Gateway:
         self.snapshot = snapshot
         self.environ = os.environ if environ is None else environ
         self._stamp = self._store_stamp()
+        self.reload_failure: dict | None = None  # the reload failing now: error, since (UTC), attempts
+        self._failed_stamp = None
+        self._retry_at = 0.0
+        self._backoff = 0.0
+        self._last_reload_log = 0.0
         self.pool: UpstreamPool | None = None
         self.writer = None
         self.inflight = 0
@@ -126,18 +132,69 @@ class Gateway:
             return None
 
     def reload_if_changed(self) -> bool:
+        """Load the store again when its file changed; True when a new snapshot is in use.
+
+        A reload that fails, for any reason (the file is invalid, missing, unreadable for a moment, a
+        descriptor limit), keeps the last good snapshot and is tried again until one succeeds: at once when
+        the file changes again, else with a backoff of up to :data:`RELOAD_RETRY_MAX` seconds. A key
+        revoked in the file is never forgotten because one read failed. The failure is logged and shown
+        by ``/healthz`` until a reload succeeds.
+        """
         stamp = self._store_stamp()
+        failure = self.reload_failure
         if stamp == self._stamp:
+            if failure is not None:  # the file is back as it was when it last loaded: nothing is missed
+                log.info("the store is back as last loaded; nothing to reload")
+                self.reload_failure = None
+            return False
+        now = time.monotonic()
+        if failure is not None and stamp == self._failed_stamp and now < self._retry_at:
+            return False
+        try:
+            if stamp is None:
+                raise GwctlError(f"the store {self.config.store_path} is missing", "restore the file")
+            snapshot = load(self.config.store_path).snapshot
+        except Exception as exc:  # noqa: BLE001 - whatever it was, keep serving with the last good store
+            self._reload_failed(stamp, exc.message if isinstance(exc, GwctlError) else f"{type(exc).__name__}: {exc}", now)
             return False
         self._stamp = stamp
-        try:
-            self.snapshot = load(self.config.store_path).snapshot
-        except GwctlError as exc:
-            log.error("store changed but is invalid; keeping the last good one: %s", exc.message)
-            return False
+        self.snapshot = snapshot
+        if failure is not None:
+            log.info("store reload succeeded after %d failed attempt(s)", failure["attempts"])
+        self.reload_failure = None
         log.info("store reloaded: %d sources, %d catalog entries, %d routes, %d keys",
-                 len(self.snapshot.sources), len(self.snapshot.catalog), len(self.snapshot.routes), len(self.snapshot.keys))
+                 len(snapshot.sources), len(snapshot.catalog), len(snapshot.routes), len(snapshot.keys))
         return True
+
+    def _reload_failed(self, stamp, message: str, now: float) -> None:
+        failure = self.reload_failure
+        if failure is None or stamp != self._failed_stamp:
+            attempts = 1 if failure is None else failure["attempts"] + 1
+            self._backoff = self.config.reload_interval
+        else:
+            attempts = failure["attempts"] + 1
+            self._backoff = min(self._backoff * 2, RELOAD_RETRY_MAX)
+        self._failed_stamp = stamp
+        self._retry_at = now + self._backoff
+        since = failure["since"] if failure is not None else _utc_now()
+        if failure is None or failure["error"] != message or now - self._last_reload_log >= 30.0:
+            self._last_reload_log = now
+            log.error("store changed but cannot be loaded; keeping the last good one and retrying: %s", message)
+        self.reload_failure = {"error": message, "since": since, "attempts": attempts}
+
+    def health(self) -> dict:
+        """What ``/healthz`` says: alive, plus whether the store's last change is in use and the log keeps up."""
+        detail: dict = {"status": "ok", "store": {"reload": "ok"}}
+        if self.reload_failure is not None:
+            detail["status"] = "degraded"
+            detail["store"] = {"reload": "failing", **self.reload_failure}
+        writer = self.writer
+        if writer is not None:
+            activity = writer.health() if hasattr(writer, "health") else {"submitted": writer.submitted, "dropped": writer.dropped}
+            detail["activity"] = activity
+            if activity.get("dropped"):
+                detail["status"] = "degraded"
+        return detail
 
     async def _reload_loop(self) -> None:
         while True:
@@ -167,7 +224,7 @@ class Gateway:
         path = request.path
         method = request.method
         if path == "/healthz" and method in ("GET", "HEAD"):
-            return Reply(200, b'{"status":"ok"}', [(REQUEST_ID_HEADER, rid)])
+            return Reply(200, orjson.dumps(self.health()), [(REQUEST_ID_HEADER, rid)])
         snap = self.snapshot
         key_name = None
         if not self.config.no_auth:
@@ -387,6 +444,10 @@ def upstream_proxies(environ: Mapping[str, str]) -> Proxies:
         raise GwctlError(f"cannot use the egress proxy from the environment: {exc}",
                          f"point {exc.variable} at an http:// proxy, or unset it for the gateway "
                          f"(env -u {exc.variable} gwctl proxy ...)") from None
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def _why(exc: BaseException) -> str:
