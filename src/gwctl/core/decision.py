@@ -195,14 +195,14 @@ def _decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str,
 
     ref = f"{source.name}/{upstream_model}"
     entry = snapshot.catalog.get(ref)
-    if estimate or (entry is not None and not passthrough and not fits_context_by_size(entry, feats)):
-        feats = replace(feats, prompt_tokens_estimate=estimate_prompt_tokens(feats.api, body))
-        base["features"] = feats
-    try:
+    try:  # before any estimate: a request refused for its path is decided by its shape alone (DecisionMemo)
         upstream_url = join_upstream(base_url, path)
     except ValueError as exc:
         return _reject({**base, "matched_by": matched_prefix + matched_by, "route": route, "source": source.name},
                        "invalid_path", str(exc), "the path must start with '/', like /v1/chat/completions")
+    if estimate or (entry is not None and not passthrough and not fits_context_by_size(entry, feats)):
+        feats = replace(feats, prompt_tokens_estimate=estimate_prompt_tokens(feats.api, body))
+        base["features"] = feats
     values = {
         **base,
         "matched_by": matched_prefix + matched_by,
