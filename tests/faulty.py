@@ -600,6 +600,13 @@ class Gateway:
         assert got is not None, f"{len(self.rows())} activity rows of {n} after {timeout} s"
         return got
 
+    def row(self, request_id: str, timeout: float = 30.0) -> dict:
+        """The activity row of one request (waits for the writer)."""
+        assert request_id, "the answer had no X-Gwctl-Request-Id"
+        got = wait_until(lambda: next((r for r in self.rows() if r["request_id"] == request_id), None), timeout, 0.1)
+        assert got is not None, f"no activity row for {request_id} after {timeout} s"
+        return got
+
     def auth(self) -> list[tuple[str, str]]:
         return [("Authorization", f"Bearer {self.key}")]
 
@@ -611,23 +618,29 @@ COST = "0.00375"  # USAGE at PRICES: 1000 x 3e-6 + 50 x 1.5e-5
 def start_gateway(tmp_path, upstream_url: str, *proxy_args: str, read_timeout: float | None = None,
                   priced: tuple[str, ...] = ("ok", "hold", "huge", "trickle"), activity: str | None = None,
                   env: dict | None = None) -> Gateway:
-    """Configure the test's store (source fz -> upstream_url, prices, a key) and start a proxy on it."""
+    """Configure a store under ``tmp_path`` (source fz -> upstream_url, prices, a key) and start a proxy on it.
+
+    The CLI is given the store explicitly, so a module-scoped gateway works too."""
+    from pathlib import Path
+
     from conftest import run_cli
     from proxyrun import ProxyProcess
+
+    store = Path(tmp_path) / "cfg" / "gwctl.toml"
+
+    def cli(*args: str):
+        r = run_cli("--store", str(store), *args)
+        assert r.code == 0, r.err
+        return r
 
     args = ["source", "add", "fz", "--base-url", upstream_url, "--auth-value", "sk-up"]
     if read_timeout is not None:
         args += ["--read-timeout", str(read_timeout)]
-    r = run_cli(*args)
-    assert r.code == 0, r.err
+    cli(*args)
     for mode in priced:
-        r = run_cli("catalog", "set", f"fz/{mode}", *PRICES)
-        assert r.code == 0, r.err
-    r = run_cli("key", "create", "load", "--json")
-    assert r.code == 0, r.err
-    key = r.json()["key"]
-    store = tmp_path / "cfg" / "gwctl.toml"
-    db = str(tmp_path / "activity.sqlite3")
+        cli("catalog", "set", f"fz/{mode}", *PRICES)
+    key = cli("key", "create", "load", "--json").json()["key"]
+    db = str(Path(tmp_path) / "activity.sqlite3")
     proc = ProxyProcess(store, activity or f"sqlite://{db}", *proxy_args, env=env)
     return Gateway(proc, key, db, str(store))
 
