@@ -648,3 +648,42 @@ def start_gateway(tmp_path, upstream_url: str, *proxy_args: str, read_timeout: f
 def figure(name: str, value, unit: str = "") -> None:
     """Print one measured figure (shown with pytest -s; the long suite's report quotes them)."""
     print(f"[figure] {name}: {value}{(' ' + unit) if unit else ''}", flush=True)
+
+
+class Traffic:
+    """Requests one after another from a thread, until stop() (bounded: max_requests, max_seconds)."""
+
+    def __init__(self, url: str, key: str, model: str = "fz/ok", pace: float = 0.05, max_requests: int = 5000,
+                 max_seconds: float = 300.0):
+        self.url, self.key, self.model, self.pace = url, key, model, pace
+        self.max_requests, self.max_seconds = max_requests, max_seconds
+        self.results: list[tuple[int | None, str | None]] = []  # (status, request id); None: no answer
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="traffic", daemon=True)
+
+    def _run(self) -> None:
+        import httpx
+
+        deadline = time.monotonic() + self.max_seconds
+        body = {"model": self.model, "messages": [{"role": "user", "content": "hi"}]}
+        with httpx.Client(timeout=30) as client:
+            while not self._stop.is_set() and len(self.results) < self.max_requests and time.monotonic() < deadline:
+                try:
+                    r = client.post(self.url + "/v1/chat/completions", json=body,
+                                    headers={"Authorization": f"Bearer {self.key}"})
+                    self.results.append((r.status_code, r.headers.get("x-gwctl-request-id")))
+                except Exception:
+                    self.results.append((None, None))
+                self._stop.wait(self.pace)
+
+    def start(self) -> "Traffic":
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[tuple[int | None, str | None]]:
+        self._stop.set()
+        self._thread.join(60)
+        return self.results
+
+    def count(self) -> int:
+        return len(self.results)

@@ -365,23 +365,25 @@ class _Outage:
 
     def failed(self, waiting: int, error: str | None) -> None:
         now = time.monotonic()
+        error = error or "unknown error"
+        named = "" if self.label in error else f" ({self.label})"  # the backends' messages name the log already
         if self.since is None:
             self.since = self.last_said = now
             self.delay = 0.05
-            log.warning("the activity log (%s) is unavailable: %s; %d row(s) waiting, retrying every %g s at most",
-                        self.label, error or "unknown error", waiting, self.max_delay)
+            log.warning("the activity log%s is unavailable: %s; %d row(s) waiting, retrying every %g s at most",
+                        named, error, waiting, self.max_delay)
         elif now - self.last_said >= _STILL_DOWN_EVERY_S:
             self.last_said = now
-            log.warning("the activity log (%s) is still unavailable after %.0f s: %s; %d row(s) waiting",
-                        self.label, now - self.since, error or "unknown error", waiting)
+            log.warning("the activity log%s is still unavailable after %.0f s: %s; %d row(s) waiting",
+                        named, now - self.since, error, waiting)
         self.next_try = now + self.delay
         self.delay = min(self.delay * 2, self.max_delay)
 
-    def full(self, held: int) -> None:
+    def full(self, held: int, limit: int) -> None:
         if self.down and not self.said_full:
             self.said_full = True
-            log.warning("the activity writer holds %d row(s), its limit: the next ones wait in the proxy "
-                        "(which drops them past its buffer, and says so)", held)
+            log.warning("the activity writer holds %d row(s), past its limit of %d: the next ones wait in the "
+                        "proxy, which drops them past its buffer and says so", held, limit)
 
     def recovered(self, waited: int) -> None:
         if self.since is not None:
@@ -494,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
                 buf.clear()
         elif pending:
             if not eof:
-                outage.full(len(pending))
+                outage.full(len(pending), limit)
             wait = outage.next_try - time.monotonic()
             if closing_by is not None:
                 wait = min(wait, closing_by - time.monotonic())
