@@ -477,6 +477,10 @@ class RawClient:
         self.body += body
 
     def on_message_complete(self) -> None:
+        if self.status is not None and 100 <= self.status < 200:  # an interim answer (100 Continue): the real one follows
+            self.status, self.headers, self.head_done = None, [], False
+            self.body.clear()
+            return
         self.complete = True
 
     def header(self, name: str) -> str | None:
@@ -592,8 +596,19 @@ class Gateway:
     def pid(self) -> int:
         return self.proc.proc.pid
 
+    pg_dsn: str | None = None  # when the log is PostgreSQL
+
     def rows(self, columns: str = "request_id, status, cost, error, rule, route_kind, stream") -> list[dict]:
-        return activity_rows(self.db, columns)
+        if self.pg_dsn is None:
+            return activity_rows(self.db, columns)
+        import psycopg
+        from psycopg.rows import dict_row
+
+        try:
+            with psycopg.connect(self.pg_dsn, connect_timeout=10, row_factory=dict_row) as conn:
+                return list(conn.execute(f"SELECT {columns} FROM activity ORDER BY id"))
+        except psycopg.errors.UndefinedTable:
+            return []
 
     def wait_rows(self, n: int, timeout: float = 30.0) -> list[dict]:
         got = wait_until(lambda: (lambda r: r if len(r) >= n else None)(self.rows()), timeout, 0.1)
@@ -642,7 +657,8 @@ def start_gateway(tmp_path, upstream_url: str, *proxy_args: str, read_timeout: f
     key = cli("key", "create", "load", "--json").json()["key"]
     db = str(Path(tmp_path) / "activity.sqlite3")
     proc = ProxyProcess(store, activity or f"sqlite://{db}", *proxy_args, env=env)
-    return Gateway(proc, key, db, str(store))
+    pg = activity if activity and activity.startswith(("postgres://", "postgresql://")) else None
+    return Gateway(proc, key, db, str(store), pg)
 
 
 def figure(name: str, value, unit: str = "") -> None:
