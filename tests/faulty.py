@@ -164,6 +164,7 @@ class FaultyUpstream:
         self.connections = 0  # connections accepted in all
         self.held = 0  # "hold" streams waiting for release() now
         self.closed: dict[str, float] = {}  # tag -> when the gateway hung up on a held / hanging answer
+        self.finished: dict[str, float] = {}  # tag -> when the whole answer was written
         self.port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.base_events.Server | None = None
@@ -283,6 +284,8 @@ class FaultyUpstream:
                 params = req.get("fault") if isinstance(req.get("fault"), dict) else {}
                 self.seen.append(Seen(mode, params.get("tag"), path, req))
                 keep = await self._answer(mode, params, req, reader, writer)
+                if params.get("tag") is not None:
+                    self.finished[params["tag"]] = time.monotonic()
                 if not keep or headers.get("connection", "").lower() == "close":
                     return
         except _Reset:
