@@ -7,9 +7,9 @@ hold a stream open until told to finish; the clients are raw HTTP/1.1
 connections. The proxy's memory is its VmRSS from /proc.
 
 How to run the long suite: the default run (`pytest`) runs the short
-versions (100 streams, 20 hang-ups, a 32 MB stream nobody reads); the long ones (1,000 concurrent streams, 1,000 held
-open for the memory figure, 200 hang-ups, a 100 MB stream nobody reads) carry
-the ``long`` marker:
+versions (100 streams, 20 hang-ups, a 32 MB stream nobody reads); the long
+ones (1,000 concurrent streams, 1,000 held open for the memory figure, 200
+hang-ups, a 100 MB stream nobody reads) carry the ``long`` marker:
 
     python -m pytest -m long tests/test_load_streams.py -s
 
