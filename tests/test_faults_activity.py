@@ -42,7 +42,6 @@ import os
 import re
 import sqlite3
 import subprocess
-import threading
 import time
 import uuid
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit

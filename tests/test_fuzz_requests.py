@@ -34,7 +34,7 @@ import time
 
 import pytest
 
-from faulty import FaultyUpstream, RawClient, figure, start_gateway, wait_until  # noqa: F401
+from faulty import FaultyUpstream, RawClient, figure, start_gateway, wait_until
 from fuzzgen import Case, Gen
 
 SEED = int(os.environ.get("GWCTL_FUZZ_SEED", "20240611"))
