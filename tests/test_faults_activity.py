@@ -399,3 +399,65 @@ def test_health_reports_the_writer(tmp_path):
                       "backlog_limit_bytes": 64 * 1024 * 1024, "queued_rows": 0}
     assert running["writer_alive"] is True and running["submitted"] == 3 and running["queued_rows"] == 3
     assert after["writer_alive"] is False and after["dropped"] == 0 and after["queued_rows"] == 0
+
+
+# ---------------------------------------------------------------------------
+# the sink's side of it: an unavailable database never costs a record
+
+
+class _Log:
+    """A fake log: ``fail(batch, calls)`` says what a write raises (None: it goes in)."""
+
+    def __init__(self, fail):
+        self.fail = fail
+        self.rows: list[str] = []
+        self.calls = 0
+
+    def write_many(self, batch):
+        self.calls += 1
+        error = self.fail(batch, self.calls)
+        if error is not None:
+            raise error
+        self.rows.extend(batch)
+
+    def close(self):
+        pass
+
+
+def _wrapped(cause: Exception) -> Exception:
+    from gwctl.activity import ActivityError
+
+    try:
+        raise ActivityError(f"cannot write to the activity log x: {cause}") from cause
+    except ActivityError as e:
+        return e
+
+
+def _sink(fake):
+    from gwctl.activity.writer import LogSink
+
+    return LogSink(lambda: fake, "fake://", ident=lambda r: r, quiet=True)
+
+
+def test_a_full_or_locked_database_keeps_the_whole_batch():
+    fake = _Log(lambda batch, calls: _wrapped(sqlite3.OperationalError("database or disk is full")) if calls <= 2 else None)
+    sink = _sink(fake)
+    batch = ["a", "b", "c"]
+    assert sink.write(batch) == (False, 0, 0)
+    assert sink.unwritten == batch and sink.last_error.endswith("database or disk is full")
+    assert fake.calls == 2  # not tried record by record: the records are not the problem
+    assert sink.write(sink.unwritten) == (True, 3, 0) and fake.rows == batch
+
+
+def test_a_database_that_goes_away_mid_way_keeps_what_was_not_written():
+    def fail(batch, calls):
+        if len(batch) > 1:
+            return _wrapped(ValueError("a value it did not like"))  # a record's fault, it seems
+        if batch == ["c"] or calls > 5:  # then the disk fills up after "a" and "b" went in one by one
+            return _wrapped(sqlite3.OperationalError("database or disk is full"))
+        return None
+
+    fake = _Log(fail)
+    sink = _sink(fake)
+    assert sink.write(["a", "b", "c", "d", "e"]) == (False, 2, 0)
+    assert fake.rows == ["a", "b"] and sink.unwritten == ["c", "d", "e"]  # nothing dropped, nothing twice
