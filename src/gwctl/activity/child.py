@@ -18,6 +18,22 @@ Ctrl-C signals the terminal's whole process group, a service manager the
 whole cgroup): it stops when its stdin closes, after writing what it was
 sent, so the parent's drain decides when logging ends, and a parent that
 dies still gets its rows written.
+
+When the database is unavailable (down, restarting, locked past SQLite's
+busy timeout, disk full) no row is lost up to a bound, and none silently
+past it:
+
+1. the child logs that the log is unavailable (and how many rows wait), keeps
+   reading and holds up to ``--max-pending-rows`` rows (100,000 by default,
+   about 45 MB), retrying with exponential backoff from 0.05 s up to
+   ``--retry-max-delay`` (5 s), so rows are written at most that long after
+   the database is back, and logs the recovery with the number of rows that
+   were waiting;
+2. past that it stops reading: the OS pipe, then the proxy's buffer (up to
+   ``max_buffer``, 64 MiB of pickled rows, about half a million rows) hold
+   the rest;
+3. past that the proxy drops rows, counts them (:meth:`ChildWriter.health`)
+   and logs how many (at most every 10 s, and once more when it stops).
 """
 
 from __future__ import annotations
@@ -26,6 +42,7 @@ import asyncio
 import logging
 import os
 import pickle
+import select
 import signal
 import struct
 import subprocess
@@ -54,6 +71,11 @@ or None, ``entry`` the :class:`~gwctl.core.model.CatalogEntry` to price at
 _FRAME = struct.Struct(">I")
 _WARN_EVERY_S = 10.0
 _RESTART_EVERY_S = 5.0
+MAX_PENDING_ROWS = 100_000
+"""Rows the writer process holds while the database is unavailable (neutral rows, ~450 bytes each)."""
+_WRITE_ROWS = 1024  # rows per transaction when the writer catches up on many
+_STILL_DOWN_EVERY_S = 30.0
+_READ_SIZE = 1 << 20
 # The writer runs at a lower priority than the proxy: it is background work that batches, so when both
 # want a core the proxy should get it at once. At the same priority a woken writer took a full time slice
 # (a batch of rows is milliseconds of work) while requests on that core waited: at 32 connections on two
@@ -67,7 +89,8 @@ class ChildWriter:
     """The parent's side: batch rows in the event loop, ship them to the child."""
 
     def __init__(self, dsn: str | None, *, access_log: bool = False, batch_rows: int = 1024,
-                 flush_interval: float = 0.05, max_buffer: int = 64 * 1024 * 1024, close_timeout: float = 10.0):
+                 flush_interval: float = 0.05, max_buffer: int = 64 * 1024 * 1024, close_timeout: float = 10.0,
+                 max_pending_rows: int = MAX_PENDING_ROWS, retry_max_delay: float = 5.0):
         if dsn is None and not access_log:
             raise ValueError("ChildWriter needs an activity DSN, an access log, or both")
         if dsn is not None:
@@ -78,8 +101,13 @@ class ChildWriter:
         self.flush_interval = flush_interval
         self.max_buffer = max_buffer
         self.close_timeout = close_timeout
+        self.max_pending_rows = max_pending_rows
+        self.retry_max_delay = retry_max_delay
         self.submitted = 0
         self.dropped = 0
+        self._unreported = 0  # dropped rows not yet in a log line
+        self._drop_reason = ""
+        self._drop_timer: asyncio.TimerHandle | None = None
         self._rows: list[tuple] = []
         self._timer: asyncio.TimerHandle | None = None
         self._proc: subprocess.Popen | None = None
@@ -91,7 +119,8 @@ class ChildWriter:
         self._restart_task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        args = [sys.executable, "-m", "gwctl.activity.child", "--close-timeout", str(self.close_timeout)]
+        args = [sys.executable, "-m", "gwctl.activity.child", "--close-timeout", str(self.close_timeout),
+                "--max-pending-rows", str(self.max_pending_rows), "--retry-max-delay", str(self.retry_max_delay)]
         if self.dsn is not None:
             args += ["--dsn", self.dsn]
         if self.access_log:
@@ -111,7 +140,7 @@ class ChildWriter:
     def submit(self, row: tuple) -> None:
         """Queue one row (see :data:`WIRE_FIELDS`); never blocks, never raises."""
         if self._closed:
-            self.dropped += 1
+            self._drop(1, "the activity writer is closed")
             return
         self.submitted += 1
         rows = self._rows
@@ -139,12 +168,63 @@ class ChildWriter:
             data = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
             pipe.write(_FRAME.pack(len(data)) + data)
         except Exception as exc:  # never raise into a request
-            self.dropped += len(rows)
-            now = time.monotonic()
-            if now - self._last_warn >= _WARN_EVERY_S:
-                self._last_warn = now
-                log.error("dropped %d activity row(s): %s (%d dropped in total)", len(rows), exc, self.dropped)
+            self._drop(len(rows), str(exc))
             self._maybe_restart()
+
+    def health(self) -> dict:
+        """The writer's counters, for a health check: nothing here blocks or raises.
+
+        ``submitted`` rows handed to :meth:`submit`; ``dropped`` rows lost (the
+        writer process was not running, the backlog was over its limit, or the
+        writer was closed), each also in a log line; ``writer_alive`` whether
+        the writer process runs; ``backlog_bytes`` pickled rows sent to it that
+        it has not taken yet (it stops taking them while the database is
+        unavailable and it holds ``max_pending_rows``), against
+        ``backlog_limit_bytes``, past which rows are dropped; ``queued_rows``
+        rows batched here and not sent yet.
+        """
+        proc, pipe = self._proc, self._pipe
+        try:
+            alive = proc is not None and proc.poll() is None
+        except Exception:  # pragma: no cover - poll() only fails on a broken interpreter
+            alive = False
+        try:
+            backlog = 0 if pipe is None else pipe.get_write_buffer_size()
+        except Exception:  # pragma: no cover - a closed transport
+            backlog = 0
+        return {
+            "submitted": self.submitted,
+            "dropped": self.dropped,
+            "writer_alive": alive,
+            "backlog_bytes": backlog,
+            "backlog_limit_bytes": self.max_buffer,
+            "queued_rows": len(self._rows),
+        }
+
+    def _drop(self, n: int, reason: str) -> None:
+        """Count ``n`` dropped rows and say so: at once, or (within _WARN_EVERY_S of the last line) a bit later."""
+        self.dropped += n
+        self._unreported += n
+        self._drop_reason = reason
+        now = time.monotonic()
+        if now - self._last_warn >= _WARN_EVERY_S:
+            self._report_drops()
+        elif self._drop_timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # pragma: no cover - submit and flush run on the loop
+                return
+            self._drop_timer = loop.call_later(self._last_warn + _WARN_EVERY_S - now, self._report_drops)
+
+    def _report_drops(self) -> None:
+        if self._drop_timer is not None:
+            self._drop_timer.cancel()
+            self._drop_timer = None
+        if self._unreported:
+            self._last_warn = time.monotonic()
+            log.error("dropped %d activity row(s): %s (%d dropped in total)", self._unreported, self._drop_reason,
+                      self.dropped)
+            self._unreported = 0
 
     def _maybe_restart(self) -> None:
         """A writer process that died (killed, out of memory) is started again, at most every few seconds."""
@@ -175,6 +255,7 @@ class ChildWriter:
             await self._restart_task
         self.flush()
         self._closed = True
+        self._report_drops()
         proc, pipe = self._proc, self._pipe
         if proc is None or pipe is None:
             return self.dropped == 0
@@ -235,24 +316,95 @@ def _write_rows(target, rows: list) -> None:
     target.write_rows([target.row(*r) for r in rows])
 
 
-def _read_exact(stream, n: int) -> bytes | None:
-    buf = b""
-    while len(buf) < n:
-        piece = stream.read(n - len(buf))
-        if not piece:
-            return None
-        buf += piece
-    return buf
+def _fill(fd: int, buf: bytearray, timeout: float | None) -> bool:
+    """Append what the pipe has to ``buf``, waiting up to ``timeout`` (None: until something comes); False at EOF."""
+    if timeout is not None:
+        ready, _, _ = select.select([fd], [], [], max(0.0, timeout))
+        if not ready:
+            return True
+    try:
+        data = os.read(fd, _READ_SIZE)
+    except InterruptedError:  # pragma: no cover - PEP 475 retries; kept for clarity
+        return True
+    if not data:
+        return False
+    buf += data
+    return True
+
+
+def _frames(buf: bytearray) -> list[bytes]:
+    """Take the complete frames off the front of ``buf``."""
+    out = []
+    pos, size = 0, len(buf)
+    while size - pos >= _FRAME.size:
+        (n,) = _FRAME.unpack_from(buf, pos)
+        if size - pos - _FRAME.size < n:
+            break
+        out.append(bytes(buf[pos + _FRAME.size:pos + _FRAME.size + n]))
+        pos += _FRAME.size + n
+    if pos:
+        del buf[:pos]
+    return out
+
+
+class _Outage:
+    """Whether the log is taking rows, the backoff while it is not, and the lines that say so."""
+
+    def __init__(self, label: str, max_delay: float):
+        self.label = label
+        self.max_delay = max_delay
+        self.since: float | None = None  # when writes began to fail (monotonic)
+        self.delay = 0.05
+        self.next_try = 0.0
+        self.last_said = 0.0
+        self.said_full = False
+
+    @property
+    def down(self) -> bool:
+        return self.since is not None
+
+    def failed(self, waiting: int, error: str | None) -> None:
+        now = time.monotonic()
+        error = error or "unknown error"
+        named = "" if self.label in error else f" ({self.label})"  # the backends' messages name the log already
+        if self.since is None:
+            self.since = self.last_said = now
+            self.delay = 0.05
+            log.warning("the activity log%s is unavailable: %s; %d row(s) waiting, retrying every %g s at most",
+                        named, error, waiting, self.max_delay)
+        elif now - self.last_said >= _STILL_DOWN_EVERY_S:
+            self.last_said = now
+            log.warning("the activity log%s is still unavailable after %.0f s: %s; %d row(s) waiting",
+                        named, now - self.since, error, waiting)
+        self.next_try = now + self.delay
+        self.delay = min(self.delay * 2, self.max_delay)
+
+    def full(self, held: int, limit: int) -> None:
+        if self.down and not self.said_full:
+            self.said_full = True
+            log.warning("the activity writer holds %d row(s), past its limit of %d: the next ones wait in the "
+                        "proxy, which drops them past its buffer and says so", held, limit)
+
+    def recovered(self, waited: int) -> None:
+        if self.since is not None:
+            log.warning("the activity log (%s) is available again after %.1f s unavailable; "
+                        "wrote the %d row(s) that were waiting", self.label, time.monotonic() - self.since, waited)
+        self.since = None
+        self.delay = 0.05
+        self.next_try = 0.0
+        self.said_full = False
 
 
 def main(argv: list[str] | None = None) -> int:
     """The child: read frames from stdin until EOF, write them, exit 0 when all were written.
 
-    One thread: a frame is turned into records and written before the next is
-    read (a writer thread beside the reader cost more in GIL hand-offs than it
-    saved). While the database is unavailable the child retries with backoff
-    and reads nothing, so the pipe and then the parent's buffer take the rows
-    (the parent drops and counts them past its limit).
+    One thread: what has arrived is turned into records and written before
+    more is read (a writer thread beside the reader cost more in GIL hand-offs
+    than it saved). While the database is unavailable the child retries with
+    backoff and, between tries, reads on and holds up to ``--max-pending-rows``
+    rows; then it stops reading, so the pipe and then the parent's buffer take
+    the rows (the parent drops and counts them past its limit). See the
+    module's docstring for the bound.
     """
     import argparse
 
@@ -264,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--access-log", action="store_true")
     ap.add_argument("--close-timeout", type=float, default=10.0)
     ap.add_argument("--retry-max-delay", type=float, default=5.0)
+    ap.add_argument("--max-pending-rows", type=int, default=MAX_PENDING_ROWS)
     args = ap.parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
@@ -273,34 +426,19 @@ def main(argv: list[str] | None = None) -> int:
         pass
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     dsn = args.dsn
-    sink = LogSink(lambda: open_log(dsn), redact_dsn(dsn), write=_write_rows, ident=lambda r: r[1]) if dsn else None
-    stdin = sys.stdin.buffer
+    label = redact_dsn(dsn) if dsn else ""
+    sink = LogSink(lambda: open_log(dsn), label, write=_write_rows, ident=lambda r: r[1], quiet=True) if dsn else None
+    outage = _Outage(label, args.retry_max_delay)
+    limit = max(1, args.max_pending_rows)
+    fd = sys.stdin.fileno()
+    buf = bytearray()
+    eof = False
+    closing_by: float | None = None  # after EOF: the deadline for what is still unwritten
     bad = 0
-    pending: list[tuple] = []  # neutral rows
+    pending: list[tuple] = []  # neutral rows not yet in the log
 
-    def write(deadline: float | None) -> None:
-        """Write what is pending; retry with backoff until done (or the deadline, when closing)."""
-        nonlocal pending
-        delay = 0.05
-        while pending:
-            done, _written, _refused = sink.write(pending)
-            if done:
-                pending = []
-                return
-            if deadline is not None and time.monotonic() + delay > deadline:
-                log.error("activity writer closed with %d record(s) unwritten (%s)", len(pending), redact_dsn(dsn))
-                return
-            time.sleep(delay)
-            delay = min(delay * 2, args.retry_max_delay)
-
-    while True:
-        head = _read_exact(stdin, _FRAME.size)
-        if head is None:
-            break
-        data = _read_exact(stdin, _FRAME.unpack(head)[0])
-        if data is None:
-            log.error("the proxy closed the activity pipe in the middle of a batch")
-            break
+    def take(data: bytes) -> None:
+        nonlocal bad
         plans: dict = {}
         for row in pickle.loads(data):
             try:
@@ -313,12 +451,60 @@ def main(argv: list[str] | None = None) -> int:
                 sys.stderr.write(access_line(rec))
             if sink is not None:
                 pending.append(rec)
-        if args.access_log:
-            sys.stderr.flush()
-        if sink is not None:
-            write(None)
+
+    def write() -> None:
+        """Write what is pending, a transaction per _WRITE_ROWS rows; on failure keep the rest and back off."""
+        nonlocal pending
+        waiting = len(pending)
+        done = 0
+        while done < len(pending):
+            chunk = pending[done:done + _WRITE_ROWS]
+            ok, _written, _refused = sink.write(chunk)
+            if not ok:
+                pending = sink.unwritten + pending[done + len(chunk):]
+                outage.failed(len(pending), sink.last_error)
+                return
+            done += len(chunk)
+        pending = []
+        outage.recovered(waiting)
+
+    while True:
+        if eof:
+            if not pending:
+                break
+            now = time.monotonic()
+            if closing_by is None:
+                closing_by = now + args.close_timeout
+            elif now >= closing_by:
+                log.error("activity writer closed with %d record(s) unwritten (%s)", len(pending), label)
+                break
+        if not eof and len(pending) < limit:
+            if not pending:
+                timeout = None  # nothing to do until rows come
+            elif outage.down:
+                timeout = outage.next_try - time.monotonic()  # read on until the next try
+            else:
+                timeout = 0.0
+            eof = not _fill(fd, buf, timeout)
+            frames = _frames(buf)
+            for data in frames:
+                take(data)
+            if frames and args.access_log:
+                sys.stderr.flush()
+            if eof and buf:
+                log.error("the proxy closed the activity pipe in the middle of a batch")
+                buf.clear()
+        elif pending:
+            if not eof:
+                outage.full(len(pending), limit)
+            wait = outage.next_try - time.monotonic()
+            if closing_by is not None:
+                wait = min(wait, closing_by - time.monotonic())
+            if wait > 0:
+                time.sleep(wait)
+        if pending and time.monotonic() >= outage.next_try:
+            write()
     if sink is not None:
-        write(time.monotonic() + args.close_timeout)
         sink.close()
     return 0 if not pending and not bad else 1
 
