@@ -79,11 +79,14 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title:
     from rich.console import Console
     from rich.table import Table
 
+    from rich.text import Text
+
     table = Table(title=title, box=None, header_style="bold", pad_edge=False)
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*row, end_section=False)
+        # plain Text: a cell is shown as it is, never read as rich markup ("[link=…]" in a model name stays text)
+        table.add_row(*(Text(c) for c in row), end_section=False)
     Console(highlight=False, width=None if not FORCE_TABLES else 160).print(table)
 
 
