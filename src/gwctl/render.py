@@ -125,3 +125,12 @@ def mask(value: str | None, reveal: bool = False) -> str:
     from gwctl.core.headers import mask_secret
 
     return mask_secret(value)
+
+
+def url(value: str | None, reveal: bool = False) -> str | None:
+    """A URL for display: its user info (``user:secret@``) masked as ``***@`` unless revealed."""
+    if value is None or reveal:
+        return value
+    from gwctl.core.urls import redact_url
+
+    return redact_url(value)

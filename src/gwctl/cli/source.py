@@ -70,10 +70,12 @@ def _headers(header: list[str] | None, headers_json: str | None, base: dict[str,
 
 def _validated(name, base_url, auth_header, headers, connect_timeout, read_timeout):
     from gwctl.core.headers import validate_header_name, validate_static_headers
-    from gwctl.core.urls import validate_base_url
+    from gwctl.core.validate import base_url_problem
 
+    problem = base_url_problem(base_url)
+    if problem:
+        fail(problem)
     try:
-        validate_base_url(base_url)
         if auth_header:
             validate_header_name(auth_header)
         validate_static_headers(headers, auth_header or "")
@@ -102,10 +104,11 @@ def _fields(src) -> dict:
 
 
 def _run_test(src) -> None:
+    from gwctl.cli.refresh import masked
     from gwctl.render import error, message
     from gwctl.upstream import test_source
 
-    result = test_source(src)
+    result = masked(test_source(src), src)
     if not result.ok:
         error(f"connection test failed: {result.message}", result.hint)
         message("nothing was saved")
@@ -270,10 +273,12 @@ def _auth_json(src, reveal: bool) -> dict:
 
 
 def source_json(src, snap, reveal: bool = False, models: bool = False) -> dict:
+    from gwctl.render import url
+
     enabled = sum(1 for v in src.models.values() if v)
     out = {
         "name": src.name,
-        "base_url": src.base_url,
+        "base_url": url(src.base_url, reveal),
         "auth": _auth_json(src, reveal),
         "passthrough": src.passthrough,
         "catalog_only": src.catalog_only,
@@ -307,7 +312,7 @@ def list_cmd(json_: JsonOpt = False) -> None:
 
     Example: gwctl source list --json
     """
-    from gwctl.render import print_json, print_table
+    from gwctl.render import print_json, print_table, url
 
     snap = load()
     if json_:
@@ -317,7 +322,7 @@ def list_cmd(json_: JsonOpt = False) -> None:
     for s in snap.sources.values():
         enabled = sum(1 for v in s.models.values() if v)
         flags = ",".join(f for f, on in (("passthrough", s.passthrough), ("catalog-only", s.catalog_only)) if on)
-        rows.append([s.name, s.base_url, _auth_display(s, False), flags or "-", f"{enabled}/{len(s.models)}"])
+        rows.append([s.name, url(s.base_url), _auth_display(s, False), flags or "-", f"{enabled}/{len(s.models)}"])
     print_table(["NAME", "BASE URL", "AUTH", "FLAGS", "MODELS"], rows, empty="no sources yet; add one with: gwctl source add NAME --base-url URL")
 
 
@@ -325,13 +330,16 @@ def list_cmd(json_: JsonOpt = False) -> None:
 def show(
     name: str,
     json_: JsonOpt = False,
-    reveal: Annotated[bool, typer.Option("--reveal", help="Print the stored credential unmasked.")] = False,
+    reveal: Annotated[bool, typer.Option("--reveal", help="Print the stored credential (and any user info in the base URL) unmasked.")] = False,
 ) -> None:
     """Show one source, its credential masked (unless --reveal) and its models.
 
+    A base URL's user info (user:secret@, which gwctl validate refuses) is a
+    credential too: it shows as ***@ unless --reveal.
+
     Example: gwctl source show local --json
     """
-    from gwctl.render import print_fields, print_json
+    from gwctl.render import print_fields, print_json, url
 
     snap = load()
     src = need_source(snap, name)
@@ -340,7 +348,7 @@ def show(
         return
     pairs = [
         ("name", src.name),
-        ("base_url", src.base_url),
+        ("base_url", url(src.base_url, reveal)),
         ("auth", _auth_display(src, reveal)),
         ("passthrough", src.passthrough),
         ("catalog_only", src.catalog_only),
@@ -400,11 +408,12 @@ def test_cmd(
 
     Example: gwctl source test local
     """
+    from gwctl.cli.refresh import masked
     from gwctl.render import error, print_json, stdout_is_tty
     from gwctl.upstream import test_source
 
     src = need_source(load(), name)
-    result = test_source(src, timeout=timeout)
+    result = masked(test_source(src, timeout=timeout), src)
     if json_:
         print_json(result.to_json())
     elif result.ok:

@@ -24,11 +24,27 @@ class Problem:
         return {"level": self.level, "where": self.where, "message": self.message, "hint": self.hint}
 
 
+def base_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a usable base URL (None when it is), never quoting its user info.
+
+    The URL is checked with its user info already masked (``***@``): the
+    verdict is the same (a URL with user info is refused either way, and the
+    masked part is not checked for anything else), and whatever the message
+    quotes is safe to print.
+    """
+    from gwctl.core.urls import redact_url, validate_base_url
+
+    try:
+        validate_base_url(redact_url(url) if isinstance(url, str) else url)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) -> list[Problem]:
     """Every problem in the store; ``environ_names`` (if given) checks auth_env variables exist."""
     from gwctl.core.headers import validate_header_name, validate_static_headers
     from gwctl.core.prices import lint_entry
-    from gwctl.core.urls import validate_base_url
 
     out: list[Problem] = []
     err = lambda where, msg, hint="": out.append(Problem("error", where, msg, hint))  # noqa: E731
@@ -38,10 +54,9 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
         where = f"sources.{src.name}"
         if "/" in src.name or not src.name:
             err(where, f"source name '{src.name}' must not contain '/'", "rename the table")
-        try:
-            validate_base_url(src.base_url)
-        except ValueError as exc:
-            err(where + ".base_url", str(exc))
+        problem = base_url_problem(src.base_url)
+        if problem:
+            err(where + ".base_url", problem)
         if src.auth_header:
             try:
                 validate_header_name(src.auth_header)
@@ -83,10 +98,9 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
             err(where + ".provider", f"route {r.agent} -> {r.model_name} names source '{r.provider}', which does not exist",
                 "add the source or change the route's --provider")
         if r.base_url:
-            try:
-                validate_base_url(r.base_url)
-            except ValueError as exc:
-                err(where + ".base_url", str(exc))
+            problem = base_url_problem(r.base_url)
+            if problem:
+                err(where + ".base_url", problem)
         if r.is_root:
             if r.model_name in roots:
                 err(where, f"root agents {roots[r.model_name]} and {r.agent} both claim model name '{r.model_name}'",
