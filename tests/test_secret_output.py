@@ -199,9 +199,14 @@ def test_validate_masks_every_kind_of_bad_url(gw, store_path, url):
 # --- 3. the proxy refuses what validate calls an error ----------------------
 
 
-def test_proxy_refuses_a_store_that_validate_rejects(leaky):
+def test_proxy_refuses_a_store_that_validate_rejects(leaky, monkeypatch):
+    import gwctl.proxy.server as server
+
+    served = []
+    monkeypatch.setattr(server, "run", lambda *a, **k: served.append(a) or 0)  # never block the test on a real server
     leaky("key", "create", "k")
     r = leaky("proxy", "--port", "0")
+    assert not served
     _clean(r)
     assert r.code == 1
     assert "sources.leaky.base_url" in r.err and "routes[1].base_url" in r.err
@@ -218,17 +223,20 @@ def test_proxy_refuses_as_a_subprocess_quickly(leaky, store_path, tmp_path):
     assert "gwctl validate" in p.stderr and "Traceback" not in p.stderr
 
 
-def test_proxy_warnings_do_not_stop_it(monkeypatch):
-    # a warning-only store passes the same check the proxy runs
-    from gwctl.core.model import Snapshot
-    from gwctl.core.validate import validate
-    from gwctl.store.schema import snapshot_from_data
+def test_proxy_warnings_do_not_stop_it(gw, store_path, monkeypatch):
+    import gwctl.proxy.server as server
 
-    snap = snapshot_from_data({"sources": {"a": {"base_url": "http://h/v1"}},
-                               "catalog": {"ghost/m": {"prices": {"input": "1e-6"}}}})
-    problems = validate(snap, frozenset())
-    assert problems and all(p.level == "warning" for p in problems)
-    assert validate(Snapshot(), frozenset()) == []
+    served = []
+    monkeypatch.setattr(server, "run", lambda *a, **k: served.append(a) or 0)
+    # a source without a credential and a catalog entry for a missing source: warnings only
+    store_path.parent.mkdir(parents=True)
+    store_path.write_text('[sources.a]\nbase_url = "http://h/v1"\n\n[catalog."ghost/m".prices]\ninput = "1e-6"\n')
+    store_path.chmod(0o600)
+    gw("key", "create", "k")
+    v = gw("validate", "--json").json()
+    assert v["ok"] and v["warnings"] >= 2
+    r = gw("proxy", "--port", "0")
+    assert r.code == 0 and len(served) == 1, r.err
 
 
 # --- 2. wrong-typed secret fields: name the field and the type, never the value --
