@@ -45,7 +45,7 @@ def proxy(
     from gwctl.activity import resolve_dsn
     from gwctl.cli.common import fail, store_path
     from gwctl.proxy.server import ProxyConfig, run
-    from gwctl.store.file import load
+    from gwctl.store.file import EXPOSURE_FIX, exposure, load
     from gwctl.store.paths import default_activity_path
 
     if workers < 1:
@@ -57,6 +57,9 @@ def proxy(
     from gwctl.core.validate import validate
 
     path = store_path()
+    exposed = exposure(path)
+    if exposed:
+        fail(f"{exposed}; it holds credentials, so the proxy will not start", EXPOSURE_FIX.format(path=path))
     snapshot = load(path).snapshot
     # the same check as `gwctl validate` (its errors are the store's; messages never hold a secret)
     problems = validate(snapshot, frozenset(os.environ))
