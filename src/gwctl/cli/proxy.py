@@ -35,6 +35,8 @@ def proxy(
     SIGTERM stops accepting, lets in-flight requests finish, flushes the log.
     Upstreams are reached through HTTPS_PROXY / HTTP_PROXY / ALL_PROXY when set
     (an http:// proxy), except the hosts in NO_PROXY.
+    It refuses to start on a store with errors (as gwctl validate reports
+    them) or one that other users may read or write.
 
     Example: gwctl proxy --port 4000 --activity sqlite:///var/lib/gwctl/activity.db
     """
