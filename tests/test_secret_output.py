@@ -285,3 +285,16 @@ def test_dry_run_json_reveal_and_mask_agree_on_credentials(leaky):
     masked = leaky("route", "dry-run", "--model", "alias", "--json").json()
     assert masked["credentials"]["value"].endswith("1234") and "upstream" not in masked["credentials"]["value"]
     assert json.dumps(masked).count(SECRET) == 0
+
+
+def test_a_credential_put_in_auth_header_by_mistake_is_not_echoed(gw, store_path):
+    store_path.parent.mkdir(parents=True)
+    store_path.write_text('[sources.a]\nbase_url = "http://h/v1"\nauth_header = "Bearer s3cret-abc"\n')
+    store_path.chmod(0o600)
+    for args in (("validate",), ("validate", "--json"), ("source", "edit", "a", "--passthrough")):
+        r = gw(*args)
+        _clean(r)
+        assert r.code == 1 and "auth_header" in r.err + r.out
+    r = gw("source", "add", "b", "--base-url", "http://h/v1", "--auth-header", "Bearer s3cret-abc")
+    _clean(r)
+    assert r.code == 1 and "--auth-header" in r.err

@@ -68,16 +68,14 @@ def _headers(header: list[str] | None, headers_json: str | None, base: dict[str,
     return result
 
 
-def _validated(name, base_url, auth_header, headers, connect_timeout, read_timeout):
-    from gwctl.core.headers import validate_header_name, validate_static_headers
-    from gwctl.core.validate import base_url_problem
+def _validated(name, base_url, auth_header, headers, connect_timeout, read_timeout, header_label="--auth-header"):
+    from gwctl.core.headers import validate_static_headers
+    from gwctl.core.validate import auth_header_problem, base_url_problem
 
-    problem = base_url_problem(base_url)
+    problem = base_url_problem(base_url) or (auth_header and auth_header_problem(auth_header, header_label, cli=True))
     if problem:
         fail(problem)
     try:
-        if auth_header:
-            validate_header_name(auth_header)
         validate_static_headers(headers, auth_header or "")
     except ValueError as exc:
         fail(str(exc))
@@ -241,7 +239,8 @@ def edit_cmd(
             connect_timeout=src.connect_timeout if connect_timeout is None else connect_timeout,
             read_timeout=src.read_timeout if read_timeout is None else read_timeout,
         )
-        _validated(name, new.base_url, new.auth_header, dict(new.headers), new.connect_timeout, new.read_timeout)
+        _validated(name, new.base_url, new.auth_header, dict(new.headers), new.connect_timeout, new.read_timeout,
+                   "--auth-header" if auth_header is not None else f"sources.{name}.auth_header")
         return new
 
     if test:

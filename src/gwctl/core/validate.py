@@ -41,9 +41,26 @@ def base_url_problem(url: str) -> str | None:
     return None
 
 
+def auth_header_problem(name: str, label: str = "auth_header", cli: bool = False) -> str | None:
+    """Why ``name`` cannot be a source's auth header (None when it can), never quoting it.
+
+    A credential pasted into the header's name by mistake (``Bearer sk-…``)
+    must not be printed back, so the message says what is wrong in general.
+    """
+    from gwctl.core.headers import validate_header_name
+
+    try:
+        validate_header_name(name)
+    except ValueError:
+        where = "--auth-value or --auth-env" if cli else "auth_value or auth_env"
+        return (f"{label} is not a header name (one word of letters, digits and !#$%&'*+-.^_`|~, like X-Api-Key); "
+                f"if it holds the credential, put that in {where} and leave the header blank")
+    return None
+
+
 def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) -> list[Problem]:
     """Every problem in the store; ``environ_names`` (if given) checks auth_env variables exist."""
-    from gwctl.core.headers import validate_header_name, validate_static_headers
+    from gwctl.core.headers import validate_static_headers
     from gwctl.core.prices import lint_entry
 
     out: list[Problem] = []
@@ -58,10 +75,9 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
         if problem:
             err(where + ".base_url", problem)
         if src.auth_header:
-            try:
-                validate_header_name(src.auth_header)
-            except ValueError as exc:
-                err(where + ".auth_header", str(exc))
+            problem = auth_header_problem(src.auth_header)
+            if problem:
+                err(where + ".auth_header", problem)
         try:
             validate_static_headers(dict(src.headers), src.auth_header)
         except ValueError as exc:
