@@ -289,12 +289,15 @@ def test_dry_run_json_reveal_and_mask_agree_on_credentials(leaky):
 
 def test_a_credential_put_in_auth_header_by_mistake_is_not_echoed(gw, store_path):
     store_path.parent.mkdir(parents=True)
-    store_path.write_text('[sources.a]\nbase_url = "http://h/v1"\nauth_header = "Bearer s3cret-abc"\n')
+    store_path.write_text('[sources.a]\nbase_url = "http://127.0.0.1:9/v1"\nauth_header = "Bearer s3cret-abc"\n'
+                          'auth_value = "sk-upstream-1234"\n')
     store_path.chmod(0o600)
-    for args in (("validate",), ("validate", "--json"), ("source", "edit", "a", "--passthrough")):
+    for args in (("validate",), ("validate", "--json"), ("source", "edit", "a", "--passthrough"),
+                 ("source", "test", "a"), ("source", "test", "a", "--json"), ("source", "refresh", "a"),
+                 ("source", "refresh", "--all", "--json")):
         r = gw(*args)
         _clean(r)
-        assert r.code == 1 and "auth_header" in r.err + r.out
+        assert r.code == 1 and ("auth_header" in r.err + r.out or "auth header" in r.err + r.out)
     r = gw("source", "add", "b", "--base-url", "http://h/v1", "--auth-header", "Bearer s3cret-abc")
     _clean(r)
     assert r.code == 1 and "--auth-header" in r.err
