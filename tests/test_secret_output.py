@@ -301,3 +301,25 @@ def test_a_credential_put_in_auth_header_by_mistake_is_not_echoed(gw, store_path
     r = gw("source", "add", "b", "--base-url", "http://h/v1", "--auth-header", "Bearer s3cret-abc")
     _clean(r)
     assert r.code == 1 and "--auth-header" in r.err
+
+
+def test_a_credential_put_in_auth_env_by_mistake_is_not_echoed(gw, store_path):
+    # auth_env names a variable; a pasted key there is no name, and is masked like the credential it is
+    store_path.parent.mkdir(parents=True)
+    store_path.write_text('[sources.a]\nbase_url = "http://127.0.0.1:9/v1"\nauth_env = "sk-s3cret-abcd"\n')
+    store_path.chmod(0o600)
+    for args in (("validate",), ("validate", "--json"), ("source", "list"), ("source", "list", "--json"),
+                 ("source", "show", "a"), ("source", "show", "a", "--json"), ("source", "test", "a"),
+                 ("source", "test", "a", "--json"), ("source", "refresh", "a", "--json"),
+                 ("route", "dry-run", "--model", "a/m"), ("route", "dry-run", "--model", "a/m", "--json")):
+        r = gw(*args)
+        _clean(r)
+    v = gw("validate", "--json")
+    assert v.code == 1
+    assert any(p["where"] == "sources.a.auth_env" and p["level"] == "error" for p in v.json()["problems"])
+    r = gw("source", "add", "b", "--base-url", "http://h/v1", "--auth-env", "sk-s3cret-abcd")
+    _clean(r)
+    assert r.code == 1 and "--auth-env" in r.err
+    # a real variable name is shown as it is
+    assert gw("source", "edit", "a", "--auth-env", "VLLM_KEY").code == 0
+    assert "$VLLM_KEY" in gw("source", "show", "a").out

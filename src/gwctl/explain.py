@@ -12,13 +12,14 @@ from typing import Any
 from gwctl.core.decision import Decision, estimated_output_tokens
 from gwctl.core.headers import mask_secret
 from gwctl.core.urls import redact_url
+from gwctl.core.validate import shown_env
 
 
 def credential_display(d: Decision, reveal: bool = False) -> str | None:
     if d.credential is None:
         return None
     if d.credential.env:
-        return f"${d.credential.env}"
+        return f"${d.credential.env}" if reveal else shown_env(d.credential.env)
     value = d.credential.value or ""
     return value if reveal else mask_secret(value)
 
@@ -51,7 +52,7 @@ def decision_json(d: Decision, reveal: bool = False) -> dict[str, Any]:
             "source": d.source,
             "header": d.auth_header,
             "scheme": d.auth_scheme,
-            "env": d.credential.env,
+            "env": (d.credential.env if reveal else shown_env(d.credential.env)[1:]) if d.credential.env else None,
             "value": credential_display(d, reveal),
         },
         "static_headers": dict(d.static_headers),

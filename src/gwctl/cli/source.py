@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import Annotated, Optional
 
@@ -44,8 +43,11 @@ def _read_secret(value: str | None) -> str | None:
 
 
 def _check_env_name(var: str) -> None:
-    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", var):
-        fail(f"'{var}' is not an environment variable name", "use letters, digits and _, e.g. --auth-env VLLM_KEY")
+    from gwctl.core.validate import env_name_problem
+
+    problem = env_name_problem(var, "--auth-env", cli=True)
+    if problem:
+        fail(problem, "e.g. --auth-env VLLM_KEY")
 
 
 def _headers(header: list[str] | None, headers_json: str | None, base: dict[str, str] | None = None) -> dict[str, str] | None:
@@ -254,6 +256,7 @@ def edit_cmd(
 
 
 def _auth_json(src, reveal: bool) -> dict:
+    from gwctl.core.validate import shown_env
     from gwctl.render import mask
 
     if src.auth.env:
@@ -266,7 +269,7 @@ def _auth_json(src, reveal: bool) -> dict:
         "kind": kind,
         "header": src.effective_auth_header,
         "scheme": "Bearer" if not src.auth_header else None,
-        "env": src.auth.env,
+        "env": (src.auth.env if reveal else shown_env(src.auth.env)[1:]) if src.auth.env else None,
         "value": mask(src.auth.value, reveal) if src.auth.value else None,
     }
 
@@ -294,11 +297,12 @@ def source_json(src, snap, reveal: bool = False, models: bool = False) -> dict:
 
 
 def _auth_display(src, reveal: bool) -> str:
+    from gwctl.core.validate import shown_env
     from gwctl.render import mask
 
     header = src.effective_auth_header
     if src.auth.env:
-        return f"{header}: ${src.auth.env}"
+        return f"{header}: " + (f"${src.auth.env}" if reveal else shown_env(src.auth.env))
     if src.auth.value:
         scheme = "Bearer " if not src.auth_header else ""
         return f"{header}: {scheme}{mask(src.auth.value, reveal)}"

@@ -7,6 +7,7 @@ Errors make ``gwctl validate`` exit 1; warnings never do.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from gwctl.core.model import Snapshot
@@ -39,6 +40,28 @@ def base_url_problem(url: str) -> str | None:
     except ValueError as exc:
         return str(exc)
     return None
+
+
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""An environment variable's name, as auth_env holds it."""
+
+
+def env_name_problem(name: str, label: str = "auth_env", cli: bool = False) -> str | None:
+    """Why ``name`` cannot be auth_env (None when it can), never quoting it: it may be a pasted credential."""
+    if ENV_NAME_RE.fullmatch(name or ""):
+        return None
+    where = "--auth-value -" if cli else "auth_value"
+    return (f"{label} is not an environment variable name (letters, digits and _, like VLLM_KEY); "
+            f"if it holds the credential itself, give that with {where} instead")
+
+
+def shown_env(name: str) -> str:
+    """``$NAME`` for display; a value that is no variable name (a pasted credential?) is masked."""
+    if ENV_NAME_RE.fullmatch(name or ""):
+        return f"${name}"
+    from gwctl.core.headers import mask_secret
+
+    return "$" + mask_secret(name)
 
 
 def auth_header_problem(name: str, label: str = "auth_header", cli: bool = False) -> str | None:
@@ -82,7 +105,10 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
             validate_static_headers(dict(src.headers), src.auth_header)
         except ValueError as exc:
             err(where + ".headers", str(exc))
-        if src.auth.env and environ_names is not None and src.auth.env not in environ_names:
+        env_problem = src.auth.env and env_name_problem(src.auth.env)
+        if env_problem:
+            err(where + ".auth_env", env_problem)
+        elif src.auth.env and environ_names is not None and src.auth.env not in environ_names:
             warn(where + ".auth_env", f"source {src.name} reads its credential from ${src.auth.env}, which is not set here",
                  f"export {src.auth.env} wherever gwctl proxy runs")
         if not src.auth.is_set:

@@ -20,6 +20,11 @@ def resolve(source: Source, environ: Mapping[str, str] | None = None) -> str | N
     """The credential's value, or None when the source has none."""
     environ = os.environ if environ is None else environ
     if source.auth.env:
+        from gwctl.core.validate import env_name_problem
+
+        problem = env_name_problem(source.auth.env, f"the auth_env of source {source.name}")
+        if problem:  # said without repeating it: a credential pasted there must not be printed
+            raise GwctlError(problem, f"fix it with: gwctl source edit {source.name} --auth-env VAR (or --auth-value -)")
         value = environ.get(source.auth.env)
         if not value:
             raise GwctlError(
