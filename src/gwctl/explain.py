@@ -11,15 +11,22 @@ from typing import Any
 
 from gwctl.core.decision import Decision, estimated_output_tokens
 from gwctl.core.headers import mask_secret
+from gwctl.core.urls import redact_url
+from gwctl.core.validate import shown_env
 
 
 def credential_display(d: Decision, reveal: bool = False) -> str | None:
     if d.credential is None:
         return None
     if d.credential.env:
-        return f"${d.credential.env}"
+        return f"${d.credential.env}" if reveal else shown_env(d.credential.env)
     value = d.credential.value or ""
     return value if reveal else mask_secret(value)
+
+
+def _url(value: str | None, reveal: bool) -> str | None:
+    """A URL as shown: user info (``user:secret@``) is a credential, masked unless revealed."""
+    return value if value is None or reveal else redact_url(value)
 
 
 def decision_json(d: Decision, reveal: bool = False) -> dict[str, Any]:
@@ -34,18 +41,18 @@ def decision_json(d: Decision, reveal: bool = False) -> dict[str, Any]:
         "matched_by": d.matched_by,
         "route": None if d.route is None else {
             "agent": d.route.agent, "model_name": d.route.model_name, "provider": d.route.provider,
-            "model": d.route.model, "base_url": d.route.base_url, "passthrough": d.route.passthrough,
+            "model": d.route.model, "base_url": _url(d.route.base_url, reveal), "passthrough": d.route.passthrough,
         },
         "source": d.source,
         "passthrough": d.passthrough,
-        "upstream_url": d.upstream_url,
+        "upstream_url": _url(d.upstream_url, reveal),
         "upstream_model": d.upstream_model,
         "model_rewritten": d.rewrite_model,
         "credentials": None if d.credential is None else {
             "source": d.source,
             "header": d.auth_header,
             "scheme": d.auth_scheme,
-            "env": d.credential.env,
+            "env": (d.credential.env if reveal else shown_env(d.credential.env)[1:]) if d.credential.env else None,
             "value": credential_display(d, reveal),
         },
         "static_headers": dict(d.static_headers),
@@ -87,7 +94,7 @@ def print_report(d: Decision, reveal: bool = False, out=None) -> None:
     if d.source:
         lines.append(("source", d.source))
     if d.upstream_url:
-        lines.append(("upstream", f"POST {d.upstream_url}"))
+        lines.append(("upstream", f"POST {_url(d.upstream_url, reveal)}"))
     if d.upstream_model:
         change = "rewritten" if d.rewrite_model else "unchanged"
         lines.append(("model", f"{d.client_model or '(default)'} -> {d.upstream_model} ({change})"))

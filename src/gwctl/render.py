@@ -79,11 +79,14 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title:
     from rich.console import Console
     from rich.table import Table
 
+    from rich.text import Text
+
     table = Table(title=title, box=None, header_style="bold", pad_edge=False)
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*row, end_section=False)
+        # plain Text: a cell is shown as it is, never read as rich markup ("[link=…]" in a model name stays text)
+        table.add_row(*(Text(c) for c in row), end_section=False)
     Console(highlight=False, width=None if not FORCE_TABLES else 160).print(table)
 
 
@@ -122,3 +125,12 @@ def mask(value: str | None, reveal: bool = False) -> str:
     from gwctl.core.headers import mask_secret
 
     return mask_secret(value)
+
+
+def url(value: str | None, reveal: bool = False) -> str | None:
+    """A URL for display: its user info (``user:secret@``) masked as ``***@`` unless revealed."""
+    if value is None or reveal:
+        return value
+    from gwctl.core.urls import redact_url
+
+    return redact_url(value)

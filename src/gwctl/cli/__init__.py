@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from gwctl.errors import GwctlError
 
+    store_file = sys.modules.get("gwctl.store.file")  # not imported yet: nothing was warned about
+    if store_file is not None:
+        store_file.reset_warnings()  # a warning about the store is given once per command
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="gwctl", standalone_mode=False)

@@ -77,14 +77,19 @@ def list_cmd(
     if json_:
         print_json([record_to_json(r) for r in rows])
         return
+    from gwctl.core.text import printable
+
     table = []
     for r in rows:
         tokens = sum(v for k, v in r.usage.items() if k.endswith("tokens") and k != "reasoning_tokens")
         cost = "unbilled" if r.cost is None and r.route_kind in ("passthrough", "managed") else ("" if r.cost is None else str(r.cost))
-        table.append([r.time.strftime("%Y-%m-%d %H:%M:%S"), r.request_id, r.key_name or "-", r.agent or "-", r.route_kind,
-                      r.source or "-", r.model or "-", r.status, f"{r.latency_ms:.0f}ms", tokens, cost, r.rule or ""])
-    print_table(["TIME (UTC)", "REQUEST", "KEY", "AGENT", "KIND", "SOURCE", "MODEL", "STATUS", "LATENCY", "TOKENS", "COST USD", "RULE"],
-                table, empty="no activity yet")
+        # agent, model and error come from clients and upstreams: escaped, so they cannot forge a line or drive the terminal
+        table.append([r.time.strftime("%Y-%m-%d %H:%M:%S"), printable(r.request_id, 80), printable(r.key_name or "-", 80),
+                      printable(r.agent or "-"), r.route_kind, printable(r.source or "-", 80), printable(r.model or "-"),
+                      r.status, f"{r.latency_ms:.0f}ms", tokens, cost, printable(r.rule or "", 80),
+                      printable(r.error or "", 120)])
+    print_table(["TIME (UTC)", "REQUEST", "KEY", "AGENT", "KIND", "SOURCE", "MODEL", "STATUS", "LATENCY", "TOKENS", "COST USD", "RULE",
+                 "ERROR"], table, empty="no activity yet")
 
 
 @app.command("summary")
@@ -126,11 +131,13 @@ def summary(
                     "total": {"requests": sum(r.requests for r in rows), "cost": str(total),
                               "unbilled": sum(r.unbilled for r in rows), "rejected": sum(r.rejected for r in rows)}})
         return
+    from gwctl.core.text import printable
+
     table = []
     for r in rows:
         inp = sum(v for k, v in r.usage.items() if k in ("input_tokens", "cached_input_tokens", "cache_read_tokens",
                                                           "cache_write_5m_tokens", "cache_write_1h_tokens", "audio_input_tokens"))
-        table.append([r.key or "(none)", r.requests, inp, r.usage.get("output_tokens", 0),
+        table.append([printable(r.key or "(none)"), r.requests, inp, r.usage.get("output_tokens", 0),
                       str(r.cost) if summary_cost_known(r) else "unbilled", r.billed, r.unbilled, r.rejected, r.errors])
     print_table([by.upper(), "REQUESTS", "INPUT TOK", "OUTPUT TOK", "COST USD", "BILLED", "UNBILLED", "REJECTED", "ERRORS"],
                 table, empty="no activity yet")

@@ -35,6 +35,8 @@ def proxy(
     SIGTERM stops accepting, lets in-flight requests finish, flushes the log.
     Upstreams are reached through HTTPS_PROXY / HTTP_PROXY / ALL_PROXY when set
     (an http:// proxy), except the hosts in NO_PROXY.
+    It refuses to start on a store with errors (as gwctl validate reports
+    them) or one that other users may read or write.
 
     Example: gwctl proxy --port 4000 --activity sqlite:///var/lib/gwctl/activity.db
     """
@@ -45,7 +47,7 @@ def proxy(
     from gwctl.activity import resolve_dsn
     from gwctl.cli.common import fail, store_path
     from gwctl.proxy.server import ProxyConfig, run
-    from gwctl.store.file import load
+    from gwctl.store.file import EXPOSURE_FIX, exposure, load
     from gwctl.store.paths import default_activity_path
 
     if workers < 1:
@@ -54,8 +56,21 @@ def proxy(
         fail("--body-limit must be a positive number of bytes")
     if not (0 <= port <= 65535):
         fail(f"--port must be between 0 and 65535, got {port}")
+    from gwctl.core.validate import validate
+
     path = store_path()
+    exposed = exposure(path)
+    if exposed:
+        fail(f"{exposed}; it holds credentials, so the proxy will not start", EXPOSURE_FIX.format(path=path))
     snapshot = load(path).snapshot
+    # the same check as `gwctl validate` (its errors are the store's; messages never hold a secret)
+    problems = validate(snapshot, frozenset(os.environ))
+    errors = [p for p in problems if p.level == "error"]
+    if errors:
+        listed = "".join(f"\n  {p.where}: {p.message}" for p in errors)
+        fail(f"the store {path} has {len(errors)} error{'s' if len(errors) != 1 else ''} that gwctl validate reports, "
+             f"so the proxy will not start:{listed}",
+             "fix them, run gwctl validate until it says ok, then start the proxy again")
     if no_auth and not host.startswith(LOOPBACK):
         fail(f"--no-auth is refused on a non-loopback host ({host})", "create a key with gwctl key create NAME, or listen on 127.0.0.1")
     if not no_auth and not snapshot.keys:
@@ -66,10 +81,8 @@ def proxy(
     except ValueError as exc:
         fail(str(exc))
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    from gwctl.core.validate import validate
-
-    for problem in validate(snapshot, frozenset(os.environ)):
-        if problem.level == "error" or "credential" in problem.message:
+    for problem in problems:  # warnings never stop the proxy; the ones about credentials are worth a line
+        if "credential" in problem.message:
             sys.stderr.write(f"{problem.level}: {problem.where}: {problem.message}\n")
     from gwctl.activity import redact_dsn
 

@@ -20,15 +20,28 @@ def diff_models(current: dict[str, bool], listed: list[str], auto_enable: bool) 
     return added, removed, new
 
 
+def masked(result, src):
+    """``result`` with any user info of the source's URL masked in its URL, message and hint (nothing printed holds it)."""
+    from dataclasses import replace
+
+    from gwctl.core.text import redact_urls
+    from gwctl.core.urls import redact_url
+
+    known = [src.base_url, result.url]
+    return replace(result, url=redact_url(result.url), message=redact_urls(result.message or "", known),
+                   hint=redact_urls(result.hint or "", known))
+
+
 def _fetch(src):
     from gwctl.upstream import test_source
 
     try:
-        return test_source(src)
+        return masked(test_source(src), src)
     except GwctlError as exc:  # e.g. the credential's env var is missing
         from gwctl.upstream import TestResult
 
-        return TestResult(source=src.name, url=src.base_url, ok=False, error="credential", message=exc.message, hint=exc.hint or "")
+        return masked(TestResult(source=src.name, url=src.base_url, ok=False, error="credential", message=exc.message,
+                                 hint=exc.hint or ""), src)
 
 
 def run_refresh(name: str | None, as_json: bool) -> int:

@@ -51,7 +51,7 @@ def set_cmd(
 
     Example: gwctl route set triage --model-name customer-alias --provider custom --base-url https://customer-litellm.example/v1 --passthrough
     """
-    from gwctl.core.urls import validate_base_url
+    from gwctl.core.validate import base_url_problem
     from gwctl.render import message
     from gwctl.store import document
 
@@ -61,10 +61,9 @@ def set_cmd(
     if passthrough is not None and inherit_passthrough:
         fail("give --passthrough/--no-passthrough or --inherit-passthrough, not both")
     if base_url is not None and base_url != "":
-        try:
-            validate_base_url(base_url)
-        except ValueError as exc:
-            fail(str(exc))
+        problem = base_url_problem(base_url)
+        if problem:
+            fail(problem)
     with edit() as (doc, snap):
         need_source(snap, provider)
         is_root = "/" not in agent
@@ -88,6 +87,8 @@ def set_cmd(
 
 
 def route_json(r, snap) -> dict:
+    from gwctl.render import url
+
     src = snap.sources.get(r.provider)
     effective = r.passthrough if r.passthrough is not None else (src.passthrough if src else None)
     return {
@@ -97,7 +98,7 @@ def route_json(r, snap) -> dict:
         "provider": r.provider,
         "model": r.model,
         "upstream_model": r.upstream_model,
-        "base_url": r.base_url,
+        "base_url": url(r.base_url),
         "passthrough": r.passthrough,
         "effective_passthrough": effective,
     }
@@ -208,7 +209,7 @@ def dry_run(
     path: Annotated[str, typer.Option("--path", metavar="PATH", help="The client's request path.")] = "/v1/chat/completions",
     requests: Annotated[Optional[str], typer.Option("--requests", metavar="FILE.jsonl", help="Many requests, one JSON per line: {\"agent\", \"path\", \"request\"} or a bare body.")] = None,
     json_: JsonOpt = False,
-    reveal: Annotated[bool, typer.Option("--reveal", help="Show literal credentials unmasked.")] = False,
+    reveal: Annotated[bool, typer.Option("--reveal", help="Show literal credentials (and user info in URLs) unmasked.")] = False,
 ) -> None:
     """Show what the proxy would do with a request; exit 1 if it would be rejected.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from typing import Annotated, Optional
 
@@ -44,8 +43,11 @@ def _read_secret(value: str | None) -> str | None:
 
 
 def _check_env_name(var: str) -> None:
-    if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", var):
-        fail(f"'{var}' is not an environment variable name", "use letters, digits and _, e.g. --auth-env VLLM_KEY")
+    from gwctl.core.validate import env_name_problem
+
+    problem = env_name_problem(var, "--auth-env", cli=True)
+    if problem:
+        fail(problem, "e.g. --auth-env VLLM_KEY")
 
 
 def _headers(header: list[str] | None, headers_json: str | None, base: dict[str, str] | None = None) -> dict[str, str] | None:
@@ -68,14 +70,14 @@ def _headers(header: list[str] | None, headers_json: str | None, base: dict[str,
     return result
 
 
-def _validated(name, base_url, auth_header, headers, connect_timeout, read_timeout):
-    from gwctl.core.headers import validate_header_name, validate_static_headers
-    from gwctl.core.urls import validate_base_url
+def _validated(name, base_url, auth_header, headers, connect_timeout, read_timeout, header_label="--auth-header"):
+    from gwctl.core.headers import validate_static_headers
+    from gwctl.core.validate import auth_header_problem, base_url_problem
 
+    problem = base_url_problem(base_url) or (auth_header and auth_header_problem(auth_header, header_label, cli=True))
+    if problem:
+        fail(problem)
     try:
-        validate_base_url(base_url)
-        if auth_header:
-            validate_header_name(auth_header)
         validate_static_headers(headers, auth_header or "")
     except ValueError as exc:
         fail(str(exc))
@@ -102,10 +104,11 @@ def _fields(src) -> dict:
 
 
 def _run_test(src) -> None:
+    from gwctl.cli.refresh import masked
     from gwctl.render import error, message
     from gwctl.upstream import test_source
 
-    result = test_source(src)
+    result = masked(test_source(src), src)
     if not result.ok:
         error(f"connection test failed: {result.message}", result.hint)
         message("nothing was saved")
@@ -238,7 +241,8 @@ def edit_cmd(
             connect_timeout=src.connect_timeout if connect_timeout is None else connect_timeout,
             read_timeout=src.read_timeout if read_timeout is None else read_timeout,
         )
-        _validated(name, new.base_url, new.auth_header, dict(new.headers), new.connect_timeout, new.read_timeout)
+        _validated(name, new.base_url, new.auth_header, dict(new.headers), new.connect_timeout, new.read_timeout,
+                   "--auth-header" if auth_header is not None else f"sources.{name}.auth_header")
         return new
 
     if test:
@@ -252,6 +256,7 @@ def edit_cmd(
 
 
 def _auth_json(src, reveal: bool) -> dict:
+    from gwctl.core.validate import shown_env
     from gwctl.render import mask
 
     if src.auth.env:
@@ -264,16 +269,18 @@ def _auth_json(src, reveal: bool) -> dict:
         "kind": kind,
         "header": src.effective_auth_header,
         "scheme": "Bearer" if not src.auth_header else None,
-        "env": src.auth.env,
+        "env": (src.auth.env if reveal else shown_env(src.auth.env)[1:]) if src.auth.env else None,
         "value": mask(src.auth.value, reveal) if src.auth.value else None,
     }
 
 
 def source_json(src, snap, reveal: bool = False, models: bool = False) -> dict:
+    from gwctl.render import url
+
     enabled = sum(1 for v in src.models.values() if v)
     out = {
         "name": src.name,
-        "base_url": src.base_url,
+        "base_url": url(src.base_url, reveal),
         "auth": _auth_json(src, reveal),
         "passthrough": src.passthrough,
         "catalog_only": src.catalog_only,
@@ -290,11 +297,12 @@ def source_json(src, snap, reveal: bool = False, models: bool = False) -> dict:
 
 
 def _auth_display(src, reveal: bool) -> str:
+    from gwctl.core.validate import shown_env
     from gwctl.render import mask
 
     header = src.effective_auth_header
     if src.auth.env:
-        return f"{header}: ${src.auth.env}"
+        return f"{header}: " + (f"${src.auth.env}" if reveal else shown_env(src.auth.env))
     if src.auth.value:
         scheme = "Bearer " if not src.auth_header else ""
         return f"{header}: {scheme}{mask(src.auth.value, reveal)}"
@@ -307,7 +315,7 @@ def list_cmd(json_: JsonOpt = False) -> None:
 
     Example: gwctl source list --json
     """
-    from gwctl.render import print_json, print_table
+    from gwctl.render import print_json, print_table, url
 
     snap = load()
     if json_:
@@ -317,7 +325,7 @@ def list_cmd(json_: JsonOpt = False) -> None:
     for s in snap.sources.values():
         enabled = sum(1 for v in s.models.values() if v)
         flags = ",".join(f for f, on in (("passthrough", s.passthrough), ("catalog-only", s.catalog_only)) if on)
-        rows.append([s.name, s.base_url, _auth_display(s, False), flags or "-", f"{enabled}/{len(s.models)}"])
+        rows.append([s.name, url(s.base_url), _auth_display(s, False), flags or "-", f"{enabled}/{len(s.models)}"])
     print_table(["NAME", "BASE URL", "AUTH", "FLAGS", "MODELS"], rows, empty="no sources yet; add one with: gwctl source add NAME --base-url URL")
 
 
@@ -325,13 +333,16 @@ def list_cmd(json_: JsonOpt = False) -> None:
 def show(
     name: str,
     json_: JsonOpt = False,
-    reveal: Annotated[bool, typer.Option("--reveal", help="Print the stored credential unmasked.")] = False,
+    reveal: Annotated[bool, typer.Option("--reveal", help="Print the stored credential (and any user info in the base URL) unmasked.")] = False,
 ) -> None:
     """Show one source, its credential masked (unless --reveal) and its models.
 
+    A base URL's user info (user:secret@, which gwctl validate refuses) is a
+    credential too: it shows as ***@ unless --reveal.
+
     Example: gwctl source show local --json
     """
-    from gwctl.render import print_fields, print_json
+    from gwctl.render import print_fields, print_json, url
 
     snap = load()
     src = need_source(snap, name)
@@ -340,7 +351,7 @@ def show(
         return
     pairs = [
         ("name", src.name),
-        ("base_url", src.base_url),
+        ("base_url", url(src.base_url, reveal)),
         ("auth", _auth_display(src, reveal)),
         ("passthrough", src.passthrough),
         ("catalog_only", src.catalog_only),
@@ -400,11 +411,12 @@ def test_cmd(
 
     Example: gwctl source test local
     """
+    from gwctl.cli.refresh import masked
     from gwctl.render import error, print_json, stdout_is_tty
     from gwctl.upstream import test_source
 
     src = need_source(load(), name)
-    result = test_source(src, timeout=timeout)
+    result = masked(test_source(src, timeout=timeout), src)
     if json_:
         print_json(result.to_json())
     elif result.ok:

@@ -7,6 +7,7 @@ Errors make ``gwctl validate`` exit 1; warnings never do.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from gwctl.core.model import Snapshot
@@ -24,11 +25,66 @@ class Problem:
         return {"level": self.level, "where": self.where, "message": self.message, "hint": self.hint}
 
 
+def base_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a usable base URL (None when it is), never quoting its user info.
+
+    The URL is checked with its user info already masked (``***@``): the
+    verdict is the same (a URL with user info is refused either way, and the
+    masked part is not checked for anything else), and whatever the message
+    quotes is safe to print.
+    """
+    from gwctl.core.urls import redact_url, validate_base_url
+
+    try:
+        validate_base_url(redact_url(url) if isinstance(url, str) else url)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+"""An environment variable's name, as auth_env holds it."""
+
+
+def env_name_problem(name: str, label: str = "auth_env", cli: bool = False) -> str | None:
+    """Why ``name`` cannot be auth_env (None when it can), never quoting it: it may be a pasted credential."""
+    if ENV_NAME_RE.fullmatch(name or ""):
+        return None
+    where = "--auth-value -" if cli else "auth_value"
+    return (f"{label} is not an environment variable name (letters, digits and _, like VLLM_KEY); "
+            f"if it holds the credential itself, give that with {where} instead")
+
+
+def shown_env(name: str) -> str:
+    """``$NAME`` for display; a value that is no variable name (a pasted credential?) is masked."""
+    if ENV_NAME_RE.fullmatch(name or ""):
+        return f"${name}"
+    from gwctl.core.headers import mask_secret
+
+    return "$" + mask_secret(name)
+
+
+def auth_header_problem(name: str, label: str = "auth_header", cli: bool = False) -> str | None:
+    """Why ``name`` cannot be a source's auth header (None when it can), never quoting it.
+
+    A credential pasted into the header's name by mistake (``Bearer sk-…``)
+    must not be printed back, so the message says what is wrong in general.
+    """
+    from gwctl.core.headers import validate_header_name
+
+    try:
+        validate_header_name(name)
+    except ValueError:
+        where = "--auth-value or --auth-env" if cli else "auth_value or auth_env"
+        return (f"{label} is not a header name (one word of letters, digits and !#$%&'*+-.^_`|~, like X-Api-Key); "
+                f"if it holds the credential, put that in {where} and leave the header blank")
+    return None
+
+
 def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) -> list[Problem]:
     """Every problem in the store; ``environ_names`` (if given) checks auth_env variables exist."""
-    from gwctl.core.headers import validate_header_name, validate_static_headers
+    from gwctl.core.headers import validate_static_headers
     from gwctl.core.prices import lint_entry
-    from gwctl.core.urls import validate_base_url
 
     out: list[Problem] = []
     err = lambda where, msg, hint="": out.append(Problem("error", where, msg, hint))  # noqa: E731
@@ -38,20 +94,21 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
         where = f"sources.{src.name}"
         if "/" in src.name or not src.name:
             err(where, f"source name '{src.name}' must not contain '/'", "rename the table")
-        try:
-            validate_base_url(src.base_url)
-        except ValueError as exc:
-            err(where + ".base_url", str(exc))
+        problem = base_url_problem(src.base_url)
+        if problem:
+            err(where + ".base_url", problem)
         if src.auth_header:
-            try:
-                validate_header_name(src.auth_header)
-            except ValueError as exc:
-                err(where + ".auth_header", str(exc))
+            problem = auth_header_problem(src.auth_header)
+            if problem:
+                err(where + ".auth_header", problem)
         try:
             validate_static_headers(dict(src.headers), src.auth_header)
         except ValueError as exc:
             err(where + ".headers", str(exc))
-        if src.auth.env and environ_names is not None and src.auth.env not in environ_names:
+        env_problem = src.auth.env and env_name_problem(src.auth.env)
+        if env_problem:
+            err(where + ".auth_env", env_problem)
+        elif src.auth.env and environ_names is not None and src.auth.env not in environ_names:
             warn(where + ".auth_env", f"source {src.name} reads its credential from ${src.auth.env}, which is not set here",
                  f"export {src.auth.env} wherever gwctl proxy runs")
         if not src.auth.is_set:
@@ -83,10 +140,9 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
             err(where + ".provider", f"route {r.agent} -> {r.model_name} names source '{r.provider}', which does not exist",
                 "add the source or change the route's --provider")
         if r.base_url:
-            try:
-                validate_base_url(r.base_url)
-            except ValueError as exc:
-                err(where + ".base_url", str(exc))
+            problem = base_url_problem(r.base_url)
+            if problem:
+                err(where + ".base_url", problem)
         if r.is_root:
             if r.model_name in roots:
                 err(where, f"root agents {roots[r.model_name]} and {r.agent} both claim model name '{r.model_name}'",

@@ -7,12 +7,17 @@
   the same directory, fsync, rename, mode 0600).
 * A store that does not parse or validate is reported with its file and line
   and is never overwritten.
+* The store holds credentials: reading one that group or other users may
+  read or write draws a warning (once per command); a temp file left by a
+  write that was killed is removed by the next write, which holds the lock.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
+import sys
 import tempfile
 import tomllib
 from contextlib import contextmanager
@@ -79,8 +84,53 @@ def _snapshot(path: Path, text: str, data: dict) -> Snapshot:
         ) from None
 
 
+def exposure(path: Path) -> str | None:
+    """Why others may get at the store's credentials (None when they may not, or it does not exist).
+
+    E.g. ``/etc/gw.toml is readable by other users (mode 0644)``: any bit for
+    group or other to read, else to write, counts (write: they could redirect
+    the credentials to a host of theirs). Only on POSIX, where modes mean this.
+    """
+    if os.name != "posix":
+        return None
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+    if mode & 0o044:
+        what = "readable"
+    elif mode & 0o022:
+        what = "writable"
+    else:
+        return None
+    return f"{path} is {what} by other users (mode {mode:04o})"
+
+
+EXPOSURE_FIX = "chmod 600 {path}"
+
+_warned: set[str] = set()
+
+
+def reset_warnings() -> None:
+    """Forget which stores were warned about (the CLI calls this once per command)."""
+    _warned.clear()
+
+
+def warn_if_exposed(path: Path) -> None:
+    """Warn on stderr, once per command, when others may read or write the store."""
+    key = str(path)
+    if key in _warned:
+        return
+    problem = exposure(path)
+    if problem is None:
+        return
+    _warned.add(key)
+    sys.stderr.write(f"warning: {problem}; it holds credentials: {EXPOSURE_FIX.format(path=path)}\n")
+
+
 def load(path: Path) -> Loaded:
     """Read and validate the store; a missing file is an empty store."""
+    warn_if_exposed(path)
     text = _read_text(path)
     if text is None:
         return Loaded(path, None, Snapshot())
@@ -143,9 +193,49 @@ def _lock(path: Path):
     return FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S, mode=0o600)
 
 
+TEMP_SUFFIX = ".tmp"
+
+
+def _temp_pattern(path: Path) -> re.Pattern:
+    """The names :func:`atomic_write` gives its temp files: ``.NAME.`` + tempfile's 8 random ``[a-z0-9_]`` + ``.tmp``."""
+    return re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
+
+
+def remove_stale_temps(path: Path) -> list[Path]:
+    """Delete temp files of this store left by a write that was killed; return them.
+
+    Only safe while holding the store's lock: every write holds it from
+    before its temp file exists until the rename, so any temp file of this
+    store found then is stale. It may hold the store's secrets, so it goes.
+    """
+    pattern = _temp_pattern(path)
+    removed: list[Path] = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if not pattern.fullmatch(entry.name):
+            continue
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                continue
+            os.unlink(entry.path)
+        except FileNotFoundError:
+            continue
+        except OSError:  # pragma: no cover - e.g. a read-only directory: the write will fail and say so
+            continue
+        removed.append(Path(entry.path))
+    return removed
+
+
 def atomic_write(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically (temp file, fsync, rename), mode 0600."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Replace ``path`` with ``text`` atomically (temp file, fsync, rename), mode 0600.
+
+    The temp file is created 0600 (mkstemp, whatever the umask), so the
+    secrets are never readable by others, not even before the rename.
+    """
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
             fh.write(text)
@@ -191,6 +281,7 @@ def edit(path: Path) -> Iterator[tuple[Any, Snapshot]]:
     except Exception as exc:  # filelock.Timeout
         raise StoreError(f"timed out waiting for the store lock {path}.lock ({exc})") from None
     try:
+        remove_stale_temps(path)  # we hold the lock: no other write is in progress
         old = load(path)
         if old.text is None:
             doc = tomlkit.document()

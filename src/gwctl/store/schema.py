@@ -85,11 +85,53 @@ def _dotted(path: tuple[str, ...]) -> str:
     return ".".join(out)
 
 
+def _toml_type(value: Any) -> str:
+    """The TOML name of a parsed value's type, with its article."""
+    import datetime
+
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return "a date/time"
+    return f"a {type(value).__name__}"
+
+
+def _may_hold_secret(path: tuple) -> bool:
+    """Whether a value at ``path`` may be (or hold) a secret, so no message may repeat it.
+
+    Everything under a source (its credential, its base URL with user info,
+    its static headers) and under a gateway key; a route's base URL override.
+    """
+    if not path:
+        return False
+    if path[0] in ("sources", "keys"):
+        return True
+    return path[0] == "routes" and "base_url" in path[2:3]
+
+
+def _got(value: Any, path: tuple) -> str:
+    """What a wrong value was, for an error message: its type, and the value itself only when that is safe and short."""
+    kind = _toml_type(value)
+    if _may_hold_secret(path) or isinstance(value, (dict, list)):
+        return kind
+    return f"{kind} {value!r}"
+
+
 def _expect(value: Any, kind: type | tuple[type, ...], path: tuple, what: str) -> Any:
     if isinstance(value, bool) and kind in (int, float, (int, float)):
         raise SchemaError(f"{_dotted(path)} must be {what}, not a boolean", path)
     if not isinstance(value, kind):
-        raise SchemaError(f"{_dotted(path)} must be {what}, got {type(value).__name__} {value!r}", path)
+        raise SchemaError(f"{_dotted(path)} must be {what}, got {_got(value, path)}", path)
     return value
 
 
@@ -175,7 +217,7 @@ def _price_value(value: Any, kind: str, path: tuple) -> tuple[Decimal, str]:
     elif isinstance(value, (str, int)) and not isinstance(value, bool):
         text = str(value)
     else:
-        raise SchemaError(f"{_dotted(path)} must be a price like \"3e-6\", got {value!r}", path)
+        raise SchemaError(f"{_dotted(path)} must be a price like \"3e-6\", got {_got(value, path)}", path)
     try:
         return parse_price(text, kind), text.strip()
     except ValueError as exc:

@@ -20,6 +20,11 @@ def resolve(source: Source, environ: Mapping[str, str] | None = None) -> str | N
     """The credential's value, or None when the source has none."""
     environ = os.environ if environ is None else environ
     if source.auth.env:
+        from gwctl.core.validate import env_name_problem
+
+        problem = env_name_problem(source.auth.env, f"the auth_env of source {source.name}")
+        if problem:  # said without repeating it: a credential pasted there must not be printed
+            raise GwctlError(problem, f"fix it with: gwctl source edit {source.name} --auth-env VAR (or --auth-value -)")
         value = environ.get(source.auth.env)
         if not value:
             raise GwctlError(
@@ -35,6 +40,12 @@ def auth_headers(source: Source, environ: Mapping[str, str] | None = None) -> di
     value = resolve(source, environ)
     if value is None:
         return {}
+    from gwctl.core.validate import auth_header_problem
+
+    problem = source.auth_header and auth_header_problem(source.auth_header, f"the auth header of source {source.name}")
+    if problem:  # said without repeating it: a credential pasted there must not be printed
+        raise GwctlError(problem, f"fix it with: gwctl source edit {source.name} --auth-header NAME "
+                                  "(or --auth-header '' for Authorization: Bearer)")
     try:
         name, sent = auth_header_pair(source.auth_header, value)
     except ValueError as exc:
