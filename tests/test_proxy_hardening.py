@@ -261,3 +261,17 @@ def test_a_store_that_goes_missing_keeps_the_last_good_one(tmp_path):
     assert "missing" in gw.health()["store"]["error"]
     store.with_suffix(".bak").rename(store)
     assert wait_for(lambda: gw.health()["status"] == "ok" or gw.reload_if_changed(), 5)
+
+
+def test_access_log_lines_cannot_be_forged_by_a_model_string():
+    """Finding 10: a model string with newlines or ANSI escapes was written raw into --access-log."""
+    from datetime import datetime, timezone
+
+    from gwctl.activity.child import access_line
+
+    evil = "m\n2026-12-01T00:00:00.000+00:00 fake 200 /v1/chat/completions agent=- model=x managed 1.0ms\x1b[2J"
+    line = access_line((datetime.now(timezone.utc), "rid", None, "a b", "managed", None, evil, None,
+                        "/v1/chat/completions", 200, 1.5, (), None, "r\r1", False, None))
+    assert line.count("\n") == 1 and line.endswith("\n")
+    assert "\x1b" not in line and "\r" not in line
+    assert len(line.split(" ")) == 7 and "agent=a\\x20b" in line

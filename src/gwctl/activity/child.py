@@ -55,6 +55,7 @@ from decimal import Decimal
 from gwctl.activity.dsn import parse_dsn
 from gwctl.activity.record import USAGE_KINDS
 from gwctl.core.prices import format_usd
+from gwctl.core.text import printable
 from gwctl.core.pricing import USAGE_FIELDS, price_plan
 
 log = logging.getLogger("gwctl.activity")
@@ -305,11 +306,19 @@ def neutral_row(row: tuple, plans: dict | None = None) -> tuple:
 
 
 def access_line(row: tuple) -> str:
-    """One access-log line for a neutral row."""
+    """One access-log line for a neutral row: one line, space-separated fields, whatever the client sent."""
     (t, rid, _key, agent, kind, _source, model, _up, path, status, latency, _counts, cost, rule, _stream, _error) = row
-    return (f"{t.isoformat(timespec='milliseconds')} {rid} {status} {path} "
-            f"agent={agent or '-'} model={model or '-'} {kind} {latency:.1f}ms"
-            f"{' cost=' + str(cost) if cost is not None else ''}{' rule=' + rule if rule else ''}\n")
+    return (f"{t.isoformat(timespec='milliseconds')} {rid} {status} {_field(path)} "
+            f"agent={_field(agent)} model={_field(model)} {kind} {latency:.1f}ms"
+            f"{' cost=' + str(cost) if cost is not None else ''}{' rule=' + _field(rule) if rule else ''}\n")
+
+
+def _field(text: str | None) -> str:
+    """A client's string as one access-log field: control characters escaped (no forged lines, no terminal
+    escapes) and spaces too (no forged fields); ``-`` when absent."""
+    if not text:
+        return "-"
+    return printable(text).replace(" ", "\\x20")
 
 
 def _write_rows(target, rows: list) -> None:
