@@ -274,4 +274,4 @@ def test_access_log_lines_cannot_be_forged_by_a_model_string():
                         "/v1/chat/completions", 200, 1.5, (), None, "r\r1", False, None))
     assert line.count("\n") == 1 and line.endswith("\n")
     assert "\x1b" not in line and "\r" not in line
-    assert len(line.split(" ")) == 7 and "agent=a\\x20b" in line
+    assert len(line.split(" ")) == 9 and "agent=a\\x20b" in line and line.rstrip().endswith("rule=r\\x0d1")
