@@ -275,3 +275,19 @@ def test_access_log_lines_cannot_be_forged_by_a_model_string():
     assert line.count("\n") == 1 and line.endswith("\n")
     assert "\x1b" not in line and "\r" not in line
     assert len(line.split(" ")) == 9 and "agent=a\\x20b" in line and line.rstrip().endswith("rule=r\\x0d1")
+
+
+def test_a_reload_to_a_store_with_validate_errors_keeps_the_last_good_one(tmp_path):
+    """The proxy refuses to start on what validate calls an error; a running proxy refuses to reload to it."""
+    import gwctl.proxy.server as server
+    from gwctl.store.file import load
+
+    store = tmp_path / "cfg" / "gwctl.toml"
+    assert run_cli("source", "add", "up", "--base-url", "http://127.0.0.1:9/v1", "--auth-value", "k").code == 0
+    gw = server.Gateway(server.ProxyConfig(store, None), load(store).snapshot)
+    store.write_text(store.read_text().replace("http://127.0.0.1:9/v1", "http://user:s3cret@127.0.0.1:9/v1"))
+    assert gw.reload_if_changed() is False
+    health = gw.health()
+    assert health["status"] == "degraded" and "validate" in health["store"]["error"]
+    assert "s3cret" not in json.dumps(health)
+    assert gw.snapshot.sources["up"].base_url == "http://127.0.0.1:9/v1"

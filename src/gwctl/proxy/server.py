@@ -34,6 +34,7 @@ from gwctl.core.decision import Decision, DecisionMemo, decide
 from gwctl.core.model import Snapshot
 from gwctl.core.pricing import Usage
 from gwctl.core.request import MAX_JSON_DEPTH, too_deep
+from gwctl.core.validate import validate
 from gwctl.errors import GwctlError
 from gwctl.proxy.client import Proxies, ProxySettingError, UpstreamError, UpstreamPool, UpstreamTimeout
 from gwctl.proxy.http import HttpServer, Reply, Request
@@ -134,8 +135,8 @@ class Gateway:
     def reload_if_changed(self) -> bool:
         """Load the store again when its file changed; True when a new snapshot is in use.
 
-        A reload that fails, for any reason (the file is invalid, missing, unreadable for a moment, a
-        descriptor limit), keeps the last good snapshot and is tried again until one succeeds: at once when
+        A reload that fails, for any reason (the file is invalid or has what ``gwctl validate`` calls an
+        error, is missing, is unreadable for a moment, a descriptor limit), keeps the last good snapshot and is tried again until one succeeds: at once when
         the file changes again, else with a backoff of up to :data:`RELOAD_RETRY_MAX` seconds. A key
         revoked in the file is never forgotten because one read failed. The failure is logged and shown
         by ``/healthz`` until a reload succeeds.
@@ -154,6 +155,10 @@ class Gateway:
             if stamp is None:
                 raise GwctlError(f"the store {self.config.store_path} is missing", "restore the file")
             snapshot = load(self.config.store_path).snapshot
+            errors = [p for p in validate(snapshot, frozenset(self.environ)) if p.level == "error"]
+            if errors:  # what `gwctl validate` calls an error never runs (the proxy refused to start on it, too)
+                raise GwctlError(f"gwctl validate reports {len(errors)} error(s): "
+                                 + "; ".join(f"{p.where}: {p.message}" for p in errors[:3]), "fix the store")
         except Exception as exc:  # noqa: BLE001 - whatever it was, keep serving with the last good store
             self._reload_failed(stamp, exc.message if isinstance(exc, GwctlError) else f"{type(exc).__name__}: {exc}", now)
             return False
