@@ -291,3 +291,13 @@ def test_a_reload_to_a_store_with_validate_errors_keeps_the_last_good_one(tmp_pa
     assert health["status"] == "degraded" and "validate" in health["store"]["error"]
     assert "s3cret" not in json.dumps(health)
     assert gw.snapshot.sources["up"].base_url == "http://127.0.0.1:9/v1"
+
+
+def test_dry_run_warns_when_the_proxy_would_not_start_on_the_store(tmp_path):
+    store = tmp_path / "cfg" / "gwctl.toml"
+    assert run_cli("source", "add", "up", "--base-url", "http://127.0.0.1:9/v1").code == 0
+    r = run_cli("route", "dry-run", "--model", "up/m")
+    assert r.code == 0 and "validate" not in r.err
+    store.write_text(store.read_text().replace("http://127.0.0.1:9/v1", "http://user:s3cret@127.0.0.1:9/v1"))
+    r = run_cli("route", "dry-run", "--model", "up/m")
+    assert "the proxy will not start on it" in r.err and "s3cret" not in r.err + r.out

@@ -223,6 +223,7 @@ def dry_run(
     from gwctl.render import print_json
 
     snap = load()
+    _warn_if_invalid(snap)
     if requests is not None:
         if request is not None:
             fail("give --request or --requests, not both")
@@ -237,6 +238,18 @@ def dry_run(
         print_report(d, reveal)
     if not d.forwarded:
         raise typer.Exit(1)
+
+
+def _warn_if_invalid(snap) -> None:
+    """The proxy refuses to start on (and to reload to) a store with validate errors: say so beside the dry-run."""
+    import os
+
+    from gwctl.core.validate import validate
+
+    errors = [p for p in validate(snap, frozenset(os.environ)) if p.level == "error"]
+    if errors:
+        sys.stderr.write(f"warning: gwctl validate reports {len(errors)} error(s) in this store; the proxy will not "
+                         f"start on it (or reload to it) until they are fixed: run gwctl validate\n")
 
 
 def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) -> int:
