@@ -1261,3 +1261,67 @@ def test_proxy_settings_follow_the_usual_precedence():
     assert p.for_target("https", "llm.internal", 443) is None and p.for_target("https", "internal", 443) is None
     assert p.for_target("http", "db.local", 5432) is None and p.for_target("http", "db.local", 80).name == "all:3"
     assert not Proxies({}) and Proxies({}).for_target("https", "x", 443) is None
+
+
+# --------------------------------------------------------------------------
+# No secrets in errors: a URL's user info never shows whole in a message
+# --------------------------------------------------------------------------
+
+
+def test_user_info_in_the_url_never_shows_in_the_error(run):
+    port = free_port()
+
+    async def go():
+        pool = UpstreamPool()
+        errors = []
+        for url in (f"http://user:s3cret@127.0.0.1:{port}/v1", f"http://user:s3cret@127.0.0.1:{port}",
+                    f"https://user:s3cret@127.0.0.1:{port}/v1?x=1", "ftp://user:s3cret@127.0.0.1/v1",
+                    "user:s3cret@127.0.0.1/v1", "http://s3cret@127.0.0.1/v1", "http://user:s3cret@[::1/v1"):
+            with pytest.raises(ValueError) as info:
+                await pool.request("POST", url, [], b"{}")
+            errors.append(str(info.value))
+        await pool.close()
+        return errors
+
+    for message in run(go):
+        assert "s3cret" not in message
+        assert "***@" in message or "user info" in message
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    secret=st.text(alphabet="abcXYZ019-._~!$&'()*+,;=%:", min_size=4, max_size=12).map(lambda s: "S3" + s),
+    user=st.text(alphabet="abc019-._~%", max_size=6),
+    host=st.sampled_from(["127.0.0.1", "h", "[::1]", "", "h:99999", "h:x"]),
+    scheme=st.sampled_from(["http://", "https://", "ftp://", ""]),
+    tail=st.sampled_from(["", "/v1", "/v1?key=1", "?a", "#f", "/a b"]),
+)
+def test_no_url_shape_leaks_its_user_info(secret, user, host, scheme, tail):
+    """Whatever is wrong with a URL carrying user info, the message shows it redacted."""
+    from gwctl.proxy.client import _split_url
+
+    url = f"{scheme}{user}{':' if user else ''}{secret}@{host}{tail}"
+    with pytest.raises(ValueError) as info:
+        _split_url(url, {})
+    assert secret not in str(info.value)
+
+
+def test_query_strings_stay_out_of_path_errors():
+    from gwctl.proxy.client import _build_request, _split_url
+
+    with pytest.raises(ValueError) as info:
+        _split_url("http://h/v1/a b?key=AIzaSECRET", {})
+    assert "AIzaSECRET" not in str(info.value) and "'/v1/a b'" in str(info.value)
+    target, _ = _split_url("http://h/v1", {})
+    with pytest.raises(ValueError) as info:
+        _build_request("GET", target, "/v1?key=AIzaSECRET\r\nX: y", [], b"")
+    assert "AIzaSECRET" not in str(info.value) and "CR, LF or NUL" in str(info.value)
+
+
+def test_a_proxy_user_name_alone_is_masked():
+    from gwctl.proxy.client import Proxies
+
+    with pytest.raises(ValueError) as info:
+        Proxies({"HTTPS_PROXY": "socks5://tok3n@proxy:1080"})
+    assert "tok3n" not in str(info.value) and "socks5://***@proxy:1080" in str(info.value)
+    assert "tok3n" not in Proxies({"HTTPS_PROXY": "http://tok3n@proxy:3128"}).describe()

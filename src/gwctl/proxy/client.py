@@ -45,6 +45,8 @@ from typing import AsyncIterator, Iterable, Mapping
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from urllib.parse import unquote, urlsplit
 
+from gwctl.core.urls import redact_url
+
 __all__ = [
     "Proxies",
     "ProxySettingError",
@@ -139,13 +141,15 @@ class _Proxy:
 
 
 def _shown_proxy(url: str) -> str:
-    """A proxy URL fit for messages: its password masked."""
+    """A proxy URL fit for messages: its password masked (``user:***@``), or the whole user
+    info when there is no password (a lone user name is often a token: ``***@``)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "", url
     userinfo, at, hostpart = rest.rpartition("@")
     if at:
-        rest = userinfo.split(":", 1)[0] + ":***@" + hostpart
+        user, colon, _password = userinfo.partition(":")
+        rest = (user + ":***@" if colon else "***@") + hostpart
     return f"{scheme}://{rest}" if sep else rest
 
 
@@ -244,15 +248,15 @@ def _parse_target(base: str) -> _Target:
     scheme_end = base.find("://")
     scheme = base[:scheme_end].lower()
     if scheme not in ("http", "https"):
-        raise ValueError(f"unsupported URL scheme {scheme!r} (use http or https): {base!r}")
+        raise ValueError(f"unsupported URL scheme {scheme!r} (use http or https): {redact_url(base)!r}")
     netloc = base[scheme_end + 3 :]
     if not netloc or "@" in netloc:
-        raise ValueError(f"the URL needs a host and no user info: {base!r}")
+        raise ValueError(f"the URL needs a host and no user info: {redact_url(base)!r}")
     default = 443 if scheme == "https" else 80
     if netloc.startswith("["):  # IPv6 literal
         end = netloc.find("]")
         if end < 0:
-            raise ValueError(f"unterminated IPv6 address in URL: {base!r}")
+            raise ValueError(f"unterminated IPv6 address in URL: {redact_url(base)!r}")
         host, rest = netloc[1:end], netloc[end + 1 :]
         shown = f"[{host}]"
     else:
@@ -261,14 +265,14 @@ def _parse_target(base: str) -> _Target:
         shown = host
     if rest:
         if not rest.startswith(":") or not rest[1:].isdigit():
-            raise ValueError(f"bad port in URL: {base!r}")
+            raise ValueError(f"bad port in URL: {redact_url(base)!r}")
         port = int(rest[1:])
         if not 0 < port < 65536:
-            raise ValueError(f"port out of range in URL: {base!r}")
+            raise ValueError(f"port out of range in URL: {redact_url(base)!r}")
     else:
         port = default
     if not host or not host.isprintable() or " " in host:
-        raise ValueError(f"bad host in URL: {base!r}")
+        raise ValueError(f"bad host in URL: {redact_url(base)!r}")
     host = host.lower()
     shown = shown.lower()
     return _Target(scheme, host, port, shown if port == default else f"{shown}:{port}")
@@ -278,7 +282,7 @@ def _split_url(url: str, cache: dict, proxies: Proxies | None = None) -> tuple[_
     """``url`` -> (target, request-target); the scheme://host:port part is cached."""
     start = url.find("://")
     if start < 0:
-        raise ValueError(f"not an absolute http(s) URL: {url!r}")
+        raise ValueError(f"not an absolute http(s) URL: {redact_url(url)!r}")
     cut = len(url)
     for ch in "/?#":
         i = url.find(ch, start + 3)
@@ -302,8 +306,14 @@ def _split_url(url: str, cache: dict, proxies: Proxies | None = None) -> tuple[_
     elif path[0] == "?":
         path = "/" + path
     if " " in path or not path.isprintable():
-        raise ValueError(f"the URL path must be percent-encoded (no spaces or control characters): {path!r}")
+        raise ValueError(f"the URL path must be percent-encoded (no spaces or control characters): {_shown_path(path)}")
     return target, path
+
+
+def _shown_path(path: str) -> str:
+    """A request path fit for messages: its query string (which may carry a key, e.g. ``?key=...``) left out."""
+    base, sep, _query = path.partition("?")
+    return repr(base) + (" (and a query string)" if sep else "")
 
 
 # name -> True (send) / False (dropped: the client owns it); validated once.
@@ -329,9 +339,10 @@ _METHODS_SEEN: set[str] = {"GET", "POST", "HEAD", "PUT", "PATCH", "DELETE", "OPT
 
 def _bad_line(method: str, path: str, headers: list[tuple[str, str]]) -> str:
     """Name what holds a CR, LF or NUL (only called once a count says something does)."""
-    for what, text in (("method", method), ("URL path", path)):
-        if any(c in text for c in "\r\n\0"):
-            return f"the {what} contains CR, LF or NUL: {text!r}"
+    if any(c in method for c in "\r\n\0"):
+        return f"the method contains CR, LF or NUL: {method!r}"
+    if any(c in path for c in "\r\n\0"):
+        return f"the URL path contains CR, LF or NUL: {_shown_path(path)}"
     for k, v in headers:
         if any(c in k or c in v for c in "\r\n\0"):
             return f"header {k!r} contains CR, LF or NUL"
