@@ -594,6 +594,103 @@ def test_switching_protocols_is_a_protocol_error(run):
 
 
 # --------------------------------------------------------------------------
+# Raw servers: what llhttp lets through and the client refuses (found by
+# tests/test_upstream_differential.py against h11)
+# --------------------------------------------------------------------------
+
+
+def _one_answer(run, wire: bytes, method: str = "GET"):
+    """Serve ``wire`` (one write) to a request; (status, headers, body or the error, pooled?)."""
+    async def go():
+        async with Raw(keepalive(lambda req: wire)) as srv:
+            pool = UpstreamPool()
+            try:
+                r = await pool.request(method, srv.url(), [], b"")
+                try:
+                    out = (r.status, r.headers, await r.read())
+                except UpstreamProtocolError as exc:
+                    out = (r.status, r.headers, exc)
+                r.release()
+            except UpstreamProtocolError as exc:
+                out = (None, None, exc)
+            await asyncio.sleep(0.02)
+            idle = pool.idle_count()
+            await pool.close()
+            return (*out, idle == 1)
+
+    return run(go)
+
+
+@pytest.mark.parametrize("wire, why", [
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc", "only chunked"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "only chunked"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+     "more than one Transfer-Encoding"),
+    (b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: gzip\r\n\r\n", "only chunked"),
+    (b"HTTP/1.1 103 Early Hints\r\nTransfer-Encoding: gzip\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "only chunked"),
+    (b"HTTP/1.1 200 OK\r\nX-Big: " + b"h" * 100_000 + b"\r\nContent-Length: 2\r\n\r\nok", "larger than 64 KiB"),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: " + b"t" * 100_000 + b"\r\n\r\n",
+     "trailer section larger"),
+    (b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "does not begin with a status line"),
+    (b"HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok", "status 99"),
+    (b"HTTP/1.1 200 O\x00K\r\nContent-Length: 2\r\n\r\nok", "reason phrase"),
+    (b"HTTP/2.0 200 OK\r\n\r\nok", "HTTP/2.0 status line"),
+], ids=["te-gzip", "te-gzip-chunked", "te-twice", "te-on-204", "te-on-1xx", "huge-head", "huge-trailers",
+        "leading-crlf", "status-99", "nul-in-reason", "http2-line"])
+def test_answers_llhttp_accepts_are_refused(run, wire, why):
+    status, headers, outcome, pooled = _one_answer(run, wire)
+    assert isinstance(outcome, UpstreamProtocolError) and why in outcome.message, outcome
+    assert not pooled
+
+
+def test_a_second_answer_in_the_same_read_changes_nothing_and_ends_the_connection(run):
+    wire = (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            b"HTTP/1.1 500 Injected\r\nSet-Cookie: evil=1\r\nContent-Length: 0\r\n\r\n")
+    status, headers, body, pooled = _one_answer(run, wire)
+    assert (status, headers, body) == (200, [("Content-Length", "2")], b"ok")
+    assert not pooled
+
+
+def test_trailers_are_not_headers(run):
+    wire = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-Trailer: t\r\n\r\n"
+    status, headers, body, pooled = _one_answer(run, wire)
+    assert (status, headers, body) == (200, [("Transfer-Encoding", "chunked")], b"ok")
+    assert pooled
+
+
+@pytest.mark.parametrize("wire, pooled", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\r\n", False),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok\r\n", True),  # the CRLF is the body's
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok\r\n\n", False),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n\r\n", False),  # all CR/LF: cannot tell, not pooled
+    (b"HTTP/1.1 204 No Content\r\n\r\n", True),
+    (b"HTTP/1.1 204 No Content\r\n\r\n\r\n", False),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", True),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n\n", False),
+    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX: y\r\n\r\n\r\n", False),
+])
+def test_cr_lf_after_an_answer_keeps_its_connection_out_of_the_pool(run, wire, pooled):
+    """llhttp skips CR/LF between messages silently; the client looks at how the read ended."""
+    status, headers, body, was_pooled = _one_answer(run, wire)
+    assert status in (200, 204) and isinstance(body, bytes)
+    assert was_pooled == pooled
+
+
+def test_head_answer_followed_by_cr_lf_or_a_chunked_body_is_not_pooled(run):
+    assert _one_answer(run, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", "HEAD")[3]
+    assert not _one_answer(run, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n\r\n", "HEAD")[3]
+    assert _one_answer(run, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", "HEAD")[3]
+    assert not _one_answer(run, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "HEAD")[3]
+
+
+def test_a_big_first_read_with_a_small_head_is_fine(run):
+    body = b"b" * 300_000
+    status, headers, got, pooled = _one_answer(run, response(body))
+    assert (status, got, pooled) == (200, body, True)
+
+
+# --------------------------------------------------------------------------
 # Raw servers: stale connections and retries
 # --------------------------------------------------------------------------
 

@@ -76,6 +76,11 @@ _CACHE_LIMIT = 4096
 _TICKS_PER_TIMEOUT = 8
 _MIN_TICK = 0.005
 _MAX_TICK = 1.0
+# The most a response head (status line and fields, any 1xx answers before it included) and,
+# separately, a trailer section may take; llhttp sets no limit of its own.
+_MAX_HEAD = 64 * 1024
+# Control characters a reason phrase may not hold (tab is allowed; CR and LF end the line).
+_BAD_REASON = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
 
 
 class UpstreamError(Exception):
@@ -108,6 +113,31 @@ class UpstreamProtocolError(UpstreamError):
 
 class _Stale(Exception):
     """A reused connection died before any response byte: safe to retry once."""
+
+
+class _Refused(Exception):
+    """Raised from a parser callback: the answer breaks a rule llhttp does not enforce itself."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class _Trailers:
+    """Where trailer fields go: checked, counted against _MAX_HEAD, then dropped (they cannot be relayed)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self):
+        self.size = 0
+
+    def append(self, field_: tuple[str, str]) -> None:
+        name = field_[0]
+        self.size += len(name) + len(field_[1]) + 4
+        if self.size > _MAX_HEAD:
+            raise _Refused(f"a trailer section larger than {_MAX_HEAD // 1024} KiB")
+        if name.lower() in ("transfer-encoding", "content-length"):  # framing is never a trailer (RFC 9110 6.5.1)
+            raise _Refused(f"a {name} trailer field")
 
 
 # --------------------------------------------------------------------------
@@ -536,7 +566,7 @@ class _Conn(asyncio.Protocol):
 
     __slots__ = (
         "pool", "target", "loop", "transport", "parser", "resp", "closed", "paused",
-        "uses", "idle_since", "broken", "interim", "timeout", "last_data",
+        "uses", "idle_since", "broken", "interim", "timeout", "last_data", "sink", "trailers", "head_bytes",
     )
 
     def __init__(self, pool: "UpstreamPool", target: _Target, loop: asyncio.AbstractEventLoop):
@@ -554,6 +584,9 @@ class _Conn(asyncio.Protocol):
         self.interim = False  # inside a 1xx response
         self.timeout = 0.0
         self.last_data = 0.0
+        self.sink: list | _Trailers = []  # where on_header puts fields: the answer's headers, then its trailers
+        self.trailers = _Trailers()
+        self.head_bytes = 0  # bytes received before the final head was complete
 
     # --- driving a request ---------------------------------------------------
 
@@ -563,6 +596,8 @@ class _Conn(asyncio.Protocol):
         self.resp = resp
         self.uses += 1
         self.timeout = read_timeout
+        self.sink = resp.headers
+        self.head_bytes = 0
         self.last_data = now = loop.time()
         if self.closed:  # the server hung up between connect and now
             self._lost_before_answer(resp)
@@ -650,19 +685,95 @@ class _Conn(asyncio.Protocol):
             if resp is None:
                 self.close()
             return
-        resp._got_bytes = True
         self.last_data = self.loop.time()
+        if not resp._headers_done:
+            if not resp._got_bytes:
+                resp._got_bytes = True
+                if data[0] != 72:  # "H": llhttp would skip CR/LF before a status line; a desynchronised stream
+                    self._fail(self._malformed("it does not begin with a status line"))
+                    return
+            self.head_bytes += len(data)
+        buffered = resp._buffered
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
             self._fail(UpstreamProtocolError(f"{self.target.name} switched protocols, which the gateway never asks for"))
             return
         except HttpParserError as exc:
-            self._fail(UpstreamProtocolError(f"{self.target.name} sent a malformed HTTP response ({exc})"))
+            cause = exc.__context__
+            error = self._malformed(cause.message if isinstance(cause, _Refused) else str(exc))
+            if resp._done and resp._error is None:
+                # The answer had ended; what followed it is not an answer (so the connection goes),
+                # but the answer itself must still pass the framing check.
+                if resp._keep_alive and not self.broken:
+                    self._check_framing(resp)
+                self.close()
+                return
+            self._fail(error)
             return
-        if resp._buffered > _HIGH_WATER and not resp._done and not resp._read_all and not self.paused:
+        if self.head_bytes > _MAX_HEAD and self._head_too_big(resp):
+            return
+        if resp._done:
+            # Once per answer, where it ended: an answer that may be followed by more (keep-alive)
+            # and whose bytes end in CR or LF gets the checks llhttp leaves to us.
+            if resp._keep_alive and data[-1] in (10, 13) and resp._error is None:
+                self._check_end(resp, data, resp._buffered != buffered)
+            return
+        if resp._buffered > _HIGH_WATER and not resp._read_all and not self.paused:
             self.paused = True
             self.transport.pause_reading()
+
+    def _malformed(self, why: str) -> UpstreamProtocolError:
+        return UpstreamProtocolError(f"{self.target.name} sent a malformed HTTP response ({why})")
+
+    def _refuse_ended(self, resp: UpstreamResponse, why: str) -> None:
+        """Fail an answer that has ended (its head and body were parsed) and drop the connection."""
+        resp._error = self._malformed(why)
+        _wake(resp)
+        self.close()
+
+    def _head_too_big(self, resp: UpstreamResponse) -> bool:
+        """More than _MAX_HEAD bytes came before the head was complete: is the head itself too big?"""
+        if resp._headers_done:
+            size = len(resp.reason) + 15 + sum(len(k) + len(v) + 4 for k, v in resp.headers)
+            if size <= _MAX_HEAD:
+                self.head_bytes = 0  # it was the body that made the read big: stop counting
+                return False
+        why = f"a response head larger than {_MAX_HEAD // 1024} KiB"
+        if resp._done:
+            self._refuse_ended(resp, why)
+        else:
+            self._fail(self._malformed(why))
+        return True
+
+    def _check_framing(self, resp: UpstreamResponse) -> bool:
+        """Refuse an ended answer with a Transfer-Encoding other than one plain ``chunked``. True when it passes."""
+        problem = _transfer_coding(resp.headers)[1]
+        if problem is not None:
+            self._refuse_ended(resp, problem)
+            return False
+        return True
+
+    def _check_end(self, resp: UpstreamResponse, data: bytes, grew: bool) -> None:
+        """The answer ended in ``data``: check its framing, and that no CR/LF octets follow it.
+
+        llhttp skips CR and LF between messages without a callback, so bytes after the answer
+        that are only CR/LF would go unnoticed and the connection would be reused out of step
+        (any other byte starts a message: on_message_begin refuses it). An answer ends either
+        with the blank line closing its head or trailer section -- exactly CR LF CR LF after a
+        byte that is neither -- or with its last body piece; anything else means octets after
+        it, or an end split so that we cannot tell: either way the connection is not reused.
+        """
+        chunked, problem = _transfer_coding(resp.headers)
+        if problem is not None:
+            self._refuse_ended(resp, problem)
+            return
+        if chunked or not grew:
+            clean = len(data) > 4 and data[-4:] == b"\r\n\r\n" and data[-5] not in (10, 13)
+        else:
+            clean = _ends_with(data, resp._pieces[-1])
+        if not clean:
+            self.broken = True
 
     def eof_received(self):
         return None  # let the transport close; connection_lost decides what it meant
@@ -696,28 +807,45 @@ class _Conn(asyncio.Protocol):
     # --- httptools callbacks ----------------------------------------------------
 
     def on_status(self, status: bytes) -> None:
+        if not status.isalpha() and _BAD_REASON(status):
+            raise _Refused("a control character in the reason phrase")
         self.resp.reason += status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.resp.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self.sink.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         resp = self.resp
-        status = self.parser.get_status_code()
-        if 100 <= status < 200:
+        parser = self.parser
+        status = parser.get_status_code()
+        if status < 200:
             # 1xx: informational, a final answer follows (101 makes feed_data raise)
+            if status < 100:
+                raise _Refused(f"status {status}")
+            problem = _transfer_coding(resp.headers)[1]
+            if problem is not None:
+                raise _Refused(problem)
             self.interim = True
-            resp.headers = []
+            resp.headers = self.sink = []
             resp.reason = ""
             return
+        if resp.method == "HEAD":
+            version = parser.get_http_version()
+            _check_unkept(resp, version)
+            keep = _head_keep_alive(resp, version)
+        else:
+            keep = parser.should_keep_alive()
+            if not keep:  # rare: Connection: close, HTTP/1.0, a close-delimited body
+                _check_unkept(resp, parser.get_http_version())
+        trailers = self.trailers
+        trailers.size = 0
+        self.sink = trailers
         resp.status = status
         resp._headers_done = True
+        resp._keep_alive = keep
         if resp.method == "HEAD":
-            resp._keep_alive = _head_keep_alive(resp, self.parser.get_http_version())
             resp._done = True
             self.pool._waiting.discard(self)
-        else:
-            resp._keep_alive = self.parser.should_keep_alive()
         if not resp._head.done():  # done: the request was cancelled meanwhile
             resp._head.set_result(None)
 
@@ -738,10 +866,14 @@ class _Conn(asyncio.Protocol):
         resp = self.resp
         if not resp._done:
             self._complete(resp)
+        elif resp.status not in (204, 304) and _transfer_coding(resp.headers)[0]:
+            # A HEAD answer (done at its head) that llhttp, not knowing the method, read a chunked
+            # body for: those chunk bytes came after the answer, so the connection is out of step.
+            self.broken = True
 
     def on_message_begin(self) -> None:
-        if self.resp._headers_done:
-            self.broken = True  # a second answer to one request
+        if self.resp._headers_done:  # a second answer to one request: stop parsing here
+            raise _Refused("more than one response to one request")
 
 
 def _wake(resp: UpstreamResponse) -> None:
@@ -750,6 +882,57 @@ def _wake(resp: UpstreamResponse) -> None:
         resp._waiter = None
         if not w.done():
             w.set_result(None)
+
+
+def _transfer_coding(headers: list[tuple[str, str]]) -> tuple[bool, str | None]:
+    """(chunked?, what is wrong) from the Transfer-Encoding fields.
+
+    One field whose value is ``chunked`` is all we accept, as h11 does: llhttp also takes
+    ``gzip, chunked`` (and de-chunks, leaving a body in a coding nobody decodes), a coding
+    list not ending in chunked (read to the close), and the field twice.
+    """
+    coding = None
+    for k, v in headers:
+        if len(k) == 17 and k.lower() == "transfer-encoding":
+            if coding is not None:
+                return False, "more than one Transfer-Encoding field"
+            coding = v
+    if coding is None:
+        return False, None
+    if coding.strip(" \t").lower() != "chunked":
+        return False, f"Transfer-Encoding {coding[:40]!r}: only chunked is supported"
+    return True, None
+
+
+def _check_unkept(resp: UpstreamResponse, version: str) -> None:
+    """The checks for an answer the connection ends after (or a HEAD answer): its version and framing."""
+    if version not in ("1.1", "1.0"):
+        raise _Refused(f"an HTTP/{version} status line on an HTTP/1.1 connection")
+    problem = _transfer_coding(resp.headers)[1]
+    if problem is not None:
+        raise _Refused(problem)
+
+
+def _blank_run(data: bytes, limit: int = 16) -> int:
+    """How many CR/LF octets end ``data`` (counting stops at ``limit``)."""
+    n = 0
+    end = len(data)
+    while n < end and n < limit and data[end - 1 - n] in (10, 13):
+        n += 1
+    return n
+
+
+def _ends_with(data: bytes, piece: bytes) -> bool:
+    """Does ``data`` end exactly where its last body piece ``piece`` does (no CR/LF after it)?
+
+    ``piece`` is a slice of ``data`` and anything after it is CR/LF only (see _Conn._check_end),
+    so the two end together when their runs of trailing CR/LF octets are equally long, provided
+    the piece holds some other octet to anchor the run; when it does not, we cannot tell: False.
+    """
+    own = _blank_run(piece)
+    if own >= min(len(piece), 16):
+        return False
+    return _blank_run(data) == own
 
 
 def _close_delimited(resp: UpstreamResponse) -> bool:
