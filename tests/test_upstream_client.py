@@ -435,7 +435,9 @@ def test_chunked_body_with_odd_boundaries(pieces, cuts, exts):
     assert b"".join(streamed) == b"".join(pieces)
     assert all(streamed)  # never an empty piece
     assert second == b"again"
-    assert conns == 1
+    # Reused -- unless a cut fell inside the final CR LF CR LF: a last read made only of CR/LF
+    # octets cannot be told from bytes after the answer, so the client opens a new connection.
+    assert conns == 1 or any(len(wire) - 4 < b < len(wire) for b in bounds)
 
 
 def test_close_delimited_body(run):
@@ -682,6 +684,21 @@ def test_head_answer_followed_by_cr_lf_or_a_chunked_body_is_not_pooled(run):
     assert not _one_answer(run, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n\r\n", "HEAD")[3]
     assert _one_answer(run, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", "HEAD")[3]
     assert not _one_answer(run, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "HEAD")[3]
+
+
+def test_http10_keep_alive_is_honoured_unless_close_is_there_too(run):
+    """llhttp keeps an HTTP/1.0 answer alive on "keep-alive" even beside "close"; "close" wins."""
+    kept = b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok"
+    both = b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive, close\r\nContent-Length: 2\r\n\r\nok"
+    assert _one_answer(run, kept)[2:] == (b"ok", True)
+    assert _one_answer(run, both)[2:] == (b"ok", False)
+
+
+def test_a_huge_head_is_refused_even_when_bytes_follow_the_answer(run):
+    wire = b"HTTP/1.1 200 OK\r\nX-Big: " + b"h" * 100_000 + b"\r\nContent-Length: 0\r\n\r\ngarbage"
+    status, headers, outcome, pooled = _one_answer(run, wire)
+    assert isinstance(outcome, UpstreamProtocolError) and "larger than 64 KiB" in outcome.message
+    assert not pooled
 
 
 def test_a_big_first_read_with_a_small_head_is_fine(run):

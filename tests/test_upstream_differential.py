@@ -94,6 +94,9 @@ class Chunk:
     def __repr__(self) -> str:
         return "Chunk(" + ", ".join(f"{k}={_short(v)}" for k, v in vars(self).items()) + ")"
 
+    def _repr_pretty_(self, printer, cycle) -> None:  # hypothesis prints falsifying examples with this
+        printer.text(repr(self))
+
 
 @dataclass
 class Plan:
@@ -121,6 +124,9 @@ class Plan:
 
     def __repr__(self) -> str:
         return "Plan(" + ", ".join(f"{k}={_short(v)}" for k, v in vars(self).items()) + ")"
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(repr(self))
 
 
 def render(p: Plan, normal: bool = False) -> tuple[bytes, int]:

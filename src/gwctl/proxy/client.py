@@ -567,6 +567,7 @@ class _Conn(asyncio.Protocol):
     __slots__ = (
         "pool", "target", "loop", "transport", "parser", "resp", "closed", "paused",
         "uses", "idle_since", "broken", "interim", "timeout", "last_data", "sink", "trailers", "head_bytes",
+        "odd_version",
     )
 
     def __init__(self, pool: "UpstreamPool", target: _Target, loop: asyncio.AbstractEventLoop):
@@ -587,6 +588,7 @@ class _Conn(asyncio.Protocol):
         self.sink: list | _Trailers = []  # where on_header puts fields: the answer's headers, then its trailers
         self.trailers = _Trailers()
         self.head_bytes = 0  # bytes received before the final head was complete
+        self.odd_version = False  # the answer may not be HTTP/1.1: look at its version before keeping it alive
 
     # --- driving a request ---------------------------------------------------
 
@@ -692,6 +694,8 @@ class _Conn(asyncio.Protocol):
                 if data[0] != 72:  # "H": llhttp would skip CR/LF before a status line; a desynchronised stream
                     self._fail(self._malformed("it does not begin with a status line"))
                     return
+                # "HTTP/1.1": anything else (or a first read too short to tell) gets its version read
+                self.odd_version = len(data) < 8 or data[7] != 49
             self.head_bytes += len(data)
         buffered = resp._buffered
         try:
@@ -704,8 +708,10 @@ class _Conn(asyncio.Protocol):
             error = self._malformed(cause.message if isinstance(cause, _Refused) else str(exc))
             if resp._done and resp._error is None:
                 # The answer had ended; what followed it is not an answer (so the connection goes),
-                # but the answer itself must still pass the framing check.
-                if resp._keep_alive and not self.broken:
+                # but the answer itself must still pass the size and framing checks.
+                if self.head_bytes > _MAX_HEAD and self._head_too_big(resp):
+                    return
+                if resp._keep_alive:
                     self._check_framing(resp)
                 self.close()
                 return
@@ -825,6 +831,7 @@ class _Conn(asyncio.Protocol):
             problem = _transfer_coding(resp.headers)[1]
             if problem is not None:
                 raise _Refused(problem)
+            self.odd_version = True  # the final answer's version was not seen in the first bytes
             self.interim = True
             resp.headers = self.sink = []
             resp.reason = ""
@@ -832,11 +839,14 @@ class _Conn(asyncio.Protocol):
         if resp.method == "HEAD":
             version = parser.get_http_version()
             _check_unkept(resp, version)
-            keep = _head_keep_alive(resp, version)
+            keep = _keep_alive(resp, version)
         else:
             keep = parser.should_keep_alive()
             if not keep:  # rare: Connection: close, HTTP/1.0, a close-delimited body
                 _check_unkept(resp, parser.get_http_version())
+            elif self.odd_version:
+                # llhttp keeps an HTTP/1.0 answer alive on "keep-alive" even when "close" is there too
+                keep = _keep_alive(resp, parser.get_http_version())
         trailers = self.trailers
         trailers.size = 0
         self.sink = trailers
@@ -946,7 +956,8 @@ def _close_delimited(resp: UpstreamResponse) -> bool:
     return True
 
 
-def _head_keep_alive(resp: UpstreamResponse, version: str) -> bool:
+def _keep_alive(resp: UpstreamResponse, version: str) -> bool:
+    """May the connection carry another request after this answer? (RFC 9112 9.3: "close" always wins.)"""
     keep = version == "1.1"
     for k, v in resp.headers:
         if k.lower() == "connection":
