@@ -845,8 +845,10 @@ class _Conn(asyncio.Protocol):
             if not keep:  # rare: Connection: close, HTTP/1.0, a close-delimited body
                 _check_unkept(resp, parser.get_http_version())
             elif self.odd_version:
-                # llhttp keeps an HTTP/1.0 answer alive on "keep-alive" even when "close" is there too
-                keep = _keep_alive(resp, parser.get_http_version())
+                # llhttp keeps an HTTP/1.0 (or 0.9) answer alive on "keep-alive", even beside "close"
+                version = parser.get_http_version()
+                _check_unkept(resp, version)
+                keep = _keep_alive(resp, version)
         trailers = self.trailers
         trailers.size = 0
         self.sink = trailers
