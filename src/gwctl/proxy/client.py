@@ -13,7 +13,7 @@ What it does and does not do:
 
 * HTTP/1.1 only, one request in flight per connection (no pipelining), one
   connection per in-flight request (no limit), idle connections pooled per
-  ``(scheme, host, port)`` and reused newest first, at most
+  ``(scheme, host, port)`` (and CA file) and reused newest first, at most
   ``max_idle_per_host`` kept, each for at most ``idle_timeout`` seconds.
 * Request bodies are bytes with a ``Content-Length``; the caller's ``Host``,
   ``Content-Length``, ``Connection``, ``Keep-Alive``, ``Transfer-Encoding``
@@ -24,7 +24,16 @@ What it does and does not do:
   closed it while idle) is retried once on a fresh connection; nothing else is
   ever retried.
 * Errors are :class:`UpstreamConnectError` (DNS, refused, TLS), :class:`UpstreamTimeout`
-  and :class:`UpstreamProtocolError`, so the proxy can answer 502 or 504.
+  and :class:`UpstreamProtocolError`, so the proxy can answer 502 or 504. Their
+  messages reach clients and logs: a URL in one is redacted, never shown with its
+  user info; a failed certificate check says why (not trusted, and the fix; a
+  host-name mismatch, with the names the certificate is for).
+* https: verified against the default trust store (:func:`gwctl.tls.trust_context`)
+  plus a request's ``ca_file``, one context per CA file.
+* Stricter than llhttp alone where it is lax (tests/test_upstream_differential.py
+  holds it against h11): one plain ``chunked`` Transfer-Encoding only, heads and
+  trailer sections up to 64 KiB, no bytes before an answer, and a connection
+  with anything after an answer is never pooled.
 * An egress proxy (:class:`Proxies`, read from ``HTTP_PROXY``/``HTTPS_PROXY``/
   ``ALL_PROXY``/``NO_PROXY`` as httpx and so ``gwctl source test`` read them):
   https upstreams through a ``CONNECT`` tunnel, then TLS to the upstream
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import re
 import ssl
 from collections import deque
@@ -46,6 +56,7 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from urllib.parse import unquote, urlsplit
 
 from gwctl.core.urls import redact_url
+from gwctl.tls import names_in, probe_context, trust_context, verify_failure
 
 __all__ = [
     "Proxies",
@@ -565,14 +576,15 @@ class _Conn(asyncio.Protocol):
     """One upstream connection; httptools calls back into it as bytes arrive."""
 
     __slots__ = (
-        "pool", "target", "loop", "transport", "parser", "resp", "closed", "paused",
+        "pool", "target", "key", "loop", "transport", "parser", "resp", "closed", "paused",
         "uses", "idle_since", "broken", "interim", "timeout", "last_data", "sink", "trailers", "head_bytes",
         "odd_version",
     )
 
-    def __init__(self, pool: "UpstreamPool", target: _Target, loop: asyncio.AbstractEventLoop):
+    def __init__(self, pool: "UpstreamPool", target: _Target, loop: asyncio.AbstractEventLoop, key: tuple):
         self.pool = pool
         self.target = target
+        self.key = key  # the idle list it goes back to: (scheme, host, port), plus the CA file it was verified with
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = HttpResponseParser(self)
@@ -1010,8 +1022,10 @@ class UpstreamPool:
 
     One connection per in-flight request; when a response is released its
     connection waits, newest first, for the next request to the same
-    ``(scheme, host, port)``. ``proxies`` (none by default) sends upstreams
-    through an egress proxy. Use it from one event loop.
+    ``(scheme, host, port)`` -- and, for https, verified against the same CA
+    file. ``proxies`` (none by default) sends upstreams through an egress proxy.
+    ``ssl_context`` replaces the default trust (:func:`gwctl.tls.trust_context`)
+    for requests without a ``ca_file``. Use it from one event loop.
     """
 
     def __init__(self, *, max_idle_per_host: int = 256, idle_timeout: float = 60.0,
@@ -1023,6 +1037,8 @@ class UpstreamPool:
         self.max_idle_per_host = max_idle_per_host
         self.idle_timeout = idle_timeout
         self._ssl_context = ssl_context
+        self._custom_ssl = ssl_context is not None
+        self._ca_contexts: dict[str, tuple[tuple, ssl.SSLContext]] = {}  # CA file -> (its stat, context)
         self._proxies = proxies
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._targets: dict[str, _Target] = {}
@@ -1037,8 +1053,12 @@ class UpstreamPool:
     # --- public ---------------------------------------------------------------
 
     async def request(self, method: str, url: str, headers: Iterable[tuple[str, str]], body: bytes,
-                      *, connect_timeout: float = 10.0, read_timeout: float = 600.0) -> UpstreamResponse:
+                      *, connect_timeout: float = 10.0, read_timeout: float = 600.0,
+                      ca_file: str | None = None) -> UpstreamResponse:
         """Send one request; return once the status line and headers arrived.
+
+        ``ca_file``: for an https URL, also trust the CAs in this PEM file (on top of
+        the default trust store); connections verified with it are pooled apart.
 
         Raises ValueError for a request that cannot be written (bad URL, method,
         header name, or CR/LF/NUL anywhere in the head), else an UpstreamError.
@@ -1057,15 +1077,18 @@ class UpstreamPool:
         elif not isinstance(headers, (list, tuple)):
             headers = list(headers)
         data = _build_request(method, target, path, headers, b"" if body is None else body)
-        conn = self._take_idle(target.key)
+        key = target.key
+        if ca_file is not None and target.tls:
+            key = (*key, ca_file)
+        conn = self._take_idle(key)
         if conn is None:
-            conn = await self._connect(target, connect_timeout)
+            conn = await self._connect(target, connect_timeout, key, ca_file)
         resp = conn.send(data, method, read_timeout)
         try:
             await resp._head
         except _Stale:
             conn.close()
-            conn = await self._connect(target, connect_timeout)
+            conn = await self._connect(target, connect_timeout, key, ca_file)
             resp = conn.send(data, method, read_timeout)
             try:
                 await resp._head
@@ -1122,7 +1145,7 @@ class UpstreamPool:
         if self._closed:
             conn.close()
             return
-        key = conn.target.key
+        key = conn.key
         conns = self._idle.get(key)
         if conns is None:
             conns = self._idle[key] = []
@@ -1188,31 +1211,57 @@ class UpstreamPool:
         if next_due is not None and not self._closed:
             self._sweeper = loop.call_at(next_due, self._sweep, loop)
 
-    def _ssl(self) -> ssl.SSLContext:
-        if self._ssl_context is None:
-            ctx = ssl.create_default_context()
-            ctx.set_alpn_protocols(["http/1.1"])
-            self._ssl_context = ctx
-        return self._ssl_context
+    def _ssl(self, ca_file: str | None) -> ssl.SSLContext:
+        """The context for a new TLS connection: one per CA file (remade when the file changes)."""
+        if ca_file is None:
+            if self._ssl_context is None:
+                ctx = trust_context()
+                ctx.set_alpn_protocols(["http/1.1"])
+                self._ssl_context = ctx
+            return self._ssl_context
+        st = os.stat(ca_file)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = self._ca_contexts.get(ca_file)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        ctx = trust_context(ca_file)
+        ctx.set_alpn_protocols(["http/1.1"])
+        if len(self._ca_contexts) >= 64:
+            self._ca_contexts.clear()
+        self._ca_contexts[ca_file] = (stamp, ctx)
+        return ctx
 
-    async def _connect(self, target: _Target, connect_timeout: float) -> _Conn:
+    async def _connect(self, target: _Target, connect_timeout: float, key: tuple,
+                       ca_file: str | None = None) -> _Conn:
         loop = asyncio.get_running_loop()
-        ctx = self._ssl() if target.tls else None
+        ctx = None
+        if target.tls:
+            try:
+                ctx = self._ssl(ca_file)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+                raise UpstreamConnectError(f"cannot use the CA file {ca_file} for {target.name}: {reason}") from exc
         proxy = target.proxy
         via = f" through proxy {proxy.name}" if proxy is not None else ""
         try:
             async with asyncio.timeout(connect_timeout):
                 if proxy is None:
                     _, conn = await loop.create_connection(
-                        lambda: _Conn(self, target, loop), target.host, target.port,
+                        lambda: _Conn(self, target, loop, key), target.host, target.port,
                         ssl=ctx, server_hostname=target.host if ctx is not None else None)
                 elif ctx is None:  # plain http: absolute-form requests to the proxy (see _Target.use_proxy)
-                    _, conn = await loop.create_connection(lambda: _Conn(self, target, loop), proxy.host, proxy.port)
+                    _, conn = await loop.create_connection(lambda: _Conn(self, target, loop, key), proxy.host, proxy.port)
                 else:
-                    conn = await self._tunnel(loop, target, proxy, ctx)
+                    conn = await self._tunnel(loop, target, proxy, ctx, key)
         except TimeoutError:
             raise UpstreamTimeout(
                 f"connecting to {target.name}{via} took longer than {connect_timeout:g} s") from None
+        except ssl.SSLCertVerificationError as exc:
+            names = None
+            if getattr(exc, "verify_code", None) in (62, 64) and proxy is None:
+                names = await self._peer_names(loop, target, ca_file, connect_timeout)
+            message, hint = verify_failure(exc, target.host, names, ca_file)
+            raise UpstreamConnectError(f"{message}{via}; {hint}") from exc
         except ssl.SSLError as exc:
             raise UpstreamConnectError(
                 f"TLS handshake with {target.name}{via} failed: {exc.reason or exc}") from exc
@@ -1223,7 +1272,23 @@ class UpstreamPool:
         self.connections_opened += 1
         return conn
 
-    async def _tunnel(self, loop, target: _Target, proxy: _Proxy, ctx: ssl.SSLContext) -> _Conn:
+    async def _peer_names(self, loop, target: _Target, ca_file: str | None, timeout: float) -> list[str] | None:
+        """After a host-name mismatch: the names the (trusted) certificate is for, read over a second
+        handshake that skips only the host-name check. None when that cannot be learned."""
+        if ca_file is None and self._custom_ssl:
+            return None  # a caller's own context: its trust cannot be repeated here
+        try:
+            async with asyncio.timeout(min(timeout, 5.0)):
+                transport, _ = await loop.create_connection(
+                    asyncio.Protocol, target.host, target.port, ssl=probe_context(ca_file), server_hostname=target.host)
+        except (OSError, TimeoutError, ValueError):
+            return None
+        try:
+            return names_in(transport.get_extra_info("peercert"))
+        finally:
+            transport.abort()
+
+    async def _tunnel(self, loop, target: _Target, proxy: _Proxy, ctx: ssl.SSLContext, key: tuple) -> _Conn:
         """A CONNECT tunnel through ``proxy`` to ``target``, then TLS to the target over it."""
         transport, opening = await loop.create_connection(_TunnelOpening, proxy.host, proxy.port)
         try:
@@ -1236,7 +1301,7 @@ class UpstreamPool:
             if status != 200:
                 raise UpstreamConnectError(
                     f"proxy {proxy.name} refused the tunnel to {target.name}: {status} {reason}".rstrip())
-            conn = _Conn(self, target, loop)
+            conn = _Conn(self, target, loop, key)
             tls = await loop.start_tls(transport, conn, ctx, server_hostname=target.host)
             conn.connection_made(tls)
             return conn
