@@ -65,7 +65,8 @@ from gwctl.proxy.client import UpstreamError, UpstreamPool, UpstreamProtocolErro
 
 HOST = "127.0.0.1"
 HEAD_LIMIT = 64 * 1024  # gwctl's cap on a response head (and on trailers); h11 is given the same
-HOLD = 0.12  # seconds the server keeps a connection open after its last byte, unless told to close
+HOLD = 0.12  # seconds the server keeps a connection open after its last byte, when h11 needs the close
+PATIENCE = 3.0  # ... and when h11 does not (the client closes it first, unless it disagrees)
 BIG, SMALL = 100_000, 12_000  # "huge" field sizes: well above and well below HEAD_LIMIT, never near it
 
 
@@ -371,6 +372,7 @@ class Verdict:
     reusable: bool = False  # the next request may go on this connection
     version: bytes = b""
     keep_alive_10: bool = False  # an HTTP/1.0 answer that asked to be kept alive (E4)
+    early: bool = False  # the answer ended before the connection did
 
 
 def h11_verdict(wire: bytes, method: str, close_after: bool) -> Verdict:
@@ -407,6 +409,7 @@ def h11_verdict(wire: bytes, method: str, close_after: bool) -> Verdict:
             fed = min(len(wire), fed + 1024)
             ended = drain()
         if ended:
+            v.early = True
             left = conn.trailing_data[0] + wire[fed:]
             v.reusable = (not close_after and not left and conn.our_state is h11.DONE
                           and conn.their_state is h11.DONE)
@@ -434,8 +437,14 @@ async def read_request(reader: asyncio.StreamReader) -> bool:
     return True
 
 
-async def gwctl_verdict(p: Plan, wire: bytes, cuts: list[int], pause: float) -> Verdict:
-    """Serve ``wire`` (cut at ``cuts``) to one UpstreamPool request; what it made of it."""
+async def gwctl_verdict(p: Plan, wire: bytes, cuts: list[int], pause: float, hold: float) -> Verdict:
+    """Serve ``wire`` (cut at ``cuts``) to one UpstreamPool request; what it made of it.
+
+    After its last byte the server closes at once (``p.close_after``), or when the client
+    does, or after ``hold`` seconds: short where the answer needs the close to end (h11
+    says so), long where it does not -- so a slow run never closes a connection the
+    client is still about to pool.
+    """
     finished = asyncio.Event()
     serving = []
 
@@ -453,7 +462,7 @@ async def gwctl_verdict(p: Plan, wire: bytes, cuts: list[int], pause: float) -> 
                 finished.set()
                 if not p.close_after:
                     try:
-                        await asyncio.wait_for(reader.read(), HOLD)  # the client's EOF, or the hold ends
+                        await asyncio.wait_for(reader.read(), hold)  # the client's EOF, or the hold ends
                     except TimeoutError:
                         pass
         except ConnectionError:
@@ -482,7 +491,7 @@ async def gwctl_verdict(p: Plan, wire: bytes, cuts: list[int], pause: float) -> 
     finally:
         await pool.close()
         server.close()
-        await asyncio.wait(serving, timeout=2 * HOLD + 1) if serving else None
+        await asyncio.wait(serving, timeout=hold + 1) if serving else None
 
 
 # --------------------------------------------------------------------------
@@ -548,13 +557,13 @@ def _run_one(p: Plan, cuts: list, pause: float, loop: str) -> None:
         event(f"plan: {feature}")
     at = {len(wire) * k // 1000 if kind == "f" else (len(wire) if kind == "e" else end) - k for kind, k in cuts}
     cuts = sorted(c for c in at if 0 < c < len(wire))
+    h = h11_verdict(wire, p.method, p.close_after)
     factory = uvloop.new_event_loop if loop == "uvloop" else asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         try:
-            g = runner.run(asyncio.wait_for(gwctl_verdict(p, wire, cuts, pause), 20))
+            g = runner.run(asyncio.wait_for(gwctl_verdict(p, wire, cuts, pause, PATIENCE if h.early else HOLD), 20))
         except UpstreamError as exc:  # a timeout, or a connect error: never expected here
             raise AssertionError(f"unexpected {type(exc).__name__}: {exc}") from exc
-    h = h11_verdict(wire, p.method, p.close_after)
     _compare(p, wire, end, cuts, g, h)
 
 
