@@ -3,6 +3,11 @@
 Failures are classified into the causes a person can act on (DNS, refused,
 TLS, timeout, credential, wrong base URL, not JSON, not a model list), each
 with a hint. The proxy's hot path does not use this module.
+
+https is verified with the proxy's own trust (:func:`gwctl.tls.trust_context`):
+the system store, which ``SSL_CERT_FILE``/``SSL_CERT_DIR`` replace, plus the
+source's ``ca_file`` -- not httpx's default (certifi's bundle), so a test
+passes exactly when the proxy would connect.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import httpx
 from gwctl.core.model import Source
 from gwctl.core.urls import models_url
 from gwctl.store.secrets import auth_headers
+from gwctl.tls import peer_names, trust_context, verify_failure
 
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -58,12 +64,21 @@ def _walk_causes(exc: BaseException):
         exc = exc.__cause__ or exc.__context__
 
 
-def _classify_connect(exc: BaseException, url: str) -> tuple[str, str, str]:
-    host = httpx.URL(url).host
+def _classify_connect(exc: BaseException, url: str, source: Source | None = None, direct: bool = True,
+                      timeout: float = DEFAULT_TIMEOUT_S) -> tuple[str, str, str]:
+    parsed = httpx.URL(url)
+    host = parsed.host
     text = " ".join(str(e) for e in _walk_causes(exc)).lower()
     for cause in _walk_causes(exc):
         if isinstance(cause, socket.gaierror):
             break
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            ca_file = source.ca_file if source is not None else None
+            names = None
+            if getattr(cause, "verify_code", None) in (62, 64) and direct:  # a host-name mismatch: name what it is for
+                names = peer_names(host, parsed.port or 443, ca_file, min(timeout, 5.0))
+            message, hint = verify_failure(cause, host, names, ca_file, source.name if source is not None else None)
+            return "tls", message, hint
         if isinstance(cause, ssl.SSLError):
             return "tls", f"TLS handshake with {host} failed ({cause.reason or cause})", "check the certificate, or use http:// for a plain-HTTP server"
         if isinstance(cause, ConnectionRefusedError):
@@ -107,17 +122,28 @@ def test_source(source: Source, environ: Mapping[str, str] | None = None, timeou
     headers = {"Accept": "application/json", **dict(source.headers), **auth_headers(source, environ)}
     t = timeout or source.connect_timeout or DEFAULT_TIMEOUT_S
     result = TestResult(source=source.name, url=url, ok=False)
+    verify: ssl.SSLContext | bool = True
+    if url[:8].lower() == "https://":
+        try:
+            verify = trust_context(source.ca_file)
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+            result.error = "tls"
+            result.message = f"cannot use the CA file {source.ca_file} ({reason})"
+            result.hint = f"point it at a PEM CA file with: gwctl source edit {source.name} --ca-file PATH (or --ca-file '' to drop it)"
+            return result
     start = time.perf_counter()
     try:
-        with httpx.Client(timeout=httpx.Timeout(timeout or source.read_timeout or DEFAULT_TIMEOUT_S, connect=t)) as client:
+        with httpx.Client(timeout=httpx.Timeout(timeout or source.read_timeout or DEFAULT_TIMEOUT_S, connect=t),
+                          verify=verify, trust_env=True) as client:
             resp = client.get(url, headers=headers)
     except httpx.TimeoutException:
         result.error, result.message = "timeout", f"no answer from {url} within {t:g} s"
         result.hint = "is the server up and reachable? a slow server can be given --timeout"
         return result
     except (httpx.ConnectError, httpx.NetworkError, httpx.ProtocolError) as exc:
-        result.error, result.message, result.hint = _classify_connect(exc, url)
         proxy = _egress_proxy(url, os.environ)
+        result.error, result.message, result.hint = _classify_connect(exc, url, source, proxy is None, t)
         if proxy is not None:  # what failed may be the proxy: say that the connection went through one
             result.message += f" (through the egress proxy {proxy} from the environment)"
             result.hint = "check the proxy and the server, or list the source's host in NO_PROXY to reach it directly"

@@ -26,6 +26,7 @@ CatalogOnlyOpt = Annotated[Optional[bool], typer.Option("--catalog-only/--no-cat
 TestOpt = Annotated[bool, typer.Option("--test", help="Test the connection first; save nothing if it fails.")]
 ConnectTimeoutOpt = Annotated[Optional[float], typer.Option("--connect-timeout", metavar="S", help="Connect timeout in seconds (proxy and test).")]
 ReadTimeoutOpt = Annotated[Optional[float], typer.Option("--read-timeout", metavar="S", help="Read timeout in seconds (proxy and test).")]
+CaFileOpt = Annotated[Optional[str], typer.Option("--ca-file", metavar="PATH", help="PEM file of CA certificates to trust for this https source, in addition to the system store (proxy and test); '' removes it.")]
 
 
 def _read_secret(value: str | None) -> str | None:
@@ -86,6 +87,22 @@ def _validated(name, base_url, auth_header, headers, connect_timeout, read_timeo
             fail(f"{label} must be a positive number of seconds, got {t:g}")
 
 
+def _ca_file(text: str | None, base_url: str) -> str | None:
+    """The stored form of --ca-file: an absolute path to a readable PEM file ('' means none)."""
+    from gwctl.render import warn
+    from gwctl.tls import ca_file_problem, expand_ca_path
+
+    if not text or not text.strip():
+        return None
+    path = expand_ca_path(text)
+    problem = ca_file_problem(path)
+    if problem:
+        fail(problem, "give a PEM file with the CA certificate(s) that signed the upstream's certificate")
+    if not base_url.strip().lower().startswith("https://"):
+        warn(f"the CA file is only used for https:// base URLs; {base_url.strip()} is not one")
+    return path
+
+
 def _fields(src) -> dict:
     """The TOML keys of a source (None deletes)."""
     from gwctl.store.document import inline
@@ -100,6 +117,7 @@ def _fields(src) -> dict:
         "headers": inline(src.headers) if src.headers else None,
         "connect_timeout": src.connect_timeout,
         "read_timeout": src.read_timeout,
+        "ca_file": src.ca_file,
     }
 
 
@@ -130,6 +148,7 @@ def add(
     test: TestOpt = False,
     connect_timeout: ConnectTimeoutOpt = None,
     read_timeout: ReadTimeoutOpt = None,
+    ca_file: CaFileOpt = None,
 ) -> None:
     """Add a source.
 
@@ -150,6 +169,7 @@ def add(
         _check_env_name(auth_env)
     headers = _headers(header, headers_json) or {}
     _validated(name, base_url, auth_header, headers, connect_timeout, read_timeout)
+    ca_path = _ca_file(ca_file, base_url)
     if name in load().sources:
         fail(f"a source named '{name}' already exists", f"change it with: gwctl source edit {name} …")
     secret = _read_secret(auth_value)
@@ -163,6 +183,7 @@ def add(
         headers=MappingProxyType(headers),
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
+        ca_file=ca_path,
     )
     if test:
         _run_test(src)
@@ -189,13 +210,14 @@ def edit_cmd(
     test: TestOpt = False,
     connect_timeout: ConnectTimeoutOpt = None,
     read_timeout: ReadTimeoutOpt = None,
+    ca_file: CaFileOpt = None,
     remove_header: Annotated[Optional[list[str]], typer.Option("--remove-header", metavar="K", help="Drop a static header (repeatable).")] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Remove the stored credential.")] = False,
 ) -> None:
     """Change a source: rotate credentials, change the URL or static headers.
 
     Only the options given change. --header adds or replaces one header;
-    --headers-json replaces them all.
+    --headers-json replaces them all; --ca-file '' removes the CA file.
 
     Example: gwctl source edit local --auth-env NEW_VLLM_KEY --header 'X-Team: ml'
     """
@@ -212,6 +234,7 @@ def edit_cmd(
     if auth_env is not None:
         _check_env_name(auth_env)
     current = need_source(load(), name)
+    ca_path = None if ca_file is None else _ca_file(ca_file, base_url if base_url is not None else current.base_url)
     secret = _read_secret(auth_value)
 
     def changed(src):
@@ -240,6 +263,7 @@ def edit_cmd(
             headers=MappingProxyType(headers),
             connect_timeout=src.connect_timeout if connect_timeout is None else connect_timeout,
             read_timeout=src.read_timeout if read_timeout is None else read_timeout,
+            ca_file=src.ca_file if ca_file is None else ca_path,
         )
         _validated(name, new.base_url, new.auth_header, dict(new.headers), new.connect_timeout, new.read_timeout,
                    "--auth-header" if auth_header is not None else f"sources.{name}.auth_header")
@@ -287,6 +311,7 @@ def source_json(src, snap, reveal: bool = False, models: bool = False) -> dict:
         "headers": dict(src.headers),
         "connect_timeout": src.connect_timeout,
         "read_timeout": src.read_timeout,
+        "ca_file": src.ca_file,
         "model_count": len(src.models),
         "enabled_model_count": enabled,
         "catalog_entries": sum(1 for e in snap.catalog.values() if e.source == src.name),
@@ -362,6 +387,8 @@ def show(
         pairs.append(("connect_timeout", f"{src.connect_timeout:g}s"))
     if src.read_timeout:
         pairs.append(("read_timeout", f"{src.read_timeout:g}s"))
+    if src.ca_file:
+        pairs.append(("ca_file", src.ca_file))
     enabled = sum(1 for v in src.models.values() if v)
     pairs.append(("models", f"{enabled} enabled of {len(src.models)}"))
     for m, e in src.models.items():

@@ -113,6 +113,13 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
                  f"export {src.auth.env} wherever gwctl proxy runs")
         if not src.auth.is_set:
             warn(where, f"source {src.name} has no credential", f"add one with: gwctl source edit {src.name} --auth-env VAR")
+        if src.ca_file:  # read here, not when the store loads: a missing file is reported, never fatal
+            from gwctl.tls import ca_file_problem
+
+            problem = ca_file_problem(src.ca_file)
+            if problem:
+                err(where + ".ca_file", f"source {src.name}: {problem}",
+                    f"point it at a PEM CA file with: gwctl source edit {src.name} --ca-file PATH (or --ca-file '' to drop it)")
 
     s = snapshot.settings
     if s.fallback_source and s.fallback_source not in snapshot.sources:

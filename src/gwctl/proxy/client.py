@@ -13,7 +13,7 @@ What it does and does not do:
 
 * HTTP/1.1 only, one request in flight per connection (no pipelining), one
   connection per in-flight request (no limit), idle connections pooled per
-  ``(scheme, host, port)`` and reused newest first, at most
+  ``(scheme, host, port)`` (and CA file) and reused newest first, at most
   ``max_idle_per_host`` kept, each for at most ``idle_timeout`` seconds.
 * Request bodies are bytes with a ``Content-Length``; the caller's ``Host``,
   ``Content-Length``, ``Connection``, ``Keep-Alive``, ``Transfer-Encoding``
@@ -24,7 +24,16 @@ What it does and does not do:
   closed it while idle) is retried once on a fresh connection; nothing else is
   ever retried.
 * Errors are :class:`UpstreamConnectError` (DNS, refused, TLS), :class:`UpstreamTimeout`
-  and :class:`UpstreamProtocolError`, so the proxy can answer 502 or 504.
+  and :class:`UpstreamProtocolError`, so the proxy can answer 502 or 504. Their
+  messages reach clients and logs: a URL in one is redacted, never shown with its
+  user info; a failed certificate check says why (not trusted, and the fix; a
+  host-name mismatch, with the names the certificate is for).
+* https: verified against the default trust store (:func:`gwctl.tls.trust_context`)
+  plus a request's ``ca_file``, one context per CA file.
+* Stricter than llhttp alone where it is lax (tests/test_upstream_differential.py
+  holds it against h11): one plain ``chunked`` Transfer-Encoding only, heads and
+  trailer sections up to 64 KiB, no bytes before an answer, and a connection
+  with anything after an answer is never pooled.
 * An egress proxy (:class:`Proxies`, read from ``HTTP_PROXY``/``HTTPS_PROXY``/
   ``ALL_PROXY``/``NO_PROXY`` as httpx and so ``gwctl source test`` read them):
   https upstreams through a ``CONNECT`` tunnel, then TLS to the upstream
@@ -37,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import re
 import ssl
 from collections import deque
@@ -44,6 +54,9 @@ from typing import AsyncIterator, Iterable, Mapping
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 from urllib.parse import unquote, urlsplit
+
+from gwctl.core.urls import redact_url
+from gwctl.tls import names_in, probe_context, trust_context, verify_failure
 
 __all__ = [
     "Proxies",
@@ -74,6 +87,11 @@ _CACHE_LIMIT = 4096
 _TICKS_PER_TIMEOUT = 8
 _MIN_TICK = 0.005
 _MAX_TICK = 1.0
+# The most a response head (status line and fields, any 1xx answers before it included) and,
+# separately, a trailer section may take; llhttp sets no limit of its own.
+_MAX_HEAD = 64 * 1024
+# Control characters a reason phrase may not hold (tab is allowed; CR and LF end the line).
+_BAD_REASON = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
 
 
 class UpstreamError(Exception):
@@ -108,6 +126,31 @@ class _Stale(Exception):
     """A reused connection died before any response byte: safe to retry once."""
 
 
+class _Refused(Exception):
+    """Raised from a parser callback: the answer breaks a rule llhttp does not enforce itself."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class _Trailers:
+    """Where trailer fields go: checked, counted against _MAX_HEAD, then dropped (they cannot be relayed)."""
+
+    __slots__ = ("size",)
+
+    def __init__(self):
+        self.size = 0
+
+    def append(self, field_: tuple[str, str]) -> None:
+        name = field_[0]
+        self.size += len(name) + len(field_[1]) + 4
+        if self.size > _MAX_HEAD:
+            raise _Refused(f"a trailer section larger than {_MAX_HEAD // 1024} KiB")
+        if name.lower() in ("transfer-encoding", "content-length"):  # framing is never a trailer (RFC 9110 6.5.1)
+            raise _Refused(f"a {name} trailer field")
+
+
 # --------------------------------------------------------------------------
 # Request side: URL targets and the request head
 # --------------------------------------------------------------------------
@@ -139,13 +182,15 @@ class _Proxy:
 
 
 def _shown_proxy(url: str) -> str:
-    """A proxy URL fit for messages: its password masked."""
+    """A proxy URL fit for messages: its password masked (``user:***@``), or the whole user
+    info when there is no password (a lone user name is often a token: ``***@``)."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         scheme, rest = "", url
     userinfo, at, hostpart = rest.rpartition("@")
     if at:
-        rest = userinfo.split(":", 1)[0] + ":***@" + hostpart
+        user, colon, _password = userinfo.partition(":")
+        rest = (user + ":***@" if colon else "***@") + hostpart
     return f"{scheme}://{rest}" if sep else rest
 
 
@@ -244,15 +289,15 @@ def _parse_target(base: str) -> _Target:
     scheme_end = base.find("://")
     scheme = base[:scheme_end].lower()
     if scheme not in ("http", "https"):
-        raise ValueError(f"unsupported URL scheme {scheme!r} (use http or https): {base!r}")
+        raise ValueError(f"unsupported URL scheme {scheme!r} (use http or https): {redact_url(base)!r}")
     netloc = base[scheme_end + 3 :]
     if not netloc or "@" in netloc:
-        raise ValueError(f"the URL needs a host and no user info: {base!r}")
+        raise ValueError(f"the URL needs a host and no user info: {redact_url(base)!r}")
     default = 443 if scheme == "https" else 80
     if netloc.startswith("["):  # IPv6 literal
         end = netloc.find("]")
         if end < 0:
-            raise ValueError(f"unterminated IPv6 address in URL: {base!r}")
+            raise ValueError(f"unterminated IPv6 address in URL: {redact_url(base)!r}")
         host, rest = netloc[1:end], netloc[end + 1 :]
         shown = f"[{host}]"
     else:
@@ -261,14 +306,14 @@ def _parse_target(base: str) -> _Target:
         shown = host
     if rest:
         if not rest.startswith(":") or not rest[1:].isdigit():
-            raise ValueError(f"bad port in URL: {base!r}")
+            raise ValueError(f"bad port in URL: {redact_url(base)!r}")
         port = int(rest[1:])
         if not 0 < port < 65536:
-            raise ValueError(f"port out of range in URL: {base!r}")
+            raise ValueError(f"port out of range in URL: {redact_url(base)!r}")
     else:
         port = default
     if not host or not host.isprintable() or " " in host:
-        raise ValueError(f"bad host in URL: {base!r}")
+        raise ValueError(f"bad host in URL: {redact_url(base)!r}")
     host = host.lower()
     shown = shown.lower()
     return _Target(scheme, host, port, shown if port == default else f"{shown}:{port}")
@@ -278,7 +323,7 @@ def _split_url(url: str, cache: dict, proxies: Proxies | None = None) -> tuple[_
     """``url`` -> (target, request-target); the scheme://host:port part is cached."""
     start = url.find("://")
     if start < 0:
-        raise ValueError(f"not an absolute http(s) URL: {url!r}")
+        raise ValueError(f"not an absolute http(s) URL: {redact_url(url)!r}")
     cut = len(url)
     for ch in "/?#":
         i = url.find(ch, start + 3)
@@ -302,8 +347,14 @@ def _split_url(url: str, cache: dict, proxies: Proxies | None = None) -> tuple[_
     elif path[0] == "?":
         path = "/" + path
     if " " in path or not path.isprintable():
-        raise ValueError(f"the URL path must be percent-encoded (no spaces or control characters): {path!r}")
+        raise ValueError(f"the URL path must be percent-encoded (no spaces or control characters): {_shown_path(path)}")
     return target, path
+
+
+def _shown_path(path: str) -> str:
+    """A request path fit for messages: its query string (which may carry a key, e.g. ``?key=...``) left out."""
+    base, sep, _query = path.partition("?")
+    return repr(base) + (" (and a query string)" if sep else "")
 
 
 # name -> True (send) / False (dropped: the client owns it); validated once.
@@ -329,9 +380,10 @@ _METHODS_SEEN: set[str] = {"GET", "POST", "HEAD", "PUT", "PATCH", "DELETE", "OPT
 
 def _bad_line(method: str, path: str, headers: list[tuple[str, str]]) -> str:
     """Name what holds a CR, LF or NUL (only called once a count says something does)."""
-    for what, text in (("method", method), ("URL path", path)):
-        if any(c in text for c in "\r\n\0"):
-            return f"the {what} contains CR, LF or NUL: {text!r}"
+    if any(c in method for c in "\r\n\0"):
+        return f"the method contains CR, LF or NUL: {method!r}"
+    if any(c in path for c in "\r\n\0"):
+        return f"the URL path contains CR, LF or NUL: {_shown_path(path)}"
     for k, v in headers:
         if any(c in k or c in v for c in "\r\n\0"):
             return f"header {k!r} contains CR, LF or NUL"
@@ -527,13 +579,15 @@ class _Conn(asyncio.Protocol):
     """One upstream connection; httptools calls back into it as bytes arrive."""
 
     __slots__ = (
-        "pool", "target", "loop", "transport", "parser", "resp", "closed", "paused",
-        "uses", "idle_since", "broken", "interim", "timeout", "last_data",
+        "pool", "target", "key", "loop", "transport", "parser", "resp", "closed", "paused",
+        "uses", "idle_since", "broken", "interim", "timeout", "last_data", "sink", "trailers", "head_bytes",
+        "odd_version",
     )
 
-    def __init__(self, pool: "UpstreamPool", target: _Target, loop: asyncio.AbstractEventLoop):
+    def __init__(self, pool: "UpstreamPool", target: _Target, loop: asyncio.AbstractEventLoop, key: tuple):
         self.pool = pool
         self.target = target
+        self.key = key  # the idle list it goes back to: (scheme, host, port), plus the CA file it was verified with
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = HttpResponseParser(self)
@@ -546,6 +600,10 @@ class _Conn(asyncio.Protocol):
         self.interim = False  # inside a 1xx response
         self.timeout = 0.0
         self.last_data = 0.0
+        self.sink: list | _Trailers = []  # where on_header puts fields: the answer's headers, then its trailers
+        self.trailers = _Trailers()
+        self.head_bytes = 0  # bytes received before the final head was complete
+        self.odd_version = False  # the answer may not be HTTP/1.1: look at its version before keeping it alive
 
     # --- driving a request ---------------------------------------------------
 
@@ -555,6 +613,8 @@ class _Conn(asyncio.Protocol):
         self.resp = resp
         self.uses += 1
         self.timeout = read_timeout
+        self.sink = resp.headers
+        self.head_bytes = 0
         self.last_data = now = loop.time()
         if self.closed:  # the server hung up between connect and now
             self._lost_before_answer(resp)
@@ -642,19 +702,99 @@ class _Conn(asyncio.Protocol):
             if resp is None:
                 self.close()
             return
-        resp._got_bytes = True
         self.last_data = self.loop.time()
+        if not resp._headers_done:
+            if not resp._got_bytes:
+                resp._got_bytes = True
+                if data[0] != 72:  # "H": llhttp would skip CR/LF before a status line; a desynchronised stream
+                    self._fail(self._malformed("it does not begin with a status line"))
+                    return
+                # "HTTP/1.1": anything else (or a first read too short to tell) gets its version read
+                self.odd_version = len(data) < 8 or data[7] != 49
+            self.head_bytes += len(data)
+        buffered = resp._buffered
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
             self._fail(UpstreamProtocolError(f"{self.target.name} switched protocols, which the gateway never asks for"))
             return
         except HttpParserError as exc:
-            self._fail(UpstreamProtocolError(f"{self.target.name} sent a malformed HTTP response ({exc})"))
+            cause = exc.__context__
+            error = self._malformed(cause.message if isinstance(cause, _Refused) else str(exc))
+            if resp._done and resp._error is None:
+                # The answer had ended; what followed it is not an answer (so the connection goes),
+                # but the answer itself must still pass the size and framing checks.
+                if self.head_bytes > _MAX_HEAD and self._head_too_big(resp):
+                    return
+                if resp._keep_alive:
+                    self._check_framing(resp)
+                self.close()
+                return
+            self._fail(error)
             return
-        if resp._buffered > _HIGH_WATER and not resp._done and not resp._read_all and not self.paused:
+        if self.head_bytes > _MAX_HEAD and self._head_too_big(resp):
+            return
+        if resp._done:
+            # Once per answer, where it ended: an answer that may be followed by more (keep-alive)
+            # and whose bytes end in CR or LF gets the checks llhttp leaves to us.
+            if resp._keep_alive and data[-1] in (10, 13) and resp._error is None:
+                self._check_end(resp, data, resp._buffered != buffered)
+            return
+        if resp._buffered > _HIGH_WATER and not resp._read_all and not self.paused:
             self.paused = True
             self.transport.pause_reading()
+
+    def _malformed(self, why: str) -> UpstreamProtocolError:
+        return UpstreamProtocolError(f"{self.target.name} sent a malformed HTTP response ({why})")
+
+    def _refuse_ended(self, resp: UpstreamResponse, why: str) -> None:
+        """Fail an answer that has ended (its head and body were parsed) and drop the connection."""
+        resp._error = self._malformed(why)
+        _wake(resp)
+        self.close()
+
+    def _head_too_big(self, resp: UpstreamResponse) -> bool:
+        """More than _MAX_HEAD bytes came before the head was complete: is the head itself too big?"""
+        if resp._headers_done:
+            size = len(resp.reason) + 15 + sum(len(k) + len(v) + 4 for k, v in resp.headers)
+            if size <= _MAX_HEAD:
+                self.head_bytes = 0  # it was the body that made the read big: stop counting
+                return False
+        why = f"a response head larger than {_MAX_HEAD // 1024} KiB"
+        if resp._done:
+            self._refuse_ended(resp, why)
+        else:
+            self._fail(self._malformed(why))
+        return True
+
+    def _check_framing(self, resp: UpstreamResponse) -> bool:
+        """Refuse an ended answer with a Transfer-Encoding other than one plain ``chunked``. True when it passes."""
+        problem = _transfer_coding(resp.headers)[1]
+        if problem is not None:
+            self._refuse_ended(resp, problem)
+            return False
+        return True
+
+    def _check_end(self, resp: UpstreamResponse, data: bytes, grew: bool) -> None:
+        """The answer ended in ``data``: check its framing, and that no CR/LF octets follow it.
+
+        llhttp skips CR and LF between messages without a callback, so bytes after the answer
+        that are only CR/LF would go unnoticed and the connection would be reused out of step
+        (any other byte starts a message: on_message_begin refuses it). An answer ends either
+        with the blank line closing its head or trailer section -- exactly CR LF CR LF after a
+        byte that is neither -- or with its last body piece; anything else means octets after
+        it, or an end split so that we cannot tell: either way the connection is not reused.
+        """
+        chunked, problem = _transfer_coding(resp.headers)
+        if problem is not None:
+            self._refuse_ended(resp, problem)
+            return
+        if chunked or not grew:
+            clean = len(data) > 4 and data[-4:] == b"\r\n\r\n" and data[-5] not in (10, 13)
+        else:
+            clean = _ends_with(data, resp._pieces[-1])
+        if not clean:
+            self.broken = True
 
     def eof_received(self):
         return None  # let the transport close; connection_lost decides what it meant
@@ -688,28 +828,51 @@ class _Conn(asyncio.Protocol):
     # --- httptools callbacks ----------------------------------------------------
 
     def on_status(self, status: bytes) -> None:
+        if not status.isalpha() and _BAD_REASON(status):
+            raise _Refused("a control character in the reason phrase")
         self.resp.reason += status.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.resp.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        self.sink.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
         resp = self.resp
-        status = self.parser.get_status_code()
-        if 100 <= status < 200:
+        parser = self.parser
+        status = parser.get_status_code()
+        if status < 200:
             # 1xx: informational, a final answer follows (101 makes feed_data raise)
+            if status < 100:
+                raise _Refused(f"status {status}")
+            problem = _transfer_coding(resp.headers)[1]
+            if problem is not None:
+                raise _Refused(problem)
+            self.odd_version = True  # the final answer's version was not seen in the first bytes
             self.interim = True
-            resp.headers = []
+            resp.headers = self.sink = []
             resp.reason = ""
             return
+        if resp.method == "HEAD":
+            version = parser.get_http_version()
+            _check_unkept(resp, version)
+            keep = _keep_alive(resp, version)
+        else:
+            keep = parser.should_keep_alive()
+            if not keep:  # rare: Connection: close, HTTP/1.0, a close-delimited body
+                _check_unkept(resp, parser.get_http_version())
+            elif self.odd_version:
+                # llhttp keeps an HTTP/1.0 (or 0.9) answer alive on "keep-alive", even beside "close"
+                version = parser.get_http_version()
+                _check_unkept(resp, version)
+                keep = _keep_alive(resp, version)
+        trailers = self.trailers
+        trailers.size = 0
+        self.sink = trailers
         resp.status = status
         resp._headers_done = True
+        resp._keep_alive = keep
         if resp.method == "HEAD":
-            resp._keep_alive = _head_keep_alive(resp, self.parser.get_http_version())
             resp._done = True
             self.pool._waiting.discard(self)
-        else:
-            resp._keep_alive = self.parser.should_keep_alive()
         if not resp._head.done():  # done: the request was cancelled meanwhile
             resp._head.set_result(None)
 
@@ -730,10 +893,14 @@ class _Conn(asyncio.Protocol):
         resp = self.resp
         if not resp._done:
             self._complete(resp)
+        elif resp.status not in (204, 304) and _transfer_coding(resp.headers)[0]:
+            # A HEAD answer (done at its head) that llhttp, not knowing the method, read a chunked
+            # body for: those chunk bytes came after the answer, so the connection is out of step.
+            self.broken = True
 
     def on_message_begin(self) -> None:
-        if self.resp._headers_done:
-            self.broken = True  # a second answer to one request
+        if self.resp._headers_done:  # a second answer to one request: stop parsing here
+            raise _Refused("more than one response to one request")
 
 
 def _wake(resp: UpstreamResponse) -> None:
@@ -742,6 +909,57 @@ def _wake(resp: UpstreamResponse) -> None:
         resp._waiter = None
         if not w.done():
             w.set_result(None)
+
+
+def _transfer_coding(headers: list[tuple[str, str]]) -> tuple[bool, str | None]:
+    """(chunked?, what is wrong) from the Transfer-Encoding fields.
+
+    One field whose value is ``chunked`` is all we accept, as h11 does: llhttp also takes
+    ``gzip, chunked`` (and de-chunks, leaving a body in a coding nobody decodes), a coding
+    list not ending in chunked (read to the close), and the field twice.
+    """
+    coding = None
+    for k, v in headers:
+        if len(k) == 17 and k.lower() == "transfer-encoding":
+            if coding is not None:
+                return False, "more than one Transfer-Encoding field"
+            coding = v
+    if coding is None:
+        return False, None
+    if coding.strip(" \t").lower() != "chunked":
+        return False, f"Transfer-Encoding {coding[:40]!r}: only chunked is supported"
+    return True, None
+
+
+def _check_unkept(resp: UpstreamResponse, version: str) -> None:
+    """The checks for an answer the connection ends after (or a HEAD answer): its version and framing."""
+    if version not in ("1.1", "1.0"):
+        raise _Refused(f"an HTTP/{version} status line on an HTTP/1.1 connection")
+    problem = _transfer_coding(resp.headers)[1]
+    if problem is not None:
+        raise _Refused(problem)
+
+
+def _blank_run(data: bytes, limit: int = 16) -> int:
+    """How many CR/LF octets end ``data`` (counting stops at ``limit``)."""
+    n = 0
+    end = len(data)
+    while n < end and n < limit and data[end - 1 - n] in (10, 13):
+        n += 1
+    return n
+
+
+def _ends_with(data: bytes, piece: bytes) -> bool:
+    """Does ``data`` end exactly where its last body piece ``piece`` does (no CR/LF after it)?
+
+    ``piece`` is a slice of ``data`` and anything after it is CR/LF only (see _Conn._check_end),
+    so the two end together when their runs of trailing CR/LF octets are equally long, provided
+    the piece holds some other octet to anchor the run; when it does not, we cannot tell: False.
+    """
+    own = _blank_run(piece)
+    if own >= min(len(piece), 16):
+        return False
+    return _blank_run(data) == own
 
 
 def _close_delimited(resp: UpstreamResponse) -> bool:
@@ -755,7 +973,8 @@ def _close_delimited(resp: UpstreamResponse) -> bool:
     return True
 
 
-def _head_keep_alive(resp: UpstreamResponse, version: str) -> bool:
+def _keep_alive(resp: UpstreamResponse, version: str) -> bool:
+    """May the connection carry another request after this answer? (RFC 9112 9.3: "close" always wins.)"""
     keep = version == "1.1"
     for k, v in resp.headers:
         if k.lower() == "connection":
@@ -806,8 +1025,10 @@ class UpstreamPool:
 
     One connection per in-flight request; when a response is released its
     connection waits, newest first, for the next request to the same
-    ``(scheme, host, port)``. ``proxies`` (none by default) sends upstreams
-    through an egress proxy. Use it from one event loop.
+    ``(scheme, host, port)`` -- and, for https, verified against the same CA
+    file. ``proxies`` (none by default) sends upstreams through an egress proxy.
+    ``ssl_context`` replaces the default trust (:func:`gwctl.tls.trust_context`)
+    for requests without a ``ca_file``. Use it from one event loop.
     """
 
     def __init__(self, *, max_idle_per_host: int = 256, idle_timeout: float = 60.0,
@@ -819,6 +1040,8 @@ class UpstreamPool:
         self.max_idle_per_host = max_idle_per_host
         self.idle_timeout = idle_timeout
         self._ssl_context = ssl_context
+        self._custom_ssl = ssl_context is not None
+        self._ca_contexts: dict[str, tuple[tuple, ssl.SSLContext]] = {}  # CA file -> (its stat, context)
         self._proxies = proxies
         self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
         self._targets: dict[str, _Target] = {}
@@ -833,8 +1056,12 @@ class UpstreamPool:
     # --- public ---------------------------------------------------------------
 
     async def request(self, method: str, url: str, headers: Iterable[tuple[str, str]], body: bytes,
-                      *, connect_timeout: float = 10.0, read_timeout: float = 600.0) -> UpstreamResponse:
+                      *, connect_timeout: float = 10.0, read_timeout: float = 600.0,
+                      ca_file: str | None = None) -> UpstreamResponse:
         """Send one request; return once the status line and headers arrived.
+
+        ``ca_file``: for an https URL, also trust the CAs in this PEM file (on top of
+        the default trust store); connections verified with it are pooled apart.
 
         Raises ValueError for a request that cannot be written (bad URL, method,
         header name, or CR/LF/NUL anywhere in the head), else an UpstreamError.
@@ -853,15 +1080,18 @@ class UpstreamPool:
         elif not isinstance(headers, (list, tuple)):
             headers = list(headers)
         data = _build_request(method, target, path, headers, b"" if body is None else body)
-        conn = self._take_idle(target.key)
+        key = target.key
+        if ca_file is not None and target.tls:
+            key = (*key, ca_file)
+        conn = self._take_idle(key)
         if conn is None:
-            conn = await self._connect(target, connect_timeout)
+            conn = await self._connect(target, connect_timeout, key, ca_file)
         resp = conn.send(data, method, read_timeout)
         try:
             await resp._head
         except _Stale:
             conn.close()
-            conn = await self._connect(target, connect_timeout)
+            conn = await self._connect(target, connect_timeout, key, ca_file)
             resp = conn.send(data, method, read_timeout)
             try:
                 await resp._head
@@ -918,7 +1148,7 @@ class UpstreamPool:
         if self._closed:
             conn.close()
             return
-        key = conn.target.key
+        key = conn.key
         conns = self._idle.get(key)
         if conns is None:
             conns = self._idle[key] = []
@@ -984,31 +1214,57 @@ class UpstreamPool:
         if next_due is not None and not self._closed:
             self._sweeper = loop.call_at(next_due, self._sweep, loop)
 
-    def _ssl(self) -> ssl.SSLContext:
-        if self._ssl_context is None:
-            ctx = ssl.create_default_context()
-            ctx.set_alpn_protocols(["http/1.1"])
-            self._ssl_context = ctx
-        return self._ssl_context
+    def _ssl(self, ca_file: str | None) -> ssl.SSLContext:
+        """The context for a new TLS connection: one per CA file (remade when the file changes)."""
+        if ca_file is None:
+            if self._ssl_context is None:
+                ctx = trust_context()
+                ctx.set_alpn_protocols(["http/1.1"])
+                self._ssl_context = ctx
+            return self._ssl_context
+        st = os.stat(ca_file)
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        cached = self._ca_contexts.get(ca_file)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        ctx = trust_context(ca_file)
+        ctx.set_alpn_protocols(["http/1.1"])
+        if len(self._ca_contexts) >= 64:
+            self._ca_contexts.clear()
+        self._ca_contexts[ca_file] = (stamp, ctx)
+        return ctx
 
-    async def _connect(self, target: _Target, connect_timeout: float) -> _Conn:
+    async def _connect(self, target: _Target, connect_timeout: float, key: tuple,
+                       ca_file: str | None = None) -> _Conn:
         loop = asyncio.get_running_loop()
-        ctx = self._ssl() if target.tls else None
+        ctx = None
+        if target.tls:
+            try:
+                ctx = self._ssl(ca_file)
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+                raise UpstreamConnectError(f"cannot use the CA file {ca_file} for {target.name}: {reason}") from exc
         proxy = target.proxy
         via = f" through proxy {proxy.name}" if proxy is not None else ""
         try:
             async with asyncio.timeout(connect_timeout):
                 if proxy is None:
                     _, conn = await loop.create_connection(
-                        lambda: _Conn(self, target, loop), target.host, target.port,
+                        lambda: _Conn(self, target, loop, key), target.host, target.port,
                         ssl=ctx, server_hostname=target.host if ctx is not None else None)
                 elif ctx is None:  # plain http: absolute-form requests to the proxy (see _Target.use_proxy)
-                    _, conn = await loop.create_connection(lambda: _Conn(self, target, loop), proxy.host, proxy.port)
+                    _, conn = await loop.create_connection(lambda: _Conn(self, target, loop, key), proxy.host, proxy.port)
                 else:
-                    conn = await self._tunnel(loop, target, proxy, ctx)
+                    conn = await self._tunnel(loop, target, proxy, ctx, key)
         except TimeoutError:
             raise UpstreamTimeout(
                 f"connecting to {target.name}{via} took longer than {connect_timeout:g} s") from None
+        except ssl.SSLCertVerificationError as exc:
+            names = None
+            if getattr(exc, "verify_code", None) in (62, 64) and proxy is None:
+                names = await self._peer_names(loop, target, ca_file, connect_timeout)
+            message, hint = verify_failure(exc, target.host, names, ca_file)
+            raise UpstreamConnectError(f"{message}{via}; {hint}") from exc
         except ssl.SSLError as exc:
             raise UpstreamConnectError(
                 f"TLS handshake with {target.name}{via} failed: {exc.reason or exc}") from exc
@@ -1019,7 +1275,23 @@ class UpstreamPool:
         self.connections_opened += 1
         return conn
 
-    async def _tunnel(self, loop, target: _Target, proxy: _Proxy, ctx: ssl.SSLContext) -> _Conn:
+    async def _peer_names(self, loop, target: _Target, ca_file: str | None, timeout: float) -> list[str] | None:
+        """After a host-name mismatch: the names the (trusted) certificate is for, read over a second
+        handshake that skips only the host-name check. None when that cannot be learned."""
+        if ca_file is None and self._custom_ssl:
+            return None  # a caller's own context: its trust cannot be repeated here
+        try:
+            async with asyncio.timeout(min(timeout, 5.0)):
+                transport, _ = await loop.create_connection(
+                    asyncio.Protocol, target.host, target.port, ssl=probe_context(ca_file), server_hostname=target.host)
+        except (OSError, TimeoutError, ValueError):
+            return None
+        try:
+            return names_in(transport.get_extra_info("peercert"))
+        finally:
+            transport.abort()
+
+    async def _tunnel(self, loop, target: _Target, proxy: _Proxy, ctx: ssl.SSLContext, key: tuple) -> _Conn:
         """A CONNECT tunnel through ``proxy`` to ``target``, then TLS to the target over it."""
         transport, opening = await loop.create_connection(_TunnelOpening, proxy.host, proxy.port)
         try:
@@ -1032,7 +1304,7 @@ class UpstreamPool:
             if status != 200:
                 raise UpstreamConnectError(
                     f"proxy {proxy.name} refused the tunnel to {target.name}: {status} {reason}".rstrip())
-            conn = _Conn(self, target, loop)
+            conn = _Conn(self, target, loop, key)
             tls = await loop.start_tls(transport, conn, ctx, server_hostname=target.host)
             conn.connection_made(tls)
             return conn

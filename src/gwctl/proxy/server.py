@@ -339,7 +339,8 @@ class Gateway:
             try:
                 upstream = await self.pool.request("POST", d.upstream_url, headers, payload,
                                                    connect_timeout=d.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
-                                                   read_timeout=d.read_timeout or DEFAULT_READ_TIMEOUT)
+                                                   read_timeout=d.read_timeout or DEFAULT_READ_TIMEOUT,
+                                                   ca_file=snap.sources[d.source].ca_file)
             except UpstreamTimeout:
                 return self._upstream_failed(504, "upstream_timeout", f"source {d.source} did not answer in time", rid, key_name, d, request, start, stream)
             except (UpstreamError, ValueError) as exc:

@@ -10,7 +10,8 @@ Layout (documented in the README)::
     schema = 1
     [settings]      auto_enable_models, default_model, fallback_source
     [sources.NAME]  base_url, auth_header, auth_value | auth_env, passthrough,
-                    catalog_only, headers = {..}, connect_timeout, read_timeout
+                    catalog_only, headers = {..}, connect_timeout, read_timeout,
+                    ca_file (an absolute path)
     [sources.NAME.models]   "model-id" = true|false   (enabled?)
     [catalog."SOURCE/MODEL_ID"]  display_name, context_size, max_output,
                     supported_params = [..]
@@ -52,6 +53,7 @@ SOURCE_KEYS = {
     "models",
     "connect_timeout",
     "read_timeout",
+    "ca_file",
 }
 ENTRY_KEYS = {"display_name", "context_size", "max_output", "prices", "capabilities", "supported_params"}
 ROUTE_KEYS = {"agent", "model_name", "provider", "model", "base_url", "passthrough"}
@@ -206,6 +208,7 @@ def parse_source(name: str, table: Any) -> Source:
         models=MappingProxyType(models),
         connect_timeout=_opt_timeout(table, "connect_timeout", path),
         read_timeout=_opt_timeout(table, "read_timeout", path),
+        ca_file=_opt_str(table, "ca_file", path) or None,
     )
 
 
