@@ -301,3 +301,23 @@ def test_dry_run_warns_when_the_proxy_would_not_start_on_the_store(tmp_path):
     store.write_text(store.read_text().replace("http://127.0.0.1:9/v1", "http://user:s3cret@127.0.0.1:9/v1"))
     r = run_cli("route", "dry-run", "--model", "up/m")
     assert "the proxy will not start on it" in r.err and "s3cret" not in r.err + r.out
+
+
+def test_a_source_can_pass_on_more_response_headers(tmp_path, store_path):
+    extra = [("x-litellm-model-api-base", "http://10.1.2.3:8000"), ("X-Backend-Version", "7")]
+    up = RawUpstream(lambda rec: json_reply(CHAT_OK, headers=extra))
+    assert run_cli("source", "add", "up", "--base-url", up.url, "--response-header", "X-Backend-Version").code == 0
+    assert run_cli("source", "show", "up", "--json").json()["response_headers"] == ["x-backend-version"]
+    assert 'response_headers = ["x-backend-version"]' in store_path.read_text()
+    assert run_cli("source", "edit", "up", "--response-header", "bad header").code != 0
+    key = run_cli("key", "create", "k", "--json").json()["key"]
+    proc = ProxyProcess(store_path, f"sqlite://{tmp_path / 'activity.sqlite3'}")
+    try:
+        r = httpx.post(proc.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                       json={"model": "up/m", "messages": [{"role": "user", "content": "x"}]}, timeout=20)
+        assert r.headers["x-backend-version"] == "7" and "x-litellm-model-api-base" not in r.headers
+    finally:
+        proc.terminate()
+        up.stop()
+    assert run_cli("source", "edit", "up", "--response-header", "").code == 0
+    assert "response_headers" not in store_path.read_text()

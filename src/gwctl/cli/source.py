@@ -26,6 +26,7 @@ CatalogOnlyOpt = Annotated[Optional[bool], typer.Option("--catalog-only/--no-cat
 TestOpt = Annotated[bool, typer.Option("--test", help="Test the connection first; save nothing if it fails.")]
 ConnectTimeoutOpt = Annotated[Optional[float], typer.Option("--connect-timeout", metavar="S", help="Connect timeout in seconds (proxy and test).")]
 ReadTimeoutOpt = Annotated[Optional[float], typer.Option("--read-timeout", metavar="S", help="Read timeout in seconds (proxy and test).")]
+RespHeaderOpt = Annotated[Optional[list[str]], typer.Option("--response-header", metavar="NAME", help="An upstream response header to pass on to clients beyond the default set (repeatable; on edit the list given replaces the old one, '' clears it).")]
 CaFileOpt = Annotated[Optional[str], typer.Option("--ca-file", metavar="PATH", help="PEM file of CA certificates to trust for this https source, in addition to the system store (proxy and test); '' removes it.")]
 
 
@@ -118,7 +119,25 @@ def _fields(src) -> dict:
         "connect_timeout": src.connect_timeout,
         "read_timeout": src.read_timeout,
         "ca_file": src.ca_file,
+        "response_headers": list(src.response_headers) or None,
     }
+
+
+def _response_headers(names: list[str] | None) -> tuple[str, ...] | None:
+    """--response-header values as stored: lower-case header names ('' alone clears the list)."""
+    from gwctl.core.headers import validate_header_name
+
+    if names is None:
+        return None
+    out = []
+    for n in names:
+        if not n.strip():
+            continue
+        try:
+            out.append(validate_header_name(n.strip()).lower())
+        except ValueError as exc:
+            fail(f"--response-header: {exc}")
+    return tuple(dict.fromkeys(out))
 
 
 def _run_test(src) -> None:
@@ -149,6 +168,7 @@ def add(
     connect_timeout: ConnectTimeoutOpt = None,
     read_timeout: ReadTimeoutOpt = None,
     ca_file: CaFileOpt = None,
+    response_header: RespHeaderOpt = None,
 ) -> None:
     """Add a source.
 
@@ -184,6 +204,7 @@ def add(
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
         ca_file=ca_path,
+        response_headers=_response_headers(response_header) or (),
     )
     if test:
         _run_test(src)
@@ -211,6 +232,7 @@ def edit_cmd(
     connect_timeout: ConnectTimeoutOpt = None,
     read_timeout: ReadTimeoutOpt = None,
     ca_file: CaFileOpt = None,
+    response_header: RespHeaderOpt = None,
     remove_header: Annotated[Optional[list[str]], typer.Option("--remove-header", metavar="K", help="Drop a static header (repeatable).")] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Remove the stored credential.")] = False,
 ) -> None:
@@ -264,6 +286,7 @@ def edit_cmd(
             connect_timeout=src.connect_timeout if connect_timeout is None else connect_timeout,
             read_timeout=src.read_timeout if read_timeout is None else read_timeout,
             ca_file=src.ca_file if ca_file is None else ca_path,
+            response_headers=src.response_headers if response_header is None else _response_headers(response_header),
         )
         _validated(name, new.base_url, new.auth_header, dict(new.headers), new.connect_timeout, new.read_timeout,
                    "--auth-header" if auth_header is not None else f"sources.{name}.auth_header")
@@ -312,6 +335,7 @@ def source_json(src, snap, reveal: bool = False, models: bool = False) -> dict:
         "connect_timeout": src.connect_timeout,
         "read_timeout": src.read_timeout,
         "ca_file": src.ca_file,
+        "response_headers": list(src.response_headers),
         "model_count": len(src.models),
         "enabled_model_count": enabled,
         "catalog_entries": sum(1 for e in snap.catalog.values() if e.source == src.name),
@@ -389,6 +413,8 @@ def show(
         pairs.append(("read_timeout", f"{src.read_timeout:g}s"))
     if src.ca_file:
         pairs.append(("ca_file", src.ca_file))
+    if src.response_headers:
+        pairs.append(("response_headers", ", ".join(src.response_headers)))
     enabled = sum(1 for v in src.models.values() if v)
     pairs.append(("models", f"{enabled} enabled of {len(src.models)}"))
     for m, e in src.models.items():

@@ -24,7 +24,7 @@ backend's address, its software and version).
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Collection, Iterable, Mapping
 
 REQUEST_DROP = frozenset({
     # hop-by-hop and framing: the HTTP client sets its own
@@ -87,7 +87,7 @@ def replaced_names(static: Mapping[str, str], auth: Mapping[str, str]) -> frozen
     return frozenset(k.lower() for k in (*static, *auth))
 
 
-def response_headers(upstream: Iterable[tuple[str, str]], extra: frozenset[str] = frozenset()) -> list[tuple[str, str]]:
+def response_headers(upstream: Iterable[tuple[str, str]], extra: Collection[str] = ()) -> list[tuple[str, str]]:
     """The upstream's response headers a client may see (``extra``: a source's own additions, lower case)."""
     keep = RESPONSE_HEADERS
     return [(k, v) for k, v in upstream

@@ -76,6 +76,7 @@ class Source:
     models: Mapping[str, bool] = field(default_factory=_empty)  # discovered model id -> enabled
     connect_timeout: float | None = None
     read_timeout: float | None = None
+    response_headers: tuple[str, ...] = ()  # upstream response headers (lower case) passed to clients beyond the default set
     ca_file: str | None = None  # PEM CAs trusted for this source's https upstream, on top of the system store
 
     @property

@@ -346,7 +346,7 @@ class Gateway:
             except (UpstreamError, ValueError) as exc:
                 return self._upstream_failed(502, "upstream_unreachable", f"source {d.source} is unreachable ({_why(exc)})", rid, key_name, d, request, start, stream)
             try:
-                out_headers = response_headers(upstream.headers)
+                out_headers = response_headers(upstream.headers, snap.sources[d.source].response_headers)
                 out_headers.append((REQUEST_ID_HEADER, rid))
                 if (upstream.header("content-type") or "").startswith("text/event-stream"):
                     return await self._relay_stream(request, upstream, out_headers, d, api, strip_usage, rid, key_name, start)

@@ -54,6 +54,7 @@ SOURCE_KEYS = {
     "connect_timeout",
     "read_timeout",
     "ca_file",
+    "response_headers",
 }
 ENTRY_KEYS = {"display_name", "context_size", "max_output", "prices", "capabilities", "supported_params"}
 ROUTE_KEYS = {"agent", "model_name", "provider", "model", "base_url", "passthrough"}
@@ -209,7 +210,23 @@ def parse_source(name: str, table: Any) -> Source:
         connect_timeout=_opt_timeout(table, "connect_timeout", path),
         read_timeout=_opt_timeout(table, "read_timeout", path),
         ca_file=_opt_str(table, "ca_file", path) or None,
+        response_headers=_response_headers(table.get("response_headers", []), path + ("response_headers",)),
     )
+
+
+def _response_headers(value: Any, path: tuple) -> tuple[str, ...]:
+    """A source's extra response header names: a list of header names, kept lower case."""
+    from gwctl.core.headers import validate_header_name
+
+    if not isinstance(value, list):
+        raise SchemaError(f"{_dotted(path)} must be a list of header names, got {_got(value, path)}", path)
+    out = []
+    for i, name in enumerate(value):
+        try:
+            out.append(validate_header_name(name).lower())
+        except ValueError as exc:
+            raise SchemaError(f"{_dotted(path)}[{i}]: {exc}", path) from None
+    return tuple(dict.fromkeys(out))
 
 
 def _price_value(value: Any, kind: str, path: tuple) -> tuple[Decimal, str]:
