@@ -34,6 +34,7 @@ from gwctl.core.model import Snapshot
 from gwctl.core.pricing import Usage
 from gwctl.errors import GwctlError
 from gwctl.proxy.client import Proxies, ProxySettingError, UpstreamError, UpstreamPool, UpstreamTimeout
+from gwctl.proxy import http
 from gwctl.proxy.http import HttpServer, Reply, Request
 from gwctl.proxy.meter import StreamMeter, usage_from_body
 from gwctl.store.file import load
@@ -68,6 +69,10 @@ class ProxyConfig:
     reload_interval: float = 1.0
     grace_period: float = 30.0
     access_log: bool = False
+    head_timeout: float = http.HEAD_TIMEOUT
+    body_timeout: float = http.BODY_TIMEOUT
+    max_connections: int = http.MAX_CONNECTIONS
+    max_connections_per_client: int = http.MAX_CONNECTIONS_PER_CLIENT
 
 
 def _error(status: int, message: str, etype: str, code: str | None, request_id: str, param: str | None = None) -> Reply:
@@ -165,6 +170,19 @@ class Gateway:
         self.inflight -= 1
         if self.inflight == 0:
             self._idle.set()
+
+    def check_head(self, request: Request) -> Reply | None:
+        """The gateway-key check of :meth:`handle`, made as soon as the request's head is in: a request
+        without a valid key is answered 401 (and logged) before any of its body is read."""
+        if self.config.no_auth or request.path == "/healthz":
+            return None
+        presented = gwkeys.from_headers(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        if self._keys.verify(self.snapshot, presented) is not None:
+            return None
+        start = time.perf_counter()
+        msg = "missing gateway key: send Authorization: Bearer <key> or x-api-key: <key>" if not presented else "invalid gateway key"
+        return self._log_error(401, msg, "invalid_api_key", new_request_id(), None, request, request.path, start,
+                               "authentication_error")
 
     def handle(self, request: Request):
         """Answer one request: a :class:`Reply` at once when nothing needs waiting for (a rejection, the
@@ -409,7 +427,18 @@ async def serve(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, s
     gateway = Gateway(config, snapshot)
     await gateway.open()
     loop = asyncio.get_running_loop()
-    server = HttpServer(gateway.handle, body_limit=config.body_limit, keepalive_timeout=75.0, on_error=_internal_error)
+
+    def rejected(status: int, code: str, message: str, request: Request | None) -> None:
+        """The HTTP server refused a request (or a connection) on its own."""
+        if status != 503:  # refused connections: the server warns, at most every few seconds
+            peer = request.conn.peer if request is not None else None
+            log.info("refused with %d %s%s: %s", status, code, f" from {peer}" if peer else "", message)
+
+    server = HttpServer(gateway.handle, body_limit=config.body_limit, keepalive_timeout=75.0, on_error=_internal_error,
+                        on_head=gateway.check_head, on_reject=rejected,
+                        head_timeout=config.head_timeout, body_timeout=config.body_timeout,
+                        max_connections=config.max_connections,
+                        max_connections_per_client=config.max_connections_per_client)
     if sock is not None:
         srv = await loop.create_server(server, sock=sock, backlog=1024)
     else:
