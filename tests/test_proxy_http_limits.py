@@ -459,3 +459,18 @@ def test_server_options_are_checked():
         HttpServer(echo, body_limit=1, head_timeout=0)
     with pytest.raises(ValueError):
         HttpServer(echo, body_limit=1, max_connections=0)
+
+
+def test_the_gateway_and_command_line_defaults_are_the_servers():
+    import inspect
+
+    from gwctl.cli.proxy import proxy
+    from gwctl.proxy import http
+    from gwctl.proxy.server import ProxyConfig
+
+    expected = (http.HEAD_TIMEOUT, http.BODY_TIMEOUT, http.MAX_CONNECTIONS, http.MAX_CONNECTIONS_PER_CLIENT)
+    config = ProxyConfig(store_path=None, activity_dsn=None)
+    assert (config.head_timeout, config.body_timeout, config.max_connections, config.max_connections_per_client) == expected
+    params = inspect.signature(proxy).parameters
+    names = ("head_timeout", "body_timeout", "max_connections", "max_connections_per_client")
+    assert tuple(params[n].default for n in names) == expected

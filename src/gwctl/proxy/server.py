@@ -34,7 +34,6 @@ from gwctl.core.model import Snapshot
 from gwctl.core.pricing import Usage
 from gwctl.errors import GwctlError
 from gwctl.proxy.client import Proxies, ProxySettingError, UpstreamError, UpstreamPool, UpstreamTimeout
-from gwctl.proxy import http
 from gwctl.proxy.http import HttpServer, Reply, Request
 from gwctl.proxy.meter import StreamMeter, usage_from_body
 from gwctl.store.file import load
@@ -69,10 +68,10 @@ class ProxyConfig:
     reload_interval: float = 1.0
     grace_period: float = 30.0
     access_log: bool = False
-    head_timeout: float = http.HEAD_TIMEOUT
-    body_timeout: float = http.BODY_TIMEOUT
-    max_connections: int = http.MAX_CONNECTIONS
-    max_connections_per_client: int = http.MAX_CONNECTIONS_PER_CLIENT
+    head_timeout: float = 10.0  # these four: gwctl.proxy.http's defaults (HEAD_TIMEOUT and so on)
+    body_timeout: float = 60.0
+    max_connections: int = 4096
+    max_connections_per_client: int = 256
 
 
 def _error(status: int, message: str, etype: str, code: str | None, request_id: str, param: str | None = None) -> Reply:
