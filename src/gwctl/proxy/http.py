@@ -37,8 +37,9 @@ connection.
 * ``MAX_PIPELINE`` parsed requests waiting behind the one being answered;
   reading pauses past it.
 * What h11 refuses, this server refuses too (tests/test_proxy_http_h11.py):
-  an HTTP/1.1 request without exactly one Host (400), a transfer coding other
-  than chunked (501), HTTP versions other than 1.0 and 1.1 (505).
+  an HTTP/1.1 request without exactly one Host (400), a Content-Length of
+  over 20 digits (400), a transfer coding other than chunked (501), HTTP
+  versions other than 1.0 and 1.1 (505). Header values lose trailing blanks.
 
 Hooks: ``on_head(request)`` is called as soon as a request's head is complete,
 before any of its body is read (``request.body`` is None). A :class:`Reply` it
@@ -482,7 +483,14 @@ class HttpProtocol(asyncio.Protocol):
             self._reject(505, "http_version_not_supported", f"HTTP/{version} is not supported: send HTTP/1.1", None)
             return
         raw = self._headers
-        headers, repeated = _fold_headers(raw)
+        headers: dict[str, str] = {}
+        repeated = None
+        for k, v in raw:  # _fold_headers inline for the usual head without a repeated name
+            lk = k.lower()
+            if lk in headers:
+                headers, repeated = _fold_headers(raw)
+                break
+            headers[lk] = v
         if "host" not in headers:
             if not http10:
                 self._reject(400, "malformed_request", "malformed HTTP request (an HTTP/1.1 request needs a Host header)", None)
@@ -495,6 +503,9 @@ class HttpProtocol(asyncio.Protocol):
             self._reject(501, "unsupported_transfer_encoding", "only Transfer-Encoding: chunked is supported", None)
             return
         length = headers.get("content-length")  # digits only: the parser checked
+        if length is not None and len(length) > 20:  # h11's bound too: a length no body can have
+            self._reject(400, "malformed_request", "malformed HTTP request (Content-Length has over 20 digits)", None)
+            return
         too_large = length is not None and int(length) > self.server.body_limit
         url = self._url
         q = url.find(b"?")
