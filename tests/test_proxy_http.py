@@ -6,7 +6,9 @@ does: framing (Content-Length, chunked, close-delimited), keep-alive and
 pipelining order, ``Expect: 100-continue``, the body limit (413) and head
 limit (431), malformed input (400), HEAD, streaming without buffering, the
 handler cancelled on hang-up, errors, the idle sweep and graceful shutdown,
-plus a property test that feeds requests in arbitrary fragments.
+plus a property test that feeds requests in arbitrary fragments. The newer
+limits (trailers, the head hook, deadlines, connection caps) are in
+test_proxy_http_limits.py, the comparison with h11 in test_proxy_http_h11.py.
 
 The server runs in a background thread on its own event loop (uvloop when
 installed, as in production).
@@ -630,13 +632,13 @@ def test_handler_error_without_on_error_gets_a_generic_500(serve):
 # --- idle connections and shutdown ---------------------------------------------------
 
 
-def test_idle_sweep_closes_idle_and_half_sent_connections_but_not_busy_ones(serve):
+def test_idle_sweep_closes_idle_connections_but_not_busy_ones_and_times_out_half_sent_heads(serve):
     async def handler(request):
         if request.path == "/slow":
             await asyncio.sleep(0.8)  # longer than the keep-alive timeout: a busy connection stays
         return await echo(request)
 
-    running = serve(handler, keepalive_timeout=0.3)
+    running = serve(handler, keepalive_timeout=0.3, head_timeout=0.5)
     with running.client() as busy, running.client() as idle, running.client() as half:
         busy.send(get("/slow"))
         idle.send(get("/quick"))
@@ -644,8 +646,11 @@ def test_idle_sweep_closes_idle_and_half_sent_connections_but_not_busy_ones(serv
         half.send(b"GET /never-finished HTTP/1.1\r\nHost: te")
         t0 = time.monotonic()
         assert idle.closed_by_server(3.0)
-        assert half.closed_by_server(3.0)
         assert 0.2 < time.monotonic() - t0 < 3.0
+        late = half.response()  # a head that stopped coming in: its own deadline, and a 408
+        assert (late.status, late.json()["error"]["code"]) == (408, "request_timeout")
+        assert half.closed_by_server(3.0)
+        assert 0.4 < time.monotonic() - t0 < 3.0
         assert busy.response().body == b"/slow"
         assert busy.closed_by_server(3.0)  # idle after its answer: swept in turn
 
@@ -783,6 +788,9 @@ def test_pipelined_head_is_not_charged_for_the_previous_body():
 
         def resume_reading(self):
             pass
+
+        def get_extra_info(self, name, default=None):
+            return default
 
     async def scenario() -> Transport:
         server = HttpServer(echo, body_limit=1 << 20)

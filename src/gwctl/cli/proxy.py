@@ -25,6 +25,10 @@ def proxy(
     grace: Annotated[float, typer.Option("--grace", metavar="S", help="Seconds in-flight requests get to finish on SIGTERM.")] = 30.0,
     reload_interval: Annotated[float, typer.Option("--reload-interval", metavar="S", help="How often to check the store for changes.")] = 1.0,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log one line per request to stderr.")] = False,
+    head_timeout: Annotated[float, typer.Option("--head-timeout", metavar="S", help="Seconds a client gets to send a request's headers once it began (408 after).")] = 10.0,
+    body_timeout: Annotated[float, typer.Option("--body-timeout", metavar="S", help="Seconds a client gets to send a request's body after its headers (408 after).")] = 60.0,
+    max_connections: Annotated[int, typer.Option("--max-connections", metavar="N", help="Open client connections per worker; more are refused with 503.")] = 4096,
+    max_connections_per_client: Annotated[int, typer.Option("--max-connections-per-client", metavar="N", help="Open connections per client address, per worker; more are refused with 503.")] = 256,
 ) -> None:
     """Run the gateway: OpenAI- and Anthropic-compatible endpoints that enforce the store.
 
@@ -54,6 +58,10 @@ def proxy(
         fail("--workers must be at least 1")
     if body_limit < 1:
         fail("--body-limit must be a positive number of bytes")
+    if not (head_timeout > 0 and body_timeout > 0):
+        fail("--head-timeout and --body-timeout must be positive numbers of seconds")
+    if max_connections < 1 or max_connections_per_client < 1:
+        fail("--max-connections and --max-connections-per-client must be at least 1")
     if not (0 <= port <= 65535):
         fail(f"--port must be between 0 and 65535, got {port}")
     from gwctl.core.validate import validate
@@ -88,5 +96,7 @@ def proxy(
 
     sys.stderr.write(f"store {path}; activity log {redact_dsn(dsn)}\n")
     config = ProxyConfig(store_path=path, activity_dsn=dsn, no_auth=no_auth, body_limit=body_limit,
-                         reload_interval=reload_interval, grace_period=grace, access_log=access_log)
+                         reload_interval=reload_interval, grace_period=grace, access_log=access_log,
+                         head_timeout=head_timeout, body_timeout=body_timeout, max_connections=max_connections,
+                         max_connections_per_client=max_connections_per_client)
     raise typer.Exit(run(config, snapshot, host, port, workers))

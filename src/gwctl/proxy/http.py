@@ -15,6 +15,40 @@ streamed the answer itself through :meth:`Request.start_stream`. Answering
 synchronously when nothing needs waiting for (a rejection, a health check)
 and handing back the coroutine only for the rest keeps the chain of
 coroutines a resumed request runs through short.
+
+Limits (the defaults are :class:`HttpServer`'s keyword arguments), none of
+them a timer or task per request: one sweep a second looks at every
+connection.
+
+* ``MAX_HEAD`` (64 KiB): the request line and headers, and a chunked body's
+  trailer fields counted with them; over it, 431 and close. Trailer fields
+  are counted and dropped: they never become headers, so they can neither
+  authenticate nor be forwarded.
+* ``body_limit``: a larger body is never read; the handler answers the
+  request with ``too_large`` set (known from Content-Length at the head) and
+  the connection closes.
+* ``head_timeout`` (10 s): from a request's first byte until its head is
+  complete; ``body_timeout`` (60 s): from then until its whole body is in.
+  Over either, 408 and close. An idle keep-alive connection is closed after
+  ``keepalive_timeout`` (75 s).
+* ``max_connections`` (4096) open connections per server (so per worker) and
+  ``max_connections_per_client`` (256) per peer address: a connection over
+  either gets 503 and is closed; the log says so at most every 5 s.
+* ``MAX_PIPELINE`` parsed requests waiting behind the one being answered;
+  reading pauses past it.
+* What h11 refuses, this server refuses too (tests/test_proxy_http_h11.py):
+  an HTTP/1.1 request without exactly one Host (400), a Content-Length of
+  over 20 digits (400), a transfer coding other than chunked (501), HTTP
+  versions other than 1.0 and 1.1 (505). Header values lose trailing blanks.
+
+Hooks: ``on_head(request)`` is called as soon as a request's head is complete,
+before any of its body is read (``request.body`` is None). A :class:`Reply` it
+returns answers the request (after the answers owed to requests pipelined
+before it), its body is never read, and the connection closes; None lets the
+request go on. ``on_reject(status, code, message, request_or_None)`` is told
+of every answer the server gives on its own (400, 408, 431, 501, 505, and 503
+for a connection over a cap), with the request when its head was complete;
+the headers it returns (the gateway's request id) go on the answer.
 """
 
 from __future__ import annotations
@@ -32,8 +66,15 @@ import orjson
 
 log = logging.getLogger("gwctl.proxy")
 
-MAX_HEAD = 64 * 1024  # request line + headers
+MAX_HEAD = 64 * 1024  # request line + headers, and a chunked body's trailers with them
 MAX_PIPELINE = 16  # parsed requests waiting behind the one being answered
+HEAD_TIMEOUT = 10.0  # seconds from a request's first byte until its head is complete
+BODY_TIMEOUT = 60.0  # seconds from a complete head until the whole body is in
+KEEPALIVE_TIMEOUT = 75.0  # seconds an idle connection is kept
+MAX_CONNECTIONS = 4096  # open connections per server (per worker process)
+MAX_CONNECTIONS_PER_CLIENT = 256  # open connections per peer address
+SWEEP_INTERVAL = 1.0  # how often the deadlines are checked: how late one can be noticed
+CAP_WARNING_INTERVAL = 5.0  # at most one warning this often about refused connections
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _JSON = "application/json"
 
@@ -52,23 +93,45 @@ class Reply:
             self.headers.append(("Content-Type", content_type))
 
 
+def _fold_headers(raw_headers: list[tuple[str, str]]) -> tuple[dict[str, str], set[str] | None]:
+    """Lower-case names to values, a repeated name's values joined with ", " in order (collected in lists
+    and joined once: linear however many repeats), and the set of repeated names (None when none was)."""
+    headers: dict[str, str] = {}
+    repeated: dict[str, list[str]] | None = None
+    for k, v in raw_headers:
+        lk = k.lower()
+        if lk in headers:
+            if repeated is None:
+                repeated = {}
+            values = repeated.get(lk)
+            if values is None:
+                repeated[lk] = [headers[lk], v]
+            else:
+                values.append(v)
+        else:
+            headers[lk] = v
+    if repeated is None:
+        return headers, None
+    for lk, values in repeated.items():
+        headers[lk] = ", ".join(values)
+    return headers, set(repeated)
+
+
 class Request:
-    """One parsed request. ``headers`` maps lower-case names to values; ``raw_headers`` keeps names as sent."""
+    """One parsed request. ``headers`` maps lower-case names to values; ``raw_headers`` keeps names as sent.
+
+    ``body`` is None until the whole body is in (so in ``on_head``) and when it was too large."""
 
     __slots__ = ("method", "path", "query", "headers", "raw_headers", "body", "keep_alive", "http10",
                  "too_large", "conn", "streaming", "answered")
 
     def __init__(self, conn: "HttpProtocol", method: str, path: str, query: str, raw_headers: list[tuple[str, str]],
-                 body: bytes | None, keep_alive: bool, http10: bool, too_large: bool):
+                 headers: dict[str, str], body: bytes | None, keep_alive: bool, http10: bool, too_large: bool):
         self.conn = conn
         self.method = method
         self.path = path
         self.query = query
         self.raw_headers = raw_headers
-        headers: dict[str, str] = {}
-        for k, v in raw_headers:
-            lk = k.lower()
-            headers[lk] = f"{headers[lk]}, {v}" if lk in headers else v
         self.headers = headers
         self.body = body
         self.keep_alive = keep_alive
@@ -93,7 +156,7 @@ class Stream:
         self._conn = conn
         self._request = request
         self._chunked = not request.http10
-        if not self._chunked or conn.server.closing or conn._broken:
+        if not self._chunked or conn.server.closing:
             request.keep_alive = False
         framing = b"Transfer-Encoding: chunked\r\n" if self._chunked else b""
         conn.write(_head(status, headers, request.keep_alive) + framing + b"\r\n")
@@ -137,21 +200,57 @@ def _head(status: int, headers: Iterable[tuple[str, str]], keep_alive: bool, htt
     return b"".join(parts)
 
 
+def _reply_bytes(reply: Reply, keep_alive: bool, http10: bool, head_only: bool) -> bytes:
+    return (_head(reply.status, reply.headers, keep_alive, http10) + b"Content-Length: %d\r\n\r\n" % len(reply.body)
+            + (b"" if head_only else reply.body))
+
+
+def _error_body(status: int, code: str, message: str) -> bytes:
+    etype = "api_error" if status == 503 else "invalid_request_error"
+    return orjson.dumps({"error": {"message": message, "type": etype, "code": code, "param": None}})
+
+
 Handler = Callable[[Request], "Reply | Awaitable[Reply | None]"]
+HeadHook = Callable[[Request], "Reply | None"]
+RejectHook = Callable[[int, str, str, "Request | None"], "list[tuple[str, str]] | None"]
+
+
+class _Stop(Exception):
+    """Raised in a parser callback to stop parsing what is left of a read (nothing more is taken)."""
 
 
 class HttpServer:
-    """The connections of one listening socket, for the idle sweep and shutdown."""
+    """The connections of one listening socket, their limits and hooks, the deadline sweep and shutdown."""
 
-    def __init__(self, handler: Handler, *, body_limit: int, keepalive_timeout: float = 75.0,
-                 on_error: Callable[[Request, BaseException], Reply] | None = None):
+    def __init__(self, handler: Handler, *, body_limit: int, keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+                 on_error: Callable[[Request, BaseException], Reply] | None = None,
+                 on_head: HeadHook | None = None, on_reject: RejectHook | None = None,
+                 head_timeout: float = HEAD_TIMEOUT, body_timeout: float = BODY_TIMEOUT,
+                 max_connections: int = MAX_CONNECTIONS, max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT):
+        for name, seconds in (("keepalive_timeout", keepalive_timeout), ("head_timeout", head_timeout),
+                              ("body_timeout", body_timeout)):
+            if not seconds > 0:
+                raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
+        for name, count in (("max_connections", max_connections), ("max_connections_per_client", max_connections_per_client)):
+            if count < 1:
+                raise ValueError(f"{name} must be at least 1, not {count!r}")
         self.handler = handler
         self.body_limit = body_limit
         self.keepalive_timeout = keepalive_timeout
+        self.head_timeout = head_timeout
+        self.body_timeout = body_timeout
+        self.max_connections = max_connections
+        self.max_connections_per_client = max_connections_per_client
         self.on_error = on_error
+        self.on_head = on_head
+        self.on_reject = on_reject
         self.connections: set[HttpProtocol] = set()
+        self.clients: dict[str, int] = {}  # peer address -> its open connections
         self.closing = False
         self._sweeper: asyncio.TimerHandle | None = None
+        self._interval = min(SWEEP_INTERVAL, keepalive_timeout / 2, head_timeout / 2, body_timeout / 2)
+        self._refused = 0  # connections refused since the last warning
+        self._warned = float("-inf")
 
     def __call__(self) -> "HttpProtocol":
         if self._sweeper is None:
@@ -160,15 +259,35 @@ class HttpServer:
 
     def _schedule_sweep(self) -> None:
         loop = asyncio.get_running_loop()
-        self._sweeper = loop.call_later(min(self.keepalive_timeout, 15.0) / 2, self._sweep)
+        self._sweeper = loop.call_later(self._interval, self._sweep)
 
     def _sweep(self) -> None:
-        """Close connections that sat idle (or half-sent a request) longer than the keep-alive timeout."""
-        deadline = asyncio.get_running_loop().time() - self.keepalive_timeout
+        """408 for heads and bodies past their deadline; close connections idle past the keep-alive timeout."""
+        now = asyncio.get_running_loop().time()
+        idle_since = now - self.keepalive_timeout
+        head_timeout, body_timeout = self.head_timeout, self.body_timeout
         for conn in list(self.connections):
-            if not conn.busy and conn.last_active < deadline:
+            if conn._skip or conn._reading_paused:  # nothing is being read: it owes answers, or it is closing
+                if not conn.busy and conn.last_active < idle_since:
+                    conn.close()
+            elif conn._began:  # a head is coming in
+                if now - conn._began > head_timeout:
+                    conn._reject(408, "request_timeout", f"the request head did not arrive within {head_timeout:g} s", None)
+            elif conn._req is not None:  # a body is coming in (or will, once the 100 Continue owed goes out)
+                if now - conn._body_began > body_timeout and not conn._continue_owed:
+                    conn._reject(408, "request_timeout", f"the request body did not arrive within {body_timeout:g} s",
+                                 conn._req)
+            elif not conn.busy and conn.last_active < idle_since:
                 conn.close()
         self._schedule_sweep()
+
+    def _refused_connection(self, why: str) -> None:
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._warned >= CAP_WARNING_INTERVAL:
+            log.warning("refusing connections with 503: %s (%d refused since the last such warning)", why, self._refused)
+            self._warned = now
+            self._refused = 0
 
     async def shutdown(self, timeout: float) -> None:
         """Close idle connections now and busy ones after their answer; wait up to ``timeout``."""
@@ -192,6 +311,7 @@ class HttpProtocol(asyncio.Protocol):
         self.server = server
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None  # the client's address
         self.parser = httptools.HttpRequestParser(self)
         self.closed = False
         self.paused_writing = False
@@ -201,31 +321,65 @@ class HttpProtocol(asyncio.Protocol):
         self._next: asyncio.Future | None = None  # the idle task waits here for the next request
         self.queue: deque[Request] = deque()
         self.last_active = self.loop.time()
+        self._counted = False  # in server.connections and server.clients
         self._reading_paused = False
         self._read_used = 0  # bytes of this read taken by messages completed in it (roughly)
-        self._broken = False  # a request after the current one could not be parsed: close after answering
+        self._final: bytes | None = None  # the server's own last answer, sent once the answers owed before it are out
         self._continue_owed = False  # a 100 Continue held back until the answers before it are out
-        self._reset()
-
-    def _reset(self) -> None:
+        # the message being parsed
         self._url = b""
         self._headers: list[tuple[str, str]] = []
-        self._body: list[bytes] = []
-        self._size = 0
-        self._head_size = 0  # bytes of the head parsed so far (url and complete headers)
-        self._partial = 0  # bytes read since then while the head stayed unfinished
+        self._body: bytes | bytearray | None = None
+        self._size = 0  # body bytes so far
+        self._head_size = 0  # bytes of the head (url and complete headers) and of complete trailer fields
+        self._partial = 0  # bytes read since then while the head (or trailer field) stayed unfinished
         self._in_head = True
-        self._skip = False  # the rest of this message is not read (too large: the connection closes)
+        self._began = 0.0  # loop time of the read that began the head being parsed; 0.0 when none is
+        self._req: Request | None = None  # the request whose body is being read
+        self._body_began = 0.0  # loop time its head was complete (or its 100 Continue went out)
+        self._skip = False  # nothing more is read on this connection (it closes after the answers it owes)
 
     # --- asyncio.Protocol --------------------------------------------------------
 
     def connection_made(self, transport) -> None:
         self.transport = transport
-        self.server.connections.add(self)
+        server = self.server
+        peer = transport.get_extra_info("peername")
+        peer = self.peer = peer[0] if isinstance(peer, tuple) and peer else None
+        if len(server.connections) >= server.max_connections:
+            self._refuse(f"the gateway has {server.max_connections} connections open, its limit", None)
+            return
+        if peer is not None:
+            count = server.clients.get(peer, 0)
+            if count >= server.max_connections_per_client:
+                self._refuse(f"{count} connections are open from this client, the limit per client", peer)
+                return
+            server.clients[peer] = count + 1
+        self._counted = True
+        server.connections.add(self)
+
+    def _refuse(self, why: str, peer: str | None) -> None:
+        """Over a connection cap: 503 at once, and close."""
+        self._skip = True
+        self.server._refused_connection(why + (f" ({peer})" if peer else ""))
+        self._reject(503, "too_many_connections", f"{why}; retry later", None)
+
+    def _forget(self) -> None:
+        if self._counted:
+            self._counted = False
+            server = self.server
+            server.connections.discard(self)
+            peer = self.peer
+            if peer is not None:
+                count = server.clients.get(peer, 1) - 1
+                if count > 0:
+                    server.clients[peer] = count
+                else:
+                    server.clients.pop(peer, None)
 
     def connection_lost(self, exc) -> None:
         self.closed = True
-        self.server.connections.discard(self)
+        self._forget()
         self.queue.clear()
         if self.task is not None and not self.task.done():
             self.task.cancel()  # the client is gone: stop its upstream request too
@@ -243,9 +397,13 @@ class HttpProtocol(asyncio.Protocol):
             waiter.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        before = self.last_active
         self.last_active = self.loop.time()
         if self._skip:
             return
+        req = self._req
+        if req is not None:
+            mark = self._size + self._head_size
         # a head already unfinished before this read, and still after it, holds all of the read; one
         # that began in this read holds what the messages completed in it did not use
         unfinished = self._in_head and (self._url or self._headers)
@@ -254,91 +412,174 @@ class HttpProtocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             if not self._skip:
-                self._fail(400, "protocol upgrades are not supported")
+                self._reject(400, "upgrade_not_supported", "protocol upgrades are not supported", self._req)
             return
         except httptools.HttpParserError as exc:
             if not self._skip:
-                self._fail(400, f"malformed HTTP request ({exc})")
+                self._reject(400, "malformed_request", f"malformed HTTP request ({exc})", self._req)
             return
-        if self._in_head and not self._skip:
+        if self._skip:
+            return
+        if self._began:
             self._partial += len(data) if unfinished else max(0, len(data) - self._read_used - self._head_size)
             if self._head_size + self._partial > MAX_HEAD:
-                self._fail(431, "the request head is over 64 KiB")
+                self._reject(431, "head_too_large", "the request head is over 64 KiB", None)
+        elif self._req is not None:
+            if self._req is req:  # the same body: what was neither body nor a whole trailer field is a trailer's
+                if self._size + self._head_size != mark:  # (or a chunk extension), unfinished
+                    self._partial = 0
+                else:
+                    self._partial += len(data)
+                    if self._head_size + self._partial > MAX_HEAD:
+                        self._reject(431, "head_too_large", "the request head and trailers are over 64 KiB", req)
+        elif not self.busy:
+            self.last_active = before  # nothing began (empty lines only): not a sign of life
 
     # --- httptools callbacks ---------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._reset()
+        if self._skip:
+            raise _Stop  # nothing after a refused request is parsed
+        self._began = self.last_active
+        self._url = b""
+        self._headers = []
+        self._body = None
+        self._size = 0
+        self._head_size = 0
+        self._partial = 0
+        self._in_head = True
 
     def on_url(self, url: bytes) -> None:
         self._url += url
         self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
-        self._head_size += len(name) + len(value) + 4
+        size = self._head_size = self._head_size + len(name) + len(value) + 4
         self._partial = 0
+        if self._in_head:
+            self._headers.append((name.decode("latin-1"), value.decode("latin-1").rstrip(" \t")))
+        elif size > MAX_HEAD and not self._skip:  # a trailer field: counted with the head, never kept
+            self._reject(431, "head_too_large", "the request head and trailers are over 64 KiB", self._req)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._read_used += self._head_size
         if self._skip:
             return
+        self._began = 0.0
+        self._partial = 0
         parser = self.parser
         if self._head_size > MAX_HEAD:
-            self._fail(431, "the request head is over 64 KiB")
+            self._reject(431, "head_too_large", "the request head is over 64 KiB", None)
             return
         if parser.should_upgrade():  # CONNECT, or Upgrade: the body would be skipped by the parser
-            self._fail(400, "protocol upgrades and CONNECT are not supported")
+            self._reject(400, "upgrade_not_supported", "protocol upgrades and CONNECT are not supported", None)
             return
-        length = None
-        expect = False
-        for k, v in self._headers:
+        version = parser.get_http_version()
+        if version == "1.1":
+            http10 = False
+        elif version == "1.0":
+            http10 = True
+        else:
+            self._reject(505, "http_version_not_supported", f"HTTP/{version} is not supported: send HTTP/1.1", None)
+            return
+        raw = self._headers
+        headers: dict[str, str] = {}
+        repeated = None
+        for k, v in raw:  # _fold_headers inline for the usual head without a repeated name
             lk = k.lower()
-            if lk == "content-length":
-                length = int(v) if v.isdigit() else None
-            elif lk == "expect" and v.lower() == "100-continue":
-                expect = True
-        if length is not None and length > self.server.body_limit:
-            self._dispatch(too_large=True)
+            if lk in headers:
+                headers, repeated = _fold_headers(raw)
+                break
+            headers[lk] = v
+        if "host" not in headers:
+            if not http10:
+                self._reject(400, "malformed_request", "malformed HTTP request (an HTTP/1.1 request needs a Host header)", None)
+                return
+        elif repeated is not None and "host" in repeated:
+            self._reject(400, "malformed_request", "malformed HTTP request (more than one Host header)", None)
             return
-        if expect and parser.get_http_version() == "1.1" and not self.closed:  # HTTP/1.0 clients never wait for it
-            if not self.busy:
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            else:
-                self._continue_owed = True  # after the answers still owed, to keep them in order
-
-    def on_body(self, body: bytes) -> None:
-        self._read_used += len(body)
-        if self._skip:
+        coding = headers.get("transfer-encoding")
+        if coding is not None and coding.lower() != "chunked":
+            self._reject(501, "unsupported_transfer_encoding", "only Transfer-Encoding: chunked is supported", None)
             return
-        self._size += len(body)
-        if self._size > self.server.body_limit:
-            self._dispatch(too_large=True)
+        length = headers.get("content-length")  # digits only: the parser checked
+        if length is not None and len(length) > 20:  # h11's bound too: a length no body can have
+            self._reject(400, "malformed_request", "malformed HTTP request (Content-Length has over 20 digits)", None)
             return
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        if not self._skip:
-            self._dispatch(too_large=False)
-
-    # --- requests ------------------------------------------------------------------
-
-    def _dispatch(self, too_large: bool) -> None:
-        parser = self.parser
+        too_large = length is not None and int(length) > self.server.body_limit
         url = self._url
         q = url.find(b"?")
         if q >= 0:
             path, query = url[:q].decode("latin-1"), url[q + 1:].decode("latin-1")
         else:
             path, query = url.decode("latin-1"), ""
-        keep_alive = parser.should_keep_alive() and not too_large and not self.server.closing
-        body = None if too_large else (self._body[0] if len(self._body) == 1 else b"".join(self._body))
-        req = Request(self, parser.get_method().decode("latin-1"), path, query, self._headers, body,
-                      keep_alive, parser.get_http_version() == "1.0", too_large)
+        method = parser.get_method().decode("latin-1")
+        req = Request(self, method, path, query, raw, headers, None,
+                      parser.should_keep_alive() and not too_large and not self.server.closing, http10, too_large)
+        on_head = self.server.on_head
+        if on_head is not None:
+            try:
+                reply = on_head(req)
+            except Exception as exc:
+                log.exception("error while checking the head of %s %s", method, path)
+                reply = self.server.on_error(req, exc) if self.server.on_error else Reply(500, b'{"error":{"message":"internal error"}}')
+            if reply is not None:  # refused at the head: the body is never read
+                req.keep_alive = False
+                self._finish(_reply_bytes(reply, False, http10, method == "HEAD"))
+                return
         if too_large:
-            self._skip = True  # the rest of the body is never read: the connection closes after the 413
-            self.transport.pause_reading()
+            self._too_large(req)
+            return
+        if not http10 and not self.closed:  # HTTP/1.0 clients never wait for a 100 Continue
+            expect = headers.get("expect")
+            if expect is not None and expect.lower() == "100-continue":
+                if not self.busy:
+                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                else:
+                    self._continue_owed = True  # after the answers still owed, to keep them in order
+        self._req = req
+        self._body_began = self.last_active
+
+    def on_body(self, body: bytes) -> None:
+        self._read_used += len(body)
+        if self._skip:
+            return
+        size = self._size = self._size + len(body)
+        if size > self.server.body_limit:
+            self._too_large(self._req)
+            return
+        buf = self._body
+        if buf is None:
+            self._body = body
+        elif type(buf) is bytes:  # a second piece: gather in one buffer (a list of many tiny pieces costs far more)
+            buf = self._body = bytearray(buf)
+            buf += body
+        else:
+            buf += body
+
+    def on_message_complete(self) -> None:
+        req = self._req
+        if req is None:  # refused, or too large (answered already)
+            return
+        self._req = None
+        body = self._body
+        req.body = b"" if body is None else body if type(body) is bytes else bytes(body)
+        self._dispatch(req)
+
+    # --- requests ------------------------------------------------------------------
+
+    def _too_large(self, req: Request) -> None:
+        """Hand over a request whose body is over the limit; the rest is never read (the connection closes)."""
+        self._req = None
+        self._body = None
+        self._skip = True
+        req.too_large = True
+        req.keep_alive = False
+        self.transport.pause_reading()
+        self._dispatch(req)
+
+    def _dispatch(self, req: Request) -> None:
         if not self.busy:
             self.busy = True
             waiting = self._next
@@ -370,7 +611,7 @@ class HttpProtocol(asyncio.Protocol):
                 log.exception("error while answering %s %s", req.method, req.path)
                 reply = self.server.on_error(req, exc) if self.server.on_error else Reply(500, b'{"error":{"message":"internal error"}}')
             if not req.streaming:
-                req.keep_alive = req.keep_alive and not self._broken and not self.server.closing
+                req.keep_alive = req.keep_alive and not self.server.closing
             if reply is not None and not self.closed:
                 self.write(_head(reply.status, reply.headers, req.keep_alive, req.http10)
                            + b"Content-Length: %d\r\n\r\n" % len(reply.body)
@@ -379,13 +620,18 @@ class HttpProtocol(asyncio.Protocol):
                 self.close()  # a stream that did not end properly: the client must not wait for more
                 return
             self.last_active = self.loop.time()
-            if not req.keep_alive or self.closed or self._broken or self.server.closing:
+            if not req.keep_alive or self.closed or self.server.closing:
                 self.close()
                 return
             if not self.queue:
+                if self._final is not None:  # the server's own answer comes last, then the connection closes
+                    self.write(self._final)
+                    self.close()
+                    return
                 self.busy = False
                 if self._continue_owed:
                     self._continue_owed = False
+                    self._body_began = self.last_active  # the body's deadline counts from now
                     self.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 waiting = self._next = self.loop.create_future()
                 try:
@@ -397,18 +643,40 @@ class HttpProtocol(asyncio.Protocol):
             req = self.queue.popleft()
             if self._reading_paused and len(self.queue) < MAX_PIPELINE // 2:
                 self._reading_paused = False
-                self.transport.resume_reading()
+                if not self._skip:
+                    now = self.loop.time()  # nothing could arrive while paused: the deadlines count from now
+                    if self._began:
+                        self._began = now
+                    self._body_began = now
+                    self.transport.resume_reading()
 
-    def _fail(self, status: int, message: str) -> None:
-        """A request we cannot parse or take: answer (if nothing is being answered) and close."""
+    def _reject(self, status: int, code: str, message: str, request: Request | None) -> None:
+        """The server's own answer to a request it will not take (or to a connection over a cap): tell
+        ``on_reject``, answer once the answers owed are out, read nothing more, close."""
+        hook = self.server.on_reject
+        headers = None
+        if hook is not None:
+            try:
+                headers = hook(status, code, message, request)  # headers to add to the answer (a request id)
+            except Exception:
+                log.exception("error in the on_reject hook")
+        http10 = request.http10 if request is not None else False
+        head_only = request is not None and request.method == "HEAD"
+        reply = Reply(status, _error_body(status, code, message), list(headers) if headers else None)
+        self._finish(_reply_bytes(reply, False, http10, head_only))
+
+    def _finish(self, answer: bytes) -> None:
+        """Send ``answer`` after the answers still owed on this connection, then close; read nothing more."""
         self._skip = True
-        if not self.busy and not self.closed:
-            body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "code": None, "param": None}})
-            self.write(_head(status, [("Content-Type", _JSON)], False) + b"Content-Length: %d\r\n\r\n" % len(body) + body)
-            self.close()
+        self._req = None
+        self._body = None
+        self._began = 0.0
+        if not self.busy:
+            if not self.closed:
+                self.write(answer)
+                self.close()
         else:
-            self._broken = True
-            self.queue.clear()
+            self._final = answer
             self.transport.pause_reading()
 
     # --- writing -------------------------------------------------------------------------
@@ -429,5 +697,5 @@ class HttpProtocol(asyncio.Protocol):
     def close(self) -> None:
         if not self.closed:
             self.closed = True
-            self.server.connections.discard(self)
+            self._forget()
             self.transport.close()

@@ -63,6 +63,10 @@ class ProxyConfig:
     reload_interval: float = 1.0
     grace_period: float = 30.0
     access_log: bool = False
+    head_timeout: float = 10.0  # these four: gwctl.proxy.http's defaults (HEAD_TIMEOUT and so on)
+    body_timeout: float = 60.0
+    max_connections: int = 4096
+    max_connections_per_client: int = 256
 
 
 def _error(status: int, message: str, etype: str, code: str | None, request_id: str, param: str | None = None) -> Reply:
@@ -221,6 +225,19 @@ class Gateway:
         if self.inflight == 0:
             self._idle.set()
 
+    def check_head(self, request: Request) -> Reply | None:
+        """The gateway-key check of :meth:`handle`, made as soon as the request's head is in: a request
+        without a valid key is answered 401 (and logged) before any of its body is read."""
+        if self.config.no_auth or request.path == "/healthz":
+            return None
+        presented = gwkeys.from_headers(request.headers.get("authorization"), request.headers.get("x-api-key"))
+        if self._keys.verify(self.snapshot, presented) is not None:
+            return None
+        start = time.perf_counter()
+        msg = "missing gateway key: send Authorization: Bearer <key> or x-api-key: <key>" if not presented else "invalid gateway key"
+        return self._log_error(401, msg, "invalid_api_key", new_request_id(), None, request, request.path, start,
+                               "authentication_error")
+
     def handle(self, request: Request):
         """Answer one request: a :class:`Reply` at once when nothing needs waiting for (a rejection, the
         health check, the model list), else the coroutine that forwards it (see gwctl.proxy.http)."""
@@ -276,6 +293,20 @@ class Gateway:
             return await self._forward(request, d, body, raw, rid, key_name, start, snap)
         finally:
             self._end()
+
+    def server_rejected(self, status: int, code: str, message: str, request: Request | None) -> list[tuple[str, str]] | None:
+        """The HTTP server answered on its own (malformed, too slow, head too large): a request gets its
+        row and its request id like any other; a connection refused over a cap is only logged (by the server)."""
+        if status == 503 and request is None:
+            return None
+        rid = new_request_id()
+        peer = getattr(request.conn, "peer", None) if request is not None else None
+        log.info("refused with %d %s%s: %s", status, code, f" from {peer}" if peer else "", message)
+        agent = request.headers.get("x-gwctl-agent") if request is not None else None
+        path = request.path if request is not None else ""
+        self._write(rid, None, agent, "rejected", None, None, None, path, status, time.perf_counter(), None, None, None,
+                    code, message, False)
+        return [(REQUEST_ID_HEADER, rid)]
 
     def internal_error(self, request: Request, exc: BaseException) -> Reply:
         """A bug of ours answered 500 (the server logged the traceback); the request still gets its row."""
@@ -493,7 +524,11 @@ async def serve(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, s
     gateway = Gateway(config, snapshot)
     await gateway.open()
     loop = asyncio.get_running_loop()
-    server = HttpServer(gateway.handle, body_limit=config.body_limit, keepalive_timeout=75.0, on_error=gateway.internal_error)
+    server = HttpServer(gateway.handle, body_limit=config.body_limit, keepalive_timeout=75.0,
+                        on_error=gateway.internal_error, on_head=gateway.check_head, on_reject=gateway.server_rejected,
+                        head_timeout=config.head_timeout, body_timeout=config.body_timeout,
+                        max_connections=config.max_connections,
+                        max_connections_per_client=config.max_connections_per_client)
     if sock is not None:
         srv = await loop.create_server(server, sock=sock, backlog=1024)
     else:
