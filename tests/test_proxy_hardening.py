@@ -148,7 +148,8 @@ def test_an_internal_error_still_gets_its_row(tmp_path):
     rows = []
     gw = Gateway(ProxyConfig(Path(tmp_path / "none.toml"), None), Snapshot())
     gw.writer = type("W", (), {"submit": staticmethod(rows.append)})()
-    req = Request(None, "POST", "/v1/chat/completions", "", [("X-Gwctl-Agent", "triage")], b"{}", True, False, False)
+    req = Request(None, "POST", "/v1/chat/completions", "", [("X-Gwctl-Agent", "triage")], {"x-gwctl-agent": "triage"},
+                  b"{}", True, False, False)
     reply = gw.internal_error(req, KeyError("boom"))
     assert reply.status == 500 and b"internal_error" in reply.body
     assert len(rows) == 1 and rows[0][9] == 500 and rows[0][3] == "triage" and rows[0][14] == "internal_error"
