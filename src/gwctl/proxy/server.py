@@ -194,9 +194,11 @@ class Gateway:
     def health(self) -> dict:
         """What ``/healthz`` says: alive, plus whether the store's last change is in use and the log keeps up."""
         detail: dict = {"status": "ok", "store": {"reload": "ok"}}
-        if self.reload_failure is not None:
+        if self.reload_failure is not None:  # /healthz needs no key: the error without the file's path
             detail["status"] = "degraded"
-            detail["store"] = {"reload": "failing", **self.reload_failure}
+            failure = dict(self.reload_failure)
+            failure["error"] = failure["error"].replace(str(self.config.store_path), "the store")
+            detail["store"] = {"reload": "failing", **failure}
         writer = self.writer
         if writer is not None:
             activity = writer.health() if hasattr(writer, "health") else {"submitted": writer.submitted, "dropped": writer.dropped}
