@@ -54,6 +54,8 @@ from dataclasses import dataclass, field
 
 import httptools
 
+from proxyrun import wait_for as wait_until  # noqa: F401 - the suites import it from here
+
 _REASONS = {200: "OK", 400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error",
             502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
 USAGE = {"prompt_tokens": 1000, "completion_tokens": 50}
@@ -75,17 +77,6 @@ def rss_kib(pid: int) -> int:
 def fd_count(pid: int) -> int:
     """How many file descriptors the process has open."""
     return len(os.listdir(f"/proc/{pid}/fd"))
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05):
-    """Poll ``predicate`` until it is truthy or ``timeout`` passes; its last value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 def activity_rows(db_path, columns: str = "request_id, status, cost, error, rule, route_kind, stream") -> list[dict]:
