@@ -137,12 +137,18 @@ class _Refused(Exception):
 class _Trailers:
     """Where trailer fields go: checked, counted against _MAX_HEAD, then dropped (they cannot be relayed)."""
 
-    __slots__ = ("size",)
+    __slots__ = ("conn", "counting", "size")
 
-    def __init__(self):
+    def __init__(self, conn: "_Conn"):
+        self.conn = conn
+        self.counting = None  # the answer whose trailers are being counted
         self.size = 0
 
     def append(self, field_: tuple[str, str]) -> None:
+        resp = self.conn.resp
+        if self.counting is not resp:
+            self.counting = resp
+            self.size = 0
         name = field_[0]
         self.size += len(name) + len(field_[1]) + 4
         if self.size > _MAX_HEAD:
@@ -542,7 +548,7 @@ class UpstreamResponse:
             return
         self._conn = None
         if self._done and self._error is None and self._keep_alive:
-            conn.finish(reusable=True, head_request=self.method == "HEAD")
+            conn.finish(True, self.method == "HEAD")
             return
         if not self._done and self._error is None:
             self._error = UpstreamProtocolError("the response was released before its body was complete")
@@ -601,7 +607,7 @@ class _Conn(asyncio.Protocol):
         self.timeout = 0.0
         self.last_data = 0.0
         self.sink: list | _Trailers = []  # where on_header puts fields: the answer's headers, then its trailers
-        self.trailers = _Trailers()
+        self.trailers = _Trailers(self)
         self.head_bytes = 0  # bytes received before the final head was complete
         self.odd_version = False  # the answer may not be HTTP/1.1: look at its version before keeping it alive
 
@@ -614,7 +620,6 @@ class _Conn(asyncio.Protocol):
         self.uses += 1
         self.timeout = read_timeout
         self.sink = resp.headers
-        self.head_bytes = 0
         self.last_data = now = loop.time()
         if self.closed:  # the server hung up between connect and now
             self._lost_before_answer(resp)
@@ -703,15 +708,18 @@ class _Conn(asyncio.Protocol):
                 self.close()
             return
         self.last_data = self.loop.time()
-        if not resp._headers_done:
-            if not resp._got_bytes:
+        in_head = not resp._headers_done
+        if in_head:
+            if not resp._got_bytes:  # the answer's first read
                 resp._got_bytes = True
-                if data[0] != 72:  # "H": llhttp would skip CR/LF before a status line; a desynchronised stream
-                    self._fail(self._malformed("it does not begin with a status line"))
-                    return
-                # "HTTP/1.1": anything else (or a first read too short to tell) gets its version read
-                self.odd_version = len(data) < 8 or data[7] != 49
-            self.head_bytes += len(data)
+                self.head_bytes = len(data)
+                if not data.startswith(b"HTTP/1.1"):
+                    if data[0] != 72:  # "H": llhttp would skip CR/LF before a status line; a desynchronised stream
+                        self._fail(self._malformed("it does not begin with a status line"))
+                        return
+                    self.odd_version = True  # another version, or a first read too short to tell: read it
+            else:
+                self.head_bytes += len(data)
         buffered = resp._buffered
         try:
             self.parser.feed_data(data)
@@ -732,13 +740,38 @@ class _Conn(asyncio.Protocol):
                 return
             self._fail(error)
             return
-        if self.head_bytes > _MAX_HEAD and self._head_too_big(resp):
+        if in_head and self.head_bytes > _MAX_HEAD and self._head_too_big(resp):
             return
         if resp._done:
-            # Once per answer, where it ended: an answer that may be followed by more (keep-alive)
-            # and whose bytes end in CR or LF gets the checks llhttp leaves to us.
-            if resp._keep_alive and data[-1] in (10, 13) and resp._error is None:
-                self._check_end(resp, data, resp._buffered != buffered)
+            # Once per answer, in the read where it ended, if it may be followed by another (keep-alive)
+            # and that read ends in CR or LF: llhttp skips CR and LF between messages without a
+            # callback, so CR/LF octets after the answer would go unnoticed and the connection would
+            # be reused out of step (any other byte starts a message: on_message_begin refuses it).
+            # An answer ends either with the blank line closing its head or trailer section -- exactly
+            # CR LF CR LF after a byte that is neither -- or with its last body piece (_ends_with);
+            # anything else means octets after it, or an end split so that we cannot tell: either way
+            # the connection is not reused. The same pass refuses a Transfer-Encoding other than one
+            # plain "chunked" (as _transfer_coding does; a Content-Length answer ending otherwise
+            # has none: llhttp refuses the two together).
+            if resp._keep_alive and data[-1] in b"\r\n" and resp._error is None:
+                coding = None  # its Transfer-Encoding field (inlined: once per answer, on the hot path)
+                for name, value in resp.headers:
+                    if len(name) == 17 and name.lower() == "transfer-encoding":
+                        if coding is not None:
+                            coding = ""  # twice: refused below
+                            break
+                        coding = value
+                if coding is None:
+                    if resp._buffered != buffered:  # ended with a body piece (Content-Length)
+                        if not _ends_with(data, resp._pieces[-1]):
+                            self.broken = True
+                        return
+                elif coding != "chunked" and coding.strip(" \t").lower() != "chunked":
+                    self._refuse_ended(resp, _transfer_coding(resp.headers)[1])
+                    return
+                # ended with the blank line closing its head or trailer section
+                if not (data.endswith(b"\r\n\r\n") and len(data) > 4 and data[-5] not in b"\r\n"):
+                    self.broken = True
             return
         if resp._buffered > _HIGH_WATER and not resp._read_all and not self.paused:
             self.paused = True
@@ -774,27 +807,6 @@ class _Conn(asyncio.Protocol):
             self._refuse_ended(resp, problem)
             return False
         return True
-
-    def _check_end(self, resp: UpstreamResponse, data: bytes, grew: bool) -> None:
-        """The answer ended in ``data``: check its framing, and that no CR/LF octets follow it.
-
-        llhttp skips CR and LF between messages without a callback, so bytes after the answer
-        that are only CR/LF would go unnoticed and the connection would be reused out of step
-        (any other byte starts a message: on_message_begin refuses it). An answer ends either
-        with the blank line closing its head or trailer section -- exactly CR LF CR LF after a
-        byte that is neither -- or with its last body piece; anything else means octets after
-        it, or an end split so that we cannot tell: either way the connection is not reused.
-        """
-        chunked, problem = _transfer_coding(resp.headers)
-        if problem is not None:
-            self._refuse_ended(resp, problem)
-            return
-        if chunked or not grew:
-            clean = len(data) > 4 and data[-4:] == b"\r\n\r\n" and data[-5] not in (10, 13)
-        else:
-            clean = _ends_with(data, resp._pieces[-1])
-        if not clean:
-            self.broken = True
 
     def eof_received(self):
         return None  # let the transport close; connection_lost decides what it meant
@@ -851,26 +863,22 @@ class _Conn(asyncio.Protocol):
             resp.headers = self.sink = []
             resp.reason = ""
             return
-        if resp.method == "HEAD":
+        head = resp.method == "HEAD"
+        keep = parser.should_keep_alive()
+        if not keep or head or self.odd_version:
+            # rare: Connection: close, HTTP/1.0, a close-delimited body, a HEAD answer (llhttp cannot be
+            # told the method), an answer whose version the first bytes did not show; llhttp also keeps
+            # an HTTP/1.0 (or 0.9) answer alive on "keep-alive", even beside "close"
+            self.odd_version = False
             version = parser.get_http_version()
             _check_unkept(resp, version)
-            keep = _keep_alive(resp, version)
-        else:
-            keep = parser.should_keep_alive()
-            if not keep:  # rare: Connection: close, HTTP/1.0, a close-delimited body
-                _check_unkept(resp, parser.get_http_version())
-            elif self.odd_version:
-                # llhttp keeps an HTTP/1.0 (or 0.9) answer alive on "keep-alive", even beside "close"
-                version = parser.get_http_version()
-                _check_unkept(resp, version)
+            if keep or head:
                 keep = _keep_alive(resp, version)
-        trailers = self.trailers
-        trailers.size = 0
-        self.sink = trailers
+        self.sink = self.trailers
         resp.status = status
         resp._headers_done = True
         resp._keep_alive = keep
-        if resp.method == "HEAD":
+        if head:
             resp._done = True
             self.pool._waiting.discard(self)
         if not resp._head.done():  # done: the request was cancelled meanwhile
@@ -952,14 +960,12 @@ def _blank_run(data: bytes, limit: int = 16) -> int:
 def _ends_with(data: bytes, piece: bytes) -> bool:
     """Does ``data`` end exactly where its last body piece ``piece`` does (no CR/LF after it)?
 
-    ``piece`` is a slice of ``data`` and anything after it is CR/LF only (see _Conn._check_end),
-    so the two end together when their runs of trailing CR/LF octets are equally long, provided
-    the piece holds some other octet to anchor the run; when it does not, we cannot tell: False.
+    ``piece`` is a slice of ``data`` and anything after it is CR/LF only (see _Conn.data_received).
+    When the piece holds some other octet, data ends with the piece exactly when nothing
+    follows it (CR/LF octets after it would shift that octet); when it does not, we cannot
+    tell: False.
     """
-    own = _blank_run(piece)
-    if own >= min(len(piece), 16):
-        return False
-    return _blank_run(data) == own
+    return data.endswith(piece) and _blank_run(piece) < min(len(piece), 16)
 
 
 def _close_delimited(resp: UpstreamResponse) -> bool:
