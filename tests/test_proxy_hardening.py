@@ -322,3 +322,19 @@ def test_a_source_can_pass_on_more_response_headers(tmp_path, store_path):
         up.stop()
     assert run_cli("source", "edit", "up", "--response-header", "").code == 0
     assert "response_headers" not in store_path.read_text()
+
+
+def test_a_store_caught_mid_write_empty_is_not_taken(tmp_path):
+    """An editor that truncates and then writes: a reload that sees the empty file must not drop every key."""
+    import gwctl.proxy.server as server
+    from gwctl.store.file import load
+
+    store = tmp_path / "cfg" / "gwctl.toml"
+    key = run_cli("key", "create", "k", "--json").json()["key"]
+    gw = server.Gateway(server.ProxyConfig(store, None), load(store).snapshot)
+    text = store.read_text()
+    store.write_text("")
+    assert gw.reload_if_changed() is False and gw._keys.verify(gw.snapshot, key) == "k"
+    assert "empty" in gw.health()["store"]["error"]
+    store.write_text(text + "\n[broken\n")
+    assert gw.reload_if_changed() is False and gw._keys.verify(gw.snapshot, key) == "k"

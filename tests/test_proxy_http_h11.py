@@ -459,7 +459,7 @@ def test_stream_generation_reaches_the_interesting_cases():
     """A sanity check on the strategy: trailers, chunk extensions and pipelines do come up."""
     seen = {"trailer": 0, "extension": 0, "pipeline": 0}
 
-    @settings(max_examples=100, database=None, **SETTINGS)
+    @settings(max_examples=300, database=None, derandomize=True, **SETTINGS)  # a fixed draw: a check, not a lottery
     @given(streams())
     def probe(case):
         raw, _ = case

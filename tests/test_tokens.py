@@ -81,13 +81,10 @@ def test_estimate_is_roughly_additive(a, b):
     assert joined >= estimate_text_tokens(a) + estimate_text_tokens(b) - 2
 
 
-def test_large_text_is_fast_enough():
-    import time
-
+def test_large_text_is_estimated_in_range():
+    """A megabyte of text (its speed is benchmarks/token_estimate.py's figure, not a timed test here)."""
     text = ("The gateway checks every request before forwarding it; " * 20000)[:1_000_000]
-    started = time.perf_counter()
     n = estimate_text_tokens(text)
-    assert time.perf_counter() - started < 3.0
     assert 150_000 < n < 250_000
 
 

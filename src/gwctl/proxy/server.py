@@ -140,7 +140,7 @@ class Gateway:
         """Load the store again when its file changed; True when a new snapshot is in use.
 
         A reload that fails, for any reason (the file is invalid or has what ``gwctl validate`` calls an
-        error, is missing, is unreadable for a moment, a descriptor limit), keeps the last good snapshot and is tried again until one succeeds: at once when
+        error, is missing or empty, is unreadable for a moment, a descriptor limit), keeps the last good snapshot and is tried again until one succeeds: at once when
         the file changes again, else with a backoff of up to :data:`RELOAD_RETRY_MAX` seconds. A key
         revoked in the file is never forgotten because one read failed. The failure is logged and shown
         by ``/healthz`` until a reload succeeds.
@@ -158,6 +158,8 @@ class Gateway:
         try:
             if stamp is None:
                 raise GwctlError(f"the store {self.config.store_path} is missing", "restore the file")
+            if stamp[1] == 0:  # a running proxy's store emptied is a write in progress (truncate, then write)
+                raise GwctlError(f"the store {self.config.store_path} is empty", "write it whole (gwctl writes atomically)")
             snapshot = load(self.config.store_path).snapshot
             errors = [p for p in validate(snapshot, frozenset(self.environ)) if p.level == "error"]
             if errors:  # what `gwctl validate` calls an error never runs (the proxy refused to start on it, too)
