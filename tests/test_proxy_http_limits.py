@@ -123,7 +123,7 @@ def test_duplicate_header_names_are_joined_in_order_in_linear_time():
     assert headers["x-dup"] == ", ".join([f"v{i}" for i in range(100_000)] + ["last"])
     assert headers["host"] == "h"
     assert dups == {"x-dup"}
-    assert elapsed < 2.0, f"joining 100k repeated headers took {elapsed:.2f}s"
+    assert elapsed < 10.0, f"joining 100k repeated headers took {elapsed:.2f}s (quadratic would take minutes)"
 
 
 # --- the head hook (a request refused before its body is read) -------------------------
