@@ -958,7 +958,7 @@ def drive(args) -> int:
     path = "/v1/chat/completions"
     try:
         sport = free_port()
-        standin_proc = procs.start([sys.executable, "-m", "gwctl.standin", "--port", str(sport), "--no-record",
+        standin_proc = procs.start([sys.executable, "-m", "gwctl.testing", "--port", str(sport), "--no-record",
                      "--models", MODEL, "--api-key", UPSTREAM_KEY,
                      "--stream-chunks", "5", "--chunk-delay-ms", str(args.chunk_delay_ms)],
                     sport, env={"PYTHONPATH": str(ROOT / "src")})
