@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gwctl.testing.responses import EMBEDDING_DIM, Usage, content_pieces, prompt_tokens, usage_for
+from gwctl.testing.responses import EMBEDDING_DIM, TokenCounts, content_pieces, prompt_tokens, usage_for
 from gwctl.testing.standin import StandinConfig, run_standin
 from gwctl.testing.thread import start_standin
 
@@ -505,6 +505,6 @@ def test_reported_usage_matches_rule_whatever_the_serialisation(standin, message
     assert r.status_code == 200
     usage = r.json()["usage"]
     expected = usage_for(standin.config, kind, body)
-    assert expected == Usage(prompt_tokens(messages), 3, 0, 0)
+    assert expected == TokenCounts(prompt_tokens(messages), 3, 0, 0)
     got = usage["prompt_tokens"] if kind == "chat" else usage["input_tokens"]
     assert got == expected.input_tokens

@@ -37,7 +37,7 @@ __all__ = [
     "CREATED",
     "EMBEDDING_DIM",
     "USAGE_KEYS",
-    "Usage",
+    "TokenCounts",
     "prompt_tokens",
     "usage_for",
     "input_value",
@@ -60,7 +60,7 @@ _WORDS = ("Hello", " from", " the", " gwctl", " stand-in", " upstream", ".")
 
 
 @dataclass(frozen=True)
-class Usage:
+class TokenCounts:
     """Neutral token counts (OpenAI convention: input includes cached)."""
 
     input_tokens: int
@@ -84,7 +84,7 @@ def prompt_tokens(value: Any) -> int:
     return max(1, len(text) // 4)
 
 
-def usage_for(config: StandinConfig, kind: str, body: Any) -> Usage:
+def usage_for(config: StandinConfig, kind: str, body: Any) -> TokenCounts:
     """The usage the stand-in reports for a request of ``kind``.
 
     ``kind`` is one of chat, completions, embeddings, responses, messages.
@@ -98,7 +98,7 @@ def usage_for(config: StandinConfig, kind: str, body: Any) -> Usage:
     }
     if config.usage:
         counts.update({k: int(v) for k, v in config.usage.items()})
-    return Usage(**counts)
+    return TokenCounts(**counts)
 
 
 def input_value(kind: str, body: dict) -> Any:
@@ -111,7 +111,7 @@ def content_pieces(config: StandinConfig) -> list[str]:
     return [_WORDS[i % len(_WORDS)] for i in range(config.stream_chunks)]
 
 
-def _openai_usage(u: Usage) -> dict:
+def _openai_usage(u: TokenCounts) -> dict:
     return {
         "prompt_tokens": u.input_tokens,
         "completion_tokens": u.output_tokens,
@@ -126,7 +126,7 @@ def _openai_usage(u: Usage) -> dict:
     }
 
 
-def _responses_usage(u: Usage) -> dict:
+def _responses_usage(u: TokenCounts) -> dict:
     return {
         "input_tokens": u.input_tokens,
         "input_tokens_details": {
@@ -139,7 +139,7 @@ def _responses_usage(u: Usage) -> dict:
     }
 
 
-def _anthropic_usage(u: Usage) -> dict:
+def _anthropic_usage(u: TokenCounts) -> dict:
     return {
         "input_tokens": max(0, u.input_tokens - u.cached_tokens - u.cache_write_tokens),
         "output_tokens": u.output_tokens,
@@ -161,7 +161,7 @@ def _sse_event(name: str, obj: Any) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + dumps(obj) + b"\n\n"
 
 
-def _chat_body(model: str, text: str, u: Usage) -> bytes:
+def _chat_body(model: str, text: str, u: TokenCounts) -> bytes:
     return dumps(
         {
             "id": "chatcmpl-standin",
@@ -182,7 +182,7 @@ def _chat_body(model: str, text: str, u: Usage) -> bytes:
     )
 
 
-def _chat_stream(model: str, pieces: list[str], u: Usage, include_usage: bool) -> list[bytes]:
+def _chat_stream(model: str, pieces: list[str], u: TokenCounts, include_usage: bool) -> list[bytes]:
     def chunk(delta: dict, finish: str | None) -> dict:
         c = {
             "id": "chatcmpl-standin",
@@ -217,7 +217,7 @@ def _chat_stream(model: str, pieces: list[str], u: Usage, include_usage: bool) -
     return events
 
 
-def _completion_body(model: str, text: str, u: Usage) -> bytes:
+def _completion_body(model: str, text: str, u: TokenCounts) -> bytes:
     return dumps(
         {
             "id": "cmpl-standin",
@@ -231,7 +231,7 @@ def _completion_body(model: str, text: str, u: Usage) -> bytes:
 
 
 def _completion_stream(
-    model: str, pieces: list[str], u: Usage, include_usage: bool
+    model: str, pieces: list[str], u: TokenCounts, include_usage: bool
 ) -> list[bytes]:
     def chunk(text: str, finish: str | None) -> dict:
         c = {
@@ -269,7 +269,7 @@ def _embedding_vector(index: int) -> list[float]:
     return [((index + 1) * (d + 1) % 17) / 16.0 for d in range(EMBEDDING_DIM)]
 
 
-def _embeddings_body(model: str, count: int, u: Usage, b64: bool) -> bytes:
+def _embeddings_body(model: str, count: int, u: TokenCounts, b64: bool) -> bytes:
     data = []
     for i in range(count):
         vec = _embedding_vector(i)
@@ -287,7 +287,7 @@ def _embeddings_body(model: str, count: int, u: Usage, b64: bool) -> bytes:
     )
 
 
-def _response_object(model: str, status: str, text: str | None, u: Usage | None) -> dict:
+def _response_object(model: str, status: str, text: str | None, u: TokenCounts | None) -> dict:
     output = []
     if text is not None:
         output.append(_response_message(text, "completed"))
@@ -329,11 +329,11 @@ def _response_message(text: str, status: str) -> dict:
     }
 
 
-def _responses_body(model: str, text: str, u: Usage) -> bytes:
+def _responses_body(model: str, text: str, u: TokenCounts) -> bytes:
     return dumps(_response_object(model, "completed", text, u))
 
 
-def _responses_stream(model: str, pieces: list[str], u: Usage) -> list[bytes]:
+def _responses_stream(model: str, pieces: list[str], u: TokenCounts) -> list[bytes]:
     text = "".join(pieces)
     seq = iter(range(1_000_000))
     part_empty = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
@@ -363,7 +363,7 @@ def _responses_stream(model: str, pieces: list[str], u: Usage) -> list[bytes]:
     return events
 
 
-def _message_body(model: str, text: str, u: Usage) -> bytes:
+def _message_body(model: str, text: str, u: TokenCounts) -> bytes:
     return dumps(
         {
             "id": "msg_standin",
@@ -378,7 +378,7 @@ def _message_body(model: str, text: str, u: Usage) -> bytes:
     )
 
 
-def _message_stream(model: str, pieces: list[str], u: Usage) -> list[bytes]:
+def _message_stream(model: str, pieces: list[str], u: TokenCounts) -> list[bytes]:
     au = _anthropic_usage(u)
     start_usage = {**au, "output_tokens": min(1, u.output_tokens)}
     events = [
@@ -456,7 +456,7 @@ def error_body(status: int, message: str, anthropic: bool, code: str | None = No
 
 
 def answer(
-    kind: str, model: str, u: Usage, pieces: list[str], stream: bool, include_usage: bool, extra: Any
+    kind: str, model: str, u: TokenCounts, pieces: list[str], stream: bool, include_usage: bool, extra: Any
 ) -> Any:
     """The answer to a request of ``kind``: body bytes, or a list of SSE events when ``stream``.
 
