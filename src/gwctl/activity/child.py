@@ -54,7 +54,7 @@ from decimal import Decimal
 
 from gwctl.activity.dsn import parse_dsn
 from gwctl.activity.record import USAGE_KINDS
-from gwctl.core.prices import format_usd
+from gwctl.core.catalog_values import format_usd
 from gwctl.core.text import printable
 from gwctl.core.pricing import USAGE_FIELDS, price_plan
 

@@ -230,7 +230,7 @@ def _response_headers(value: Any, path: tuple) -> tuple[str, ...]:
 
 
 def _price_value(value: Any, kind: str, path: tuple) -> tuple[Decimal, str]:
-    from gwctl.core.prices import parse_price
+    from gwctl.core.catalog_values import parse_price
 
     if isinstance(value, float):
         text = repr(value)
