@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gwctl.core import catalog_values
-from gwctl.core.model import CAPABILITIES, PRICE_KINDS, CatalogEntry
+from gwctl.core.config import CAPABILITIES, PRICE_KINDS, CatalogEntry
 from gwctl.core.catalog_values import (
     MAX_PRICE,
     format_price,

@@ -66,7 +66,7 @@ WIRE_FIELDS = (
 )
 """One submitted row, in order. ``time`` is epoch seconds, ``usage`` the
 counts of a :class:`~gwctl.core.pricing.Usage` (:meth:`~gwctl.core.pricing.Usage.counts`)
-or None, ``entry`` the :class:`~gwctl.core.model.CatalogEntry` to price at
+or None, ``entry`` the :class:`~gwctl.core.config.CatalogEntry` to price at
 (None: unbilled)."""
 
 _FRAME = struct.Struct(">I")

@@ -146,7 +146,7 @@ def show(ref: RefArg, json_: JsonOpt = False) -> None:
 
     Example: gwctl catalog show local/llama-3.1-8b --json
     """
-    from gwctl.core.model import CAPABILITIES, PRICE_KINDS
+    from gwctl.core.config import CAPABILITIES, PRICE_KINDS
     from gwctl.core.catalog_values import price_unit
     from gwctl.render import print_fields, print_json
 

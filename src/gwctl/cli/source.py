@@ -176,7 +176,7 @@ def add(
     """
     from types import MappingProxyType
 
-    from gwctl.core.model import Secret, Source
+    from gwctl.core.config import Secret, Source
     from gwctl.render import message
 
     if not NAME_RE.match(name):
@@ -246,7 +246,7 @@ def edit_cmd(
     from dataclasses import replace
     from types import MappingProxyType
 
-    from gwctl.core.model import Secret
+    from gwctl.core.config import Secret
     from gwctl.render import message
 
     if auth_value is not None and auth_env is not None:

@@ -72,7 +72,7 @@ from decimal import (
 from operator import attrgetter
 from typing import Any, Mapping
 
-from gwctl.core.model import PRICE_KINDS, CatalogEntry
+from gwctl.core.config import PRICE_KINDS, CatalogEntry
 from gwctl.core.catalog_values import format_price, format_usd
 
 __all__ = [

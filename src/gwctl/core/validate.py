@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gwctl.core.model import Snapshot
+from gwctl.core.config import Snapshot
 from gwctl.core.refs import AGENT_RE
 
 

@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from gwctl.core.refs import split_ref
-from gwctl.core.model import (
+from gwctl.core.config import (
     CAPABILITIES,
     PRICE_KINDS,
     CatalogEntry,
