@@ -143,7 +143,7 @@ def _response_headers(names: list[str] | None) -> tuple[str, ...] | None:
 def _run_test(src) -> None:
     from gwctl.cli.refresh import masked
     from gwctl.render import error, message
-    from gwctl.upstream import test_source
+    from gwctl.discovery import test_source
 
     result = masked(test_source(src), src)
     if not result.ok:
@@ -466,7 +466,7 @@ def test_cmd(
     """
     from gwctl.cli.refresh import masked
     from gwctl.render import error, print_json, stdout_is_tty
-    from gwctl.upstream import test_source
+    from gwctl.discovery import test_source
 
     src = need_source(load(), name)
     result = masked(test_source(src, timeout=timeout), src)
