@@ -4,7 +4,7 @@
 one. Both call :func:`decide` and nothing else decides, so what the dry-run
 says is what the proxy does.
 
-Order (PRODUCT.md, "Route"):
+Order (README, "Routing: one decision for the dry-run and the proxy"):
 
 1. The agent's route. A root agent (``triage``) or an unnamed caller is
    routed by the model string it sends (root routes are keyed by model
