@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             # the same server protocol and upstream client with no product logic and no log: the floor
             print("measuring the floor (gwctl's server + client, no decision, no log) …", file=sys.stderr)
             fl_port = hs.free_port()
-            fl = procs.start([sys.executable, str(HERE / "http_stack.py"), "_proxy", "--stack", "gwctlhttp-gwctl-uvloop",
+            fl = procs.start([sys.executable, str(HERE / "http_stack.py"), "_proxy", "--server", "gwctlhttp", "--client", "gwctl",
                               "--port", str(fl_port), "--upstream", f"http://{hs.HOST}:{up_port}"], fl_port)
             hs.REQUEST["model"] = "bench"
             floor = hs.measure(fl_port, "/v1/chat/completions", "Bearer " + hs.GATEWAY_KEY, args, stream=False,
