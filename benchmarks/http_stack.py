@@ -9,7 +9,7 @@ the time to the first SSE event. Everything listens on 127.0.0.1 only, and
 every run is bounded in time.
 
     python benchmarks/http_stack.py                 # all candidates, prints a table
-    python benchmarks/http_stack.py --only aiohttp-aiohttp-uvloop --duration 3
+    python benchmarks/http_stack.py --only aiohttpapp-aiohttp-uvloop --duration 3
     python benchmarks/http_stack.py --litellm       # also LiteLLM's proxy (benchmarks/litellm)
 
 Extra candidates (uvicorn, httptools, granian) are run with
@@ -17,7 +17,7 @@ Extra candidates (uvicorn, httptools, granian) are run with
 with ``--system-site-packages`` and git-ignored; see benchmarks/README.md).
 
 Internal entry points used by the driver (not for humans):
-``_proxy --stack NAME --port N --upstream URL`` and ``_raw-upstream --port N``.
+``_proxy --server S --client C [--loop L] --port N --upstream URL`` and ``_raw-upstream --port N``.
 """
 
 from __future__ import annotations
@@ -835,10 +835,15 @@ def first_chunk_ms(port: int, path: str, auth: str, n: int) -> float:
 # ---------------------------------------------------------------- the driver
 
 
-@dataclass
+@dataclass(frozen=True)
 class Candidate:
-    name: str
-    label: str
+    """One stack to measure: its server, its upstream client and its event loop."""
+
+    name: str  # what --only takes
+    label: str  # the table's row
+    server: str  # aiohttpapp, aiohttpll (low-level), gwctlhttp, uvicorn, granianasgi, granianrsgi
+    client: str  # aiohttp, httpx, fast (the lean pooled client), gwctl (gwctl's own)
+    loop: str = "uvloop"  # or asyncio (aiohttp servers only; uvicorn and granian run uvloop)
     needs: tuple[str, ...] = ()  # modules that must import in the interpreter used
 
     def python(self) -> str:
@@ -854,31 +859,37 @@ class Candidate:
 
     def command(self, port: int, upstream: str) -> tuple[list[str], dict, Path | None]:
         py = self.python()
-        env = {"GWCTL_BENCH_UPSTREAM": upstream, "GWCTL_BENCH_CLIENT": self.name.split("-")[1]}
-        if self.name.startswith("granian"):
-            iface = "rsgi" if self.name.startswith("granianrsgi") else "asgi"
+        env = {"GWCTL_BENCH_UPSTREAM": upstream, "GWCTL_BENCH_CLIENT": self.client}
+        if self.server in ("granianasgi", "granianrsgi"):
+            iface = self.server.removeprefix("granian")
             target = f"http_stack:{iface}_app"
             granian = str(Path(py).parent / "granian")
             return ([granian, "--interface", iface, "--host", HOST, "--port", str(port),
                      "--workers", "1", "--runtime-threads", "1", "--loop", "uvloop",
                      "--no-ws", "--log-level", "warning", "--no-log", target], env, HERE)
-        return ([py, str(Path(__file__)), "_proxy", "--stack", self.name, "--port", str(port),
-                 "--upstream", upstream], env, None)
+        return ([py, str(Path(__file__)), "_proxy", "--server", self.server, "--client", self.client,
+                 "--loop", self.loop, "--port", str(port), "--upstream", upstream], env, None)
 
 
+_UVICORN = ("uvicorn", "httptools")
 CANDIDATES = [
-    Candidate("aiohttpapp-aiohttp-uvloop", "aiohttp app + aiohttp client, uvloop"),
-    Candidate("aiohttpapp-aiohttp-asyncio", "aiohttp app + aiohttp client, asyncio loop"),
-    Candidate("aiohttpapp-httpx-uvloop", "aiohttp app + httpx client, uvloop"),
-    Candidate("aiohttpll-aiohttp-uvloop", "aiohttp low-level server + aiohttp client, uvloop"),
-    Candidate("aiohttpapp-fast-uvloop", "aiohttp app + lean pooled client, uvloop"),
-    Candidate("aiohttpll-fast-uvloop", "aiohttp low-level server + lean pooled client, uvloop"),
-    Candidate("gwctlhttp-gwctl-uvloop", "gwctl's server protocol + gwctl's upstream client, uvloop"),
-    Candidate("uvicorn-aiohttp", "uvicorn (httptools, uvloop) raw ASGI + aiohttp client", ("uvicorn", "httptools")),
-    Candidate("uvicorn-fast", "uvicorn (httptools, uvloop) raw ASGI + lean client", ("uvicorn", "httptools")),
-    Candidate("granianasgi-aiohttp", "granian ASGI (uvloop) + aiohttp client", ("granian",)),
-    Candidate("granianrsgi-aiohttp", "granian RSGI (uvloop) + aiohttp client", ("granian",)),
-    Candidate("granianrsgi-fast", "granian RSGI (uvloop) + lean client", ("granian",)),
+    Candidate("aiohttpapp-aiohttp-uvloop", "aiohttp app + aiohttp client, uvloop", "aiohttpapp", "aiohttp"),
+    Candidate("aiohttpapp-aiohttp-asyncio", "aiohttp app + aiohttp client, asyncio loop", "aiohttpapp", "aiohttp",
+              loop="asyncio"),
+    Candidate("aiohttpapp-httpx-uvloop", "aiohttp app + httpx client, uvloop", "aiohttpapp", "httpx"),
+    Candidate("aiohttpll-aiohttp-uvloop", "aiohttp low-level server + aiohttp client, uvloop", "aiohttpll", "aiohttp"),
+    Candidate("aiohttpapp-fast-uvloop", "aiohttp app + lean pooled client, uvloop", "aiohttpapp", "fast"),
+    Candidate("aiohttpll-fast-uvloop", "aiohttp low-level server + lean pooled client, uvloop", "aiohttpll", "fast"),
+    Candidate("gwctlhttp-gwctl-uvloop", "gwctl's server protocol + gwctl's upstream client, uvloop",
+              "gwctlhttp", "gwctl"),
+    Candidate("uvicorn-aiohttp", "uvicorn (httptools, uvloop) raw ASGI + aiohttp client", "uvicorn", "aiohttp",
+              needs=_UVICORN),
+    Candidate("uvicorn-fast", "uvicorn (httptools, uvloop) raw ASGI + lean client", "uvicorn", "fast", needs=_UVICORN),
+    Candidate("granianasgi-aiohttp", "granian ASGI (uvloop) + aiohttp client", "granianasgi", "aiohttp",
+              needs=("granian",)),
+    Candidate("granianrsgi-aiohttp", "granian RSGI (uvloop) + aiohttp client", "granianrsgi", "aiohttp",
+              needs=("granian",)),
+    Candidate("granianrsgi-fast", "granian RSGI (uvloop) + lean client", "granianrsgi", "fast", needs=("granian",)),
 ]
 
 
@@ -958,7 +969,7 @@ def drive(args) -> int:
     path = "/v1/chat/completions"
     try:
         sport = free_port()
-        standin_proc = procs.start([sys.executable, "-m", "gwctl.standin", "--port", str(sport), "--no-record",
+        standin_proc = procs.start([sys.executable, "-m", "gwctl.testing", "--port", str(sport), "--no-record",
                      "--models", MODEL, "--api-key", UPSTREAM_KEY,
                      "--stream-chunks", "5", "--chunk-delay-ms", str(args.chunk_delay_ms)],
                     sport, env={"PYTHONPATH": str(ROOT / "src")})
@@ -1065,7 +1076,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd")
     px = sub.add_parser("_proxy")
-    px.add_argument("--stack", required=True)
+    px.add_argument("--server", required=True, choices=("aiohttpapp", "aiohttpll", "gwctlhttp", "uvicorn"))
+    px.add_argument("--client", required=True, choices=("aiohttp", "httpx", "fast", "gwctl"))
+    px.add_argument("--loop", default="uvloop", choices=("uvloop", "asyncio"))
     px.add_argument("--port", type=int, required=True)
     px.add_argument("--upstream", required=True)
     ru = sub.add_parser("_raw-upstream")
@@ -1081,13 +1094,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default="", help="write the rows to this file")
     args = ap.parse_args(argv)
     if args.cmd == "_proxy":
-        if args.stack == "gwctlhttp-gwctl-uvloop":
+        if args.server == "gwctlhttp":
             serve_gwctl_stack(args.port, args.upstream)
-        elif args.stack.startswith("uvicorn-"):
-            serve_uvicorn(args.port, args.upstream, args.stack.split("-")[1])
+        elif args.server == "uvicorn":
+            serve_uvicorn(args.port, args.upstream, args.client)
         else:
-            server, client, loop = args.stack.split("-")
-            serve_aiohttp(args.port, args.upstream, server, client, loop == "uvloop")
+            serve_aiohttp(args.port, args.upstream, args.server, args.client, args.loop == "uvloop")
         return 0
     if args.cmd == "_raw-upstream":
         serve_raw_upstream(args.port)

@@ -1,6 +1,6 @@
 """The real `gwctl proxy` against the stand-in upstream, next to direct and LiteLLM.
 
-Starts `python -m gwctl.standin --no-record`, writes a temporary store (a
+Starts `python -m gwctl.testing --no-record`, writes a temporary store (a
 source for the stand-in, a priced catalog entry, a route, a gateway key), runs
 `gwctl proxy` with one worker and metering on (SQLite activity log), and
 measures with wrk (see http_stack.py for the method):
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gwctl-bench-"))
     try:
         up_port = hs.free_port()
-        standin = procs.start([sys.executable, "-m", "gwctl.standin", "--port", str(up_port), "--models", hs.MODEL,
+        standin = procs.start([sys.executable, "-m", "gwctl.testing", "--port", str(up_port), "--models", hs.MODEL,
                                "--api-key", hs.UPSTREAM_KEY, "--no-record", "--chunk-delay-ms", "2"], up_port)
         up_url = f"http://{hs.HOST}:{up_port}/v1"
         store = tmp / "gwctl.toml"
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             # the same server protocol and upstream client with no product logic and no log: the floor
             print("measuring the floor (gwctl's server + client, no decision, no log) …", file=sys.stderr)
             fl_port = hs.free_port()
-            fl = procs.start([sys.executable, str(HERE / "http_stack.py"), "_proxy", "--stack", "gwctlhttp-gwctl-uvloop",
+            fl = procs.start([sys.executable, str(HERE / "http_stack.py"), "_proxy", "--server", "gwctlhttp", "--client", "gwctl",
                               "--port", str(fl_port), "--upstream", f"http://{hs.HOST}:{up_port}"], fl_port)
             hs.REQUEST["model"] = "bench"
             floor = hs.measure(fl_port, "/v1/chat/completions", "Bearer " + hs.GATEWAY_KEY, args, stream=False,

@@ -37,7 +37,7 @@ import orjson
 import uvloop
 
 from gwctl.core import keys as gwkeys
-from gwctl.core.model import CatalogEntry, GatewayKey, Secret, Snapshot, Source
+from gwctl.core.config import CatalogEntry, GatewayKey, Secret, Snapshot, Source
 from gwctl.core.pricing import Usage
 from gwctl.proxy import client as upstream_client
 from gwctl.proxy import server as proxy_server

@@ -71,7 +71,7 @@ def gw():
 @pytest.fixture(scope="session")
 def standin():
     """One stand-in upstream for the session (tests reconfigure and clear it)."""
-    from gwctl.standin import StandinConfig, start_standin
+    from gwctl.testing.thread import StandinConfig, start_standin
 
     handle = start_standin(StandinConfig(models=["llama-3.1-8b", "qwen/qwen3", "mistral-7b"], api_key="sk-upstream-1234"))
     yield handle

@@ -23,7 +23,7 @@ import pytest
 
 from gwctl.activity import open_log, sqlite_dsn
 from gwctl.activity.child import ChildWriter, neutral_row
-from gwctl.core.model import CatalogEntry
+from gwctl.core.config import CatalogEntry
 from gwctl.core.pricing import Usage
 
 ENTRY = CatalogEntry("src", "m1", prices=MP({"input": Decimal("3e-6"), "output": Decimal("1.5e-5")}))

@@ -468,7 +468,7 @@ def test_contract_writer_process_writes_every_row_exactly(dsn):
     """The proxy's writer process, on this backend: every row lands, priced exactly in the child."""
     from types import MappingProxyType
 
-    from gwctl.core.model import CatalogEntry
+    from gwctl.core.config import CatalogEntry
 
     entry = CatalogEntry("local", "llama", prices=MappingProxyType({"input": Decimal("1e-6"), "output": Decimal("1e-6")}))
     ok, writer = _run_writer(dsn, [wire_row(i, entry) for i in range(1000)] + [wire_row(1000)], batch_rows=64)

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gwctl.core.checks import RULES, Check, advisory_warnings, first_failure, run_checks
-from gwctl.core.model import CAPABILITIES, CatalogEntry, Source
+from gwctl.core.config import CAPABILITIES, CatalogEntry, Source
 from gwctl.core.request import RequestFeatures, features
 
 LOCAL = Source(name="local", base_url="http://127.0.0.1:8000/v1")

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import run_cli
-from gwctl.core.model import CAPABILITIES, PRICE_KINDS
+from gwctl.core.config import CAPABILITIES, PRICE_KINDS
 
 
 def test_set_show_and_toml_keeps_what_was_written(gw, store_path):

@@ -139,7 +139,7 @@ def test_keys(gw, store_path):
 
 def test_key_verification_is_by_hash():
     from gwctl.core import keys
-    from gwctl.core.model import GatewayKey
+    from gwctl.core.config import GatewayKey
 
     k = keys.generate()
     stored = {"a": GatewayKey(name="a", hash=keys.digest(k), prefix=keys.shown_prefix(k))}
@@ -153,7 +153,7 @@ def test_the_proxy_key_memo_verifies_as_verify_and_forgets_on_reload():
     from types import MappingProxyType as MP
 
     from gwctl.core import keys
-    from gwctl.core.model import GatewayKey, Snapshot
+    from gwctl.core.config import GatewayKey, Snapshot
 
     def snapshot(**named):
         return Snapshot(keys=MP({n: GatewayKey(name=n, hash=keys.digest(k), prefix=keys.shown_prefix(k))

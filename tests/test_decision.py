@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from gwctl.core.decision import decide
-from gwctl.core.model import CatalogEntry, Route, Secret, Settings, Snapshot, Source
+from gwctl.core.config import CatalogEntry, Route, Secret, Settings, Snapshot, Source
 from decimal import Decimal
 
 

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import run_cli
-from gwctl.standin import StandinConfig, start_standin
+from gwctl.testing.thread import StandinConfig, start_standin
 from proxyrun import ProxyProcess
 
 SECRETS = {"s1": "sk-one-1111", "s2": "sk-two-2222", "s3": "sk-three-3333"}

@@ -141,7 +141,7 @@ def test_an_internal_error_still_gets_its_row(tmp_path):
     """Every request, whatever its fate, gets its activity row: also a 500 from a bug of ours."""
     from pathlib import Path
 
-    from gwctl.core.model import Snapshot
+    from gwctl.core.config import Snapshot
     from gwctl.proxy.http import Request
     from gwctl.proxy.server import Gateway, ProxyConfig
 

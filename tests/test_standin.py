@@ -17,16 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gwctl.standin import (
-    EMBEDDING_DIM,
-    StandinConfig,
-    Usage,
-    content_pieces,
-    prompt_tokens,
-    run_standin,
-    start_standin,
-    usage_for,
-)
+from gwctl.testing.responses import EMBEDDING_DIM, TokenCounts, content_pieces, prompt_tokens, usage_for
+from gwctl.testing.standin import StandinConfig, run_standin
+from gwctl.testing.thread import start_standin
 
 MESSAGES = [{"role": "user", "content": "Say hello to the stand-in, please."}]
 
@@ -457,7 +450,7 @@ def test_stop_is_idempotent_and_frees_port():
 def test_subprocess_mode():
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gwctl.standin", "--port", "0", "--models", "a,b/c",
+        [sys.executable, "-m", "gwctl.testing", "--port", "0", "--models", "a,b/c",
          "--api-key", "K"],
         stdout=subprocess.PIPE, text=True, env=env,
     )
@@ -512,6 +505,6 @@ def test_reported_usage_matches_rule_whatever_the_serialisation(standin, message
     assert r.status_code == 200
     usage = r.json()["usage"]
     expected = usage_for(standin.config, kind, body)
-    assert expected == Usage(prompt_tokens(messages), 3, 0, 0)
+    assert expected == TokenCounts(prompt_tokens(messages), 3, 0, 0)
     got = usage["prompt_tokens"] if kind == "chat" else usage["input_tokens"]
     assert got == expected.input_tokens

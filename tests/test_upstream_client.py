@@ -26,7 +26,7 @@ from gwctl.proxy.client import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
-from gwctl.standin import StandinConfig, start_standin
+from gwctl.testing.thread import StandinConfig, start_standin
 
 from egress import EgressProxy
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gwctl.core.model import CAPABILITIES, PRICE_KINDS
+from gwctl.core.config import CAPABILITIES, PRICE_KINDS
 
 _PRICE = {
     "description": "USD per unit, as a string (exact) in decimal or exponent notation, e.g. \"0.000003\" or \"3e-6\".",

@@ -55,7 +55,7 @@ def _gw(args: list[str], show: bool = True, expect: int | None = 0, stdin: str |
 
 def run_demo(keep: bool = False, with_proxy: bool = True) -> int:
     from gwctl import render
-    from gwctl.standin import StandinConfig, start_standin
+    from gwctl.testing.thread import StandinConfig, start_standin
 
     render.FORCE_TABLES = True
 

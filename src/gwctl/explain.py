@@ -78,7 +78,7 @@ def decision_json(d: Decision, reveal: bool = False) -> dict[str, Any]:
 
 def print_report(d: Decision, reveal: bool = False, out=None) -> None:
     out = out or sys.stdout
-    from gwctl.core.prices import format_usd
+    from gwctl.core.catalog_values import format_usd
 
     tty = out.isatty() if hasattr(out, "isatty") else False
     ok, bad = ("✓", "✗") if tty else ("pass", "FAIL")

@@ -54,7 +54,7 @@ from decimal import Decimal
 
 from gwctl.activity.dsn import parse_dsn
 from gwctl.activity.record import USAGE_KINDS
-from gwctl.core.prices import format_usd
+from gwctl.core.catalog_values import format_usd
 from gwctl.core.text import printable
 from gwctl.core.pricing import USAGE_FIELDS, price_plan
 
@@ -66,7 +66,7 @@ WIRE_FIELDS = (
 )
 """One submitted row, in order. ``time`` is epoch seconds, ``usage`` the
 counts of a :class:`~gwctl.core.pricing.Usage` (:meth:`~gwctl.core.pricing.Usage.counts`)
-or None, ``entry`` the :class:`~gwctl.core.model.CatalogEntry` to price at
+or None, ``entry`` the :class:`~gwctl.core.config.CatalogEntry` to price at
 (None: unbilled)."""
 
 _FRAME = struct.Struct(">I")

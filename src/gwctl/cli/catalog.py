@@ -35,7 +35,7 @@ def _pos_int(name: str, value: int | None) -> int | None:
 
 
 def _lint(snap, refs) -> None:
-    from gwctl.core.prices import lint_entry
+    from gwctl.core.catalog_values import lint_entry
     from gwctl.render import warn
 
     for ref in refs:
@@ -65,7 +65,7 @@ def set_cmd(
 
     Example: gwctl catalog set local/llama-3.1-8b --price input=3e-6 --price output=1.5e-5 --context-size 131072 --max-output 8192 --capability vision=false
     """
-    from gwctl.core.prices import parse_capability_assignment, parse_price_assignment
+    from gwctl.core.catalog_values import parse_capability_assignment, parse_price_assignment
     from gwctl.core.refs import split_ref
     from gwctl.render import message, warn
     from gwctl.store import document
@@ -78,7 +78,7 @@ def set_cmd(
         for item in price or []:
             kind, _, value = item.partition("=")
             if value.strip().lower() == "unset":
-                from gwctl.core.prices import check_price_kind
+                from gwctl.core.catalog_values import check_price_kind
 
                 prices[check_price_kind(kind.strip().lower())] = None
                 continue
@@ -146,8 +146,8 @@ def show(ref: RefArg, json_: JsonOpt = False) -> None:
 
     Example: gwctl catalog show local/llama-3.1-8b --json
     """
-    from gwctl.core.model import CAPABILITIES, PRICE_KINDS
-    from gwctl.core.prices import price_unit
+    from gwctl.core.config import CAPABILITIES, PRICE_KINDS
+    from gwctl.core.catalog_values import price_unit
     from gwctl.render import print_fields, print_json
 
     snap = load()
@@ -397,7 +397,7 @@ def price_cmd(
     import json
 
     from gwctl.core.pricing import Usage, detect_usage, price
-    from gwctl.core.prices import format_price, format_usd
+    from gwctl.core.catalog_values import format_price, format_usd
     from gwctl.render import print_json, print_table
 
     _ref(ref)

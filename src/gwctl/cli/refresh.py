@@ -33,12 +33,12 @@ def masked(result, src):
 
 
 def _fetch(src):
-    from gwctl.upstream import test_source
+    from gwctl.discovery import test_source
 
     try:
         return masked(test_source(src), src)
     except GwctlError as exc:  # e.g. the credential's env var is missing
-        from gwctl.upstream import TestResult
+        from gwctl.discovery import TestResult
 
         return masked(TestResult(source=src.name, url=src.base_url, ok=False, error="credential", message=exc.message,
                                  hint=exc.hint or ""), src)

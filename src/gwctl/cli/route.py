@@ -254,7 +254,7 @@ def _warn_if_invalid(snap) -> None:
 
 def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) -> int:
     from gwctl.core.decision import decide
-    from gwctl.core.prices import format_usd
+    from gwctl.core.catalog_values import format_usd
     from gwctl.explain import decision_json
     from gwctl.render import print_json, print_table
 

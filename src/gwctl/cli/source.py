@@ -143,7 +143,7 @@ def _response_headers(names: list[str] | None) -> tuple[str, ...] | None:
 def _run_test(src) -> None:
     from gwctl.cli.refresh import masked
     from gwctl.render import error, message
-    from gwctl.upstream import test_source
+    from gwctl.discovery import test_source
 
     result = masked(test_source(src), src)
     if not result.ok:
@@ -176,7 +176,7 @@ def add(
     """
     from types import MappingProxyType
 
-    from gwctl.core.model import Secret, Source
+    from gwctl.core.config import Secret, Source
     from gwctl.render import message
 
     if not NAME_RE.match(name):
@@ -246,7 +246,7 @@ def edit_cmd(
     from dataclasses import replace
     from types import MappingProxyType
 
-    from gwctl.core.model import Secret
+    from gwctl.core.config import Secret
     from gwctl.render import message
 
     if auth_value is not None and auth_env is not None:
@@ -466,7 +466,7 @@ def test_cmd(
     """
     from gwctl.cli.refresh import masked
     from gwctl.render import error, print_json, stdout_is_tty
-    from gwctl.upstream import test_source
+    from gwctl.discovery import test_source
 
     src = need_source(load(), name)
     result = masked(test_source(src, timeout=timeout), src)

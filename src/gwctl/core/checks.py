@@ -22,7 +22,7 @@ Rules chosen here:
   and unknown APIs generate nothing, so for them it is the prompt alone.
 * capability_X: fails only when the flag is false and the request uses X.
 * Order (and so which failure the proxy reports): catalog_only, max_output,
-  context_size, then the capabilities in :data:`gwctl.core.model.CAPABILITIES` order.
+  context_size, then the capabilities in :data:`gwctl.core.config.CAPABILITIES` order.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from gwctl.core.model import CAPABILITIES, CatalogEntry, Source
+from gwctl.core.config import CAPABILITIES, CatalogEntry, Source
 from gwctl.core.request import RequestFeatures
 
 RULES: tuple[str, ...] = (

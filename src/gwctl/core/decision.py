@@ -4,7 +4,7 @@
 one. Both call :func:`decide` and nothing else decides, so what the dry-run
 says is what the proxy does.
 
-Order (PRODUCT.md, "Route"):
+Order (README, "Routing: one decision for the dry-run and the proxy"):
 
 1. The agent's route. A root agent (``triage``) or an unnamed caller is
    routed by the model string it sends (root routes are keyed by model
@@ -35,7 +35,7 @@ from typing import Any, Mapping
 
 from gwctl.core.frozen import builder
 from gwctl.core.checks import Check, advisory_warnings, first_failure, fits_context_by_size, run_checks
-from gwctl.core.model import CatalogEntry, Route, Secret, Snapshot, Source
+from gwctl.core.config import CatalogEntry, Route, Secret, Snapshot, Source
 from gwctl.core.pricing import Cost, Usage, price
 from gwctl.core.request import RequestFeatures, features
 from gwctl.core.tokens import estimate_prompt_tokens

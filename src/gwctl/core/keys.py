@@ -12,7 +12,7 @@ import hmac
 import secrets
 from typing import Mapping
 
-from gwctl.core.model import GatewayKey, Snapshot
+from gwctl.core.config import GatewayKey, Snapshot
 
 PREFIX = "gwk_"
 

@@ -4,7 +4,7 @@ SDK clients append paths that already carry the API version
 (``/v1/chat/completions``), while users paste base URLs that end with one
 (``https://gateway.example/v1``). Joining the two naively gives
 ``/v1/v1/...``; so the trailing version segment of the base URL is stripped
-first (PRODUCT.md). Only the path is ever touched, never the host, so
+first. Only the path is ever touched, never the host, so
 ``https://v1.example`` stays as it is.
 
 Rules chosen here:
@@ -164,7 +164,7 @@ def models_url(base_url: str) -> str:
 def redact_url(url: str) -> str:
     """``url`` with any user info (``user:secret@``) replaced by ``***@``: safe to print, log or send.
 
-    User info in a URL is a secret (PRODUCT.md's rule: no output holds one), so
+    User info in a URL is a secret, and no output ever holds a secret, so
     every message, log line, table and error column that shows a URL passes it
     through here. Anything that is not a string comes back as its ``str``.
     """

@@ -31,7 +31,7 @@ from gwctl.activity.child import ChildWriter
 from gwctl.core import keys as gwkeys
 from gwctl.core.forwarding import replaced_names, request_headers, response_headers
 from gwctl.core.decision import Decision, DecisionMemo, decide
-from gwctl.core.model import Snapshot
+from gwctl.core.config import Snapshot
 from gwctl.core.pricing import Usage
 from gwctl.core.request import MAX_JSON_DEPTH, too_deep
 from gwctl.core.validate import validate

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from gwctl.core.model import Snapshot
+from gwctl.core.config import Snapshot
 from gwctl.errors import StoreError
 from gwctl.store.schema import SchemaError, snapshot_from_data
 

@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from gwctl.core.refs import split_ref
-from gwctl.core.model import (
+from gwctl.core.config import (
     CAPABILITIES,
     PRICE_KINDS,
     CatalogEntry,
@@ -230,7 +230,7 @@ def _response_headers(value: Any, path: tuple) -> tuple[str, ...]:
 
 
 def _price_value(value: Any, kind: str, path: tuple) -> tuple[Decimal, str]:
-    from gwctl.core.prices import parse_price
+    from gwctl.core.catalog_values import parse_price
 
     if isinstance(value, float):
         text = repr(value)

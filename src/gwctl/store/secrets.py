@@ -12,7 +12,7 @@ import os
 from typing import Mapping
 
 from gwctl.core.headers import auth_header_pair
-from gwctl.core.model import Source
+from gwctl.core.config import Source
 from gwctl.errors import GwctlError
 
 

@@ -36,7 +36,7 @@ from decimal import (
     InvalidOperation,
 )
 
-from gwctl.core.model import CAPABILITIES, PRICE_KINDS, CatalogEntry
+from gwctl.core.config import CAPABILITIES, PRICE_KINDS, CatalogEntry
 
 __all__ = [
     "MAX_PRICE",

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gwctl.core import prices as prices_mod
-from gwctl.core.model import CAPABILITIES, PRICE_KINDS, CatalogEntry
-from gwctl.core.prices import (
+from gwctl.core import catalog_values
+from gwctl.core.config import CAPABILITIES, PRICE_KINDS, CatalogEntry
+from gwctl.core.catalog_values import (
     MAX_PRICE,
     format_price,
     format_usd,
@@ -143,9 +143,9 @@ def test_unknown_kind_suggests_the_close_one():
 
 
 def test_check_price_kind():
-    assert prices_mod.check_price_kind("cache_read") == "cache_read"
+    assert catalog_values.check_price_kind("cache_read") == "cache_read"
     with pytest.raises(ValueError, match="unknown price kind 'cache'"):
-        prices_mod.check_price_kind("cache")
+        catalog_values.check_price_kind("cache")
 
 
 def test_price_unit():
@@ -448,9 +448,9 @@ def test_lint_collects_every_warning():
 # --- purity --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("module", ["prices", "pricing"])
+@pytest.mark.parametrize("module", ["catalog_values", "pricing"])
 def test_core_modules_import_nothing_impure(module):
-    path = Path(prices_mod.__file__).with_name(f"{module}.py")
+    path = Path(catalog_values.__file__).with_name(f"{module}.py")
     tree = ast.parse(path.read_text())
     imported = set()
     for node in ast.walk(tree):

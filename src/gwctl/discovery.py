@@ -21,7 +21,7 @@ from typing import Mapping
 
 import httpx
 
-from gwctl.core.model import Source
+from gwctl.core.config import Source
 from gwctl.core.urls import models_url
 from gwctl.store.secrets import auth_headers
 from gwctl.tls import peer_names, trust_context, verify_failure

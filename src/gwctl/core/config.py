@@ -1,4 +1,4 @@
-"""The store's data model as plain, immutable dataclasses.
+"""The gateway's configuration, the store's data model, as plain immutable dataclasses.
 
 Everything the decision, the catalog checks and the pricing need is here, with
 no I/O: the store layer builds a :class:`Snapshot` from the TOML document, the

@@ -1,0 +1,5 @@
+import sys
+
+from gwctl.testing.cli import main
+
+sys.exit(main())

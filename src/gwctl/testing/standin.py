@@ -1,0 +1,347 @@
+"""A fast stand-in upstream that speaks the OpenAI and Anthropic wire formats.
+
+The demo, the test suite and the benchmarks need a real HTTP upstream on
+127.0.0.1 that answers like a provider would (same JSON and SSE shapes the
+official SDKs parse), reports deterministic token usage so cost figures can be
+asserted exactly, and records what it was sent so tests can check what the
+proxy forwarded. It never calls anything else.
+
+Endpoints, under ``config.prefix`` (default ``/v1``)::
+
+    GET  /models              OpenAI list of config.models
+    POST /chat/completions    chat.completion, or SSE chunks + [DONE]
+    POST /completions         text_completion, or SSE chunks + [DONE]
+    POST /embeddings          list of embeddings (float or base64)
+    POST /responses           Responses object, or Responses SSE events
+    POST /messages            Anthropic Message, or Anthropic SSE events
+
+plus, outside the prefix, ``GET /_standin/received`` (the recorded requests
+as JSON) and ``DELETE /_standin/received`` (clear them), for when the
+stand-in runs as a subprocess. Those two are never recorded or authenticated.
+
+The bodies and the deterministic usage it reports are built in
+:mod:`gwctl.testing.responses`; :mod:`gwctl.testing.thread` runs a stand-in
+in a background thread, :mod:`gwctl.testing.cli` as a process
+(``python -m gwctl.testing``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_request import BaseRequest
+
+from gwctl.testing.responses import (
+    USAGE_KEYS,
+    answer,
+    content_pieces,
+    dumps,
+    error_body,
+    input_value,
+    prompt_tokens,
+    usage_for,
+)
+
+__all__ = ["StandinConfig", "ReceivedRequest", "Standin", "run_standin", "new_event_loop"]
+
+_MAX_BODY = 64 * 1024 * 1024
+_CACHE_LIMIT = 4096
+_CONTROL_PATH = "/_standin/received"
+
+
+@dataclass
+class StandinConfig:
+    """How the stand-in behaves. Change it on a running server with
+    :meth:`Standin.configure` / :meth:`StandinHandle.configure`."""
+
+    models: list[str] = field(default_factory=lambda: ["standin-small", "standin-large"])
+    api_key: str | None = None  # required credential, if set
+    auth_header: str | None = None  # None: "Authorization: Bearer KEY"; else NAME: KEY (raw)
+    prefix: str = "/v1"  # base path; "" and "/api/v1" work too
+    stream_chunks: int = 3  # content pieces per answer (= output tokens)
+    delay_ms: float = 0  # wait before answering (every endpoint)
+    chunk_delay_ms: float = 0  # wait between SSE events (streams are then written one event at a time)
+    usage: dict | None = None  # override of the neutral usage counts, see gwctl.testing.responses
+    fail_status: int | None = None  # answer every request with this status + error JSON
+    models_payload: Any = None  # override GET /models body: str/bytes sent raw, else JSON
+    strict_models: bool = False  # unknown "model" in a POST -> 404 model_not_found
+    record: bool = True  # keep every request in .received (turn off for benchmarks)
+
+    def __post_init__(self) -> None:
+        p = (self.prefix or "").strip()
+        p = p.rstrip("/")
+        if p and not p.startswith("/"):
+            p = "/" + p
+        self.prefix = p
+        if self.stream_chunks < 0:
+            raise ValueError("stream_chunks must be >= 0")
+        if self.usage is not None:
+            unknown = set(self.usage) - USAGE_KEYS
+            if unknown:
+                raise ValueError(
+                    f"unknown usage keys {sorted(unknown)}; use {sorted(USAGE_KEYS)}"
+                )
+
+
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One request as the stand-in saw it."""
+
+    method: str
+    path: str  # raw path including the query string
+    headers: dict[str, str]  # lower-cased names; repeated headers joined with ", "
+    body: Any  # parsed JSON body, or None (empty / not JSON)
+    raw: bytes  # the body bytes exactly as received
+
+    def to_json(self) -> dict:
+        return {
+            "method": self.method,
+            "path": self.path,
+            "headers": self.headers,
+            "body": self.body,
+            "raw": self.raw.decode("utf-8", "replace"),
+        }
+
+
+_ROUTES = {
+    "/chat/completions": "chat",
+    "/completions": "completions",
+    "/embeddings": "embeddings",
+    "/responses": "responses",
+    "/messages": "messages",
+}
+
+_JSON = "application/json"
+
+
+class Standin:
+    """The stand-in's request handler and its recorded requests.
+
+    Create it, then ``await start(host, port)`` inside a running loop (or use
+    :func:`run_standin` / :func:`start_standin`).
+    """
+
+    def __init__(self, config: StandinConfig | None = None) -> None:
+        self.config = config or StandinConfig()
+        self.received: list[ReceivedRequest] = []
+        self.host = "127.0.0.1"
+        self.port = 0
+        self._runner: web.BaseRunner | None = None
+        self._cache: dict[tuple, Any] = {}
+        self._rebuild()
+
+    # -- configuration -----------------------------------------------------
+    def configure(self, **changes: Any) -> StandinConfig:
+        """Replace config fields (e.g. ``fail_status=503``) on a live server."""
+        self.config = dataclasses.replace(self.config, **changes)
+        self._rebuild()
+        return self.config
+
+    def _rebuild(self) -> None:
+        c = self.config
+        self._cache = {}
+        self._pieces = content_pieces(c)
+        self._models = frozenset(c.models)
+        routes = {c.prefix + p: kind for p, kind in _ROUTES.items()}
+        self._post_routes = routes
+        self._models_path = c.prefix + "/models"
+        if c.models_payload is None:
+            payload = {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": 0, "owned_by": "standin"}
+                    for m in c.models
+                ],
+            }
+            self._models_body = dumps(payload)
+        elif isinstance(c.models_payload, bytes):
+            self._models_body = c.models_payload
+        elif isinstance(c.models_payload, str):
+            self._models_body = c.models_payload.encode()
+        else:
+            self._models_body = dumps(c.models_payload)
+        if c.api_key is None:
+            self._auth: tuple[str, str] | None = None
+        elif c.auth_header:
+            self._auth = (c.auth_header.lower(), c.api_key)
+        else:
+            self._auth = ("authorization", f"Bearer {c.api_key}")
+
+    # -- addresses -----------------------------------------------------------
+    @property
+    def base(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return self.base + self.config.prefix
+
+    def clear(self) -> None:
+        self.received.clear()
+
+    # -- lifecycle -------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> "Standin":
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        self.host, self.port = host, sock.getsockname()[1]
+        server = web.Server(
+            self.handle,
+            request_factory=self._make_request,
+            access_log=None,
+        )
+        self._server = server
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        await web.SockSite(self._runner, sock).start()
+        return self
+
+    async def close(self) -> None:
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> "Standin":
+        if self._runner is None:
+            await self.start(self.host, self.port)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.close()
+
+    def _make_request(self, message, payload, protocol, writer, task) -> BaseRequest:
+        return BaseRequest(
+            message, payload, protocol, writer, task, asyncio.get_running_loop(),
+            client_max_size=_MAX_BODY,
+        )
+
+    # -- request handling --------------------------------------------------------
+    async def handle(self, request: BaseRequest) -> web.StreamResponse:
+        c = self.config
+        path = request.path
+        if path == _CONTROL_PATH:
+            return self._control(request)
+        raw = await request.read()
+        body: Any = None
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = None
+        if c.record:
+            headers: dict[str, str] = {}
+            for k, v in request.headers.items():
+                k = k.lower()
+                headers[k] = f"{headers[k]}, {v}" if k in headers else v
+            self.received.append(
+                ReceivedRequest(request.method, request.raw_path, headers, body, raw)
+            )
+        if c.delay_ms:
+            await asyncio.sleep(c.delay_ms / 1000)
+
+        method = request.method
+        kind = self._post_routes.get(path)
+        anthropic = kind == "messages"
+        if c.fail_status is not None:
+            return self._error(c.fail_status, f"stand-in configured to fail with {c.fail_status}", anthropic)
+        if self._auth is not None:
+            name, expected = self._auth
+            if request.headers.get(name) != expected:
+                return self._error(401, "invalid or missing API key", anthropic, "invalid_api_key")
+        if path == self._models_path:
+            if method != "GET":
+                return self._error(405, f"method {method} not allowed", False)
+            return web.Response(body=self._models_body, content_type=_JSON)
+        if kind is None:
+            return self._error(404, f"no such endpoint: {path}", False, "unknown_url")
+        if method != "POST":
+            return self._error(405, f"method {method} not allowed", anthropic)
+        if not isinstance(body, dict):
+            return self._error(400, "request body must be a JSON object", anthropic, "invalid_json")
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            return self._error(400, "'model' is required", anthropic, "missing_model")
+        if c.strict_models and model not in self._models:
+            return self._error(
+                404, f"The model '{model}' does not exist", anthropic, "model_not_found"
+            )
+        return await self._answer(request, kind, model, body)
+
+    async def _answer(
+        self, request: BaseRequest, kind: str, model: str, body: dict
+    ) -> web.StreamResponse:
+        stream = body.get("stream") is True and kind != "embeddings"
+        include_usage = False
+        if stream and kind in ("chat", "completions"):
+            opts = body.get("stream_options")
+            include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+        value = input_value(kind, body)
+        extra: Any = None
+        if kind == "embeddings":
+            count = len(value) if isinstance(value, list) and value and not isinstance(value[0], int) else 1
+            extra = (count, body.get("encoding_format") == "base64")
+        u_in = prompt_tokens(value)
+        key = (kind, model, u_in, stream, include_usage, extra)
+        out = self._cache.get(key)
+        if out is None:
+            u = usage_for(self.config, kind, body)
+            out = answer(kind, model, u, self._pieces, stream, include_usage, extra)
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache.clear()
+            self._cache[key] = out
+        if not stream:
+            return web.Response(body=out, content_type=_JSON)
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+        delay = self.config.chunk_delay_ms
+        if delay:
+            for i, event in enumerate(out):
+                if i:
+                    await asyncio.sleep(delay / 1000)
+                await resp.write(event)
+        else:
+            await resp.write(b"".join(out))
+        await resp.write_eof()
+        return resp
+
+    def _error(
+        self, status: int, message: str, anthropic: bool, code: str | None = None
+    ) -> web.Response:
+        return web.Response(
+            status=status, body=error_body(status, message, anthropic, code), content_type=_JSON
+        )
+
+    def _control(self, request: BaseRequest) -> web.Response:
+        if request.method == "DELETE":
+            self.clear()
+            return web.Response(body=b'{"cleared":true}', content_type=_JSON)
+        return web.Response(
+            body=dumps([r.to_json() for r in list(self.received)]), content_type=_JSON
+        )
+
+
+async def run_standin(
+    config: StandinConfig | None = None, host: str = "127.0.0.1", port: int = 0
+) -> Standin:
+    """Start a stand-in in the running event loop and return it (serving).
+
+    ``await standin.close()`` stops it; it is also an async context manager.
+    """
+    return await Standin(config).start(host, port)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's where it is installed, else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
