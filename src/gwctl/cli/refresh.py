@@ -94,7 +94,7 @@ def _fetch_all(sources, show_progress: bool) -> dict:
 
 def _apply(results: dict) -> list[dict]:
     """Write every successful fetch's diff in one locked edit; one report entry per source."""
-    from gwctl.store import document  # tomlkit: only commands that write the store load it
+    from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     report = []
     with edit() as (doc, snap):
