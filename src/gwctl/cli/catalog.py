@@ -60,6 +60,23 @@ def _lint(snap, refs) -> None:
                 warn(w)
 
 
+def _assignments(price: list[str], capability: list[str]) -> tuple[dict[str, str | None], dict]:
+    """--price KIND=USD (None for KIND=unset) and --capability NAME=VALUE, parsed."""
+    prices: dict[str, str | None] = {}
+    try:
+        for item in price:
+            kind, _, value = item.partition("=")
+            if value.strip().lower() == "unset":
+                prices[check_price_kind(kind.strip().lower())] = None
+                continue
+            kind, _, text = parse_price_assignment(item)
+            prices[kind] = text
+        caps = dict(parse_capability_assignment(item) for item in capability)
+    except ValueError as exc:
+        fail(str(exc))
+    return prices, caps
+
+
 @app.command("set")
 def set_cmd(
     ref: RefArg,
@@ -85,18 +102,7 @@ def set_cmd(
     _ref(ref)
     _pos_int("--context-size", context_size)
     _pos_int("--max-output", max_output)
-    prices: dict[str, str | None] = {}
-    try:
-        for item in price or []:
-            kind, _, value = item.partition("=")
-            if value.strip().lower() == "unset":
-                prices[check_price_kind(kind.strip().lower())] = None
-                continue
-            kind, _, text = parse_price_assignment(item)
-            prices[kind] = text
-        caps = dict(parse_capability_assignment(item) for item in capability or [])
-    except ValueError as exc:
-        fail(str(exc))
+    prices, caps = _assignments(price or [], capability or [])
     fields: dict = {}
     if display_name is not None:
         fields["display_name"] = display_name or None

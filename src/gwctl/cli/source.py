@@ -173,10 +173,7 @@ def add(
         fail(f"'{name}' is not a valid source name", "use letters, digits, '.', '_' and '-' (no '/'), e.g. local-vllm")
     if not base_url:
         fail("--base-url is required", "e.g. --base-url https://gateway.example/v1")
-    if auth_value is not None and auth_env is not None:
-        fail("give either --auth-value or --auth-env, not both")
-    if auth_env is not None:
-        _check_env_name(auth_env)
+    _check_auth_options(auth_value, auth_env, no_auth=False)
     headers = _headers(header, headers_json) or {}
     _validated(name, base_url, auth_header, headers, connect_timeout, read_timeout)
     ca_path = _ca_file(ca_file, base_url)
@@ -233,37 +230,18 @@ def edit_cmd(
 
     Example: gwctl source edit local --auth-env NEW_VLLM_KEY --header 'X-Team: ml'
     """
-    if auth_value is not None and auth_env is not None:
-        fail("give either --auth-value or --auth-env, not both")
-    if no_auth and (auth_value is not None or auth_env is not None):
-        fail("--no-auth cannot be combined with --auth-value or --auth-env")
-    if auth_env is not None:
-        _check_env_name(auth_env)
-    current = need_source(load(), name)
-    ca_path = None if ca_file is None else _ca_file(ca_file, base_url if base_url is not None else current.base_url)
+    _check_auth_options(auth_value, auth_env, no_auth)
+    existing = need_source(load(), name)
+    ca_path = None if ca_file is None else _ca_file(ca_file, base_url if base_url is not None else existing.base_url)
     secret = _read_secret(auth_value)
 
     def changed(src):
-        headers = _headers(header, headers_json, dict(src.headers))
-        headers = dict(src.headers) if headers is None else headers
-        for k in remove_header or []:
-            match = [e for e in headers if e.lower() == k.lower()]
-            if not match:
-                fail(f"source {name} has no static header '{k}'")
-            for e in match:
-                del headers[e]
-        auth = src.auth
-        if no_auth:
-            auth = Secret()
-        elif secret is not None:
-            auth = Secret(value=secret)
-        elif auth_env is not None:
-            auth = Secret(env=auth_env)
+        headers = _edited_headers(name, src, header, headers_json, remove_header)
         new = replace(
             src,
             base_url=base_url.strip() if base_url is not None else src.base_url,
             auth_header=src.auth_header if auth_header is None else auth_header,
-            auth=auth,
+            auth=_edited_auth(src, no_auth, secret, auth_env),
             passthrough=src.passthrough if passthrough is None else passthrough,
             catalog_only=src.catalog_only if catalog_only is None else catalog_only,
             headers=MappingProxyType(headers),
@@ -277,13 +255,45 @@ def edit_cmd(
         return new
 
     if test:
-        _run_test(changed(current))
+        _run_test(changed(existing))
     from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     with edit() as (doc, snap):
         new = changed(need_source(snap, name))
         document.put_source(doc, name, _fields(new))
     message(f"updated source {name}")
+
+
+def _check_auth_options(auth_value: str | None, auth_env: str | None, no_auth: bool) -> None:
+    if auth_value is not None and auth_env is not None:
+        fail("give either --auth-value or --auth-env, not both")
+    if no_auth and (auth_value is not None or auth_env is not None):
+        fail("--no-auth cannot be combined with --auth-value or --auth-env")
+    if auth_env is not None:
+        _check_env_name(auth_env)
+
+
+def _edited_headers(name: str, src, header, headers_json, remove_header) -> dict[str, str]:
+    """The source's static headers after --header, --headers-json and --remove-header."""
+    headers = _headers(header, headers_json, dict(src.headers))
+    headers = dict(src.headers) if headers is None else headers
+    for k in remove_header or []:
+        match = [e for e in headers if e.lower() == k.lower()]
+        if not match:
+            fail(f"source {name} has no static header '{k}'")
+        for e in match:
+            del headers[e]
+    return headers
+
+
+def _edited_auth(src, no_auth: bool, secret: str | None, auth_env: str | None) -> Secret:
+    if no_auth:
+        return Secret()
+    if secret is not None:
+        return Secret(value=secret)
+    if auth_env is not None:
+        return Secret(env=auth_env)
+    return src.auth
 
 
 def _auth_json(src, reveal: bool) -> dict:
