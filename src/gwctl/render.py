@@ -10,7 +10,11 @@ import json
 from decimal import Decimal
 from typing import Any, Iterable, Sequence
 
+import orjson
+
 from gwctl.context import current
+from gwctl.core.headers import mask_secret
+from gwctl.core.urls import redact_url
 
 
 def stdout_is_tty() -> bool:
@@ -35,8 +39,6 @@ def _default(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> str:
-    import orjson
-
     try:
         return orjson.dumps(obj, default=_default, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS).decode()
     except TypeError:  # e.g. an int beyond 64 bits: the slower encoder handles it
@@ -116,8 +118,6 @@ def mask(value: str | None, reveal: bool = False) -> str:
         return ""
     if reveal:
         return value
-    from gwctl.core.headers import mask_secret
-
     return mask_secret(value)
 
 
@@ -125,6 +125,4 @@ def url(value: str | None, reveal: bool = False) -> str | None:
     """A URL for display: its user info (``user:secret@``) masked as ``***@`` unless revealed."""
     if value is None or reveal:
         return value
-    from gwctl.core.urls import redact_url
-
     return redact_url(value)

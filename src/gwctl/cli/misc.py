@@ -82,7 +82,7 @@ def demo(
 
     Example: gwctl demo
     """
-    from gwctl.cli import main  # the entry point the demo drives, handed to it: gwctl.demo never imports gwctl.cli
+    from gwctl.cli import main  # the parent package (a module-level import would be a cycle); handed to the demo
     from gwctl.demo import run_demo  # the stand-in server and httpx: only for `gwctl demo`
 
     raise typer.Exit(run_demo(main, current(), keep=keep, with_proxy=proxy))
