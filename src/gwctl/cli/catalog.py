@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from gwctl.catalog_schema import catalog_json_schema
 from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, read_input
 from gwctl.context import current
 from gwctl.core.model import CAPABILITIES, PRICE_KINDS
@@ -22,7 +21,6 @@ from gwctl.core.prices import (
     parse_price_assignment,
     price_unit,
 )
-from gwctl.core.pricing import Usage, detect_usage, price
 from gwctl.core.refs import close_matches, split_ref
 from gwctl.render import message, print_fields, print_json, print_table, warn
 from gwctl.store.schema import SchemaError, parse_entry
@@ -369,6 +367,8 @@ def schema_cmd() -> None:
 
     Example: gwctl catalog schema > gwctl-catalog.schema.json
     """
+    from gwctl.catalog_schema import catalog_json_schema  # the schema builder: only for this command
+
     print_json(catalog_json_schema())
 
 
@@ -392,6 +392,8 @@ def price_cmd(
 
     Example: gwctl catalog price local/llama-3.1-8b --input-tokens 800 --cached-tokens 200 --output-tokens 50
     """
+    from gwctl.core.pricing import Usage, detect_usage, price  # the pricing engine: only for this command
+
     _ref(ref)
     counts = dict(input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached_tokens,
                   cache_read_tokens=cache_read_tokens, cache_write_5m_tokens=cache_write_5m_tokens,

@@ -10,12 +10,10 @@ import typer
 
 from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, need_source, read_input
 from gwctl.context import current
-from gwctl.core.decision import decide
 from gwctl.core.prices import format_usd
 from gwctl.core.refs import AGENT_RE
 from gwctl.core.request import MAX_JSON_DEPTH, too_deep
 from gwctl.core.validate import base_url_problem, validate
-from gwctl.explain import decision_json, print_report
 from gwctl.render import message, print_json, print_table, url
 
 app = typer.Typer(
@@ -218,6 +216,10 @@ def dry_run(
 
     Example: gwctl route dry-run --agent triage/summarizer --model child-alias --request req.json
     """
+    # the decision engine and its token estimator (~50 ms): only the dry-run loads them
+    from gwctl.core.decision import decide
+    from gwctl.explain import decision_json, print_report
+
     snap = load()
     _warn_if_invalid(snap)
     if requests is not None:
@@ -245,6 +247,9 @@ def _warn_if_invalid(snap) -> None:
 
 
 def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) -> int:
+    from gwctl.core.decision import decide  # the decision engine (~50 ms): only the dry-run loads it
+    from gwctl.explain import decision_json
+
 
     text = read_input(file)
     results = []

@@ -16,7 +16,6 @@ from gwctl.core.headers import parse_header_option, parse_headers_json, validate
 from gwctl.core.model import Secret, Source
 from gwctl.core.validate import auth_header_problem, base_url_problem, env_name_problem, shown_env
 from gwctl.render import error, mask, message, print_fields, print_json, print_table, stdout_is_tty, url, warn
-from gwctl.tls import ca_file_problem, expand_ca_path
 
 app = typer.Typer(
     help="Add, edit, test and refresh upstream sources.\n\nExample: gwctl source add local --base-url http://127.0.0.1:8000/v1 --auth-env VLLM_KEY --test",
@@ -92,6 +91,8 @@ def _validated(name, base_url, auth_header, headers, connect_timeout, read_timeo
 
 def _ca_file(text: str | None, base_url: str) -> str | None:
     """The stored form of --ca-file: an absolute path to a readable PEM file ('' means none)."""
+    from gwctl.tls import ca_file_problem, expand_ca_path  # ssl (~10 ms): only for --ca-file
+
     if not text or not text.strip():
         return None
     path = expand_ca_path(text)
