@@ -1,9 +1,10 @@
 """The command tree and the one error boundary.
 
-This module imports only typer, click and the standard library: command
-groups are imported when they run (see ``GROUPS``), and within them the heavy
-stacks (rich, httpx, the server) are imported by the command that needs them,
-so ``gwctl --help`` stays fast.
+This module imports typer, click, the standard library and two small gwctl
+modules (context, errors): command groups are imported when they run (see
+``GROUPS``), and within them the heavy stacks (rich, httpx, tomlkit, the
+server) are imported by the command that needs them, so ``gwctl --help``
+stays fast.
 
 Every invocation runs against one :class:`gwctl.context.Env` (streams,
 environment, --store, output mode) that :func:`main` makes current for the
