@@ -104,7 +104,7 @@ def evil_log(tmp_path, monkeypatch):
 @pytest.mark.parametrize("tty", [False, True], ids=["pipe", "tty"])
 @pytest.mark.parametrize("args", [("activity", "list"), ("activity", "summary", "--by", "model"),
                                   ("activity", "summary", "--by", "agent")], ids=" ".join)
-def test_activity_tables_escape_client_strings(gw, evil_log, monkeypatch, tty, args):
+def test_activity_tables_escape_client_strings(evil_log, tty, args):
     r = invoke(list(args), force_tables=tty)
     assert r.code == 0, r.err
     lines = [line for line in r.out.splitlines() if line.strip()]
