@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,25 +19,19 @@ class Result:
         return json.loads(self.out)
 
 
-class _Stdin(io.StringIO):
-    def isatty(self) -> bool:
-        return False
-
-
 def run_cli(*args: str, input: str | None = None) -> Result:
     """Run gwctl in-process through its real entry point (error boundary included)."""
-    from gwctl.cli import main, state
+    return invoke(list(args), input=input)
 
-    state.STORE_OPTION = None
-    out, err = io.StringIO(), io.StringIO()
-    old_in = sys.stdin
-    sys.stdin = _Stdin(input or "")
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
-    finally:
-        sys.stdin = old_in
-    return Result(code, out.getvalue(), err.getvalue())
+
+def invoke(argv: list[str], *, input: str | None = None, force_tables: bool = False) -> Result:
+    """run_cli with the invocation's output mode chosen (force_tables: human output, as on a terminal)."""
+    from gwctl.cli import main
+    from gwctl.context import Env
+
+    env = Env.captured(input, force_tables=force_tables)
+    code = main(argv, env)
+    return Result(code, env.stdout.getvalue(), env.stderr.getvalue())
 
 
 @pytest.fixture(autouse=True)

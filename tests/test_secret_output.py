@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import invoke
 
 SECRET = "s3cret"
 LEAKY_URL = "http://user:s3cret@127.0.0.1:9/v1"
@@ -67,11 +68,8 @@ def _clean(r) -> None:
 
 
 @pytest.fixture(params=[False, True], ids=["pipe", "tty"])
-def tty(request, monkeypatch):
+def tty(request):
     """Human output both ways: tab-separated lines (a pipe) and rich tables (a terminal)."""
-    from gwctl import render
-
-    monkeypatch.setattr(render, "FORCE_TABLES", request.param)
     return request.param
 
 
@@ -110,7 +108,7 @@ READS = [
 
 @pytest.mark.parametrize("args", READS, ids=" ".join)
 def test_no_command_prints_the_user_info_of_a_base_url(leaky, tty, args):
-    r = leaky(*args)
+    r = invoke(list(args), force_tables=tty)
     _clean(r)
     assert r.code in (0, 1, 3), (r.code, r.err)
 

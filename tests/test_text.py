@@ -76,6 +76,7 @@ def test_redact_urls():
 # --- the CLI's human tables print client strings through printable() --------
 
 import pytest  # noqa: E402
+from conftest import invoke  # noqa: E402
 
 EVIL_MODEL = "[bold]gpt-4o[/bold]\n2025-03-01 12:00:00\tforged\x1b[31m\u2028"
 EVIL_AGENT = "triage\x1b]8;;http://evil.example\x07click\x1b]8;;\x07"
@@ -103,11 +104,8 @@ def evil_log(tmp_path, monkeypatch):
 @pytest.mark.parametrize("tty", [False, True], ids=["pipe", "tty"])
 @pytest.mark.parametrize("args", [("activity", "list"), ("activity", "summary", "--by", "model"),
                                   ("activity", "summary", "--by", "agent")], ids=" ".join)
-def test_activity_tables_escape_client_strings(gw, evil_log, monkeypatch, tty, args):
-    from gwctl import render
-
-    monkeypatch.setattr(render, "FORCE_TABLES", tty)
-    r = gw(*args)
+def test_activity_tables_escape_client_strings(evil_log, tty, args):
+    r = invoke(list(args), force_tables=tty)
     assert r.code == 0, r.err
     lines = [line for line in r.out.splitlines() if line.strip()]
     assert not any(ch in r.out for ch in "\x1b\x07\r\x9b\u2028")

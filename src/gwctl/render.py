@@ -7,29 +7,23 @@ Secrets are masked here, at display time, unless the caller asked to reveal.
 from __future__ import annotations
 
 import json
-import sys
 from decimal import Decimal
 from typing import Any, Iterable, Sequence
 
+import orjson
 
-FORCE_TABLES = False
-"""Set by `gwctl demo`, whose output is captured but meant for a person."""
+from gwctl.context import current
+from gwctl.core.headers import mask_secret
+from gwctl.core.urls import redact_url
 
 
 def stdout_is_tty() -> bool:
-    if FORCE_TABLES:
-        return True
-    try:
-        return sys.stdout.isatty()
-    except (AttributeError, ValueError):
-        return False
+    """Whether output is for a person: stdout is a terminal, or the invocation asked for tables."""
+    return current().stdout_is_tty()
 
 
 def stderr_is_tty() -> bool:
-    try:
-        return sys.stderr.isatty()
-    except (AttributeError, ValueError):
-        return False
+    return current().stderr_is_tty()
 
 
 def _default(obj: Any) -> Any:
@@ -45,8 +39,6 @@ def _default(obj: Any) -> Any:
 
 
 def dumps(obj: Any) -> str:
-    import orjson
-
     try:
         return orjson.dumps(obj, default=_default, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS).decode()
     except TypeError:  # e.g. an int beyond 64 bits: the slower encoder handles it
@@ -54,8 +46,9 @@ def dumps(obj: Any) -> str:
 
 
 def print_json(obj: Any) -> None:
-    sys.stdout.write(dumps(obj) + "\n")
-    sys.stdout.flush()
+    out = current().stdout
+    out.write(dumps(obj) + "\n")
+    out.flush()
 
 
 def _cell(value: Any) -> str:
@@ -69,16 +62,17 @@ def _cell(value: Any) -> str:
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None, empty: str | None = None) -> None:
     """A rich table on a terminal; tab-separated lines (no header) otherwise."""
     rows = [[_cell(v) for v in row] for row in rows]
-    if not stdout_is_tty():
+    env = current()
+    if not env.stdout_is_tty():
         for row in rows:
-            sys.stdout.write("\t".join(c.replace("\t", " ").replace("\n", " ") for c in row) + "\n")
+            env.stdout.write("\t".join(c.replace("\t", " ").replace("\n", " ") for c in row) + "\n")
         return
     if not rows and empty:
         message(empty)
         return
+    # rich is imported only when a table is shown on a terminal (it costs ~40 ms)
     from rich.console import Console
     from rich.table import Table
-
     from rich.text import Text
 
     table = Table(title=title, box=None, header_style="bold", pad_edge=False)
@@ -87,34 +81,36 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title:
     for row in rows:
         # plain Text: a cell is shown as it is, never read as rich markup ("[link=…]" in a model name stays text)
         table.add_row(*(Text(c) for c in row), end_section=False)
-    Console(highlight=False, width=None if not FORCE_TABLES else 160).print(table)
+    Console(file=env.stdout, highlight=False, width=160 if env.force_tables else None).print(table)
 
 
 def print_fields(pairs: Iterable[tuple[str, Any]]) -> None:
     """``key: value`` lines (terminal) or ``key<TAB>value`` lines (pipe)."""
     pairs = [(k, _cell(v)) for k, v in pairs]
-    if stdout_is_tty():
+    env = current()
+    if env.stdout_is_tty():
         width = max((len(k) for k, _ in pairs), default=0)
         for k, v in pairs:
-            sys.stdout.write(f"{k + ':':<{width + 1}} {v}\n")
+            env.stdout.write(f"{k + ':':<{width + 1}} {v}\n")
     else:
         for k, v in pairs:
-            sys.stdout.write(f"{k}\t{v}\n")
+            env.stdout.write(f"{k}\t{v}\n")
 
 
 def message(text: str) -> None:
     """Success chatter and progress, on stderr."""
-    sys.stderr.write(text + "\n")
+    current().stderr.write(text + "\n")
 
 
 def warn(text: str) -> None:
-    sys.stderr.write(f"warning: {text}\n")
+    current().stderr.write(f"warning: {text}\n")
 
 
 def error(text: str, hint: str | None = None) -> None:
-    sys.stderr.write(f"error: {text}\n")
+    err = current().stderr
+    err.write(f"error: {text}\n")
     if hint:
-        sys.stderr.write(f"hint: {hint}\n")
+        err.write(f"hint: {hint}\n")
 
 
 def mask(value: str | None, reveal: bool = False) -> str:
@@ -122,8 +118,6 @@ def mask(value: str | None, reveal: bool = False) -> str:
         return ""
     if reveal:
         return value
-    from gwctl.core.headers import mask_secret
-
     return mask_secret(value)
 
 
@@ -131,6 +125,4 @@ def url(value: str | None, reveal: bool = False) -> str | None:
     """A URL for display: its user info (``user:secret@``) masked as ``***@`` unless revealed."""
     if value is None or reveal:
         return value
-    from gwctl.core.urls import redact_url
-
     return redact_url(value)

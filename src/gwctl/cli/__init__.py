@@ -1,20 +1,28 @@
 """The command tree and the one error boundary.
 
-Command modules import only typer and the standard library at import time;
-everything heavy (rich, httpx, tomlkit, the server) is imported inside the
-command that needs it, so ``gwctl --help`` stays fast.
+This module imports typer, click, the standard library and two small gwctl
+modules (context, errors): command groups are imported when they run (see
+``GROUPS``), and within them the heavy stacks (rich, httpx, tomlkit, the
+server) are imported by the command that needs them, so ``gwctl --help``
+stays fast.
+
+Every invocation runs against one :class:`gwctl.context.Env` (streams,
+environment, --store, output mode) that :func:`main` makes current for the
+call; nothing about an invocation is kept in module globals.
 """
 
 from __future__ import annotations
 
-import os
+import importlib
 import sys
 from typing import Annotated, Optional
 
+import click
 import typer
 
 from gwctl import __version__
-from gwctl.cli import state
+from gwctl.context import Env, current
+from gwctl.errors import GwctlError
 
 # gwctl prints plain click help (fast, and what scripts and `less` expect);
 # typer would otherwise import rich for every --help and escape "[required]".
@@ -36,7 +44,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        sys.stdout.write(f"gwctl {__version__}\n")
+        current().stdout.write(f"gwctl {__version__}\n")
         raise typer.Exit(0)
 
 
@@ -48,7 +56,7 @@ def _root(
     ] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
 ) -> None:
-    state.STORE_OPTION = store
+    current().store_option = store
 
 
 # Command groups are imported only when used: `gwctl --help` lists them from
@@ -74,8 +82,6 @@ class _LazyGroup(typer.core.TyperGroup):
     def get_command(self, ctx, name):
         if name not in GROUPS:
             return None
-        import importlib
-
         module = importlib.import_module(GROUPS[name][0])
         if hasattr(module, "app"):
             cmd = typer.main.get_command(module.app)
@@ -92,43 +98,50 @@ class _LazyGroup(typer.core.TyperGroup):
 app.info.cls = _LazyGroup
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run gwctl; every user mistake becomes one sentence on stderr and an exit code."""
-    import click
+def main(argv: list[str] | None = None, env: Env | None = None) -> int:
+    """Run gwctl once against ``env`` (default: this process's streams and environment).
 
-    from gwctl.errors import GwctlError
-
+    Every user mistake becomes one sentence on stderr and an exit code. Tests
+    and `gwctl demo` pass an :meth:`Env.captured` to run it in-process.
+    """
+    env = Env() if env is None else env
     store_file = sys.modules.get("gwctl.store.file")  # not imported yet: nothing was warned about
     if store_file is not None:
         store_file.reset_warnings()  # a warning about the store is given once per command
+    with env.active():
+        return _run(argv, env)
+
+
+def _run(argv: list[str] | None, env: Env) -> int:
+    """The error boundary around one invocation."""
     command = typer.main.get_command(app)
     try:
         rv = command.main(args=argv, prog_name="gwctl", standalone_mode=False)
     except GwctlError as exc:
-        from gwctl.render import error
+        from gwctl.render import error  # only on an error: --help does not load the renderer
 
         error(exc.message, exc.hint)
         return exc.code
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:
-        sys.stderr.write("aborted\n")
+        env.stderr.write("aborted\n")
         return 1
     except click.ClickException as exc:
-        exc.show()
+        exc.show(file=env.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
+        env.stderr.write("interrupted\n")
         return 130
     except BrokenPipeError:
         return 0
     except Exception:
-        if os.environ.get("GWCTL_DEBUG"):
+        if env.environ.get("GWCTL_DEBUG"):
             raise
-        import traceback
+        import traceback  # only for an internal error
 
-        sys.stderr.write("error: gwctl hit an internal error (this is a bug; please report it)\n")
-        sys.stderr.write(traceback.format_exc().splitlines()[-1] + "\n")
-        sys.stderr.write("hint: set GWCTL_DEBUG=1 to see the full traceback\n")
+        env.stderr.write("error: gwctl hit an internal error (this is a bug; please report it)\n")
+        env.stderr.write(traceback.format_exc().splitlines()[-1] + "\n")
+        env.stderr.write("hint: set GWCTL_DEBUG=1 to see the full traceback\n")
         return 70
     return rv if isinstance(rv, int) else 0

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Annotated, Optional
 
 import typer
 
+from gwctl.activity import SUMMARY_BY, open_log, parse_dsn, parse_duration, record_to_json, resolve_dsn, summary_to_json
+from gwctl.activity.record import summary_cost_known
 from gwctl.cli.common import JsonOpt, fail
+from gwctl.context import current
+from gwctl.core.text import printable
+from gwctl.render import print_json, print_table
+from gwctl.store.paths import default_activity_path
 
 app = typer.Typer(
     help="Read the activity log: requests, tokens, exact cost.\n\nExample: gwctl activity summary --by model --since 7d",
@@ -22,14 +30,7 @@ ActivityOpt = Annotated[Optional[str], typer.Option("--activity", metavar="DSN",
 
 
 def _open(dsn_option: str | None):
-    import os
-
-    from gwctl.activity import open_log, resolve_dsn
-    from gwctl.store.paths import default_activity_path
-
-    from gwctl.activity import parse_dsn
-
-    dsn = resolve_dsn(dsn_option, os.environ, default_activity_path())
+    dsn = resolve_dsn(dsn_option, current().environ, default_activity_path())
     target = parse_dsn(dsn)
     if target.kind == "sqlite" and not target.path.exists():
         return None  # nothing recorded yet: an empty log, not an error
@@ -39,10 +40,6 @@ def _open(dsn_option: str | None):
 def _since(text: str | None):
     if text is None:
         return None
-    from datetime import datetime, timezone
-
-    from gwctl.activity import parse_duration
-
     try:
         return datetime.now(timezone.utc) - parse_duration(text)
     except ValueError as exc:
@@ -63,9 +60,6 @@ def list_cmd(
 
     Example: gwctl activity list --since 1h --agent triage/summarizer
     """
-    from gwctl.activity import record_to_json
-    from gwctl.render import print_json, print_table
-
     cutoff = _since(since)
     log = _open(activity)
     rows = []
@@ -77,8 +71,6 @@ def list_cmd(
     if json_:
         print_json([record_to_json(r) for r in rows])
         return
-    from gwctl.core.text import printable
-
     table = []
     for r in rows:
         tokens = sum(v for k, v in r.usage.items() if k.endswith("tokens") and k != "reasoning_tokens")
@@ -109,12 +101,6 @@ def summary(
 
     Example: gwctl activity summary --by agent --since 7d --json
     """
-    from decimal import Decimal
-
-    from gwctl.activity import SUMMARY_BY, summary_to_json
-    from gwctl.activity.record import summary_cost_known
-    from gwctl.render import print_json, print_table
-
     if by not in SUMMARY_BY:
         fail(f"--by must be one of {', '.join(SUMMARY_BY)}, not '{by}'")
     cutoff = _since(since)
@@ -131,8 +117,6 @@ def summary(
                     "total": {"requests": sum(r.requests for r in rows), "cost": str(total),
                               "unbilled": sum(r.unbilled for r in rows), "rejected": sum(r.rejected for r in rows)}})
         return
-    from gwctl.core.text import printable
-
     table = []
     for r in rows:
         inp = sum(v for k, v in r.usage.items() if k in ("input_tokens", "cached_input_tokens", "cache_read_tokens",
@@ -141,9 +125,8 @@ def summary(
                       str(r.cost) if summary_cost_known(r) else "unbilled", r.billed, r.unbilled, r.rejected, r.errors])
     print_table([by.upper(), "REQUESTS", "INPUT TOK", "OUTPUT TOK", "COST USD", "BILLED", "UNBILLED", "REJECTED", "ERRORS"],
                 table, empty="no activity yet")
-    import sys
-
-    if sys.stdout.isatty() and rows:
+    env = current()
+    if env.stdout_is_terminal() and rows:
         unbilled = sum(r.unbilled for r in rows)
-        sys.stdout.write(f"total cost: {total} USD over {sum(r.requests for r in rows)} requests"
+        env.stdout.write(f"total cost: {total} USD over {sum(r.requests for r in rows)} requests"
                          + (f" ({unbilled} unbilled: no catalog entry, cost unknown)" if unbilled else "") + "\n")

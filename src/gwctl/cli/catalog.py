@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
-import sys
+import json
+import tomllib
+from dataclasses import replace
 from typing import Annotated, Optional
 
 import typer
 
 from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, read_input
+from gwctl.context import current
+from gwctl.core.config import CAPABILITIES, PRICE_KINDS
+from gwctl.core.catalog_values import (
+    check_price_kind,
+    format_price,
+    format_usd,
+    lint_entry,
+    parse_capability_assignment,
+    parse_price_assignment,
+    price_unit,
+)
+from gwctl.core.refs import close_matches, split_ref
+from gwctl.render import message, print_fields, print_json, print_table, warn
+from gwctl.store.schema import SchemaError, parse_entry
 
 app = typer.Typer(
     help="The custom model catalog: prices, limits, capabilities.\n\nExample: gwctl catalog set local/llama-3.1-8b --price input=3e-6 --price output=1.5e-5 --max-output 4096",
@@ -19,7 +35,6 @@ RefArg = Annotated[str, typer.Argument(metavar="REF", help="SOURCE/MODEL_ID, e.g
 
 
 def _ref(ref: str) -> str:
-    from gwctl.core.refs import split_ref
 
     try:
         split_ref(ref)
@@ -35,14 +50,29 @@ def _pos_int(name: str, value: int | None) -> int | None:
 
 
 def _lint(snap, refs) -> None:
-    from gwctl.core.catalog_values import lint_entry
-    from gwctl.render import warn
 
     for ref in refs:
         entry = snap.catalog.get(ref)
         if entry:
             for w in lint_entry(entry):
                 warn(w)
+
+
+def _assignments(price: list[str], capability: list[str]) -> tuple[dict[str, str | None], dict]:
+    """--price KIND=USD (None for KIND=unset) and --capability NAME=VALUE, parsed."""
+    prices: dict[str, str | None] = {}
+    try:
+        for item in price:
+            kind, _, value = item.partition("=")
+            if value.strip().lower() == "unset":
+                prices[check_price_kind(kind.strip().lower())] = None
+                continue
+            kind, _, text = parse_price_assignment(item)
+            prices[kind] = text
+        caps = dict(parse_capability_assignment(item) for item in capability)
+    except ValueError as exc:
+        fail(str(exc))
+    return prices, caps
 
 
 @app.command("set")
@@ -65,28 +95,12 @@ def set_cmd(
 
     Example: gwctl catalog set local/llama-3.1-8b --price input=3e-6 --price output=1.5e-5 --context-size 131072 --max-output 8192 --capability vision=false
     """
-    from gwctl.core.catalog_values import parse_capability_assignment, parse_price_assignment
-    from gwctl.core.refs import split_ref
-    from gwctl.render import message, warn
-    from gwctl.store import document
+    from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     _ref(ref)
     _pos_int("--context-size", context_size)
     _pos_int("--max-output", max_output)
-    prices: dict[str, str | None] = {}
-    try:
-        for item in price or []:
-            kind, _, value = item.partition("=")
-            if value.strip().lower() == "unset":
-                from gwctl.core.catalog_values import check_price_kind
-
-                prices[check_price_kind(kind.strip().lower())] = None
-                continue
-            kind, _, text = parse_price_assignment(item)
-            prices[kind] = text
-        caps = dict(parse_capability_assignment(item) for item in capability or [])
-    except ValueError as exc:
-        fail(str(exc))
+    prices, caps = _assignments(price or [], capability or [])
     fields: dict = {}
     if display_name is not None:
         fields["display_name"] = display_name or None
@@ -133,8 +147,6 @@ def entry_json(entry) -> dict:
 def _need_entry(snap, ref):
     entry = snap.catalog.get(ref)
     if entry is None:
-        from gwctl.core.refs import close_matches
-
         close = close_matches(ref, snap.catalog)
         fail(f"no catalog entry for {ref}", f"did you mean {', '.join(close)}?" if close else f"create it with: gwctl catalog set {ref} --price input=…")
     return entry
@@ -146,10 +158,6 @@ def show(ref: RefArg, json_: JsonOpt = False) -> None:
 
     Example: gwctl catalog show local/llama-3.1-8b --json
     """
-    from gwctl.core.config import CAPABILITIES, PRICE_KINDS
-    from gwctl.core.catalog_values import price_unit
-    from gwctl.render import print_fields, print_json
-
     snap = load()
     entry = _need_entry(snap, _ref(ref))
     if json_:
@@ -177,8 +185,6 @@ def list_cmd(
 
     Example: gwctl catalog list --source local
     """
-    from gwctl.render import print_json, print_table
-
     snap = load()
     entries = [e for e in snap.catalog.values() if source is None or e.source == source]
     if json_:
@@ -203,8 +209,7 @@ def remove(ref: RefArg, yes: YesOpt = False) -> None:
 
     Example: gwctl catalog remove local/llama-3.1-8b --yes
     """
-    from gwctl.render import message
-    from gwctl.store import document
+    from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     _need_entry(load(), _ref(ref))
     confirm(f"Remove catalog entry {ref}? Its requests become unbilled.", yes)
@@ -230,13 +235,11 @@ def export(
 
     Example: gwctl catalog export --format json > prices.json
     """
-    from gwctl.render import print_json
-
     data = export_data(load(), source)
     if format_ == "json":
         print_json(data)
     elif format_ == "toml":
-        import tomlkit
+        import tomlkit  # ~10 ms: only for a TOML export
 
         doc = tomlkit.document()
         doc.add(tomlkit.comment("gwctl catalog export; import with: gwctl catalog import FILE"))
@@ -248,14 +251,12 @@ def export(
                 t[k] = v
             cat[ref] = t
         doc["catalog"] = cat
-        sys.stdout.write(tomlkit.dumps(doc))
+        current().stdout.write(tomlkit.dumps(doc))
     else:
         fail(f"--format must be toml or json, not '{format_}'")
 
 
 def _read_import(path: str) -> dict:
-    import json
-    import tomllib
 
     text = read_input(path)
     stripped = text.lstrip()
@@ -324,9 +325,7 @@ def import_cmd(
 
     Example: gwctl catalog import prices.toml --dry-run
     """
-    from gwctl.render import message, print_json
-    from gwctl.store import document
-    from gwctl.store.schema import SchemaError, parse_entry
+    from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     raw = _read_import(file)
     normalised = {}
@@ -347,7 +346,7 @@ def import_cmd(
     if json_:
         print_json({**diff, "dry_run": dry_run})
     else:
-        out = sys.stdout
+        out = current().stdout
         for ref in diff["added"]:
             out.write(f"+ {ref}\n")
         for c in diff["changed"]:
@@ -368,8 +367,7 @@ def schema_cmd() -> None:
 
     Example: gwctl catalog schema > gwctl-catalog.schema.json
     """
-    from gwctl.catalog_schema import catalog_json_schema
-    from gwctl.render import print_json
+    from gwctl.catalog_schema import catalog_json_schema  # the schema builder: only for this command
 
     print_json(catalog_json_schema())
 
@@ -394,11 +392,7 @@ def price_cmd(
 
     Example: gwctl catalog price local/llama-3.1-8b --input-tokens 800 --cached-tokens 200 --output-tokens 50
     """
-    import json
-
-    from gwctl.core.pricing import Usage, detect_usage, price
-    from gwctl.core.catalog_values import format_price, format_usd
-    from gwctl.render import print_json, print_table
+    from gwctl.core.pricing import Usage, detect_usage, price  # the pricing engine: only for this command
 
     _ref(ref)
     counts = dict(input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached_tokens,
@@ -420,8 +414,6 @@ def price_cmd(
         except ValueError as exc:
             fail(f"{usage_file}: {exc}")
         if requests != 1:
-            from dataclasses import replace
-
             usage = replace(usage, requests=requests)
     else:
         usage = Usage(**counts)
@@ -430,10 +422,11 @@ def price_cmd(
     if json_:
         print_json({"ref": ref, "usage_shape": shape, "usage": usage.as_dict(), **cost.to_json()})
         return
+    env = current()
     if not cost.billed:
-        sys.stdout.write(f"unbilled\t{cost.unbilled_reason}\n" if not sys.stdout.isatty() else f"unbilled: {cost.unbilled_reason}\n")
+        env.stdout.write(f"unbilled\t{cost.unbilled_reason}\n" if not env.stdout_is_terminal() else f"unbilled: {cost.unbilled_reason}\n")
         return
     rows = [[i.kind, i.quantity, "-" if i.unit_price is None else format_price(i.unit_price),
              format_usd(i.amount), i.note] for i in cost.items]
     print_table(["KIND", "QUANTITY", "UNIT USD", "AMOUNT USD", "NOTE"], rows)
-    sys.stdout.write(f"total\t{format_usd(cost.total)}\n" if not sys.stdout.isatty() else f"total: {format_usd(cost.total)} USD\n")
+    env.stdout.write(f"total\t{format_usd(cost.total)}\n" if not env.stdout_is_terminal() else f"total: {format_usd(cost.total)} USD\n")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
 
-from gwctl.cli.common import JsonOpt
+from gwctl.cli.common import JsonOpt, store_path
+from gwctl.context import current
+from gwctl.core.validate import validate as check
+from gwctl.errors import StoreError
+from gwctl.render import print_fields, print_json
+from gwctl.store.file import load
+from gwctl.store.paths import ACTIVITY_ENV, default_activity_path
 
 
 def single_app(name: str) -> typer.Typer:
@@ -21,14 +26,7 @@ def validate(json_: JsonOpt = False) -> None:
 
     Example: gwctl validate --json
     """
-    import sys
-
-    from gwctl.cli.common import store_path
-    from gwctl.core.validate import validate as check
-    from gwctl.errors import StoreError
-    from gwctl.render import print_json
-    from gwctl.store.file import load
-
+    env = current()
     path = store_path()
     try:
         loaded = load(path)
@@ -38,7 +36,7 @@ def validate(json_: JsonOpt = False) -> None:
                         "problems": [{"level": "error", "where": "", "message": exc.message, "hint": exc.hint or ""}]})
             raise typer.Exit(1)
         raise
-    problems = check(loaded.snapshot, frozenset(os.environ))
+    problems = check(loaded.snapshot, frozenset(env.environ))
     errors = sum(1 for p in problems if p.level == "error")
     warnings = len(problems) - errors
     if json_:
@@ -46,14 +44,14 @@ def validate(json_: JsonOpt = False) -> None:
                     "warnings": warnings, "problems": [p.to_json() for p in problems]})
     else:
         for p in problems:
-            sys.stderr.write(f"{p.level}: {p.where}: {p.message}\n")
+            env.stderr.write(f"{p.level}: {p.where}: {p.message}\n")
             if p.hint:
-                sys.stderr.write(f"  hint: {p.hint}\n")
+                env.stderr.write(f"  hint: {p.hint}\n")
         s = loaded.snapshot
         summary = (f"{path}: {len(s.sources)} sources, {sum(len(x.models) for x in s.sources.values())} models, "
                    f"{len(s.catalog)} catalog entries, {len(s.routes)} routes, {len(s.keys)} keys; "
                    f"{errors} errors, {warnings} warnings")
-        sys.stdout.write(("ok: " if errors == 0 else "invalid: ") + summary + "\n")
+        env.stdout.write(("ok: " if errors == 0 else "invalid: ") + summary + "\n")
     if errors:
         raise typer.Exit(1)
 
@@ -63,11 +61,7 @@ def paths(json_: JsonOpt = False) -> None:
 
     Example: gwctl paths
     """
-    from gwctl.cli.common import store_path
-    from gwctl.render import print_fields, print_json
-    from gwctl.store.paths import ACTIVITY_ENV, default_activity_path
-
-    activity = os.environ.get(ACTIVITY_ENV) or str(default_activity_path())
+    activity = current().environ.get(ACTIVITY_ENV) or str(default_activity_path())
     data = {"store": str(store_path()), "activity": activity}
     if json_:
         print_json(data)
@@ -88,6 +82,7 @@ def demo(
 
     Example: gwctl demo
     """
-    from gwctl.demo import run_demo
+    from gwctl.cli import main  # the parent package (a module-level import would be a cycle); handed to the demo
+    from gwctl.demo import run_demo  # the stand-in server and httpx: only for `gwctl demo`
 
-    raise typer.Exit(run_demo(keep=keep, with_proxy=proxy))
+    raise typer.Exit(run_demo(main, current(), keep=keep, with_proxy=proxy))

@@ -7,6 +7,9 @@ from typing import Annotated, Optional
 import typer
 
 from gwctl.cli.common import JsonOpt, edit, fail, load, need_source
+from gwctl.context import current
+from gwctl.core.refs import close_matches, is_glob, match_refs, split_ref
+from gwctl.render import message, print_json, print_table
 
 app = typer.Typer(
     help="List, enable and disable discovered models; set the organisation default.\n\nExample: gwctl model enable 'local/llama-*'",
@@ -44,13 +47,9 @@ def list_cmd(
             ref = f"{s.name}/{m}"
             items.append((ref, s.name, m, on, ref in catalog, ref == default))
     if json_:
-        from gwctl.render import print_json
-
         print_json([{"ref": r, "source": s, "id": m, "enabled": on, "in_catalog": c, "default": d}
                     for r, s, m, on, c, d in items])
         return
-    from gwctl.render import print_table
-
     print_table(
         ["MODEL", "ENABLED", "CATALOG", "DEFAULT"],
         [[r, on, c, "*" if d else ""] for r, _, _, on, c, d in items],
@@ -60,8 +59,6 @@ def list_cmd(
 
 def _resolve(snap, patterns: list[str]) -> list[str]:
     """Every ref the patterns name; all-or-nothing, unknown ones listed with close matches."""
-    from gwctl.core.refs import close_matches, is_glob, match_refs, split_ref
-
     refs = all_refs(snap)
     chosen: dict[str, None] = {}
     for pattern in patterns:
@@ -83,9 +80,7 @@ def _resolve(snap, patterns: list[str]) -> list[str]:
 
 
 def _set_enabled(patterns: list[str], value: bool) -> None:
-    from gwctl.core.refs import split_ref
-    from gwctl.render import message
-    from gwctl.store import document
+    from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     with edit() as (doc, snap):
         refs = _resolve(snap, patterns)
@@ -127,15 +122,14 @@ def default(
 
     Example: gwctl model default local/llama-3.1-8b
     """
-    from gwctl.render import message, print_json
-    from gwctl.store import document
+    from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     if ref is None and not unset:
-        current = load().settings.default_model
+        default_model = load().settings.default_model
         if json_:
-            print_json({"default_model": current})
-        elif current:
-            print(current)
+            print_json({"default_model": default_model})
+        elif default_model:
+            current().stdout.write(default_model + "\n")
         else:
             message("no default model; set one with: gwctl model default SOURCE/MODEL_ID")
         return
@@ -163,15 +157,14 @@ def auto_enable(
 
     Example: gwctl model auto-enable off
     """
-    from gwctl.render import message, print_json
-    from gwctl.store import document
+    from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     if value is None:
         on = load().settings.auto_enable_models
         if json_:
             print_json({"auto_enable_models": on})
         else:
-            print("on" if on else "off")
+            current().stdout.write(("on" if on else "off") + "\n")
         return
     v = value.strip().lower()
     if v not in ("on", "off", "true", "false", "yes", "no"):

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Annotated, Optional
 
 import typer
+
+from gwctl.activity import redact_dsn, resolve_dsn
+from gwctl.cli.common import fail, store_path
+from gwctl.context import current
+from gwctl.core.validate import validate
+from gwctl.store.file import EXPOSURE_FIX, exposure, load
+from gwctl.store.paths import default_activity_path
 
 LOOPBACK = ("127.", "::1", "localhost")
 
@@ -44,16 +52,35 @@ def proxy(
 
     Example: gwctl proxy --port 4000 --activity sqlite:///var/lib/gwctl/activity.db
     """
-    import logging
-    import os
-    import sys
-
-    from gwctl.activity import resolve_dsn
-    from gwctl.cli.common import fail, store_path
+    # the server stack (asyncio server, upstream client, activity writers) loads only when the proxy starts
     from gwctl.proxy.server import ProxyConfig, run
-    from gwctl.store.file import EXPOSURE_FIX, exposure, load
-    from gwctl.store.paths import default_activity_path
 
+    _check_options(port, workers, body_limit, head_timeout, body_timeout, max_connections, max_connections_per_client)
+    env = current()
+    path = store_path()
+    snapshot, problems = _checked_store(path, env.environ)
+    if no_auth and not host.startswith(LOOPBACK):
+        fail(f"--no-auth is refused on a non-loopback host ({host})", "create a key with gwctl key create NAME, or listen on 127.0.0.1")
+    if not no_auth and not snapshot.keys:
+        fail("no gateway keys exist, so every request would be refused",
+             "create one with: gwctl key create NAME (or pass --no-auth on a loopback host for local testing)")
+    try:
+        dsn = resolve_dsn(activity, env.environ, default_activity_path())
+    except ValueError as exc:
+        fail(str(exc))
+    logging.basicConfig(level=logging.INFO, stream=env.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    for problem in problems:  # warnings never stop the proxy; the ones about credentials are worth a line
+        if "credential" in problem.message:
+            env.stderr.write(f"{problem.level}: {problem.where}: {problem.message}\n")
+    env.stderr.write(f"store {path}; activity log {redact_dsn(dsn)}\n")
+    config = ProxyConfig(store_path=path, activity_dsn=dsn, no_auth=no_auth, body_limit=body_limit,
+                         reload_interval=reload_interval, grace_period=grace, access_log=access_log,
+                         head_timeout=head_timeout, body_timeout=body_timeout, max_connections=max_connections,
+                         max_connections_per_client=max_connections_per_client)
+    raise typer.Exit(run(config, snapshot, host, port, workers))
+
+
+def _check_options(port, workers, body_limit, head_timeout, body_timeout, max_connections, max_connections_per_client) -> None:
     if workers < 1:
         fail("--workers must be at least 1")
     if body_limit < 1:
@@ -64,39 +91,20 @@ def proxy(
         fail("--max-connections and --max-connections-per-client must be at least 1")
     if not (0 <= port <= 65535):
         fail(f"--port must be between 0 and 65535, got {port}")
-    from gwctl.core.validate import validate
 
-    path = store_path()
+
+def _checked_store(path, environ):
+    """The store's snapshot and its validate problems; refuses one others may read or write, or one with errors."""
     exposed = exposure(path)
     if exposed:
         fail(f"{exposed}; it holds credentials, so the proxy will not start", EXPOSURE_FIX.format(path=path))
     snapshot = load(path).snapshot
     # the same check as `gwctl validate` (its errors are the store's; messages never hold a secret)
-    problems = validate(snapshot, frozenset(os.environ))
+    problems = validate(snapshot, frozenset(environ))
     errors = [p for p in problems if p.level == "error"]
     if errors:
         listed = "".join(f"\n  {p.where}: {p.message}" for p in errors)
         fail(f"the store {path} has {len(errors)} error{'s' if len(errors) != 1 else ''} that gwctl validate reports, "
              f"so the proxy will not start:{listed}",
              "fix them, run gwctl validate until it says ok, then start the proxy again")
-    if no_auth and not host.startswith(LOOPBACK):
-        fail(f"--no-auth is refused on a non-loopback host ({host})", "create a key with gwctl key create NAME, or listen on 127.0.0.1")
-    if not no_auth and not snapshot.keys:
-        fail("no gateway keys exist, so every request would be refused",
-             "create one with: gwctl key create NAME (or pass --no-auth on a loopback host for local testing)")
-    try:
-        dsn = resolve_dsn(activity, os.environ, default_activity_path())
-    except ValueError as exc:
-        fail(str(exc))
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    for problem in problems:  # warnings never stop the proxy; the ones about credentials are worth a line
-        if "credential" in problem.message:
-            sys.stderr.write(f"{problem.level}: {problem.where}: {problem.message}\n")
-    from gwctl.activity import redact_dsn
-
-    sys.stderr.write(f"store {path}; activity log {redact_dsn(dsn)}\n")
-    config = ProxyConfig(store_path=path, activity_dsn=dsn, no_auth=no_auth, body_limit=body_limit,
-                         reload_interval=reload_interval, grace_period=grace, access_log=access_log,
-                         head_timeout=head_timeout, body_timeout=body_timeout, max_connections=max_connections,
-                         max_connections_per_client=max_connections_per_client)
-    raise typer.Exit(run(config, snapshot, host, port, workers))
+    return snapshot, problems

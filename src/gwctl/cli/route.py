@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-import sys
+from decimal import Decimal
 from typing import Annotated, Optional
 
 import orjson
 import typer
 
-from gwctl.core.request import MAX_JSON_DEPTH, too_deep
 from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, need_source, read_input
+from gwctl.context import current
+from gwctl.core.catalog_values import format_usd
+from gwctl.core.refs import AGENT_RE
+from gwctl.core.request import MAX_JSON_DEPTH, too_deep
+from gwctl.core.validate import base_url_problem, validate
+from gwctl.render import message, print_json, print_table, url
 
 app = typer.Typer(
     help="Agent routes, the fallback source, and the dry-run of the routing decision.\n\nExample: gwctl route set triage/summarizer --model-name child-alias --provider custom --passthrough",
@@ -21,7 +26,6 @@ AgentArg = Annotated[str, typer.Argument(metavar="AGENT", help="triage (a root a
 
 
 def _check_agent(agent: str) -> None:
-    from gwctl.core.refs import AGENT_RE
 
     if not AGENT_RE.match(agent):
         fail(f"'{agent}' is not an agent path", "name a root agent like triage or a subagent like triage/summarizer")
@@ -51,9 +55,7 @@ def set_cmd(
 
     Example: gwctl route set triage --model-name customer-alias --provider custom --base-url https://customer-litellm.example/v1 --passthrough
     """
-    from gwctl.core.validate import base_url_problem
-    from gwctl.render import message
-    from gwctl.store import document
+    from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     _check_agent(agent)
     if not model_name.strip():
@@ -87,7 +89,6 @@ def set_cmd(
 
 
 def route_json(r, snap) -> dict:
-    from gwctl.render import url
 
     src = snap.sources.get(r.provider)
     effective = r.passthrough if r.passthrough is not None else (src.passthrough if src else None)
@@ -110,8 +111,6 @@ def list_cmd(json_: JsonOpt = False) -> None:
 
     Example: gwctl route list --json
     """
-    from gwctl.render import print_json, print_table
-
     snap = load()
     items = [route_json(r, snap) for r in snap.routes]
     if json_:
@@ -136,8 +135,7 @@ def remove(
 
     Example: gwctl route remove triage/summarizer --model-name child-alias --yes
     """
-    from gwctl.render import message
-    from gwctl.store import document
+    from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     if _find(load(), agent, model_name) is None:
         fail(f"no route for {agent} -> {model_name}", "see gwctl route list")
@@ -160,15 +158,15 @@ def fallback(
 
     Example: gwctl route fallback local
     """
-    from gwctl.render import message, print_json
-    from gwctl.store import document
+    from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     if source is None and not unset:
-        current = load().settings.fallback_source
+        env = current()
+        current_source = load().settings.fallback_source
         if json_:
-            print_json({"fallback_source": current})
-        elif current:
-            print(current)
+            print_json({"fallback_source": current_source})
+        elif current_source:
+            env.stdout.write(current_source + "\n")
         else:
             message("no fallback source: unmatched requests are answered 404")
         return
@@ -218,9 +216,9 @@ def dry_run(
 
     Example: gwctl route dry-run --agent triage/summarizer --model child-alias --request req.json
     """
+    # the decision engine and its token estimator (~50 ms): only the dry-run loads them
     from gwctl.core.decision import decide
     from gwctl.explain import decision_json, print_report
-    from gwctl.render import print_json
 
     snap = load()
     _warn_if_invalid(snap)
@@ -235,28 +233,23 @@ def dry_run(
     if json_:
         print_json(decision_json(d, reveal))
     else:
-        print_report(d, reveal)
+        print_report(d, reveal, out=current().stdout)
     if not d.forwarded:
         raise typer.Exit(1)
 
 
 def _warn_if_invalid(snap) -> None:
     """The proxy refuses to start on (and to reload to) a store with validate errors: say so beside the dry-run."""
-    import os
-
-    from gwctl.core.validate import validate
-
-    errors = [p for p in validate(snap, frozenset(os.environ)) if p.level == "error"]
+    errors = [p for p in validate(snap, frozenset(current().environ)) if p.level == "error"]
     if errors:
-        sys.stderr.write(f"warning: gwctl validate reports {len(errors)} error(s) in this store; the proxy will not "
+        current().stderr.write(f"warning: gwctl validate reports {len(errors)} error(s) in this store; the proxy will not "
                          f"start on it (or reload to it) until they are fixed: run gwctl validate\n")
 
 
 def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) -> int:
-    from gwctl.core.decision import decide
-    from gwctl.core.catalog_values import format_usd
+    from gwctl.core.decision import decide  # the decision engine (~50 ms): only the dry-run loads it
     from gwctl.explain import decision_json
-    from gwctl.render import print_json, print_table
+
 
     text = read_input(file)
     results = []
@@ -284,7 +277,7 @@ def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) 
         results.append((n, decide(snap, a, p, body)))
     rejected = sum(1 for _, d in results if not d.forwarded)
     billed = [d.estimate.total for _, d in results if d.estimate is not None and d.estimate.billed]
-    total = sum(billed, start=__import__("decimal").Decimal(0))
+    total = sum(billed, start=Decimal(0))
     if as_json:
         print_json({
             "results": [{"line": n, **decision_json(d, reveal)} for n, d in results],
@@ -298,5 +291,5 @@ def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) 
             rows.append([n, d.agent or "-", d.client_model or "-", d.kind, d.source or "-", d.upstream_model or "-",
                          d.rule or "", est])
         print_table(["LINE", "AGENT", "MODEL", "DECISION", "SOURCE", "UPSTREAM MODEL", "RULE", "EST. USD"], rows)
-        sys.stderr.write(f"{len(results)} requests: {len(results) - rejected} forwarded, {rejected} rejected; estimated {format_usd(total)} USD\n")
+        current().stderr.write(f"{len(results)} requests: {len(results) - rejected} forwarded, {rejected} rejected; estimated {format_usd(total)} USD\n")
     return 1 if rejected else 0

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-import sys
+import getpass
+from dataclasses import replace
+from types import MappingProxyType
 from typing import Annotated, Optional
 
 import typer
 
 from gwctl.cli.common import NAME_RE, JsonOpt, YesOpt, confirm, edit, fail, load, need_source
+from gwctl.cli.refresh import masked, run_refresh
+from gwctl.context import current
+from gwctl.core.headers import parse_header_option, parse_headers_json, validate_header_name, validate_static_headers
+from gwctl.core.config import Secret, Source
+from gwctl.core.validate import auth_header_problem, base_url_problem, env_name_problem, shown_env
+from gwctl.render import error, mask, message, print_fields, print_json, print_table, stdout_is_tty, url, warn
 
 app = typer.Typer(
     help="Add, edit, test and refresh upstream sources.\n\nExample: gwctl source add local --base-url http://127.0.0.1:8000/v1 --auth-env VLLM_KEY --test",
@@ -33,19 +41,17 @@ CaFileOpt = Annotated[Optional[str], typer.Option("--ca-file", metavar="PATH", h
 def _read_secret(value: str | None) -> str | None:
     if value != "-":
         return value
-    if sys.stdin.isatty():
-        import getpass
-
+    env = current()
+    if env.stdin_is_tty():
         secret = getpass.getpass("Auth value (hidden): ")
     else:
-        secret = sys.stdin.readline().rstrip("\r\n")
+        secret = env.stdin.readline().rstrip("\r\n")
     if not secret:
         fail("no auth value was given on stdin", "pipe it in, e.g. printf %s \"$KEY\" | gwctl source add … --auth-value -")
     return secret
 
 
 def _check_env_name(var: str) -> None:
-    from gwctl.core.validate import env_name_problem
 
     problem = env_name_problem(var, "--auth-env", cli=True)
     if problem:
@@ -54,8 +60,6 @@ def _check_env_name(var: str) -> None:
 
 def _headers(header: list[str] | None, headers_json: str | None, base: dict[str, str] | None = None) -> dict[str, str] | None:
     """Static headers from the options, or None when neither was given."""
-    from gwctl.core.headers import parse_header_option, parse_headers_json
-
     if header is None and headers_json is None:
         return None
     result = dict(base or {})
@@ -73,9 +77,6 @@ def _headers(header: list[str] | None, headers_json: str | None, base: dict[str,
 
 
 def _validated(name, base_url, auth_header, headers, connect_timeout, read_timeout, header_label="--auth-header"):
-    from gwctl.core.headers import validate_static_headers
-    from gwctl.core.validate import auth_header_problem, base_url_problem
-
     problem = base_url_problem(base_url) or (auth_header and auth_header_problem(auth_header, header_label, cli=True))
     if problem:
         fail(problem)
@@ -90,8 +91,7 @@ def _validated(name, base_url, auth_header, headers, connect_timeout, read_timeo
 
 def _ca_file(text: str | None, base_url: str) -> str | None:
     """The stored form of --ca-file: an absolute path to a readable PEM file ('' means none)."""
-    from gwctl.render import warn
-    from gwctl.tls import ca_file_problem, expand_ca_path
+    from gwctl.tls import ca_file_problem, expand_ca_path  # ssl (~10 ms): only for --ca-file
 
     if not text or not text.strip():
         return None
@@ -106,7 +106,7 @@ def _ca_file(text: str | None, base_url: str) -> str | None:
 
 def _fields(src) -> dict:
     """The TOML keys of a source (None deletes)."""
-    from gwctl.store.document import inline
+    from gwctl.store.document import inline  # tomlkit (~10 ms): only commands that write the store load it
 
     return {
         "base_url": src.base_url,
@@ -125,8 +125,6 @@ def _fields(src) -> dict:
 
 def _response_headers(names: list[str] | None) -> tuple[str, ...] | None:
     """--response-header values as stored: lower-case header names ('' alone clears the list)."""
-    from gwctl.core.headers import validate_header_name
-
     if names is None:
         return None
     out = []
@@ -141,11 +139,9 @@ def _response_headers(names: list[str] | None) -> tuple[str, ...] | None:
 
 
 def _run_test(src) -> None:
-    from gwctl.cli.refresh import masked
-    from gwctl.render import error, message
-    from gwctl.discovery import test_source
+    from gwctl.discovery import test_source  # httpx (~80 ms): only when a source is contacted
 
-    result = masked(test_source(src), src)
+    result = masked(test_source(src, current().environ), src)
     if not result.ok:
         error(f"connection test failed: {result.message}", result.hint)
         message("nothing was saved")
@@ -174,19 +170,11 @@ def add(
 
     Example: gwctl source add local --base-url http://127.0.0.1:8000/v1 --auth-env VLLM_KEY --test
     """
-    from types import MappingProxyType
-
-    from gwctl.core.config import Secret, Source
-    from gwctl.render import message
-
     if not NAME_RE.match(name):
         fail(f"'{name}' is not a valid source name", "use letters, digits, '.', '_' and '-' (no '/'), e.g. local-vllm")
     if not base_url:
         fail("--base-url is required", "e.g. --base-url https://gateway.example/v1")
-    if auth_value is not None and auth_env is not None:
-        fail("give either --auth-value or --auth-env, not both")
-    if auth_env is not None:
-        _check_env_name(auth_env)
+    _check_auth_options(auth_value, auth_env, no_auth=False)
     headers = _headers(header, headers_json) or {}
     _validated(name, base_url, auth_header, headers, connect_timeout, read_timeout)
     ca_path = _ca_file(ca_file, base_url)
@@ -208,7 +196,7 @@ def add(
     )
     if test:
         _run_test(src)
-    from gwctl.store import document
+    from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     with edit() as (doc, snap):
         if name in snap.sources:
@@ -243,43 +231,18 @@ def edit_cmd(
 
     Example: gwctl source edit local --auth-env NEW_VLLM_KEY --header 'X-Team: ml'
     """
-    from dataclasses import replace
-    from types import MappingProxyType
-
-    from gwctl.core.config import Secret
-    from gwctl.render import message
-
-    if auth_value is not None and auth_env is not None:
-        fail("give either --auth-value or --auth-env, not both")
-    if no_auth and (auth_value is not None or auth_env is not None):
-        fail("--no-auth cannot be combined with --auth-value or --auth-env")
-    if auth_env is not None:
-        _check_env_name(auth_env)
-    current = need_source(load(), name)
-    ca_path = None if ca_file is None else _ca_file(ca_file, base_url if base_url is not None else current.base_url)
+    _check_auth_options(auth_value, auth_env, no_auth)
+    existing = need_source(load(), name)
+    ca_path = None if ca_file is None else _ca_file(ca_file, base_url if base_url is not None else existing.base_url)
     secret = _read_secret(auth_value)
 
     def changed(src):
-        headers = _headers(header, headers_json, dict(src.headers))
-        headers = dict(src.headers) if headers is None else headers
-        for k in remove_header or []:
-            match = [e for e in headers if e.lower() == k.lower()]
-            if not match:
-                fail(f"source {name} has no static header '{k}'")
-            for e in match:
-                del headers[e]
-        auth = src.auth
-        if no_auth:
-            auth = Secret()
-        elif secret is not None:
-            auth = Secret(value=secret)
-        elif auth_env is not None:
-            auth = Secret(env=auth_env)
+        headers = _edited_headers(name, src, header, headers_json, remove_header)
         new = replace(
             src,
             base_url=base_url.strip() if base_url is not None else src.base_url,
             auth_header=src.auth_header if auth_header is None else auth_header,
-            auth=auth,
+            auth=_edited_auth(src, no_auth, secret, auth_env),
             passthrough=src.passthrough if passthrough is None else passthrough,
             catalog_only=src.catalog_only if catalog_only is None else catalog_only,
             headers=MappingProxyType(headers),
@@ -293,8 +256,8 @@ def edit_cmd(
         return new
 
     if test:
-        _run_test(changed(current))
-    from gwctl.store import document
+        _run_test(changed(existing))
+    from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     with edit() as (doc, snap):
         new = changed(need_source(snap, name))
@@ -302,9 +265,39 @@ def edit_cmd(
     message(f"updated source {name}")
 
 
+def _check_auth_options(auth_value: str | None, auth_env: str | None, no_auth: bool) -> None:
+    if auth_value is not None and auth_env is not None:
+        fail("give either --auth-value or --auth-env, not both")
+    if no_auth and (auth_value is not None or auth_env is not None):
+        fail("--no-auth cannot be combined with --auth-value or --auth-env")
+    if auth_env is not None:
+        _check_env_name(auth_env)
+
+
+def _edited_headers(name: str, src, header, headers_json, remove_header) -> dict[str, str]:
+    """The source's static headers after --header, --headers-json and --remove-header."""
+    headers = _headers(header, headers_json, dict(src.headers))
+    headers = dict(src.headers) if headers is None else headers
+    for k in remove_header or []:
+        match = [e for e in headers if e.lower() == k.lower()]
+        if not match:
+            fail(f"source {name} has no static header '{k}'")
+        for e in match:
+            del headers[e]
+    return headers
+
+
+def _edited_auth(src, no_auth: bool, secret: str | None, auth_env: str | None) -> Secret:
+    if no_auth:
+        return Secret()
+    if secret is not None:
+        return Secret(value=secret)
+    if auth_env is not None:
+        return Secret(env=auth_env)
+    return src.auth
+
+
 def _auth_json(src, reveal: bool) -> dict:
-    from gwctl.core.validate import shown_env
-    from gwctl.render import mask
 
     if src.auth.env:
         kind = "env"
@@ -322,7 +315,6 @@ def _auth_json(src, reveal: bool) -> dict:
 
 
 def source_json(src, snap, reveal: bool = False, models: bool = False) -> dict:
-    from gwctl.render import url
 
     enabled = sum(1 for v in src.models.values() if v)
     out = {
@@ -346,8 +338,6 @@ def source_json(src, snap, reveal: bool = False, models: bool = False) -> dict:
 
 
 def _auth_display(src, reveal: bool) -> str:
-    from gwctl.core.validate import shown_env
-    from gwctl.render import mask
 
     header = src.effective_auth_header
     if src.auth.env:
@@ -364,8 +354,6 @@ def list_cmd(json_: JsonOpt = False) -> None:
 
     Example: gwctl source list --json
     """
-    from gwctl.render import print_json, print_table, url
-
     snap = load()
     if json_:
         print_json([source_json(s, snap) for s in snap.sources.values()])
@@ -391,8 +379,6 @@ def show(
 
     Example: gwctl source show local --json
     """
-    from gwctl.render import print_fields, print_json, url
-
     snap = load()
     src = need_source(snap, name)
     if json_:
@@ -428,8 +414,7 @@ def remove(name: str, yes: YesOpt = False) -> None:
 
     Example: gwctl source remove local --yes
     """
-    from gwctl.render import message, warn
-    from gwctl.store import document
+    from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     snap = load()
     need_source(snap, name)
@@ -464,16 +449,14 @@ def test_cmd(
 
     Example: gwctl source test local
     """
-    from gwctl.cli.refresh import masked
-    from gwctl.render import error, print_json, stdout_is_tty
-    from gwctl.discovery import test_source
+    from gwctl.discovery import test_source  # httpx (~80 ms): only when a source is contacted
 
     src = need_source(load(), name)
-    result = masked(test_source(src, timeout=timeout), src)
+    result = masked(test_source(src, current().environ, timeout=timeout), src)
     if json_:
         print_json(result.to_json())
     elif result.ok:
-        sys.stdout.write(f"ok\t{name}\t{result.status}\t{result.latency_ms:.0f} ms\t{len(result.models)} models\n" if not stdout_is_tty() else f"✓ {name}: {result.message} ({result.url})\n")
+        current().stdout.write(f"ok\t{name}\t{result.status}\t{result.latency_ms:.0f} ms\t{len(result.models)} models\n" if not stdout_is_tty() else f"✓ {name}: {result.message} ({result.url})\n")
     if not result.ok:
         if not json_:
             error(f"{name}: {result.message}", result.hint)
@@ -495,8 +478,6 @@ def refresh(
 
     Example: gwctl source refresh --all
     """
-    from gwctl.cli.refresh import run_refresh
-
     if bool(name) == bool(all_):
         fail("name one source or give --all", "e.g. gwctl source refresh local")
     raise typer.Exit(run_refresh(None if all_ else name, json_))

@@ -20,12 +20,12 @@ def store_path(option: str | None, environ: Mapping[str, str] | None = None) -> 
         return Path(option).expanduser()
     if environ.get(STORE_ENV):
         return Path(environ[STORE_ENV]).expanduser()
-    import platformdirs
+    import platformdirs  # only when neither --store nor $GWCTL_STORE names the store
 
     return Path(platformdirs.user_config_dir("gwctl")) / "gwctl.toml"
 
 
 def default_activity_path() -> Path:
-    import platformdirs
+    import platformdirs  # only the activity, proxy and paths commands ask for this default
 
     return Path(platformdirs.user_data_dir("gwctl")) / "activity.sqlite3"
