@@ -152,8 +152,8 @@ async def run_once(n: int, variant: str, profile: bool) -> float:
     pool = gateway.pool = upstream_client.UpstreamPool()
     gateway.writer = ListWriter()
 
-    async def connect(target, connect_timeout):
-        conn = upstream_client._Conn(pool, target, loop)
+    async def connect(target, connect_timeout, key, ca_file=None):
+        conn = upstream_client._Conn(pool, target, loop, key)
         conn.connection_made(UpstreamTransport(conn, loop))
         return conn
 
