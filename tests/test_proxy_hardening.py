@@ -269,9 +269,10 @@ def test_access_log_lines_cannot_be_forged_by_a_model_string():
     from datetime import datetime, timezone
 
     from gwctl.activity.child import access_line
+    from gwctl.activity.entry import LogRow
 
     evil = "m\n2026-12-01T00:00:00.000+00:00 fake 200 /v1/chat/completions agent=- model=x managed 1.0ms\x1b[2J"
-    line = access_line((datetime.now(timezone.utc), "rid", None, "a b", "managed", None, evil, None,
+    line = access_line(LogRow(datetime.now(timezone.utc), "rid", None, "a b", "managed", None, evil, None,
                         "/v1/chat/completions", 200, 1.5, (), None, "r\r1", False, None))
     assert line.count("\n") == 1 and line.endswith("\n")
     assert "\x1b" not in line and "\r" not in line

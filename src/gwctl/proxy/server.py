@@ -28,6 +28,7 @@ from typing import Mapping
 import orjson
 
 from gwctl.activity.child import ChildWriter
+from gwctl.activity.entry import LogEntry
 from gwctl.core import keys as gwkeys
 from gwctl.core.forwarding import replaced_names, request_headers, response_headers
 from gwctl.core.decision import Decision, DecisionMemo, decide
@@ -470,7 +471,7 @@ class Gateway:
     def _write(self, rid, key_name, agent, kind, source, model, upstream_model, path, status, start, usage, entry, ref,
                rule, error, stream):
         if self.writer is not None:
-            self.writer.submit((time.time(), rid, key_name, agent, kind, source, model, upstream_model, path, status,
+            self.writer.submit(LogEntry(time.time(), rid, key_name, agent, kind, source, model, upstream_model, path, status,
                                 (time.perf_counter() - start) * 1000, usage, entry, ref, rule, error, stream))
 
 
