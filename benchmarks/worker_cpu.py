@@ -13,8 +13,8 @@ pickled every 1024 rows, as the real one is.
     python benchmarks/worker_cpu.py --requests 200000 --profile
 
 ``--without`` ablations replace one part with a constant: ``decide`` (the
-decision memo), ``usage`` (reading the answer's usage), ``log`` (the log
-tuple), ``key`` (gateway-key check). ``floor`` is benchmarks/http_stack.py's
+decision memo), ``usage`` (reading the answer's usage), ``log`` (the
+record stage: the log entry), ``key`` (gateway-key check). ``floor`` is benchmarks/http_stack.py's
 logic-free handler on the same server and client. It reaches into private
 attributes to plug the fakes in: a measuring tool, not an API.
 """
@@ -40,6 +40,7 @@ from gwctl.core import keys as gwkeys
 from gwctl.core.model import CatalogEntry, GatewayKey, Secret, Snapshot, Source
 from gwctl.core.pricing import Usage
 from gwctl.proxy import client as upstream_client
+from gwctl.proxy import forward as proxy_forward
 from gwctl.proxy import server as proxy_server
 from gwctl.proxy.http import HttpServer, Reply
 
@@ -84,7 +85,7 @@ class ListWriter:
     def submit(self, row: tuple) -> None:
         self.rows.append(row)
         if len(self.rows) >= 1024:
-            pickle.dumps(self.rows, protocol=pickle.HIGHEST_PROTOCOL)
+            pickle.dumps(list(map(tuple, self.rows)), protocol=pickle.HIGHEST_PROTOCOL)  # as ChildWriter.flush
             self.rows = []
 
     async def close(self, timeout=None) -> bool:
@@ -158,24 +159,24 @@ async def run_once(n: int, variant: str, profile: bool) -> float:
         return conn
 
     pool._connect = connect
-    saved_usage = proxy_server.usage_from_body
+    saved_usage = proxy_forward.usage_from_body
     handler = gateway.handle
     without = set(variant.split("+")) if variant not in ("full", "floor") else set()
     if "decide" in without:
-        fixed = gateway._decisions.decide(snap, None, "/v1/chat/completions", orjson.loads(BODY), len(BODY))
+        fixed = gateway.decider._decisions.decide(snap, None, "/v1/chat/completions", orjson.loads(BODY), len(BODY))
 
         class Fixed:
             def decide(self, *args):
                 return fixed
 
-        gateway._decisions = Fixed()
+        gateway.decider._decisions = Fixed()
     if "usage" in without:
         usage = Usage(input_tokens=20, output_tokens=5)
-        proxy_server.usage_from_body = lambda api, data: usage
+        proxy_forward.usage_from_body = lambda api, data: usage
     if "log" in without:
-        gateway._write = lambda *args: None
+        gateway.recorder.record = lambda *args, **kwargs: None
     if "key" in without:
-        gateway.config.no_auth = True
+        gateway.auth.required = False
     if variant == "floor":  # http_stack.py's logic-free handler on the same server and client
         headers = [("Authorization", "Bearer sk-upstream"), ("Content-Type", "application/json"),
                    ("Accept-Encoding", "identity")]
@@ -215,7 +216,7 @@ async def run_once(n: int, variant: str, profile: bool) -> float:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return (time.process_time() - started) / n * 1e6
     finally:
-        proxy_server.usage_from_body = saved_usage
+        proxy_forward.usage_from_body = saved_usage
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -232,7 +232,9 @@ def test_a_failed_reload_is_retried_until_the_revocation_applies(tmp_path, monke
     assert gw._keys.verify(gw.snapshot, key) == "k"
     assert run_cli("key", "revoke", "k", "--yes").code == 0
 
-    real_load, calls = server.load, []
+    import gwctl.proxy.reload as reload
+
+    real_load, calls = reload.load, []
 
     def flaky(path):
         calls.append(path)
@@ -240,7 +242,7 @@ def test_a_failed_reload_is_retried_until_the_revocation_applies(tmp_path, monke
             raise OSError(24, "Too many open files")
         return real_load(path)
 
-    monkeypatch.setattr(server, "load", flaky)
+    monkeypatch.setattr(reload, "load", flaky)
     assert gw.reload_if_changed() is False  # the read failed: the last good store stays in use ...
     assert gw.health()["status"] == "degraded"
     assert gw.health()["store"]["reload"] == "failing" and "Too many open files" in gw.health()["store"]["error"]
