@@ -408,6 +408,113 @@ class _Outage:
         self.said_full = False
 
 
+class _Child:
+    """The writer process's state: the bytes read and not yet framed, the rows not yet in the log, and
+    whether (and until when) it is closing."""
+
+    def __init__(self, sink, label: str, outage: _Outage, *, access_log: bool, limit: int, close_timeout: float):
+        self.sink = sink  # a LogSink, or None: the access log only
+        self.label = label
+        self.outage = outage
+        self.access_log = access_log
+        self.limit = limit
+        self.close_timeout = close_timeout
+        self.fd = sys.stdin.fileno()
+        self.buf = bytearray()
+        self.eof = False
+        self.closing_by: float | None = None  # after EOF: the deadline for what is still unwritten
+        self.bad = 0
+        self.pending: list[LogRow] = []  # neutral rows not yet in the log
+
+    def run(self) -> int:
+        """Read, price and write until EOF and all is written (or the close timeout); 0 when nothing was lost."""
+        while not self._done():
+            if not self.eof and len(self.pending) < self.limit:
+                self._read()
+            elif self.pending:
+                self._wait()
+            if self.pending and time.monotonic() >= self.outage.next_try:
+                self._write()
+        if self.sink is not None:
+            self.sink.close()
+        return 0 if not self.pending and not self.bad else 1
+
+    def _done(self) -> bool:
+        """After EOF: True once nothing is pending, or the close timeout (counted from EOF) is over."""
+        if not self.eof:
+            return False
+        if not self.pending:
+            return True
+        now = time.monotonic()
+        if self.closing_by is None:
+            self.closing_by = now + self.close_timeout
+        elif now >= self.closing_by:
+            log.error("activity writer closed with %d record(s) unwritten (%s)", len(self.pending), self.label)
+            return True
+        return False
+
+    def _read(self) -> None:
+        """Read what the pipe has (waiting for it while nothing is pending) and take the whole frames."""
+        pending, outage = self.pending, self.outage
+        if not pending:
+            timeout = None  # nothing to do until rows come
+        elif outage.down:
+            timeout = outage.next_try - time.monotonic()  # read on until the next try
+        else:
+            timeout = 0.0
+        self.eof = not _fill(self.fd, self.buf, timeout)
+        frames = _frames(self.buf)
+        for data in frames:
+            self._take(data)
+        if frames and self.access_log:
+            sys.stderr.flush()
+        if self.eof and self.buf:
+            log.error("the proxy closed the activity pipe in the middle of a batch")
+            self.buf.clear()
+
+    def _wait(self) -> None:
+        """Holding its limit of rows (or closing): wait for the next try, not reading."""
+        outage = self.outage
+        if not self.eof:
+            outage.full(len(self.pending), self.limit)
+        wait = outage.next_try - time.monotonic()
+        if self.closing_by is not None:
+            wait = min(wait, self.closing_by - time.monotonic())
+        if wait > 0:
+            time.sleep(wait)
+
+    def _take(self, data: bytes) -> None:
+        """One frame's rows, priced, to the access log and the pending rows."""
+        plans: dict = {}
+        for row in map(_wire_entry, pickle.loads(data)):
+            try:
+                rec = neutral_row(row, plans)
+            except Exception:  # a bug, never a client's fault: keep the others
+                self.bad += 1
+                log.exception("could not build an activity record")
+                continue
+            if self.access_log:
+                sys.stderr.write(access_line(rec))
+            if self.sink is not None:
+                self.pending.append(rec)
+
+    def _write(self) -> None:
+        """Write what is pending, a transaction per _WRITE_ROWS rows; on failure keep the rest and back off."""
+        pending, sink = self.pending, self.sink
+        waiting = len(pending)
+        done = 0
+        while done < len(pending):
+            chunk = pending[done:done + _WRITE_ROWS]
+            ok, _written, _refused = sink.write(chunk)
+            if not ok:
+                self.pending = sink.unwritten + pending[done + len(chunk):]
+                self.outage.failed(len(self.pending), sink.last_error)
+                return
+            done += len(chunk)
+        self.pending = []
+        self.outage.recovered(waiting)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The child: read frames from stdin until EOF, write them, exit 0 when all were written.
 
@@ -441,85 +548,9 @@ def main(argv: list[str] | None = None) -> int:
     dsn = args.dsn
     label = redact_dsn(dsn) if dsn else ""
     sink = LogSink(lambda: open_log(dsn), label, write=_write_rows, ident=lambda r: r.request_id, quiet=True) if dsn else None
-    outage = _Outage(label, args.retry_max_delay)
-    limit = max(1, args.max_pending_rows)
-    fd = sys.stdin.fileno()
-    buf = bytearray()
-    eof = False
-    closing_by: float | None = None  # after EOF: the deadline for what is still unwritten
-    bad = 0
-    pending: list[LogRow] = []  # neutral rows not yet in the log
-
-    def take(data: bytes) -> None:
-        nonlocal bad
-        plans: dict = {}
-        for row in map(_wire_entry, pickle.loads(data)):
-            try:
-                rec = neutral_row(row, plans)
-            except Exception:  # a bug, never a client's fault: keep the others
-                bad += 1
-                log.exception("could not build an activity record")
-                continue
-            if args.access_log:
-                sys.stderr.write(access_line(rec))
-            if sink is not None:
-                pending.append(rec)
-
-    def write() -> None:
-        """Write what is pending, a transaction per _WRITE_ROWS rows; on failure keep the rest and back off."""
-        nonlocal pending
-        waiting = len(pending)
-        done = 0
-        while done < len(pending):
-            chunk = pending[done:done + _WRITE_ROWS]
-            ok, _written, _refused = sink.write(chunk)
-            if not ok:
-                pending = sink.unwritten + pending[done + len(chunk):]
-                outage.failed(len(pending), sink.last_error)
-                return
-            done += len(chunk)
-        pending = []
-        outage.recovered(waiting)
-
-    while True:
-        if eof:
-            if not pending:
-                break
-            now = time.monotonic()
-            if closing_by is None:
-                closing_by = now + args.close_timeout
-            elif now >= closing_by:
-                log.error("activity writer closed with %d record(s) unwritten (%s)", len(pending), label)
-                break
-        if not eof and len(pending) < limit:
-            if not pending:
-                timeout = None  # nothing to do until rows come
-            elif outage.down:
-                timeout = outage.next_try - time.monotonic()  # read on until the next try
-            else:
-                timeout = 0.0
-            eof = not _fill(fd, buf, timeout)
-            frames = _frames(buf)
-            for data in frames:
-                take(data)
-            if frames and args.access_log:
-                sys.stderr.flush()
-            if eof and buf:
-                log.error("the proxy closed the activity pipe in the middle of a batch")
-                buf.clear()
-        elif pending:
-            if not eof:
-                outage.full(len(pending), limit)
-            wait = outage.next_try - time.monotonic()
-            if closing_by is not None:
-                wait = min(wait, closing_by - time.monotonic())
-            if wait > 0:
-                time.sleep(wait)
-        if pending and time.monotonic() >= outage.next_try:
-            write()
-    if sink is not None:
-        sink.close()
-    return 0 if not pending and not bad else 1
+    child = _Child(sink, label, _Outage(label, args.retry_max_delay), access_log=args.access_log,
+                   limit=max(1, args.max_pending_rows), close_timeout=args.close_timeout)
+    return child.run()
 
 
 if __name__ == "__main__":
