@@ -85,7 +85,7 @@ class ListWriter:
     def submit(self, row: tuple) -> None:
         self.rows.append(row)
         if len(self.rows) >= 1024:
-            pickle.dumps(list(map(tuple, self.rows)), protocol=pickle.HIGHEST_PROTOCOL)  # as ChildWriter.flush
+            pickle.dumps(self.rows, protocol=pickle.HIGHEST_PROTOCOL)
             self.rows = []
 
     async def close(self, timeout=None) -> bool:

@@ -153,6 +153,11 @@ def test_an_internal_error_still_gets_its_row(tmp_path):
     reply = gw.internal_error(req, KeyError("boom"))
     assert reply.status == 500 and b"internal_error" in reply.body
     assert len(rows) == 1 and rows[0][9] == 500 and rows[0][3] == "triage" and rows[0][14] == "internal_error"
+    from gwctl.activity.entry import LogEntry
+
+    entry = LogEntry(*rows[0])  # the row submitted is a LogEntry in its wire form (field order)
+    assert entry.status == 500 and entry.agent == "triage" and entry.rule == "internal_error"
+    assert entry.route_kind == "rejected" and entry.path == "/v1/chat/completions" and entry.stream is False
 
 
 def _chunk(obj) -> bytes:

@@ -5,7 +5,7 @@ much CPU as everything else it does per request (benchmarks/README.md): the
 thread and the event loop took turns on one GIL for every row. So each proxy
 worker starts one child (``python -m gwctl.activity.child``) and hands it the
 raw facts of each request: :meth:`ChildWriter.submit` appends a
-:class:`~gwctl.activity.entry.LogEntry` to a list, and every ``batch_rows`` rows or
+:class:`~gwctl.activity.entry.LogEntry` (as a plain tuple) to a list, and every ``batch_rows`` rows or
 ``flush_interval`` seconds the list goes down the child's stdin as one pickled
 frame, without blocking the event loop. The child prices the usage (exact
 Decimals, at the catalog entry the request was decided with), turns each row
@@ -105,7 +105,7 @@ class ChildWriter:
         self._unreported = 0  # dropped rows not yet in a log line
         self._drop_reason = ""
         self._drop_timer: asyncio.TimerHandle | None = None
-        self._rows: list[LogEntry] = []
+        self._rows: list[tuple] = []
         self._timer: asyncio.TimerHandle | None = None
         self._proc: subprocess.Popen | None = None
         self._pipe: asyncio.WriteTransport | None = None
@@ -134,8 +134,9 @@ class ChildWriter:
         loop = asyncio.get_running_loop()
         self._pipe, _ = await loop.connect_write_pipe(asyncio.Protocol, self._proc.stdin)
 
-    def submit(self, row: LogEntry) -> None:
-        """Queue one row; never blocks, never raises."""
+    def submit(self, row: tuple) -> None:
+        """Queue one row, a :class:`~gwctl.activity.entry.LogEntry` (or its wire form, a tuple in its field
+        order); never blocks, never raises."""
         if self._closed:
             self._drop(1, "the activity writer is closed")
             return
@@ -162,7 +163,7 @@ class ChildWriter:
                 raise ConnectionError(f"the activity writer process is not running (exit code {code})")
             if pipe.get_write_buffer_size() > self.max_buffer:
                 raise BufferError(f"the activity writer process is {self.max_buffer} bytes behind")
-            data = pickle.dumps(list(map(tuple, rows)), protocol=pickle.HIGHEST_PROTOCOL)  # see _wire_entry
+            data = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)  # LogEntry's wire form: see _wire_entry
             pipe.write(_FRAME.pack(len(data)) + data)
         except Exception as exc:  # never raise into a request
             self._drop(len(rows), str(exc))
@@ -279,9 +280,10 @@ _ACTIVITY_COUNTS = itemgetter(*(USAGE_FIELDS.index(k) for k in USAGE_KINDS))
 
 
 _wire_entry = partial(tuple.__new__, LogEntry)
-"""A row off the pipe as the :class:`~gwctl.activity.entry.LogEntry` it was. The parent pickles its batch as
-plain tuples: a NamedTuple pickles through a Python-level ``__getnewargs__`` per row, which cost the proxy's
-core ~1 us a row (4.5x the batch's pickling time) against ~0.1 us to copy it into a tuple first."""
+"""A row off the pipe as a :class:`~gwctl.activity.entry.LogEntry`. The proxy submits each in its wire form, a
+plain tuple in LogEntry's field order (gwctl.proxy.recorder): a NamedTuple pickles through a Python-level
+``__getnewargs__`` per row (a 1024-row batch took ~5x as long to pickle), and building one costs the proxy's
+core a second allocation per request."""
 
 
 def neutral_row(row: LogEntry, plans: dict | None = None) -> LogRow:

@@ -2,10 +2,10 @@
 
 :class:`LogEntry` is the raw facts of one request, made on the proxy's hot
 path and pickled to the writer process (:mod:`gwctl.activity.child`) in
-batches; :class:`LogRow` is the same request priced (by the writer process),
+batches (in its wire form, a plain tuple in its field order: see
+``gwctl.activity.child._wire_entry``); :class:`LogRow` is the same request priced (by the writer process),
 which each backend's ``row()`` maps to its insert parameters by field name.
-Both are ``typing.NamedTuple`` s: they cost what a tuple costs to build, hold
-and pickle, and read by name.
+Both are ``typing.NamedTuple`` s: tuples that read by name.
 
 Adding a column: a field here (in both, if the writer process passes it
 through unchanged), a migration (:mod:`gwctl.activity.migrations`) and

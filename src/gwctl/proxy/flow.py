@@ -61,10 +61,12 @@ class InFlight:
         self._idle.set()
 
     def begin(self) -> None:
+        """A request now waits for something: the drain waits for it until :meth:`end`."""
         self.count += 1
         self._idle.clear()
 
     def end(self) -> None:
+        """The request :meth:`begin` counted is done."""
         self.count -= 1
         if self.count == 0:
             self._idle.set()

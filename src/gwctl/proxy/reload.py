@@ -33,6 +33,7 @@ class StoreWatcher:
         self._last_reload_log = 0.0
 
     def _store_stamp(self):
+        """The file's (mtime, size, inode), or None when it cannot be stat'ed: a change of any is a change."""
         try:
             st = os.stat(self.store_path)
             return (st.st_mtime_ns, st.st_size, st.st_ino)
@@ -83,6 +84,8 @@ class StoreWatcher:
         return snapshot
 
     def _reload_failed(self, stamp, message: str, now: float) -> None:
+        """Remember a failed reload: count it, back off (doubling while the file stays as it is), log it
+        (again when the error changes, else every 30 s at most)."""
         failure = self.reload_failure
         if failure is None or stamp != self._failed_stamp:
             attempts = 1 if failure is None else failure["attempts"] + 1

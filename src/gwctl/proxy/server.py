@@ -115,6 +115,7 @@ class Gateway:
         return await self.flights.wait_idle(timeout)
 
     async def close(self) -> None:
+        """Stop the reload loop, close the upstream pool, and flush and stop the log writer process."""
         if self._reload_task:
             self._reload_task.cancel()
         if self.pool:
@@ -134,6 +135,7 @@ class Gateway:
         return True
 
     async def _reload_loop(self) -> None:
+        """Every ``reload_interval`` seconds, :meth:`reload_if_changed`; never raises."""
         while True:
             await asyncio.sleep(self.config.reload_interval)
             try:
