@@ -13,8 +13,8 @@ pickled every 1024 rows, as the real one is.
     python benchmarks/worker_cpu.py --requests 200000 --profile
 
 ``--without`` ablations replace one part with a constant: ``decide`` (the
-decision memo), ``usage`` (reading the answer's usage), ``log`` (the log
-tuple), ``key`` (gateway-key check). ``floor`` is benchmarks/http_stack.py's
+decision memo), ``usage`` (reading the answer's usage), ``log`` (the
+record stage: the log entry), ``key`` (gateway-key check). ``floor`` is benchmarks/http_stack.py's
 logic-free handler on the same server and client. It reaches into private
 attributes to plug the fakes in: a measuring tool, not an API.
 """
@@ -40,6 +40,7 @@ from gwctl.core import keys as gwkeys
 from gwctl.core.config import CatalogEntry, GatewayKey, Secret, Snapshot, Source
 from gwctl.core.pricing import Usage
 from gwctl.proxy import client as upstream_client
+from gwctl.proxy import forward as proxy_forward
 from gwctl.proxy import server as proxy_server
 from gwctl.proxy.http import HttpServer, Reply
 
@@ -142,9 +143,8 @@ class ClientTransport(_Transport):
             st["done"].set_result(None)
 
 
-async def run_once(n: int, variant: str, profile: bool) -> float:
-    loop = asyncio.get_running_loop()
-    snap = snapshot()
+def fake_gateway(loop: asyncio.AbstractEventLoop, snap: Snapshot) -> proxy_server.Gateway:
+    """The real Gateway, its upstream pool connecting to :class:`UpstreamTransport` s and its log a ListWriter."""
     with tempfile.TemporaryDirectory() as tmp:
         store = Path(tmp) / "gwctl.toml"
         store.write_text("")
@@ -158,42 +158,58 @@ async def run_once(n: int, variant: str, profile: bool) -> float:
         return conn
 
     pool._connect = connect
-    saved_usage = proxy_server.usage_from_body
-    handler = gateway.handle
-    without = set(variant.split("+")) if variant not in ("full", "floor") else set()
+    return gateway
+
+
+def leave_out(gateway: proxy_server.Gateway, snap: Snapshot, without: set[str]) -> None:
+    """Replace the parts named in ``without`` (see PARTS) with constants; usage_from_body is restored by the caller."""
     if "decide" in without:
-        fixed = gateway._decisions.decide(snap, None, "/v1/chat/completions", orjson.loads(BODY), len(BODY))
+        fixed = gateway.decider._decisions.decide(snap, None, "/v1/chat/completions", orjson.loads(BODY), len(BODY))
 
         class Fixed:
             def decide(self, *args):
                 return fixed
 
-        gateway._decisions = Fixed()
+        gateway.decider._decisions = Fixed()
     if "usage" in without:
         usage = Usage(input_tokens=20, output_tokens=5)
-        proxy_server.usage_from_body = lambda api, data: usage
+        proxy_forward.usage_from_body = lambda api, data: usage
     if "log" in without:
-        gateway._write = lambda *args: None
+        gateway.recorder.record = lambda *args, **kwargs: None
     if "key" in without:
-        gateway.config.no_auth = True
-    if variant == "floor":  # http_stack.py's logic-free handler on the same server and client
-        headers = [("Authorization", "Bearer sk-upstream"), ("Content-Type", "application/json"),
-                   ("Accept-Encoding", "identity")]
+        gateway.auth.required = False
 
-        async def handler(req):
-            body = orjson.loads(req.body)
-            body["model"] = "bench-model"
-            r = await pool.request("POST", "http://127.0.0.1:9/v1/chat/completions", headers, orjson.dumps(body),
-                                   connect_timeout=10, read_timeout=60)
-            try:
-                data = await r.read()
-                orjson.loads(data)
-                return Reply(r.status, data, [(k, v) for k, v in r.headers
-                                              if k.lower() not in ("content-length", "date", "server", "connection")],
-                             content_type=None)
-            finally:
-                r.release()
 
+def floor_handler(pool: upstream_client.UpstreamPool):
+    """http_stack.py's logic-free handler on the same server and client."""
+    headers = [("Authorization", "Bearer sk-upstream"), ("Content-Type", "application/json"),
+               ("Accept-Encoding", "identity")]
+
+    async def handler(req):
+        body = orjson.loads(req.body)
+        body["model"] = "bench-model"
+        r = await pool.request("POST", "http://127.0.0.1:9/v1/chat/completions", headers, orjson.dumps(body),
+                               connect_timeout=10, read_timeout=60)
+        try:
+            data = await r.read()
+            orjson.loads(data)
+            return Reply(r.status, data, [(k, v) for k, v in r.headers
+                                          if k.lower() not in ("content-length", "date", "server", "connection")],
+                         content_type=None)
+        finally:
+            r.release()
+
+    return handler
+
+
+async def run_once(n: int, variant: str, profile: bool) -> float:
+    """The CPU microseconds per request of ``n`` requests over 32 connections, for one variant."""
+    loop = asyncio.get_running_loop()
+    snap = snapshot()
+    gateway = fake_gateway(loop, snap)
+    saved_usage = proxy_forward.usage_from_body
+    leave_out(gateway, snap, set(variant.split("+")) if variant not in ("full", "floor") else set())
+    handler = floor_handler(gateway.pool) if variant == "floor" else gateway.handle
     try:
         server = HttpServer(handler, body_limit=1 << 25)
         state = {"n": n, "sent": 0, "answered": 0, "done": loop.create_future()}
@@ -215,7 +231,7 @@ async def run_once(n: int, variant: str, profile: bool) -> float:
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
         return (time.process_time() - started) / n * 1e6
     finally:
-        proxy_server.usage_from_body = saved_usage
+        proxy_forward.usage_from_body = saved_usage
 
 
 def main(argv: list[str] | None = None) -> int:

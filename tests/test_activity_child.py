@@ -23,6 +23,7 @@ import pytest
 
 from gwctl.activity import open_log, sqlite_dsn
 from gwctl.activity.child import ChildWriter, neutral_row
+from gwctl.activity.entry import LogEntry
 from gwctl.core.config import CatalogEntry
 from gwctl.core.pricing import Usage
 
@@ -30,8 +31,8 @@ ENTRY = CatalogEntry("src", "m1", prices=MP({"input": Decimal("3e-6"), "output":
 
 
 def row(i: int, usage: Usage | None = Usage(input_tokens=1000, output_tokens=100), entry=ENTRY, status=200, kind="managed"):
-    return (time.time(), f"req{i:08d}", "ci", "triage/sub", kind, "src", "src/m1", "m1", "/v1/chat/completions",
-            status, 1.25, None if usage is None else usage.counts(), entry, "src/m1", None, None, False)
+    return LogEntry(time.time(), f"req{i:08d}", "ci", "triage/sub", kind, "src", "src/m1", "m1", "/v1/chat/completions",
+                    status, 1.25, None if usage is None else usage.counts(), entry, "src/m1", None, None, False)
 
 
 def run(coro):

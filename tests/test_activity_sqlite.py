@@ -441,11 +441,12 @@ def test_contract_concurrent_opens_processes(new_dsn, read_versions):
 
 
 def wire_row(i: int, entry=None, counts=None) -> tuple:
-    """What the proxy submits to its writer process for one request (gwctl.activity.child.WIRE_FIELDS)."""
+    """What the proxy submits to its writer process for one request (a gwctl.activity.entry.LogEntry)."""
+    from gwctl.activity.entry import LogEntry
     from gwctl.core.pricing import Usage
 
     counts = counts if counts is not None else Usage(input_tokens=10, output_tokens=5).counts()
-    return ((T0 + timedelta(seconds=i)).timestamp(), f"w{i}", "ci", "triage", "managed", "local", "local/llama",
+    return LogEntry((T0 + timedelta(seconds=i)).timestamp(), f"w{i}", "ci", "triage", "managed", "local", "local/llama",
             "llama", "/v1/chat/completions", 200, 12.5, counts, entry, "local/llama", None, None, False)
 
 

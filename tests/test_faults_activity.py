@@ -329,7 +329,9 @@ def test_postgres_down_long(tmp_path, faulty, own_pg, pg_dsn):
 
 
 def _wire_row(i: int) -> tuple:
-    return (time.time(), f"d{i:08d}", "k", "agent", "passthrough", "src", "src/m", "m", "/v1/chat/completions", 200,
+    from gwctl.activity.entry import LogEntry
+
+    return LogEntry(time.time(), f"d{i:08d}", "k", "agent", "passthrough", "src", "src/m", "m", "/v1/chat/completions", 200,
             1.0, None, None, None, None, None, False)
 
 

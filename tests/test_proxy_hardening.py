@@ -153,6 +153,11 @@ def test_an_internal_error_still_gets_its_row(tmp_path):
     reply = gw.internal_error(req, KeyError("boom"))
     assert reply.status == 500 and b"internal_error" in reply.body
     assert len(rows) == 1 and rows[0][9] == 500 and rows[0][3] == "triage" and rows[0][14] == "internal_error"
+    from gwctl.activity.entry import LogEntry
+
+    entry = LogEntry(*rows[0])  # the row submitted is a LogEntry in its wire form (field order)
+    assert entry.status == 500 and entry.agent == "triage" and entry.rule == "internal_error"
+    assert entry.route_kind == "rejected" and entry.path == "/v1/chat/completions" and entry.stream is False
 
 
 def _chunk(obj) -> bytes:
@@ -232,7 +237,9 @@ def test_a_failed_reload_is_retried_until_the_revocation_applies(tmp_path, monke
     assert gw._keys.verify(gw.snapshot, key) == "k"
     assert run_cli("key", "revoke", "k", "--yes").code == 0
 
-    real_load, calls = server.load, []
+    import gwctl.proxy.reload as reload
+
+    real_load, calls = reload.load, []
 
     def flaky(path):
         calls.append(path)
@@ -240,7 +247,7 @@ def test_a_failed_reload_is_retried_until_the_revocation_applies(tmp_path, monke
             raise OSError(24, "Too many open files")
         return real_load(path)
 
-    monkeypatch.setattr(server, "load", flaky)
+    monkeypatch.setattr(reload, "load", flaky)
     assert gw.reload_if_changed() is False  # the read failed: the last good store stays in use ...
     assert gw.health()["status"] == "degraded"
     assert gw.health()["store"]["reload"] == "failing" and "Too many open files" in gw.health()["store"]["error"]
@@ -269,9 +276,10 @@ def test_access_log_lines_cannot_be_forged_by_a_model_string():
     from datetime import datetime, timezone
 
     from gwctl.activity.child import access_line
+    from gwctl.activity.entry import LogRow
 
     evil = "m\n2026-12-01T00:00:00.000+00:00 fake 200 /v1/chat/completions agent=- model=x managed 1.0ms\x1b[2J"
-    line = access_line((datetime.now(timezone.utc), "rid", None, "a b", "managed", None, evil, None,
+    line = access_line(LogRow(datetime.now(timezone.utc), "rid", None, "a b", "managed", None, evil, None,
                         "/v1/chat/completions", 200, 1.5, (), None, "r\r1", False, None))
     assert line.count("\n") == 1 and line.endswith("\n")
     assert "\x1b" not in line and "\r" not in line

@@ -4,12 +4,12 @@ Writing the log in a thread of the proxy's process cost the proxy about as
 much CPU as everything else it does per request (benchmarks/README.md): the
 thread and the event loop took turns on one GIL for every row. So each proxy
 worker starts one child (``python -m gwctl.activity.child``) and hands it the
-raw facts of each request: :meth:`ChildWriter.submit` appends a tuple
-(:data:`WIRE_FIELDS`) to a list, and every ``batch_rows`` rows or
+raw facts of each request: :meth:`ChildWriter.submit` appends a
+:class:`~gwctl.activity.entry.LogEntry` (as a plain tuple) to a list, and every ``batch_rows`` rows or
 ``flush_interval`` seconds the list goes down the child's stdin as one pickled
 frame, without blocking the event loop. The child prices the usage (exact
 Decimals, at the catalog entry the request was decided with), turns each row
-into insert parameters (the backends' ``row()``, the same mapping their
+into a :class:`~gwctl.activity.entry.LogRow` and that into insert parameters (the backends' ``row()``, the same mapping their
 ``write_many`` uses) and writes through a
 :class:`~gwctl.activity.writer.LogSink` with the writer's retry policy.
 
@@ -48,11 +48,13 @@ import struct
 import subprocess
 import sys
 import time
+from functools import partial
 from operator import itemgetter
 from datetime import datetime, timezone
 from decimal import Decimal
 
 from gwctl.activity.dsn import parse_dsn
+from gwctl.activity.entry import LogEntry, LogRow
 from gwctl.activity.record import USAGE_KINDS
 from gwctl.core.catalog_values import format_usd
 from gwctl.core.text import printable
@@ -60,14 +62,8 @@ from gwctl.core.pricing import USAGE_FIELDS, price_plan
 
 log = logging.getLogger("gwctl.activity")
 
-WIRE_FIELDS = (
-    "time", "request_id", "key_name", "agent", "route_kind", "source", "model", "upstream_model", "path", "status",
-    "latency_ms", "usage", "entry", "catalog_ref", "rule", "error", "stream",
-)
-"""One submitted row, in order. ``time`` is epoch seconds, ``usage`` the
-counts of a :class:`~gwctl.core.pricing.Usage` (:meth:`~gwctl.core.pricing.Usage.counts`)
-or None, ``entry`` the :class:`~gwctl.core.config.CatalogEntry` to price at
-(None: unbilled)."""
+WIRE_FIELDS = LogEntry._fields
+"""The fields of one submitted row, a :class:`~gwctl.activity.entry.LogEntry`."""
 
 _FRAME = struct.Struct(">I")
 _WARN_EVERY_S = 10.0
@@ -139,7 +135,8 @@ class ChildWriter:
         self._pipe, _ = await loop.connect_write_pipe(asyncio.Protocol, self._proc.stdin)
 
     def submit(self, row: tuple) -> None:
-        """Queue one row (see :data:`WIRE_FIELDS`); never blocks, never raises."""
+        """Queue one row, a :class:`~gwctl.activity.entry.LogEntry` (or its wire form, a tuple in its field
+        order); never blocks, never raises."""
         if self._closed:
             self._drop(1, "the activity writer is closed")
             return
@@ -166,7 +163,7 @@ class ChildWriter:
                 raise ConnectionError(f"the activity writer process is not running (exit code {code})")
             if pipe.get_write_buffer_size() > self.max_buffer:
                 raise BufferError(f"the activity writer process is {self.max_buffer} bytes behind")
-            data = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)
+            data = pickle.dumps(rows, protocol=pickle.HIGHEST_PROTOCOL)  # LogEntry's wire form: see _wire_entry
             pipe.write(_FRAME.pack(len(data)) + data)
         except Exception as exc:  # never raise into a request
             self._drop(len(rows), str(exc))
@@ -282,34 +279,43 @@ _NO_USAGE = (0,) * len(USAGE_KINDS)
 _ACTIVITY_COUNTS = itemgetter(*(USAGE_FIELDS.index(k) for k in USAGE_KINDS))
 
 
-def neutral_row(row: tuple, plans: dict | None = None) -> tuple:
-    """A submitted row as the backends' neutral row (gwctl.activity.query.ROW_FIELDS), priced here, exactly.
+_wire_entry = partial(tuple.__new__, LogEntry)
+"""A row off the pipe as a :class:`~gwctl.activity.entry.LogEntry`. The proxy submits each in its wire form, a
+plain tuple in LogEntry's field order (gwctl.proxy.recorder): a NamedTuple pickles through a Python-level
+``__getnewargs__`` per row (a 1024-row batch took ~5x as long to pickle), and building one costs the proxy's
+core a second allocation per request."""
+
+
+def neutral_row(row: LogEntry, plans: dict | None = None) -> LogRow:
+    """A submitted row as the backends' neutral row, priced here, exactly.
 
     ``plans`` caches each catalog entry's :class:`~gwctl.core.pricing.PricePlan`
     by object identity: pass one dict per unpickled batch, whose rows share
     their entry objects (and keep them alive while the dict is used).
     """
-    (t, rid, key_name, agent, kind, source, model, upstream_model, path, status, latency, usage, entry, ref,
-     rule, error, stream) = row
+    entry, usage = row.entry, row.usage
     cost = None
     if entry is not None and usage is not None:
         plan = None if plans is None else plans.get(id(entry))
         if plan is None:
-            plan = price_plan(entry, ref or "")
+            plan = price_plan(entry, row.catalog_ref or "")
             if plans is not None:
                 plans[id(entry)] = plan
         total = plan.total(usage)
         cost = None if total is None else Decimal(format_usd(total))  # exact, without trailing zeros
-    counts = _NO_USAGE if usage is None else _ACTIVITY_COUNTS(usage)
-    return (datetime.fromtimestamp(t, timezone.utc), rid, key_name, agent, kind, source, model, upstream_model, path,
-            status, latency, counts, cost, rule, stream, error)
+    return LogRow(
+        time=datetime.fromtimestamp(row.time, timezone.utc), request_id=row.request_id, key_name=row.key_name,
+        agent=row.agent, route_kind=row.route_kind, source=row.source, model=row.model,
+        upstream_model=row.upstream_model, path=row.path, status=row.status, latency_ms=row.latency_ms,
+        usage_counts=_NO_USAGE if usage is None else _ACTIVITY_COUNTS(usage), cost=cost, rule=row.rule,
+        stream=row.stream, error=row.error)
 
 
-def access_line(row: tuple) -> str:
+def access_line(row: LogRow) -> str:
     """One access-log line for a neutral row: one line, space-separated fields, whatever the client sent."""
-    (t, rid, _key, agent, kind, _source, model, _up, path, status, latency, _counts, cost, rule, _stream, _error) = row
-    return (f"{t.isoformat(timespec='milliseconds')} {rid} {status} {_field(path)} "
-            f"agent={_field(agent)} model={_field(model)} {kind} {latency:.1f}ms"
+    cost, rule = row.cost, row.rule
+    return (f"{row.time.isoformat(timespec='milliseconds')} {row.request_id} {row.status} {_field(row.path)} "
+            f"agent={_field(row.agent)} model={_field(row.model)} {row.route_kind} {row.latency_ms:.1f}ms"
             f"{' cost=' + str(cost) if cost is not None else ''}{' rule=' + _field(rule) if rule else ''}\n")
 
 
@@ -322,7 +328,7 @@ def _field(text: str | None) -> str:
 
 
 def _write_rows(target, rows: list) -> None:
-    target.write_rows([target.row(*r) for r in rows])
+    target.write_rows([target.row(r) for r in rows])
 
 
 def _fill(fd: int, buf: bytearray, timeout: float | None) -> bool:
@@ -404,6 +410,113 @@ class _Outage:
         self.said_full = False
 
 
+class _Child:
+    """The writer process's state: the bytes read and not yet framed, the rows not yet in the log, and
+    whether (and until when) it is closing."""
+
+    def __init__(self, sink, label: str, outage: _Outage, *, access_log: bool, limit: int, close_timeout: float):
+        self.sink = sink  # a LogSink, or None: the access log only
+        self.label = label
+        self.outage = outage
+        self.access_log = access_log
+        self.limit = limit
+        self.close_timeout = close_timeout
+        self.fd = sys.stdin.fileno()
+        self.buf = bytearray()
+        self.eof = False
+        self.closing_by: float | None = None  # after EOF: the deadline for what is still unwritten
+        self.bad = 0
+        self.pending: list[LogRow] = []  # neutral rows not yet in the log
+
+    def run(self) -> int:
+        """Read, price and write until EOF and all is written (or the close timeout); 0 when nothing was lost."""
+        while not self._done():
+            if not self.eof and len(self.pending) < self.limit:
+                self._read()
+            elif self.pending:
+                self._wait()
+            if self.pending and time.monotonic() >= self.outage.next_try:
+                self._write()
+        if self.sink is not None:
+            self.sink.close()
+        return 0 if not self.pending and not self.bad else 1
+
+    def _done(self) -> bool:
+        """After EOF: True once nothing is pending, or the close timeout (counted from EOF) is over."""
+        if not self.eof:
+            return False
+        if not self.pending:
+            return True
+        now = time.monotonic()
+        if self.closing_by is None:
+            self.closing_by = now + self.close_timeout
+        elif now >= self.closing_by:
+            log.error("activity writer closed with %d record(s) unwritten (%s)", len(self.pending), self.label)
+            return True
+        return False
+
+    def _read(self) -> None:
+        """Read what the pipe has (waiting for it while nothing is pending) and take the whole frames."""
+        pending, outage = self.pending, self.outage
+        if not pending:
+            timeout = None  # nothing to do until rows come
+        elif outage.down:
+            timeout = outage.next_try - time.monotonic()  # read on until the next try
+        else:
+            timeout = 0.0
+        self.eof = not _fill(self.fd, self.buf, timeout)
+        frames = _frames(self.buf)
+        for data in frames:
+            self._take(data)
+        if frames and self.access_log:
+            sys.stderr.flush()
+        if self.eof and self.buf:
+            log.error("the proxy closed the activity pipe in the middle of a batch")
+            self.buf.clear()
+
+    def _wait(self) -> None:
+        """Holding its limit of rows (or closing): wait for the next try, not reading."""
+        outage = self.outage
+        if not self.eof:
+            outage.full(len(self.pending), self.limit)
+        wait = outage.next_try - time.monotonic()
+        if self.closing_by is not None:
+            wait = min(wait, self.closing_by - time.monotonic())
+        if wait > 0:
+            time.sleep(wait)
+
+    def _take(self, data: bytes) -> None:
+        """One frame's rows, priced, to the access log and the pending rows."""
+        plans: dict = {}
+        for row in map(_wire_entry, pickle.loads(data)):
+            try:
+                rec = neutral_row(row, plans)
+            except Exception:  # a bug, never a client's fault: keep the others
+                self.bad += 1
+                log.exception("could not build an activity record")
+                continue
+            if self.access_log:
+                sys.stderr.write(access_line(rec))
+            if self.sink is not None:
+                self.pending.append(rec)
+
+    def _write(self) -> None:
+        """Write what is pending, a transaction per _WRITE_ROWS rows; on failure keep the rest and back off."""
+        pending, sink = self.pending, self.sink
+        waiting = len(pending)
+        done = 0
+        while done < len(pending):
+            chunk = pending[done:done + _WRITE_ROWS]
+            ok, _written, _refused = sink.write(chunk)
+            if not ok:
+                self.pending = sink.unwritten + pending[done + len(chunk):]
+                self.outage.failed(len(self.pending), sink.last_error)
+                return
+            done += len(chunk)
+        self.pending = []
+        self.outage.recovered(waiting)
+
+
 def main(argv: list[str] | None = None) -> int:
     """The child: read frames from stdin until EOF, write them, exit 0 when all were written.
 
@@ -436,86 +549,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     dsn = args.dsn
     label = redact_dsn(dsn) if dsn else ""
-    sink = LogSink(lambda: open_log(dsn), label, write=_write_rows, ident=lambda r: r[1], quiet=True) if dsn else None
-    outage = _Outage(label, args.retry_max_delay)
-    limit = max(1, args.max_pending_rows)
-    fd = sys.stdin.fileno()
-    buf = bytearray()
-    eof = False
-    closing_by: float | None = None  # after EOF: the deadline for what is still unwritten
-    bad = 0
-    pending: list[tuple] = []  # neutral rows not yet in the log
-
-    def take(data: bytes) -> None:
-        nonlocal bad
-        plans: dict = {}
-        for row in pickle.loads(data):
-            try:
-                rec = neutral_row(row, plans)
-            except Exception:  # a bug, never a client's fault: keep the others
-                bad += 1
-                log.exception("could not build an activity record")
-                continue
-            if args.access_log:
-                sys.stderr.write(access_line(rec))
-            if sink is not None:
-                pending.append(rec)
-
-    def write() -> None:
-        """Write what is pending, a transaction per _WRITE_ROWS rows; on failure keep the rest and back off."""
-        nonlocal pending
-        waiting = len(pending)
-        done = 0
-        while done < len(pending):
-            chunk = pending[done:done + _WRITE_ROWS]
-            ok, _written, _refused = sink.write(chunk)
-            if not ok:
-                pending = sink.unwritten + pending[done + len(chunk):]
-                outage.failed(len(pending), sink.last_error)
-                return
-            done += len(chunk)
-        pending = []
-        outage.recovered(waiting)
-
-    while True:
-        if eof:
-            if not pending:
-                break
-            now = time.monotonic()
-            if closing_by is None:
-                closing_by = now + args.close_timeout
-            elif now >= closing_by:
-                log.error("activity writer closed with %d record(s) unwritten (%s)", len(pending), label)
-                break
-        if not eof and len(pending) < limit:
-            if not pending:
-                timeout = None  # nothing to do until rows come
-            elif outage.down:
-                timeout = outage.next_try - time.monotonic()  # read on until the next try
-            else:
-                timeout = 0.0
-            eof = not _fill(fd, buf, timeout)
-            frames = _frames(buf)
-            for data in frames:
-                take(data)
-            if frames and args.access_log:
-                sys.stderr.flush()
-            if eof and buf:
-                log.error("the proxy closed the activity pipe in the middle of a batch")
-                buf.clear()
-        elif pending:
-            if not eof:
-                outage.full(len(pending), limit)
-            wait = outage.next_try - time.monotonic()
-            if closing_by is not None:
-                wait = min(wait, closing_by - time.monotonic())
-            if wait > 0:
-                time.sleep(wait)
-        if pending and time.monotonic() >= outage.next_try:
-            write()
-    if sink is not None:
-        sink.close()
-    return 0 if not pending and not bad else 1
+    sink = LogSink(lambda: open_log(dsn), label, write=_write_rows, ident=lambda r: r.request_id, quiet=True) if dsn else None
+    child = _Child(sink, label, _Outage(label, args.retry_max_delay), access_log=args.access_log,
+                   limit=max(1, args.max_pending_rows), close_timeout=args.close_timeout)
+    return child.run()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from psycopg.conninfo import conninfo_to_dict
 from gwctl.activity import query as q
 from gwctl.activity.sqlbase import SqlReads
 from gwctl.activity.dsn import redact_dsn
+from gwctl.activity.entry import LogRow
 from gwctl.activity.migrations import LATEST, SCHEMA_MIGRATIONS_POSTGRES, pending, too_new_message
 from gwctl.activity.record import ActivityError
 
@@ -109,11 +110,9 @@ class PostgresLog(SqlReads):
         return self._conn
 
     @staticmethod
-    def row(t, request_id, key_name, agent, route_kind, source, model, upstream_model, path, status, latency_ms,
-            usage_counts, cost, rule, stream, error) -> tuple:
-        """Insert parameters for a neutral row (query.ROW_FIELDS): timestamptz, numeric and boolean as they are."""
-        return q.insert_values(t, request_id, key_name, agent, route_kind, source, model, upstream_model, path,
-                               status, latency_ms, usage_counts, cost, rule, stream, error)
+    def row(r: LogRow) -> tuple:
+        """Insert parameters for a neutral row: timestamptz, numeric and boolean as they are."""
+        return q.insert_values(r, r.time, r.cost, r.stream)
 
     def write_rows(self, rows: Sequence[tuple]) -> None:
         """Insert prepared parameter tuples (from :meth:`row`) in one transaction."""

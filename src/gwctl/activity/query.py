@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from decimal import Context, Decimal, Inexact, InvalidOperation, MAX_EMAX, MAX_PREC, MIN_EMIN, Rounded
 from typing import Any, Callable, Iterable, Sequence
 
+from gwctl.activity.entry import LogRow
 from gwctl.activity.record import (
     FORWARDED_KINDS,
     REJECTED_KINDS,
@@ -227,41 +228,39 @@ def order_summary(rows: Iterable[SummaryRow], by: str) -> list[SummaryRow]:
     return sorted(rows, key=lambda r: (r.cost.copy_negate(), -r.requests, r.key is None, r.key or ""))
 
 
-def insert_values(time_value: Any, request_id: str, key_name: str | None, agent: str | None, route_kind: str,
-                  source: str | None, model: str | None, upstream_model: str | None, path: str, status: int,
-                  latency_ms: float, usage_counts: Sequence[int], cost_value: Any, rule: str | None,
-                  stream_value: Any, error: str | None) -> tuple:
-    """The parameters of :func:`insert_sql` in COLUMNS order (``usage_counts`` in USAGE_KINDS order)."""
+def insert_values(r: LogRow, time_value: Any, cost_value: Any, stream_value: Any) -> tuple:
+    """The parameters of :func:`insert_sql` in COLUMNS order for a neutral row, its text cleaned; the time,
+    cost and stream as the backend stores them."""
     return (
         time_value,
-        clean_text(request_id),
-        clean_text(key_name),
-        clean_text(agent),
-        route_kind,
-        clean_text(source),
-        clean_text(model),
-        clean_text(upstream_model),
-        clean_text(path),
-        status,
-        latency_ms,
-        *usage_counts,
+        clean_text(r.request_id),
+        clean_text(r.key_name),
+        clean_text(r.agent),
+        r.route_kind,
+        clean_text(r.source),
+        clean_text(r.model),
+        clean_text(r.upstream_model),
+        clean_text(r.path),
+        r.status,
+        r.latency_ms,
+        *r.usage_counts,
         cost_value,
-        clean_text(rule),
+        clean_text(r.rule),
         stream_value,
-        clean_text(error),
+        clean_text(r.error),
     )
 
 
-def record_fields(r: ActivityRecord) -> tuple:
-    """A record as the neutral row the backends' ``row()`` takes (see :data:`ROW_FIELDS`)."""
-    return (r.time, r.request_id, r.key_name, r.agent, r.route_kind, r.source, r.model, r.upstream_model, r.path,
-            r.status, r.latency_ms, tuple(r.usage.get(k, 0) for k in USAGE_KINDS), r.cost, r.rule, r.stream, r.error)
+def record_fields(r: ActivityRecord) -> LogRow:
+    """A record as the neutral row the backends' ``row()`` takes."""
+    return LogRow(r.time, r.request_id, r.key_name, r.agent, r.route_kind, r.source, r.model, r.upstream_model,
+                  r.path, r.status, r.latency_ms, tuple(r.usage.get(k, 0) for k in USAGE_KINDS), r.cost, r.rule,
+                  r.stream, r.error)
 
 
-ROW_FIELDS = ("time", "request_id", "key_name", "agent", "route_kind", "source", "model", "upstream_model", "path",
-              "status", "latency_ms", "usage_counts", "cost", "rule", "stream", "error")
-"""A neutral row: ActivityRecord's fields in column order, usage as counts in USAGE_KINDS order, the time a
-UTC datetime and the cost a Decimal or None. Each backend's ``row()`` turns one into insert parameters."""
+ROW_FIELDS = LogRow._fields
+"""A neutral row's fields (:class:`~gwctl.activity.entry.LogRow`). Each backend's ``row()`` turns one into insert
+parameters."""
 
 
 def record_from_row(

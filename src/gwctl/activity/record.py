@@ -201,8 +201,8 @@ class ActivityLog(Protocol):
     def write_many(self, records: Sequence[ActivityRecord]) -> None:
         """Append records in one transaction (all or nothing)."""
 
-    def row(self, *fields: Any) -> tuple:
-        """Insert parameters for a neutral row (:data:`gwctl.activity.query.ROW_FIELDS`), unvalidated:
+    def row(self, r: Any) -> tuple:
+        """Insert parameters for a neutral row (:class:`gwctl.activity.entry.LogRow`), unvalidated:
         for writers whose rows come from gwctl's own proxy (the log writer process)."""
 
     def write_rows(self, rows: Sequence[tuple]) -> None:

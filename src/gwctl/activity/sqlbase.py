@@ -2,7 +2,7 @@
 
 The SQL itself comes from :mod:`gwctl.activity.query` for either dialect; a
 backend supplies its dialect, its driver's error class, how a stored time
-reads back, how a neutral row becomes insert parameters (``row``), the
+reads back, how a neutral row (:class:`~gwctl.activity.entry.LogRow`) becomes insert parameters (``row``), the
 transaction that inserts them (``write_rows``), a lock and a connection.
 """
 
@@ -23,7 +23,7 @@ class SqlReads:
 
     def write_many(self, records: Sequence[ActivityRecord]) -> None:
         """Append records in one transaction, through the backend's ``row`` mapping."""
-        self.write_rows([self.row(*q.record_fields(r)) for r in records])
+        self.write_rows([self.row(q.record_fields(r)) for r in records])
 
     def _fetch(self, sql: str, params: Any) -> list:
         with self._lock:

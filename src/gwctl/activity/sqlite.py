@@ -25,6 +25,7 @@ from typing import Sequence
 from gwctl.activity import query as q
 from gwctl.activity.sqlbase import SqlReads
 from gwctl.activity.dsn import sqlite_dsn
+from gwctl.activity.entry import LogRow
 from gwctl.activity.migrations import LATEST, SCHEMA_MIGRATIONS_SQLITE, pending, too_new_message
 from gwctl.activity.record import (
     ActivityError,
@@ -184,12 +185,11 @@ class SqliteLog(SqlReads):
     # -- ActivityLog -----------------------------------------------------
 
     @staticmethod
-    def row(t, request_id, key_name, agent, route_kind, source, model, upstream_model, path, status, latency_ms,
-            usage_counts, cost, rule, stream, error) -> tuple:
-        """Insert parameters for a neutral row (query.ROW_FIELDS): time and cost as text, stream as 0/1."""
-        return q.insert_values(format_utc(t), request_id, key_name, agent, route_kind, source, model, upstream_model,
-                               path, status, latency_ms, usage_counts, decimal_text(cost) if cost is not None else None,
-                               rule, 1 if stream else 0, error)
+    def row(r: LogRow) -> tuple:
+        """Insert parameters for a neutral row: time and cost as text, stream as 0/1."""
+        cost = r.cost
+        return q.insert_values(r, format_utc(r.time), decimal_text(cost) if cost is not None else None,
+                               1 if r.stream else 0)
 
     def write_rows(self, rows: Sequence[tuple]) -> None:
         """Insert prepared parameter tuples (from :meth:`row`) in one transaction."""

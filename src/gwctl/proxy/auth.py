@@ -1,0 +1,31 @@
+"""The authenticate stage: which gateway key a request presents, checked against the current store."""
+
+from __future__ import annotations
+
+from gwctl.core import keys as gwkeys
+from gwctl.core.config import Snapshot
+from gwctl.proxy.http import Request
+
+MISSING_KEY = "missing gateway key: send Authorization: Bearer <key> or x-api-key: <key>"
+INVALID_KEY = "invalid gateway key"
+
+
+class Authenticator:
+    """Gateway keys: ``required`` unless the proxy runs with --no-auth; ``keys`` remembers those that matched."""
+
+    def __init__(self, required: bool):
+        self.required = required
+        self.keys = gwkeys.VerifiedKeys()  # gateway keys that matched, for the current snapshot
+
+    def key_name(self, request: Request, snap: Snapshot) -> str | None:
+        """The name of the valid gateway key the request presents (Authorization: Bearer or x-api-key);
+        None when it presents none, or one that is not (or no longer) in the store."""
+        headers = request.headers
+        return self.keys.verify(snap, gwkeys.from_headers(headers.get("authorization"), headers.get("x-api-key")))
+
+    @staticmethod
+    def refusal_message(request: Request) -> str:
+        """Why a request without a valid key is refused, in the words of the 401."""
+        headers = request.headers
+        presented = gwkeys.from_headers(headers.get("authorization"), headers.get("x-api-key"))
+        return INVALID_KEY if presented else MISSING_KEY

@@ -1,0 +1,96 @@
+"""One request on its way through the gateway's stages, its id, and the answers built from it.
+
+A :class:`Flow` is made once per request (after the health check) and passed
+from stage to stage: authenticate (``key_name``), decide (``body``,
+``decision``), forward (``stream``, ``api``, ``strip_usage``), relay, record.
+A stage reads what the stages before it set and adds its own part, so a new
+fact about a request is a new attribute here, not a new argument through
+every stage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import secrets
+from typing import TYPE_CHECKING
+
+import orjson
+
+from gwctl.proxy.http import Reply
+
+if TYPE_CHECKING:
+    from gwctl.core.decision import Decision
+    from gwctl.core.config import Snapshot
+    from gwctl.proxy.http import Request
+
+REQUEST_ID_HEADER = "X-Gwctl-Request-Id"
+
+
+class Flow:
+    """One request: what it is, and what each stage found out about it."""
+
+    __slots__ = ("request", "rid", "start", "snapshot", "key_name", "body", "decision", "stream", "api",
+                 "strip_usage")
+
+    def __init__(self, request: Request, rid: str, start: float, snapshot: Snapshot):
+        self.request = request  # what the client sent (gwctl.proxy.http.Request)
+        self.rid = rid  # the request id: the answer's X-Gwctl-Request-Id and the activity row's
+        self.start = start  # time.perf_counter() when the request was taken up (for the latency)
+        self.snapshot = snapshot  # the store the request is decided and forwarded with, whatever reloads meanwhile
+        self.key_name: str | None = None  # authenticate: the gateway key's name (None with --no-auth)
+        self.body: dict | None = None  # decide: the parsed JSON body (forward may rewrite it)
+        self.decision: Decision | None = None  # decide: gwctl.core.decision.decide's answer
+        self.stream = False  # forward: the client asked for an event stream
+        self.api = "other"  # forward: the API shape (chat, completions, messages, ...) for metering
+        self.strip_usage = False  # forward: the usage chunk was asked for by us, not the client: relay drops it
+
+
+def error_reply(status: int, message: str, etype: str, code: str | None, rid: str, param: str | None = None) -> Reply:
+    """The gateway's own error answer, in the OpenAI error shape, with the request id."""
+    body = orjson.dumps({"error": {"message": message, "type": etype, "code": code, "param": param}})
+    return Reply(status, body, [(REQUEST_ID_HEADER, rid)])
+
+
+class InFlight:
+    """The requests that wait for something (upstream, a thread); the SIGTERM drain waits for them."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def begin(self) -> None:
+        """A request now waits for something: the drain waits for it until :meth:`end`."""
+        self.count += 1
+        self._idle.clear()
+
+    def end(self) -> None:
+        """The request :meth:`begin` counted is done."""
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait until none is in flight; True when that happened within ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+
+_ID_PREFIX = secrets.token_hex(4)
+_ID_COUNTER = itertools.count(1)
+
+
+def reseed_request_ids() -> None:
+    """After fork: each worker gets its own prefix, so ids never collide."""
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX = secrets.token_hex(4)
+    _ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """Unique per process run and cheap: a random prefix and a counter (16 hex digits)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFF:08x}"

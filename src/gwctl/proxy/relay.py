@@ -1,0 +1,73 @@
+"""The relay stage for event streams: pass the upstream's events to the client as they come, metering them."""
+
+from __future__ import annotations
+
+import asyncio
+
+from gwctl.proxy.client import UpstreamError, UpstreamTimeout
+from gwctl.proxy.flow import Flow
+from gwctl.proxy.meter import StreamMeter
+from gwctl.proxy.recorder import Recorder
+
+STREAM_END_WAIT = 2.0  # seconds an upstream may take to end its response after the stream's terminal event
+
+
+def why(exc: BaseException) -> str:
+    """An upstream failure in a few words, for the client's error and the activity row."""
+    return getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
+
+
+async def relay_stream(flow: Flow, upstream, out_headers: list[tuple[str, str]], recorder: Recorder) -> None:
+    """Relay an event stream as it arrives, then record it. Once its terminal event has reached the client the
+    answer is whole: the client's stream ends there, and neither side hanging up afterwards makes it a failure.
+    Returns None: the answer went out through the request's stream (gwctl.proxy.http)."""
+    flow.stream = True  # logged as a stream, whether the client asked for one or not
+    resp = flow.request.start_stream(upstream.status, out_headers)
+    meter = StreamMeter(flow.api, strip_usage_chunk=flow.strip_usage)
+    error = None
+    status = upstream.status
+    delivered = False
+    try:
+        async for chunk in upstream:
+            out = meter.feed(chunk)
+            if out and not delivered:
+                await resp.write(out)
+            if meter.terminal and not delivered:
+                delivered = True
+                resp.end()  # the client has it all; the upstream's own end is only waited for below
+                break
+        if not delivered:
+            tail = meter.finish()
+            if tail:
+                await resp.write(tail)
+            resp.end()
+        else:
+            await finish_upstream(upstream, meter)
+    except (ConnectionResetError, asyncio.CancelledError):
+        if not delivered:
+            error, status = "client disconnected", 499
+        upstream.abort()  # hang up on the upstream too
+        recorder.record(flow, status, meter.usage(), None, error)
+        raise
+    except UpstreamTimeout:
+        if not delivered:
+            error, status = "upstream timed out mid-stream", 504
+    except UpstreamError as exc:
+        if not delivered:
+            error, status = f"upstream broke the stream ({why(exc)})", 502
+    recorder.record(flow, status, meter.usage(), None, error)
+    return None
+
+
+async def finish_upstream(upstream, meter: StreamMeter) -> None:
+    """After the terminal event, read the upstream's end (it usually follows within a millisecond) so its
+    connection can be reused, and any usage it still sends is metered; give up after a short while."""
+    async def rest() -> None:
+        async for chunk in upstream:
+            meter.feed(chunk)
+        meter.finish()
+
+    try:
+        await asyncio.wait_for(rest(), STREAM_END_WAIT)
+    except asyncio.TimeoutError:
+        upstream.abort()
