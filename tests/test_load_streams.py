@@ -38,7 +38,8 @@ def faulty():
 
 @pytest.fixture
 def gateway(tmp_path, faulty):
-    gw = start_gateway(tmp_path, faulty.url)
+    # every load client comes from 127.0.0.1: lift the per-address cap (256 by default) above the 1,000 streams
+    gw = start_gateway(tmp_path, faulty.url, "--max-connections-per-client", "4096")
     yield gw
     gw.proc.terminate()
 

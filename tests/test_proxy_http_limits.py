@@ -432,7 +432,7 @@ def test_server_refusals_reach_on_reject(serve):
     (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
     (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 501),
     (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
-    (b"GET / HTTP/0.9\r\nHost: a\r\n\r\n", 505),
+    (b"GET / HTTP/0.9\r\nHost: a\r\n\r\n", 400),  # HTTP/0.9 (or no version at all): not an HTTP/1.x request
 ])
 def test_requests_h11_refuses_are_refused(serve, raw, status):
     running, seen = recording(serve)

@@ -39,7 +39,7 @@ connection.
 * What h11 refuses, this server refuses too (tests/test_proxy_http_h11.py):
   an HTTP/1.1 request without exactly one Host (400), a Content-Length of
   over 20 digits (400), a transfer coding other than chunked (501), HTTP
-  versions other than 1.0 and 1.1 (505). Header values lose trailing blanks.
+  versions other than 1.0 and 1.1 (505; a request line without one: 400). Header values lose trailing blanks.
 
 Hooks: ``on_head(request)`` is called as soon as a request's head is complete,
 before any of its body is read (``request.body`` is None). A :class:`Reply` it
@@ -480,6 +480,9 @@ class HttpProtocol(asyncio.Protocol):
             http10 = False
         elif version == "1.0":
             http10 = True
+        elif version == "0.9":  # a request line without a version: malformed for an HTTP/1.x server
+            self._reject(400, "malformed_request", "the request line has no HTTP version: send HTTP/1.1", None)
+            return
         else:
             self._reject(505, "http_version_not_supported", f"HTTP/{version} is not supported: send HTTP/1.1", None)
             return
