@@ -450,7 +450,7 @@ def wire_row(i: int, entry=None, counts=None) -> tuple:
             "llama", "/v1/chat/completions", 200, 12.5, counts, entry, "local/llama", None, None, False)
 
 
-def _run_writer(dsn, rows, **kw) -> tuple[bool, "ChildWriter"]:
+def _run_writer(dsn, rows, **kw) -> tuple[bool, object]:  # (closed cleanly, the ChildWriter)
     import asyncio
 
     from gwctl.activity.child import ChildWriter

@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gwctl.core import catalog_values
-from gwctl.core.config import CAPABILITIES, PRICE_KINDS, CatalogEntry
 from gwctl.core.catalog_values import (
     MAX_PRICE,
     format_price,
@@ -22,6 +21,7 @@ from gwctl.core.catalog_values import (
     parse_price_assignment,
     price_unit,
 )
+from gwctl.core.config import CAPABILITIES, PRICE_KINDS, CatalogEntry
 
 # --- parse_price: accepted -------------------------------------------------------
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 from conftest import invoke, run_cli
-
 from gwctl.cli import main
 from gwctl.context import Env, current
 

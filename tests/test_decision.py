@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from types import MappingProxyType as MP
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from gwctl.core.decision import decide
 from gwctl.core.config import CatalogEntry, Route, Secret, Settings, Snapshot, Source
-from decimal import Decimal
+from gwctl.core.decision import decide
 
 
 def src(name, base="https://{n}.example/v1", passthrough=False, catalog_only=False, models=None, header=""):

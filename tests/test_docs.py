@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 import pytest
+import typer
 
 from gwctl.cli import GROUPS, _LazyGroup, app
-import typer
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gwctl.core.config import PRICE_KINDS, CatalogEntry
 from gwctl.core.catalog_values import parse_price
+from gwctl.core.config import PRICE_KINDS, CatalogEntry
 from gwctl.core.pricing import (
     FALLBACKS,
     USAGE_KINDS,

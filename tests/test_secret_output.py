@@ -13,6 +13,7 @@ import sys
 import textwrap
 
 import pytest
+
 from conftest import invoke
 
 SECRET = "s3cret"

@@ -11,7 +11,6 @@ import textwrap
 import pytest
 
 
-
 def test_missing_store_is_empty_and_first_write_creates_it_0600(gw, store_path):
     assert not store_path.exists()
     r = gw("source", "list", "--json")

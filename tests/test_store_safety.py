@@ -146,7 +146,7 @@ def test_stale_temp_file_of_the_store_is_removed_on_the_next_write(gw, store_pat
         store_path.parent / f".{store_path.name}.notours.tmp",  # not 8 characters
         store_path.parent / f".{store_path.name}.ABCDEFGH.tmp",  # not tempfile's alphabet
         store_path.parent / f".{store_path.name}.k3x_9abc.tmp.bak",
-        store_path.parent / f".other.toml.k3x_9abc.tmp",  # another file's temp
+        store_path.parent / ".other.toml.k3x_9abc.tmp",  # another file's temp
         store_path.parent / f"{store_path.name}.k3x_9abc.tmp",  # no leading dot
     ]
     for p in keep:

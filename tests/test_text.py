@@ -76,6 +76,7 @@ def test_redact_urls():
 # --- the CLI's human tables print client strings through printable() --------
 
 import pytest  # noqa: E402
+
 from conftest import invoke  # noqa: E402
 
 EVIL_MODEL = "[bold]gpt-4o[/bold]\n2025-03-01 12:00:00\tforged\x1b[31m\u2028"

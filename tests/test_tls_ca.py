@@ -19,7 +19,6 @@ import pytest
 import trustme
 import uvloop
 
-from conftest import run_cli
 from gwctl.proxy.client import UpstreamConnectError, UpstreamPool
 from proxyrun import ProxyProcess, wait_for
 

@@ -4,7 +4,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gwctl.core.tokens import IMAGE_TOKENS, MESSAGE_OVERHEAD, estimate_prompt_tokens, estimate_text_tokens, prompt_tokens_ceiling
+from gwctl.core.tokens import (
+    IMAGE_TOKENS,
+    MESSAGE_OVERHEAD,
+    estimate_prompt_tokens,
+    estimate_text_tokens,
+    prompt_tokens_ceiling,
+)
 
 # (text, the smallest exact count among cl100k_base, o200k_base, llama3 and qwen3),
 # measured with quicktok-v1 (see benchmarks/token_estimate.py). The estimate must

@@ -19,6 +19,7 @@ import uvloop
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from egress import EgressProxy
 from gwctl.proxy.client import (
     UpstreamConnectError,
     UpstreamError,
@@ -27,8 +28,6 @@ from gwctl.proxy.client import (
     UpstreamTimeout,
 )
 from gwctl.testing.thread import StandinConfig, start_standin
-
-from egress import EgressProxy
 
 HOST = "127.0.0.1"
 KEY = "sk-client-test"
@@ -1335,7 +1334,7 @@ def test_a_proxy_that_refuses_the_tunnel_is_a_connect_error(run, tls, credential
 
     err = run(go)
     assert err.kind == "connect"
-    assert f"refused the tunnel to 127.0.0.1:" in err.message and status in err.message
+    assert "refused the tunnel to 127.0.0.1:" in err.message and status in err.message
 
 
 def test_an_unreachable_proxy_is_named_in_the_error(run):

@@ -48,17 +48,17 @@ import struct
 import subprocess
 import sys
 import time
-from functools import partial
-from operator import itemgetter
 from datetime import datetime, timezone
 from decimal import Decimal
+from functools import partial
+from operator import itemgetter
 
 from gwctl.activity.dsn import parse_dsn
 from gwctl.activity.entry import LogEntry, LogRow
 from gwctl.activity.record import USAGE_KINDS
 from gwctl.core.catalog_values import format_usd
-from gwctl.core.text import printable
 from gwctl.core.pricing import USAGE_FIELDS, price_plan
+from gwctl.core.text import printable
 
 log = logging.getLogger("gwctl.activity")
 

@@ -18,11 +18,11 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from gwctl.activity import query as q
-from gwctl.activity.sqlbase import SqlReads
 from gwctl.activity.dsn import redact_dsn
 from gwctl.activity.entry import LogRow
 from gwctl.activity.migrations import LATEST, SCHEMA_MIGRATIONS_POSTGRES, pending, too_new_message
 from gwctl.activity.record import ActivityError
+from gwctl.activity.sqlbase import SqlReads
 
 CONNECT_TIMEOUT_S = 10
 LOCK_CLASS = 0x67776374  # "gwct": first key of the migration advisory lock

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Context, Decimal, Inexact, InvalidOperation, MAX_EMAX, MAX_PREC, MIN_EMIN, Rounded
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal, Inexact, InvalidOperation, Rounded
 from typing import Any, Callable, Iterable, Sequence
 
 from gwctl.activity.entry import LogRow

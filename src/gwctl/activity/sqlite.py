@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Sequence
 
 from gwctl.activity import query as q
-from gwctl.activity.sqlbase import SqlReads
 from gwctl.activity.dsn import sqlite_dsn
 from gwctl.activity.entry import LogRow
 from gwctl.activity.migrations import LATEST, SCHEMA_MIGRATIONS_SQLITE, pending, too_new_message
@@ -33,6 +32,7 @@ from gwctl.activity.record import (
     format_utc,
     parse_utc,
 )
+from gwctl.activity.sqlbase import SqlReads
 
 BUSY_TIMEOUT_MS = 10_000
 

@@ -11,7 +11,6 @@ import typer
 
 from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, read_input
 from gwctl.context import current
-from gwctl.core.config import CAPABILITIES, PRICE_KINDS
 from gwctl.core.catalog_values import (
     check_price_kind,
     format_price,
@@ -21,6 +20,7 @@ from gwctl.core.catalog_values import (
     parse_price_assignment,
     price_unit,
 )
+from gwctl.core.config import CAPABILITIES, PRICE_KINDS
 from gwctl.core.refs import close_matches, split_ref
 from gwctl.render import message, print_fields, print_json, print_table, warn
 from gwctl.store.schema import SchemaError, parse_entry

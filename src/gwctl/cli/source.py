@@ -12,8 +12,8 @@ import typer
 from gwctl.cli.common import NAME_RE, JsonOpt, YesOpt, confirm, edit, fail, load, need_source
 from gwctl.cli.refresh import masked, run_refresh
 from gwctl.context import current
-from gwctl.core.headers import parse_header_option, parse_headers_json, validate_header_name, validate_static_headers
 from gwctl.core.config import Secret, Source
+from gwctl.core.headers import parse_header_option, parse_headers_json, validate_header_name, validate_static_headers
 from gwctl.core.validate import auth_header_problem, base_url_problem, env_name_problem, shown_env
 from gwctl.render import error, mask, message, print_fields, print_json, print_table, stdout_is_tty, url, warn
 

@@ -8,8 +8,8 @@ CLI and the proxy hand that snapshot to pure functions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import cached_property
 from decimal import Decimal
+from functools import cached_property
 from types import MappingProxyType
 from typing import Mapping
 

@@ -33,9 +33,9 @@ from dataclasses import dataclass, field, fields, replace
 from operator import attrgetter
 from typing import Any, Mapping
 
-from gwctl.core.frozen import builder
 from gwctl.core.checks import Check, advisory_warnings, first_failure, fits_context_by_size, run_checks
 from gwctl.core.config import CatalogEntry, Route, Secret, Snapshot, Source
+from gwctl.core.frozen import builder
 from gwctl.core.pricing import Cost, Usage, price
 from gwctl.core.request import RequestFeatures, features
 from gwctl.core.tokens import estimate_prompt_tokens

@@ -72,8 +72,8 @@ from decimal import (
 from operator import attrgetter
 from typing import Any, Mapping
 
-from gwctl.core.config import PRICE_KINDS, CatalogEntry
 from gwctl.core.catalog_values import format_price, format_usd
+from gwctl.core.config import PRICE_KINDS, CatalogEntry
 
 __all__ = [
     "Usage",

@@ -83,8 +83,8 @@ def auth_header_problem(name: str, label: str = "auth_header", cli: bool = False
 
 def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) -> list[Problem]:
     """Every problem in the store; ``environ_names`` (if given) checks auth_env variables exist."""
-    from gwctl.core.headers import validate_static_headers
     from gwctl.core.catalog_values import lint_entry
+    from gwctl.core.headers import validate_static_headers
 
     out: list[Problem] = []
     err = lambda where, msg, hint="": out.append(Problem("error", where, msg, hint))  # noqa: E731

@@ -51,9 +51,9 @@ import re
 import ssl
 from collections import deque
 from typing import AsyncIterator, Iterable, Mapping
+from urllib.parse import unquote, urlsplit
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
-from urllib.parse import unquote, urlsplit
 
 from gwctl.core.urls import redact_url
 from gwctl.tls import names_in, probe_context, trust_context, verify_failure
@@ -620,7 +620,7 @@ class _Conn(asyncio.Protocol):
         self.uses += 1
         self.timeout = read_timeout
         self.sink = resp.headers
-        self.last_data = now = loop.time()
+        self.last_data = loop.time()
         if self.closed:  # the server hung up between connect and now
             self._lost_before_answer(resp)
             return resp

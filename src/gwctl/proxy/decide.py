@@ -11,8 +11,8 @@ import asyncio
 
 import orjson
 
-from gwctl.core.decision import Decision, DecisionMemo, decide
 from gwctl.core.config import Snapshot
+from gwctl.core.decision import Decision, DecisionMemo, decide
 from gwctl.core.request import MAX_JSON_DEPTH, too_deep
 from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow
 from gwctl.proxy.http import Reply

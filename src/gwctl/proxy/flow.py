@@ -20,8 +20,8 @@ import orjson
 from gwctl.proxy.http import Reply
 
 if TYPE_CHECKING:
-    from gwctl.core.decision import Decision
     from gwctl.core.config import Snapshot
+    from gwctl.core.decision import Decision
     from gwctl.proxy.http import Request
 
 REQUEST_ID_HEADER = "X-Gwctl-Request-Id"

@@ -27,7 +27,6 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from gwctl.core.refs import split_ref
 from gwctl.core.config import (
     CAPABILITIES,
     PRICE_KINDS,
@@ -39,6 +38,7 @@ from gwctl.core.config import (
     Snapshot,
     Source,
 )
+from gwctl.core.refs import split_ref
 
 SCHEMA_VERSION = 1
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from gwctl.core.headers import auth_header_pair
 from gwctl.core.config import Source
+from gwctl.core.headers import auth_header_pair
 from gwctl.errors import GwctlError
 
 
