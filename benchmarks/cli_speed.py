@@ -33,8 +33,13 @@ def timed(cmd: list[str], env: dict, runs: int) -> list[float]:
 def big_store(path: Path, sources: int = 100, models: int = 100) -> None:
     lines = ["schema = 1", ""]
     for s in range(sources):
-        lines += [f"[sources.src{s:03d}]", f'base_url = "https://gw{s}.example/v1"', f'auth_env = "KEY_{s}"', "",
-                  f"[sources.src{s:03d}.models]"]
+        lines += [
+            f"[sources.src{s:03d}]",
+            f'base_url = "https://gw{s}.example/v1"',
+            f'auth_env = "KEY_{s}"',
+            "",
+            f"[sources.src{s:03d}.models]",
+        ]
         lines += [f'"family-{m // 10}/model-{m:03d}" = {"true" if m % 3 else "false"}' for m in range(models)]
         lines.append("")
     path.write_text("\n".join(lines))
@@ -65,7 +70,9 @@ def main() -> None:
     for name, xs, target in rows:
         xs.sort()
         p90 = xs[int(0.9 * (len(xs) - 1))]
-        print(f"{name:<36} {xs[0]:8.1f} {statistics.median(xs):8.1f} {p90:8.1f} {('<= ' + str(target)) if target else '':>8}")
+        print(
+            f"{name:<36} {xs[0]:8.1f} {statistics.median(xs):8.1f} {p90:8.1f} {('<= ' + str(target)) if target else '':>8}"
+        )
     shutil.rmtree(tmp)
 
 

@@ -20,22 +20,37 @@ import sys
 import time
 
 HOST = "127.0.0.1"
-BODY = json.dumps({
-    "model": "bench",
-    "messages": [{"role": "user", "content": "Summarise the benefits of keep-alive in two lines."}],
-    "max_tokens": 64,
-}).encode()
-ANSWER = json.dumps({
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "bench",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Fewer handshakes."},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23},
-}).encode()
-PLAIN = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-         + str(len(ANSWER)).encode() + b"\r\n\r\n" + ANSWER)
+BODY = json.dumps(
+    {
+        "model": "bench",
+        "messages": [{"role": "user", "content": "Summarise the benefits of keep-alive in two lines."}],
+        "max_tokens": 64,
+    }
+).encode()
+ANSWER = json.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "bench",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Fewer handshakes."}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 3, "total_tokens": 23},
+    }
+).encode()
+PLAIN = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+    + str(len(ANSWER)).encode()
+    + b"\r\n\r\n"
+    + ANSWER
+)
 _EVENTS = [b'data: {"choices":[{"delta":{"content":"w%d"}}]}\n\n' % i for i in range(5)] + [b"data: [DONE]\n\n"]
-STREAM = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
-          + b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in _EVENTS) + b"0\r\n\r\n")
+STREAM = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    + b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in _EVENTS)
+    + b"0\r\n\r\n"
+)
 HEADERS = [("Content-Type", "application/json"), ("Authorization", "Bearer sk-upstream"), ("X-Extra", "1")]
 
 
@@ -52,11 +67,11 @@ class _Upstream(asyncio.Protocol):
                 return
             head = self.buf[:end].lower()
             i = head.find(b"content-length:")
-            n = int(head[i + 15:].split(b"\r\n", 1)[0]) if i >= 0 else 0
+            n = int(head[i + 15 :].split(b"\r\n", 1)[0]) if i >= 0 else 0
             if len(self.buf) < end + 4 + n:
                 return
             path = self.buf.split(b" ", 2)[1]
-            self.buf = self.buf[end + 4 + n:]
+            self.buf = self.buf[end + 4 + n :]
             self.t.write(STREAM if path.endswith(b"stream") else PLAIN)
 
 
@@ -94,8 +109,12 @@ async def _bench_pool(url: str, n: int, conc: int, stream: bool) -> None:
 async def _bench_aiohttp(url: str, n: int, conc: int, stream: bool) -> None:
     import aiohttp
 
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False,
-                                    timeout=aiohttp.ClientTimeout(total=None), skip_auto_headers=("User-Agent",))
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=0),
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None),
+        skip_auto_headers=("User-Agent",),
+    )
     per = n // conc
 
     async def worker():
@@ -129,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.loop == "uvloop":
             import uvloop
+
             runner = uvloop.run
         else:
             runner = asyncio.run

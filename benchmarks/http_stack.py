@@ -110,6 +110,7 @@ def error_body(status: int) -> bytes:
 
 # ---------------------------------------------------------------- a lean upstream client
 
+
 class _FastConn(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection to the upstream (prototype).
 
@@ -252,8 +253,15 @@ class FastPool:
         return c
 
     async def post(self, path: str, headers: dict, body: bytes, stream: bool):
-        head = [b"POST ", path.encode(), b" HTTP/1.1\r\nHost: ", self.hosthdr,
-                b"\r\nContent-Length: ", str(len(body)).encode(), b"\r\n"]
+        head = [
+            b"POST ",
+            path.encode(),
+            b" HTTP/1.1\r\nHost: ",
+            self.hosthdr,
+            b"\r\nContent-Length: ",
+            str(len(body)).encode(),
+            b"\r\n",
+        ]
         for k, v in headers.items():
             head += [k.encode(), b": ", v.encode(), b"\r\n"]
         head += [b"\r\n", body]
@@ -371,12 +379,10 @@ def serve_aiohttp(port: int, upstream: str, server: str, client: str, use_uvloop
 
         async def handle(request: web.BaseRequest) -> web.StreamResponse:
             t0 = time.perf_counter()
-            status, data, headers, stream = proxy.prepare(
-                await request.read(), request.headers.get("Authorization"))
+            status, data, headers, stream = proxy.prepare(await request.read(), request.headers.get("Authorization"))
             if status != 200:
                 return web.Response(status=status, body=error_body(status), content_type="application/json")
-            status, ctype, payload, chunks, release = await proxy.up.forward(
-                request.path, headers, data, stream)
+            status, ctype, payload, chunks, release = await proxy.up.forward(request.path, headers, data, stream)
             if chunks is None:
                 proxy.done(t0, status, payload, None)
                 return web.Response(status=status, body=payload, headers={"Content-Type": ctype})
@@ -424,8 +430,9 @@ _state: dict = {}
 def _proxy() -> Proxy:
     proxy = _state.get("proxy")
     if proxy is None:
-        proxy = _state["proxy"] = Proxy(os.environ.get("GWCTL_BENCH_CLIENT", "aiohttp"),
-                                        os.environ["GWCTL_BENCH_UPSTREAM"])
+        proxy = _state["proxy"] = Proxy(
+            os.environ.get("GWCTL_BENCH_CLIENT", "aiohttp"), os.environ["GWCTL_BENCH_UPSTREAM"]
+        )
     return proxy
 
 
@@ -453,13 +460,13 @@ async def asgi_app(scope, receive, send) -> None:
             auth = v.decode("latin-1")
     status, data, headers, stream = proxy.prepare(b"".join(parts), auth)
     if status != 200:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]}
+        )
         await send({"type": "http.response.body", "body": error_body(status)})
         return
     status, ctype, payload, chunks, release = await proxy.up.forward(scope["path"], headers, data, stream)
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", ctype.encode())]})
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", ctype.encode())]})
     if chunks is None:
         await send({"type": "http.response.body", "body": payload})
         proxy.done(t0, status, payload, None)
@@ -518,8 +525,9 @@ def serve_gwctl_stack(port: int, upstream: str) -> None:
             status, data, headers, stream = proxy.prepare(request.body, request.headers.get("authorization"))
             if status != 200:
                 return Reply(status, error_body(status))
-            up = await pool.request("POST", upstream + request.path, list(headers.items()), data,
-                                    connect_timeout=5, read_timeout=60)
+            up = await pool.request(
+                "POST", upstream + request.path, list(headers.items()), data, connect_timeout=5, read_timeout=60
+            )
             try:
                 ctype = up.header("content-type") or "application/json"
                 if not stream:
@@ -551,8 +559,17 @@ def serve_uvicorn(port: int, upstream: str, client: str) -> None:
 
     os.environ["GWCTL_BENCH_UPSTREAM"] = upstream
     os.environ["GWCTL_BENCH_CLIENT"] = client
-    uvicorn.run(asgi_app, host=HOST, port=port, http="httptools", loop="uvloop",
-                access_log=False, log_level="warning", lifespan="on", workers=1)
+    uvicorn.run(
+        asgi_app,
+        host=HOST,
+        port=port,
+        http="httptools",
+        loop="uvloop",
+        access_log=False,
+        log_level="warning",
+        lifespan="on",
+        workers=1,
+    )
 
 
 # ---------------------------------------------------------------- raw upstream
@@ -560,14 +577,24 @@ def serve_uvicorn(port: int, upstream: str, client: str) -> None:
 
 def serve_raw_upstream(port: int) -> None:
     """The cheapest possible upstream: asyncio.Protocol, precomputed answer."""
-    body = json.dumps({
-        "id": "chatcmpl-raw", "object": "chat.completion", "created": 0, "model": MODEL,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello from raw"},
-                     "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 30, "completion_tokens": 3, "total_tokens": 33},
-    }).encode()
-    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-              + str(len(body)).encode() + b"\r\n\r\n" + body)
+    body = json.dumps(
+        {
+            "id": "chatcmpl-raw",
+            "object": "chat.completion",
+            "created": 0,
+            "model": MODEL,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "Hello from raw"}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 3, "total_tokens": 33},
+        }
+    ).encode()
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
 
     class Proto(asyncio.Protocol):
         def connection_made(self, transport):
@@ -584,7 +611,7 @@ def serve_raw_upstream(port: int) -> None:
                 n = int(m.group(1)) if m else 0
                 if len(self.buf) < end + 4 + n:
                     return
-                self.buf = self.buf[end + 4 + n:]
+                self.buf = self.buf[end + 4 + n :]
                 self.t.write(answer)
 
     async def main():
@@ -651,6 +678,7 @@ def tree_cpu_seconds(pid: int) -> float:
 
 def busy_others(own: set[int]) -> list[str]:
     """Other processes using a noticeable share of CPU right now (noise warning)."""
+
     def sample() -> dict[int, tuple[int, str]]:
         out = {}
         for entry in os.listdir("/proc"):
@@ -703,8 +731,14 @@ class Procs:
     def start(self, args: list[str], port: int, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
         # stderr goes to a file, never a pipe nobody reads (a chatty server would block on it)
         log = tempfile.TemporaryFile()
-        p = subprocess.Popen(args, env={**os.environ, **(env or {})}, cwd=cwd,
-                             stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+        p = subprocess.Popen(
+            args,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
         self.procs.append(p)
         try:
             wait_port(port, p, timeout=60)
@@ -766,9 +800,21 @@ def wrk(url: str, conns: int, duration: float, auth: str, body: dict | None = No
         script = f.name
     try:
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{conns}", f"-d{max(1, round(duration))}s", "--latency",
-             "--timeout", "5s", "-s", script, url],
-            capture_output=True, text=True, timeout=duration + 30,
+            [
+                "wrk",
+                "-t1",
+                f"-c{conns}",
+                f"-d{max(1, round(duration))}s",
+                "--latency",
+                "--timeout",
+                "5s",
+                "-s",
+                script,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=duration + 30,
         ).stdout
     finally:
         os.unlink(script)
@@ -792,8 +838,10 @@ async def _first_chunk_times(port: int, path: str, auth: str, n: int) -> list[fl
     over one keep-alive connection, with a hand-rolled chunked decoder so the
     client adds as little as possible."""
     body = json.dumps({**REQUEST, "stream": True}).encode()
-    req = (f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-           f"Authorization: {auth}\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    req = (
+        f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
+        f"Authorization: {auth}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
     reader, writer = await asyncio.open_connection(HOST, port)
     times = []
     try:
@@ -864,31 +912,78 @@ class Candidate:
             iface = self.server.removeprefix("granian")
             target = f"http_stack:{iface}_app"
             granian = str(Path(py).parent / "granian")
-            return ([granian, "--interface", iface, "--host", HOST, "--port", str(port),
-                     "--workers", "1", "--runtime-threads", "1", "--loop", "uvloop",
-                     "--no-ws", "--log-level", "warning", "--no-log", target], env, HERE)
-        return ([py, str(Path(__file__)), "_proxy", "--server", self.server, "--client", self.client,
-                 "--loop", self.loop, "--port", str(port), "--upstream", upstream], env, None)
+            return (
+                [
+                    granian,
+                    "--interface",
+                    iface,
+                    "--host",
+                    HOST,
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                    "--runtime-threads",
+                    "1",
+                    "--loop",
+                    "uvloop",
+                    "--no-ws",
+                    "--log-level",
+                    "warning",
+                    "--no-log",
+                    target,
+                ],
+                env,
+                HERE,
+            )
+        return (
+            [
+                py,
+                str(Path(__file__)),
+                "_proxy",
+                "--server",
+                self.server,
+                "--client",
+                self.client,
+                "--loop",
+                self.loop,
+                "--port",
+                str(port),
+                "--upstream",
+                upstream,
+            ],
+            env,
+            None,
+        )
 
 
 _UVICORN = ("uvicorn", "httptools")
 CANDIDATES = [
     Candidate("aiohttpapp-aiohttp-uvloop", "aiohttp app + aiohttp client, uvloop", "aiohttpapp", "aiohttp"),
-    Candidate("aiohttpapp-aiohttp-asyncio", "aiohttp app + aiohttp client, asyncio loop", "aiohttpapp", "aiohttp",
-              loop="asyncio"),
+    Candidate(
+        "aiohttpapp-aiohttp-asyncio",
+        "aiohttp app + aiohttp client, asyncio loop",
+        "aiohttpapp",
+        "aiohttp",
+        loop="asyncio",
+    ),
     Candidate("aiohttpapp-httpx-uvloop", "aiohttp app + httpx client, uvloop", "aiohttpapp", "httpx"),
     Candidate("aiohttpll-aiohttp-uvloop", "aiohttp low-level server + aiohttp client, uvloop", "aiohttpll", "aiohttp"),
     Candidate("aiohttpapp-fast-uvloop", "aiohttp app + lean pooled client, uvloop", "aiohttpapp", "fast"),
     Candidate("aiohttpll-fast-uvloop", "aiohttp low-level server + lean pooled client, uvloop", "aiohttpll", "fast"),
-    Candidate("gwctlhttp-gwctl-uvloop", "gwctl's server protocol + gwctl's upstream client, uvloop",
-              "gwctlhttp", "gwctl"),
-    Candidate("uvicorn-aiohttp", "uvicorn (httptools, uvloop) raw ASGI + aiohttp client", "uvicorn", "aiohttp",
-              needs=_UVICORN),
+    Candidate(
+        "gwctlhttp-gwctl-uvloop", "gwctl's server protocol + gwctl's upstream client, uvloop", "gwctlhttp", "gwctl"
+    ),
+    Candidate(
+        "uvicorn-aiohttp", "uvicorn (httptools, uvloop) raw ASGI + aiohttp client", "uvicorn", "aiohttp", needs=_UVICORN
+    ),
     Candidate("uvicorn-fast", "uvicorn (httptools, uvloop) raw ASGI + lean client", "uvicorn", "fast", needs=_UVICORN),
-    Candidate("granianasgi-aiohttp", "granian ASGI (uvloop) + aiohttp client", "granianasgi", "aiohttp",
-              needs=("granian",)),
-    Candidate("granianrsgi-aiohttp", "granian RSGI (uvloop) + aiohttp client", "granianrsgi", "aiohttp",
-              needs=("granian",)),
+    Candidate(
+        "granianasgi-aiohttp", "granian ASGI (uvloop) + aiohttp client", "granianasgi", "aiohttp", needs=("granian",)
+    ),
+    Candidate(
+        "granianrsgi-aiohttp", "granian RSGI (uvloop) + aiohttp client", "granianrsgi", "aiohttp", needs=("granian",)
+    ),
     Candidate("granianrsgi-fast", "granian RSGI (uvloop) + lean client", "granianrsgi", "fast", needs=("granian",)),
 ]
 
@@ -904,8 +999,7 @@ class Row:
     extra: dict = field(default_factory=dict)
 
 
-def measure(port: int, path: str, auth: str, args, stream: bool = True,
-            watch: dict[str, int] | None = None) -> Row:
+def measure(port: int, path: str, auth: str, args, stream: bool = True, watch: dict[str, int] | None = None) -> Row:
     """Throughput at 32 connections (median of runs), p50 at 1 connection,
     first-SSE-event latency, and the CPU each watched process tree spent per
     request during the throughput runs (robust to other load on the machine)."""
@@ -920,8 +1014,14 @@ def measure(port: int, path: str, auth: str, args, stream: bool = True,
     rps = statistics.median(r.rps for r in runs)
     lat = wrk(url, 1, args.latency_duration, auth)
     fc = first_chunk_ms(port, path, auth, args.stream_requests) if stream else None
-    return Row("", rps, lat.p50_ms, fc, sum(r.errors for r in runs) + lat.errors,
-               extra={"runs": [r.rps for r in runs], "p99_1conn_ms": lat.p99_ms, "cpu_us": cpu_us})
+    return Row(
+        "",
+        rps,
+        lat.p50_ms,
+        fc,
+        sum(r.errors for r in runs) + lat.errors,
+        extra={"runs": [r.rps for r in runs], "p99_1conn_ms": lat.p99_ms, "cpu_us": cpu_us},
+    )
 
 
 def litellm_row(procs: Procs, standin_url: str, args) -> Row | None:
@@ -937,8 +1037,11 @@ def litellm_row(procs: Procs, standin_url: str, args) -> Row | None:
     # The one setting it needs offline: use the bundled model cost map instead of
     # fetching it at start-up. Everything else stays at LiteLLM's defaults.
     env = {"LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    p = procs.start([str(py), "--config", cfg.name, "--host", HOST, "--port", str(port)],
-                    port, env={**env, "PATH": f"{py.parent}:{os.environ['PATH']}"})
+    p = procs.start(
+        [str(py), "--config", cfg.name, "--host", HOST, "--port", str(port)],
+        port,
+        env={**env, "PATH": f"{py.parent}:{os.environ['PATH']}"},
+    )
     try:
         auth = "Bearer " + GATEWAY_KEY
         body = {**REQUEST, "model": MODEL}
@@ -949,10 +1052,14 @@ def litellm_row(procs: Procs, standin_url: str, args) -> Row | None:
         used = tree_cpu_seconds(p.pid) - before
         lat = wrk(url, 1, args.latency_duration, auth, body)
         requests = sum(r.rps for r in runs) * max(1, round(args.duration))
-        return Row("LiteLLM 1.100.5 proxy (its default: 1 uvicorn worker)",
-                   statistics.median(r.rps for r in runs), lat.p50_ms, None,
-                   sum(r.errors for r in runs) + lat.errors,
-                   extra={"runs": [r.rps for r in runs], "cpu_us": {"proxy": used / requests * 1e6}})
+        return Row(
+            "LiteLLM 1.100.5 proxy (its default: 1 uvicorn worker)",
+            statistics.median(r.rps for r in runs),
+            lat.p50_ms,
+            None,
+            sum(r.errors for r in runs) + lat.errors,
+            extra={"runs": [r.rps for r in runs], "cpu_us": {"proxy": used / requests * 1e6}},
+        )
     finally:
         procs.stop(p)
         os.unlink(cfg.name)
@@ -969,10 +1076,26 @@ def drive(args) -> int:
     path = "/v1/chat/completions"
     try:
         sport = free_port()
-        standin_proc = procs.start([sys.executable, "-m", "gwctl.testing", "--port", str(sport), "--no-record",
-                     "--models", MODEL, "--api-key", UPSTREAM_KEY,
-                     "--stream-chunks", "5", "--chunk-delay-ms", str(args.chunk_delay_ms)],
-                    sport, env={"PYTHONPATH": str(ROOT / "src")})
+        standin_proc = procs.start(
+            [
+                sys.executable,
+                "-m",
+                "gwctl.testing",
+                "--port",
+                str(sport),
+                "--no-record",
+                "--models",
+                MODEL,
+                "--api-key",
+                UPSTREAM_KEY,
+                "--stream-chunks",
+                "5",
+                "--chunk-delay-ms",
+                str(args.chunk_delay_ms),
+            ],
+            sport,
+            env={"PYTHONPATH": str(ROOT / "src")},
+        )
         standin = f"http://{HOST}:{sport}"
         print(f"standin upstream on {standin}; {os.cpu_count()} cores; wrk -t1", file=sys.stderr)
 
@@ -1005,15 +1128,16 @@ def drive(args) -> int:
                 rows.append(Row(cand.label, 0, note=f"failed to start: {exc}"[:200]))
                 continue
             try:
-                row = measure(port, path, auth_proxy, args,
-                              watch={"proxy": p.pid, "upstream": standin_proc.pid})
+                row = measure(port, path, auth_proxy, args, watch={"proxy": p.pid, "upstream": standin_proc.pid})
                 row.name = cand.label
                 if args.raw_upstream:
                     procs.stop(p)
                     cmd, env, cwd = cand.command(port, f"http://{HOST}:{rport}")
                     p = procs.start(cmd, port, env=env, cwd=cwd)
                     wrk(f"http://{HOST}:{port}{path}", 32, 1, auth_proxy)
-                    row.extra["rps_via_raw_upstream"] = wrk(f"http://{HOST}:{port}{path}", 32, args.duration, auth_proxy).rps
+                    row.extra["rps_via_raw_upstream"] = wrk(
+                        f"http://{HOST}:{port}{path}", 32, args.duration, auth_proxy
+                    ).rps
             except Exception as exc:  # report, keep going with the others
                 row = Row(cand.label, 0, note=f"failed: {exc!r}"[:200])
             finally:
@@ -1038,36 +1162,51 @@ def drive(args) -> int:
 
 def print_table(rows: list[Row], direct: Row, raw: Row, args) -> None:
     print()
-    print(f"Throughput: wrk -t1 -c32, {args.duration:g}s x{args.repeat} (median); "
-          f"p50: wrk -c1 {args.latency_duration:g}s; first SSE event: median of "
-          f"{args.stream_requests} sequential streams (upstream paces events {args.chunk_delay_ms:g} ms apart)")
+    print(
+        f"Throughput: wrk -t1 -c32, {args.duration:g}s x{args.repeat} (median); "
+        f"p50: wrk -c1 {args.latency_duration:g}s; first SSE event: median of "
+        f"{args.stream_requests} sequential streams (upstream paces events {args.chunk_delay_ms:g} ms apart)"
+    )
     print(f"Raw asyncio upstream, direct: {raw.rps:.0f} req/s (standin direct: {direct.rps:.0f} req/s)")
     print()
-    hdr = ("stack", "req/s@32", "vs direct", "proxy CPU us/req", "p50@1 ms", "added ms",
-           "1st chunk ms", "added ms", "via raw up", "errors")
+    hdr = (
+        "stack",
+        "req/s@32",
+        "vs direct",
+        "proxy CPU us/req",
+        "p50@1 ms",
+        "added ms",
+        "1st chunk ms",
+        "added ms",
+        "via raw up",
+        "errors",
+    )
     lines = [hdr]
     for r in rows:
         if not r.rps:
             lines.append((r.name, "-", "-", "-", "-", "-", "-", "-", "-", r.note))
             continue
         is_direct = r is direct
-        lines.append((
-            r.name,
-            f"{r.rps:.0f}",
-            "100%" if is_direct else f"{100 * r.rps / direct.rps:.0f}%",
-            f"{r.extra['cpu_us'].get('proxy', r.extra['cpu_us'].get('upstream', 0)):.0f}"
-            + (" (upstream)" if is_direct else "") if r.extra.get("cpu_us") else "-",
-            f"{r.p50_ms:.3f}" if r.p50_ms is not None else "-",
-            "" if is_direct or r.p50_ms is None else f"{r.p50_ms - direct.p50_ms:+.3f}",
-            f"{r.first_chunk_ms:.3f}" if r.first_chunk_ms is not None else "-",
-            "" if is_direct or r.first_chunk_ms is None else f"{r.first_chunk_ms - direct.first_chunk_ms:+.3f}",
-            f"{r.extra['rps_via_raw_upstream']:.0f}" if "rps_via_raw_upstream" in r.extra else "",
-            str(r.errors),
-        ))
+        lines.append(
+            (
+                r.name,
+                f"{r.rps:.0f}",
+                "100%" if is_direct else f"{100 * r.rps / direct.rps:.0f}%",
+                f"{r.extra['cpu_us'].get('proxy', r.extra['cpu_us'].get('upstream', 0)):.0f}"
+                + (" (upstream)" if is_direct else "")
+                if r.extra.get("cpu_us")
+                else "-",
+                f"{r.p50_ms:.3f}" if r.p50_ms is not None else "-",
+                "" if is_direct or r.p50_ms is None else f"{r.p50_ms - direct.p50_ms:+.3f}",
+                f"{r.first_chunk_ms:.3f}" if r.first_chunk_ms is not None else "-",
+                "" if is_direct or r.first_chunk_ms is None else f"{r.first_chunk_ms - direct.first_chunk_ms:+.3f}",
+                f"{r.extra['rps_via_raw_upstream']:.0f}" if "rps_via_raw_upstream" in r.extra else "",
+                str(r.errors),
+            )
+        )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(hdr))]
     for i, line in enumerate(lines):
-        print(" | ".join(str(c).ljust(w) if j == 0 else str(c).rjust(w)
-                         for j, (c, w) in enumerate(zip(line, widths))))
+        print(" | ".join(str(c).ljust(w) if j == 0 else str(c).rjust(w) for j, (c, w) in enumerate(zip(line, widths))))
         if i == 0:
             print("-+-".join("-" * w for w in widths))
 

@@ -34,8 +34,13 @@ import http_stack as hs  # noqa: E402  (wrk driver, stream client, process helpe
 
 
 def gw(store: Path, *args: str, stdin: str | None = None) -> str:
-    out = subprocess.run([sys.executable, "-m", "gwctl", "--store", str(store), *args], input=stdin,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "gwctl", "--store", str(store), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout
 
 
@@ -56,35 +61,92 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gwctl-bench-"))
     try:
         up_port = hs.free_port()
-        standin = procs.start([sys.executable, "-m", "gwctl.testing", "--port", str(up_port), "--models", hs.MODEL,
-                               "--api-key", hs.UPSTREAM_KEY, "--no-record", "--chunk-delay-ms", "2"], up_port)
+        standin = procs.start(
+            [
+                sys.executable,
+                "-m",
+                "gwctl.testing",
+                "--port",
+                str(up_port),
+                "--models",
+                hs.MODEL,
+                "--api-key",
+                hs.UPSTREAM_KEY,
+                "--no-record",
+                "--chunk-delay-ms",
+                "2",
+            ],
+            up_port,
+        )
         up_url = f"http://{hs.HOST}:{up_port}/v1"
         store = tmp / "gwctl.toml"
         gw(store, "source", "add", "bench", "--base-url", up_url, "--auth-value", hs.UPSTREAM_KEY)
         gw(store, "source", "refresh", "bench")
-        gw(store, "catalog", "set", f"bench/{hs.MODEL}", "--price", "input=3e-6", "--price", "output=1.5e-5",
-           "--max-output", "4096", "--context-size", "131072")
+        gw(
+            store,
+            "catalog",
+            "set",
+            f"bench/{hs.MODEL}",
+            "--price",
+            "input=3e-6",
+            "--price",
+            "output=1.5e-5",
+            "--max-output",
+            "4096",
+            "--context-size",
+            "131072",
+        )
         key = json.loads(gw(store, "key", "create", "bench", "--json"))["key"]
         px_port = hs.free_port()
-        proxy = procs.start([sys.executable, "-m", "gwctl", "--store", str(store), "proxy", "--port", str(px_port),
-                             "--activity", f"sqlite://{tmp / 'activity.sqlite3'}"], px_port)
+        proxy = procs.start(
+            [
+                sys.executable,
+                "-m",
+                "gwctl",
+                "--store",
+                str(store),
+                "proxy",
+                "--port",
+                str(px_port),
+                "--activity",
+                f"sqlite://{tmp / 'activity.sqlite3'}",
+            ],
+            px_port,
+        )
         # the request names the model as a SOURCE/MODEL_ID reference: the managed path (decision, checks, metering)
         hs.REQUEST["model"] = f"bench/{hs.MODEL}"
         print("measuring the proxy …", file=sys.stderr)
         prox = hs.measure(px_port, "/v1/chat/completions", "Bearer " + key, args, watch={"proxy": proxy.pid})
         hs.REQUEST["model"] = hs.MODEL
         print("measuring direct …", file=sys.stderr)
-        direct = hs.measure(up_port, "/v1/chat/completions", "Bearer " + hs.UPSTREAM_KEY, args, watch={"standin": standin.pid})
+        direct = hs.measure(
+            up_port, "/v1/chat/completions", "Bearer " + hs.UPSTREAM_KEY, args, watch={"standin": standin.pid}
+        )
         floor = None
         if not args.no_floor:
             # the same server protocol and upstream client with no product logic and no log: the floor
             print("measuring the floor (gwctl's server + client, no decision, no log) …", file=sys.stderr)
             fl_port = hs.free_port()
-            fl = procs.start([sys.executable, str(HERE / "http_stack.py"), "_proxy", "--server", "gwctlhttp", "--client", "gwctl",
-                              "--port", str(fl_port), "--upstream", f"http://{hs.HOST}:{up_port}"], fl_port)
+            fl = procs.start(
+                [
+                    sys.executable,
+                    str(HERE / "http_stack.py"),
+                    "_proxy",
+                    "--server",
+                    "gwctlhttp",
+                    "--client",
+                    "gwctl",
+                    "--port",
+                    str(fl_port),
+                    "--upstream",
+                    f"http://{hs.HOST}:{up_port}",
+                ],
+                fl_port,
+            )
             hs.REQUEST["model"] = "bench"
-            floor = hs.measure(fl_port, "/v1/chat/completions", "Bearer " + hs.GATEWAY_KEY, args, stream=False,
-                               watch={"floor": fl.pid})
+            floor = hs.measure(
+                fl_port, "/v1/chat/completions", "Bearer " + hs.GATEWAY_KEY, args, stream=False, watch={"floor": fl.pid}
+            )
             hs.REQUEST["model"] = hs.MODEL
             procs.stop(fl)
         lite = None
@@ -99,13 +161,19 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"{'figure':<44} {'direct':>10} {'gwctl proxy':>12} {'result':>12} {'target':>10}")
     print(f"{'req/s at 32 connections':<44} {direct.rps:10.0f} {prox.rps:12.0f} {ratio:11.0%} {'>= 50%':>10}")
-    print(f"{'p50 latency at 1 connection (ms)':<44} {direct.p50_ms:10.3f} {prox.p50_ms:12.3f} "
-          f"{'+%.3f' % (prox.p50_ms - direct.p50_ms):>12} {'<= +0.5':>10}")
-    print(f"{'first SSE event of a stream (ms)':<44} {direct.first_chunk_ms:10.3f} {prox.first_chunk_ms:12.3f} "
-          f"{'+%.3f' % (prox.first_chunk_ms - direct.first_chunk_ms):>12} {'<= +1':>10}")
+    print(
+        f"{'p50 latency at 1 connection (ms)':<44} {direct.p50_ms:10.3f} {prox.p50_ms:12.3f} "
+        f"{'+%.3f' % (prox.p50_ms - direct.p50_ms):>12} {'<= +0.5':>10}"
+    )
+    print(
+        f"{'first SSE event of a stream (ms)':<44} {direct.first_chunk_ms:10.3f} {prox.first_chunk_ms:12.3f} "
+        f"{'+%.3f' % (prox.first_chunk_ms - direct.first_chunk_ms):>12} {'<= +1':>10}"
+    )
     print(f"{'proxy CPU per request (us)':<44} {'':>10} {prox.extra['cpu_us']['proxy']:12.0f}")
     if floor is not None:
-        print(f"{'floor (no decision, no log) req/s at 32 conn':<44} {'':>10} {floor.rps:12.0f} {floor.rps / direct.rps:11.0%}")
+        print(
+            f"{'floor (no decision, no log) req/s at 32 conn':<44} {'':>10} {floor.rps:12.0f} {floor.rps / direct.rps:11.0%}"
+        )
         print(f"{'floor CPU per request (us)':<44} {'':>10} {floor.extra['cpu_us']['floor']:12.0f}")
     if lite is not None:
         mult = prox.rps / lite.rps
@@ -114,9 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     if prox.errors or direct.errors:
         print(f"errors: proxy {prox.errors}, direct {direct.errors}")
     if args.json:
-        Path(args.json).write_text(json.dumps({
-            "direct": vars(direct), "proxy": vars(prox), "floor": None if floor is None else vars(floor), "litellm": None if lite is None else vars(lite), "ratio": ratio,
-        }, default=str, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "direct": vars(direct),
+                    "proxy": vars(prox),
+                    "floor": None if floor is None else vars(floor),
+                    "litellm": None if lite is None else vars(lite),
+                    "ratio": ratio,
+                },
+                default=str,
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -228,33 +228,69 @@ CORPORA = {
 def generated(kind: str, rng: random.Random) -> str:
     """Texts made on the fly: JSON, numbers, base64, hex ids, random words, whitespace."""
     if kind == "json":
+
         def value(depth: int):
             r = rng.random()
             if depth > 2 or r < 0.3:
-                return rng.choice([rng.randint(-10**6, 10**9), round(rng.uniform(-1e3, 1e3), rng.randint(0, 6)),
-                                   rng.choice([True, False, None]),
-                                   " ".join(rng.choice(ENGLISH.split()) for _ in range(rng.randint(1, 6)))])
+                return rng.choice(
+                    [
+                        rng.randint(-(10**6), 10**9),
+                        round(rng.uniform(-1e3, 1e3), rng.randint(0, 6)),
+                        rng.choice([True, False, None]),
+                        " ".join(rng.choice(ENGLISH.split()) for _ in range(rng.randint(1, 6))),
+                    ]
+                )
             if r < 0.65:
-                return {rng.choice(["id", "name", "type", "content", "role", "max_tokens", "items", "userId",
-                                    "created_at", "tool_calls", "arguments"]) + str(i): value(depth + 1)
-                        for i in range(rng.randint(1, 5))}
+                return {
+                    rng.choice(
+                        [
+                            "id",
+                            "name",
+                            "type",
+                            "content",
+                            "role",
+                            "max_tokens",
+                            "items",
+                            "userId",
+                            "created_at",
+                            "tool_calls",
+                            "arguments",
+                        ]
+                    )
+                    + str(i): value(depth + 1)
+                    for i in range(rng.randint(1, 5))
+                }
             return [value(depth + 1) for _ in range(rng.randint(1, 4))]
+
         indent = rng.choice([None, 2, 4])
         return json.dumps(value(0), indent=indent, ensure_ascii=rng.random() < 0.5)
     if kind == "numbers":
         rows = []
         for _ in range(rng.randint(3, 30)):
-            rows.append(rng.choice([",", "\t", " ", "; "]).join(
-                str(rng.choice([rng.randint(0, 10**rng.randint(1, 12)), round(rng.uniform(0, 1e4), 3),
-                                f"{rng.uniform(0, 1):.2e}"]))
-                for _ in range(rng.randint(2, 8))))
+            rows.append(
+                rng.choice([",", "\t", " ", "; "]).join(
+                    str(
+                        rng.choice(
+                            [
+                                rng.randint(0, 10 ** rng.randint(1, 12)),
+                                round(rng.uniform(0, 1e4), 3),
+                                f"{rng.uniform(0, 1):.2e}",
+                            ]
+                        )
+                    )
+                    for _ in range(rng.randint(2, 8))
+                )
+            )
         return "\n".join(rows)
     if kind == "base64":
         return base64.b64encode(rng.randbytes(rng.randint(16, 1500))).decode()
     if kind == "hex_ids":
-        return "\n".join(f"{rng.getrandbits(128):032x}" if rng.random() < 0.5 else
-                         f"req_{rng.getrandbits(64):016x} sha256:{rng.getrandbits(256):064x}"
-                         for _ in range(rng.randint(1, 20)))
+        return "\n".join(
+            f"{rng.getrandbits(128):032x}"
+            if rng.random() < 0.5
+            else f"req_{rng.getrandbits(64):016x} sha256:{rng.getrandbits(256):064x}"
+            for _ in range(rng.randint(1, 20))
+        )
     if kind == "random_words":
         alphabet = string.ascii_letters + string.digits + string.punctuation + "  \n"
         return "".join(rng.choice(alphabet) for _ in range(rng.randint(10, 2000)))
@@ -272,7 +308,7 @@ GENERATED = ("json", "numbers", "base64", "hex_ids", "random_words", "whitespace
 def window(text: str, rng: random.Random) -> str:
     size = rng.choice([rng.randint(1, 40), rng.randint(40, 400), len(text)])
     start = rng.randint(0, max(0, len(text) - size))
-    return text[start:start + size]
+    return text[start : start + size]
 
 
 def samples(n: int, rng: random.Random) -> list[tuple[str, str]]:
@@ -316,16 +352,22 @@ def main() -> int:
     estimates = [estimate_text_tokens(text) for _, text in data]
     elapsed = time.perf_counter() - started
     chars = sum(len(t) for _, t in data)
-    print(f"{len(data)} samples, {chars} characters; estimate took {elapsed * 1000:.1f} ms "
-          f"({chars / max(elapsed, 1e-9) / 1e6:.1f} M chars/s)\n")
-    header = f"{'encoding':<14}{'kind':<26}{'mean':>7}{'p5':>7}{'p95':>7}{'over%':>7}{'max':>7}{'worst (est/exact)':>20}"
+    print(
+        f"{len(data)} samples, {chars} characters; estimate took {elapsed * 1000:.1f} ms "
+        f"({chars / max(elapsed, 1e-9) / 1e6:.1f} M chars/s)\n"
+    )
+    header = (
+        f"{'encoding':<14}{'kind':<26}{'mean':>7}{'p5':>7}{'p95':>7}{'over%':>7}{'max':>7}{'worst (est/exact)':>20}"
+    )
     print(header)
     print("-" * len(header))
     failed = False
     for name in ENCODINGS:
         enc = quicktok.get_encoding(name)
-        exact = [len(enc.encode_ordinary(text)) if hasattr(enc, "encode_ordinary") else len(enc.encode(text))
-                 for _, text in data]
+        exact = [
+            len(enc.encode_ordinary(text)) if hasattr(enc, "encode_ordinary") else len(enc.encode(text))
+            for _, text in data
+        ]
         groups = {"all": range(len(data))}
         if args.by_kind:
             for kind in dict.fromkeys(k for k, _ in data):
@@ -334,9 +376,11 @@ def main() -> int:
             ratios = [estimates[i] / exact[i] for i in idx if exact[i]]
             over = [i for i in idx if estimates[i] > exact[i]]
             worst = max(idx, key=lambda i: (estimates[i] - exact[i]) / max(exact[i], 1))
-            print(f"{name:<14}{label:<26}{statistics.fmean(ratios):>7.3f}{percentile(ratios, 0.05):>7.3f}"
-                  f"{percentile(ratios, 0.95):>7.3f}{100 * len(over) / len(idx):>6.1f}%"
-                  f"{max(ratios):>7.3f}{f'{estimates[worst]}/{exact[worst]}':>20}")
+            print(
+                f"{name:<14}{label:<26}{statistics.fmean(ratios):>7.3f}{percentile(ratios, 0.05):>7.3f}"
+                f"{percentile(ratios, 0.95):>7.3f}{100 * len(over) / len(idx):>6.1f}%"
+                f"{max(ratios):>7.3f}{f'{estimates[worst]}/{exact[worst]}':>20}"
+            )
             if label == "all" and (len(over) > 0.01 * len(idx) or max(ratios) > 1.10):
                 failed = True
     return 1 if failed else 0

@@ -45,22 +45,42 @@ from gwctl.proxy import server as proxy_server
 from gwctl.proxy.http import HttpServer, Reply
 
 KEY = gwkeys.generate()
-BODY = orjson.dumps({
-    "model": "bench/bench-model",
-    "messages": [{"role": "system", "content": "You are a helpful assistant."},
-                 {"role": "user", "content": "Summarise the benefits of keep-alive connections in two lines."}],
-    "max_tokens": 64,
-})
-REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:4000\r\nAuthorization: Bearer " + KEY.encode()
-           + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY) + BODY)
-ANSWER_BODY = orjson.dumps({
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "bench-model",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Keep-alive saves handshakes."},
-                 "finish_reason": "stop"}],
-    "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
-})
-ANSWER = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
-          b"Date: Mon, 23 Nov 2026 18:00:00 GMT\r\nServer: Python/3.11 aiohttp\r\n\r\n" % len(ANSWER_BODY) + ANSWER_BODY)
+BODY = orjson.dumps(
+    {
+        "model": "bench/bench-model",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Summarise the benefits of keep-alive connections in two lines."},
+        ],
+        "max_tokens": 64,
+    }
+)
+REQUEST = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:4000\r\nAuthorization: Bearer "
+    + KEY.encode()
+    + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY)
+    + BODY
+)
+ANSWER_BODY = orjson.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "bench-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Keep-alive saves handshakes."},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
+    }
+)
+ANSWER = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+    b"Date: Mon, 23 Nov 2026 18:00:00 GMT\r\nServer: Python/3.11 aiohttp\r\n\r\n" % len(ANSWER_BODY) + ANSWER_BODY
+)
 PARTS = ("decide", "usage", "log", "key")
 
 
@@ -68,10 +88,19 @@ def snapshot() -> Snapshot:
     from decimal import Decimal
     from types import MappingProxyType as MP
 
-    source = Source(name="bench", base_url="http://127.0.0.1:9/v1", auth=Secret(value="sk-upstream"),
-                    models=MP({"bench-model": True}))
-    entry = CatalogEntry("bench", "bench-model", prices=MP({"input": Decimal("3e-6"), "output": Decimal("1.5e-5")}),
-                         max_output=4096, context_size=131072)
+    source = Source(
+        name="bench",
+        base_url="http://127.0.0.1:9/v1",
+        auth=Secret(value="sk-upstream"),
+        models=MP({"bench-model": True}),
+    )
+    entry = CatalogEntry(
+        "bench",
+        "bench-model",
+        prices=MP({"input": Decimal("3e-6"), "output": Decimal("1.5e-5")}),
+        max_output=4096,
+        context_size=131072,
+    )
     key = GatewayKey(name="bench", hash=gwkeys.digest(KEY), prefix=gwkeys.shown_prefix(KEY))
     return Snapshot(sources=MP({"bench": source}), catalog=MP({entry.ref: entry}), keys=MP({"bench": key}))
 
@@ -182,20 +211,32 @@ def leave_out(gateway: proxy_server.Gateway, snap: Snapshot, without: set[str]) 
 
 def floor_handler(pool: upstream_client.UpstreamPool):
     """http_stack.py's logic-free handler on the same server and client."""
-    headers = [("Authorization", "Bearer sk-upstream"), ("Content-Type", "application/json"),
-               ("Accept-Encoding", "identity")]
+    headers = [
+        ("Authorization", "Bearer sk-upstream"),
+        ("Content-Type", "application/json"),
+        ("Accept-Encoding", "identity"),
+    ]
 
     async def handler(req):
         body = orjson.loads(req.body)
         body["model"] = "bench-model"
-        r = await pool.request("POST", "http://127.0.0.1:9/v1/chat/completions", headers, orjson.dumps(body),
-                               connect_timeout=10, read_timeout=60)
+        r = await pool.request(
+            "POST",
+            "http://127.0.0.1:9/v1/chat/completions",
+            headers,
+            orjson.dumps(body),
+            connect_timeout=10,
+            read_timeout=60,
+        )
         try:
             data = await r.read()
             orjson.loads(data)
-            return Reply(r.status, data, [(k, v) for k, v in r.headers
-                                          if k.lower() not in ("content-length", "date", "server", "connection")],
-                         content_type=None)
+            return Reply(
+                r.status,
+                data,
+                [(k, v) for k, v in r.headers if k.lower() not in ("content-length", "date", "server", "connection")],
+                content_type=None,
+            )
         finally:
             r.release()
 

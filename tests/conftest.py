@@ -64,7 +64,9 @@ def standin():
     """One stand-in upstream for the session (tests reconfigure and clear it)."""
     from gwctl.testing.thread import StandinConfig, start_standin
 
-    handle = start_standin(StandinConfig(models=["llama-3.1-8b", "qwen/qwen3", "mistral-7b"], api_key="sk-upstream-1234"))
+    handle = start_standin(
+        StandinConfig(models=["llama-3.1-8b", "qwen/qwen3", "mistral-7b"], api_key="sk-upstream-1234")
+    )
     yield handle
     handle.stop()
 
@@ -72,8 +74,15 @@ def standin():
 @pytest.fixture
 def upstream(standin):
     """The session stand-in, reset to its defaults for this test."""
-    standin.configure(models=["llama-3.1-8b", "qwen/qwen3", "mistral-7b"], api_key="sk-upstream-1234",
-                      auth_header=None, fail_status=None, models_payload=None, delay_ms=0, usage=None)
+    standin.configure(
+        models=["llama-3.1-8b", "qwen/qwen3", "mistral-7b"],
+        api_key="sk-upstream-1234",
+        auth_header=None,
+        fail_status=None,
+        models_payload=None,
+        delay_ms=0,
+        usage=None,
+    )
     standin.clear()
     return standin
 

@@ -56,8 +56,15 @@ import httptools
 
 from proxyrun import wait_for as wait_until  # noqa: F401 - the suites import it from here
 
-_REASONS = {200: "OK", 400: "Bad Request", 429: "Too Many Requests", 500: "Internal Server Error",
-            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 USAGE = {"prompt_tokens": 1000, "completion_tokens": 50}
 
 
@@ -120,21 +127,42 @@ def _sse(obj) -> bytes:
 
 
 def _completion(model: str, text: str, usage: dict) -> bytes:
-    return json.dumps({
-        "id": "chatcmpl-faulty", "object": "chat.completion", "created": 1700000000, "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-        "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
-    }, separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "id": "chatcmpl-faulty",
+            "object": "chat.completion",
+            "created": 1700000000,
+            "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 def _chunk_event(model: str, delta: dict, finish: str | None = None) -> bytes:
-    return _sse({"id": "chatcmpl-faulty", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
-                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    return _sse(
+        {
+            "id": "chatcmpl-faulty",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
 
 
 def _usage_event(model: str, usage: dict) -> bytes:
-    return _sse({"id": "chatcmpl-faulty", "object": "chat.completion.chunk", "created": 1700000000, "model": model,
-                 "choices": [], "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]}})
+    return _sse(
+        {
+            "id": "chatcmpl-faulty",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": model,
+            "choices": [],
+            "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
+        }
+    )
 
 
 def _head(status: int, headers: list[tuple[str, str]]) -> bytes:
@@ -180,8 +208,7 @@ class FaultyUpstream:
 
             async def open_server():
                 self._release = asyncio.Event()
-                self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, backlog=4096,
-                                                          limit=1 << 20)
+                self._server = await asyncio.start_server(self._connection, "127.0.0.1", 0, backlog=4096, limit=1 << 20)
                 self.port = self._server.sockets[0].getsockname()[1]
 
             try:
@@ -260,8 +287,9 @@ class FaultyUpstream:
                 raw = await reader.readexactly(length) if length else b""
                 if method == "GET":
                     body = json.dumps({"object": "list", "data": [{"id": "ok", "object": "model"}]}).encode()
-                    writer.write(_head(200, [("Content-Type", "application/json"),
-                                             ("Content-Length", str(len(body)))]) + body)
+                    writer.write(
+                        _head(200, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]) + body
+                    )
                     await writer.drain()
                     continue
                 try:
@@ -334,8 +362,15 @@ class FaultyUpstream:
             return False
         if mode == "status":
             status = int(p.get("status", 503))
-            body = json.dumps({"error": {"message": p.get("message", f"upstream says {status}"), "type": "upstream_error",
-                                         "code": p.get("code", "overloaded")}}).encode()
+            body = json.dumps(
+                {
+                    "error": {
+                        "message": p.get("message", f"upstream says {status}"),
+                        "type": "upstream_error",
+                        "code": p.get("code", "overloaded"),
+                    }
+                }
+            ).encode()
             headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
             if p.get("retry_after") is not None:
                 headers.append(("Retry-After", str(p["retry_after"])))
@@ -350,7 +385,7 @@ class FaultyUpstream:
             piece, gap, stall = int(p.get("piece", 1)), float(p.get("gap", 0.002)), float(p.get("stall", 0))
             half = len(data) // 2
             for i in range(0, len(data), piece):
-                writer.write(data[i:i + piece])
+                writer.write(data[i : i + piece])
                 await writer.drain()
                 if stall and i <= half < i + piece:
                     await asyncio.sleep(stall)
@@ -363,13 +398,15 @@ class FaultyUpstream:
             writer.write(_head(200, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]))
             view = memoryview(body)
             for i in range(0, len(body), 1 << 20):
-                writer.write(view[i:i + (1 << 20)])
+                writer.write(view[i : i + (1 << 20)])
                 await writer.drain()
             return True
         if mode == "reset" and not stream:
             body = _completion(model, "cut short " * 100, usage)
-            writer.write(_head(200, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
-                         + body[:int(p.get("bytes", 100))])
+            writer.write(
+                _head(200, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+                + body[: int(p.get("bytes", 100))]
+            )
             await writer.drain()
             await asyncio.sleep(0.05)
             raise _Reset()
@@ -382,8 +419,16 @@ class FaultyUpstream:
         include_usage = isinstance(req.get("stream_options"), dict) and bool(req["stream_options"].get("include_usage"))
         gap = float(p.get("gap", 0))
         split = bool(p.get("split"))
-        writer.write(_head(200, [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache"),
-                                 ("Transfer-Encoding", "chunked")]))
+        writer.write(
+            _head(
+                200,
+                [
+                    ("Content-Type", "text/event-stream"),
+                    ("Cache-Control", "no-cache"),
+                    ("Transfer-Encoding", "chunked"),
+                ],
+            )
+        )
         await writer.drain()
 
         async def event(data: bytes) -> None:
@@ -471,7 +516,9 @@ class RawClient:
         self.body += body
 
     def on_message_complete(self) -> None:
-        if self.status is not None and 100 <= self.status < 200:  # an interim answer (100 Continue): the real one follows
+        if (
+            self.status is not None and 100 <= self.status < 200
+        ):  # an interim answer (100 Continue): the real one follows
             self.status, self.headers, self.head_done = None, [], False
             self.body.clear()
             return
@@ -489,10 +536,19 @@ class RawClient:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def request(self, path: str, body: bytes, headers: list[tuple[str, str]] | None = None,
-                      method: str = "POST", close: bool = True) -> None:
-        hs = [("Host", f"{self.host}:{self.port}"), ("Content-Type", "application/json"),
-              ("Content-Length", str(len(body)))] + list(headers or [])
+    async def request(
+        self,
+        path: str,
+        body: bytes,
+        headers: list[tuple[str, str]] | None = None,
+        method: str = "POST",
+        close: bool = True,
+    ) -> None:
+        hs = [
+            ("Host", f"{self.host}:{self.port}"),
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+        ] + list(headers or [])
         if close:
             hs.append(("Connection", "close"))
         head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hs) + "\r\n"
@@ -556,8 +612,14 @@ def chat_body(model: str, *, stream: bool = False, fault: dict | None = None, **
     return json.dumps(body).encode()
 
 
-async def one_request(url: str, key: str, body: bytes, path: str = "/v1/chat/completions",
-                      headers: list[tuple[str, str]] | None = None, timeout: float = 60) -> RawClient:
+async def one_request(
+    url: str,
+    key: str,
+    body: bytes,
+    path: str = "/v1/chat/completions",
+    headers: list[tuple[str, str]] | None = None,
+    timeout: float = 60,
+) -> RawClient:
     """Send one request on a connection of its own and read the whole answer (or until the connection ends)."""
     c = RawClient.for_url(url)
     await c.connect()
@@ -624,9 +686,15 @@ PRICES = ("--price", "input=3e-6", "--price", "output=1.5e-5")
 COST = "0.00375"  # USAGE at PRICES: 1000 x 3e-6 + 50 x 1.5e-5
 
 
-def start_gateway(tmp_path, upstream_url: str, *proxy_args: str, read_timeout: float | None = None,
-                  priced: tuple[str, ...] = ("ok", "hold", "huge", "trickle"), activity: str | None = None,
-                  env: dict | None = None) -> Gateway:
+def start_gateway(
+    tmp_path,
+    upstream_url: str,
+    *proxy_args: str,
+    read_timeout: float | None = None,
+    priced: tuple[str, ...] = ("ok", "hold", "huge", "trickle"),
+    activity: str | None = None,
+    env: dict | None = None,
+) -> Gateway:
     """Configure a store under ``tmp_path`` (source fz -> upstream_url, prices, a key) and start a proxy on it.
 
     The CLI is given the store explicitly, so a module-scoped gateway works too."""
@@ -663,8 +731,15 @@ def figure(name: str, value, unit: str = "") -> None:
 class Traffic:
     """Requests one after another from a thread, until stop() (bounded: max_requests, max_seconds)."""
 
-    def __init__(self, url: str, key: str, model: str = "fz/ok", pace: float = 0.05, max_requests: int = 5000,
-                 max_seconds: float = 300.0):
+    def __init__(
+        self,
+        url: str,
+        key: str,
+        model: str = "fz/ok",
+        pace: float = 0.05,
+        max_requests: int = 5000,
+        max_seconds: float = 300.0,
+    ):
         self.url, self.key, self.model, self.pace = url, key, model, pace
         self.max_requests, self.max_seconds = max_requests, max_seconds
         self.results: list[tuple[int | None, str | None]] = []  # (status, request id); None: no answer
@@ -679,8 +754,9 @@ class Traffic:
         with httpx.Client(timeout=30) as client:
             while not self._stop.is_set() and len(self.results) < self.max_requests and time.monotonic() < deadline:
                 try:
-                    r = client.post(self.url + "/v1/chat/completions", json=body,
-                                    headers={"Authorization": f"Bearer {self.key}"})
+                    r = client.post(
+                        self.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {self.key}"}
+                    )
                     self.results.append((r.status_code, r.headers.get("x-gwctl-request-id")))
                 except Exception:
                     self.results.append((None, None))

@@ -125,8 +125,17 @@ def start(bindir: Path, *, attempts: int = 3) -> PgServer:
     try:
         init = subprocess.run(
             server._cmd(
-                str(bindir / "initdb"), "-D", str(base / "data"), "-U", "postgres", "-A", "trust",
-                "-E", "UTF8", "--locale=C", "--no-sync",
+                str(bindir / "initdb"),
+                "-D",
+                str(base / "data"),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
             ),
             capture_output=True,
             text=True,
@@ -147,8 +156,17 @@ def start(bindir: Path, *, attempts: int = 3) -> PgServer:
             logfile = base / "server.log"
             run = subprocess.run(
                 server._cmd(
-                    str(bindir / "pg_ctl"), "-D", str(base / "data"), "-l", str(logfile),
-                    "-o", f"-p {server.port}", "-w", "-t", "60", "start",
+                    str(bindir / "pg_ctl"),
+                    "-D",
+                    str(base / "data"),
+                    "-l",
+                    str(logfile),
+                    "-o",
+                    f"-p {server.port}",
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
                 ),
                 capture_output=True,
                 text=True,

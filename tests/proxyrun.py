@@ -14,10 +14,26 @@ from pathlib import Path
 
 class ProxyProcess:
     def __init__(self, store: Path, activity: str, *extra: str, env: dict | None = None):
-        cmd = [sys.executable, "-m", "gwctl", "--store", str(store), "proxy", "--port", "0",
-               "--activity", activity, "--reload-interval", "0.2", "--grace", "10", *extra]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                     env={**os.environ, **(env or {})})
+        cmd = [
+            sys.executable,
+            "-m",
+            "gwctl",
+            "--store",
+            str(store),
+            "proxy",
+            "--port",
+            "0",
+            "--activity",
+            activity,
+            "--reload-interval",
+            "0.2",
+            "--grace",
+            "10",
+            *extra,
+        ]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+        )
         self.lines: list[str] = []
         self.url = None
         deadline = time.monotonic() + 30

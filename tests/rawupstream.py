@@ -32,12 +32,15 @@ class Received:
 
 def json_reply(body: bytes, status: int = 200, headers: list[tuple[str, str]] | None = None) -> Script:
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or []))
-    head = (f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n").encode()
+    head = (
+        f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n{extra}\r\n"
+    ).encode()
     return [(head + body, 0.0)]
 
 
-def sse_reply(events: list[bytes], end_delay: float = 0.0, event_delay: float = 0.0,
-              headers: list[tuple[str, str]] | None = None) -> Script:
+def sse_reply(
+    events: list[bytes], end_delay: float = 0.0, event_delay: float = 0.0, headers: list[tuple[str, str]] | None = None
+) -> Script:
     """A chunked text/event-stream answer: each event its own write, the terminating chunk a write of its own."""
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or []))
     head = f"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n{extra}\r\n".encode()
@@ -102,6 +105,7 @@ class RawUpstream:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._loop.stop()
+
         asyncio.run_coroutine_threadsafe(_stop(), self._loop)
         self._thread.join(10)
         self._loop.close()

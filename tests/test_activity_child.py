@@ -30,9 +30,28 @@ from gwctl.core.pricing import Usage
 ENTRY = CatalogEntry("src", "m1", prices=MP({"input": Decimal("3e-6"), "output": Decimal("1.5e-5")}))
 
 
-def row(i: int, usage: Usage | None = Usage(input_tokens=1000, output_tokens=100), entry=ENTRY, status=200, kind="managed"):
-    return LogEntry(time.time(), f"req{i:08d}", "ci", "triage/sub", kind, "src", "src/m1", "m1", "/v1/chat/completions",
-                    status, 1.25, None if usage is None else usage.counts(), entry, "src/m1", None, None, False)
+def row(
+    i: int, usage: Usage | None = Usage(input_tokens=1000, output_tokens=100), entry=ENTRY, status=200, kind="managed"
+):
+    return LogEntry(
+        time.time(),
+        f"req{i:08d}",
+        "ci",
+        "triage/sub",
+        kind,
+        "src",
+        "src/m1",
+        "m1",
+        "/v1/chat/completions",
+        status,
+        1.25,
+        None if usage is None else usage.counts(),
+        entry,
+        "src/m1",
+        None,
+        None,
+        False,
+    )
 
 
 def run(coro):
@@ -61,12 +80,16 @@ def test_rows_are_priced_exactly_and_written_by_the_child(tmp_path):
     assert recs["req00000003"].usage == {"input_tokens": 1000, "output_tokens": 100}
     assert recs["req00000003"].agent == "triage/sub" and recs["req00000003"].key_name == "ci"
     assert recs["req00000020"].cost is None and recs["req00000020"].route_kind == "rejected"
-    assert recs["req00000021"].cost is None and recs["req00000021"].usage == {"input_tokens": 1000, "output_tokens": 100}
+    assert recs["req00000021"].cost is None and recs["req00000021"].usage == {
+        "input_tokens": 1000,
+        "output_tokens": 100,
+    }
 
 
 def test_the_writer_is_out_of_reach_of_the_terminals_ctrl_c_from_its_first_instant(tmp_path):
     """Its own session and process group: a Ctrl-C to the proxy's group cannot reach it, even while
     it starts (before Python runs and ignores the signal)."""
+
     async def main():
         w = ChildWriter(sqlite_dsn(tmp_path / "a.db"), flush_interval=0.01)
         await w.start()

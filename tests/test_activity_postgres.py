@@ -191,8 +191,9 @@ def test_writer_process_reconnects_after_losing_its_connection(dsn, pg_server_ds
                 writer.submit(wire_row(i))
             assert len(await until(5)) == 5
             with psycopg.connect(pg_server_dsn, autocommit=True) as admin:
-                killed = admin.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                       "WHERE application_name = %s", (app,)).fetchone()[0]
+                killed = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s", (app,)
+                ).fetchone()[0]
             assert killed == 1
             for i in range(5, 10):
                 writer.submit(wire_row(i))

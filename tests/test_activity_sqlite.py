@@ -131,7 +131,15 @@ def expected_summary(records, by):
     for r in records:
         g = out.setdefault(
             key_of(r),
-            dict(requests=0, usage={k: 0 for k in USAGE_KINDS}, cost=Fraction(0), billed=0, unbilled=0, rejected=0, errors=0),
+            dict(
+                requests=0,
+                usage={k: 0 for k in USAGE_KINDS},
+                cost=Fraction(0),
+                billed=0,
+                unbilled=0,
+                rejected=0,
+                errors=0,
+            ),
         )
         g["requests"] += 1
         for k, v in r.usage.items():
@@ -157,7 +165,11 @@ def assert_summary_matches(rows, records, by):
         assert isinstance(row.cost, Decimal)
         assert Fraction(row.cost) == w["cost"]
         assert (row.requests, row.billed, row.unbilled, row.rejected, row.errors) == (
-            w["requests"], w["billed"], w["unbilled"], w["rejected"], w["errors"],
+            w["requests"],
+            w["billed"],
+            w["unbilled"],
+            w["rejected"],
+            w["errors"],
         )
         assert row.usage == w["usage"]
 
@@ -165,27 +177,102 @@ def assert_summary_matches(rows, records, by):
 def sample_records():
     """A hand-made mix covering every route kind and the None group values."""
     return [
-        rec(time=T0, source="local", model="local/llama", agent="triage", key_name="ci",
-            cost=Decimal("0.1"), usage={"input_tokens": 100, "output_tokens": 20}),
-        rec(time=T0 + timedelta(minutes=1), source="local", model="local/llama", agent="triage/summarizer",
-            key_name="ci", cost=Decimal("0.2"), usage={"input_tokens": 1, "cache_read_tokens": 7}),
-        rec(time=T0 + timedelta(minutes=2), source="local", model="fast", agent="triage/summarizer",
-            key_name="ops", cost=None, route_kind="passthrough", stream=True,
-            usage={"output_tokens": 3, "reasoning_tokens": 2}),
-        rec(time=T0 + timedelta(hours=13), source="remote", model="remote/gpt", agent=None, key_name=None,
-            cost=Decimal("1E-7"), usage={"web_searches": 1, "images": 2, "audio_input_tokens": 9}),
-        rec(time=T0 + timedelta(hours=13, minutes=1), source="remote", model="remote/gpt", agent=None,
-            key_name="ops", route_kind="rejected", status=400, rule="max_output", cost=None, usage={},
-            error="max_tokens 9000 exceeds max output 4096"),
-        rec(time=T0 + timedelta(days=1), source=None, model="nope/x", agent="triage", key_name="ci",
-            route_kind="not_found", status=404, cost=None, usage={}, upstream_model=None, error="unknown model"),
-        rec(time=T0 + timedelta(days=1, minutes=5), source="local", model="local/llama", agent="triage",
-            key_name="ci", route_kind="error", status=502, cost=None, usage={}, error="upstream unreachable"),
-        rec(time=T0 + timedelta(days=1, minutes=6), source="local", model="local/llama", agent="triage",
-            key_name="ci", route_kind="managed", status=503, cost=None, usage={"input_tokens": 4}),
-        rec(time=T0 + timedelta(days=1, minutes=7), source="local", model="local/llama", agent="triage",
-            key_name="ci", cost=Decimal("0.30"), usage={"cache_write_5m_tokens": 11, "cache_write_1h_tokens": 12,
-                                                       "cached_input_tokens": 13}),
+        rec(
+            time=T0,
+            source="local",
+            model="local/llama",
+            agent="triage",
+            key_name="ci",
+            cost=Decimal("0.1"),
+            usage={"input_tokens": 100, "output_tokens": 20},
+        ),
+        rec(
+            time=T0 + timedelta(minutes=1),
+            source="local",
+            model="local/llama",
+            agent="triage/summarizer",
+            key_name="ci",
+            cost=Decimal("0.2"),
+            usage={"input_tokens": 1, "cache_read_tokens": 7},
+        ),
+        rec(
+            time=T0 + timedelta(minutes=2),
+            source="local",
+            model="fast",
+            agent="triage/summarizer",
+            key_name="ops",
+            cost=None,
+            route_kind="passthrough",
+            stream=True,
+            usage={"output_tokens": 3, "reasoning_tokens": 2},
+        ),
+        rec(
+            time=T0 + timedelta(hours=13),
+            source="remote",
+            model="remote/gpt",
+            agent=None,
+            key_name=None,
+            cost=Decimal("1E-7"),
+            usage={"web_searches": 1, "images": 2, "audio_input_tokens": 9},
+        ),
+        rec(
+            time=T0 + timedelta(hours=13, minutes=1),
+            source="remote",
+            model="remote/gpt",
+            agent=None,
+            key_name="ops",
+            route_kind="rejected",
+            status=400,
+            rule="max_output",
+            cost=None,
+            usage={},
+            error="max_tokens 9000 exceeds max output 4096",
+        ),
+        rec(
+            time=T0 + timedelta(days=1),
+            source=None,
+            model="nope/x",
+            agent="triage",
+            key_name="ci",
+            route_kind="not_found",
+            status=404,
+            cost=None,
+            usage={},
+            upstream_model=None,
+            error="unknown model",
+        ),
+        rec(
+            time=T0 + timedelta(days=1, minutes=5),
+            source="local",
+            model="local/llama",
+            agent="triage",
+            key_name="ci",
+            route_kind="error",
+            status=502,
+            cost=None,
+            usage={},
+            error="upstream unreachable",
+        ),
+        rec(
+            time=T0 + timedelta(days=1, minutes=6),
+            source="local",
+            model="local/llama",
+            agent="triage",
+            key_name="ci",
+            route_kind="managed",
+            status=503,
+            cost=None,
+            usage={"input_tokens": 4},
+        ),
+        rec(
+            time=T0 + timedelta(days=1, minutes=7),
+            source="local",
+            model="local/llama",
+            agent="triage",
+            key_name="ci",
+            cost=Decimal("0.30"),
+            usage={"cache_write_5m_tokens": 11, "cache_write_1h_tokens": 12, "cached_input_tokens": 13},
+        ),
     ]
 
 
@@ -197,8 +284,14 @@ def test_contract_round_trip_newest_first(dsn):
     records = sample_records()
     # a non-UTC time comes back as the same instant in UTC
     plus2 = timezone(timedelta(hours=2))
-    records.append(rec(time=datetime(2025, 3, 3, 1, 0, 0, 123456, tzinfo=plus2), request_id="tz",
-                       error="naïve? no: ünïcödé ✓", agent="a/b/c"))
+    records.append(
+        rec(
+            time=datetime(2025, 3, 3, 1, 0, 0, 123456, tzinfo=plus2),
+            request_id="tz",
+            error="naïve? no: ünïcödé ✓",
+            agent="a/b/c",
+        )
+    )
     with open_log(dsn) as log:
         log.write_many(records[:4])
         log.write_many(records[4:])
@@ -220,10 +313,14 @@ def test_contract_same_time_keeps_insertion_order_reversed(dsn):
 
 
 def test_contract_exact_cost_sums(dsn):
-    costs = [Decimal("0.1"), Decimal("0.2")] + [Decimal("1E-7")] * 10 + [
-        Decimal("123456789012345678901234567890.1"),
-        Decimal("0.000000000000000000001"),
-    ]
+    costs = (
+        [Decimal("0.1"), Decimal("0.2")]
+        + [Decimal("1E-7")] * 10
+        + [
+            Decimal("123456789012345678901234567890.1"),
+            Decimal("0.000000000000000000001"),
+        ]
+    )
     with open_log(dsn) as log:
         log.write_many([rec(cost=c, source="s") for c in costs])
         (row,) = log.summary(by="source", since=None)
@@ -446,8 +543,25 @@ def wire_row(i: int, entry=None, counts=None) -> tuple:
     from gwctl.core.pricing import Usage
 
     counts = counts if counts is not None else Usage(input_tokens=10, output_tokens=5).counts()
-    return LogEntry((T0 + timedelta(seconds=i)).timestamp(), f"w{i}", "ci", "triage", "managed", "local", "local/llama",
-            "llama", "/v1/chat/completions", 200, 12.5, counts, entry, "local/llama", None, None, False)
+    return LogEntry(
+        (T0 + timedelta(seconds=i)).timestamp(),
+        f"w{i}",
+        "ci",
+        "triage",
+        "managed",
+        "local",
+        "local/llama",
+        "llama",
+        "/v1/chat/completions",
+        200,
+        12.5,
+        counts,
+        entry,
+        "local/llama",
+        None,
+        None,
+        False,
+    )
 
 
 def _run_writer(dsn, rows, **kw) -> tuple[bool, object]:  # (closed cleanly, the ChildWriter)
@@ -471,7 +585,9 @@ def test_contract_writer_process_writes_every_row_exactly(dsn):
 
     from gwctl.core.config import CatalogEntry
 
-    entry = CatalogEntry("local", "llama", prices=MappingProxyType({"input": Decimal("1e-6"), "output": Decimal("1e-6")}))
+    entry = CatalogEntry(
+        "local", "llama", prices=MappingProxyType({"input": Decimal("1e-6"), "output": Decimal("1e-6")})
+    )
     ok, writer = _run_writer(dsn, [wire_row(i, entry) for i in range(1000)] + [wire_row(1000)], batch_rows=64)
     assert ok and writer.submitted == 1001 and writer.dropped == 0
     with open_log(dsn) as log:
@@ -555,15 +671,25 @@ def test_exact_sum_matches_fractions(values):
     assert Fraction(total) == sum((Fraction(v) for v in values), Fraction(0))
 
 
-@given(st.datetimes(timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=5, minutes=30)),
-                                                 timezone(timedelta(hours=-8))]))
-       .filter(lambda t: datetime.min.replace(tzinfo=timezone.utc) + timedelta(days=1) < t
-               < datetime.max.replace(tzinfo=timezone.utc) - timedelta(days=1)))
+@given(
+    st.datetimes(
+        timezones=st.sampled_from(
+            [timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
+        )
+    ).filter(
+        lambda t: (
+            datetime.min.replace(tzinfo=timezone.utc) + timedelta(days=1)
+            < t
+            < datetime.max.replace(tzinfo=timezone.utc) - timedelta(days=1)
+        )
+    )
+)
 def test_format_utc_is_fixed_width_utc_and_round_trips(t):
     text = format_utc(t)
     u = t.astimezone(timezone.utc)
-    assert text == (f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}"
-                    f".{u.microsecond:06d}Z")
+    assert text == (
+        f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond:06d}Z"
+    )
     assert parse_utc(text) == t
 
 
@@ -606,8 +732,18 @@ def test_parse_dsn_forms(tmp_path, monkeypatch):
     assert pg.kind == "postgres" and pg.conninfo == "postgresql://u:p@h:5432/db?sslmode=require"
     assert parse_dsn("postgres://h/db").kind == "postgres"
     assert resolve_dsn("sqlite:rel/a.db", {}, tmp_path) == f"sqlite://{tmp_path}/rel/a.db"
-    for bad in ["", "   ", "sqlite:", "sqlite://host/a.db", "sqlite://", ":memory:", "sqlite::memory:",
-                "mysql://h/db", "file:///x.db", "redis://x"]:
+    for bad in [
+        "",
+        "   ",
+        "sqlite:",
+        "sqlite://host/a.db",
+        "sqlite://",
+        ":memory:",
+        "sqlite::memory:",
+        "mysql://h/db",
+        "file:///x.db",
+        "redis://x",
+    ]:
         with pytest.raises(ActivityError) as e:
             parse_dsn(bad)
         assert e.value.code == Exit.USAGE and e.value.hint
@@ -628,14 +764,23 @@ def test_bad_dsn_error_does_not_show_password():
 
 def test_record_normalises():
     plus1 = timezone(timedelta(hours=1))
-    r = rec(time=datetime(2025, 1, 1, 1, 0, tzinfo=plus1), usage={"output_tokens": 3, "input_tokens": 0, "images": 1},
-            cost=2, latency_ms=7)
+    r = rec(
+        time=datetime(2025, 1, 1, 1, 0, tzinfo=plus1),
+        usage={"output_tokens": 3, "input_tokens": 0, "images": 1},
+        cost=2,
+        latency_ms=7,
+    )
     assert r.time == datetime(2025, 1, 1, 0, 0, tzinfo=timezone.utc) and r.time.tzinfo is timezone.utc
     assert list(r.usage.items()) == [("output_tokens", 3), ("images", 1)]  # canonical order, zeros dropped
     assert r.cost == Decimal(2) and isinstance(r.cost, Decimal)
     assert isinstance(r.latency_ms, float)
-    assert r == rec(time=r.time, request_id=r.request_id, usage={"images": 1, "output_tokens": 3},
-                    cost=Decimal("2.0"), latency_ms=7.0)
+    assert r == rec(
+        time=r.time,
+        request_id=r.request_id,
+        usage={"images": 1, "output_tokens": 3},
+        cost=Decimal("2.0"),
+        latency_ms=7.0,
+    )
     hash(r)  # usable in sets despite the usage dict
     assert r.forwarded and not rec(route_kind="rejected").forwarded
 
@@ -671,8 +816,16 @@ def test_json_helpers():
     j = record_to_json(r)
     assert j["cost"] == "0.0000001" and j["time"] == "2025-01-02T03:04:05.000000Z"
     assert record_to_json(rec(cost=None))["cost"] is None
-    row = SummaryRow(key=None, requests=1, usage={k: 0 for k in USAGE_KINDS}, cost=Decimal("1E-9"), billed=1,
-                     unbilled=0, rejected=0, errors=0)
+    row = SummaryRow(
+        key=None,
+        requests=1,
+        usage={k: 0 for k in USAGE_KINDS},
+        cost=Decimal("1E-9"),
+        billed=1,
+        unbilled=0,
+        rejected=0,
+        errors=0,
+    )
     assert summary_to_json(row)["cost"] == "0.000000001"
     import json
 
@@ -688,8 +841,9 @@ def test_clean_text():
 
 def test_order_summary():
     def row(key, cost, requests):
-        return SummaryRow(key=key, requests=requests, usage={}, cost=Decimal(cost), billed=0, unbilled=0,
-                          rejected=0, errors=0)
+        return SummaryRow(
+            key=key, requests=requests, usage={}, cost=Decimal(cost), billed=0, unbilled=0, rejected=0, errors=0
+        )
 
     rows = [row(None, "1", 1), row("b", "1", 1), row("a", "1", 1), row("c", "1", 5), row("d", "2", 1)]
     assert [r.key for r in order_summary(rows, "source")] == ["d", "c", "a", "b", None]
@@ -811,8 +965,10 @@ def test_sqlite_reader_while_writer_holds_transaction(dsn):
     raw = sqlite3.connect(str(parse_dsn(dsn).path), isolation_level=None)
     try:
         raw.execute("BEGIN IMMEDIATE")
-        raw.execute("INSERT INTO activity (time, request_id, route_kind, path, status, latency_ms) "
-                    "VALUES ('2025-03-01T12:00:01.000000Z', 'uncommitted', 'managed', '/v1/x', 200, 1.0)")
+        raw.execute(
+            "INSERT INTO activity (time, request_id, route_kind, path, status, latency_ms) "
+            "VALUES ('2025-03-01T12:00:01.000000Z', 'uncommitted', 'managed', '/v1/x', 200, 1.0)"
+        )
         with open_log(dsn) as reader:
             assert [r.request_id for r in reader.list()] == ["before"]
         raw.execute("COMMIT")
@@ -885,11 +1041,16 @@ def test_summary_cost_of_an_all_unbilled_group_is_unknown_not_zero(new_dsn):
 
     dsn = new_dsn()
     log = open_log(dsn)
-    log.write_many([
-        rec(source="paid"), rec(source="paid", cost=None),  # billed + unbilled: the billed sum
-        rec(source="free", cost=None, route_kind="passthrough"),  # only unbilled: unknown
-        rec(source="refused", cost=None, route_kind="rejected", rule="max_output", status=400),  # nothing forwarded: 0
-    ])
+    log.write_many(
+        [
+            rec(source="paid"),
+            rec(source="paid", cost=None),  # billed + unbilled: the billed sum
+            rec(source="free", cost=None, route_kind="passthrough"),  # only unbilled: unknown
+            rec(
+                source="refused", cost=None, route_kind="rejected", rule="max_output", status=400
+            ),  # nothing forwarded: 0
+        ]
+    )
     log.close()
     r = run_cli("activity", "summary", "--by", "source", "--json", "--activity", dsn)
     assert r.code == 0, r.err

@@ -214,8 +214,10 @@ def test_format_price(d, text):
         (Decimal("1E+3"), "1000"),
         (Decimal("0E-9"), "0"),
         (Decimal("1E-30"), "0.000000000000000000000000000001"),
-        (Decimal("123456789012345678901234567890.123456789012345678900"),
-         "123456789012345678901234567890.1234567890123456789"),
+        (
+            Decimal("123456789012345678901234567890.123456789012345678900"),
+            "123456789012345678901234567890.1234567890123456789",
+        ),
     ],
 )
 def test_format_usd(d, text):
@@ -361,8 +363,14 @@ def _entry(**kw) -> CatalogEntry:
 
 def test_lint_clean_entry_has_no_warnings():
     entry = _entry(
-        prices={"input": "3e-6", "output": "1.5e-5", "cache_read": "3e-7",
-                "cache_write_5m": "3.75e-6", "cache_write_1h": "6e-6", "per_request": "5"},
+        prices={
+            "input": "3e-6",
+            "output": "1.5e-5",
+            "cache_read": "3e-7",
+            "cache_write_5m": "3.75e-6",
+            "cache_write_1h": "6e-6",
+            "per_request": "5",
+        },
         context_size=200_000,
         max_output=64_000,
     )
@@ -385,13 +393,16 @@ def test_lint_per_million_price(kind):
 def test_lint_threshold_is_exclusive_and_skips_non_token_kinds():
     at = _entry(prices={"input": "0.001", "output": "0.001"})
     assert not any("per-million" in w for w in lint_entry(at))
-    big = _entry(prices={"input": "1e-6", "output": "2e-6", "per_request": "0.5", "web_search": "0.01", "image": "0.04"})
+    big = _entry(
+        prices={"input": "1e-6", "output": "2e-6", "per_request": "0.5", "web_search": "0.01", "image": "0.04"}
+    )
     assert lint_entry(big) == []
 
 
 def test_lint_uses_the_written_price_text():
     entry = CatalogEntry(
-        source="s", model_id="m",
+        source="s",
+        model_id="m",
         prices={"input": Decimal("3.0"), "output": Decimal("1.5e-5")},
         price_text={"input": "3.0"},
     )
@@ -422,7 +433,9 @@ def test_lint_cache_write_1h_below_5m():
 
 def test_lint_output_missing():
     warnings = lint_entry(_entry(prices={"input": "1e-6"}))
-    assert warnings == ["local/qwen/qwen3: output price is not set although input is; output tokens will not be charged"]
+    assert warnings == [
+        "local/qwen/qwen3: output price is not set although input is; output tokens will not be charged"
+    ]
     assert lint_entry(_entry(prices={"per_request": "0.01"})) == []
 
 

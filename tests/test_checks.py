@@ -27,12 +27,20 @@ CHAT = "/v1/chat/completions"
 
 def test_rule_ids_are_stable():
     assert RULES == (
-        "catalog_only", "max_output", "context_size", "capability_streaming", "capability_vision",
-        "capability_tools", "capability_reasoning", "capability_json_output", "capability_audio",
+        "catalog_only",
+        "max_output",
+        "context_size",
+        "capability_streaming",
+        "capability_vision",
+        "capability_tools",
+        "capability_reasoning",
+        "capability_json_output",
+        "capability_audio",
     )
 
 
 # --- catalog_only ---------------------------------------------------------------------
+
 
 def test_catalog_only_without_entry_fails():
     checks = run_checks(STRICT, "llama", None, features(CHAT, {"model": "local/llama"}))
@@ -60,6 +68,7 @@ def test_entry_with_nothing_set_checks_nothing():
 
 
 # --- max_output --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("path", "body", "param"),
@@ -94,11 +103,21 @@ def test_max_output_passes_without_a_budget_and_for_embeddings():
 
 # --- context_size ------------------------------------------------------------------------
 
+
 def feats(**kw) -> RequestFeatures:
     base = dict(
-        api="chat", model="local/llama", stream=False, output_budget=None, output_param=None,
-        uses_vision=False, uses_tools=False, uses_reasoning=False, uses_json_output=False, uses_audio=False,
-        params=frozenset({"model", "messages"}), prompt_tokens_estimate=0,
+        api="chat",
+        model="local/llama",
+        stream=False,
+        output_budget=None,
+        output_param=None,
+        uses_vision=False,
+        uses_tools=False,
+        uses_reasoning=False,
+        uses_json_output=False,
+        uses_audio=False,
+        params=frozenset({"model", "messages"}),
+        prompt_tokens_estimate=0,
     )
     base.update(kw)
     return RequestFeatures(**base)
@@ -106,10 +125,13 @@ def feats(**kw) -> RequestFeatures:
 
 def test_context_size_prompt_plus_budget():
     e = entry(context_size=8192)
-    ok = run_checks(LOCAL, "llama", e, feats(prompt_tokens_estimate=4000, output_budget=4192, output_param="max_tokens"))
+    ok = run_checks(
+        LOCAL, "llama", e, feats(prompt_tokens_estimate=4000, output_budget=4192, output_param="max_tokens")
+    )
     assert by_rule(ok)["context_size"].passed
-    bad = by_rule(run_checks(LOCAL, "llama", e, feats(prompt_tokens_estimate=4000, output_budget=4193,
-                                                       output_param="max_tokens")))["context_size"]
+    bad = by_rule(
+        run_checks(LOCAL, "llama", e, feats(prompt_tokens_estimate=4000, output_budget=4193, output_param="max_tokens"))
+    )["context_size"]
     assert not bad.passed
     assert bad.param == "max_tokens"
     assert "~4000" in bad.message and "8193" in bad.message and "8192" in bad.message
@@ -137,8 +159,8 @@ def test_context_size_prompt_alone_too_big():
 
 
 @pytest.mark.parametrize(
-    ("api", "param"), [("completions", "prompt"), ("responses", "input"), ("messages", "messages"),
-                       ("embeddings", "input")]
+    ("api", "param"),
+    [("completions", "prompt"), ("responses", "input"), ("messages", "messages"), ("embeddings", "input")],
 )
 def test_context_size_blames_the_prompt_param_of_each_shape(api, param):
     bad = by_rule(run_checks(LOCAL, "llama", entry(context_size=10), feats(api=api, prompt_tokens_estimate=11)))
@@ -173,8 +195,11 @@ def test_context_size_with_real_bodies_for_each_shape():
 
 USES = {
     "streaming": (CHAT, {"stream": True}, "stream"),
-    "vision": (CHAT, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-               "messages"),
+    "vision": (
+        CHAT,
+        {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+        "messages",
+    ),
     "tools": (CHAT, {"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     "reasoning": (CHAT, {"reasoning_effort": "high"}, "reasoning_effort"),
     "json_output": (CHAT, {"response_format": {"type": "json_object"}}, "response_format"),
@@ -182,10 +207,18 @@ USES = {
 }
 
 USES_OTHER_SHAPES = [
-    ("vision", "/v1/responses", {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
-     "input"),
-    ("vision", "/v1/messages", {"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
-     "messages"),
+    (
+        "vision",
+        "/v1/responses",
+        {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
+        "input",
+    ),
+    (
+        "vision",
+        "/v1/messages",
+        {"messages": [{"role": "user", "content": [{"type": "image", "source": {}}]}]},
+        "messages",
+    ),
     ("tools", "/v1/responses", {"tools": [{"type": "web_search"}]}, "tools"),
     ("tools", "/v1/messages", {"tool_choice": {"type": "any"}}, "tool_choice"),
     ("tools", CHAT, {"functions": [{"name": "f"}]}, "functions"),
@@ -236,18 +269,30 @@ def test_capability_true_passes_and_unset_is_not_checked(name):
 
 def test_embeddings_never_trip_generation_capabilities():
     e = entry(capabilities={name: False for name in CAPABILITIES})
-    f = features("/v1/embeddings", {"input": "x", "tools": [{"type": "function"}], "reasoning_effort": "high",
-                                    "response_format": {"type": "json_object"}})
+    f = features(
+        "/v1/embeddings",
+        {
+            "input": "x",
+            "tools": [{"type": "function"}],
+            "reasoning_effort": "high",
+            "response_format": {"type": "json_object"},
+        },
+    )
     assert first_failure(run_checks(LOCAL, "llama", e, f)) is None
 
 
 # --- ordering, first failure ---------------------------------------------------------------
 
+
 def test_every_rule_in_order_and_first_failure_is_the_first_listed():
     e = entry(context_size=100, max_output=50, capabilities={name: False for name in CAPABILITIES})
     body = {
-        "stream": True, "max_tokens": 500, "tools": [{"type": "function"}], "reasoning_effort": "high",
-        "response_format": {"type": "json_object"}, "modalities": ["audio"],
+        "stream": True,
+        "max_tokens": 500,
+        "tools": [{"type": "function"}],
+        "reasoning_effort": "high",
+        "response_format": {"type": "json_object"},
+        "modalities": ["audio"],
         "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
     }
     checks = run_checks(STRICT, "llama", e, features(CHAT, body))
@@ -303,8 +348,12 @@ def test_unset_or_true_capabilities_never_reject(caps, f):
 )
 def test_a_capability_fails_exactly_when_false_and_used(caps, f):
     used = {
-        "streaming": f.stream, "vision": f.uses_vision, "tools": f.uses_tools, "reasoning": f.uses_reasoning,
-        "json_output": f.uses_json_output, "audio": f.uses_audio,
+        "streaming": f.stream,
+        "vision": f.uses_vision,
+        "tools": f.uses_tools,
+        "reasoning": f.uses_reasoning,
+        "json_output": f.uses_json_output,
+        "audio": f.uses_audio,
     }
     checks = run_checks(LOCAL, "llama", entry(capabilities=caps), f)
     failed = {c.rule for c in checks if not c.passed}
@@ -312,6 +361,7 @@ def test_a_capability_fails_exactly_when_false_and_used(caps, f):
 
 
 # --- advisory --------------------------------------------------------------------------------
+
 
 def test_advisory_warnings_list_unsupported_params_only():
     e = entry(supported_params=("temperature", "max_tokens"))
@@ -328,7 +378,8 @@ def test_advisory_warnings_need_an_entry_with_a_list():
     f = features(CHAT, {"top_k": 5})
     assert advisory_warnings(None, f) == []
     assert advisory_warnings(entry(), f) == []
-    assert advisory_warnings(entry(supported_params=()), f) == ["param 'top_k' is not in local/llama's supported "
-                                                                "params (advisory: it is forwarded anyway)"]
+    assert advisory_warnings(entry(supported_params=()), f) == [
+        "param 'top_k' is not in local/llama's supported params (advisory: it is forwarded anyway)"
+    ]
     anthropic = features("/v1/messages", {"model": "m", "system": "s", "messages": [], "max_tokens": 5})
     assert advisory_warnings(entry(supported_params=("max_tokens",)), anthropic) == []

@@ -14,9 +14,27 @@ from gwctl.core.config import CAPABILITIES, PRICE_KINDS
 
 
 def test_set_show_and_toml_keeps_what_was_written(gw, store_path):
-    r = gw("catalog", "set", "local/llama", "--price", "input=3e-6", "--price", "output=0.000015",
-           "--context-size", "8192", "--max-output", "1024", "--capability", "vision=false",
-           "--capability", "tools=true", "--supported-params", "temperature,top_p", "--display-name", "Llama")
+    r = gw(
+        "catalog",
+        "set",
+        "local/llama",
+        "--price",
+        "input=3e-6",
+        "--price",
+        "output=0.000015",
+        "--context-size",
+        "8192",
+        "--max-output",
+        "1024",
+        "--capability",
+        "vision=false",
+        "--capability",
+        "tools=true",
+        "--supported-params",
+        "temperature,top_p",
+        "--display-name",
+        "Llama",
+    )
     assert r.code == 0
     assert "no source named 'local'" in r.err  # CI may write prices before the source exists
     text = store_path.read_text()
@@ -77,10 +95,28 @@ def test_list_and_remove(gw):
 
 
 def test_price_pinned_example_from_usage_file(gw, tmp_path):
-    gw("catalog", "set", "local/m", "--price", "input=3e-6", "--price", "output=1.5e-5", "--price", "cached_input=1.5e-6")
+    gw(
+        "catalog",
+        "set",
+        "local/m",
+        "--price",
+        "input=3e-6",
+        "--price",
+        "output=1.5e-5",
+        "--price",
+        "cached_input=1.5e-6",
+    )
     usage = tmp_path / "u.json"
-    usage.write_text(json.dumps({"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050,
-                                 "prompt_tokens_details": {"cached_tokens": 200}}))
+    usage.write_text(
+        json.dumps(
+            {
+                "prompt_tokens": 1000,
+                "completion_tokens": 50,
+                "total_tokens": 1050,
+                "prompt_tokens_details": {"cached_tokens": 200},
+            }
+        )
+    )
     r = gw("catalog", "price", "local/m", "--usage", str(usage), "--json")
     assert r.code == 0
     doc = r.json()
@@ -92,15 +128,35 @@ def test_price_pinned_example_from_usage_file(gw, tmp_path):
 
 
 def test_price_anthropic_usage_from_stdin(gw):
-    gw("catalog", "set", "a/claude", "--price", "input=3e-6", "--price", "output=1.5e-5", "--price", "cache_read=3e-7",
-       "--price", "cache_write_5m=3.75e-6", "--price", "web_search=0.01")
-    usage = {"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 1000,
-             "cache_creation_input_tokens": 200, "server_tool_use": {"web_search_requests": 2}}
+    gw(
+        "catalog",
+        "set",
+        "a/claude",
+        "--price",
+        "input=3e-6",
+        "--price",
+        "output=1.5e-5",
+        "--price",
+        "cache_read=3e-7",
+        "--price",
+        "cache_write_5m=3.75e-6",
+        "--price",
+        "web_search=0.01",
+    )
+    usage = {
+        "input_tokens": 100,
+        "output_tokens": 10,
+        "cache_read_input_tokens": 1000,
+        "cache_creation_input_tokens": 200,
+        "server_tool_use": {"web_search_requests": 2},
+    }
     r = gw("catalog", "price", "a/claude", "--usage", "-", "--json", input=json.dumps(usage))
     doc = r.json()
     assert doc["usage_shape"] == "anthropic"
     # 100*3e-6 + 10*1.5e-5 + 1000*3e-7 + 200*3.75e-6 + 2*0.01
-    assert Decimal(doc["total"]) == Decimal("0.0003") + Decimal("0.00015") + Decimal("0.0003") + Decimal("0.00075") + Decimal("0.02")
+    assert Decimal(doc["total"]) == Decimal("0.0003") + Decimal("0.00015") + Decimal("0.0003") + Decimal(
+        "0.00075"
+    ) + Decimal("0.02")
 
 
 def test_price_without_entry_is_unbilled_not_zero(gw):
@@ -128,8 +184,10 @@ def test_lint_warnings_do_not_fail(gw):
 def test_import_dry_run_diff_then_write(gw, tmp_path, store_path):
     gw("catalog", "set", "a/m", "--price", "input=1e-6", "--max-output", "100")
     f = tmp_path / "prices.toml"
-    f.write_text('schema = 1\n[catalog."a/m"]\nmax_output = 200\n[catalog."a/m".prices]\ninput = "1e-6"\noutput = "2e-6"\n'
-                 '[catalog."b/n".prices]\ninput = "5e-7"\n')
+    f.write_text(
+        'schema = 1\n[catalog."a/m"]\nmax_output = 200\n[catalog."a/m".prices]\ninput = "1e-6"\noutput = "2e-6"\n'
+        '[catalog."b/n".prices]\ninput = "5e-7"\n'
+    )
     before = store_path.read_bytes()
     r = gw("catalog", "import", str(f), "--dry-run", "--json")
     assert r.code == 0 and store_path.read_bytes() == before
@@ -148,7 +206,9 @@ def test_import_validates_everything_before_writing(gw, tmp_path, store_path):
     gw("catalog", "set", "a/m", "--price", "input=1e-6")
     before = store_path.read_bytes()
     f = tmp_path / "bad.json"
-    f.write_text(json.dumps({"catalog": {"a/new": {"prices": {"input": "1e-6"}}, "a/bad": {"prices": {"input": "-1"}}}}))
+    f.write_text(
+        json.dumps({"catalog": {"a/new": {"prices": {"input": "1e-6"}}, "a/bad": {"prices": {"input": "-1"}}}})
+    )
     r = gw("catalog", "import", str(f))
     assert r.code == 1 and "a/bad" in r.err and "nothing was imported" in r.err
     assert store_path.read_bytes() == before
@@ -177,8 +237,11 @@ entry = st.fixed_dictionaries(
         "capabilities": st.dictionaries(st.sampled_from(CAPABILITIES), st.booleans(), min_size=1),
     },
 )
-refs = st.builds(lambda s, m: f"{s}/{m}", st.sampled_from(["local", "gw", "x-1"]),
-                 st.text(alphabet="abcdefgh-./0123", min_size=1, max_size=12).filter(lambda m: not m.startswith("/")))
+refs = st.builds(
+    lambda s, m: f"{s}/{m}",
+    st.sampled_from(["local", "gw", "x-1"]),
+    st.text(alphabet="abcdefgh-./0123", min_size=1, max_size=12).filter(lambda m: not m.startswith("/")),
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

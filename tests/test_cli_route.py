@@ -9,22 +9,69 @@ import pytest
 
 @pytest.fixture
 def store(gw):
-    assert gw("source", "add", "custom", "--base-url", "https://customer-litellm.example/v1", "--auth-value", "sk-custom-AAAA", "--passthrough").code == 0
+    assert (
+        gw(
+            "source",
+            "add",
+            "custom",
+            "--base-url",
+            "https://customer-litellm.example/v1",
+            "--auth-value",
+            "sk-custom-AAAA",
+            "--passthrough",
+        ).code
+        == 0
+    )
     assert gw("source", "add", "local", "--base-url", "http://127.0.0.1:8000/v1", "--auth-env", "VLLM_KEY").code == 0
-    assert gw("catalog", "set", "local/llama", "--max-output", "100", "--price", "input=1e-6", "--price", "output=2e-6",
-              "--capability", "vision=false").code == 0
+    assert (
+        gw(
+            "catalog",
+            "set",
+            "local/llama",
+            "--max-output",
+            "100",
+            "--price",
+            "input=1e-6",
+            "--price",
+            "output=2e-6",
+            "--capability",
+            "vision=false",
+        ).code
+        == 0
+    )
     return gw
 
 
 def test_set_list_update_remove(store):
     gw = store
     assert gw("route", "set", "triage", "--model-name", "customer-alias", "--provider", "custom").code == 0
-    assert gw("route", "set", "triage/summarizer", "--model-name", "child", "--provider", "local", "--model", "llama", "--no-passthrough").code == 0
+    assert (
+        gw(
+            "route",
+            "set",
+            "triage/summarizer",
+            "--model-name",
+            "child",
+            "--provider",
+            "local",
+            "--model",
+            "llama",
+            "--no-passthrough",
+        ).code
+        == 0
+    )
     routes = gw("route", "list", "--json").json()
     assert [(r["agent"], r["scope"], r["effective_passthrough"]) for r in routes] == [
-        ("triage", "root", True), ("triage/summarizer", "subagent", False)]
+        ("triage", "root", True),
+        ("triage/summarizer", "subagent", False),
+    ]
     # set again = update in place, not a duplicate
-    assert gw("route", "set", "triage/summarizer", "--model-name", "child", "--provider", "local", "--inherit-passthrough").code == 0
+    assert (
+        gw(
+            "route", "set", "triage/summarizer", "--model-name", "child", "--provider", "local", "--inherit-passthrough"
+        ).code
+        == 0
+    )
     routes = gw("route", "list", "--json").json()
     assert len(routes) == 2 and routes[1]["passthrough"] is None and routes[1]["model"] == "llama"
     assert gw("route", "remove", "triage", "--model-name", "customer-alias").code == 1  # needs --yes without a terminal
@@ -43,15 +90,18 @@ def test_two_root_agents_cannot_claim_one_model_name(store, store_path):
     assert gw("route", "set", "billing/sub", "--model-name", "shared", "--provider", "custom").code == 0
 
 
-@pytest.mark.parametrize("args, words", [
-    (["route", "set", "triage", "--model-name", "m", "--provider", "nope"], "no source named 'nope'"),
-    (["route", "set", "bad agent", "--model-name", "m", "--provider", "local"], "not an agent path"),
-    (["route", "set", "triage//x", "--model-name", "m", "--provider", "local"], "not an agent path"),
-    (["route", "set", "triage", "--model-name", "m", "--provider", "local", "--base-url", "ftp://x"], "http(s)"),
-    (["route", "remove", "triage", "--model-name", "ghost", "--yes"], "no route"),
-    (["route", "fallback", "nope"], "no source named"),
-    (["route", "dry-run"], "--model is required"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["route", "set", "triage", "--model-name", "m", "--provider", "nope"], "no source named 'nope'"),
+        (["route", "set", "bad agent", "--model-name", "m", "--provider", "local"], "not an agent path"),
+        (["route", "set", "triage//x", "--model-name", "m", "--provider", "local"], "not an agent path"),
+        (["route", "set", "triage", "--model-name", "m", "--provider", "local", "--base-url", "ftp://x"], "http(s)"),
+        (["route", "remove", "triage", "--model-name", "ghost", "--yes"], "no route"),
+        (["route", "fallback", "nope"], "no source named"),
+        (["route", "dry-run"], "--model is required"),
+    ],
+)
 def test_route_bad_input(store, store_path, args, words):
     before = store_path.read_bytes()
     r = store(*args)
@@ -79,24 +129,57 @@ def test_dry_run_json_and_exit_codes(store, tmp_path):
     pt = gw("route", "dry-run", "--model", "custom/anything", "--json").json()
     assert pt["kind"] == "passthrough" and pt["checks_skipped"] and pt["credentials"]["value"].endswith("AAAA")
     assert "sk-custom" not in json.dumps(pt)
-    assert gw("route", "dry-run", "--model", "custom/anything", "--json", "--reveal").json()["credentials"]["value"] == "sk-custom-AAAA"
+    assert (
+        gw("route", "dry-run", "--model", "custom/anything", "--json", "--reveal").json()["credentials"]["value"]
+        == "sk-custom-AAAA"
+    )
     # body from stdin
-    r = gw("route", "dry-run", "--request", "-", "--path", "/v1/messages", "--json",
-           input=json.dumps({"model": "local/llama", "max_tokens": 10, "messages": [
-               {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}]}]}))
+    r = gw(
+        "route",
+        "dry-run",
+        "--request",
+        "-",
+        "--path",
+        "/v1/messages",
+        "--json",
+        input=json.dumps(
+            {
+                "model": "local/llama",
+                "max_tokens": 10,
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}
+                        ],
+                    }
+                ],
+            }
+        ),
+    )
     assert r.code == 1 and r.json()["rule"] == "capability_vision"
 
 
 def test_dry_run_requests_jsonl_for_ci(store, tmp_path):
     gw = store
     f = tmp_path / "deploy.jsonl"
-    f.write_text("\n".join([
-        json.dumps({"model": "local/llama", "messages": [], "max_tokens": 10}),
-        json.dumps({"agent": "triage", "path": "/v1/messages", "request": {"model": "custom/x", "max_tokens": 5, "messages": []}}),
-        "# comments and blank lines are skipped",
-        "",
-        json.dumps({"model": "local/llama", "messages": [], "max_tokens": 1000}),
-    ]))
+    f.write_text(
+        "\n".join(
+            [
+                json.dumps({"model": "local/llama", "messages": [], "max_tokens": 10}),
+                json.dumps(
+                    {
+                        "agent": "triage",
+                        "path": "/v1/messages",
+                        "request": {"model": "custom/x", "max_tokens": 5, "messages": []},
+                    }
+                ),
+                "# comments and blank lines are skipped",
+                "",
+                json.dumps({"model": "local/llama", "messages": [], "max_tokens": 1000}),
+            ]
+        )
+    )
     r = gw("route", "dry-run", "--requests", str(f), "--json")
     assert r.code == 1
     doc = r.json()
@@ -156,15 +239,18 @@ def test_the_proxy_key_memo_verifies_as_verify_and_forgets_on_reload():
     from gwctl.core.config import GatewayKey, Snapshot
 
     def snapshot(**named):
-        return Snapshot(keys=MP({n: GatewayKey(name=n, hash=keys.digest(k), prefix=keys.shown_prefix(k))
-                                 for n, k in named.items()}))
+        return Snapshot(
+            keys=MP({n: GatewayKey(name=n, hash=keys.digest(k), prefix=keys.shown_prefix(k)) for n, k in named.items()})
+        )
 
     a, b = keys.generate(), keys.generate()
     first = snapshot(a=a, b=b)
     memo = keys.VerifiedKeys()
     for _ in range(2):  # the second round answers from memory
         assert memo.verify(first, a) == "a" and memo.verify(first, b) == "b"
-        assert memo.verify(first, a + "x") is None and memo.verify(first, "") is None and memo.verify(first, None) is None
+        assert (
+            memo.verify(first, a + "x") is None and memo.verify(first, "") is None and memo.verify(first, None) is None
+        )
     assert sorted(memo._known) == sorted([a, b])  # only keys that matched are remembered
     revoked = snapshot(b=b)  # a reload that revoked a
     assert memo.verify(revoked, a) is None and memo.verify(revoked, b) == "b"

@@ -43,7 +43,21 @@ def test_refresh_reports_removed_and_respects_auto_enable(gw, upstream):
 
 def test_named_auth_header_sends_raw_value(gw, upstream):
     upstream.configure(auth_header="X-Api-Key")
-    assert gw("source", "add", "k", "--base-url", upstream.url, "--auth-header", "X-Api-Key", "--auth-value", KEY, "--test").code == 0
+    assert (
+        gw(
+            "source",
+            "add",
+            "k",
+            "--base-url",
+            upstream.url,
+            "--auth-header",
+            "X-Api-Key",
+            "--auth-value",
+            KEY,
+            "--test",
+        ).code
+        == 0
+    )
     assert upstream.received[-1].headers["x-api-key"] == KEY
     assert "authorization" not in upstream.received[-1].headers
 
@@ -157,7 +171,9 @@ def test_show_masks_unless_reveal(gw, upstream):
 
 def test_edit_rotates_credentials_and_headers(gw, upstream, store_path):
     add(gw, upstream, "local", "--header", "X-A: 1")
-    assert gw("source", "edit", "local", "--auth-env", "ROTATED", "--header", "X-B: 2", "--remove-header", "X-A").code == 0
+    assert (
+        gw("source", "edit", "local", "--auth-env", "ROTATED", "--header", "X-B: 2", "--remove-header", "X-A").code == 0
+    )
     src = gw("source", "show", "local", "--json").json()
     assert src["auth"]["kind"] == "env" and src["auth"]["env"] == "ROTATED"
     assert src["headers"] == {"X-B": "2"}

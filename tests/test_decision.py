@@ -14,21 +14,38 @@ from gwctl.core.decision import decide
 
 
 def src(name, base="https://{n}.example/v1", passthrough=False, catalog_only=False, models=None, header=""):
-    return Source(name=name, base_url=base.format(n=name), auth=Secret(value=f"key-of-{name}-0000"),
-                  passthrough=passthrough, catalog_only=catalog_only, auth_header=header,
-                  headers=MP({"X-Src": name}), models=MP(models or {}))
+    return Source(
+        name=name,
+        base_url=base.format(n=name),
+        auth=Secret(value=f"key-of-{name}-0000"),
+        passthrough=passthrough,
+        catalog_only=catalog_only,
+        auth_header=header,
+        headers=MP({"X-Src": name}),
+        models=MP(models or {}),
+    )
 
 
 def snap(sources, routes=(), catalog=(), **settings):
-    return Snapshot(settings=Settings(**settings), sources=MP({s.name: s for s in sources}),
-                    catalog=MP({e.ref: e for e in catalog}), routes=tuple(routes))
+    return Snapshot(
+        settings=Settings(**settings),
+        sources=MP({s.name: s for s in sources}),
+        catalog=MP({e.ref: e for e in catalog}),
+        routes=tuple(routes),
+    )
 
 
 CHAT = "/v1/chat/completions"
 BASE = snap(
     [src("custom", passthrough=True), src("managed"), src("child", base="https://child-litellm.example/v1")],
     routes=[
-        Route(agent="triage", model_name="customer-alias", provider="custom", base_url="https://customer-litellm.example/v1", passthrough=True),
+        Route(
+            agent="triage",
+            model_name="customer-alias",
+            provider="custom",
+            base_url="https://customer-litellm.example/v1",
+            passthrough=True,
+        ),
         Route(agent="triage/summarizer", model_name="child-alias", provider="child", passthrough=True),
         Route(agent="triage/classifier", model_name="child-alias", provider="managed", model="llama-3"),
         Route(agent="triage", model_name="inherits", provider="custom"),
@@ -44,15 +61,50 @@ def body(model, **kw):
     "agent, model, kind, source, url, upstream_model",
     [
         # root agents are keyed by the model string they send (with or without the header)
-        ("triage", "customer-alias", "passthrough", "custom", "https://customer-litellm.example/v1/chat/completions", "customer-alias"),
-        (None, "customer-alias", "passthrough", "custom", "https://customer-litellm.example/v1/chat/completions", "customer-alias"),
+        (
+            "triage",
+            "customer-alias",
+            "passthrough",
+            "custom",
+            "https://customer-litellm.example/v1/chat/completions",
+            "customer-alias",
+        ),
+        (
+            None,
+            "customer-alias",
+            "passthrough",
+            "custom",
+            "https://customer-litellm.example/v1/chat/completions",
+            "customer-alias",
+        ),
         # a subagent routes by its own scoped route
-        ("triage/summarizer", "child-alias", "passthrough", "child", "https://child-litellm.example/v1/chat/completions", "child-alias"),
-        ("triage/classifier", "child-alias", "managed", "managed", "https://managed.example/v1/chat/completions", "llama-3"),
+        (
+            "triage/summarizer",
+            "child-alias",
+            "passthrough",
+            "child",
+            "https://child-litellm.example/v1/chat/completions",
+            "child-alias",
+        ),
+        (
+            "triage/classifier",
+            "child-alias",
+            "managed",
+            "managed",
+            "https://managed.example/v1/chat/completions",
+            "llama-3",
+        ),
         # a route whose passthrough is unset takes its source's flag
         ("triage", "inherits", "passthrough", "custom", "https://custom.example/v1/chat/completions", "inherits"),
         # SOURCE/MODEL_ID reference: MODEL_ID upstream, source's flag
-        ("triage", "managed/qwen/qwen3", "managed", "managed", "https://managed.example/v1/chat/completions", "qwen/qwen3"),
+        (
+            "triage",
+            "managed/qwen/qwen3",
+            "managed",
+            "managed",
+            "https://managed.example/v1/chat/completions",
+            "qwen/qwen3",
+        ),
         ("triage/summarizer", "custom/m", "passthrough", "custom", "https://custom.example/v1/chat/completions", "m"),
     ],
 )
@@ -98,10 +150,20 @@ def test_disabled_model_reference_rejected():
 
 
 def test_catalog_only_and_checks_on_managed_but_not_passthrough():
-    entry = CatalogEntry(source="m", model_id="llama", max_output=100, prices=MP({"input": Decimal("1e-6")}),
-                         capabilities=MP({"tools": False}))
-    s = snap([src("m", catalog_only=True), src("p", passthrough=True)], catalog=[entry,
-             CatalogEntry(source="p", model_id="llama", max_output=100, prices=MP({"input": Decimal("1e-6")}))])
+    entry = CatalogEntry(
+        source="m",
+        model_id="llama",
+        max_output=100,
+        prices=MP({"input": Decimal("1e-6")}),
+        capabilities=MP({"tools": False}),
+    )
+    s = snap(
+        [src("m", catalog_only=True), src("p", passthrough=True)],
+        catalog=[
+            entry,
+            CatalogEntry(source="p", model_id="llama", max_output=100, prices=MP({"input": Decimal("1e-6")})),
+        ],
+    )
     assert decide(s, None, CHAT, body("m/other")).rule == "catalog_only"
     d = decide(s, None, CHAT, body("m/llama", max_tokens=500))
     assert d.kind == "rejected" and d.rule == "max_output" and d.param == "max_tokens" and d.status == 400
@@ -149,10 +211,16 @@ def stores(draw):
             roots.add(name)
         elif any(r.agent == agent and r.model_name == name for r in routes):
             continue
-        routes.append(Route(agent=agent, model_name=name, provider=draw(names),
-                            model=draw(st.sampled_from([None, "up-1", "up/2"])),
-                            base_url=draw(st.sampled_from([None, "https://override.example/api/v1"])),
-                            passthrough=draw(st.sampled_from([None, True, False]))))
+        routes.append(
+            Route(
+                agent=agent,
+                model_name=name,
+                provider=draw(names),
+                model=draw(st.sampled_from([None, "up-1", "up/2"])),
+                base_url=draw(st.sampled_from([None, "https://override.example/api/v1"])),
+                passthrough=draw(st.sampled_from([None, True, False])),
+            )
+        )
     fallback = draw(st.sampled_from([None, "gamma"]))
     return snap(sources, routes, fallback_source=fallback)
 
@@ -186,8 +254,13 @@ def test_bad_client_path_is_a_rejection_not_a_crash():
 
 
 def _context_snap(context_size, max_output=None):
-    entry = CatalogEntry(source="m", model_id="llama", context_size=context_size, max_output=max_output,
-                         prices=MP({"input": Decimal("1e-6")}))
+    entry = CatalogEntry(
+        source="m",
+        model_id="llama",
+        context_size=context_size,
+        max_output=max_output,
+        prices=MP({"input": Decimal("1e-6")}),
+    )
     return snap([src("m")], catalog=[entry])
 
 
@@ -210,8 +283,12 @@ def test_a_body_small_enough_skips_the_prompt_estimate():
 
 
 @settings(max_examples=200, deadline=None)
-@given(text=st.text(max_size=400), budget=st.none() | st.integers(0, 3000),
-       context=st.integers(1, 4000), max_output=st.none() | st.integers(1, 3000))
+@given(
+    text=st.text(max_size=400),
+    budget=st.none() | st.integers(0, 3000),
+    context=st.integers(1, 4000),
+    max_output=st.none() | st.integers(1, 3000),
+)
 def test_the_size_shortcut_never_changes_the_outcome(text, budget, context, max_output):
     import json
 
@@ -219,7 +296,14 @@ def test_the_size_shortcut_never_changes_the_outcome(text, budget, context, max_
     b = {"model": "m/llama", "messages": [{"role": "user", "content": text}], **extra}
     s = _context_snap(context, max_output)
     full = decide(s, None, CHAT, b, estimate=True)
-    fast = decide(s, None, CHAT, b, estimate=False, body_bytes=len(json.dumps(b, separators=(",", ":"), ensure_ascii=False).encode()))
+    fast = decide(
+        s,
+        None,
+        CHAT,
+        b,
+        estimate=False,
+        body_bytes=len(json.dumps(b, separators=(",", ":"), ensure_ascii=False).encode()),
+    )
     assert (fast.kind, fast.status, fast.rule, fast.param) == (full.kind, full.status, full.rule, full.param)
 
 
@@ -238,11 +322,22 @@ def test_the_fast_constructor_builds_the_same_decision_as_the_dataclass():
 
 
 @settings(max_examples=150, deadline=None)
-@given(budget=st.none() | st.integers(0, 3000), context=st.integers(1, 4000), max_output=st.none() | st.integers(1, 3000),
-       tools=st.booleans(), caps=st.dictionaries(st.sampled_from(["tools", "vision", "streaming"]), st.booleans()))
+@given(
+    budget=st.none() | st.integers(0, 3000),
+    context=st.integers(1, 4000),
+    max_output=st.none() | st.integers(1, 3000),
+    tools=st.booleans(),
+    caps=st.dictionaries(st.sampled_from(["tools", "vision", "streaming"]), st.booleans()),
+)
 def test_the_proxy_mode_drops_only_passed_checks_messages(budget, context, max_output, tools, caps):
-    entry = CatalogEntry(source="m", model_id="llama", context_size=context, max_output=max_output,
-                         prices=MP({"input": Decimal("1e-6")}), capabilities=MP(caps))
+    entry = CatalogEntry(
+        source="m",
+        model_id="llama",
+        context_size=context,
+        max_output=max_output,
+        prices=MP({"input": Decimal("1e-6")}),
+        capabilities=MP(caps),
+    )
     s = snap([src("m", catalog_only=True)], catalog=[entry])
     extra = {} if budget is None else {"max_tokens": budget}
     if tools:
@@ -250,7 +345,13 @@ def test_the_proxy_mode_drops_only_passed_checks_messages(budget, context, max_o
     b = body("m/llama", **extra)
     full, fast = decide(s, None, CHAT, b, estimate=True), decide(s, None, CHAT, b, estimate=False)
     assert [(c.rule, c.passed) for c in fast.checks] == [(c.rule, c.passed) for c in full.checks]
-    assert (fast.kind, fast.rule, fast.message, fast.hint, fast.param) == (full.kind, full.rule, full.message, full.hint, full.param)
+    assert (fast.kind, fast.rule, fast.message, fast.hint, fast.param) == (
+        full.kind,
+        full.rule,
+        full.message,
+        full.hint,
+        full.param,
+    )
     assert all(c.message == "" for c in fast.checks if c.passed) and all(c.message for c in full.checks)
 
 
@@ -264,11 +365,17 @@ def memo_requests(draw):
     if draw(st.booleans()):
         extra["tools"] = [{"type": "function", "function": {"name": "f"}}]
     if draw(st.booleans()):
-        content = [{"type": "text", "text": draw(st.text(max_size=60))}, {"type": "image_url", "image_url": {"url": "x"}}]
+        content = [
+            {"type": "text", "text": draw(st.text(max_size=60))},
+            {"type": "image_url", "image_url": {"url": "x"}},
+        ]
     else:
         content = draw(st.text(max_size=600))
-    b = {"model": draw(st.sampled_from(["m/llama", "m/other", "llama", None])),
-         "messages": [{"role": "user", "content": content}], **extra}
+    b = {
+        "model": draw(st.sampled_from(["m/llama", "m/other", "llama", None])),
+        "messages": [{"role": "user", "content": content}],
+        **extra,
+    }
     if b["model"] is None:
         del b["model"]
     agent = draw(st.sampled_from([None, "triage", "triage/summarizer", "bad agent"]))
@@ -277,13 +384,19 @@ def memo_requests(draw):
 
 
 @settings(max_examples=150, deadline=None)
-@given(context=st.integers(1, 4000), max_output=st.none() | st.integers(1, 3000),
-       caps=st.dictionaries(st.sampled_from(["tools", "vision"]), st.booleans()),
-       passthrough=st.booleans(), default=st.sampled_from([None, "m/llama"]),
-       requests=st.lists(memo_requests(), min_size=1, max_size=25), reload_at=st.integers(0, 25),
-       reloaded_caps=st.dictionaries(st.sampled_from(["tools", "vision"]), st.booleans()))
-def test_the_proxy_memo_decides_exactly_as_decide(context, max_output, caps, passthrough, default, requests, reload_at,
-                                                   reloaded_caps):
+@given(
+    context=st.integers(1, 4000),
+    max_output=st.none() | st.integers(1, 3000),
+    caps=st.dictionaries(st.sampled_from(["tools", "vision"]), st.booleans()),
+    passthrough=st.booleans(),
+    default=st.sampled_from([None, "m/llama"]),
+    requests=st.lists(memo_requests(), min_size=1, max_size=25),
+    reload_at=st.integers(0, 25),
+    reloaded_caps=st.dictionaries(st.sampled_from(["tools", "vision"]), st.booleans()),
+)
+def test_the_proxy_memo_decides_exactly_as_decide(
+    context, max_output, caps, passthrough, default, requests, reload_at, reloaded_caps
+):
     """DecisionMemo (what the proxy calls) equals decide(estimate=False) request by request, across
     repeated shapes of different sizes, bodies that need the estimate, and a reload."""
     import json
@@ -291,10 +404,20 @@ def test_the_proxy_memo_decides_exactly_as_decide(context, max_output, caps, pas
     from gwctl.core.decision import DecisionMemo
 
     def store(caps):
-        entry = CatalogEntry(source="m", model_id="llama", context_size=context, max_output=max_output,
-                             prices=MP({"input": Decimal("1e-6")}), capabilities=MP(caps))
-        return snap([src("m", passthrough=passthrough, catalog_only=True)], catalog=[entry],
-                    routes=[Route(agent="triage", model_name="llama", provider="m")], default_model=default)
+        entry = CatalogEntry(
+            source="m",
+            model_id="llama",
+            context_size=context,
+            max_output=max_output,
+            prices=MP({"input": Decimal("1e-6")}),
+            capabilities=MP(caps),
+        )
+        return snap(
+            [src("m", passthrough=passthrough, catalog_only=True)],
+            catalog=[entry],
+            routes=[Route(agent="triage", model_name="llama", provider="m")],
+            default_model=default,
+        )
 
     s = store(caps)
     memo = DecisionMemo(limit=8)

@@ -25,8 +25,12 @@ def test_demo_runs_behind_an_egress_proxy_setting(tmp_path):
     """A user whose environment sends HTTP through a proxy (here: one that is not even there) still gets
     a working demo: its stand-in is local, so the demo lists 127.0.0.1 in NO_PROXY for itself."""
     env = {k: v for k, v in os.environ.items() if k not in ("GWCTL_STORE", "GWCTL_ACTIVITY")}
-    env.update(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / "cfg"), HTTP_PROXY="http://127.0.0.1:9",
-               no_proxy="corp.example")
+    env.update(
+        HOME=str(tmp_path),
+        XDG_CONFIG_HOME=str(tmp_path / "cfg"),
+        HTTP_PROXY="http://127.0.0.1:9",
+        no_proxy="corp.example",
+    )
     r = subprocess.run([sys.executable, "-m", "gwctl", "demo"], env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "connection ok" in r.stdout and "-> 200: 'Hello from the'" in r.stdout

@@ -30,11 +30,37 @@ COMMANDS = list(leaf_commands())
 
 def test_the_tree_has_every_contract_command():
     names = {n for n, _ in COMMANDS}
-    for required in ["source add", "source edit", "source list", "source show", "source remove", "source test",
-                     "source refresh", "model list", "model enable", "model disable", "model default", "catalog set",
-                     "catalog show", "catalog list", "catalog remove", "catalog export", "catalog import",
-                     "catalog price", "route set", "route list", "route remove", "route dry-run", "key create",
-                     "key list", "key revoke", "proxy", "activity list", "activity summary", "validate"]:
+    for required in [
+        "source add",
+        "source edit",
+        "source list",
+        "source show",
+        "source remove",
+        "source test",
+        "source refresh",
+        "model list",
+        "model enable",
+        "model disable",
+        "model default",
+        "catalog set",
+        "catalog show",
+        "catalog list",
+        "catalog remove",
+        "catalog export",
+        "catalog import",
+        "catalog price",
+        "route set",
+        "route list",
+        "route remove",
+        "route dry-run",
+        "key create",
+        "key list",
+        "key revoke",
+        "proxy",
+        "activity list",
+        "activity summary",
+        "validate",
+    ]:
         assert required in names
 
 

@@ -90,8 +90,11 @@ def _all_rows_land(ids_now, results, started: float, what: str) -> float:
 def _said_unavailable_and_back(log: str) -> tuple[int, int]:
     """The writer's lines: the rows waiting when the log went away, and the rows it wrote when it came back."""
     down = re.search(r"the activity log( \(.*?\))? is unavailable: .*?; (\d+) row\(s\) waiting", log)
-    back = re.search(r"the activity log \(.*?\) is available again after [\d.]+ s unavailable; "
-                     r"wrote the (\d+) row\(s\) that were waiting", log)
+    back = re.search(
+        r"the activity log \(.*?\) is available again after [\d.]+ s unavailable; "
+        r"wrote the (\d+) row\(s\) that were waiting",
+        log,
+    )
     assert down, "the writer did not say the log was unavailable:\n" + log[-3000:]
     assert back, "the writer did not say the log was back:\n" + log[-3000:]
     return int(down.group(2)), int(back.group(1))
@@ -119,8 +122,10 @@ def _sqlite_locked(tmp_path, faulty, hold_s: float) -> None:
         _all_ok(results)
         assert during >= hold_s * 2  # requests were served all along (at 20 a second, at least 2 a second)
         took = _all_rows_land(lambda: _sqlite_ids(gw.db), results, released, "SQLite was locked")
-        figure(f"SQLite locked {hold_s:.0f} s", f"{during} requests served meanwhile, all {len(results)} rows "
-               f"written {took:.1f} s after the lock went")
+        figure(
+            f"SQLite locked {hold_s:.0f} s",
+            f"{during} requests served meanwhile, all {len(results)} rows written {took:.1f} s after the lock went",
+        )
         if hold_s > 20:  # past the busy timeout of a batch's two tries: the writer's retry path, with its lines
             _said_unavailable_and_back(gw.proc.log)
     finally:
@@ -144,8 +149,12 @@ def small_disk(tmp_path):
     where.mkdir()
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(where)],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m,mode=0700", "tmpfs", str(where)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if r.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
     try:
@@ -191,8 +200,11 @@ def _sqlite_full(tmp_path, faulty, small_disk, full_s: float) -> None:
         _all_ok(results)
         took = _all_rows_land(lambda: _sqlite_ids(str(db)), results, freed, "the disk was full")
         waiting, wrote = _said_unavailable_and_back(gw.proc.log)
-        figure(f"SQLite disk full {full_s:.0f} s", f"{during} requests served meanwhile, {wrote} rows waiting "
-               f"written {took:.1f} s after space was freed, none lost")
+        figure(
+            f"SQLite disk full {full_s:.0f} s",
+            f"{during} requests served meanwhile, {wrote} rows waiting "
+            f"written {took:.1f} s after space was freed, none lost",
+        )
     finally:
         gw.proc.terminate()
     assert "Traceback" not in gw.proc.log
@@ -226,8 +238,12 @@ def own_pg():
 
 
 def _pg_ctl(server, *args: str) -> None:
-    r = subprocess.run(server._cmd(str(server.bindir / "pg_ctl"), "-D", str(server.base / "data"), *args),
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        server._cmd(str(server.bindir / "pg_ctl"), "-D", str(server.base / "data"), *args),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -240,8 +256,19 @@ def pg_start(server) -> None:
 
 
 def pg_restart(server) -> None:
-    _pg_ctl(server, "-l", str(server.base / "server.log"), "-o", f"-p {server.port}", "-m", "fast", "-w", "-t", "60",
-            "restart")
+    _pg_ctl(
+        server,
+        "-l",
+        str(server.base / "server.log"),
+        "-o",
+        f"-p {server.port}",
+        "-m",
+        "fast",
+        "-w",
+        "-t",
+        "60",
+        "restart",
+    )
 
 
 @pytest.fixture
@@ -279,8 +306,11 @@ def test_postgres_restarted(tmp_path, faulty, own_pg, pg_dsn):
         results = traffic.stop()
         _all_ok(results)
         took = _all_rows_land(lambda: _pg_ids(pg_dsn), results, back, "PostgreSQL restarted")
-        figure("PostgreSQL restarted", f"{len(results) - n0} requests after the restart began, all {len(results)} "
-               f"rows in {took:.1f} s after it was back")
+        figure(
+            "PostgreSQL restarted",
+            f"{len(results) - n0} requests after the restart began, all {len(results)} "
+            f"rows in {took:.1f} s after it was back",
+        )
     finally:
         gw.proc.terminate()
     assert "Traceback" not in gw.proc.log
@@ -306,8 +336,11 @@ def _postgres_down(tmp_path, faulty, own_pg, pg_dsn, down_s: float) -> None:
         took = _all_rows_land(lambda: _pg_ids(pg_dsn), results, back, f"PostgreSQL was down {down_s:.0f} s")
         waiting, wrote = _said_unavailable_and_back(gw.proc.log)
         assert wrote >= during * 0.5  # the rows of the outage were held by the writer and written on its return
-        figure(f"PostgreSQL down {down_s:.0f} s", f"{during} requests served meanwhile (all 200), {wrote} rows "
-               f"waiting written {took:.1f} s after it was back, none lost")
+        figure(
+            f"PostgreSQL down {down_s:.0f} s",
+            f"{during} requests served meanwhile (all 200), {wrote} rows "
+            f"waiting written {took:.1f} s after it was back, none lost",
+        )
     finally:
         gw.proc.terminate()
     assert "Traceback" not in gw.proc.log
@@ -331,8 +364,25 @@ def test_postgres_down_long(tmp_path, faulty, own_pg, pg_dsn):
 def _wire_row(i: int) -> tuple:
     from gwctl.activity.entry import LogEntry
 
-    return LogEntry(time.time(), f"d{i:08d}", "k", "agent", "passthrough", "src", "src/m", "m", "/v1/chat/completions", 200,
-            1.0, None, None, None, None, None, False)
+    return LogEntry(
+        time.time(),
+        f"d{i:08d}",
+        "k",
+        "agent",
+        "passthrough",
+        "src",
+        "src/m",
+        "m",
+        "/v1/chat/completions",
+        200,
+        1.0,
+        None,
+        None,
+        None,
+        None,
+        None,
+        False,
+    )
 
 
 @pytest.mark.postgres
@@ -344,8 +394,9 @@ def test_rows_past_the_bound_are_dropped_counted_and_said(own_pg, pg_dsn, caplog
     total = 6000
 
     async def main():
-        w = ChildWriter(pg_dsn, flush_interval=0.01, batch_rows=100, max_buffer=16 * 1024, max_pending_rows=200,
-                        retry_max_delay=0.5)
+        w = ChildWriter(
+            pg_dsn, flush_interval=0.01, batch_rows=100, max_buffer=16 * 1024, max_pending_rows=200, retry_max_delay=0.5
+        )
         await w.start()
         try:
             for i in range(50):
@@ -371,15 +422,24 @@ def test_rows_past_the_bound_are_dropped_counted_and_said(own_pg, pg_dsn, caplog
 
     with caplog.at_level("ERROR", logger="gwctl.activity"):
         ok, during, after = asyncio.run(main())
-    assert set(during) == {"submitted", "dropped", "writer_alive", "backlog_bytes", "backlog_limit_bytes", "queued_rows"}
+    assert set(during) == {
+        "submitted",
+        "dropped",
+        "writer_alive",
+        "backlog_bytes",
+        "backlog_limit_bytes",
+        "queued_rows",
+    }
     assert during["writer_alive"] is True and during["submitted"] == total
     assert 0 < during["dropped"] < total and during["backlog_bytes"] > 0 and during["backlog_limit_bytes"] == 16 * 1024
     assert not ok and after["dropped"] == during["dropped"]  # nothing more was lost once it was back
     written = len(set(_pg_ids(pg_dsn)))
     assert written == total - after["dropped"]  # every row not counted as dropped is in the log
     assert f"({after['dropped']} dropped in total)" in caplog.text
-    figure("bounded buffer (writer holds 200 rows, proxy 16 KiB)", f"{written} of {total} rows written, "
-           f"{after['dropped']} dropped, counted and logged")
+    figure(
+        "bounded buffer (writer holds 200 rows, proxy 16 KiB)",
+        f"{written} of {total} rows written, {after['dropped']} dropped, counted and logged",
+    )
 
 
 def test_health_reports_the_writer(tmp_path):
@@ -397,8 +457,14 @@ def test_health_reports_the_writer(tmp_path):
         return before, running, w.health()
 
     before, running, after = asyncio.run(main())
-    assert before == {"submitted": 0, "dropped": 0, "writer_alive": False, "backlog_bytes": 0,
-                      "backlog_limit_bytes": 64 * 1024 * 1024, "queued_rows": 0}
+    assert before == {
+        "submitted": 0,
+        "dropped": 0,
+        "writer_alive": False,
+        "backlog_bytes": 0,
+        "backlog_limit_bytes": 64 * 1024 * 1024,
+        "queued_rows": 0,
+    }
     assert running["writer_alive"] is True and running["submitted"] == 3 and running["queued_rows"] == 3
     assert after["writer_alive"] is False and after["dropped"] == 0 and after["queued_rows"] == 0
 
@@ -442,7 +508,9 @@ def _sink(fake):
 
 
 def test_a_full_or_locked_database_keeps_the_whole_batch():
-    fake = _Log(lambda batch, calls: _wrapped(sqlite3.OperationalError("database or disk is full")) if calls <= 2 else None)
+    fake = _Log(
+        lambda batch, calls: _wrapped(sqlite3.OperationalError("database or disk is full")) if calls <= 2 else None
+    )
     sink = _sink(fake)
     batch = ["a", "b", "c"]
     assert sink.write(batch) == (False, 0, 0)

@@ -131,8 +131,12 @@ def trickle_then_stall(gw):
 
 def statuses(gw):
     for status, retry_after, stream in ((503, "7", False), (429, "2", True), (500, None, False), (502, None, True)):
-        c = _send(gw, "fz/status", stream=stream,
-                  fault={"status": status, "retry_after": retry_after, "message": f"busy {status}"})
+        c = _send(
+            gw,
+            "fz/status",
+            stream=stream,
+            fault={"status": status, "retry_after": retry_after, "message": f"busy {status}"},
+        )
         assert c.status == status  # relayed as is, never turned into the gateway's own error
         assert _error(c) == {"message": f"busy {status}", "type": "upstream_error", "code": "overloaded"}
         assert c.header("retry-after") == retry_after

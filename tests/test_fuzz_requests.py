@@ -58,9 +58,27 @@ def _fuzz_gateway(where, faulty, activity: str | None = None):
         assert r.code == 0, r.err
 
     # catalog checks to run into: output budget, context size, capabilities (the proxy reloads the store)
-    cli("catalog", "set", "fz/ok", "--max-output", "1000", "--context-size", "100000", "--capability", "vision=false",
-        "--capability", "audio=false", "--capability", "reasoning=false", "--capability", "json_output=false",
-        "--capability", "tools=true", "--capability", "streaming=true")
+    cli(
+        "catalog",
+        "set",
+        "fz/ok",
+        "--max-output",
+        "1000",
+        "--context-size",
+        "100000",
+        "--capability",
+        "vision=false",
+        "--capability",
+        "audio=false",
+        "--capability",
+        "reasoning=false",
+        "--capability",
+        "json_output=false",
+        "--capability",
+        "tools=true",
+        "--capability",
+        "streaming=true",
+    )
     cli("source", "add", "pt", "--base-url", faulty.url, "--auth-value", "sk-up", "--passthrough")
     cli("route", "set", "triage", "--model-name", "assistant", "--provider", "fz", "--model", "ok")
     cli("route", "set", "triage/sub", "--model-name", "child", "--provider", "pt", "--model", "ok")
@@ -145,7 +163,9 @@ def _check(gw, results: list[tuple[Case, RawClient]]) -> tuple[dict, collections
 def _report(failures: dict, seed: int) -> str:
     lines = [f"seed {seed} (GWCTL_FUZZ_SEED):"]
     for what, items in sorted(failures.items(), key=lambda kv: -len(kv[1])):
-        lines.append(f"  {len(items)} x {what}: " + "; ".join(f"{case!r} {detail!r}"[:300] for case, detail in items[:4]))
+        lines.append(
+            f"  {len(items)} x {what}: " + "; ".join(f"{case!r} {detail!r}"[:300] for case, detail in items[:4])
+        )
     return "\n".join(lines)
 
 
@@ -160,7 +180,9 @@ def _fuzz(gw, faulty, kind: str, count: int) -> None:
     log = "".join(gw.proc.lines[first_line:])
     if "Traceback" in log:
         at = log.index("Traceback")
-        failures["a Traceback in the proxy's stderr"].append((Case(-1, kind, b"", "stderr"), log[max(0, at - 300):at + 1500]))
+        failures["a Traceback in the proxy's stderr"].append(
+            (Case(-1, kind, b"", "stderr"), log[max(0, at - 300) : at + 1500])
+        )
     figure(f"fuzz {kind}: {count} requests in {took:.1f} s", dict(sorted(statuses.items(), key=lambda kv: str(kv[0]))))
     assert not failures, _report(failures, SEED)
 

@@ -110,7 +110,9 @@ def _streams_complete(gw, faulty, n: int) -> None:
     rows = gw.wait_rows(n, timeout=60)
     assert len(rows) == n
     assert all(r["status"] == 200 and r["stream"] == 1 and r["cost"] == COST for r in rows), rows[:3]
-    figure(f"{n} concurrent streams through one worker, all open at once, then 5 events 20 ms apart", f"{took:.1f}", "s")
+    figure(
+        f"{n} concurrent streams through one worker, all open at once, then 5 events 20 ms apart", f"{took:.1f}", "s"
+    )
 
 
 def test_concurrent_streams_complete(gateway, faulty):
@@ -129,7 +131,9 @@ def _memory_per_stream(gw, faulty, n: int) -> float:
     base = rss_kib(gw.pid)
 
     async def main():
-        clients = await _gather_bounded([_open_stream(gw, "fz/hold", {"tag": f"m{i}", "events": 2}) for i in range(n)], 200)
+        clients = await _gather_bounded(
+            [_open_stream(gw, "fz/hold", {"tag": f"m{i}", "events": 2}) for i in range(n)], 200
+        )
         try:
             assert await asyncio.to_thread(wait_until, lambda: faulty.held == n, 60), faulty.held
             await asyncio.sleep(0.5)
@@ -181,7 +185,9 @@ def _hangups_cancel_upstream(gw, faulty, n: int) -> None:
 
     hung_up = asyncio.run(main())
     tags = {f"h{i}" for i in range(n)}
-    assert wait_until(lambda: tags <= faulty.closed.keys(), 20), f"{len(tags - faulty.closed.keys())} upstream calls still open"
+    assert wait_until(lambda: tags <= faulty.closed.keys(), 20), (
+        f"{len(tags - faulty.closed.keys())} upstream calls still open"
+    )
     slowest = max(faulty.closed[t] - hung_up for t in tags)
     assert slowest < 10
     figure(f"{n} client hang-ups: the upstream saw its connection close within", f"{slowest:.2f}", "s")
@@ -233,8 +239,10 @@ def _slow_reader(gw, faulty, others: int, size: int) -> None:
     assert slow.complete and slow.events()[-1] == b"[DONE]"
     content = sum(len(e) for e in slow.events())
     assert content >= size
-    figure(f"{others} streams beside a client reading nothing of a {size // 1_000_000} MB stream", f"{took:.1f} s, "
-           f"proxy RSS +{grown} KiB meanwhile")
+    figure(
+        f"{others} streams beside a client reading nothing of a {size // 1_000_000} MB stream",
+        f"{took:.1f} s, proxy RSS +{grown} KiB meanwhile",
+    )
     assert grown < 64 * 1024  # flow control: the stalled stream is not buffered whole in the proxy
     rows = gw.wait_rows(others + 1, timeout=30)
     assert all(r["status"] == 200 for r in rows)

@@ -19,10 +19,17 @@ USAGE = {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}
 CONTENT = ev({"id": "c", "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]})
 SHAPES = {
     "openai": ev({"id": "c", "choices": [], "usage": USAGE}),
-    "vllm": ev({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [], "usage": USAGE}),
+    "vllm": ev(
+        {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [], "usage": USAGE}
+    ),
     "litellm": ev({"id": "c", "choices": [{"index": 0, "delta": {}}], "usage": USAGE}),
-    "litellm_null_finish": ev({"id": "c", "choices": [{"index": 0, "delta": {"role": "assistant", "content": None},
-                                                        "finish_reason": None}], "usage": USAGE}),
+    "litellm_null_finish": ev(
+        {
+            "id": "c",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": None}, "finish_reason": None}],
+            "usage": USAGE,
+        }
+    ),
 }
 
 
@@ -44,7 +51,9 @@ def test_every_usage_only_shape_is_hidden_when_the_client_did_not_ask():
 
 
 def test_a_chunk_with_output_and_usage_keeps_its_output():
-    last = ev({"id": "c", "choices": [{"index": 0, "delta": {"content": "!"}, "finish_reason": "stop"}], "usage": USAGE})
+    last = ev(
+        {"id": "c", "choices": [{"index": 0, "delta": {"content": "!"}, "finish_reason": "stop"}], "usage": USAGE}
+    )
     m = StreamMeter("chat", strip_usage_chunk=True)
     out = run(m, CONTENT + last + b"data: [DONE]\n\n", [])
     assert b'"usage"' not in out and b'"content":"!"' in out and b'"finish_reason":"stop"' in out
@@ -80,7 +89,9 @@ def test_terminal_events_of_each_api():
     r = StreamMeter("responses")
     r.feed(b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta","delta":"x"}\n\n')
     assert not r.terminal
-    r.feed(b'event: response.completed\ndata: {"type":"response.completed","response":{"usage":{"input_tokens":1,"output_tokens":1}}}\n\n')
+    r.feed(
+        b'event: response.completed\ndata: {"type":"response.completed","response":{"usage":{"input_tokens":1,"output_tokens":1}}}\n\n'
+    )
     assert r.terminal and r.usage() is not None
     c = StreamMeter("chat")
     c.feed(ev({"choices": [{"delta": {"content": "data: [DONE]"}}]}))

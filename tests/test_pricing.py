@@ -46,8 +46,12 @@ def entry_with(ref: str = "local/m", **texts: str) -> CatalogEntry:
 def test_pinned_openai_cost_is_exact():
     entry = entry_with(input="3e-6", output="1.5e-5", cached_input="1.5e-6")
     usage = usage_from_openai_chat(
-        {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050,
-         "prompt_tokens_details": {"cached_tokens": 200}}
+        {
+            "prompt_tokens": 1000,
+            "completion_tokens": 50,
+            "total_tokens": 1050,
+            "prompt_tokens_details": {"cached_tokens": 200},
+        }
     )
     cost = price(entry, usage)
     assert cost.billed
@@ -66,8 +70,12 @@ GOLDEN_FILES = sorted(GOLDEN.glob("usage_*.json"))
 
 def test_golden_fixtures_exist():
     names = {p.name for p in GOLDEN_FILES}
-    assert {"usage_openai_chat.json", "usage_openai_responses.json", "usage_anthropic.json",
-            "usage_anthropic_cache_web.json"} <= names
+    assert {
+        "usage_openai_chat.json",
+        "usage_openai_responses.json",
+        "usage_anthropic.json",
+        "usage_anthropic_cache_web.json",
+    } <= names
 
 
 @pytest.mark.parametrize("path", GOLDEN_FILES, ids=lambda p: p.stem)
@@ -80,8 +88,11 @@ def test_golden(path):
     cost = price(entry, usage)
     assert cost.to_json() == case["expected_cost"]
     # the shape-specific reader gives the same usage as detection
-    reader = {"openai_chat": usage_from_openai_chat, "openai_responses": usage_from_responses,
-              "anthropic": usage_from_anthropic}[shape]
+    reader = {
+        "openai_chat": usage_from_openai_chat,
+        "openai_responses": usage_from_responses,
+        "anthropic": usage_from_anthropic,
+    }[shape]
     inner = case["body"].get("usage", case["body"])
     assert reader(inner) == usage
     # the JSON round-trips exactly
@@ -94,17 +105,27 @@ def test_golden(path):
 
 def test_openai_chat_split():
     u = usage_from_openai_chat(
-        {"prompt_tokens": 100, "completion_tokens": 40,
-         "prompt_tokens_details": {"cached_tokens": 30, "audio_tokens": 20},
-         "completion_tokens_details": {"reasoning_tokens": 25, "audio_tokens": 5}}
+        {
+            "prompt_tokens": 100,
+            "completion_tokens": 40,
+            "prompt_tokens_details": {"cached_tokens": 30, "audio_tokens": 20},
+            "completion_tokens_details": {"reasoning_tokens": 25, "audio_tokens": 5},
+        }
     )
-    assert u == Usage(input_tokens=50, cached_input_tokens=30, audio_input_tokens=20,
-                      output_tokens=40, reasoning_tokens=25)
+    assert u == Usage(
+        input_tokens=50, cached_input_tokens=30, audio_input_tokens=20, output_tokens=40, reasoning_tokens=25
+    )
 
 
 def test_openai_chat_nulls_and_missing_are_zero():
-    u = usage_from_openai_chat({"prompt_tokens": 10, "completion_tokens": None,
-                                "prompt_tokens_details": None, "completion_tokens_details": None})
+    u = usage_from_openai_chat(
+        {
+            "prompt_tokens": 10,
+            "completion_tokens": None,
+            "prompt_tokens_details": None,
+            "completion_tokens_details": None,
+        }
+    )
     assert u == Usage(input_tokens=10)
     assert usage_from_openai_chat({}) == Usage()
 
@@ -115,17 +136,24 @@ def test_openai_chat_cached_above_prompt_is_refused():
 
 
 def test_responses_split():
-    u = usage_from_responses({"input_tokens": 100, "input_tokens_details": {"cached_tokens": 64},
-                              "output_tokens": 10, "output_tokens_details": {"reasoning_tokens": 7},
-                              "total_tokens": 110})
+    u = usage_from_responses(
+        {
+            "input_tokens": 100,
+            "input_tokens_details": {"cached_tokens": 64},
+            "output_tokens": 10,
+            "output_tokens_details": {"reasoning_tokens": 7},
+            "total_tokens": 110,
+        }
+    )
     assert u == Usage(input_tokens=36, cached_input_tokens=64, output_tokens=10, reasoning_tokens=7)
     with pytest.raises(ValueError, match="exceed input_tokens"):
         usage_from_responses({"input_tokens": 1, "input_tokens_details": {"cached_tokens": 2}})
 
 
 def test_anthropic_without_breakdown_writes_at_5m():
-    u = usage_from_anthropic({"input_tokens": 5, "output_tokens": 6,
-                              "cache_creation_input_tokens": 70, "cache_read_input_tokens": 80})
+    u = usage_from_anthropic(
+        {"input_tokens": 5, "output_tokens": 6, "cache_creation_input_tokens": 70, "cache_read_input_tokens": 80}
+    )
     assert u == Usage(input_tokens=5, output_tokens=6, cache_write_5m_tokens=70, cache_read_tokens=80)
 
 
@@ -141,20 +169,34 @@ def test_anthropic_without_breakdown_writes_at_5m():
     ],
 )
 def test_anthropic_cache_creation_breakdown(total, p5, p1, w5, w1):
-    u = usage_from_anthropic({"input_tokens": 1, "cache_creation_input_tokens": total,
-                              "cache_creation": {"ephemeral_5m_input_tokens": p5, "ephemeral_1h_input_tokens": p1}})
+    u = usage_from_anthropic(
+        {
+            "input_tokens": 1,
+            "cache_creation_input_tokens": total,
+            "cache_creation": {"ephemeral_5m_input_tokens": p5, "ephemeral_1h_input_tokens": p1},
+        }
+    )
     assert (u.cache_write_5m_tokens, u.cache_write_1h_tokens) == (w5, w1)
 
 
 def test_anthropic_web_search_and_nulls():
-    u = usage_from_anthropic({"input_tokens": 3, "output_tokens": None, "cache_creation": None,
-                              "cache_read_input_tokens": None, "server_tool_use": {"web_search_requests": 2}})
+    u = usage_from_anthropic(
+        {
+            "input_tokens": 3,
+            "output_tokens": None,
+            "cache_creation": None,
+            "cache_read_input_tokens": None,
+            "server_tool_use": {"web_search_requests": 2},
+        }
+    )
     assert u == Usage(input_tokens=3, web_searches=2)
 
 
 @pytest.mark.parametrize("reader", [usage_from_openai_chat, usage_from_responses, usage_from_anthropic])
-@pytest.mark.parametrize("bad, fragment", [(-1, "must not be negative"), (1.5, "whole number"),
-                                           ("12", "whole number"), (True, "whole number")])
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [(-1, "must not be negative"), (1.5, "whole number"), ("12", "whole number"), (True, "whole number")],
+)
 def test_readers_refuse_bad_counts(reader, bad, fragment):
     key = "prompt_tokens" if reader is usage_from_openai_chat else "input_tokens"
     with pytest.raises(ValueError, match=fragment) as info:
@@ -191,10 +233,17 @@ def test_integral_float_counts_are_read():
         ({"object": "response", "usage": {"input_tokens": 1, "output_tokens": 2}}, "openai_responses"),
         ({"type": "message", "usage": {"input_tokens": 1, "output_tokens": 2}}, "anthropic"),
         ({"object": "chat.completion", "choices": [], "usage": {"prompt_tokens": 4}}, "openai_chat"),
-        ({"type": "response.completed", "response": {"object": "response",
-          "usage": {"input_tokens": 1, "output_tokens": 2}}}, "openai_responses"),
-        ({"type": "message_start", "message": {"type": "message",
-          "usage": {"input_tokens": 9, "output_tokens": 1}}}, "anthropic"),
+        (
+            {
+                "type": "response.completed",
+                "response": {"object": "response", "usage": {"input_tokens": 1, "output_tokens": 2}},
+            },
+            "openai_responses",
+        ),
+        (
+            {"type": "message_start", "message": {"type": "message", "usage": {"input_tokens": 9, "output_tokens": 1}}},
+            "anthropic",
+        ),
     ],
 )
 def test_detect_usage_shapes(obj, shape):
@@ -267,8 +316,13 @@ def test_no_entry_is_unbilled_not_zero():
     assert cost.total is None and not cost.billed
     assert cost.unbilled_reason == "no catalog entry for local/gpt-5.5"
     assert cost.items == ()
-    assert cost.to_json() == {"billed": False, "currency": "USD", "total": None,
-                              "unbilled_reason": "no catalog entry for local/gpt-5.5", "items": []}
+    assert cost.to_json() == {
+        "billed": False,
+        "currency": "USD",
+        "total": None,
+        "unbilled_reason": "no catalog entry for local/gpt-5.5",
+        "items": [],
+    }
 
 
 def test_entry_without_prices_is_unbilled():
@@ -347,8 +401,18 @@ def test_line_items_follow_the_fixed_order():
     entry = entry_with(**{k: "1e-6" for k in PRICE_KINDS})
     usage = Usage(**{f.name: 1 for f in fields(Usage) if f.name != "reasoning_tokens"})
     kinds = [i.kind for i in price(entry, usage).items]
-    assert kinds == ["input", "cached_input", "cache_read", "cache_write_5m", "cache_write_1h",
-                     "output", "audio_input", "web_search", "image", "per_request"]
+    assert kinds == [
+        "input",
+        "cached_input",
+        "cache_read",
+        "cache_write_5m",
+        "cache_write_1h",
+        "output",
+        "audio_input",
+        "web_search",
+        "image",
+        "per_request",
+    ]
     assert [k for k, _ in USAGE_KINDS] == kinds
     assert set(FALLBACKS) == set(PRICE_KINDS)
 
@@ -384,9 +448,7 @@ def test_int_entry_price_is_accepted():
 
 # --- hypothesis: exactness and additivity --------------------------------------------------------
 
-price_values = st.builds(
-    lambda digits, exp: Decimal(f"{digits}E{exp}"), st.integers(0, 10**12), st.integers(-18, 0)
-)
+price_values = st.builds(lambda digits, exp: Decimal(f"{digits}E{exp}"), st.integers(0, 10**12), st.integers(-18, 0))
 entries = st.dictionaries(st.sampled_from(PRICE_KINDS), price_values, max_size=len(PRICE_KINDS)).map(
     lambda prices: CatalogEntry(source="h", model_id="m", prices=prices)
 )
@@ -473,21 +535,47 @@ def test_the_plans_total_is_the_itemised_total(entry, usage):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.integers(0, 10**7), st.integers(0, 10**7), st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 10**6),
-       st.integers(0, 10**6), st.integers(0, 10**6), st.integers(0, 100))
-def test_readers_build_usages_that_pass_the_full_checks(prompt, completion, cached, audio, reasoning, cache_read,
-                                                        write, searches):
+@given(
+    st.integers(0, 10**7),
+    st.integers(0, 10**7),
+    st.integers(0, 10**6),
+    st.integers(0, 10**6),
+    st.integers(0, 10**6),
+    st.integers(0, 10**6),
+    st.integers(0, 10**6),
+    st.integers(0, 100),
+)
+def test_readers_build_usages_that_pass_the_full_checks(
+    prompt, completion, cached, audio, reasoning, cache_read, write, searches
+):
     """The readers skip Usage's own checks (they validated each count): what they build must pass them."""
     prompt += cached + audio
     built = [
-        usage_from_openai_chat({"prompt_tokens": prompt, "completion_tokens": completion,
-                                "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": audio},
-                                "completion_tokens_details": {"reasoning_tokens": reasoning}}),
-        usage_from_responses({"input_tokens": prompt, "output_tokens": completion,
-                              "input_tokens_details": {"cached_tokens": cached},
-                              "output_tokens_details": {"reasoning_tokens": reasoning}}),
-        usage_from_anthropic({"input_tokens": prompt, "output_tokens": completion, "cache_read_input_tokens": cache_read,
-                              "cache_creation_input_tokens": write, "server_tool_use": {"web_search_requests": searches}}),
+        usage_from_openai_chat(
+            {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": audio},
+                "completion_tokens_details": {"reasoning_tokens": reasoning},
+            }
+        ),
+        usage_from_responses(
+            {
+                "input_tokens": prompt,
+                "output_tokens": completion,
+                "input_tokens_details": {"cached_tokens": cached},
+                "output_tokens_details": {"reasoning_tokens": reasoning},
+            }
+        ),
+        usage_from_anthropic(
+            {
+                "input_tokens": prompt,
+                "output_tokens": completion,
+                "cache_read_input_tokens": cache_read,
+                "cache_creation_input_tokens": write,
+                "server_tool_use": {"web_search_requests": searches},
+            }
+        ),
     ]
     for u in built:
         assert Usage(**vars(u)) == u and u.requests == 1

@@ -29,12 +29,35 @@ def gateway(tmp_path, upstream, monkeypatch):
     """A store wired to the stand-in, a gateway key, and a running proxy."""
     upstream.configure(usage=USAGE)
     gw = run_cli
-    assert gw("source", "add", "local", "--base-url", upstream.url, "--auth-value", UP_KEY, "--header", "X-Team: ml").code == 0
+    assert (
+        gw("source", "add", "local", "--base-url", upstream.url, "--auth-value", UP_KEY, "--header", "X-Team: ml").code
+        == 0
+    )
     assert gw("source", "refresh", "local").code == 0
-    assert gw("catalog", "set", "local/llama-3.1-8b", "--price", "input=3e-6", "--price", "output=1.5e-5",
-              "--price", "cached_input=1.5e-6", "--max-output", "1000", "--context-size", "100000",
-              "--capability", "vision=false").code == 0
-    assert gw("route", "set", "triage", "--model-name", "assistant", "--provider", "local", "--model", "llama-3.1-8b").code == 0
+    assert (
+        gw(
+            "catalog",
+            "set",
+            "local/llama-3.1-8b",
+            "--price",
+            "input=3e-6",
+            "--price",
+            "output=1.5e-5",
+            "--price",
+            "cached_input=1.5e-6",
+            "--max-output",
+            "1000",
+            "--context-size",
+            "100000",
+            "--capability",
+            "vision=false",
+        ).code
+        == 0
+    )
+    assert (
+        gw("route", "set", "triage", "--model-name", "assistant", "--provider", "local", "--model", "llama-3.1-8b").code
+        == 0
+    )
     key = gw("key", "create", "tester", "--json").json()["key"]
     activity = f"sqlite://{tmp_path / 'activity.sqlite3'}"
     monkeypatch.setenv("GWCTL_ACTIVITY", activity)
@@ -64,8 +87,9 @@ def oa(proc, key, **kw):
 def test_openai_chat_plain_is_billed_exactly(gateway, upstream):
     proc, key = gateway
     client = oa(proc, key)
-    r = client.chat.completions.create(model="assistant", messages=[{"role": "user", "content": "hi"}],
-                                       extra_headers={"X-Gwctl-Agent": "triage"})
+    r = client.chat.completions.create(
+        model="assistant", messages=[{"role": "user", "content": "hi"}], extra_headers={"X-Gwctl-Agent": "triage"}
+    )
     assert r.choices[0].message.content
     seen = upstream.received[-1]
     assert seen.body["model"] == "llama-3.1-8b"  # managed: upstream id replaces the alias
@@ -82,8 +106,11 @@ def test_openai_chat_plain_is_billed_exactly(gateway, upstream):
 def test_openai_chat_stream_relays_chunks_and_hides_injected_usage(gateway, upstream):
     proc, key = gateway
     client = oa(proc, key)
-    chunks = list(client.chat.completions.create(model="local/llama-3.1-8b", stream=True,
-                                                 messages=[{"role": "user", "content": "hi"}]))
+    chunks = list(
+        client.chat.completions.create(
+            model="local/llama-3.1-8b", stream=True, messages=[{"role": "user", "content": "hi"}]
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "Hello from the"
     assert all(c.usage is None for c in chunks)  # the client did not ask for usage
@@ -94,9 +121,14 @@ def test_openai_chat_stream_relays_chunks_and_hides_injected_usage(gateway, upst
 
 def test_openai_stream_usage_passed_on_when_client_asks(gateway):
     proc, key = gateway
-    chunks = list(oa(proc, key).chat.completions.create(
-        model="local/llama-3.1-8b", stream=True, stream_options={"include_usage": True},
-        messages=[{"role": "user", "content": "hi"}]))
+    chunks = list(
+        oa(proc, key).chat.completions.create(
+            model="local/llama-3.1-8b",
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "hi"}],
+        )
+    )
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 1000
 
 
@@ -105,12 +137,17 @@ def test_openai_async_client(gateway):
 
     async def go():
         client = openai.AsyncOpenAI(base_url=proc.url + "/v1", api_key=key, max_retries=0)
-        rs = await asyncio.gather(*[
-            client.chat.completions.create(model="local/llama-3.1-8b", messages=[{"role": "user", "content": f"hi {i}"}])
-            for i in range(5)
-        ])
-        stream = await client.chat.completions.create(model="local/llama-3.1-8b", stream=True,
-                                                      messages=[{"role": "user", "content": "hi"}])
+        rs = await asyncio.gather(
+            *[
+                client.chat.completions.create(
+                    model="local/llama-3.1-8b", messages=[{"role": "user", "content": f"hi {i}"}]
+                )
+                for i in range(5)
+            ]
+        )
+        stream = await client.chat.completions.create(
+            model="local/llama-3.1-8b", stream=True, messages=[{"role": "user", "content": "hi"}]
+        )
         pieces = [c.choices[0].delta.content or "" async for c in stream if c.choices]
         await client.close()
         return rs, pieces
@@ -147,14 +184,18 @@ def test_anthropic_messages_plain_stream_async(gateway, upstream):
     seen = upstream.received[-1]
     assert seen.path == "/v1/messages" and seen.headers["authorization"] == f"Bearer {UP_KEY}"
     assert "x-api-key" not in seen.headers and seen.headers.get("anthropic-version")
-    with client.messages.stream(model="local/llama-3.1-8b", max_tokens=100, messages=[{"role": "user", "content": "hi"}]) as s:
+    with client.messages.stream(
+        model="local/llama-3.1-8b", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+    ) as s:
         text = "".join(s.text_stream)
         final = s.get_final_message()
     assert text and final.usage.output_tokens == 50
 
     async def go():
         c = anthropic.AsyncAnthropic(base_url=proc.url, api_key=key, max_retries=0)
-        r = await c.messages.create(model="local/llama-3.1-8b", max_tokens=10, messages=[{"role": "user", "content": "x"}])
+        r = await c.messages.create(
+            model="local/llama-3.1-8b", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+        )
         await c.close()
         return r
 
@@ -167,32 +208,50 @@ def test_anthropic_messages_plain_stream_async(gateway, upstream):
 def test_auth_failures(gateway):
     proc, key = gateway
     with pytest.raises(openai.AuthenticationError):
-        oa(proc, "gwk_wrong").chat.completions.create(model="local/llama-3.1-8b", messages=[{"role": "user", "content": "x"}])
+        oa(proc, "gwk_wrong").chat.completions.create(
+            model="local/llama-3.1-8b", messages=[{"role": "user", "content": "x"}]
+        )
     r = httpx.post(proc.url + "/v1/chat/completions", json={"model": "x"})
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
     with pytest.raises(anthropic.AuthenticationError):
         anthropic.Anthropic(base_url=proc.url, api_key="nope", max_retries=0).messages.create(
-            model="local/llama-3.1-8b", max_tokens=1, messages=[{"role": "user", "content": "x"}])
+            model="local/llama-3.1-8b", max_tokens=1, messages=[{"role": "user", "content": "x"}]
+        )
     assert httpx.get(proc.url + "/healthz").status_code == 200  # health needs no key
     # refused requests are logged too: no key name, the reason as the rule; health checks are not
     rows = activity_rows(3)
-    assert [(r["status"], r["rule"], r["key_name"], r["route_kind"]) for r in rows] == [(401, "invalid_api_key", None, "rejected")] * 3
+    assert [(r["status"], r["rule"], r["key_name"], r["route_kind"]) for r in rows] == [
+        (401, "invalid_api_key", None, "rejected")
+    ] * 3
     r = httpx.post(proc.url + "/v1/nothing", json={}, headers={"Authorization": "Bearer " + key})
     assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_endpoint"
     rows = activity_rows(4)
-    assert (rows[0]["status"], rows[0]["rule"], rows[0]["key_name"], rows[0]["path"]) == (404, "unknown_endpoint", "tester", "/v1/nothing")
+    assert (rows[0]["status"], rows[0]["rule"], rows[0]["key_name"], rows[0]["path"]) == (
+        404,
+        "unknown_endpoint",
+        "tester",
+        "/v1/nothing",
+    )
 
 
 def test_catalog_rejection_is_400_with_rule_and_never_reaches_upstream(gateway, upstream):
     proc, key = gateway
     client = oa(proc, key)
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="assistant", max_tokens=5000, messages=[{"role": "user", "content": "x"}],
-                                       extra_headers={"X-Gwctl-Agent": "triage"})
+        client.chat.completions.create(
+            model="assistant",
+            max_tokens=5000,
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"X-Gwctl-Agent": "triage"},
+        )
     assert e.value.status_code == 400 and e.value.code == "max_output"
     with pytest.raises(openai.BadRequestError) as e:
-        client.chat.completions.create(model="local/llama-3.1-8b", messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}])
+        client.chat.completions.create(
+            model="local/llama-3.1-8b",
+            messages=[
+                {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}
+            ],
+        )
     assert e.value.code == "capability_vision"
     assert upstream.received == []
     rows = activity_rows(2)
@@ -212,8 +271,11 @@ def test_body_too_large_413(tmp_path, upstream, monkeypatch):
     key = run_cli("key", "create", "k", "--json").json()["key"]
     proc = ProxyProcess(tmp_path / "cfg" / "gwctl.toml", f"sqlite://{tmp_path / 'a.db'}", "--body-limit", "1000")
     try:
-        r = httpx.post(proc.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                       json={"model": "local/x", "messages": [{"role": "user", "content": "x" * 5000}]})
+        r = httpx.post(
+            proc.url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "local/x", "messages": [{"role": "user", "content": "x" * 5000}]},
+        )
         assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
     finally:
         proc.terminate()
@@ -289,8 +351,9 @@ def test_sigterm_drains_inflight_stream_and_flushes_log(gateway, upstream):
 
     def stream():
         pieces = []
-        for c in oa(proc, key).chat.completions.create(model="local/llama-3.1-8b", stream=True,
-                                                       messages=[{"role": "user", "content": "x"}]):
+        for c in oa(proc, key).chat.completions.create(
+            model="local/llama-3.1-8b", stream=True, messages=[{"role": "user", "content": "x"}]
+        ):
             if c.choices:
                 pieces.append(c.choices[0].delta.content or "")
         result["text"] = "".join(pieces)
@@ -331,8 +394,11 @@ def test_activity_summary_cli_by_each_dimension(gateway):
     proc, key = gateway
     client = oa(proc, key)
     for agent in ("triage", "triage/summarizer", "triage/summarizer"):
-        client.chat.completions.create(model="local/llama-3.1-8b", messages=[{"role": "user", "content": "x"}],
-                                       extra_headers={"X-Gwctl-Agent": agent})
+        client.chat.completions.create(
+            model="local/llama-3.1-8b",
+            messages=[{"role": "user", "content": "x"}],
+            extra_headers={"X-Gwctl-Agent": agent},
+        )
     client.chat.completions.create(model="local/mistral-7b", messages=[{"role": "user", "content": "x"}])
     activity_rows(4)
     by_agent = {r["key"]: r for r in run_cli("activity", "summary", "--by", "agent", "--json").json()["rows"]}
@@ -356,8 +422,12 @@ def test_workers_share_the_port(tmp_path, upstream):
     proc = ProxyProcess(tmp_path / "cfg" / "gwctl.toml", f"sqlite://{tmp_path / 'a.db'}", "--workers", "2")
     try:
         for _ in range(6):
-            r = httpx.post(proc.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                           json={"model": "local/m", "messages": []}, timeout=20)
+            r = httpx.post(
+                proc.url + "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": "local/m", "messages": []},
+                timeout=20,
+            )
             assert r.status_code == 200
     finally:
         assert proc.terminate() == 0
@@ -370,8 +440,12 @@ def test_client_hangup_cancels_the_stream(gateway, upstream):
     upstream.configure(chunk_delay_ms=200, stream_chunks=20)
     try:
         with httpx.Client(timeout=20) as c:
-            with c.stream("POST", proc.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                          json={"model": "local/llama-3.1-8b", "stream": True, "messages": []}) as s:
+            with c.stream(
+                "POST",
+                proc.url + "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": "local/llama-3.1-8b", "stream": True, "messages": []},
+            ) as s:
                 for line in s.iter_lines():
                     if line.startswith("data: {"):
                         break  # hang up after the first chunk
@@ -402,7 +476,9 @@ def test_large_prompt_is_decided_and_forwarded(gateway, upstream):
     assert r.choices[0].message.content
     assert upstream.received[-1].body["messages"][0]["content"] == big
     with pytest.raises(openai.BadRequestError) as e:  # the context check still applies
-        oa(proc, key).chat.completions.create(model="local/llama-3.1-8b", messages=[{"role": "user", "content": big * 2}])
+        oa(proc, key).chat.completions.create(
+            model="local/llama-3.1-8b", messages=[{"role": "user", "content": big * 2}]
+        )
     assert e.value.code == "context_size"
 
 
@@ -414,20 +490,35 @@ def test_upstreams_are_reached_through_the_egress_proxy_in_the_environment(tmp_p
     upstream.configure(usage=USAGE)
     assert run_cli("source", "add", "local", "--base-url", upstream.url, "--auth-value", UP_KEY).code == 0
     assert run_cli("source", "refresh", "local").code == 0
-    assert run_cli("catalog", "set", "local/llama-3.1-8b", "--price", "input=3e-6", "--price", "output=1.5e-5",
-                   "--price", "cached_input=1.5e-6").code == 0
+    assert (
+        run_cli(
+            "catalog",
+            "set",
+            "local/llama-3.1-8b",
+            "--price",
+            "input=3e-6",
+            "--price",
+            "output=1.5e-5",
+            "--price",
+            "cached_input=1.5e-6",
+        ).code
+        == 0
+    )
     key = run_cli("key", "create", "tester", "--json").json()["key"]
     activity = f"sqlite://{tmp_path / 'activity.sqlite3'}"
     store = tmp_path / "cfg" / "gwctl.toml"
     with EgressProxy().in_thread() as egress:
-        for env, through in (({"HTTP_PROXY": egress.url("ops:s3cret")}, True),
-                             ({"HTTP_PROXY": egress.url(), "NO_PROXY": "127.0.0.1"}, False)):
+        for env, through in (
+            ({"HTTP_PROXY": egress.url("ops:s3cret")}, True),
+            ({"HTTP_PROXY": egress.url(), "NO_PROXY": "127.0.0.1"}, False),
+        ):
             egress.seen.clear()
             upstream.clear()
             proc = ProxyProcess(store, activity, env=env)
             try:
-                r = oa(proc, key).chat.completions.create(model="local/llama-3.1-8b",
-                                                           messages=[{"role": "user", "content": "hi"}])
+                r = oa(proc, key).chat.completions.create(
+                    model="local/llama-3.1-8b", messages=[{"role": "user", "content": "hi"}]
+                )
                 assert r.choices[0].message.content
                 assert upstream.received[-1].headers["authorization"] == f"Bearer {UP_KEY}"
                 if through:
@@ -447,9 +538,13 @@ def test_an_unusable_egress_proxy_stops_the_gateway_at_start(tmp_path):
     import sys
 
     assert run_cli("key", "create", "tester").code == 0
-    out = subprocess.run([sys.executable, "-m", "gwctl", "--store", str(tmp_path / "cfg" / "gwctl.toml"), "proxy",
-                          "--port", "0"], env={**os.environ, "HTTPS_PROXY": "socks5://u:pw@127.0.0.1:1080"},
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "gwctl", "--store", str(tmp_path / "cfg" / "gwctl.toml"), "proxy", "--port", "0"],
+        env={**os.environ, "HTTPS_PROXY": "socks5://u:pw@127.0.0.1:1080"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 1
     assert "cannot use the egress proxy from the environment" in out.stderr and "socks5://" in out.stderr
     assert "pw@" not in out.stderr and "Traceback" not in out.stderr

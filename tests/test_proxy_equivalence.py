@@ -33,11 +33,41 @@ def world(tmp_path_factory):
     a = start_standin(StandinConfig(models=["m1", "m2"], prefix="/v1"))
     b = start_standin(StandinConfig(models=["m1", "m2"], prefix="/api/v1"))
     gw = run_cli
-    assert gw("source", "add", "s1", "--base-url", a.url, "--auth-value", SECRETS["s1"], "--header", "X-Src: s1").code == 0
-    assert gw("source", "add", "s2", "--base-url", a.base, "--auth-header", "X-Key", "--auth-value", SECRETS["s2"],
-              "--passthrough", "--header", "X-Src: s2").code == 0
-    assert gw("source", "add", "s3", "--base-url", b.url, "--auth-value", SECRETS["s3"], "--catalog-only",
-              "--header", "X-Src: s3").code == 0
+    assert (
+        gw("source", "add", "s1", "--base-url", a.url, "--auth-value", SECRETS["s1"], "--header", "X-Src: s1").code == 0
+    )
+    assert (
+        gw(
+            "source",
+            "add",
+            "s2",
+            "--base-url",
+            a.base,
+            "--auth-header",
+            "X-Key",
+            "--auth-value",
+            SECRETS["s2"],
+            "--passthrough",
+            "--header",
+            "X-Src: s2",
+        ).code
+        == 0
+    )
+    assert (
+        gw(
+            "source",
+            "add",
+            "s3",
+            "--base-url",
+            b.url,
+            "--auth-value",
+            SECRETS["s3"],
+            "--catalog-only",
+            "--header",
+            "X-Src: s3",
+        ).code
+        == 0
+    )
     for args in (
         ["triage", "--model-name", "alias", "--provider", "s1", "--model", "m1"],
         ["triage", "--model-name", "direct", "--provider", "s2"],
@@ -47,9 +77,28 @@ def world(tmp_path_factory):
         ["triage/classifier", "--model-name", "strict", "--provider", "s3", "--model", "unpriced"],
     ):
         assert gw("route", "set", *args).code == 0
-    assert gw("catalog", "set", "s1/m1", "--price", "input=1e-6", "--price", "output=2e-6", "--max-output", "500",
-              "--capability", "tools=false").code == 0
-    assert gw("catalog", "set", "s3/m1", "--price", "input=1e-6", "--max-output", "300", "--capability", "streaming=false").code == 0
+    assert (
+        gw(
+            "catalog",
+            "set",
+            "s1/m1",
+            "--price",
+            "input=1e-6",
+            "--price",
+            "output=2e-6",
+            "--max-output",
+            "500",
+            "--capability",
+            "tools=false",
+        ).code
+        == 0
+    )
+    assert (
+        gw(
+            "catalog", "set", "s3/m1", "--price", "input=1e-6", "--max-output", "300", "--capability", "streaming=false"
+        ).code
+        == 0
+    )
     assert gw("catalog", "set", "s2/m2", "--max-output", "10").code == 0  # passthrough ignores it
     assert gw("route", "fallback", "s1").code == 0
     key = gw("key", "create", "eq", "--json").json()["key"]
@@ -67,8 +116,24 @@ def world(tmp_path_factory):
 requests_ = st.fixed_dictionaries(
     {
         "agent": st.sampled_from([None, "triage", "ops", "triage/summarizer", "triage/classifier", "triage/other"]),
-        "path": st.sampled_from(["/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/completions", "/v1/embeddings"]),
-        "model": st.sampled_from(["alias", "direct", "elsewhere", "strict", "s1/m1", "s2/m2", "s3/m1", "s3/zz", "s1/qwen/q", "gpt-4o", "other/x"]),
+        "path": st.sampled_from(
+            ["/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/completions", "/v1/embeddings"]
+        ),
+        "model": st.sampled_from(
+            [
+                "alias",
+                "direct",
+                "elsewhere",
+                "strict",
+                "s1/m1",
+                "s2/m2",
+                "s3/m1",
+                "s3/zz",
+                "s1/qwen/q",
+                "gpt-4o",
+                "other/x",
+            ]
+        ),
         "max_tokens": st.one_of(st.none(), st.sampled_from([5, 50, 400, 1000])),
         "tools": st.booleans(),
         "stream": st.booleans(),
@@ -94,13 +159,19 @@ def _body(r):
         if r["max_tokens"] is not None:
             b["max_tokens"] = r["max_tokens"]
     if r["tools"] and path in ("/v1/chat/completions", "/v1/messages", "/v1/responses"):
-        b["tools"] = [{"type": "function", "function": {"name": "f", "parameters": {}}}] if path != "/v1/messages" else [{"name": "f", "input_schema": {"type": "object"}}]
+        b["tools"] = (
+            [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+            if path != "/v1/messages"
+            else [{"name": "f", "input_schema": {"type": "object"}}]
+        )
     if r["stream"] and path != "/v1/embeddings":
         b["stream"] = True
     return b
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(requests_)
 def test_dry_run_equals_proxy(world, req):
     import os

@@ -13,9 +13,15 @@ from conftest import run_cli
 from proxyrun import ProxyProcess, wait_for
 from rawupstream import RawUpstream, json_reply
 
-CHAT_OK = json.dumps({"id": "c1", "object": "chat.completion", "model": "m",
-                      "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
-                      "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}).encode()
+CHAT_OK = json.dumps(
+    {
+        "id": "c1",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4},
+    }
+).encode()
 
 
 @pytest.fixture
@@ -33,8 +39,12 @@ def _proxy(tmp_path, upstream_url: str, *source_args: str) -> tuple[ProxyProcess
 
 def _raw_request(url: str, head_lines: list[bytes], body: bytes) -> bytes:
     host, port = url.split("//")[1].split(":")
-    req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n" + b"".join(line + b"\r\n" for line in head_lines)
-           + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+    req = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+        + b"".join(line + b"\r\n" for line in head_lines)
+        + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+        + body
+    )
     with socket.create_connection((host, int(port)), timeout=20) as s:
         s.sendall(req)
         out = b""
@@ -46,20 +56,30 @@ def _raw_request(url: str, head_lines: list[bytes], body: bytes) -> bytes:
 def test_source_headers_replace_client_copies_whatever_the_case(tmp_path, raw_upstream):
     """Finding 3: the source's credential and static headers replace any client copy; Connection-named
     headers are hop-by-hop; duplicates are forwarded, in order; header bytes go upstream as received."""
-    proc, key = _proxy(tmp_path, raw_upstream.url, "--auth-header", "X-Up-Key", "--auth-value", "sekret-up",
-                       "--header", "X-Team: ml")
+    proc, key = _proxy(
+        tmp_path, raw_upstream.url, "--auth-header", "X-Up-Key", "--auth-value", "sekret-up", "--header", "X-Team: ml"
+    )
     try:
         body = json.dumps({"model": "up/m", "messages": [{"role": "user", "content": "x"}]}).encode()
-        out = _raw_request(proc.url, [
-            b"Authorization: Bearer " + key.encode(),
-            b"x-up-key: client-copy", b"X-UP-KEY: client-copy-2",
-            b"x-TEAM: evil",
-            b"Connection: X-Hop, keep-alive", b"X-Hop: hop-value",
-            b"X-Dup: a", b"X-Dup: b",
-            b"X-Forwarded-For: 203.0.113.9", b"Forwarded: for=203.0.113.9", b"Via: 1.1 somewhere",
-            b"X-Bytes: caf\xc3\xa9 \xff",
-            b"Content-Type: application/json",
-        ], body)
+        out = _raw_request(
+            proc.url,
+            [
+                b"Authorization: Bearer " + key.encode(),
+                b"x-up-key: client-copy",
+                b"X-UP-KEY: client-copy-2",
+                b"x-TEAM: evil",
+                b"Connection: X-Hop, keep-alive",
+                b"X-Hop: hop-value",
+                b"X-Dup: a",
+                b"X-Dup: b",
+                b"X-Forwarded-For: 203.0.113.9",
+                b"Forwarded: for=203.0.113.9",
+                b"Via: 1.1 somewhere",
+                b"X-Bytes: caf\xc3\xa9 \xff",
+                b"Content-Type: application/json",
+            ],
+            body,
+        )
         assert out.startswith(b"HTTP/1.1 200"), out[:300]
         seen = raw_upstream.received[-1]
         assert seen.values("x-up-key") == [b"sekret-up"]
@@ -76,14 +96,25 @@ def test_source_headers_replace_client_copies_whatever_the_case(tmp_path, raw_up
 
 def test_only_documented_response_headers_reach_the_client(tmp_path):
     """Finding 9: an upstream's internal headers stay behind; request ids, rate limits and API headers pass."""
-    extra = [("x-litellm-model-api-base", "http://10.1.2.3:8000"), ("Server", "uvicorn"), ("x-internal-host", "gpu-7"),
-             ("x-request-id", "req-abc"), ("openai-processing-ms", "12"), ("x-ratelimit-remaining-requests", "9"),
-             ("anthropic-ratelimit-tokens-remaining", "100"), ("Retry-After", "3")]
+    extra = [
+        ("x-litellm-model-api-base", "http://10.1.2.3:8000"),
+        ("Server", "uvicorn"),
+        ("x-internal-host", "gpu-7"),
+        ("x-request-id", "req-abc"),
+        ("openai-processing-ms", "12"),
+        ("x-ratelimit-remaining-requests", "9"),
+        ("anthropic-ratelimit-tokens-remaining", "100"),
+        ("Retry-After", "3"),
+    ]
     up = RawUpstream(lambda rec: json_reply(CHAT_OK, headers=extra))
     proc, key = _proxy(tmp_path, up.url, "--auth-value", "sekret-up")
     try:
-        r = httpx.post(proc.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                       json={"model": "up/m", "messages": [{"role": "user", "content": "x"}]}, timeout=20)
+        r = httpx.post(
+            proc.url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "up/m", "messages": [{"role": "user", "content": "x"}]},
+            timeout=20,
+        )
         assert r.status_code == 200
         assert "x-litellm-model-api-base" not in r.headers and "x-internal-host" not in r.headers
         assert r.headers["server"] == "gwctl"
@@ -101,6 +132,7 @@ def _rows(tmp_path, n: int):
     def rows():
         r = run_cli("activity", "list", "--json", "--activity", f"sqlite://{tmp_path / 'activity.sqlite3'}")
         return r.json() if r.code == 0 and len(r.json()) >= n else None
+
     got = wait_for(rows, 15)
     assert got is not None, "activity rows did not appear"
     return got
@@ -110,9 +142,18 @@ def test_deep_json_is_refused_400_with_a_row(tmp_path, raw_upstream):
     """Finding 4: a body nested ~300 levels deep parsed, then failed when re-serialised (500, no row)."""
     proc, key = _proxy(tmp_path, raw_upstream.url, "--auth-value", "sekret-up")
     try:
-        deep = b'{"model":"up/m","stream":true,"messages":[{"role":"user","content":"x"}],"x":' + b"[" * 300 + b"]" * 300 + b"}"
-        r = httpx.post(proc.url + "/v1/chat/completions", content=deep, timeout=20,
-                       headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        deep = (
+            b'{"model":"up/m","stream":true,"messages":[{"role":"user","content":"x"}],"x":'
+            + b"[" * 300
+            + b"]" * 300
+            + b"}"
+        )
+        r = httpx.post(
+            proc.url + "/v1/chat/completions",
+            content=deep,
+            timeout=20,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
         assert r.status_code == 400, r.text
         assert r.json()["error"]["code"] == "invalid_json" and "128 levels" in r.json()["error"]["message"]
         rows = _rows(tmp_path, 1)
@@ -120,8 +161,12 @@ def test_deep_json_is_refused_400_with_a_row(tmp_path, raw_upstream):
         assert raw_upstream.received == []
         # just under the limit still goes through (and is re-serialised for the injected stream options)
         ok = b'{"model":"up/m","messages":[{"role":"user","content":"x"}],"x":' + b"[" * 120 + b"]" * 120 + b"}"
-        r = httpx.post(proc.url + "/v1/chat/completions", content=ok, timeout=20,
-                       headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        r = httpx.post(
+            proc.url + "/v1/chat/completions",
+            content=ok,
+            timeout=20,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        )
         assert r.status_code == 200, r.text
     finally:
         proc.terminate()
@@ -148,8 +193,18 @@ def test_an_internal_error_still_gets_its_row(tmp_path):
     rows = []
     gw = Gateway(ProxyConfig(Path(tmp_path / "none.toml"), None), Snapshot())
     gw.writer = type("W", (), {"submit": staticmethod(rows.append)})()
-    req = Request(None, "POST", "/v1/chat/completions", "", [("X-Gwctl-Agent", "triage")], {"x-gwctl-agent": "triage"},
-                  b"{}", True, False, False)
+    req = Request(
+        None,
+        "POST",
+        "/v1/chat/completions",
+        "",
+        [("X-Gwctl-Agent", "triage")],
+        {"x-gwctl-agent": "triage"},
+        b"{}",
+        True,
+        False,
+        False,
+    )
     reply = gw.internal_error(req, KeyError("boom"))
     assert reply.status == 500 and b"internal_error" in reply.body
     assert len(rows) == 1 and rows[0][9] == 500 and rows[0][3] == "triage" and rows[0][14] == "internal_error"
@@ -165,11 +220,29 @@ def _chunk(obj) -> bytes:
 
 
 LITELLM_EVENTS = [
-    _chunk({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}]}),
-    _chunk({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}]}),
+    _chunk(
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hel"}}],
+        }
+    ),
+    _chunk(
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"content": "lo"}, "finish_reason": "stop"}],
+        }
+    ),
     # LiteLLM's usage chunk: a choice with an empty delta, not "choices": []
-    _chunk({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}}],
-            "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}}),
+    _chunk(
+        {
+            "id": "c",
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {}}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
+        }
+    ),
     b"data: [DONE]\n\n",
 ]
 
@@ -185,8 +258,12 @@ def test_a_stream_whose_end_comes_late_is_a_success_when_the_client_leaves_after
         host, port = proc.url.split("//")[1].split(":")
         body = json.dumps({"model": "up/m", "stream": True, "messages": [{"role": "user", "content": "x"}]}).encode()
         with socket.create_connection((host, int(port)), timeout=20) as s:
-            s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer " + key.encode()
-                      + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            s.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer "
+                + key.encode()
+                + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+                + body
+            )
             got = b""
             while b"[DONE]" not in got:
                 piece = s.recv(65536)
@@ -212,8 +289,9 @@ def test_openai_sdk_stream_through_a_litellm_shaped_upstream(tmp_path):
     try:
         client = openai.OpenAI(base_url=proc.url + "/v1", api_key=key, max_retries=0, timeout=20)
         for _ in range(5):
-            chunks = list(client.chat.completions.create(model="up/m", stream=True,
-                                                         messages=[{"role": "user", "content": "x"}]))
+            chunks = list(
+                client.chat.completions.create(model="up/m", stream=True, messages=[{"role": "user", "content": "x"}])
+            )
             assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello"
             assert all(c.usage is None for c in chunks)
         rows = _rows(tmp_path, 5)
@@ -279,8 +357,26 @@ def test_access_log_lines_cannot_be_forged_by_a_model_string():
     from gwctl.activity.entry import LogRow
 
     evil = "m\n2026-12-01T00:00:00.000+00:00 fake 200 /v1/chat/completions agent=- model=x managed 1.0ms\x1b[2J"
-    line = access_line(LogRow(datetime.now(timezone.utc), "rid", None, "a b", "managed", None, evil, None,
-                        "/v1/chat/completions", 200, 1.5, (), None, "r\r1", False, None))
+    line = access_line(
+        LogRow(
+            datetime.now(timezone.utc),
+            "rid",
+            None,
+            "a b",
+            "managed",
+            None,
+            evil,
+            None,
+            "/v1/chat/completions",
+            200,
+            1.5,
+            (),
+            None,
+            "r\r1",
+            False,
+            None,
+        )
+    )
     assert line.count("\n") == 1 and line.endswith("\n")
     assert "\x1b" not in line and "\r" not in line
     assert len(line.split(" ")) == 9 and "agent=a\\x20b" in line and line.rstrip().endswith("rule=r\\x0d1")
@@ -322,8 +418,12 @@ def test_a_source_can_pass_on_more_response_headers(tmp_path, store_path):
     key = run_cli("key", "create", "k", "--json").json()["key"]
     proc = ProxyProcess(store_path, f"sqlite://{tmp_path / 'activity.sqlite3'}")
     try:
-        r = httpx.post(proc.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                       json={"model": "up/m", "messages": [{"role": "user", "content": "x"}]}, timeout=20)
+        r = httpx.post(
+            proc.url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "up/m", "messages": [{"role": "user", "content": "x"}]},
+            timeout=20,
+        )
         assert r.headers["x-backend-version"] == "7" and "x-litellm-model-api-base" not in r.headers
     finally:
         proc.terminate()

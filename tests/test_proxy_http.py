@@ -181,7 +181,7 @@ class Client:
             assert len(self.buf) < (1 << 20), "no separator in the first MiB of the answer"
             self._more()
         out = bytes(self.buf[:i])
-        del self.buf[:i + len(sep)]
+        del self.buf[: i + len(sep)]
         return out
 
     def head(self) -> Response:
@@ -412,13 +412,16 @@ def serve_recording(serve):
     return serve(handler), calls
 
 
-@pytest.mark.parametrize("garbage", [
-    b"GARBAGE\r\n\r\n",
-    b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
-    b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",  # a TLS client hello on the plain port
-    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",  # an HTTP/2 preface
-    b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03",  # a TLS client hello on the plain port
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",  # an HTTP/2 preface
+        b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+    ],
+)
 def test_malformed_request_gets_400_json_and_close(serve, garbage):
     running, calls = serve_recording(serve)
     with running.client() as c:
@@ -740,7 +743,7 @@ def test_head_request_gets_content_length_and_no_body(serve):
 def test_fragmented_requests_are_echoed_exactly(echo_server, body, use_chunked, chunk_size, data):
     """However the bytes are cut, the body arrives whole and the next request is parsed right after it."""
     if use_chunked:
-        raw = chunked("/echo", [body[i:i + chunk_size] for i in range(0, len(body), chunk_size)])
+        raw = chunked("/echo", [body[i : i + chunk_size] for i in range(0, len(body), chunk_size)])
     else:
         raw = post("/echo", body)
     raw += get("/next")

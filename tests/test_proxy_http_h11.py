@@ -109,9 +109,15 @@ async def _gwctl(pieces: list[bytes]):
     seen = []
 
     def handler(request):
-        seen.append((request.method.encode(), target_of(request),
-                     [(k.encode("latin-1").lower(), v.encode("latin-1")) for k, v in request.raw_headers],
-                     request.body, request.http10))
+        seen.append(
+            (
+                request.method.encode(),
+                target_of(request),
+                [(k.encode("latin-1").lower(), v.encode("latin-1")) for k, v in request.raw_headers],
+                request.body,
+                request.http10,
+            )
+        )
         return Reply(200, b"", content_type=None)
 
     server = HttpServer(handler, body_limit=BODY_LIMIT, head_timeout=3600, body_timeout=3600)
@@ -216,8 +222,13 @@ def run_h11(pieces: list[bytes]):
                 stopped = "switch"
                 break
             if isinstance(event, h11.Request):
-                current = [event.method, event.target,
-                           [(k.lower(), v) for k, v in event.headers.raw_items()], bytearray(), event.http_version]
+                current = [
+                    event.method,
+                    event.target,
+                    [(k.lower(), v) for k, v in event.headers.raw_items()],
+                    bytearray(),
+                    event.http_version,
+                ]
             elif isinstance(event, h11.Data):
                 current[3] += event.data
             elif isinstance(event, h11.EndOfMessage):
@@ -261,12 +272,16 @@ def compare(stream: bytes, cuts: list[int]) -> None:
     pieces = [stream[a:b] for a, b in zip(bounds, bounds[1:])]
     ours, answers, closed = run_gwctl(pieces)
     theirs, stopped = run_h11(pieces)
-    context = f"stream {stream[:300]!r}{'...' if len(stream) > 300 else ''}\nh11 stopped: {stopped}\n" \
-              f"h11 parsed {len(theirs)}, gwctl handled {len(ours)}, gwctl answers {[a[0] for a in answers]}"
+    context = (
+        f"stream {stream[:300]!r}{'...' if len(stream) > 300 else ''}\nh11 stopped: {stopped}\n"
+        f"h11 parsed {len(theirs)}, gwctl handled {len(ours)}, gwctl answers {[a[0] for a in answers]}"
+    )
     served = len(ours)
     if served > len(theirs):
         # gwctl took a request h11 did not: only HTTP/1.0 keep-alive (which h11 does not do) may explain it
-        assert stopped == "http10" and theirs and keeps_http10_alive(theirs[-1]), "gwctl accepted more than h11\n" + context
+        assert stopped == "http10" and theirs and keeps_http10_alive(theirs[-1]), (
+            "gwctl accepted more than h11\n" + context
+        )
     for i, (mine, h11s) in enumerate(zip(ours, theirs)):
         assert _normal(mine) == _normal(h11s), f"request {i} differs\n{mine!r}\n{h11s!r}\n" + context
     assert [status for status, _ in answers[:served]] == [200] * served, "answers out of order\n" + context
@@ -284,32 +299,109 @@ TARGET_CHARS = string.ascii_letters + string.digits + "/?#=&%-._~:@!$'()*+,;[]{}
 VALUE_CHARS = string.ascii_letters + string.digits + " \t!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~\x80\xe9\xff"
 ODD_BYTES = [b" ", b"\t", b"\r", b"\n", b":", b";", b",", b"\x00", b"\x7f", b"\x80", b"\xff", b"0", b"a", b"A", b"\x0b"]
 
-methods = st.one_of(st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]),
-                    st.sampled_from(["get", "FOO", "CONNECT", "G\tET", "TRACE", "M-SEARCH", ""]))
+methods = st.one_of(
+    st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]),
+    st.sampled_from(["get", "FOO", "CONNECT", "G\tET", "TRACE", "M-SEARCH", ""]),
+)
 targets = st.one_of(
-    st.sampled_from(["/", "/v1/chat/completions", "/a?b=c&d", "/a?", "*", "http://h:1/p?q", "//x", "/%zz", "/a#f",
-                     "h:443", "?a", "a", "/a?b?c"]),
+    st.sampled_from(
+        [
+            "/",
+            "/v1/chat/completions",
+            "/a?b=c&d",
+            "/a?",
+            "*",
+            "http://h:1/p?q",
+            "//x",
+            "/%zz",
+            "/a#f",
+            "h:443",
+            "?a",
+            "a",
+            "/a?b?c",
+        ]
+    ),
     st.text(TARGET_CHARS, min_size=0, max_size=30).map(lambda t: "/" + t),
 )
-versions = st.one_of(st.just("HTTP/1.1"), st.sampled_from(["HTTP/1.0", "HTTP/2.0", "HTTP/1.2", "HTTP/0.9", "http/1.1",
-                                                           "HTTP/1.10", "HTTP/1", "HTTP/1.1 "]))
+versions = st.one_of(
+    st.just("HTTP/1.1"),
+    st.sampled_from(["HTTP/1.0", "HTTP/2.0", "HTTP/1.2", "HTTP/0.9", "http/1.1", "HTTP/1.10", "HTTP/1", "HTTP/1.1 "]),
+)
 line_ends = st.one_of(st.just("\r\n"), st.sampled_from(["\n", "\r", "\r\r\n"]))
 names = st.one_of(
-    st.sampled_from(["X-A", "Content-Type", "Authorization", "x-api-key", "Connection", "Expect", "Upgrade", "Trailer",
-                     "TE", "Accept", "X-Dup", "x-dup"]),
+    st.sampled_from(
+        [
+            "X-A",
+            "Content-Type",
+            "Authorization",
+            "x-api-key",
+            "Connection",
+            "Expect",
+            "Upgrade",
+            "Trailer",
+            "TE",
+            "Accept",
+            "X-Dup",
+            "x-dup",
+        ]
+    ),
     st.text(TOKEN, min_size=1, max_size=12),
     st.sampled_from(["X Y", " X", "X ", "", "X\x00", "Host\t", "X:Y", "\x80"]),
 )
 values = st.one_of(
     st.text(VALUE_CHARS, max_size=24),
-    st.sampled_from(["close", "keep-alive", "Upgrade", "100-continue", "chunked", "h2c", "a\x00b", "a\x7fb", " lead",
-                     "trail ", "in  ner", "\x0b", "a\r\nb", "a\nb"]),
+    st.sampled_from(
+        [
+            "close",
+            "keep-alive",
+            "Upgrade",
+            "100-continue",
+            "chunked",
+            "h2c",
+            "a\x00b",
+            "a\x7fb",
+            " lead",
+            "trail ",
+            "in  ner",
+            "\x0b",
+            "a\r\nb",
+            "a\nb",
+        ]
+    ),
 )
 seps = st.one_of(st.just(": "), st.sampled_from([":", ":\t", ":  ", " :", ": \t"]))
-content_lengths = st.sampled_from(["{n}", "{n}", "0{n}", "{n} ", " {n}", "{n}, {n}", "+{n}", "{n}.0", "",
-                                   "0000000000000000000000{n}", "-1", "99999999999999999999999"])
-codings = st.sampled_from(["chunked", "chunked", "Chunked", "CHUNKED", " chunked", "gzip, chunked", "chunked, gzip",
-                           "identity", "gzip", "chunked;q=1", "", "chunked, chunked"])
+content_lengths = st.sampled_from(
+    [
+        "{n}",
+        "{n}",
+        "0{n}",
+        "{n} ",
+        " {n}",
+        "{n}, {n}",
+        "+{n}",
+        "{n}.0",
+        "",
+        "0000000000000000000000{n}",
+        "-1",
+        "99999999999999999999999",
+    ]
+)
+codings = st.sampled_from(
+    [
+        "chunked",
+        "chunked",
+        "Chunked",
+        "CHUNKED",
+        " chunked",
+        "gzip, chunked",
+        "chunked, gzip",
+        "identity",
+        "gzip",
+        "chunked;q=1",
+        "",
+        "chunked, chunked",
+    ]
+)
 chunk_exts = st.sampled_from(["", "", "", ";a=b", ";a", ';a="q s"', "; a=b", ";a=b c", ";;", ";a=", ";\x80", " ", "\t"])
 
 
@@ -337,8 +429,17 @@ def chunked_body(draw):
     last = draw(st.sampled_from(["0", "0", "00", "0;x=y", "0 "])) + draw(line_ends)
     trailers = "".join(f"{n}{s}{v}{draw(line_ends)}" for n, s, v in draw(header_lines(st.integers(0, 3))))
     if draw(st.integers(0, 6)) == 0:
-        trailers += draw(st.sampled_from(["Content-Length: 5\r\n", "Transfer-Encoding: chunked\r\n", "Host: x\r\n",
-                                          "Connection: close\r\n", "Transfer-Encoding: gzip\r\n"]))
+        trailers += draw(
+            st.sampled_from(
+                [
+                    "Content-Length: 5\r\n",
+                    "Transfer-Encoding: chunked\r\n",
+                    "Host: x\r\n",
+                    "Connection: close\r\n",
+                    "Transfer-Encoding: gzip\r\n",
+                ]
+            )
+        )
     return b"".join(out) + (last + trailers + draw(line_ends)).encode("latin-1")
 
 
@@ -384,7 +485,7 @@ def streams(draw):
         at = draw(st.integers(0, len(raw) - 1))
         op = draw(st.sampled_from(["set", "insert", "delete"]))
         byte = draw(st.sampled_from(ODD_BYTES))
-        raw = raw[:at] + (b"" if op == "delete" else byte) + raw[at + (0 if op == "insert" else 1):]
+        raw = raw[:at] + (b"" if op == "delete" else byte) + raw[at + (0 if op == "insert" else 1) :]
     cuts = draw(st.lists(st.integers(1, max(1, len(raw) - 1)), max_size=8))
     return raw, cuts
 
@@ -397,8 +498,13 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, Heal
 @settings(max_examples=300, **SETTINGS)
 @given(streams())
 @example((b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", []))
-@example((b"\r\nPOST /a? HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n"
-          b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n", [5, 40]))
+@example(
+    (
+        b"\r\nPOST /a? HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n3;x=y\r\nabc\r\n0\r\nT: 1\r\n\r\n"
+        b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /after HTTP/1.1\r\nHost: a\r\n\r\n",
+        [5, 40],
+    )
+)
 @example((b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", []))
 @example((b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", []))
 def test_gwctl_never_accepts_what_h11_refuses(case):
@@ -413,14 +519,17 @@ def test_gwctl_never_accepts_what_h11_refuses_long(case):
     compare(*case)
 
 
-@pytest.mark.parametrize("stream", [
-    b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 00000000000000000000003\r\n\r\nabc",
-    b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
-    b"GET / HTTP/1.1\r\nX: 1\r\n\r\n",
-    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-    b"GET / HTTP/1.1\r\nHost: a\r\nX: v \t\r\n\r\n",
-    b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: t\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "stream",
+    [
+        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 00000000000000000000003\r\n\r\nabc",
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: 1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: v \t\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\nX-T: t\r\n\r\n",
+    ],
+)
 def test_what_the_comparison_found(stream):
     """Each a difference once (gwctl took what h11 refuses, or read it otherwise): now refused or read alike."""
     compare(stream, [])
@@ -445,8 +554,10 @@ def test_the_comparison_catches_a_laxer_parse():
 
 
 def test_the_comparison_sees_each_request_of_a_pipeline():
-    stream = (b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
-              b"GET /b?x=1 HTTP/1.1\r\nHost: a\r\nX-Dup: 1\r\nx-dup: 2\r\n\r\n")
+    stream = (
+        b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+        b"GET /b?x=1 HTTP/1.1\r\nHost: a\r\nX-Dup: 1\r\nx-dup: 2\r\n\r\n"
+    )
     ours, answers, closed = run_gwctl([stream[:10], stream[10:]])
     theirs, stopped = run_h11([stream[:10], stream[10:]])
     assert [_normal(r) for r in ours] == [_normal(r) for r in theirs]

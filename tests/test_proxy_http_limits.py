@@ -46,8 +46,8 @@ def send_ignoring_reset(c: Client, data: bytes, piece: int = 1 << 14) -> int:
     sent = 0
     try:
         for i in range(0, len(data), piece):
-            c.sock.sendall(data[i:i + piece])
-            sent += len(data[i:i + piece])
+            c.sock.sendall(data[i : i + piece])
+            sent += len(data[i : i + piece])
     except (BrokenPipeError, ConnectionResetError, socket.timeout):
         pass
     return sent
@@ -175,8 +175,13 @@ def test_head_hook_passing_lets_the_request_through(serve):
 def test_head_hook_refusal_is_answered_after_earlier_pipelined_requests(serve):
     running, heads, handled = deny_server(serve)
     with running.client() as c:
-        c.send(get("/slow") + post("/echo", b"second") + get("/deny", "Content-Length: 5", method="POST")
-               + b"hello" + get("/never"))
+        c.send(
+            get("/slow")
+            + post("/echo", b"second")
+            + get("/deny", "Content-Length: 5", method="POST")
+            + b"hello"
+            + get("/never")
+        )
         first, second, third = c.response(), c.response(), c.response()
         assert (first.status, first.body, first.header("connection")) == (200, b"/slow", None)
         assert (second.status, second.body, second.header("connection")) == (200, b"second", None)
@@ -239,7 +244,7 @@ def dribble(c: Client, data: bytes, every: float, until: float) -> None:
         if time.monotonic() > deadline:
             return
         try:
-            c.sock.sendall(data[i:i + 1])
+            c.sock.sendall(data[i : i + 1])
         except (BrokenPipeError, ConnectionResetError):
             return
         time.sleep(every)
@@ -421,19 +426,27 @@ def test_server_refusals_reach_on_reject(serve):
         c.send(b"zz\r\nnot-a-chunk-size\r\n")
         assert c.response().status == 400
     statuses = [(status, code) for status, code, _message, _req in rejects]
-    assert statuses == [(400, "malformed_request"), (431, "head_too_large"), (408, "request_timeout"),
-                        (400, "malformed_request"), (400, "malformed_request")]
+    assert statuses == [
+        (400, "malformed_request"),
+        (431, "head_too_large"),
+        (408, "request_timeout"),
+        (400, "malformed_request"),
+        (400, "malformed_request"),
+    ]
     assert all(isinstance(message, str) and message for _s, _c, message, _r in rejects)
     assert rejects[-1][3] is not None and rejects[-1][3].path == "/echo"  # the head was in: the request is passed
 
 
-@pytest.mark.parametrize("raw, status", [
-    (b"GET / HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host
-    (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
-    (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 501),
-    (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
-    (b"GET / HTTP/0.9\r\nHost: a\r\n\r\n", 400),  # HTTP/0.9 (or no version at all): not an HTTP/1.x request
-])
+@pytest.mark.parametrize(
+    "raw, status",
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", 400),  # HTTP/1.1 without Host
+        (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", 501),
+        (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+        (b"GET / HTTP/0.9\r\nHost: a\r\n\r\n", 400),  # HTTP/0.9 (or no version at all): not an HTTP/1.x request
+    ],
+)
 def test_requests_h11_refuses_are_refused(serve, raw, status):
     running, seen = recording(serve)
     with running.client() as c:
@@ -470,7 +483,12 @@ def test_the_gateway_and_command_line_defaults_are_the_servers():
 
     expected = (http.HEAD_TIMEOUT, http.BODY_TIMEOUT, http.MAX_CONNECTIONS, http.MAX_CONNECTIONS_PER_CLIENT)
     config = ProxyConfig(store_path=None, activity_dsn=None)
-    assert (config.head_timeout, config.body_timeout, config.max_connections, config.max_connections_per_client) == expected
+    assert (
+        config.head_timeout,
+        config.body_timeout,
+        config.max_connections,
+        config.max_connections_per_client,
+    ) == expected
     params = inspect.signature(proxy).parameters
     names = ("head_timeout", "body_timeout", "max_connections", "max_connections_per_client")
     assert tuple(params[n].default for n in names) == expected

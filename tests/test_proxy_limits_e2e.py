@@ -37,16 +37,23 @@ def rss(pid: int) -> int:
 @pytest.fixture
 def proxy(tmp_path):
     key = run_cli("key", "create", "tester", "--json").json()["key"]
-    proc = ProxyProcess(tmp_path / "cfg" / "gwctl.toml", f"sqlite://{tmp_path / 'a.db'}",
-                        "--max-connections-per-client", str(STORM + 20), "--head-timeout", "1")
+    proc = ProxyProcess(
+        tmp_path / "cfg" / "gwctl.toml",
+        f"sqlite://{tmp_path / 'a.db'}",
+        "--max-connections-per-client",
+        str(STORM + 20),
+        "--head-timeout",
+        "1",
+    )
     proc.port = int(proc.url.rsplit(":", 1)[1])
     yield proc, key
     proc.terminate()
 
 
 def upload_head(length: int, *extra: str) -> bytes:
-    return get("/v1/chat/completions", f"Content-Length: {length}", "Content-Type: application/json", *extra,
-               method="POST")
+    return get(
+        "/v1/chat/completions", f"Content-Length: {length}", "Content-Type: application/json", *extra, method="POST"
+    )
 
 
 def test_keyless_uploads_are_refused_at_the_head_and_memory_comes_back(proxy):
@@ -105,14 +112,20 @@ def test_a_key_in_a_trailer_does_not_authenticate(proxy):
     body = b'{"model": "x/y", "messages": []}'
     chunked = b"%x\r\n%s\r\n0\r\n" % (len(body), body)
     with Client(proc.port) as c:
-        c.send(get("/v1/chat/completions", "Transfer-Encoding: chunked", method="POST") + chunked
-               + f"Authorization: Bearer {key}\r\n\r\n".encode())
+        c.send(
+            get("/v1/chat/completions", "Transfer-Encoding: chunked", method="POST")
+            + chunked
+            + f"Authorization: Bearer {key}\r\n\r\n".encode()
+        )
         r = c.response()
         assert r.status == 401
         assert r.json()["error"]["code"] == "invalid_api_key"
     with Client(proc.port) as c:  # the same key in the head does
-        c.send(get("/v1/chat/completions", "Transfer-Encoding: chunked", f"Authorization: Bearer {key}", method="POST")
-               + chunked + b"\r\n")
+        c.send(
+            get("/v1/chat/completions", "Transfer-Encoding: chunked", f"Authorization: Bearer {key}", method="POST")
+            + chunked
+            + b"\r\n"
+        )
         assert c.response().status != 401
 
 
@@ -135,8 +148,9 @@ def test_a_stalled_head_gets_408_and_a_valid_key_still_uploads(proxy):
 
 def test_the_per_client_connection_cap_from_the_command_line(tmp_path):
     run_cli("key", "create", "tester", "--json")
-    proc = ProxyProcess(tmp_path / "cfg" / "gwctl.toml", f"sqlite://{tmp_path / 'a.db'}",
-                        "--max-connections-per-client", "3")
+    proc = ProxyProcess(
+        tmp_path / "cfg" / "gwctl.toml", f"sqlite://{tmp_path / 'a.db'}", "--max-connections-per-client", "3"
+    )
     port = int(proc.url.rsplit(":", 1)[1])
     held = []
     try:

@@ -16,7 +16,6 @@ pytestmark = pytest.mark.postgres
 psycopg = pytest.importorskip("psycopg")
 
 
-
 @pytest.fixture
 def schema_dsn(pg_server_dsn):
     schema = f"gwctl_proxy_{uuid.uuid4().hex[:12]}"
@@ -33,18 +32,36 @@ def test_two_proxies_share_a_postgres_log(tmp_path, upstream, schema_dsn):
     upstream.configure(usage={"input_tokens": 1000, "cached_tokens": 200, "output_tokens": 50})
     gw = run_cli
     gw("source", "add", "local", "--base-url", upstream.url, "--auth-value", "sk-upstream-1234")
-    gw("catalog", "set", "local/m", "--price", "input=3e-6", "--price", "output=1.5e-5", "--price", "cached_input=1.5e-6")
+    gw(
+        "catalog",
+        "set",
+        "local/m",
+        "--price",
+        "input=3e-6",
+        "--price",
+        "output=1.5e-5",
+        "--price",
+        "cached_input=1.5e-6",
+    )
     key = gw("key", "create", "k", "--json").json()["key"]
     store = tmp_path / "cfg" / "gwctl.toml"
     procs = [ProxyProcess(store, schema_dsn), ProxyProcess(store, schema_dsn)]
     try:
         for i in range(6):
             p = procs[i % 2]
-            r = httpx.post(p.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}", "X-Gwctl-Agent": "triage/sub"},
-                           json={"model": "local/m", "messages": [{"role": "user", "content": "x"}]}, timeout=20)
+            r = httpx.post(
+                p.url + "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}", "X-Gwctl-Agent": "triage/sub"},
+                json={"model": "local/m", "messages": [{"role": "user", "content": "x"}]},
+                timeout=20,
+            )
             assert r.status_code == 200
-        r = httpx.post(procs[0].url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                       json={"model": "local/unpriced", "messages": []}, timeout=20)
+        r = httpx.post(
+            procs[0].url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            json={"model": "local/unpriced", "messages": []},
+            timeout=20,
+        )
         assert r.status_code == 200
     finally:
         codes = [p.terminate() for p in procs]

@@ -98,8 +98,11 @@ def _edits_while_serving(tmp_path, faulty, edits: int) -> None:
     assert not MIXES & set(costs), "a request was priced with input and output prices of two snapshots"
     assert set(costs) == {COST_A, COST_B}, set(costs)  # both price sets served, nothing else
     reloads = gw.proc.log.count("store reloaded")
-    figure(f"store edited {edits} times in {took:.0f} s while serving", f"{len(results)} requests, all 200, "
-           f"{reloads} reloads, {costs.count(COST_A)} rows at price set A and {costs.count(COST_B)} at B, no mix")
+    figure(
+        f"store edited {edits} times in {took:.0f} s while serving",
+        f"{len(results)} requests, all 200, "
+        f"{reloads} reloads, {costs.count(COST_A)} rows at price set A and {costs.count(COST_B)} at B, no mix",
+    )
 
 
 def _swap_prices(text: str, old: tuple[str, str], new: tuple[str, str]) -> str:

@@ -36,9 +36,18 @@ def test_api_from_path(path, api):
 def test_nothing_used_in_an_empty_body():
     f = features("/v1/chat/completions", None)
     assert f == RequestFeatures(
-        api="chat", model=None, stream=False, output_budget=None, output_param=None,
-        uses_vision=False, uses_tools=False, uses_reasoning=False, uses_json_output=False, uses_audio=False,
-        params=frozenset(), prompt_tokens_estimate=0,
+        api="chat",
+        model=None,
+        stream=False,
+        output_budget=None,
+        output_param=None,
+        uses_vision=False,
+        uses_tools=False,
+        uses_reasoning=False,
+        uses_json_output=False,
+        uses_audio=False,
+        params=frozenset(),
+        prompt_tokens_estimate=0,
     )
 
 
@@ -52,6 +61,7 @@ def test_model_params_and_estimate():
 
 
 # --- output budget ---------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("path", "body", "budget", "param"),
@@ -83,7 +93,10 @@ def test_output_budget(path, body, budget, param):
 
 # --- streaming ------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("value", "expected"), [(True, True), (False, False), ("true", False), (1, False), (None, False)])
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(True, True), (False, False), ("true", False), (1, False), (None, False)]
+)
 def test_stream_only_when_exactly_true(value, expected):
     for path in ("/v1/chat/completions", "/v1/messages", "/v1/responses", "/v1/completions"):
         assert features(path, {"stream": value}).stream is expected
@@ -91,14 +104,55 @@ def test_stream_only_when_exactly_true(value, expected):
 
 # --- vision ---------------------------------------------------------------------------
 
-IMAGE_CHAT = {"messages": [{"role": "user", "content": [
-    {"type": "text", "text": "look"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]}
-IMAGE_RESPONSES = {"input": [{"role": "user", "content": [
-    {"type": "input_text", "text": "look"}, {"type": "input_image", "image_url": "https://x/y.png"}]}]}
-IMAGE_ANTHROPIC = {"messages": [{"role": "user", "content": [
-    {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}, {"type": "text", "text": "look"}]}]}
-IMAGE_IN_TOOL_RESULT = {"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [
-    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}]}]}]}
+IMAGE_CHAT = {
+    "messages": [
+        {
+            "role": "user",
+            "content": [
+                {"type": "text", "text": "look"},
+                {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+            ],
+        }
+    ]
+}
+IMAGE_RESPONSES = {
+    "input": [
+        {
+            "role": "user",
+            "content": [
+                {"type": "input_text", "text": "look"},
+                {"type": "input_image", "image_url": "https://x/y.png"},
+            ],
+        }
+    ]
+}
+IMAGE_ANTHROPIC = {
+    "messages": [
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}},
+                {"type": "text", "text": "look"},
+            ],
+        }
+    ]
+}
+IMAGE_IN_TOOL_RESULT = {
+    "messages": [
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "t",
+                    "content": [
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}
+                    ],
+                }
+            ],
+        }
+    ]
+}
 
 
 @pytest.mark.parametrize(
@@ -110,15 +164,52 @@ IMAGE_IN_TOOL_RESULT = {"messages": [{"role": "user", "content": [{"type": "tool
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": [{"type": "text", "text": "x"}]}]}, False),
         ("/v1/responses", IMAGE_RESPONSES, True),
         ("/v1/responses", {"input": [{"type": "input_image", "image_url": "x"}]}, True),
-        ("/v1/responses", {"input": [{"type": "computer_call_output", "call_id": "c",
-                                      "output": {"type": "computer_screenshot", "image_url": "x"}}]}, True),
-        ("/v1/responses", {"input": [{"type": "function_call_output", "call_id": "c",
-                                      "output": [{"type": "input_image", "image_url": "x"}]}]}, True),
+        (
+            "/v1/responses",
+            {
+                "input": [
+                    {
+                        "type": "computer_call_output",
+                        "call_id": "c",
+                        "output": {"type": "computer_screenshot", "image_url": "x"},
+                    }
+                ]
+            },
+            True,
+        ),
+        (
+            "/v1/responses",
+            {
+                "input": [
+                    {
+                        "type": "function_call_output",
+                        "call_id": "c",
+                        "output": [{"type": "input_image", "image_url": "x"}],
+                    }
+                ]
+            },
+            True,
+        ),
         ("/v1/responses", {"input": "describe an input_image"}, False),
         ("/v1/messages", IMAGE_ANTHROPIC, True),
         ("/v1/messages", IMAGE_IN_TOOL_RESULT, True),
-        ("/v1/messages", {"messages": [{"role": "user", "content": [
-            {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "A"}}]}]}, False),
+        (
+            "/v1/messages",
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {
+                                "type": "document",
+                                "source": {"type": "base64", "media_type": "application/pdf", "data": "A"},
+                            }
+                        ],
+                    }
+                ]
+            },
+            False,
+        ),
         ("/v1/messages", IMAGE_CHAT, False),  # an OpenAI part on the Anthropic endpoint is not an Anthropic image
         ("/v1/chat/completions", IMAGE_ANTHROPIC, True),  # {"type": "image"} parts are accepted by some chat servers
         ("/v1/embeddings", IMAGE_CHAT, False),
@@ -168,6 +259,7 @@ def test_tools(path, body, expected):
 
 
 # --- reasoning --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("path", "body", "expected"),
@@ -230,11 +322,22 @@ def test_json_output(path, body, expected):
 
 # --- audio ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("path", "body", "expected"),
     [
-        ("/v1/chat/completions", {"messages": [{"role": "user", "content": [
-            {"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}]}]}, True),
+        (
+            "/v1/chat/completions",
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}],
+                    }
+                ]
+            },
+            True,
+        ),
         ("/v1/chat/completions", {"modalities": ["text", "audio"]}, True),
         ("/v1/chat/completions", {"modalities": ["text"]}, False),
         ("/v1/chat/completions", {"modalities": "audio"}, False),
@@ -257,12 +360,36 @@ json_values = st.recursive(
     max_leaves=25,
 )
 interesting_keys = st.sampled_from(
-    ["model", "messages", "input", "stream", "max_tokens", "max_completion_tokens", "max_output_tokens", "tools",
-     "functions", "tool_choice", "function_call", "reasoning_effort", "reasoning", "thinking", "response_format",
-     "text", "output_format", "output_config", "modalities", "audio", "content", "type", "prompt", "system"]
+    [
+        "model",
+        "messages",
+        "input",
+        "stream",
+        "max_tokens",
+        "max_completion_tokens",
+        "max_output_tokens",
+        "tools",
+        "functions",
+        "tool_choice",
+        "function_call",
+        "reasoning_effort",
+        "reasoning",
+        "thinking",
+        "response_format",
+        "text",
+        "output_format",
+        "output_config",
+        "modalities",
+        "audio",
+        "content",
+        "type",
+        "prompt",
+        "system",
+    ]
 )
-paths = st.sampled_from(["/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages",
-                         "/v1/embeddings", "/v1/models", "/x"])
+paths = st.sampled_from(
+    ["/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages", "/v1/embeddings", "/v1/models", "/x"]
+)
 
 
 @settings(max_examples=200, deadline=None)
@@ -313,8 +440,16 @@ def test_features_built_fast_equal_the_dataclass_and_stay_frozen():
     from gwctl.core.pricing import Usage
     from gwctl.core.request import RequestFeatures, features
 
-    f = features("/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}],
-                                          "max_tokens": 5, "tools": [{"type": "function"}]}, body_bytes=100)
+    f = features(
+        "/v1/chat/completions",
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": "hi"}],
+            "max_tokens": 5,
+            "tools": [{"type": "function"}],
+        },
+        body_bytes=100,
+    )
     assert f == RequestFeatures(**{x.name: getattr(f, x.name) for x in fields(RequestFeatures)})
     assert f.uses_tools and f.output_budget == 5 and f.prompt_tokens_ceiling == 600
     with pytest.raises(FrozenInstanceError):

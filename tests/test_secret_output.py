@@ -141,8 +141,13 @@ def test_test_and_refresh_mask_the_url_in_their_messages(gw, store_path, upstrea
     store_path.parent.mkdir(parents=True)
     store_path.write_text(f'[sources.up]\nbase_url = "{url}"\nauth_value = "wrong-key-0000"\n')
     store_path.chmod(0o600)
-    for args in (("source", "test", "up"), ("source", "test", "up", "--json"),
-                 ("source", "refresh", "up"), ("source", "refresh", "up", "--json"), ("source", "refresh", "--all")):
+    for args in (
+        ("source", "test", "up"),
+        ("source", "test", "up", "--json"),
+        ("source", "refresh", "up"),
+        ("source", "refresh", "up", "--json"),
+        ("source", "refresh", "--all"),
+    ):
         r = gw(*args)
         _clean(r)
         assert r.code == 1
@@ -165,13 +170,16 @@ def test_edit_of_a_source_with_user_info_masks_the_refusal(leaky, store_path):
     assert fixed.code == 0
 
 
-@pytest.mark.parametrize("url", [
-    "http://user:s3cret@127.0.0.1:9/v1",
-    "http://user:s3cret@bad host/v1",
-    "http://user:s3cret@127.0.0.1:99999/v1",
-    "http://user:s3cret@127.0.0.1:9/v1#frag",
-    "ftp://user:s3cret@127.0.0.1/v1",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:s3cret@127.0.0.1:9/v1",
+        "http://user:s3cret@bad host/v1",
+        "http://user:s3cret@127.0.0.1:99999/v1",
+        "http://user:s3cret@127.0.0.1:9/v1#frag",
+        "ftp://user:s3cret@127.0.0.1/v1",
+    ],
+)
 def test_typed_urls_with_user_info_are_refused_masked(gw, url):
     r = gw("source", "add", "x", "--base-url", url)
     _clean(r)
@@ -182,11 +190,14 @@ def test_typed_urls_with_user_info_are_refused_masked(gw, url):
     assert r.code == 1
 
 
-@pytest.mark.parametrize("url", [
-    "http://user:s3cret@bad host/v1",
-    "http://user:s3cret@127.0.0.1:99999/v1",
-    "http://us\\ter:s3cret@127.0.0.1/v1",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:s3cret@bad host/v1",
+        "http://user:s3cret@127.0.0.1:99999/v1",
+        "http://us\\ter:s3cret@127.0.0.1/v1",
+    ],
+)
 def test_validate_masks_every_kind_of_bad_url(gw, store_path, url):
     store_path.parent.mkdir(parents=True)
     store_path.write_text(f'[sources.a]\nbase_url = "{url}"\n')
@@ -215,8 +226,23 @@ def test_proxy_refuses_a_store_that_validate_rejects(leaky, monkeypatch):
 
 def test_proxy_refuses_as_a_subprocess_quickly(leaky, store_path, tmp_path):
     leaky("key", "create", "k")
-    p = subprocess.run([sys.executable, "-m", "gwctl", "--store", str(store_path), "proxy", "--port", "0",
-                        "--activity", str(tmp_path / "a.db")], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gwctl",
+            "--store",
+            str(store_path),
+            "proxy",
+            "--port",
+            "0",
+            "--activity",
+            str(tmp_path / "a.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 1
     assert SECRET not in p.stdout + p.stderr
     assert "gwctl validate" in p.stderr and "Traceback" not in p.stderr
@@ -241,28 +267,56 @@ def test_proxy_warnings_do_not_stop_it(gw, store_path, monkeypatch):
 # --- 2. wrong-typed secret fields: name the field and the type, never the value --
 
 
-@pytest.mark.parametrize("snippet, field, kind", [
-    ('[sources.a]\nbase_url = "http://h/v1"\nauth_value = 987654321\n', "sources.a.auth_value", "an integer"),
-    ('[sources.a]\nbase_url = "http://h/v1"\nauth_value = {key = "s3cret-abc"}\n', "sources.a.auth_value", "a table"),
-    ('[sources.a]\nbase_url = "http://h/v1"\nauth_value = ["s3cret-abc"]\n', "sources.a.auth_value", "an array"),
-    ('[sources.a]\nbase_url = "http://h/v1"\nauth_value = 98765.4321\n', "sources.a.auth_value", "a float"),
-    ('[sources.a]\nbase_url = "http://h/v1"\nauth_env = 987654321\n', "sources.a.auth_env", "an integer"),
-    ('[sources.a]\nbase_url = "http://h/v1"\nheaders = {X-Team = 987654321}\n', 'sources.a.headers.X-Team', "an integer"),
-    ('[sources.a]\nbase_url = "http://h/v1"\nheaders = {X-Team = {v = "s3cret-abc"}}\n', 'sources.a.headers.X-Team', "a table"),
-    ('[sources.a]\nbase_url = "http://h/v1"\nheaders = "X-Token: s3cret-abc"\n', "sources.a.headers", "a string"),
-    ('[sources.a]\nbase_url = {url = "http://u:s3cret-abc@h/v1"}\n', "sources.a.base_url", "a table"),
-    ('[sources]\na = "s3cret-abc"\n', "sources.a", "a string"),
-    ('[sources.a]\nbase_url = "http://h/v1"\n[[routes]]\nagent = "t"\nmodel_name = "m"\nprovider = "a"\n'
-     'base_url = 987654321\n', "routes[0].base_url", "an integer"),
-    ('[sources.a]\nbase_url = "http://h/v1"\n[[routes]]\nagent = "t"\nmodel_name = "m"\nprovider = "a"\n'
-     'base_url = ["http://u:s3cret-abc@h/v1"]\n', "routes[0].base_url", "an array"),
-    ('[keys.k]\nhash = 987654321\n', "keys.k.hash", "an integer"),
-])
+@pytest.mark.parametrize(
+    "snippet, field, kind",
+    [
+        ('[sources.a]\nbase_url = "http://h/v1"\nauth_value = 987654321\n', "sources.a.auth_value", "an integer"),
+        (
+            '[sources.a]\nbase_url = "http://h/v1"\nauth_value = {key = "s3cret-abc"}\n',
+            "sources.a.auth_value",
+            "a table",
+        ),
+        ('[sources.a]\nbase_url = "http://h/v1"\nauth_value = ["s3cret-abc"]\n', "sources.a.auth_value", "an array"),
+        ('[sources.a]\nbase_url = "http://h/v1"\nauth_value = 98765.4321\n', "sources.a.auth_value", "a float"),
+        ('[sources.a]\nbase_url = "http://h/v1"\nauth_env = 987654321\n', "sources.a.auth_env", "an integer"),
+        (
+            '[sources.a]\nbase_url = "http://h/v1"\nheaders = {X-Team = 987654321}\n',
+            "sources.a.headers.X-Team",
+            "an integer",
+        ),
+        (
+            '[sources.a]\nbase_url = "http://h/v1"\nheaders = {X-Team = {v = "s3cret-abc"}}\n',
+            "sources.a.headers.X-Team",
+            "a table",
+        ),
+        ('[sources.a]\nbase_url = "http://h/v1"\nheaders = "X-Token: s3cret-abc"\n', "sources.a.headers", "a string"),
+        ('[sources.a]\nbase_url = {url = "http://u:s3cret-abc@h/v1"}\n', "sources.a.base_url", "a table"),
+        ('[sources]\na = "s3cret-abc"\n', "sources.a", "a string"),
+        (
+            '[sources.a]\nbase_url = "http://h/v1"\n[[routes]]\nagent = "t"\nmodel_name = "m"\nprovider = "a"\n'
+            "base_url = 987654321\n",
+            "routes[0].base_url",
+            "an integer",
+        ),
+        (
+            '[sources.a]\nbase_url = "http://h/v1"\n[[routes]]\nagent = "t"\nmodel_name = "m"\nprovider = "a"\n'
+            'base_url = ["http://u:s3cret-abc@h/v1"]\n',
+            "routes[0].base_url",
+            "an array",
+        ),
+        ("[keys.k]\nhash = 987654321\n", "keys.k.hash", "an integer"),
+    ],
+)
 def test_wrong_typed_secret_field_names_field_and_type_not_value(gw, store_path, snippet, field, kind):
     store_path.parent.mkdir(parents=True)
     store_path.write_text(snippet)
     store_path.chmod(0o600)
-    for args in (("source", "list"), ("validate",), ("validate", "--json"), ("source", "add", "b", "--base-url", "http://h/v1")):
+    for args in (
+        ("source", "list"),
+        ("validate",),
+        ("validate", "--json"),
+        ("source", "add", "b", "--base-url", "http://h/v1"),
+    ):
         r = gw(*args)
         assert r.code == 1
         text = r.out + r.err
@@ -288,12 +342,20 @@ def test_dry_run_json_reveal_and_mask_agree_on_credentials(leaky):
 
 def test_a_credential_put_in_auth_header_by_mistake_is_not_echoed(gw, store_path):
     store_path.parent.mkdir(parents=True)
-    store_path.write_text('[sources.a]\nbase_url = "http://127.0.0.1:9/v1"\nauth_header = "Bearer s3cret-abc"\n'
-                          'auth_value = "sk-upstream-1234"\n')
+    store_path.write_text(
+        '[sources.a]\nbase_url = "http://127.0.0.1:9/v1"\nauth_header = "Bearer s3cret-abc"\n'
+        'auth_value = "sk-upstream-1234"\n'
+    )
     store_path.chmod(0o600)
-    for args in (("validate",), ("validate", "--json"), ("source", "edit", "a", "--passthrough"),
-                 ("source", "test", "a"), ("source", "test", "a", "--json"), ("source", "refresh", "a"),
-                 ("source", "refresh", "--all", "--json")):
+    for args in (
+        ("validate",),
+        ("validate", "--json"),
+        ("source", "edit", "a", "--passthrough"),
+        ("source", "test", "a"),
+        ("source", "test", "a", "--json"),
+        ("source", "refresh", "a"),
+        ("source", "refresh", "--all", "--json"),
+    ):
         r = gw(*args)
         _clean(r)
         assert r.code == 1 and ("auth_header" in r.err + r.out or "auth header" in r.err + r.out)
@@ -307,10 +369,19 @@ def test_a_credential_put_in_auth_env_by_mistake_is_not_echoed(gw, store_path):
     store_path.parent.mkdir(parents=True)
     store_path.write_text('[sources.a]\nbase_url = "http://127.0.0.1:9/v1"\nauth_env = "sk-s3cret-abcd"\n')
     store_path.chmod(0o600)
-    for args in (("validate",), ("validate", "--json"), ("source", "list"), ("source", "list", "--json"),
-                 ("source", "show", "a"), ("source", "show", "a", "--json"), ("source", "test", "a"),
-                 ("source", "test", "a", "--json"), ("source", "refresh", "a", "--json"),
-                 ("route", "dry-run", "--model", "a/m"), ("route", "dry-run", "--model", "a/m", "--json")):
+    for args in (
+        ("validate",),
+        ("validate", "--json"),
+        ("source", "list"),
+        ("source", "list", "--json"),
+        ("source", "show", "a"),
+        ("source", "show", "a", "--json"),
+        ("source", "test", "a"),
+        ("source", "test", "a", "--json"),
+        ("source", "refresh", "a", "--json"),
+        ("route", "dry-run", "--model", "a/m"),
+        ("route", "dry-run", "--model", "a/m", "--json"),
+    ):
         r = gw(*args)
         _clean(r)
     v = gw("validate", "--json")

@@ -35,8 +35,16 @@ def fresh(standin):
     standin.clear()
     yield standin
     standin.configure(
-        api_key=None, auth_header=None, fail_status=None, usage=None, delay_ms=0,
-        chunk_delay_ms=0, models_payload=None, strict_models=False, record=True, stream_chunks=3,
+        api_key=None,
+        auth_header=None,
+        fail_status=None,
+        usage=None,
+        delay_ms=0,
+        chunk_delay_ms=0,
+        models_payload=None,
+        strict_models=False,
+        record=True,
+        stream_chunks=3,
     )
     standin.clear()
 
@@ -111,8 +119,9 @@ def test_anthropic_sdk_with_x_api_key(fresh):
     fresh.configure(api_key="ak", auth_header="x-api-key")
     with pytest.raises(anthropic.AuthenticationError):
         ant(fresh, "ak").messages.create(model="m", max_tokens=5, messages=MESSAGES)
-    client = anthropic.Anthropic(base_url=fresh.base, api_key="unused", max_retries=0,
-                                 default_headers={"x-api-key": "ak"})
+    client = anthropic.Anthropic(
+        base_url=fresh.base, api_key="unused", max_retries=0, default_headers={"x-api-key": "ak"}
+    )
     msg = client.messages.create(model="m", max_tokens=5, messages=MESSAGES)
     assert msg.content[0].text == expected_text(fresh)
     assert fresh.received[-1].headers["x-api-key"] == "ak"
@@ -147,21 +156,18 @@ def test_chat_stream_sdk_with_usage(fresh):
 
 
 def test_chat_stream_without_usage_has_none(fresh):
-    chunks = list(
-        oai(fresh).chat.completions.create(model="m-small", messages=MESSAGES, stream=True)
-    )
+    chunks = list(oai(fresh).chat.completions.create(model="m-small", messages=MESSAGES, stream=True))
     assert all(c.usage is None for c in chunks)
     assert all(c.choices for c in chunks)
 
 
 def test_chat_stream_raw_sse_framing(fresh):
-    body = {"model": "m", "messages": MESSAGES, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {"model": "m", "messages": MESSAGES, "stream": True, "stream_options": {"include_usage": True}}
     r = httpx.post(fresh.url + "/chat/completions", json=body)
     assert r.headers["content-type"].startswith("text/event-stream")
     events = r.text.split("\n\n")
     assert events[-1] == "" and events[-2] == "data: [DONE]"
-    datas = [json.loads(e[len("data: "):]) for e in events[:-2]]
+    datas = [json.loads(e[len("data: ") :]) for e in events[:-2]]
     assert all(e.startswith("data: ") for e in events[:-1])
     # role chunk + 3 pieces + finish chunk + usage chunk
     assert len(datas) == 1 + 3 + 1 + 1
@@ -170,8 +176,11 @@ def test_chat_stream_raw_sse_framing(fresh):
 
 def test_stream_chunks_controls_pieces_and_output_tokens(fresh):
     fresh.configure(stream_chunks=9)
-    chunks = list(oai(fresh).chat.completions.create(
-        model="m", messages=MESSAGES, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        oai(fresh).chat.completions.create(
+            model="m", messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert pieces == content_pieces(fresh.config) and len(pieces) == 9
     assert chunks[-1].usage.completion_tokens == 9
@@ -184,8 +193,9 @@ def test_completions_sdk(fresh):
     resp = oai(fresh).completions.create(model="m", prompt="Once upon a time")
     assert resp.choices[0].text == expected_text(fresh)
     assert resp.usage.prompt_tokens == prompt_tokens("Once upon a time")
-    chunks = list(oai(fresh).completions.create(
-        model="m", prompt="x", stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        oai(fresh).completions.create(model="m", prompt="x", stream=True, stream_options={"include_usage": True})
+    )
     assert "".join(c.choices[0].text for c in chunks if c.choices) == expected_text(fresh)
     assert chunks[-1].usage.completion_tokens == 3
 
@@ -195,8 +205,7 @@ def test_embeddings_sdk_base64_and_float(fresh):
     assert [d.index for d in resp.data] == [0, 1, 2]
     assert all(len(d.embedding) == EMBEDDING_DIM for d in resp.data)
     assert fresh.received[-1].body.get("encoding_format") == "base64"  # the SDK's default
-    floats = oai(fresh).embeddings.create(model="emb", input=["a", "bb", "ccc"],
-                                          encoding_format="float")
+    floats = oai(fresh).embeddings.create(model="emb", input=["a", "bb", "ccc"], encoding_format="float")
     assert [d.embedding for d in floats.data] == [d.embedding for d in resp.data]
     assert resp.usage.prompt_tokens == prompt_tokens(["a", "bb", "ccc"])
     assert resp.usage.total_tokens == resp.usage.prompt_tokens
@@ -272,8 +281,7 @@ def test_messages_stream_raw_events_and_helper(fresh):
 
 
 def test_usage_override_maps_to_every_shape(fresh):
-    fresh.configure(usage={"input_tokens": 1000, "output_tokens": 250, "cached_tokens": 300,
-                           "cache_write_tokens": 100})
+    fresh.configure(usage={"input_tokens": 1000, "output_tokens": 250, "cached_tokens": 300, "cache_write_tokens": 100})
     c = oai(fresh).chat.completions.create(model="m", messages=MESSAGES)
     assert (c.usage.prompt_tokens, c.usage.completion_tokens) == (1000, 250)
     assert c.usage.prompt_tokens_details.cached_tokens == 300
@@ -368,8 +376,7 @@ def test_record_false_keeps_nothing(fresh):
 
 def test_control_endpoint_lists_and_clears(fresh):
     fresh.configure(api_key="secret")  # control endpoint needs no auth
-    httpx.post(fresh.url + "/embeddings", json={"model": "e", "input": "x"},
-               headers={"authorization": "Bearer secret"})
+    httpx.post(fresh.url + "/embeddings", json={"model": "e", "input": "x"}, headers={"authorization": "Bearer secret"})
     got = httpx.get(fresh.base + "/_standin/received").json()
     assert len(got) == 1 and got[0]["path"] == "/v1/embeddings"
     assert got[0]["body"] == {"model": "e", "input": "x"}
@@ -419,8 +426,7 @@ def test_prefixes(prefix, anthropic_base):
             assert httpx.post(h.base + "/v1/messages", json={"model": "a"}).status_code == 404
             assert httpx.post(h.base + "/messages", json={"model": "a", "messages": []}).status_code == 200
         else:
-            msg = ant(h, base=h.base + anthropic_base).messages.create(
-                model="a", max_tokens=5, messages=MESSAGES)
+            msg = ant(h, base=h.base + anthropic_base).messages.create(model="a", max_tokens=5, messages=MESSAGES)
             assert msg.content[0].text
         assert httpx.get(h.base + "/elsewhere/models").status_code == 404
 
@@ -450,9 +456,10 @@ def test_stop_is_idempotent_and_frees_port():
 def test_subprocess_mode():
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gwctl.testing", "--port", "0", "--models", "a,b/c",
-         "--api-key", "K"],
-        stdout=subprocess.PIPE, text=True, env=env,
+        [sys.executable, "-m", "gwctl.testing", "--port", "0", "--models", "a,b/c", "--api-key", "K"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         line = proc.stdout.readline()
@@ -471,15 +478,14 @@ def test_subprocess_mode():
 
 # ---------------------------------------------------------------- properties
 
-json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**6, 10**6),
-                         st.text(max_size=30))
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(10**6), 10**6), st.text(max_size=30))
 messages_strategy = st.lists(
     st.fixed_dictionaries(
-        {"role": st.sampled_from(["user", "assistant", "system"]),
-         "content": st.text(max_size=200)},
+        {"role": st.sampled_from(["user", "assistant", "system"]), "content": st.text(max_size=200)},
         optional={"name": st.text(max_size=10), "extra": json_scalars},
     ),
-    min_size=0, max_size=6,
+    min_size=0,
+    max_size=6,
 )
 
 
@@ -495,13 +501,15 @@ def test_prompt_tokens_rule(messages):
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(messages=messages_strategy, indent=st.sampled_from([None, 2]),
-       kind=st.sampled_from(["chat", "messages"]))
+@given(messages=messages_strategy, indent=st.sampled_from([None, 2]), kind=st.sampled_from(["chat", "messages"]))
 def test_reported_usage_matches_rule_whatever_the_serialisation(standin, messages, indent, kind):
     body = {"model": "m", "messages": messages, "max_tokens": 5}
     path = "/chat/completions" if kind == "chat" else "/messages"
-    r = httpx.post(standin.url + path, content=json.dumps(body, indent=indent).encode(),
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        standin.url + path,
+        content=json.dumps(body, indent=indent).encode(),
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 200
     usage = r.json()["usage"]
     expected = usage_for(standin.config, kind, body)

@@ -37,7 +37,8 @@ def test_default_location_is_platformdirs_config(monkeypatch, tmp_path):
 
 def test_comments_and_order_survive_edits(gw, store_path):
     store_path.parent.mkdir(parents=True)
-    store_path.write_text(textwrap.dedent('''\
+    store_path.write_text(
+        textwrap.dedent("""\
         # my gateway, reviewed by the platform team
         schema = 1
 
@@ -47,7 +48,8 @@ def test_comments_and_order_survive_edits(gw, store_path):
 
         [sources.alpha]
         base_url = "https://alpha.example/v1"
-        '''))
+        """)
+    )
     assert gw("source", "edit", "zeta", "--base-url", "https://zeta2.example/v1").code == 0
     assert gw("catalog", "set", "alpha/m", "--price", "input=3e-6").code == 0
     text = store_path.read_text()
@@ -62,7 +64,7 @@ def test_comments_and_order_survive_edits(gw, store_path):
     "content, line, words",
     [
         ('schema = 1\n[sources.a]\nbase_url = "http://h/v1"\npassthrough = maybe\n', 4, "not valid TOML"),
-        ('schema = 1\n\n[sources.a]\nbase_url = 42\n', 4, "base_url must be a string"),
+        ("schema = 1\n\n[sources.a]\nbase_url = 42\n", 4, "base_url must be a string"),
         ('[sources.a]\nbase_url = "http://h"\n\n[catalog."a/m".prices]\ninput = "-1"\n', 5, "non-negative"),
         ('[[routes]]\nagent = "t"\nmodel_name = "m"\nprovider = "a"\npassthrough = "yes"\n', 5, "true or false"),
         ('[sources.a]\nbase_url = "http://h"\nbogus = 1\n', 3, "not a known setting"),
@@ -92,14 +94,20 @@ def test_twenty_concurrent_writers_lose_no_update(tmp_path):
     store = tmp_path / "concurrent.toml"
     env = {**os.environ, "GWCTL_STORE": str(store)}
     procs = [
-        subprocess.Popen([sys.executable, "-m", "gwctl", "source", "add", f"src{i}", "--base-url", f"http://h{i}.example/v1"],
-                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-m", "gwctl", "source", "add", f"src{i}", "--base-url", f"http://h{i}.example/v1"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
         for i in range(20)
     ]
     for p in procs:
         p.wait(timeout=120)
         assert p.returncode == 0, p.stderr.read().decode()
-    r = subprocess.run([sys.executable, "-m", "gwctl", "source", "list", "--json"], env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "gwctl", "source", "list", "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
     import json
 
     names = {s["name"] for s in json.loads(r.stdout)}
@@ -122,7 +130,9 @@ def test_unreadable_store_is_a_clear_error(gw, store_path):
 
 def test_validate_json_reports_problems(gw, store_path):
     store_path.parent.mkdir(parents=True)
-    store_path.write_text('[settings]\nfallback_source = "nope"\n\n[catalog."ghost/m".prices]\ninput = "3e-6"\noutput = "1e-5"\n')
+    store_path.write_text(
+        '[settings]\nfallback_source = "nope"\n\n[catalog."ghost/m".prices]\ninput = "3e-6"\noutput = "1e-5"\n'
+    )
     r = gw("validate", "--json")
     assert r.code == 1
     doc = r.json()

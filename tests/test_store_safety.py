@@ -21,7 +21,9 @@ def _mode(path) -> int:
 
 
 def _warning(store_path, what: str, mode: str) -> str:
-    return f"warning: {store_path} is {what} by other users (mode {mode}); it holds credentials: chmod 600 {store_path}\n"
+    return (
+        f"warning: {store_path} is {what} by other users (mode {mode}); it holds credentials: chmod 600 {store_path}\n"
+    )
 
 
 READS = [
@@ -49,13 +51,16 @@ def test_every_reading_command_warns_once_about_a_store_others_can_read(gw, stor
     assert again.err.count(_warning(store_path, "readable", "0644")) == 1
 
 
-@pytest.mark.parametrize("mode, what, shown", [
-    (0o640, "readable", "0640"),
-    (0o604, "readable", "0604"),
-    (0o620, "writable", "0620"),
-    (0o602, "writable", "0602"),
-    (0o666, "readable", "0666"),
-])
+@pytest.mark.parametrize(
+    "mode, what, shown",
+    [
+        (0o640, "readable", "0640"),
+        (0o604, "readable", "0604"),
+        (0o620, "writable", "0620"),
+        (0o602, "writable", "0602"),
+        (0o666, "readable", "0666"),
+    ],
+)
 def test_group_or_other_access_is_named(gw, store_path, mode, what, shown):
     _write(store_path, mode)
     assert gw("source", "list").err == _warning(store_path, what, shown)

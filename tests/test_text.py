@@ -65,7 +65,9 @@ def test_examples():
 
 
 def test_redact_urls():
-    assert redact_urls("GET http://user:s3cret@h:9/v1/models answered 401") == "GET http://***@h:9/v1/models answered 401"
+    assert (
+        redact_urls("GET http://user:s3cret@h:9/v1/models answered 401") == "GET http://***@h:9/v1/models answered 401"
+    )
     assert redact_urls("got 'https://a:b@h'") == "got 'https://***@h'"
     assert redact_urls("mail me at someone@example.com") == "mail me at someone@example.com"
     assert redact_urls("no url here") == "no url here"
@@ -93,18 +95,35 @@ def evil_log(tmp_path, monkeypatch):
 
     dsn = sqlite_dsn(tmp_path / "evil.sqlite3")
     monkeypatch.setenv("GWCTL_ACTIVITY", dsn)
-    record = ActivityRecord(time=datetime(2025, 3, 1, 12, tzinfo=timezone.utc), request_id="req-1", key_name="ci",
-                            agent=EVIL_AGENT, route_kind="error", source="local", model=EVIL_MODEL,
-                            upstream_model="x", path="/v1/chat/completions", status=502, latency_ms=1.0,
-                            usage={"input_tokens": 1}, cost=Decimal("0"), rule=None, stream=False, error=EVIL_ERROR)
+    record = ActivityRecord(
+        time=datetime(2025, 3, 1, 12, tzinfo=timezone.utc),
+        request_id="req-1",
+        key_name="ci",
+        agent=EVIL_AGENT,
+        route_kind="error",
+        source="local",
+        model=EVIL_MODEL,
+        upstream_model="x",
+        path="/v1/chat/completions",
+        status=502,
+        latency_ms=1.0,
+        usage={"input_tokens": 1},
+        cost=Decimal("0"),
+        rule=None,
+        stream=False,
+        error=EVIL_ERROR,
+    )
     with open_log(dsn) as log:
         log.write_many([record])
     return dsn
 
 
 @pytest.mark.parametrize("tty", [False, True], ids=["pipe", "tty"])
-@pytest.mark.parametrize("args", [("activity", "list"), ("activity", "summary", "--by", "model"),
-                                  ("activity", "summary", "--by", "agent")], ids=" ".join)
+@pytest.mark.parametrize(
+    "args",
+    [("activity", "list"), ("activity", "summary", "--by", "model"), ("activity", "summary", "--by", "agent")],
+    ids=" ".join,
+)
 def test_activity_tables_escape_client_strings(evil_log, tty, args):
     r = invoke(list(args), force_tables=tty)
     assert r.code == 0, r.err

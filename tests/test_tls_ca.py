@@ -52,10 +52,19 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.hits += 1
         n = int(self.headers.get("Content-Length") or 0)
         req = json.loads(self.rfile.read(n) or b"{}")
-        self._send(200, {"id": "c1", "object": "chat.completion", "created": 0, "model": req.get("model"),
-                         "choices": [{"index": 0, "message": {"role": "assistant", "content": "over TLS"},
-                                      "finish_reason": "stop"}],
-                         "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
+        self._send(
+            200,
+            {
+                "id": "c1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": req.get("model"),
+                "choices": [
+                    {"index": 0, "message": {"role": "assistant", "content": "over TLS"}, "finish_reason": "stop"}
+                ],
+                "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+            },
+        )
 
 
 class TlsUpstream:
@@ -93,7 +102,12 @@ def pki(tmp_path_factory):
     other = trustme.CA()
     other_pem = where / "other-ca.pem"
     other.cert_pem.write_to_path(str(other_pem))
-    return {"ca": str(ca_pem), "other": str(other_pem), "ip": ca.issue_cert(HOST), "localhost": ca.issue_cert("localhost")}
+    return {
+        "ca": str(ca_pem),
+        "other": str(other_pem),
+        "ip": ca.issue_cert(HOST),
+        "localhost": ca.issue_cert("localhost"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +204,9 @@ def test_pool_names_the_expected_host_and_the_certificate_names_on_a_mismatch(ru
             await pool.close()
 
     err = run(go)
-    assert f"TLS certificate for {HOST} does not match: certificate is for localhost (IP address mismatch)" in err.message
+    assert (
+        f"TLS certificate for {HOST} does not match: certificate is for localhost (IP address mismatch)" in err.message
+    )
 
 
 def test_pool_reports_a_missing_ca_file(run, tmp_path, upstream):
@@ -256,8 +272,17 @@ def test_source_ca_file_is_stored_absolute_shown_and_cleared(gw, pki, tmp_path, 
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / "pki").mkdir()
     (tmp_path / "pki" / "ca.pem").write_bytes(open(pki["ca"], "rb").read())
-    r = gw("source", "add", "tls", "--base-url", "https://127.0.0.1:9/v1", "--auth-value", UP_KEY,
-           "--ca-file", "~/pki/ca.pem")
+    r = gw(
+        "source",
+        "add",
+        "tls",
+        "--base-url",
+        "https://127.0.0.1:9/v1",
+        "--auth-value",
+        UP_KEY,
+        "--ca-file",
+        "~/pki/ca.pem",
+    )
     assert r.code == 0, r.err
     stored = str(tmp_path / "pki" / "ca.pem")
     assert f'ca_file = "{stored}"' in store_path.read_text()
@@ -287,8 +312,20 @@ def test_source_ca_file_must_exist_and_hold_a_certificate(gw, tmp_path):
 def test_validate_reports_a_missing_ca_file_naming_the_source(gw, pki, tmp_path):
     path = tmp_path / "ca.pem"
     path.write_bytes(open(pki["ca"], "rb").read())
-    assert gw("source", "add", "tls", "--base-url", "https://127.0.0.1:9/v1", "--auth-value", UP_KEY,
-              "--ca-file", str(path)).code == 0
+    assert (
+        gw(
+            "source",
+            "add",
+            "tls",
+            "--base-url",
+            "https://127.0.0.1:9/v1",
+            "--auth-value",
+            UP_KEY,
+            "--ca-file",
+            str(path),
+        ).code
+        == 0
+    )
     assert gw("validate").code == 0
     path.unlink()
     r = gw("validate", "--json")
@@ -323,14 +360,17 @@ def test_source_test_honours_ssl_cert_file(gw, pki, upstream, monkeypatch):
 
 
 def test_source_test_names_the_host_on_a_mismatch(gw, pki, mismatched):
-    assert gw("source", "add", "tls", "--base-url", mismatched.url, "--auth-value", UP_KEY,
-              "--ca-file", pki["ca"]).code == 0
+    assert (
+        gw("source", "add", "tls", "--base-url", mismatched.url, "--auth-value", UP_KEY, "--ca-file", pki["ca"]).code
+        == 0
+    )
     r = gw("source", "test", "tls", "--json")
     assert r.code == 1
     result = r.json()
     assert result["error"] == "tls"
-    assert result["message"] == (f"TLS certificate for {HOST} does not match: certificate is for localhost "
-                                 "(IP address mismatch)")
+    assert result["message"] == (
+        f"TLS certificate for {HOST} does not match: certificate is for localhost (IP address mismatch)"
+    )
     assert "localhost" in result["hint"]
 
 
@@ -339,17 +379,26 @@ def test_source_test_names_the_host_on_a_mismatch(gw, pki, mismatched):
 # --------------------------------------------------------------------------
 
 
-def test_proxy_uses_the_source_ca_file_and_answers_502_naming_the_trust_problem(gw, pki, upstream, tmp_path, monkeypatch):
-    assert gw("source", "add", "tls", "--base-url", upstream.url, "--auth-value", UP_KEY, "--ca-file", pki["ca"]).code == 0
+def test_proxy_uses_the_source_ca_file_and_answers_502_naming_the_trust_problem(
+    gw, pki, upstream, tmp_path, monkeypatch
+):
+    assert (
+        gw("source", "add", "tls", "--base-url", upstream.url, "--auth-value", UP_KEY, "--ca-file", pki["ca"]).code == 0
+    )
     assert gw("source", "refresh", "tls").code == 0
     key = gw("key", "create", "tester", "--json").json()["key"]
     activity = f"sqlite://{tmp_path / 'activity.sqlite3'}"
     monkeypatch.setenv("GWCTL_ACTIVITY", activity)
     proc = ProxyProcess(tmp_path / "cfg" / "gwctl.toml", activity)
     try:
+
         def chat():
-            return httpx.post(proc.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                              json={"model": "tls/m-one", "messages": [{"role": "user", "content": "hi"}]}, timeout=20)
+            return httpx.post(
+                proc.url + "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={"model": "tls/m-one", "messages": [{"role": "user", "content": "hi"}]},
+                timeout=20,
+            )
 
         r = chat()
         assert r.status_code == 200, r.text

@@ -104,14 +104,22 @@ def test_chat_counts_messages_names_tool_calls_and_tools():
         "model": "m",
         "messages": [
             {"role": "system", "content": "You are terse."},
-            {"role": "user", "name": "alice", "content": [
-                {"type": "text", "text": "What is in this picture?"},
-                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-                {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
-            ]},
-            {"role": "assistant", "content": None, "tool_calls": [
-                {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "cats"}'}},
-            ]},
+            {
+                "role": "user",
+                "name": "alice",
+                "content": [
+                    {"type": "text", "text": "What is in this picture?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+                ],
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": '{"q": "cats"}'}},
+                ],
+            },
             {"role": "tool", "tool_call_id": "c1", "content": "A cat."},
         ],
         "tools": [{"type": "function", "function": {"name": "lookup", "description": "Search."}}],
@@ -119,8 +127,11 @@ def test_chat_counts_messages_names_tool_calls_and_tools():
     expected = (
         4 * MESSAGE_OVERHEAD
         + T("You are terse.")
-        + T("alice") + T("What is in this picture?") + IMAGE_TOKENS
-        + T("lookup") + T('{"q": "cats"}')
+        + T("alice")
+        + T("What is in this picture?")
+        + IMAGE_TOKENS
+        + T("lookup")
+        + T('{"q": "cats"}')
         + T("A cat.")
         + sum(T(s) for s in ["type", "function", "function", "name", "lookup", "description", "Search."])
     )
@@ -153,11 +164,14 @@ def test_responses_counts_instructions_items_and_images():
     body = {
         "instructions": "Be brief.",
         "input": [
-            {"role": "user", "content": [
-                {"type": "input_text", "text": "Describe"},
-                {"type": "input_image", "image_url": "https://x/y.png"},
-                {"type": "input_file", "file_id": "f"},
-            ]},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "Describe"},
+                    {"type": "input_image", "image_url": "https://x/y.png"},
+                    {"type": "input_file", "file_id": "f"},
+                ],
+            },
             {"type": "function_call", "call_id": "c", "name": "get", "arguments": "{}"},
             {"type": "function_call_output", "call_id": "c", "output": "sunny"},
             {"type": "reasoning", "summary": [{"type": "summary_text", "text": "thinking hard"}]},
@@ -166,11 +180,15 @@ def test_responses_counts_instructions_items_and_images():
     }
     expected = (
         T("Be brief.")
-        + MESSAGE_OVERHEAD + T("Describe") + IMAGE_TOKENS
-        + T("get") + T("{}")
+        + MESSAGE_OVERHEAD
+        + T("Describe")
+        + IMAGE_TOKENS
+        + T("get")
+        + T("{}")
         + T("sunny")
         + T("thinking hard")
-        + MESSAGE_OVERHEAD + T("ok")
+        + MESSAGE_OVERHEAD
+        + T("ok")
     )
     assert estimate_prompt_tokens("responses", body) == expected
     assert estimate_prompt_tokens("responses", {"input": "just text"}) == 2
@@ -181,18 +199,28 @@ def test_anthropic_messages_count_system_blocks_and_tool_results():
         "system": [{"type": "text", "text": "You are terse."}],
         "messages": [
             {"role": "user", "content": "Hi there"},
-            {"role": "assistant", "content": [
-                {"type": "thinking", "thinking": "let me see", "signature": "sig"},
-                {"type": "tool_use", "id": "t", "name": "lookup", "input": {"q": "cats"}},
-            ]},
-            {"role": "user", "content": [
-                {"type": "tool_result", "tool_use_id": "t", "content": [
-                    {"type": "text", "text": "A cat."},
-                    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
-                ]},
-                {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "doc text"}},
-                {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}},
-            ]},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "thinking", "thinking": "let me see", "signature": "sig"},
+                    {"type": "tool_use", "id": "t", "name": "lookup", "input": {"q": "cats"}},
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "t",
+                        "content": [
+                            {"type": "text", "text": "A cat."},
+                            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                        ],
+                    },
+                    {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "doc text"}},
+                    {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBE"}},
+                ],
+            },
         ],
         "tools": [{"name": "lookup", "input_schema": {"type": "object"}}],
     }
@@ -200,8 +228,13 @@ def test_anthropic_messages_count_system_blocks_and_tool_results():
         T("You are terse.")
         + 3 * MESSAGE_OVERHEAD
         + T("Hi there")
-        + T("let me see") + T("lookup") + T("q") + T("cats")
-        + T("A cat.") + IMAGE_TOKENS + T("doc text")
+        + T("let me see")
+        + T("lookup")
+        + T("q")
+        + T("cats")
+        + T("A cat.")
+        + IMAGE_TOKENS
+        + T("doc text")
         + sum(T(s) for s in ["name", "lookup", "input_schema", "type", "object"])
     )
     assert estimate_prompt_tokens("messages", body) == expected
@@ -233,8 +266,27 @@ json_values = st.recursive(
     max_leaves=30,
 )
 shaped_keys = st.sampled_from(
-    ["messages", "input", "prompt", "system", "instructions", "tools", "functions", "content", "role", "type",
-     "text", "suffix", "tool_calls", "function", "arguments", "output", "summary", "source", "name"]
+    [
+        "messages",
+        "input",
+        "prompt",
+        "system",
+        "instructions",
+        "tools",
+        "functions",
+        "content",
+        "role",
+        "type",
+        "text",
+        "suffix",
+        "tool_calls",
+        "function",
+        "arguments",
+        "output",
+        "summary",
+        "source",
+        "name",
+    ]
 )
 bodies = st.dictionaries(shaped_keys, json_values, max_size=6)
 
@@ -249,13 +301,34 @@ def test_junk_bodies_never_raise(api, body):
     assert n <= size * (IMAGE_TOKENS + MESSAGE_OVERHEAD)
 
 
-image_parts = st.sampled_from([{"type": "image_url"}, {"type": "image"}, {"type": "input_image"},
-                               {"type": "computer_screenshot"}, {"type": "image_url", "image_url": {"url": "x"}}])
-content = st.one_of(st.text(max_size=30), st.lists(st.one_of(image_parts, st.text(max_size=10),
-                                                             st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=20)})),
-                                                   max_size=5))
-messages = st.lists(st.one_of(st.fixed_dictionaries({}), st.fixed_dictionaries({"content": content}),
-                              st.fixed_dictionaries({"role": st.just("user"), "content": content})), max_size=6)
+image_parts = st.sampled_from(
+    [
+        {"type": "image_url"},
+        {"type": "image"},
+        {"type": "input_image"},
+        {"type": "computer_screenshot"},
+        {"type": "image_url", "image_url": {"url": "x"}},
+    ]
+)
+content = st.one_of(
+    st.text(max_size=30),
+    st.lists(
+        st.one_of(
+            image_parts,
+            st.text(max_size=10),
+            st.fixed_dictionaries({"type": st.just("text"), "text": st.text(max_size=20)}),
+        ),
+        max_size=5,
+    ),
+)
+messages = st.lists(
+    st.one_of(
+        st.fixed_dictionaries({}),
+        st.fixed_dictionaries({"content": content}),
+        st.fixed_dictionaries({"role": st.just("user"), "content": content}),
+    ),
+    max_size=6,
+)
 shaped_bodies = st.one_of(
     bodies,
     st.fixed_dictionaries({"messages": messages}),
@@ -274,9 +347,11 @@ def test_the_size_ceiling_is_never_below_the_estimate(api, body):
 
 
 def test_the_ceiling_holds_for_the_densest_pieces():
-    for api, body in [("chat", {"messages": [{"content": [{"type": "image"}]}]}),
-                      ("responses", {"input": [{"content": [{"type": "input_image"}]}]}),
-                      ("messages", {"messages": [{}]}),
-                      ("completions", {"prompt": [1, 2, 3]})]:
+    for api, body in [
+        ("chat", {"messages": [{"content": [{"type": "image"}]}]}),
+        ("responses", {"input": [{"content": [{"type": "input_image"}]}]}),
+        ("messages", {"messages": [{}]}),
+        ("completions", {"prompt": [1, 2, 3]}),
+    ]:
         compact = json.dumps(body, separators=(",", ":")).encode()
         assert 0 < estimate_prompt_tokens(api, body) <= prompt_tokens_ceiling(len(compact)), api

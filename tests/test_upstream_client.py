@@ -146,6 +146,7 @@ class Raw:
 def keepalive(answer):
     async def handler(srv, reader, writer, n):
         await srv.serve_keepalive(reader, writer, answer)
+
     return handler
 
 
@@ -165,8 +166,7 @@ def test_chat_post_status_headers_json_body(run, up):
         pool = UpstreamPool()
         try:
             body = json.dumps(CHAT).encode()
-            async with await pool.request("POST", up.url + "/chat/completions",
-                                          AUTH + [("X-Trace", "abc")], body) as r:
+            async with await pool.request("POST", up.url + "/chat/completions", AUTH + [("X-Trace", "abc")], body) as r:
                 assert r.status == 200
                 assert r.reason == "OK"
                 assert r.header("content-type").startswith("application/json")
@@ -195,8 +195,9 @@ def test_streaming_pieces_arrive_before_the_stream_ends(run, up):
         pool = UpstreamPool()
         try:
             stamps, pieces = [], []
-            r = await pool.request("POST", up.url + "/chat/completions", AUTH,
-                                   json.dumps({**CHAT, "stream": True}).encode())
+            r = await pool.request(
+                "POST", up.url + "/chat/completions", AUTH, json.dumps({**CHAT, "stream": True}).encode()
+            )
             async with r:
                 assert r.status == 200
                 assert r.header("content-type").startswith("text/event-stream")
@@ -215,8 +216,11 @@ def test_streaming_pieces_arrive_before_the_stream_ends(run, up):
     events = [e for e in text.decode().split("\n\n") if e]
     assert events[-1] == "data: [DONE]"
     assert all(e.startswith("data: ") for e in events)
-    contents = "".join(json.loads(e[6:])["choices"][0]["delta"].get("content") or ""
-                       for e in events[:-1] if json.loads(e[6:])["choices"])
+    contents = "".join(
+        json.loads(e[6:])["choices"][0]["delta"].get("content") or ""
+        for e in events[:-1]
+        if json.loads(e[6:])["choices"]
+    )
     assert contents == "Hello from the gwctl stand-in"
 
 
@@ -310,8 +314,15 @@ def test_request_head_is_exact_and_framing_headers_are_ours(run):
     async def go():
         async with Raw(keepalive(lambda req: response())) as srv:
             pool = UpstreamPool()
-            given_headers = [("Host", "evil.example"), ("Content-Length", "999"), ("connection", "close"),
-                             ("Transfer-Encoding", "chunked"), ("X-A", "1"), ("x-a", "2"), ("Authorization", "Bearer t")]
+            given_headers = [
+                ("Host", "evil.example"),
+                ("Content-Length", "999"),
+                ("connection", "close"),
+                ("Transfer-Encoding", "chunked"),
+                ("X-A", "1"),
+                ("x-a", "2"),
+                ("Authorization", "Bearer t"),
+            ]
             async with await pool.request("POST", srv.url("/p/q?x=1&y=%20"), given_headers, b"hello") as r:
                 await r.read()
             async with await pool.request("GET", f"http://{HOST}:{srv.port}", [], b"") as r:
@@ -322,9 +333,13 @@ def test_request_head_is_exact_and_framing_headers_are_ours(run):
             return srv.port, srv.requests
 
     port, reqs = run(go)
-    assert reqs[0].raw == (
-        f"POST /p/q?x=1&y=%20 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-A: 1\r\nx-a: 2\r\n"
-        f"Authorization: Bearer t\r\nContent-Length: 5\r\n\r\nhello").encode()
+    assert (
+        reqs[0].raw
+        == (
+            f"POST /p/q?x=1&y=%20 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-A: 1\r\nx-a: 2\r\n"
+            f"Authorization: Bearer t\r\nContent-Length: 5\r\n\r\nhello"
+        ).encode()
+    )
     assert reqs[1].raw == f"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()
     assert reqs[2].target == "/?q=1"
 
@@ -374,8 +389,11 @@ def test_header_validation_rejects_cr_lf_before_connecting(name, value):
 def test_cr_lf_in_path_or_method_is_rejected(run):
     async def go():
         pool = UpstreamPool()
-        for method, url in (("GET", f"http://{HOST}:1/a\r\nX: y"), ("GE T", f"http://{HOST}:1/"),
-                            ("GET", f"http://{HOST}:1/a b")):
+        for method, url in (
+            ("GET", f"http://{HOST}:1/a\r\nX: y"),
+            ("GE T", f"http://{HOST}:1/"),
+            ("GET", f"http://{HOST}:1/a b"),
+        ):
             with pytest.raises(ValueError):
                 await pool.request(method, url, [], b"")
         await pool.close()
@@ -447,7 +465,7 @@ def test_close_delimited_body(run):
         srv.requests.append(req)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\n")
         for i in range(0, len(body), 10_000):
-            writer.write(body[i:i + 10_000])
+            writer.write(body[i : i + 10_000])
             await writer.drain()
         writer.close()
 
@@ -561,8 +579,15 @@ def test_head_204_304_and_1xx(run):
         async with Raw(keepalive(answer)) as srv:
             pool = UpstreamPool()
             seen = []
-            for method, path in (("HEAD", "/h"), ("GET", "/after-head"), ("GET", "/204"), ("GET", "/304"),
-                                 ("GET", "/100"), ("HEAD", "/h2"), ("GET", "/last")):
+            for method, path in (
+                ("HEAD", "/h"),
+                ("GET", "/after-head"),
+                ("GET", "/204"),
+                ("GET", "/304"),
+                ("GET", "/100"),
+                ("HEAD", "/h2"),
+                ("GET", "/last"),
+            ):
                 async with await pool.request(method, srv.url(path), [], b"") as r:
                     seen.append((r.status, await r.read(), r.header("content-length"), r.header("link")))
             await pool.close()
@@ -602,6 +627,7 @@ def test_switching_protocols_is_a_protocol_error(run):
 
 def _one_answer(run, wire: bytes, method: str = "GET"):
     """Serve ``wire`` (one write) to a request; (status, headers, body or the error, pooled?)."""
+
     async def go():
         async with Raw(keepalive(lambda req: wire)) as srv:
             pool = UpstreamPool()
@@ -622,22 +648,46 @@ def _one_answer(run, wire: bytes, method: str = "GET"):
     return run(go)
 
 
-@pytest.mark.parametrize("wire, why", [
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc", "only chunked"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "only chunked"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-     "more than one Transfer-Encoding"),
-    (b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: gzip\r\n\r\n", "only chunked"),
-    (b"HTTP/1.1 103 Early Hints\r\nTransfer-Encoding: gzip\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "only chunked"),
-    (b"HTTP/1.1 200 OK\r\nX-Big: " + b"h" * 100_000 + b"\r\nContent-Length: 2\r\n\r\nok", "larger than 64 KiB"),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: " + b"t" * 100_000 + b"\r\n\r\n",
-     "trailer section larger"),
-    (b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "does not begin with a status line"),
-    (b"HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok", "status 99"),
-    (b"HTTP/1.1 200 O\x00K\r\nContent-Length: 2\r\n\r\nok", "reason phrase"),
-    (b"HTTP/2.0 200 OK\r\n\r\nok", "HTTP/2.0 status line"),
-], ids=["te-gzip", "te-gzip-chunked", "te-twice", "te-on-204", "te-on-1xx", "huge-head", "huge-trailers",
-        "leading-crlf", "status-99", "nul-in-reason", "http2-line"])
+@pytest.mark.parametrize(
+    "wire, why",
+    [
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nabc", "only chunked"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "only chunked"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            "more than one Transfer-Encoding",
+        ),
+        (b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: gzip\r\n\r\n", "only chunked"),
+        (
+            b"HTTP/1.1 103 Early Hints\r\nTransfer-Encoding: gzip\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            "only chunked",
+        ),
+        (b"HTTP/1.1 200 OK\r\nX-Big: " + b"h" * 100_000 + b"\r\nContent-Length: 2\r\n\r\nok", "larger than 64 KiB"),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX-T: "
+            + b"t" * 100_000
+            + b"\r\n\r\n",
+            "trailer section larger",
+        ),
+        (b"\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "does not begin with a status line"),
+        (b"HTTP/1.1 099 Odd\r\nContent-Length: 2\r\n\r\nok", "status 99"),
+        (b"HTTP/1.1 200 O\x00K\r\nContent-Length: 2\r\n\r\nok", "reason phrase"),
+        (b"HTTP/2.0 200 OK\r\n\r\nok", "HTTP/2.0 status line"),
+    ],
+    ids=[
+        "te-gzip",
+        "te-gzip-chunked",
+        "te-twice",
+        "te-on-204",
+        "te-on-1xx",
+        "huge-head",
+        "huge-trailers",
+        "leading-crlf",
+        "status-99",
+        "nul-in-reason",
+        "http2-line",
+    ],
+)
 def test_answers_llhttp_accepts_are_refused(run, wire, why):
     status, headers, outcome, pooled = _one_answer(run, wire)
     assert isinstance(outcome, UpstreamProtocolError) and why in outcome.message, outcome
@@ -645,8 +695,10 @@ def test_answers_llhttp_accepts_are_refused(run, wire, why):
 
 
 def test_a_second_answer_in_the_same_read_changes_nothing_and_ends_the_connection(run):
-    wire = (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-            b"HTTP/1.1 500 Injected\r\nSet-Cookie: evil=1\r\nContent-Length: 0\r\n\r\n")
+    wire = (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        b"HTTP/1.1 500 Injected\r\nSet-Cookie: evil=1\r\nContent-Length: 0\r\n\r\n"
+    )
     status, headers, body, pooled = _one_answer(run, wire)
     assert (status, headers, body) == (200, [("Content-Length", "2")], b"ok")
     assert not pooled
@@ -659,18 +711,21 @@ def test_trailers_are_not_headers(run):
     assert pooled
 
 
-@pytest.mark.parametrize("wire, pooled", [
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\r\n", False),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok\r\n", True),  # the CRLF is the body's
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok\r\n\n", False),
-    (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n\r\n", False),  # all CR/LF: cannot tell, not pooled
-    (b"HTTP/1.1 204 No Content\r\n\r\n", True),
-    (b"HTTP/1.1 204 No Content\r\n\r\n\r\n", False),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", True),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n\n", False),
-    (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX: y\r\n\r\n\r\n", False),
-])
+@pytest.mark.parametrize(
+    "wire, pooled",
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", True),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\r\n", False),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok\r\n", True),  # the CRLF is the body's
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nok\r\n\n", False),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n\r\n", False),  # all CR/LF: cannot tell, not pooled
+        (b"HTTP/1.1 204 No Content\r\n\r\n", True),
+        (b"HTTP/1.1 204 No Content\r\n\r\n\r\n", False),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", True),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n\n", False),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nX: y\r\n\r\n\r\n", False),
+    ],
+)
 def test_cr_lf_after_an_answer_keeps_its_connection_out_of_the_pool(run, wire, pooled):
     """llhttp skips CR/LF between messages silently; the client looks at how the read ended."""
     status, headers, body, was_pooled = _one_answer(run, wire)
@@ -879,6 +934,7 @@ def test_server_that_never_answers_times_out(run):
 def test_short_read_timeout_fires_on_time_beside_a_long_one(run):
     """One watchdog serves the whole pool: a short timeout arriving while a long one is
     awaited must still fire at its own time, and the watchdog stops when nothing is awaited."""
+
     async def handler(srv, reader, writer, n):
         srv.requests.append(await read_request(reader))
         await reader.read()  # never answers
@@ -1220,8 +1276,9 @@ def test_standin_concurrent_streams(run, up):
         pool = UpstreamPool(max_idle_per_host=8)
 
         async def one():
-            r = await pool.request("POST", up.url + "/chat/completions", AUTH,
-                                   json.dumps({**CHAT, "stream": True}).encode())
+            r = await pool.request(
+                "POST", up.url + "/chat/completions", AUTH, json.dumps({**CHAT, "stream": True}).encode()
+            )
             async with r:
                 return b"".join([p async for p in r])
 
@@ -1259,14 +1316,17 @@ def test_https_upstream_goes_through_a_connect_tunnel(run, tls):
     server_ctx, client_ctx = tls
 
     async def go():
-        async with Raw(keepalive(lambda req: response(b"secure " + req.body)), ssl_ctx=server_ctx) as srv, \
-                EgressProxy(credentials="Basic dXNlcjpwQHNz") as egress:
+        async with (
+            Raw(keepalive(lambda req: response(b"secure " + req.body)), ssl_ctx=server_ctx) as srv,
+            EgressProxy(credentials="Basic dXNlcjpwQHNz") as egress,
+        ):
             proxies = Proxies({"HTTPS_PROXY": egress.url("user:p%40ss")})
             pool = UpstreamPool(ssl_context=client_ctx, proxies=proxies)
             out = []
             for i in range(2):
-                async with await pool.request("POST", srv.url(scheme="https"), [("Authorization", "Bearer sk-up")],
-                                              str(i).encode()) as r:
+                async with await pool.request(
+                    "POST", srv.url(scheme="https"), [("Authorization", "Bearer sk-up")], str(i).encode()
+                ) as r:
                     out.append(await r.read())
             await pool.close()
             return out, egress.seen, srv.requests, srv.port
@@ -1353,11 +1413,14 @@ def test_an_unreachable_proxy_is_named_in_the_error(run):
     assert f"cannot connect to proxy 127.0.0.1:{port} (for api.example.com:443)" in err.message
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"HTTPS_PROXY": "socks5://127.0.0.1:1080"}, "only http:// proxies are supported (not socks5://)"),
-    ({"ALL_PROXY": "https://u:secret@proxy:3128"}, "proxy https://u:***@proxy:3128"),
-    ({"http_proxy": "http://proxy:notaport"}, "bad port"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        ({"HTTPS_PROXY": "socks5://127.0.0.1:1080"}, "only http:// proxies are supported (not socks5://)"),
+        ({"ALL_PROXY": "https://u:secret@proxy:3128"}, "proxy https://u:***@proxy:3128"),
+        ({"http_proxy": "http://proxy:notaport"}, "bad port"),
+    ],
+)
 def test_unusable_proxy_settings_are_refused_with_the_password_masked(env, message):
     from gwctl.proxy.client import Proxies
 
@@ -1369,8 +1432,14 @@ def test_unusable_proxy_settings_are_refused_with_the_password_masked(env, messa
 def test_proxy_settings_follow_the_usual_precedence():
     from gwctl.proxy.client import Proxies
 
-    p = Proxies({"HTTPS_PROXY": "http://upper:1", "https_proxy": "http://lower:2", "ALL_PROXY": "http://all:3",
-                 "no_proxy": ".internal,db.local:5432"})
+    p = Proxies(
+        {
+            "HTTPS_PROXY": "http://upper:1",
+            "https_proxy": "http://lower:2",
+            "ALL_PROXY": "http://all:3",
+            "no_proxy": ".internal,db.local:5432",
+        }
+    )
     assert p.for_target("https", "api.openai.com", 443).name == "lower:2"  # lower-case first, as curl and httpx
     assert p.for_target("http", "api.openai.com", 80).name == "all:3"  # ALL_PROXY when a scheme has none
     assert p.for_target("https", "llm.internal", 443) is None and p.for_target("https", "internal", 443) is None
@@ -1389,9 +1458,15 @@ def test_user_info_in_the_url_never_shows_in_the_error(run):
     async def go():
         pool = UpstreamPool()
         errors = []
-        for url in (f"http://user:s3cret@127.0.0.1:{port}/v1", f"http://user:s3cret@127.0.0.1:{port}",
-                    f"https://user:s3cret@127.0.0.1:{port}/v1?x=1", "ftp://user:s3cret@127.0.0.1/v1",
-                    "user:s3cret@127.0.0.1/v1", "http://s3cret@127.0.0.1/v1", "http://user:s3cret@[::1/v1"):
+        for url in (
+            f"http://user:s3cret@127.0.0.1:{port}/v1",
+            f"http://user:s3cret@127.0.0.1:{port}",
+            f"https://user:s3cret@127.0.0.1:{port}/v1?x=1",
+            "ftp://user:s3cret@127.0.0.1/v1",
+            "user:s3cret@127.0.0.1/v1",
+            "http://s3cret@127.0.0.1/v1",
+            "http://user:s3cret@[::1/v1",
+        ):
             with pytest.raises(ValueError) as info:
                 await pool.request("POST", url, [], b"{}")
             errors.append(str(info.value))

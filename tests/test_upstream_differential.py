@@ -200,15 +200,41 @@ def render(p: Plan, normal: bool = False) -> tuple[bytes, int]:
 NAMES = [b"Content-Type", b"X-Request-Id", b"Server", b"Date", b"x-ratelimit-remaining-tokens", b"Set-Cookie", b"Link"]
 ODD_NAMES = [b"X Bad", b"", b"X-\x01", b"Caf\xe9", b"X-A\t", b"X:Y", b"(x)"]
 VALUES = st.one_of(
-    st.binary(max_size=20).map(lambda b: b"v" + bytes(c for c in b if 0x21 <= c <= 0x7e)),
+    st.binary(max_size=20).map(lambda b: b"v" + bytes(c for c in b if 0x21 <= c <= 0x7E)),
     st.sampled_from([b"application/json", b"text/event-stream", b"a b", b"", b"sk=1; Path=/", b"x\x80\xff"]),
 )
 ODD_VALUES = [b"a\x01b", b"a\x7fb", b"a\x00b", b"trailing  ", b"tab\t", b"  lead", b"a\rb", b"caf\xe9"]
-FRAMINGS = ["cl", "cl", "cl", "chunked", "chunked", "chunked", "none", "cl_zero",
-            "cl_short", "cl_long", "cl_dup_same", "cl_dup_diff", "cl_te", "cl_bad", "cl_ws",
-            "te_gzip", "te_gzip_chunked", "te_chunked_gzip", "te_dup", "te_case", "te_identity"]
-EXTRAS = [b"\r\n", b"\n", b"\r\n\r\n", b"garbage", b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
-          b"HTTP/1.1 200 OK\r\nSet-Cookie: evil=1\r\nContent-Length: 2\r\n\r\nab"]
+FRAMINGS = [
+    "cl",
+    "cl",
+    "cl",
+    "chunked",
+    "chunked",
+    "chunked",
+    "none",
+    "cl_zero",
+    "cl_short",
+    "cl_long",
+    "cl_dup_same",
+    "cl_dup_diff",
+    "cl_te",
+    "cl_bad",
+    "cl_ws",
+    "te_gzip",
+    "te_gzip_chunked",
+    "te_chunked_gzip",
+    "te_dup",
+    "te_case",
+    "te_identity",
+]
+EXTRAS = [
+    b"\r\n",
+    b"\n",
+    b"\r\n\r\n",
+    b"garbage",
+    b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nSet-Cookie: evil=1\r\nContent-Length: 2\r\n\r\nab",
+]
 
 
 @st.composite
@@ -240,15 +266,21 @@ def plans(draw) -> Plan:
         p.interims.append((status, headers, blank))
 
     if odd(12):
-        p.version = draw(st.sampled_from([b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.2", b"http/1.1", b"HTTP/0.9", b"HTTP/1.1 "]))
+        p.version = draw(
+            st.sampled_from([b"HTTP/1.0", b"HTTP/2.0", b"HTTP/1.2", b"http/1.1", b"HTTP/0.9", b"HTTP/1.1 "])
+        )
         if p.version != b"HTTP/1.0":
             dirty(f"version {p.version!r}")
     if odd(6):
-        p.status = draw(st.sampled_from([b"201", b"204", b"304", b"404", b"500", b"099", b"600", b"999", b"20", b"2000", b"abc"]))
+        p.status = draw(
+            st.sampled_from([b"201", b"204", b"304", b"404", b"500", b"099", b"600", b"999", b"20", b"2000", b"abc"])
+        )
         if p.status not in (b"201", b"204", b"304", b"404", b"500"):
             dirty(f"status {p.status!r}")
     if odd(8):
-        p.reason = draw(st.sampled_from([None, b"", b"Not Found", b"O\x01K", b"O\x00K", b"O\x7fK", b"O\tK", b"caf\xe9", b"O\x0bK"]))
+        p.reason = draw(
+            st.sampled_from([None, b"", b"Not Found", b"O\x01K", b"O\x00K", b"O\x7fK", b"O\tK", b"caf\xe9", b"O\x0bK"])
+        )
         if p.reason not in (None, b"", b"Not Found", b"caf\xe9"):
             dirty(f"reason {p.reason!r}")
 
@@ -268,14 +300,17 @@ def plans(draw) -> Plan:
             headers.append((b"X-Huge", b"h" * size))
         if size == BIG:
             dirty("huge header")
-    connection = draw(st.sampled_from([None, None, None, b"close", b"keep-alive", b"Keep-Alive, close", b"upgrade", b"foo"]))
+    connection = draw(
+        st.sampled_from([None, None, None, b"close", b"keep-alive", b"Keep-Alive, close", b"upgrade", b"foo"])
+    )
     if connection is not None:
         headers.append((b"Connection", connection))
         if connection == b"upgrade":
             headers.append((b"Upgrade", b"websocket"))
 
-    body = draw(st.one_of(st.binary(max_size=300), st.binary(max_size=40).map(lambda b: b + b"\r\n"),
-                          st.just(b"z" * 70_000)))
+    body = draw(
+        st.one_of(st.binary(max_size=300), st.binary(max_size=40).map(lambda b: b + b"\r\n"), st.just(b"z" * 70_000))
+    )
     if p.method == "HEAD" or p.status in (b"204", b"304"):
         p.send_body = False
         if odd(4):
@@ -300,7 +335,9 @@ def plans(draw) -> Plan:
     elif framing == "cl_dup_diff":
         headers += [(b"Content-Length", b"%d" % n), (b"Content-Length", b"%d" % (n + 1))]
     elif framing == "cl_bad":
-        headers.append((b"Content-Length", draw(st.sampled_from([b"+%d" % n, b"%d, %d" % (n, n), b"0x10", b"-1", b"", b"1" * 30]))))
+        headers.append(
+            (b"Content-Length", draw(st.sampled_from([b"+%d" % n, b"%d, %d" % (n, n), b"0x10", b"-1", b"", b"1" * 30])))
+        )
     elif framing == "cl_ws":
         headers.append((b"Content-Length", b"%d " % n))
     elif framing == "cl_te":
@@ -316,7 +353,12 @@ def plans(draw) -> Plan:
     elif framing == "te_dup":
         headers += [(b"Transfer-Encoding", b"chunked")] * 2
     elif framing in ("chunked", "te_case"):
-        headers.append((b"Transfer-Encoding", b"chunked" if framing == "chunked" else draw(st.sampled_from([b"Chunked", b"CHUNKED"]))))
+        headers.append(
+            (
+                b"Transfer-Encoding",
+                b"chunked" if framing == "chunked" else draw(st.sampled_from([b"Chunked", b"CHUNKED"])),
+            )
+        )
     p.chunked = framing in ("chunked", "te_case", "cl_te", "te_gzip_chunked", "te_dup")
     if framing == "none" and p.send_body and p.method != "HEAD" and p.status not in (b"204", b"304"):
         p.features.append("close-delimited body")
@@ -335,7 +377,20 @@ def plans(draw) -> Plan:
                     p.exempt.add("pad")
                     dirty("long zero-padded chunk size")
             if odd(8):
-                c.ext = draw(st.sampled_from([b";a=b", b";a", b';a="x y"', b";a=b;c", b"; a=b", b";\x01", b";a=" + b"e" * BIG, b";a=" + b"e" * SMALL]))
+                c.ext = draw(
+                    st.sampled_from(
+                        [
+                            b";a=b",
+                            b";a",
+                            b';a="x y"',
+                            b";a=b;c",
+                            b"; a=b",
+                            b";\x01",
+                            b";a=" + b"e" * BIG,
+                            b";a=" + b"e" * SMALL,
+                        ]
+                    )
+                )
                 if c.ext in (b"; a=b", b";\x01"):
                     dirty("odd chunk extension")
                 if len(c.ext) > 1000:
@@ -351,10 +406,20 @@ def plans(draw) -> Plan:
                 p.exempt.add("pad")
                 dirty("long zero-padded last chunk")
         if odd(6):
-            p.trailers = draw(st.sampled_from([
-                [(b"X-Trailer", b"t")], [(b"X-T", b"1"), (b"X-U", b"2")], [(b"Content-Length", b"5")],
-                [(b"Transfer-Encoding", b"gzip")], [(b"X T", b"1")], [(b"X-Huge", b"h" * BIG)], [(b"X-Big", b"h" * SMALL)],
-                [(b"X-Odd", b"a\x01b")]]))
+            p.trailers = draw(
+                st.sampled_from(
+                    [
+                        [(b"X-Trailer", b"t")],
+                        [(b"X-T", b"1"), (b"X-U", b"2")],
+                        [(b"Content-Length", b"5")],
+                        [(b"Transfer-Encoding", b"gzip")],
+                        [(b"X T", b"1")],
+                        [(b"X-Huge", b"h" * BIG)],
+                        [(b"X-Big", b"h" * SMALL)],
+                        [(b"X-Odd", b"a\x01b")],
+                    ]
+                )
+            )
             if p.trailers[0][0] not in (b"X-Trailer", b"X-T", b"X-Big"):
                 dirty("odd trailer")
 
@@ -423,14 +488,13 @@ def h11_verdict(wire: bytes, method: str, close_after: bool) -> Verdict:
     try:
         ended = False
         while fed < len(wire) and not ended:
-            conn.receive_data(wire[fed:fed + 1024])
+            conn.receive_data(wire[fed : fed + 1024])
             fed = min(len(wire), fed + 1024)
             ended = drain()
         if ended:
             v.early = True
             left = conn.trailing_data[0] + wire[fed:]
-            v.reusable = (not close_after and not left and conn.our_state is h11.DONE
-                          and conn.their_state is h11.DONE)
+            v.reusable = not close_after and not left and conn.our_state is h11.DONE and conn.their_state is h11.DONE
             v.keep_alive_10 = v.keep_alive_10 and not close_after and not left
         else:
             conn.receive_data(b"")
@@ -504,8 +568,13 @@ async def gwctl_verdict(p: Plan, wire: bytes, cuts: list[int], pause: float, hol
         await asyncio.wait_for(finished.wait(), 5)
         for _ in range(4):  # let whatever the server sent last arrive
             await asyncio.sleep(0.005)
-        return Verdict(ok=True, status=status, body=data, reusable=pool.idle_count() == 1,
-                       headers=[(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers])
+        return Verdict(
+            ok=True,
+            status=status,
+            body=data,
+            reusable=pool.idle_count() == 1,
+            headers=[(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
+        )
     finally:
         await pool.close()
         server.close()
@@ -527,7 +596,9 @@ def _blank_tail(wire: bytes, end: int) -> int:
 
 def _compare(p: Plan, wire: bytes, end: int, cuts: list[int], g: Verdict, h: Verdict) -> None:
     note(f"wire ({len(wire)} bytes): {wire[:600]!r}{'...' if len(wire) > 600 else ''}")
-    note(f"gwctl: {g.ok} {g.message} {g.status} reused={g.reusable}; h11: {h.ok} {h.message} {h.status} reusable={h.reusable}")
+    note(
+        f"gwctl: {g.ok} {g.message} {g.status} reused={g.reusable}; h11: {h.ok} {h.message} {h.status} reusable={h.reusable}"
+    )
     if not g.ok:
         assert not p.clean, f"gwctl refused a clean answer: {g.message}"
         event("gwctl refused" + (" (h11 too)" if not h.ok else " (h11 accepted: gwctl stricter)"))
@@ -543,6 +614,7 @@ def _compare(p: Plan, wire: bytes, end: int, cuts: list[int], g: Verdict, h: Ver
     else:
         event("both accepted")
     assert g.status == ref.status
+
     # E5: trailing whitespace is not part of a field value; and h11 lower-cases the
     # value of Transfer-Encoding (the coding names are case-insensitive) where gwctl keeps it.
     def h11_like(k, v):
@@ -562,10 +634,15 @@ def _compare(p: Plan, wire: bytes, end: int, cuts: list[int], g: Verdict, h: Ver
         # the end was split inside its final CR/LF octets, or a Content-Length body is made of
         # CR/LF octets (or ends with 16 or more of them).
         blank = _blank_tail(wire, end)
-        body_blank = not p.chunked and p.send_body and p.body and (
-            not p.body.strip(b"\r\n") or _blank_tail(p.body, len(p.body)) >= 16)
-        assert body_blank or any(end - blank <= c < end for c in cuts), \
+        body_blank = (
+            not p.chunked
+            and p.send_body
+            and p.body
+            and (not p.body.strip(b"\r\n") or _blank_tail(p.body, len(p.body)) >= 16)
+        )
+        assert body_blank or any(end - blank <= c < end for c in cuts), (
             "gwctl did not pool a connection after a clean answer"
+        )
         event("clean answer, conservatively not pooled")
 
 
@@ -589,13 +666,18 @@ CASE = dict(
     p=plans(),
     # where the server's writes are cut: a fraction of the stream, or a few bytes before its end
     # or before the final answer's end (so the last CR/LF octets are split too)
-    cuts=st.lists(st.one_of(st.tuples(st.just("f"), st.integers(1, 999)),
-                            st.tuples(st.sampled_from(["e", "m"]), st.integers(1, 8))), max_size=6),
+    cuts=st.lists(
+        st.one_of(
+            st.tuples(st.just("f"), st.integers(1, 999)), st.tuples(st.sampled_from(["e", "m"]), st.integers(1, 8))
+        ),
+        max_size=6,
+    ),
     pause=st.sampled_from([0, 0, 0.001, 0.003]),
     loop=st.sampled_from(["asyncio", "uvloop"]),
 )
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
-                                                      HealthCheck.filter_too_much])
+SETTINGS = dict(
+    deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+)
 
 
 @settings(max_examples=200, **SETTINGS)
@@ -620,14 +702,32 @@ def test_gwctl_agrees_with_h11_or_is_stricter_long(request):
 def _equivalence_plans() -> dict[str, Plan]:
     """One plan for each documented disagreement (E1-E4), so each is exercised on every run."""
     body = b'data: {"x": 1}\n\n'
-    pad = Plan(headers=[(b"Transfer-Encoding", b"chunked")], body=body, chunked=True,
-               chunks=[Chunk(body, pad=22)], clean=False, exempt={"pad"})
-    bigext = Plan(headers=[(b"Transfer-Encoding", b"chunked")], body=body, chunked=True,
-                  chunks=[Chunk(body, ext=b";a=" + b"e" * BIG)], clean=False, exempt={"bigext"})
-    blank = Plan(interims=[(b"103", [(b"Link", b"</a.css>; rel=preload")], b"\r\n")],
-                 headers=[(b"Content-Length", b"%d" % len(body))], body=body, clean=False, exempt={"blank"})
-    http10 = Plan(version=b"HTTP/1.0", headers=[(b"Connection", b"keep-alive"), (b"Content-Length", b"%d" % len(body))],
-                  body=body)
+    pad = Plan(
+        headers=[(b"Transfer-Encoding", b"chunked")],
+        body=body,
+        chunked=True,
+        chunks=[Chunk(body, pad=22)],
+        clean=False,
+        exempt={"pad"},
+    )
+    bigext = Plan(
+        headers=[(b"Transfer-Encoding", b"chunked")],
+        body=body,
+        chunked=True,
+        chunks=[Chunk(body, ext=b";a=" + b"e" * BIG)],
+        clean=False,
+        exempt={"bigext"},
+    )
+    blank = Plan(
+        interims=[(b"103", [(b"Link", b"</a.css>; rel=preload")], b"\r\n")],
+        headers=[(b"Content-Length", b"%d" % len(body))],
+        body=body,
+        clean=False,
+        exempt={"blank"},
+    )
+    http10 = Plan(
+        version=b"HTTP/1.0", headers=[(b"Connection", b"keep-alive"), (b"Content-Length", b"%d" % len(body))], body=body
+    )
     return {"pad": pad, "bigext": bigext, "blank": blank, "http10": http10}
 
 

@@ -207,7 +207,7 @@ def test_join_never_doubles_the_version(
     joined = join_upstream(base, client_path)
     assert joined.startswith(origin)
     assert joined.endswith(client_path)
-    assert not _ADJACENT_VERSIONS.search(joined[len(origin):]), joined
+    assert not _ADJACENT_VERSIONS.search(joined[len(origin) :]), joined
     # the prefix path the user chose survives, exactly
     assert joined == origin + "".join(f"/{s}" for s in prefix) + client_path
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gwctl.core.config import CAPABILITIES, PRICE_KINDS
 
 _PRICE = {
-    "description": "USD per unit, as a string (exact) in decimal or exponent notation, e.g. \"0.000003\" or \"3e-6\".",
+    "description": 'USD per unit, as a string (exact) in decimal or exponent notation, e.g. "0.000003" or "3e-6".',
     "anyOf": [
         {"type": "string", "pattern": r"^\s*\+?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"},
         {"type": "number", "minimum": 0},

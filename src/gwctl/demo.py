@@ -66,7 +66,12 @@ def _with_loopback(value: str | None) -> str:
 
 def demo_environ(base: Mapping[str, str], store: Path, activity: Path) -> dict[str, str]:
     """The environment the demo's commands and its proxy run in: the user's, pointed at the temporary store."""
-    environ = {**base, "GWCTL_STORE": str(store), "GWCTL_ACTIVITY": f"sqlite://{activity}", "DEMO_UPSTREAM_KEY": UPSTREAM_KEY}
+    environ = {
+        **base,
+        "GWCTL_STORE": str(store),
+        "GWCTL_ACTIVITY": f"sqlite://{activity}",
+        "DEMO_UPSTREAM_KEY": UPSTREAM_KEY,
+    }
     for name in ("no_proxy", "NO_PROXY"):  # the stand-in is local: never through an egress proxy the user has set
         environ[name] = _with_loopback(base.get(name))
     return environ
@@ -120,16 +125,44 @@ def _steps(session: _Session, upstream_url: str, tmp: Path, with_proxy: bool) ->
     gw(["source", "add", "local", "--base-url", upstream_url, "--auth-env", "DEMO_UPSTREAM_KEY", "--test"])
     gw(["source", "refresh", "local"])
     gw(["model", "list"])
-    gw(["catalog", "set", "local/llama-3.1-8b", "--price", "input=3e-6", "--price", "output=1.5e-5",
-        "--price", "cached_input=1.5e-6", "--context-size", "8192", "--max-output", "1024",
-        "--capability", "vision=false"])
+    gw(
+        [
+            "catalog",
+            "set",
+            "local/llama-3.1-8b",
+            "--price",
+            "input=3e-6",
+            "--price",
+            "output=1.5e-5",
+            "--price",
+            "cached_input=1.5e-6",
+            "--context-size",
+            "8192",
+            "--max-output",
+            "1024",
+            "--capability",
+            "vision=false",
+        ]
+    )
     gw(["route", "set", "triage", "--model-name", "assistant", "--provider", "local", "--model", "llama-3.1-8b"])
     gw(["route", "dry-run", "--agent", "triage", "--model", "assistant"])
     req = tmp / "too-long.json"
     req.write_text('{"messages": [{"role": "user", "content": "Summarise the incident"}], "max_tokens": 4096}')
     say(f"\n# a request asking for more output than the catalog allows ({req.name}: max_tokens 4096)")
     gw(["route", "dry-run", "--agent", "triage", "--model", "assistant", "--request", str(req)], expect=1)
-    gw(["catalog", "price", "local/llama-3.1-8b", "--input-tokens", "800", "--cached-tokens", "200", "--output-tokens", "50"])
+    gw(
+        [
+            "catalog",
+            "price",
+            "local/llama-3.1-8b",
+            "--input-tokens",
+            "800",
+            "--cached-tokens",
+            "200",
+            "--output-tokens",
+            "50",
+        ]
+    )
     if with_proxy:
         _through_the_proxy(session, tmp)
     say("\ndemo finished: every step above ran the real gwctl against a real local server.")
@@ -152,8 +185,20 @@ def _through_the_proxy(session: _Session, tmp: Path) -> None:
 
 
 def _start_proxy(store: Path, activity: Path, environ: Mapping[str, str]):
-    cmd = [sys.executable, "-m", "gwctl", "--store", str(store), "proxy", "--port", "0",
-           "--activity", f"sqlite://{activity}", "--grace", "5"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gwctl",
+        "--store",
+        str(store),
+        "proxy",
+        "--port",
+        "0",
+        "--activity",
+        f"sqlite://{activity}",
+        "--grace",
+        "5",
+    ]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=dict(environ))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

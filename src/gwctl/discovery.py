@@ -37,7 +37,9 @@ class TestResult:
     status: int | None = None
     latency_ms: float | None = None
     models: list[str] = field(default_factory=list)
-    error: str | None = None  # dns | refused | tls | timeout | credential | not_found | http | not_json | not_model_list | connection
+    error: str | None = (
+        None  # dns | refused | tls | timeout | credential | not_found | http | not_json | not_model_list | connection
+    )
     message: str = ""
     hint: str = ""
 
@@ -64,8 +66,9 @@ def _walk_causes(exc: BaseException):
         exc = exc.__cause__ or exc.__context__
 
 
-def _classify_connect(exc: BaseException, url: str, source: Source | None = None, direct: bool = True,
-                      timeout: float = DEFAULT_TIMEOUT_S) -> tuple[str, str, str]:
+def _classify_connect(
+    exc: BaseException, url: str, source: Source | None = None, direct: bool = True, timeout: float = DEFAULT_TIMEOUT_S
+) -> tuple[str, str, str]:
     parsed = httpx.URL(url)
     host = parsed.host
     text = " ".join(str(e) for e in _walk_causes(exc)).lower()
@@ -80,13 +83,27 @@ def _classify_connect(exc: BaseException, url: str, source: Source | None = None
             message, hint = verify_failure(cause, host, names, ca_file, source.name if source is not None else None)
             return "tls", message, hint
         if isinstance(cause, ssl.SSLError):
-            return "tls", f"TLS handshake with {host} failed ({cause.reason or cause})", "check the certificate, or use http:// for a plain-HTTP server"
+            return (
+                "tls",
+                f"TLS handshake with {host} failed ({cause.reason or cause})",
+                "check the certificate, or use http:// for a plain-HTTP server",
+            )
         if isinstance(cause, ConnectionRefusedError):
             return "refused", f"connection to {host} was refused", "is the server running, and on that port?"
-    if "name or service not known" in text or "nodename nor servname" in text or "temporary failure in name resolution" in text or "getaddrinfo" in text or any(isinstance(c, socket.gaierror) for c in _walk_causes(exc)):
+    if (
+        "name or service not known" in text
+        or "nodename nor servname" in text
+        or "temporary failure in name resolution" in text
+        or "getaddrinfo" in text
+        or any(isinstance(c, socket.gaierror) for c in _walk_causes(exc))
+    ):
         return "dns", f"the host name {host} could not be resolved (DNS)", "check the base URL's host name"
     if "ssl" in text or "certificate" in text or "tls" in text:
-        return "tls", f"TLS handshake with {host} failed", "check the certificate, or use http:// for a plain-HTTP server"
+        return (
+            "tls",
+            f"TLS handshake with {host} failed",
+            "check the certificate, or use http:// for a plain-HTTP server",
+        )
     if "refused" in text:
         return "refused", f"connection to {host} was refused", "is the server running, and on that port?"
     return "connection", f"could not connect to {host} ({exc})", "check the base URL and that the server is reachable"
@@ -110,7 +127,9 @@ def _version_hint(base_url: str) -> str:
 
     if strip_version(base_url) == base_url.rstrip("/"):
         return f"the base URL usually ends with the API's version segment, e.g. {base_url.rstrip('/')}/v1"
-    return "check the base URL's path: GET {base_url}/models must list the models".replace("{base_url}", base_url.rstrip("/"))
+    return "check the base URL's path: GET {base_url}/models must list the models".replace(
+        "{base_url}", base_url.rstrip("/")
+    )
 
 
 def test_source(source: Source, environ: Mapping[str, str] | None = None, timeout: float | None = None) -> TestResult:
@@ -134,8 +153,11 @@ def test_source(source: Source, environ: Mapping[str, str] | None = None, timeou
             return result
     start = time.perf_counter()
     try:
-        with httpx.Client(timeout=httpx.Timeout(timeout or source.read_timeout or DEFAULT_TIMEOUT_S, connect=t),
-                          verify=verify, trust_env=True) as client:
+        with httpx.Client(
+            timeout=httpx.Timeout(timeout or source.read_timeout or DEFAULT_TIMEOUT_S, connect=t),
+            verify=verify,
+            trust_env=True,
+        ) as client:
             resp = client.get(url, headers=headers)
     except httpx.TimeoutException:
         result.error, result.message = "timeout", f"no answer from {url} within {t:g} s"
@@ -176,7 +198,7 @@ def test_source(source: Source, environ: Mapping[str, str] | None = None, timeou
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
         result.error = "not_model_list"
-        result.message = f"{url} answered JSON that is not an OpenAI model list ({{\"data\": [{{\"id\": ...}}]}})"
+        result.message = f'{url} answered JSON that is not an OpenAI model list ({{"data": [{{"id": ...}}]}})'
         result.hint = "point the source at an OpenAI-compatible API"
         return result
     seen: dict[str, None] = {}

@@ -39,16 +39,24 @@ def decision_json(d: Decision, reveal: bool = False) -> dict[str, Any]:
         "path": d.path,
         "model": d.client_model,
         "matched_by": d.matched_by,
-        "route": None if d.route is None else {
-            "agent": d.route.agent, "model_name": d.route.model_name, "provider": d.route.provider,
-            "model": d.route.model, "base_url": _url(d.route.base_url, reveal), "passthrough": d.route.passthrough,
+        "route": None
+        if d.route is None
+        else {
+            "agent": d.route.agent,
+            "model_name": d.route.model_name,
+            "provider": d.route.provider,
+            "model": d.route.model,
+            "base_url": _url(d.route.base_url, reveal),
+            "passthrough": d.route.passthrough,
         },
         "source": d.source,
         "passthrough": d.passthrough,
         "upstream_url": _url(d.upstream_url, reveal),
         "upstream_model": d.upstream_model,
         "model_rewritten": d.rewrite_model,
-        "credentials": None if d.credential is None else {
+        "credentials": None
+        if d.credential is None
+        else {
             "source": d.source,
             "header": d.auth_header,
             "scheme": d.auth_scheme,
@@ -68,7 +76,9 @@ def decision_json(d: Decision, reveal: bool = False) -> dict[str, Any]:
         "message": d.message or None,
         "hint": d.hint or None,
         "error": None if d.forwarded else d.error_body()["error"],
-        "estimate": None if d.estimate is None else {
+        "estimate": None
+        if d.estimate is None
+        else {
             "prompt_tokens": feats.prompt_tokens_estimate if feats else None,
             "output_tokens": estimated_output_tokens(d.entry, feats) if feats else None,
             **d.estimate.to_json(),
@@ -83,8 +93,12 @@ def print_report(d: Decision, reveal: bool = False, out=None) -> None:
     tty = out.isatty() if hasattr(out, "isatty") else False
     ok, bad = ("✓", "✗") if tty else ("pass", "FAIL")
     lines: list[tuple[str, str]] = []
-    verdict = {"passthrough": "forward (passthrough)", "managed": "forward (managed)",
-               "rejected": f"REJECT {d.status}", "not_found": f"REJECT {d.status} (not found)"}[d.kind]
+    verdict = {
+        "passthrough": "forward (passthrough)",
+        "managed": "forward (managed)",
+        "rejected": f"REJECT {d.status}",
+        "not_found": f"REJECT {d.status} (not found)",
+    }[d.kind]
     lines.append(("decision", verdict))
     lines.append(("agent", d.agent or "(root / none)"))
     if d.route is not None:
@@ -116,7 +130,12 @@ def print_report(d: Decision, reveal: bool = False, out=None) -> None:
     if d.estimate is not None:
         if d.estimate.billed:
             feats = d.features
-            lines.append(("estimate", f"{format_usd(d.estimate.total)} USD (≈{feats.prompt_tokens_estimate if feats else '?'} prompt tokens, estimated)"))
+            lines.append(
+                (
+                    "estimate",
+                    f"{format_usd(d.estimate.total)} USD (≈{feats.prompt_tokens_estimate if feats else '?'} prompt tokens, estimated)",
+                )
+            )
         else:
             lines.append(("estimate", f"unbilled ({d.estimate.unbilled_reason})"))
     if not d.forwarded:

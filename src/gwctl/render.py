@@ -40,7 +40,11 @@ def _default(obj: Any) -> Any:
 
 def dumps(obj: Any) -> str:
     try:
-        return orjson.dumps(obj, default=_default, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS).decode()
+        return orjson.dumps(
+            obj,
+            default=_default,
+            option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATACLASS,
+        ).decode()
     except TypeError:  # e.g. an int beyond 64 bits: the slower encoder handles it
         return json.dumps(obj, indent=2, default=_default, ensure_ascii=False)
 
@@ -59,7 +63,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None, empty: str | None = None) -> None:
+def print_table(
+    columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None, empty: str | None = None
+) -> None:
     """A rich table on a terminal; tab-separated lines (no header) otherwise."""
     rows = [[_cell(v) for v in row] for row in rows]
     env = current()

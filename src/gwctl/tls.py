@@ -100,8 +100,13 @@ def peer_names(host: str, port: int, ca_file: str | None, timeout: float) -> lis
         return None
 
 
-def verify_failure(exc: ssl.SSLCertVerificationError, host: str, names: Sequence[str] | None = None,
-                   ca_file: str | None = None, source: str | None = None) -> tuple[str, str]:
+def verify_failure(
+    exc: ssl.SSLCertVerificationError,
+    host: str,
+    names: Sequence[str] | None = None,
+    ca_file: str | None = None,
+    source: str | None = None,
+) -> tuple[str, str]:
     """(message, hint) for a failed certificate check of ``host``.
 
     ``names``: what the certificate is for, when known (a host-name mismatch);
@@ -109,25 +114,35 @@ def verify_failure(exc: ssl.SSLCertVerificationError, host: str, names: Sequence
     """
     code = getattr(exc, "verify_code", None)
     detail = getattr(exc, "verify_message", None) or exc.reason or str(exc)
-    edit = f"gwctl source edit {source} --ca-file PATH" if source else "--ca-file (gwctl source edit SOURCE --ca-file PATH)"
+    edit = (
+        f"gwctl source edit {source} --ca-file PATH"
+        if source
+        else "--ca-file (gwctl source edit SOURCE --ca-file PATH)"
+    )
     if code in (_HOSTNAME_MISMATCH, _IP_MISMATCH):
         what = "IP address" if code == _IP_MISMATCH else "hostname"
         shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "") if names else ""
-        message = (f"TLS certificate for {host} does not match: "
-                   + (f"certificate is for {shown}" if shown else "the certificate is for another name")
-                   + f" ({what} mismatch)")
-        hint = ("use a base URL with a name the certificate is for" + (f" (e.g. {names[0]})" if names else "")
-                + f", or give the server a certificate that names {host}")
+        message = (
+            f"TLS certificate for {host} does not match: "
+            + (f"certificate is for {shown}" if shown else "the certificate is for another name")
+            + f" ({what} mismatch)"
+        )
+        hint = (
+            "use a base URL with a name the certificate is for"
+            + (f" (e.g. {names[0]})" if names else "")
+            + f", or give the server a certificate that names {host}"
+        )
         return message, hint
     if code in _UNTRUSTED:
         by = f"the system trust store or {ca_file}" if ca_file else "the system trust store"
         message = f"TLS certificate of {host} is not trusted: no CA in {by} signed it ({detail})"
-        hint = (f"if a private CA signed it, give the source that CA with {edit}, "
-                "or set SSL_CERT_FILE for every source")
+        hint = f"if a private CA signed it, give the source that CA with {edit}, or set SSL_CERT_FILE for every source"
         return message, hint
     if code == _EXPIRED:
         return f"TLS certificate of {host} has expired ({detail})", "renew the server's certificate"
     if code == _NOT_YET_VALID:
-        return (f"TLS certificate of {host} is not valid yet ({detail})",
-                "check the server's certificate and both machines' clocks")
+        return (
+            f"TLS certificate of {host} is not valid yet ({detail})",
+            "check the server's certificate and both machines' clocks",
+        )
     return f"TLS certificate of {host} could not be verified ({detail})", "check the server's certificate chain"

@@ -85,9 +85,18 @@ _NICENESS = 10
 class ChildWriter:
     """The parent's side: batch rows in the event loop, ship them to the child."""
 
-    def __init__(self, dsn: str | None, *, access_log: bool = False, batch_rows: int = 1024,
-                 flush_interval: float = 0.05, max_buffer: int = 64 * 1024 * 1024, close_timeout: float = 10.0,
-                 max_pending_rows: int = MAX_PENDING_ROWS, retry_max_delay: float = 5.0):
+    def __init__(
+        self,
+        dsn: str | None,
+        *,
+        access_log: bool = False,
+        batch_rows: int = 1024,
+        flush_interval: float = 0.05,
+        max_buffer: int = 64 * 1024 * 1024,
+        close_timeout: float = 10.0,
+        max_pending_rows: int = MAX_PENDING_ROWS,
+        retry_max_delay: float = 5.0,
+    ):
         if dsn is None and not access_log:
             raise ValueError("ChildWriter needs an activity DSN, an access log, or both")
         if dsn is not None:
@@ -116,8 +125,17 @@ class ChildWriter:
         self._restart_task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        args = [sys.executable, "-m", "gwctl.activity.child", "--close-timeout", str(self.close_timeout),
-                "--max-pending-rows", str(self.max_pending_rows), "--retry-max-delay", str(self.retry_max_delay)]
+        args = [
+            sys.executable,
+            "-m",
+            "gwctl.activity.child",
+            "--close-timeout",
+            str(self.close_timeout),
+            "--max-pending-rows",
+            str(self.max_pending_rows),
+            "--retry-max-delay",
+            str(self.retry_max_delay),
+        ]
         if self.dsn is not None:
             args += ["--dsn", self.dsn]
         if self.access_log:
@@ -129,8 +147,9 @@ class ChildWriter:
         # dispositions) and not preexec_fn (unsafe once the proxy has threads); setsid is done by
         # subprocess in C, safely.
         self._last_start = time.monotonic()
-        self._proc = subprocess.Popen(["/bin/sh", "-c", 'trap "" INT TERM; exec "$0" "$@"', *args],
-                                      stdin=subprocess.PIPE, start_new_session=True)
+        self._proc = subprocess.Popen(
+            ["/bin/sh", "-c", 'trap "" INT TERM; exec "$0" "$@"', *args], stdin=subprocess.PIPE, start_new_session=True
+        )
         loop = asyncio.get_running_loop()
         self._pipe, _ = await loop.connect_write_pipe(asyncio.Protocol, self._proc.stdin)
 
@@ -220,8 +239,12 @@ class ChildWriter:
             self._drop_timer = None
         if self._unreported:
             self._last_warn = time.monotonic()
-            log.error("dropped %d activity row(s): %s (%d dropped in total)", self._unreported, self._drop_reason,
-                      self.dropped)
+            log.error(
+                "dropped %d activity row(s): %s (%d dropped in total)",
+                self._unreported,
+                self._drop_reason,
+                self.dropped,
+            )
             self._unreported = 0
 
     def _maybe_restart(self) -> None:
@@ -304,19 +327,33 @@ def neutral_row(row: LogEntry, plans: dict | None = None) -> LogRow:
         total = plan.total(usage)
         cost = None if total is None else Decimal(format_usd(total))  # exact, without trailing zeros
     return LogRow(
-        time=datetime.fromtimestamp(row.time, timezone.utc), request_id=row.request_id, key_name=row.key_name,
-        agent=row.agent, route_kind=row.route_kind, source=row.source, model=row.model,
-        upstream_model=row.upstream_model, path=row.path, status=row.status, latency_ms=row.latency_ms,
-        usage_counts=_NO_USAGE if usage is None else _ACTIVITY_COUNTS(usage), cost=cost, rule=row.rule,
-        stream=row.stream, error=row.error)
+        time=datetime.fromtimestamp(row.time, timezone.utc),
+        request_id=row.request_id,
+        key_name=row.key_name,
+        agent=row.agent,
+        route_kind=row.route_kind,
+        source=row.source,
+        model=row.model,
+        upstream_model=row.upstream_model,
+        path=row.path,
+        status=row.status,
+        latency_ms=row.latency_ms,
+        usage_counts=_NO_USAGE if usage is None else _ACTIVITY_COUNTS(usage),
+        cost=cost,
+        rule=row.rule,
+        stream=row.stream,
+        error=row.error,
+    )
 
 
 def access_line(row: LogRow) -> str:
     """One access-log line for a neutral row: one line, space-separated fields, whatever the client sent."""
     cost, rule = row.cost, row.rule
-    return (f"{row.time.isoformat(timespec='milliseconds')} {row.request_id} {row.status} {_field(row.path)} "
-            f"agent={_field(row.agent)} model={_field(row.model)} {row.route_kind} {row.latency_ms:.1f}ms"
-            f"{' cost=' + str(cost) if cost is not None else ''}{' rule=' + _field(rule) if rule else ''}\n")
+    return (
+        f"{row.time.isoformat(timespec='milliseconds')} {row.request_id} {row.status} {_field(row.path)} "
+        f"agent={_field(row.agent)} model={_field(row.model)} {row.route_kind} {row.latency_ms:.1f}ms"
+        f"{' cost=' + str(cost) if cost is not None else ''}{' rule=' + _field(rule) if rule else ''}\n"
+    )
 
 
 def _field(text: str | None) -> str:
@@ -355,7 +392,7 @@ def _frames(buf: bytearray) -> list[bytes]:
         (n,) = _FRAME.unpack_from(buf, pos)
         if size - pos - _FRAME.size < n:
             break
-        out.append(bytes(buf[pos + _FRAME.size:pos + _FRAME.size + n]))
+        out.append(bytes(buf[pos + _FRAME.size : pos + _FRAME.size + n]))
         pos += _FRAME.size + n
     if pos:
         del buf[:pos]
@@ -385,25 +422,44 @@ class _Outage:
         if self.since is None:
             self.since = self.last_said = now
             self.delay = 0.05
-            log.warning("the activity log%s is unavailable: %s; %d row(s) waiting, retrying every %g s at most",
-                        named, error, waiting, self.max_delay)
+            log.warning(
+                "the activity log%s is unavailable: %s; %d row(s) waiting, retrying every %g s at most",
+                named,
+                error,
+                waiting,
+                self.max_delay,
+            )
         elif now - self.last_said >= _STILL_DOWN_EVERY_S:
             self.last_said = now
-            log.warning("the activity log%s is still unavailable after %.0f s: %s; %d row(s) waiting",
-                        named, now - self.since, error, waiting)
+            log.warning(
+                "the activity log%s is still unavailable after %.0f s: %s; %d row(s) waiting",
+                named,
+                now - self.since,
+                error,
+                waiting,
+            )
         self.next_try = now + self.delay
         self.delay = min(self.delay * 2, self.max_delay)
 
     def full(self, held: int, limit: int) -> None:
         if self.down and not self.said_full:
             self.said_full = True
-            log.warning("the activity writer holds %d row(s), past its limit of %d: the next ones wait in the "
-                        "proxy, which drops them past its buffer and says so", held, limit)
+            log.warning(
+                "the activity writer holds %d row(s), past its limit of %d: the next ones wait in the "
+                "proxy, which drops them past its buffer and says so",
+                held,
+                limit,
+            )
 
     def recovered(self, waited: int) -> None:
         if self.since is not None:
-            log.warning("the activity log (%s) is available again after %.1f s unavailable; "
-                        "wrote the %d row(s) that were waiting", self.label, time.monotonic() - self.since, waited)
+            log.warning(
+                "the activity log (%s) is available again after %.1f s unavailable; "
+                "wrote the %d row(s) that were waiting",
+                self.label,
+                time.monotonic() - self.since,
+                waited,
+            )
         self.since = None
         self.delay = 0.05
         self.next_try = 0.0
@@ -506,10 +562,10 @@ class _Child:
         waiting = len(pending)
         done = 0
         while done < len(pending):
-            chunk = pending[done:done + _WRITE_ROWS]
+            chunk = pending[done : done + _WRITE_ROWS]
             ok, _written, _refused = sink.write(chunk)
             if not ok:
-                self.pending = sink.unwritten + pending[done + len(chunk):]
+                self.pending = sink.unwritten + pending[done + len(chunk) :]
                 self.outage.failed(len(self.pending), sink.last_error)
                 return
             done += len(chunk)
@@ -549,9 +605,19 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     dsn = args.dsn
     label = redact_dsn(dsn) if dsn else ""
-    sink = LogSink(lambda: open_log(dsn), label, write=_write_rows, ident=lambda r: r.request_id, quiet=True) if dsn else None
-    child = _Child(sink, label, _Outage(label, args.retry_max_delay), access_log=args.access_log,
-                   limit=max(1, args.max_pending_rows), close_timeout=args.close_timeout)
+    sink = (
+        LogSink(lambda: open_log(dsn), label, write=_write_rows, ident=lambda r: r.request_id, quiet=True)
+        if dsn
+        else None
+    )
+    child = _Child(
+        sink,
+        label,
+        _Outage(label, args.retry_max_delay),
+        access_log=args.access_log,
+        limit=max(1, args.max_pending_rows),
+        close_timeout=args.close_timeout,
+    )
     return child.run()
 
 

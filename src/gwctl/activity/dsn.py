@@ -79,8 +79,7 @@ def parse_dsn(dsn: str, *, origin: str | None = None) -> Target:
             if not after.startswith("/"):
                 raise _bad(
                     dsn,
-                    "sqlite:// must be followed by an absolute path (sqlite:///abs/path) "
-                    "or use sqlite:relative/path",
+                    "sqlite:// must be followed by an absolute path (sqlite:///abs/path) or use sqlite:relative/path",
                     origin,
                 )
             return Target("sqlite", path=_sqlite_path(after, dsn, origin))

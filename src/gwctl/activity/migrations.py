@@ -87,8 +87,7 @@ MIGRATIONS: tuple[Migration, ...] = (
 LATEST: int = MIGRATIONS[-1].version
 
 SCHEMA_MIGRATIONS_SQLITE = (
-    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-    "version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
 )
 SCHEMA_MIGRATIONS_POSTGRES = (
     "CREATE TABLE IF NOT EXISTS schema_migrations ("
@@ -102,10 +101,7 @@ def pending(applied: set[int]) -> list[Migration]:
 
 
 def too_new_message(found: int) -> str:
-    return (
-        f"the activity log has schema version {found}, newer than this gwctl understands "
-        f"(up to {LATEST})"
-    )
+    return f"the activity log has schema version {found}, newer than this gwctl understands (up to {LATEST})"
 
 
 def _check_order() -> None:

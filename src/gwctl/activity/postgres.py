@@ -90,9 +90,7 @@ class PostgresLog(SqlReads):
                 if not pending(applied):
                     return
             with conn.transaction():
-                conn.execute(
-                    f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, hashtext(coalesce(current_schema(), '')))"
-                )
+                conn.execute(f"SELECT pg_advisory_xact_lock({LOCK_CLASS}, hashtext(coalesce(current_schema(), '')))")
                 conn.execute(SCHEMA_MIGRATIONS_POSTGRES)
                 applied = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
                 if applied and max(applied) > LATEST:

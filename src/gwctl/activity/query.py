@@ -179,8 +179,7 @@ def _group_expr(by: str, d: Dialect) -> str:
 _IS_ERROR = "(route_kind = 'error' OR status >= 500)"
 _COUNTERS = (
     "SUM(CASE WHEN cost IS NOT NULL THEN 1 ELSE 0 END)",
-    f"SUM(CASE WHEN cost IS NULL AND route_kind IN ({_quoted(FORWARDED_KINDS)}) "
-    f"AND NOT {_IS_ERROR} THEN 1 ELSE 0 END)",
+    f"SUM(CASE WHEN cost IS NULL AND route_kind IN ({_quoted(FORWARDED_KINDS)}) AND NOT {_IS_ERROR} THEN 1 ELSE 0 END)",
     f"SUM(CASE WHEN route_kind IN ({_quoted(REJECTED_KINDS)}) OR rule IS NOT NULL THEN 1 ELSE 0 END)",
     f"SUM(CASE WHEN {_IS_ERROR} THEN 1 ELSE 0 END)",
 )
@@ -253,9 +252,24 @@ def insert_values(r: LogRow, time_value: Any, cost_value: Any, stream_value: Any
 
 def record_fields(r: ActivityRecord) -> LogRow:
     """A record as the neutral row the backends' ``row()`` takes."""
-    return LogRow(r.time, r.request_id, r.key_name, r.agent, r.route_kind, r.source, r.model, r.upstream_model,
-                  r.path, r.status, r.latency_ms, tuple(r.usage.get(k, 0) for k in USAGE_KINDS), r.cost, r.rule,
-                  r.stream, r.error)
+    return LogRow(
+        r.time,
+        r.request_id,
+        r.key_name,
+        r.agent,
+        r.route_kind,
+        r.source,
+        r.model,
+        r.upstream_model,
+        r.path,
+        r.status,
+        r.latency_ms,
+        tuple(r.usage.get(k, 0) for k in USAGE_KINDS),
+        r.cost,
+        r.rule,
+        r.stream,
+        r.error,
+    )
 
 
 ROW_FIELDS = LogRow._fields

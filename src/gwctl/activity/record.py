@@ -108,9 +108,7 @@ class ActivityRecord:
             if value is not None and type(value) is not str:
                 _check_str(name, value, optional=True)
         if self.route_kind not in ROUTE_KINDS:
-            raise ValueError(
-                f"ActivityRecord.route_kind {self.route_kind!r} is not one of {', '.join(ROUTE_KINDS)}"
-            )
+            raise ValueError(f"ActivityRecord.route_kind {self.route_kind!r} is not one of {', '.join(ROUTE_KINDS)}")
         if isinstance(self.status, bool) or not isinstance(self.status, int):
             raise TypeError("ActivityRecord.status must be an int")
         latency = self.latency_ms
@@ -124,9 +122,7 @@ class ActivityRecord:
         cost = self.cost
         if cost is not None:
             if isinstance(cost, bool) or isinstance(cost, float) or not isinstance(cost, (Decimal, int)):
-                raise TypeError(
-                    "ActivityRecord.cost must be a Decimal or None (never a float: money is exact)"
-                )
+                raise TypeError("ActivityRecord.cost must be a Decimal or None (never a float: money is exact)")
             if isinstance(cost, int):
                 cost = Decimal(cost)
                 object.__setattr__(self, "cost", cost)

@@ -44,8 +44,10 @@ class SqlReads:
     ) -> "list[ActivityRecord]":
         f = q.Filters(since=since, source=source, model=model, agent=agent, key=key)
         to_time = type(self).to_time
-        return [q.record_from_row(r, to_time=to_time, to_cost=Decimal)
-                for r in self._fetch(*q.list_sql(f, limit, self.dialect))]
+        return [
+            q.record_from_row(r, to_time=to_time, to_cost=Decimal)
+            for r in self._fetch(*q.list_sql(f, limit, self.dialect))
+        ]
 
     def summary(
         self,

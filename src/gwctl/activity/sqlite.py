@@ -146,9 +146,7 @@ class SqliteLog(SqlReads):
 
     @staticmethod
     def _applied(conn: sqlite3.Connection) -> set[int] | None:
-        row = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'"
-        ).fetchone()
+        row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").fetchone()
         if row is None:
             return None
         return {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
@@ -188,8 +186,9 @@ class SqliteLog(SqlReads):
     def row(r: LogRow) -> tuple:
         """Insert parameters for a neutral row: time and cost as text, stream as 0/1."""
         cost = r.cost
-        return q.insert_values(r, format_utc(r.time), decimal_text(cost) if cost is not None else None,
-                               1 if r.stream else 0)
+        return q.insert_values(
+            r, format_utc(r.time), decimal_text(cost) if cost is not None else None, 1 if r.stream else 0
+        )
 
     def write_rows(self, rows: Sequence[tuple]) -> None:
         """Insert prepared parameter tuples (from :meth:`row`) in one transaction."""

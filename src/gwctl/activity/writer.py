@@ -56,9 +56,15 @@ class LogSink:
     :attr:`last_error` is what the last failure said.
     """
 
-    def __init__(self, opener: Callable[[], ActivityLog], label: str,
-                 write: Callable[[ActivityLog, list], None] | None = None,
-                 ident: Callable[[Any], str] | None = None, *, quiet: bool = False):
+    def __init__(
+        self,
+        opener: Callable[[], ActivityLog],
+        label: str,
+        write: Callable[[ActivityLog, list], None] | None = None,
+        ident: Callable[[Any], str] | None = None,
+        *,
+        quiet: bool = False,
+    ):
         self._opener = opener
         self._label = label
         self._log: ActivityLog | None = None

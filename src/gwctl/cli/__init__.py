@@ -52,9 +52,15 @@ def _version(value: bool) -> None:
 def _root(
     store: Annotated[
         Optional[str],
-        typer.Option("--store", metavar="PATH", help="The store file (default: $GWCTL_STORE, else the user config dir's gwctl/gwctl.toml)."),
+        typer.Option(
+            "--store",
+            metavar="PATH",
+            help="The store file (default: $GWCTL_STORE, else the user config dir's gwctl/gwctl.toml).",
+        ),
     ] = None,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     current().store_option = store
 

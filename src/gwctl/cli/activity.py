@@ -22,11 +22,24 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-SinceOpt = Annotated[Optional[str], typer.Option("--since", metavar="DURATION", help="Only the last DURATION, like 30m, 12h, 7d.")]
+SinceOpt = Annotated[
+    Optional[str], typer.Option("--since", metavar="DURATION", help="Only the last DURATION, like 30m, 12h, 7d.")
+]
 SourceOpt = Annotated[Optional[str], typer.Option("--source", metavar="S", help="Only this source.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", metavar="REF", help="Only this model (as the client asked for it).")]
-AgentOpt = Annotated[Optional[str], typer.Option("--agent", metavar="A", help="Only this agent (root and subagents are separate).")]
-ActivityOpt = Annotated[Optional[str], typer.Option("--activity", metavar="DSN", help="The log: sqlite:///path, a path, or postgresql://… (default: $GWCTL_ACTIVITY, else the user data dir).")]
+ModelOpt = Annotated[
+    Optional[str], typer.Option("--model", metavar="REF", help="Only this model (as the client asked for it).")
+]
+AgentOpt = Annotated[
+    Optional[str], typer.Option("--agent", metavar="A", help="Only this agent (root and subagents are separate).")
+]
+ActivityOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--activity",
+        metavar="DSN",
+        help="The log: sqlite:///path, a path, or postgresql://… (default: $GWCTL_ACTIVITY, else the user data dir).",
+    ),
+]
 
 
 def _open(dsn_option: str | None):
@@ -74,14 +87,48 @@ def list_cmd(
     table = []
     for r in rows:
         tokens = sum(v for k, v in r.usage.items() if k.endswith("tokens") and k != "reasoning_tokens")
-        cost = "unbilled" if r.cost is None and r.route_kind in ("passthrough", "managed") else ("" if r.cost is None else str(r.cost))
+        cost = (
+            "unbilled"
+            if r.cost is None and r.route_kind in ("passthrough", "managed")
+            else ("" if r.cost is None else str(r.cost))
+        )
         # agent, model and error come from clients and upstreams: escaped, so they cannot forge a line or drive the terminal
-        table.append([r.time.strftime("%Y-%m-%d %H:%M:%S"), printable(r.request_id, 80), printable(r.key_name or "-", 80),
-                      printable(r.agent or "-"), r.route_kind, printable(r.source or "-", 80), printable(r.model or "-"),
-                      r.status, f"{r.latency_ms:.0f}ms", tokens, cost, printable(r.rule or "", 80),
-                      printable(r.error or "", 120)])
-    print_table(["TIME (UTC)", "REQUEST", "KEY", "AGENT", "KIND", "SOURCE", "MODEL", "STATUS", "LATENCY", "TOKENS", "COST USD", "RULE",
-                 "ERROR"], table, empty="no activity yet")
+        table.append(
+            [
+                r.time.strftime("%Y-%m-%d %H:%M:%S"),
+                printable(r.request_id, 80),
+                printable(r.key_name or "-", 80),
+                printable(r.agent or "-"),
+                r.route_kind,
+                printable(r.source or "-", 80),
+                printable(r.model or "-"),
+                r.status,
+                f"{r.latency_ms:.0f}ms",
+                tokens,
+                cost,
+                printable(r.rule or "", 80),
+                printable(r.error or "", 120),
+            ]
+        )
+    print_table(
+        [
+            "TIME (UTC)",
+            "REQUEST",
+            "KEY",
+            "AGENT",
+            "KIND",
+            "SOURCE",
+            "MODEL",
+            "STATUS",
+            "LATENCY",
+            "TOKENS",
+            "COST USD",
+            "RULE",
+            "ERROR",
+        ],
+        table,
+        empty="no activity yet",
+    )
 
 
 @app.command("summary")
@@ -113,20 +160,58 @@ def summary(
             log.close()
     total = sum((r.cost for r in rows), Decimal(0))
     if json_:
-        print_json({"by": by, "since": since, "rows": [summary_to_json(r) for r in rows],
-                    "total": {"requests": sum(r.requests for r in rows), "cost": str(total),
-                              "unbilled": sum(r.unbilled for r in rows), "rejected": sum(r.rejected for r in rows)}})
+        print_json(
+            {
+                "by": by,
+                "since": since,
+                "rows": [summary_to_json(r) for r in rows],
+                "total": {
+                    "requests": sum(r.requests for r in rows),
+                    "cost": str(total),
+                    "unbilled": sum(r.unbilled for r in rows),
+                    "rejected": sum(r.rejected for r in rows),
+                },
+            }
+        )
         return
     table = []
     for r in rows:
-        inp = sum(v for k, v in r.usage.items() if k in ("input_tokens", "cached_input_tokens", "cache_read_tokens",
-                                                          "cache_write_5m_tokens", "cache_write_1h_tokens", "audio_input_tokens"))
-        table.append([printable(r.key or "(none)"), r.requests, inp, r.usage.get("output_tokens", 0),
-                      str(r.cost) if summary_cost_known(r) else "unbilled", r.billed, r.unbilled, r.rejected, r.errors])
-    print_table([by.upper(), "REQUESTS", "INPUT TOK", "OUTPUT TOK", "COST USD", "BILLED", "UNBILLED", "REJECTED", "ERRORS"],
-                table, empty="no activity yet")
+        inp = sum(
+            v
+            for k, v in r.usage.items()
+            if k
+            in (
+                "input_tokens",
+                "cached_input_tokens",
+                "cache_read_tokens",
+                "cache_write_5m_tokens",
+                "cache_write_1h_tokens",
+                "audio_input_tokens",
+            )
+        )
+        table.append(
+            [
+                printable(r.key or "(none)"),
+                r.requests,
+                inp,
+                r.usage.get("output_tokens", 0),
+                str(r.cost) if summary_cost_known(r) else "unbilled",
+                r.billed,
+                r.unbilled,
+                r.rejected,
+                r.errors,
+            ]
+        )
+    print_table(
+        [by.upper(), "REQUESTS", "INPUT TOK", "OUTPUT TOK", "COST USD", "BILLED", "UNBILLED", "REJECTED", "ERRORS"],
+        table,
+        empty="no activity yet",
+    )
     env = current()
     if env.stdout_is_terminal() and rows:
         unbilled = sum(r.unbilled for r in rows)
-        env.stdout.write(f"total cost: {total} USD over {sum(r.requests for r in rows)} requests"
-                         + (f" ({unbilled} unbilled: no catalog entry, cost unknown)" if unbilled else "") + "\n")
+        env.stdout.write(
+            f"total cost: {total} USD over {sum(r.requests for r in rows)} requests"
+            + (f" ({unbilled} unbilled: no catalog entry, cost unknown)" if unbilled else "")
+            + "\n"
+        )

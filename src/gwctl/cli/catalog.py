@@ -78,12 +78,37 @@ def _assignments(price: list[str], capability: list[str]) -> tuple[dict[str, str
 @app.command("set")
 def set_cmd(
     ref: RefArg,
-    display_name: Annotated[Optional[str], typer.Option("--display-name", metavar="S", help="A human-readable label ('' removes it).")] = None,
-    context_size: Annotated[Optional[int], typer.Option("--context-size", metavar="N", help="Context window in tokens.")] = None,
-    max_output: Annotated[Optional[int], typer.Option("--max-output", metavar="N", help="Maximum output tokens per request.")] = None,
-    price: Annotated[Optional[list[str]], typer.Option("--price", metavar="KIND=USD", help="A price in USD per unit, e.g. input=3e-6 (repeatable; KIND=unset removes one). KIND: input output cached_input cache_read cache_write_5m cache_write_1h per_request web_search image audio_input.")] = None,
-    capability: Annotated[Optional[list[str]], typer.Option("--capability", metavar="NAME=true|false|unset", help="A capability flag (repeatable). NAME: streaming vision tools reasoning json_output audio.")] = None,
-    supported_params: Annotated[Optional[str], typer.Option("--supported-params", metavar="a,b,c", help="Advisory list of accepted request parameters ('' removes it).")] = None,
+    display_name: Annotated[
+        Optional[str], typer.Option("--display-name", metavar="S", help="A human-readable label ('' removes it).")
+    ] = None,
+    context_size: Annotated[
+        Optional[int], typer.Option("--context-size", metavar="N", help="Context window in tokens.")
+    ] = None,
+    max_output: Annotated[
+        Optional[int], typer.Option("--max-output", metavar="N", help="Maximum output tokens per request.")
+    ] = None,
+    price: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--price",
+            metavar="KIND=USD",
+            help="A price in USD per unit, e.g. input=3e-6 (repeatable; KIND=unset removes one). KIND: input output cached_input cache_read cache_write_5m cache_write_1h per_request web_search image audio_input.",
+        ),
+    ] = None,
+    capability: Annotated[
+        Optional[list[str]],
+        typer.Option(
+            "--capability",
+            metavar="NAME=true|false|unset",
+            help="A capability flag (repeatable). NAME: streaming vision tools reasoning json_output audio.",
+        ),
+    ] = None,
+    supported_params: Annotated[
+        Optional[str],
+        typer.Option(
+            "--supported-params", metavar="a,b,c", help="Advisory list of accepted request parameters ('' removes it)."
+        ),
+    ] = None,
     unset_context_size: Annotated[bool, typer.Option("--unset-context-size", help="Remove the context size.")] = False,
     unset_max_output: Annotated[bool, typer.Option("--unset-max-output", help="Remove the max output.")] = False,
 ) -> None:
@@ -148,7 +173,12 @@ def _need_entry(snap, ref):
     entry = snap.catalog.get(ref)
     if entry is None:
         close = close_matches(ref, snap.catalog)
-        fail(f"no catalog entry for {ref}", f"did you mean {', '.join(close)}?" if close else f"create it with: gwctl catalog set {ref} --price input=…")
+        fail(
+            f"no catalog entry for {ref}",
+            f"did you mean {', '.join(close)}?"
+            if close
+            else f"create it with: gwctl catalog set {ref} --price input=…",
+        )
     return entry
 
 
@@ -163,8 +193,12 @@ def show(ref: RefArg, json_: JsonOpt = False) -> None:
     if json_:
         print_json({"ref": ref, "source": entry.source, "model_id": entry.model_id, **entry_json(entry)})
         return
-    pairs = [("ref", ref), ("display_name", entry.display_name or "-"),
-             ("context_size", entry.context_size or "-"), ("max_output", entry.max_output or "-")]
+    pairs = [
+        ("ref", ref),
+        ("display_name", entry.display_name or "-"),
+        ("context_size", entry.context_size or "-"),
+        ("max_output", entry.max_output or "-"),
+    ]
     for kind in PRICE_KINDS:
         if kind in entry.prices:
             pairs.append((f"price.{kind}", f"{entry.price_text.get(kind) or entry.prices[kind]} {price_unit(kind)}"))
@@ -178,7 +212,9 @@ def show(ref: RefArg, json_: JsonOpt = False) -> None:
 
 @app.command("list")
 def list_cmd(
-    source: Annotated[Optional[str], typer.Option("--source", metavar="NAME", help="Only this source's entries.")] = None,
+    source: Annotated[
+        Optional[str], typer.Option("--source", metavar="NAME", help="Only this source's entries.")
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """List catalog entries.
@@ -195,12 +231,22 @@ def list_cmd(
         return " ".join(("" if v else "!") + k for k, v in e.capabilities.items()) or "-"
 
     rows = [
-        [e.ref, e.display_name or "", e.context_size or "", e.max_output or "",
-         e.price_text.get("input", ""), e.price_text.get("output", ""), caps(e)]
+        [
+            e.ref,
+            e.display_name or "",
+            e.context_size or "",
+            e.max_output or "",
+            e.price_text.get("input", ""),
+            e.price_text.get("output", ""),
+            caps(e),
+        ]
         for e in entries
     ]
-    print_table(["REF", "NAME", "CONTEXT", "MAX OUT", "INPUT $/TOK", "OUTPUT $/TOK", "CAPABILITIES"], rows,
-                empty="the catalog is empty; add an entry with: gwctl catalog set SOURCE/MODEL_ID --price input=3e-6")
+    print_table(
+        ["REF", "NAME", "CONTEXT", "MAX OUT", "INPUT $/TOK", "OUTPUT $/TOK", "CAPABILITIES"],
+        rows,
+        empty="the catalog is empty; add an entry with: gwctl catalog set SOURCE/MODEL_ID --price input=3e-6",
+    )
 
 
 @app.command("remove")
@@ -228,7 +274,9 @@ def export_data(snap, source: str | None) -> dict:
 
 @app.command("export")
 def export(
-    source: Annotated[Optional[str], typer.Option("--source", metavar="NAME", help="Only this source's entries.")] = None,
+    source: Annotated[
+        Optional[str], typer.Option("--source", metavar="NAME", help="Only this source's entries.")
+    ] = None,
     format_: Annotated[str, typer.Option("--format", metavar="toml|json", help="Output format.")] = "toml",
 ) -> None:
     """Write the catalog to stdout as TOML or JSON (what `catalog import` reads).
@@ -273,7 +321,10 @@ def _read_import(path: str) -> dict:
     if isinstance(data, dict) and "schema" in data and "catalog" not in data:
         data = {**data, "catalog": {}}  # an export of an empty catalog
     if not isinstance(data, dict) or not isinstance(data.get("catalog"), dict):
-        fail(f"{path} has no catalog table", "the file must look like gwctl catalog export's output (see gwctl catalog schema)")
+        fail(
+            f"{path} has no catalog table",
+            "the file must look like gwctl catalog export's output (see gwctl catalog schema)",
+        )
     extra = set(data) - {"schema", "catalog"}
     if extra:
         fail(f"{path} has unknown top-level keys: {', '.join(sorted(extra))}", "expected only schema and catalog")
@@ -355,8 +406,10 @@ def import_cmd(
                 old = "unset" if f["old"] is None else f["old"]
                 new = "unset" if f["new"] is None else f["new"]
                 out.write(f"    {f['field']}: {old} -> {new}\n")
-        message(f"{len(diff['added'])} added, {len(diff['changed'])} changed, {len(diff['unchanged'])} unchanged"
-                + (" (dry run: nothing written)" if dry_run else ""))
+        message(
+            f"{len(diff['added'])} added, {len(diff['changed'])} changed, {len(diff['unchanged'])} unchanged"
+            + (" (dry run: nothing written)" if dry_run else "")
+        )
     if not dry_run:
         _lint(load(), diff["added"] + [c["ref"] for c in diff["changed"]])
 
@@ -375,17 +428,34 @@ def schema_cmd() -> None:
 @app.command("price")
 def price_cmd(
     ref: RefArg,
-    input_tokens: Annotated[int, typer.Option("--input-tokens", metavar="N", help="Uncached input tokens (billed at input).")] = 0,
-    output_tokens: Annotated[int, typer.Option("--output-tokens", metavar="N", help="Output tokens, reasoning included.")] = 0,
-    cached_tokens: Annotated[int, typer.Option("--cached-tokens", metavar="N", help="Cached input tokens (billed at cached_input).")] = 0,
-    cache_read_tokens: Annotated[int, typer.Option("--cache-read-tokens", metavar="N", help="Cache-read tokens (billed at cache_read).")] = 0,
+    input_tokens: Annotated[
+        int, typer.Option("--input-tokens", metavar="N", help="Uncached input tokens (billed at input).")
+    ] = 0,
+    output_tokens: Annotated[
+        int, typer.Option("--output-tokens", metavar="N", help="Output tokens, reasoning included.")
+    ] = 0,
+    cached_tokens: Annotated[
+        int, typer.Option("--cached-tokens", metavar="N", help="Cached input tokens (billed at cached_input).")
+    ] = 0,
+    cache_read_tokens: Annotated[
+        int, typer.Option("--cache-read-tokens", metavar="N", help="Cache-read tokens (billed at cache_read).")
+    ] = 0,
     cache_write_5m_tokens: Annotated[int, typer.Option("--cache-write-5m-tokens", metavar="N")] = 0,
     cache_write_1h_tokens: Annotated[int, typer.Option("--cache-write-1h-tokens", metavar="N")] = 0,
     web_searches: Annotated[int, typer.Option("--web-searches", metavar="N")] = 0,
     images: Annotated[int, typer.Option("--images", metavar="N")] = 0,
     audio_tokens: Annotated[int, typer.Option("--audio-tokens", metavar="N", help="Audio input tokens.")] = 0,
-    usage_file: Annotated[Optional[str], typer.Option("--usage", metavar="FILE", help="An OpenAI chat, OpenAI Responses or Anthropic usage JSON (or a whole response); '-' for stdin.")] = None,
-    requests: Annotated[int, typer.Option("--requests", metavar="N", help="Number of requests (per_request price).")] = 1,
+    usage_file: Annotated[
+        Optional[str],
+        typer.Option(
+            "--usage",
+            metavar="FILE",
+            help="An OpenAI chat, OpenAI Responses or Anthropic usage JSON (or a whole response); '-' for stdin.",
+        ),
+    ] = None,
+    requests: Annotated[
+        int, typer.Option("--requests", metavar="N", help="Number of requests (per_request price).")
+    ] = 1,
     json_: JsonOpt = False,
 ) -> None:
     """Price a usage exactly (the proxy's own pricing function), or say it is unbilled.
@@ -395,10 +465,18 @@ def price_cmd(
     from gwctl.core.pricing import Usage, detect_usage, price  # the pricing engine: only for this command
 
     _ref(ref)
-    counts = dict(input_tokens=input_tokens, output_tokens=output_tokens, cached_input_tokens=cached_tokens,
-                  cache_read_tokens=cache_read_tokens, cache_write_5m_tokens=cache_write_5m_tokens,
-                  cache_write_1h_tokens=cache_write_1h_tokens, web_searches=web_searches, images=images,
-                  audio_input_tokens=audio_tokens, requests=requests)
+    counts = dict(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_input_tokens=cached_tokens,
+        cache_read_tokens=cache_read_tokens,
+        cache_write_5m_tokens=cache_write_5m_tokens,
+        cache_write_1h_tokens=cache_write_1h_tokens,
+        web_searches=web_searches,
+        images=images,
+        audio_input_tokens=audio_tokens,
+        requests=requests,
+    )
     for k, v in counts.items():
         if v < 0:
             fail(f"--{k.replace('_', '-')} must not be negative, got {v}")
@@ -424,9 +502,19 @@ def price_cmd(
         return
     env = current()
     if not cost.billed:
-        env.stdout.write(f"unbilled\t{cost.unbilled_reason}\n" if not env.stdout_is_terminal() else f"unbilled: {cost.unbilled_reason}\n")
+        env.stdout.write(
+            f"unbilled\t{cost.unbilled_reason}\n"
+            if not env.stdout_is_terminal()
+            else f"unbilled: {cost.unbilled_reason}\n"
+        )
         return
-    rows = [[i.kind, i.quantity, "-" if i.unit_price is None else format_price(i.unit_price),
-             format_usd(i.amount), i.note] for i in cost.items]
+    rows = [
+        [i.kind, i.quantity, "-" if i.unit_price is None else format_price(i.unit_price), format_usd(i.amount), i.note]
+        for i in cost.items
+    ]
     print_table(["KIND", "QUANTITY", "UNIT USD", "AMOUNT USD", "NOTE"], rows)
-    env.stdout.write(f"total\t{format_usd(cost.total)}\n" if not env.stdout_is_terminal() else f"total: {format_usd(cost.total)} USD\n")
+    env.stdout.write(
+        f"total\t{format_usd(cost.total)}\n"
+        if not env.stdout_is_terminal()
+        else f"total: {format_usd(cost.total)} USD\n"
+    )

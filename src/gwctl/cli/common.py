@@ -38,7 +38,9 @@ def confirm(question: str, yes: bool) -> None:
     if yes:
         return
     if not current().stdin_is_tty():
-        raise GwctlError("--yes is required when not running interactively", f"re-run with --yes to confirm: {question}")
+        raise GwctlError(
+            "--yes is required when not running interactively", f"re-run with --yes to confirm: {question}"
+        )
     if not typer.confirm(question, default=False, err=True):
         raise GwctlError("cancelled; nothing was changed")
 

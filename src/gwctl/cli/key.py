@@ -20,7 +20,10 @@ app = typer.Typer(
 
 
 @app.command("create")
-def create(name: Annotated[str, typer.Argument(help="A name for who uses the key (shown in the activity log).")], json_: JsonOpt = False) -> None:
+def create(
+    name: Annotated[str, typer.Argument(help="A name for who uses the key (shown in the activity log).")],
+    json_: JsonOpt = False,
+) -> None:
     """Create a key and print it once; only its hash is stored.
 
     Example: gwctl key create triage-bot
@@ -33,7 +36,10 @@ def create(name: Annotated[str, typer.Argument(help="A name for who uses the key
     created = datetime.now(timezone.utc).replace(microsecond=0).isoformat()
     with edit() as (doc, snap):
         if name in snap.keys:
-            fail(f"a key named '{name}' already exists", f"revoke it first (gwctl key revoke {name}) or pick another name")
+            fail(
+                f"a key named '{name}' already exists",
+                f"revoke it first (gwctl key revoke {name}) or pick another name",
+            )
         document.put_key(doc, name, {"hash": keys.digest(key), "prefix": keys.shown_prefix(key), "created": created})
     if json_:
         print_json({"name": name, "key": key, "prefix": keys.shown_prefix(key), "created": created})
@@ -53,8 +59,11 @@ def list_cmd(json_: JsonOpt = False) -> None:
     if json_:
         print_json(items)
         return
-    print_table(["NAME", "PREFIX", "CREATED"], [[i["name"], i["prefix"] + "…", i["created"]] for i in items],
-                empty="no keys; create one with: gwctl key create NAME")
+    print_table(
+        ["NAME", "PREFIX", "CREATED"],
+        [[i["name"], i["prefix"] + "…", i["created"]] for i in items],
+        empty="no keys; create one with: gwctl key create NAME",
+    )
 
 
 @app.command("revoke")

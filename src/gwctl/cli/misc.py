@@ -32,25 +32,42 @@ def validate(json_: JsonOpt = False) -> None:
         loaded = load(path)
     except StoreError as exc:
         if json_:
-            print_json({"store": str(path), "ok": False, "errors": 1, "warnings": 0,
-                        "problems": [{"level": "error", "where": "", "message": exc.message, "hint": exc.hint or ""}]})
+            print_json(
+                {
+                    "store": str(path),
+                    "ok": False,
+                    "errors": 1,
+                    "warnings": 0,
+                    "problems": [{"level": "error", "where": "", "message": exc.message, "hint": exc.hint or ""}],
+                }
+            )
             raise typer.Exit(1)
         raise
     problems = check(loaded.snapshot, frozenset(env.environ))
     errors = sum(1 for p in problems if p.level == "error")
     warnings = len(problems) - errors
     if json_:
-        print_json({"store": str(path), "exists": loaded.text is not None, "ok": errors == 0, "errors": errors,
-                    "warnings": warnings, "problems": [p.to_json() for p in problems]})
+        print_json(
+            {
+                "store": str(path),
+                "exists": loaded.text is not None,
+                "ok": errors == 0,
+                "errors": errors,
+                "warnings": warnings,
+                "problems": [p.to_json() for p in problems],
+            }
+        )
     else:
         for p in problems:
             env.stderr.write(f"{p.level}: {p.where}: {p.message}\n")
             if p.hint:
                 env.stderr.write(f"  hint: {p.hint}\n")
         s = loaded.snapshot
-        summary = (f"{path}: {len(s.sources)} sources, {sum(len(x.models) for x in s.sources.values())} models, "
-                   f"{len(s.catalog)} catalog entries, {len(s.routes)} routes, {len(s.keys)} keys; "
-                   f"{errors} errors, {warnings} warnings")
+        summary = (
+            f"{path}: {len(s.sources)} sources, {sum(len(x.models) for x in s.sources.values())} models, "
+            f"{len(s.catalog)} catalog entries, {len(s.routes)} routes, {len(s.keys)} keys; "
+            f"{errors} errors, {warnings} warnings"
+        )
         env.stdout.write(("ok: " if errors == 0 else "invalid: ") + summary + "\n")
     if errors:
         raise typer.Exit(1)
@@ -71,7 +88,12 @@ def paths(json_: JsonOpt = False) -> None:
 
 def demo(
     keep: Annotated[bool, typer.Option("--keep", help="Keep the demo's temporary store and print its path.")] = False,
-    proxy: Annotated[bool, typer.Option("--proxy/--no-proxy", help="Also start gwctl proxy and send requests through it with the OpenAI SDK.")] = True,
+    proxy: Annotated[
+        bool,
+        typer.Option(
+            "--proxy/--no-proxy", help="Also start gwctl proxy and send requests through it with the OpenAI SDK."
+        ),
+    ] = True,
 ) -> None:
     """Run gwctl end to end against a local stand-in upstream (no network needed).
 

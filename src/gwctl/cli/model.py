@@ -24,7 +24,9 @@ def all_refs(snap) -> list[str]:
 
 @app.command("list")
 def list_cmd(
-    source: Annotated[Optional[str], typer.Option("--source", metavar="NAME", help="Only this source's models.")] = None,
+    source: Annotated[
+        Optional[str], typer.Option("--source", metavar="NAME", help="Only this source's models.")
+    ] = None,
     enabled: Annotated[bool, typer.Option("--enabled", help="Only enabled models.")] = False,
     disabled: Annotated[bool, typer.Option("--disabled", help="Only disabled models.")] = False,
     json_: JsonOpt = False,
@@ -47,8 +49,12 @@ def list_cmd(
             ref = f"{s.name}/{m}"
             items.append((ref, s.name, m, on, ref in catalog, ref == default))
     if json_:
-        print_json([{"ref": r, "source": s, "id": m, "enabled": on, "in_catalog": c, "default": d}
-                    for r, s, m, on, c, d in items])
+        print_json(
+            [
+                {"ref": r, "source": s, "id": m, "enabled": on, "in_catalog": c, "default": d}
+                for r, s, m, on, c, d in items
+            ]
+        )
         return
     print_table(
         ["MODEL", "ENABLED", "CATALOG", "DEFAULT"],
@@ -71,7 +77,11 @@ def _resolve(snap, patterns: list[str]) -> list[str]:
         hits = match_refs(pattern, refs)
         if not hits:
             close = close_matches(pattern, refs)
-            hint = f"did you mean {', '.join(close)}?" if close else "see gwctl model list, or discover models with gwctl source refresh"
+            hint = (
+                f"did you mean {', '.join(close)}?"
+                if close
+                else "see gwctl model list, or discover models with gwctl source refresh"
+            )
             what = "matches no model" if is_glob(pattern) else "is not a known model"
             fail(f"{pattern} {what}", hint)
         for h in hits:
@@ -91,11 +101,20 @@ def _set_enabled(patterns: list[str], value: bool) -> None:
         for src, models in by_source.items():
             document.set_models(doc, src, models)
     verb = "enabled" if value else "disabled"
-    message(f"{verb} {len(refs)} model{'s' if len(refs) != 1 else ''}: " + ", ".join(refs[:10]) + (" …" if len(refs) > 10 else ""))
+    message(
+        f"{verb} {len(refs)} model{'s' if len(refs) != 1 else ''}: "
+        + ", ".join(refs[:10])
+        + (" …" if len(refs) > 10 else "")
+    )
 
 
 @app.command("enable")
-def enable(refs: Annotated[list[str], typer.Argument(metavar="REF_OR_GLOB...", help="SOURCE/MODEL_ID or a shell glob like 'local/llama-*'.")]) -> None:
+def enable(
+    refs: Annotated[
+        list[str],
+        typer.Argument(metavar="REF_OR_GLOB...", help="SOURCE/MODEL_ID or a shell glob like 'local/llama-*'."),
+    ],
+) -> None:
     """Enable models (quote globs so the shell leaves them alone).
 
     Example: gwctl model enable 'local/llama-*' local/qwen/qwen3
@@ -104,7 +123,12 @@ def enable(refs: Annotated[list[str], typer.Argument(metavar="REF_OR_GLOB...", h
 
 
 @app.command("disable")
-def disable(refs: Annotated[list[str], typer.Argument(metavar="REF_OR_GLOB...", help="SOURCE/MODEL_ID or a shell glob like 'local/llama-*'.")]) -> None:
+def disable(
+    refs: Annotated[
+        list[str],
+        typer.Argument(metavar="REF_OR_GLOB...", help="SOURCE/MODEL_ID or a shell glob like 'local/llama-*'."),
+    ],
+) -> None:
     """Disable models.
 
     Example: gwctl model disable 'local/*-preview'
@@ -114,7 +138,10 @@ def disable(refs: Annotated[list[str], typer.Argument(metavar="REF_OR_GLOB...", 
 
 @app.command("default")
 def default(
-    ref: Annotated[Optional[str], typer.Argument(metavar="[REF]", help="Set the organisation default model to this SOURCE/MODEL_ID.")] = None,
+    ref: Annotated[
+        Optional[str],
+        typer.Argument(metavar="[REF]", help="Set the organisation default model to this SOURCE/MODEL_ID."),
+    ] = None,
     unset: Annotated[bool, typer.Option("--unset", help="Clear the organisation default.")] = False,
     json_: JsonOpt = False,
 ) -> None:
@@ -150,7 +177,9 @@ def default(
 
 @app.command("auto-enable")
 def auto_enable(
-    value: Annotated[Optional[str], typer.Argument(metavar="[on|off]", help="Enable newly discovered models automatically?")] = None,
+    value: Annotated[
+        Optional[str], typer.Argument(metavar="[on|off]", help="Enable newly discovered models automatically?")
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Show or set whether a refresh enables newly discovered models (default: on).

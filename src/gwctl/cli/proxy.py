@@ -27,16 +27,57 @@ def proxy(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on (0 picks a free one).")] = 4000,
     workers: Annotated[int, typer.Option("--workers", metavar="N", help="Worker processes sharing the port.")] = 1,
-    activity: Annotated[Optional[str], typer.Option("--activity", metavar="DSN", help="Activity log: sqlite:///path, a path, or postgresql://… (default: $GWCTL_ACTIVITY, else the user data dir).")] = None,
-    no_auth: Annotated[bool, typer.Option("--no-auth", help="Accept requests without a gateway key (loopback hosts only).")] = False,
-    body_limit: Annotated[int, typer.Option("--body-limit", metavar="BYTES", help="Largest request body accepted (413 above).")] = 32 * 1024 * 1024,
-    grace: Annotated[float, typer.Option("--grace", metavar="S", help="Seconds in-flight requests get to finish on SIGTERM.")] = 30.0,
-    reload_interval: Annotated[float, typer.Option("--reload-interval", metavar="S", help="How often to check the store for changes.")] = 1.0,
+    activity: Annotated[
+        Optional[str],
+        typer.Option(
+            "--activity",
+            metavar="DSN",
+            help="Activity log: sqlite:///path, a path, or postgresql://… (default: $GWCTL_ACTIVITY, else the user data dir).",
+        ),
+    ] = None,
+    no_auth: Annotated[
+        bool, typer.Option("--no-auth", help="Accept requests without a gateway key (loopback hosts only).")
+    ] = False,
+    body_limit: Annotated[
+        int, typer.Option("--body-limit", metavar="BYTES", help="Largest request body accepted (413 above).")
+    ] = 32 * 1024 * 1024,
+    grace: Annotated[
+        float, typer.Option("--grace", metavar="S", help="Seconds in-flight requests get to finish on SIGTERM.")
+    ] = 30.0,
+    reload_interval: Annotated[
+        float, typer.Option("--reload-interval", metavar="S", help="How often to check the store for changes.")
+    ] = 1.0,
     access_log: Annotated[bool, typer.Option("--access-log", help="Log one line per request to stderr.")] = False,
-    head_timeout: Annotated[float, typer.Option("--head-timeout", metavar="S", help="Seconds a client gets to send a request's headers once it began (408 after).")] = 10.0,
-    body_timeout: Annotated[float, typer.Option("--body-timeout", metavar="S", help="Seconds a client gets to send a request's body after its headers (408 after).")] = 60.0,
-    max_connections: Annotated[int, typer.Option("--max-connections", metavar="N", help="Open client connections per worker; more are refused with 503.")] = 4096,
-    max_connections_per_client: Annotated[int, typer.Option("--max-connections-per-client", metavar="N", help="Open connections per client address, per worker; more are refused with 503.")] = 256,
+    head_timeout: Annotated[
+        float,
+        typer.Option(
+            "--head-timeout",
+            metavar="S",
+            help="Seconds a client gets to send a request's headers once it began (408 after).",
+        ),
+    ] = 10.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout",
+            metavar="S",
+            help="Seconds a client gets to send a request's body after its headers (408 after).",
+        ),
+    ] = 60.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            "--max-connections", metavar="N", help="Open client connections per worker; more are refused with 503."
+        ),
+    ] = 4096,
+    max_connections_per_client: Annotated[
+        int,
+        typer.Option(
+            "--max-connections-per-client",
+            metavar="N",
+            help="Open connections per client address, per worker; more are refused with 503.",
+        ),
+    ] = 256,
 ) -> None:
     """Run the gateway: OpenAI- and Anthropic-compatible endpoints that enforce the store.
 
@@ -60,10 +101,15 @@ def proxy(
     path = store_path()
     snapshot, problems = _checked_store(path, env.environ)
     if no_auth and not host.startswith(LOOPBACK):
-        fail(f"--no-auth is refused on a non-loopback host ({host})", "create a key with gwctl key create NAME, or listen on 127.0.0.1")
+        fail(
+            f"--no-auth is refused on a non-loopback host ({host})",
+            "create a key with gwctl key create NAME, or listen on 127.0.0.1",
+        )
     if not no_auth and not snapshot.keys:
-        fail("no gateway keys exist, so every request would be refused",
-             "create one with: gwctl key create NAME (or pass --no-auth on a loopback host for local testing)")
+        fail(
+            "no gateway keys exist, so every request would be refused",
+            "create one with: gwctl key create NAME (or pass --no-auth on a loopback host for local testing)",
+        )
     try:
         dsn = resolve_dsn(activity, env.environ, default_activity_path())
     except ValueError as exc:
@@ -73,14 +119,25 @@ def proxy(
         if "credential" in problem.message:
             env.stderr.write(f"{problem.level}: {problem.where}: {problem.message}\n")
     env.stderr.write(f"store {path}; activity log {redact_dsn(dsn)}\n")
-    config = ProxyConfig(store_path=path, activity_dsn=dsn, no_auth=no_auth, body_limit=body_limit,
-                         reload_interval=reload_interval, grace_period=grace, access_log=access_log,
-                         head_timeout=head_timeout, body_timeout=body_timeout, max_connections=max_connections,
-                         max_connections_per_client=max_connections_per_client)
+    config = ProxyConfig(
+        store_path=path,
+        activity_dsn=dsn,
+        no_auth=no_auth,
+        body_limit=body_limit,
+        reload_interval=reload_interval,
+        grace_period=grace,
+        access_log=access_log,
+        head_timeout=head_timeout,
+        body_timeout=body_timeout,
+        max_connections=max_connections,
+        max_connections_per_client=max_connections_per_client,
+    )
     raise typer.Exit(run(config, snapshot, host, port, workers))
 
 
-def _check_options(port, workers, body_limit, head_timeout, body_timeout, max_connections, max_connections_per_client) -> None:
+def _check_options(
+    port, workers, body_limit, head_timeout, body_timeout, max_connections, max_connections_per_client
+) -> None:
     if workers < 1:
         fail("--workers must be at least 1")
     if body_limit < 1:
@@ -104,7 +161,9 @@ def _checked_store(path, environ):
     errors = [p for p in problems if p.level == "error"]
     if errors:
         listed = "".join(f"\n  {p.where}: {p.message}" for p in errors)
-        fail(f"the store {path} has {len(errors)} error{'s' if len(errors) != 1 else ''} that gwctl validate reports, "
-             f"so the proxy will not start:{listed}",
-             "fix them, run gwctl validate until it says ok, then start the proxy again")
+        fail(
+            f"the store {path} has {len(errors)} error{'s' if len(errors) != 1 else ''} that gwctl validate reports, "
+            f"so the proxy will not start:{listed}",
+            "fix them, run gwctl validate until it says ok, then start the proxy again",
+        )
     return snapshot, problems

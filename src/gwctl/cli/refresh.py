@@ -15,7 +15,9 @@ from gwctl.errors import Exit, GwctlError
 from gwctl.render import error, print_json, stderr_is_tty, warn
 
 
-def diff_models(current: dict[str, bool], listed: list[str], auto_enable: bool) -> tuple[list[str], list[str], dict[str, bool]]:
+def diff_models(
+    current: dict[str, bool], listed: list[str], auto_enable: bool
+) -> tuple[list[str], list[str], dict[str, bool]]:
     """(added, removed, new models table) for a refresh; order: kept ids first, then new ones as listed."""
     added = [m for m in listed if m not in current]
     listed_set = set(listed)
@@ -29,8 +31,12 @@ def diff_models(current: dict[str, bool], listed: list[str], auto_enable: bool) 
 def masked(result, src):
     """``result`` with any user info of the source's URL masked in its URL, message and hint (nothing printed holds it)."""
     known = [src.base_url, result.url]
-    return replace(result, url=redact_url(result.url), message=redact_urls(result.message or "", known),
-                   hint=redact_urls(result.hint or "", known))
+    return replace(
+        result,
+        url=redact_url(result.url),
+        message=redact_urls(result.message or "", known),
+        hint=redact_urls(result.hint or "", known),
+    )
 
 
 def _fetch(src, environ: Mapping[str, str]):
@@ -40,8 +46,17 @@ def _fetch(src, environ: Mapping[str, str]):
     try:
         return masked(test_source(src, environ), src)
     except GwctlError as exc:  # e.g. the credential's env var is missing
-        return masked(TestResult(source=src.name, url=src.base_url, ok=False, error="credential", message=exc.message,
-                                 hint=exc.hint or ""), src)
+        return masked(
+            TestResult(
+                source=src.name,
+                url=src.base_url,
+                ok=False,
+                error="credential",
+                message=exc.message,
+                hint=exc.hint or "",
+            ),
+            src,
+        )
 
 
 def run_refresh(name: str | None, as_json: bool) -> int:
@@ -103,7 +118,11 @@ def _apply(results: dict) -> list[dict]:
             entry = {"source": src_name, "ok": res.ok}
             current_src = snap.sources.get(src_name)
             if not res.ok or current_src is None:
-                entry.update(error=res.error or "removed", message=res.message or "the source was removed meanwhile", hint=res.hint)
+                entry.update(
+                    error=res.error or "removed",
+                    message=res.message or "the source was removed meanwhile",
+                    hint=res.hint,
+                )
                 report.append(entry)
                 continue
             added, removed, new = diff_models(dict(current_src.models), res.models, auto)
@@ -123,7 +142,9 @@ def _print_report(report: list[dict]) -> None:
         if not r["ok"]:
             error(f"{r['source']}: {r['message']}", r.get("hint"))
             continue
-        out.write(f"{r['source']}: +{len(r['added'])} added, -{len(r['removed'])} removed, {r['unchanged']} unchanged\n")
+        out.write(
+            f"{r['source']}: +{len(r['added'])} added, -{len(r['removed'])} removed, {r['unchanged']} unchanged\n"
+        )
         for m in r["added"]:
             out.write(f"+ {r['source']}/{m}" + ("" if r["enabled_new"] else " (disabled)") + "\n")
         for m in r["removed"]:

@@ -22,7 +22,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-AgentArg = Annotated[str, typer.Argument(metavar="AGENT", help="triage (a root agent) or triage/summarizer (a subagent).")]
+AgentArg = Annotated[
+    str, typer.Argument(metavar="AGENT", help="triage (a root agent) or triage/summarizer (a subagent).")
+]
 
 
 def _check_agent(agent: str) -> None:
@@ -41,12 +43,29 @@ def _find(snap, agent: str, model_name: str) -> int | None:
 @app.command("set")
 def set_cmd(
     agent: AgentArg,
-    model_name: Annotated[str, typer.Option("--model-name", metavar="NAME", help="The model string the agent sends (its alias).")],
-    provider: Annotated[str, typer.Option("--provider", metavar="SOURCE", help="The source that serves it (its credentials are used).")],
-    model: Annotated[Optional[str], typer.Option("--model", metavar="ID", help="Upstream model id (default: NAME unchanged).")] = None,
-    base_url: Annotated[Optional[str], typer.Option("--base-url", metavar="URL", help="Override the source's base URL for this route.")] = None,
-    passthrough: Annotated[Optional[bool], typer.Option("--passthrough/--no-passthrough", help="Direct to the base URL (skip catalog checks), or managed. Unset: the source's flag.")] = None,
-    inherit_passthrough: Annotated[bool, typer.Option("--inherit-passthrough", help="Unset the route's passthrough so it follows its source's flag.")] = False,
+    model_name: Annotated[
+        str, typer.Option("--model-name", metavar="NAME", help="The model string the agent sends (its alias).")
+    ],
+    provider: Annotated[
+        str, typer.Option("--provider", metavar="SOURCE", help="The source that serves it (its credentials are used).")
+    ],
+    model: Annotated[
+        Optional[str], typer.Option("--model", metavar="ID", help="Upstream model id (default: NAME unchanged).")
+    ] = None,
+    base_url: Annotated[
+        Optional[str], typer.Option("--base-url", metavar="URL", help="Override the source's base URL for this route.")
+    ] = None,
+    passthrough: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--passthrough/--no-passthrough",
+            help="Direct to the base URL (skip catalog checks), or managed. Unset: the source's flag.",
+        ),
+    ] = None,
+    inherit_passthrough: Annotated[
+        bool,
+        typer.Option("--inherit-passthrough", help="Unset the route's passthrough so it follows its source's flag."),
+    ] = False,
 ) -> None:
     """Create or update an agent's route.
 
@@ -72,8 +91,10 @@ def set_cmd(
         if is_root:
             for r in snap.routes:
                 if r.is_root and r.model_name == model_name and r.agent != agent:
-                    fail(f"root agent {r.agent} already routes model name '{model_name}'",
-                         f"root routes are keyed by model name; pick another name or remove it: gwctl route remove {r.agent} --model-name {model_name}")
+                    fail(
+                        f"root agent {r.agent} already routes model name '{model_name}'",
+                        f"root routes are keyed by model name; pick another name or remove it: gwctl route remove {r.agent} --model-name {model_name}",
+                    )
         index = _find(snap, agent, model_name)
         fields = {"agent": agent, "model_name": model_name, "provider": provider}
         if model is not None:
@@ -121,8 +142,11 @@ def list_cmd(json_: JsonOpt = False) -> None:
         eff = r["effective_passthrough"]
         pt = ("passthrough" if eff else "managed") + (" (source)" if r["passthrough"] is None else "")
         rows.append([r["agent"], r["model_name"], r["provider"], r["upstream_model"], r["base_url"] or "-", pt])
-    print_table(["AGENT", "MODEL NAME", "PROVIDER", "UPSTREAM MODEL", "BASE URL", "MODE"], rows,
-                empty="no routes; add one with: gwctl route set AGENT --model-name NAME --provider SOURCE")
+    print_table(
+        ["AGENT", "MODEL NAME", "PROVIDER", "UPSTREAM MODEL", "BASE URL", "MODE"],
+        rows,
+        empty="no routes; add one with: gwctl route set AGENT --model-name NAME --provider SOURCE",
+    )
 
 
 @app.command("remove")
@@ -150,7 +174,10 @@ def remove(
 
 @app.command("fallback")
 def fallback(
-    source: Annotated[Optional[str], typer.Argument(metavar="[SOURCE]", help="Send requests no route or reference matches to this source.")] = None,
+    source: Annotated[
+        Optional[str],
+        typer.Argument(metavar="[SOURCE]", help="Send requests no route or reference matches to this source."),
+    ] = None,
     unset: Annotated[bool, typer.Option("--unset", help="Remove the fallback: unmatched requests get 404.")] = False,
     json_: JsonOpt = False,
 ) -> None:
@@ -188,12 +215,16 @@ def _body(path: str | None, model: str | None) -> dict:
             body = orjson.loads(text)  # the proxy's parser: what it refuses, the dry-run refuses
         except orjson.JSONDecodeError as exc:
             if "depth" in exc.msg:
-                fail(f"{path}: the request nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; the proxy refuses it (invalid_json)")
+                fail(
+                    f"{path}: the request nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; the proxy refuses it (invalid_json)"
+                )
             fail(f"{path}:{exc.lineno}: the request is not valid JSON ({exc.msg})")
         if not isinstance(body, dict):
             fail(f"{path}: the request must be a JSON object")
         if too_deep(text.encode(), body):
-            fail(f"{path}: the request nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; the proxy refuses it (invalid_json)")
+            fail(
+                f"{path}: the request nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; the proxy refuses it (invalid_json)"
+            )
     if model is not None:
         body = {**body, "model": model}
     return body
@@ -201,13 +232,31 @@ def _body(path: str | None, model: str | None) -> dict:
 
 @app.command("dry-run")
 def dry_run(
-    model: Annotated[Optional[str], typer.Option("--model", metavar="M", help="The model string the agent sends.")] = None,
-    agent: Annotated[Optional[str], typer.Option("--agent", metavar="AGENT", help="The calling agent (as in the X-Gwctl-Agent header).")] = None,
-    request: Annotated[Optional[str], typer.Option("--request", metavar="FILE|-", help="The request body (JSON); '-' for stdin.")] = None,
-    path: Annotated[str, typer.Option("--path", metavar="PATH", help="The client's request path.")] = "/v1/chat/completions",
-    requests: Annotated[Optional[str], typer.Option("--requests", metavar="FILE.jsonl", help="Many requests, one JSON per line: {\"agent\", \"path\", \"request\"} or a bare body.")] = None,
+    model: Annotated[
+        Optional[str], typer.Option("--model", metavar="M", help="The model string the agent sends.")
+    ] = None,
+    agent: Annotated[
+        Optional[str],
+        typer.Option("--agent", metavar="AGENT", help="The calling agent (as in the X-Gwctl-Agent header)."),
+    ] = None,
+    request: Annotated[
+        Optional[str], typer.Option("--request", metavar="FILE|-", help="The request body (JSON); '-' for stdin.")
+    ] = None,
+    path: Annotated[
+        str, typer.Option("--path", metavar="PATH", help="The client's request path.")
+    ] = "/v1/chat/completions",
+    requests: Annotated[
+        Optional[str],
+        typer.Option(
+            "--requests",
+            metavar="FILE.jsonl",
+            help='Many requests, one JSON per line: {"agent", "path", "request"} or a bare body.',
+        ),
+    ] = None,
     json_: JsonOpt = False,
-    reveal: Annotated[bool, typer.Option("--reveal", help="Show literal credentials (and user info in URLs) unmasked.")] = False,
+    reveal: Annotated[
+        bool, typer.Option("--reveal", help="Show literal credentials (and user info in URLs) unmasked.")
+    ] = False,
 ) -> None:
     """Show what the proxy would do with a request; exit 1 if it would be rejected.
 
@@ -242,14 +291,15 @@ def _warn_if_invalid(snap) -> None:
     """The proxy refuses to start on (and to reload to) a store with validate errors: say so beside the dry-run."""
     errors = [p for p in validate(snap, frozenset(current().environ)) if p.level == "error"]
     if errors:
-        current().stderr.write(f"warning: gwctl validate reports {len(errors)} error(s) in this store; the proxy will not "
-                         f"start on it (or reload to it) until they are fixed: run gwctl validate\n")
+        current().stderr.write(
+            f"warning: gwctl validate reports {len(errors)} error(s) in this store; the proxy will not "
+            f"start on it (or reload to it) until they are fixed: run gwctl validate\n"
+        )
 
 
 def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) -> int:
     from gwctl.core.decision import decide  # the decision engine (~50 ms): only the dry-run loads it
     from gwctl.explain import decision_json
-
 
     text = read_input(file)
     results = []
@@ -261,13 +311,15 @@ def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) 
         except orjson.JSONDecodeError as exc:
             fail(f"{file}:{n}: not valid JSON ({exc.msg})")
         if too_deep(line.encode(), item):
-            fail(f"{file}:{n}: nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; the proxy refuses it (invalid_json)")
+            fail(
+                f"{file}:{n}: nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; the proxy refuses it (invalid_json)"
+            )
         if not isinstance(item, dict):
             fail(f"{file}:{n}: each line must be a JSON object")
         if "request" in item:
             body = item["request"]
             if not isinstance(body, dict):
-                fail(f"{file}:{n}: \"request\" must be a JSON object")
+                fail(f'{file}:{n}: "request" must be a JSON object')
             a = item.get("agent", agent)
             p = item.get("path", default_path)
         else:
@@ -279,17 +331,36 @@ def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) 
     billed = [d.estimate.total for _, d in results if d.estimate is not None and d.estimate.billed]
     total = sum(billed, start=Decimal(0))
     if as_json:
-        print_json({
-            "results": [{"line": n, **decision_json(d, reveal)} for n, d in results],
-            "totals": {"requests": len(results), "forwarded": len(results) - rejected, "rejected": rejected,
-                       "estimated_cost": format_usd(total), "unbilled": len(results) - rejected - len(billed)},
-        })
+        print_json(
+            {
+                "results": [{"line": n, **decision_json(d, reveal)} for n, d in results],
+                "totals": {
+                    "requests": len(results),
+                    "forwarded": len(results) - rejected,
+                    "rejected": rejected,
+                    "estimated_cost": format_usd(total),
+                    "unbilled": len(results) - rejected - len(billed),
+                },
+            }
+        )
     else:
         rows = []
         for n, d in results:
             est = "-" if d.estimate is None else (format_usd(d.estimate.total) if d.estimate.billed else "unbilled")
-            rows.append([n, d.agent or "-", d.client_model or "-", d.kind, d.source or "-", d.upstream_model or "-",
-                         d.rule or "", est])
+            rows.append(
+                [
+                    n,
+                    d.agent or "-",
+                    d.client_model or "-",
+                    d.kind,
+                    d.source or "-",
+                    d.upstream_model or "-",
+                    d.rule or "",
+                    est,
+                ]
+            )
         print_table(["LINE", "AGENT", "MODEL", "DECISION", "SOURCE", "UPSTREAM MODEL", "RULE", "EST. USD"], rows)
-        current().stderr.write(f"{len(results)} requests: {len(results) - rejected} forwarded, {rejected} rejected; estimated {format_usd(total)} USD\n")
+        current().stderr.write(
+            f"{len(results)} requests: {len(results) - rejected} forwarded, {rejected} rejected; estimated {format_usd(total)} USD\n"
+        )
     return 1 if rejected else 0

@@ -23,19 +23,80 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", metavar="URL", help="Base URL of the OpenAI-compatible API, e.g. https://gateway.example/v1.")]
-AuthHeaderOpt = Annotated[Optional[str], typer.Option("--auth-header", metavar="H", help="Header carrying the credential; blank means 'Authorization: Bearer <value>'.")]
-AuthValueOpt = Annotated[Optional[str], typer.Option("--auth-value", metavar="V", help="The credential. '-' reads it from stdin (or a hidden prompt). Prefer --auth-env.")]
-AuthEnvOpt = Annotated[Optional[str], typer.Option("--auth-env", metavar="VAR", help="Read the credential from this environment variable when used (the store keeps only the name).")]
-PassOpt = Annotated[Optional[bool], typer.Option("--passthrough/--no-passthrough", help="Route this source's requests directly, skipping catalog checks.")]
-HeaderOpt = Annotated[Optional[list[str]], typer.Option("--header", metavar="'K: V'", help="A static non-auth header (repeatable).")]
-HeadersJsonOpt = Annotated[Optional[str], typer.Option("--headers-json", metavar="JSON", help='Static non-auth headers as a JSON object, e.g. \'{"X-Team": "ml"}\'.')]
-CatalogOnlyOpt = Annotated[Optional[bool], typer.Option("--catalog-only/--no-catalog-only", help="Refuse requests for this source's models that have no catalog entry.")]
+BaseUrlOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--base-url", metavar="URL", help="Base URL of the OpenAI-compatible API, e.g. https://gateway.example/v1."
+    ),
+]
+AuthHeaderOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--auth-header",
+        metavar="H",
+        help="Header carrying the credential; blank means 'Authorization: Bearer <value>'.",
+    ),
+]
+AuthValueOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--auth-value",
+        metavar="V",
+        help="The credential. '-' reads it from stdin (or a hidden prompt). Prefer --auth-env.",
+    ),
+]
+AuthEnvOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--auth-env",
+        metavar="VAR",
+        help="Read the credential from this environment variable when used (the store keeps only the name).",
+    ),
+]
+PassOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--passthrough/--no-passthrough", help="Route this source's requests directly, skipping catalog checks."
+    ),
+]
+HeaderOpt = Annotated[
+    Optional[list[str]], typer.Option("--header", metavar="'K: V'", help="A static non-auth header (repeatable).")
+]
+HeadersJsonOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--headers-json", metavar="JSON", help='Static non-auth headers as a JSON object, e.g. \'{"X-Team": "ml"}\'.'
+    ),
+]
+CatalogOnlyOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--catalog-only/--no-catalog-only", help="Refuse requests for this source's models that have no catalog entry."
+    ),
+]
 TestOpt = Annotated[bool, typer.Option("--test", help="Test the connection first; save nothing if it fails.")]
-ConnectTimeoutOpt = Annotated[Optional[float], typer.Option("--connect-timeout", metavar="S", help="Connect timeout in seconds (proxy and test).")]
-ReadTimeoutOpt = Annotated[Optional[float], typer.Option("--read-timeout", metavar="S", help="Read timeout in seconds (proxy and test).")]
-RespHeaderOpt = Annotated[Optional[list[str]], typer.Option("--response-header", metavar="NAME", help="An upstream response header to pass on to clients beyond the default set (repeatable; on edit the list given replaces the old one, '' clears it).")]
-CaFileOpt = Annotated[Optional[str], typer.Option("--ca-file", metavar="PATH", help="PEM file of CA certificates to trust for this https source, in addition to the system store (proxy and test); '' removes it.")]
+ConnectTimeoutOpt = Annotated[
+    Optional[float], typer.Option("--connect-timeout", metavar="S", help="Connect timeout in seconds (proxy and test).")
+]
+ReadTimeoutOpt = Annotated[
+    Optional[float], typer.Option("--read-timeout", metavar="S", help="Read timeout in seconds (proxy and test).")
+]
+RespHeaderOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--response-header",
+        metavar="NAME",
+        help="An upstream response header to pass on to clients beyond the default set (repeatable; on edit the list given replaces the old one, '' clears it).",
+    ),
+]
+CaFileOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--ca-file",
+        metavar="PATH",
+        help="PEM file of CA certificates to trust for this https source, in addition to the system store (proxy and test); '' removes it.",
+    ),
+]
 
 
 def _read_secret(value: str | None) -> str | None:
@@ -47,7 +108,9 @@ def _read_secret(value: str | None) -> str | None:
     else:
         secret = env.stdin.readline().rstrip("\r\n")
     if not secret:
-        fail("no auth value was given on stdin", "pipe it in, e.g. printf %s \"$KEY\" | gwctl source add … --auth-value -")
+        fail(
+            "no auth value was given on stdin", 'pipe it in, e.g. printf %s "$KEY" | gwctl source add … --auth-value -'
+        )
     return secret
 
 
@@ -58,7 +121,9 @@ def _check_env_name(var: str) -> None:
         fail(problem, "e.g. --auth-env VLLM_KEY")
 
 
-def _headers(header: list[str] | None, headers_json: str | None, base: dict[str, str] | None = None) -> dict[str, str] | None:
+def _headers(
+    header: list[str] | None, headers_json: str | None, base: dict[str, str] | None = None
+) -> dict[str, str] | None:
     """Static headers from the options, or None when neither was given."""
     if header is None and headers_json is None:
         return None
@@ -202,7 +267,9 @@ def add(
         if name in snap.sources:
             fail(f"a source named '{name}' already exists", f"change it with: gwctl source edit {name} …")
         document.put_source(doc, name, _fields(src))
-    message(f"added source {name}" + ("" if test else f"; next: gwctl source test {name} && gwctl source refresh {name}"))
+    message(
+        f"added source {name}" + ("" if test else f"; next: gwctl source test {name} && gwctl source refresh {name}")
+    )
 
 
 @app.command("edit")
@@ -221,7 +288,9 @@ def edit_cmd(
     read_timeout: ReadTimeoutOpt = None,
     ca_file: CaFileOpt = None,
     response_header: RespHeaderOpt = None,
-    remove_header: Annotated[Optional[list[str]], typer.Option("--remove-header", metavar="K", help="Drop a static header (repeatable).")] = None,
+    remove_header: Annotated[
+        Optional[list[str]], typer.Option("--remove-header", metavar="K", help="Drop a static header (repeatable).")
+    ] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Remove the stored credential.")] = False,
 ) -> None:
     """Change a source: rotate credentials, change the URL or static headers.
@@ -251,8 +320,15 @@ def edit_cmd(
             ca_file=src.ca_file if ca_file is None else ca_path,
             response_headers=src.response_headers if response_header is None else _response_headers(response_header),
         )
-        _validated(name, new.base_url, new.auth_header, dict(new.headers), new.connect_timeout, new.read_timeout,
-                   "--auth-header" if auth_header is not None else f"sources.{name}.auth_header")
+        _validated(
+            name,
+            new.base_url,
+            new.auth_header,
+            dict(new.headers),
+            new.connect_timeout,
+            new.read_timeout,
+            "--auth-header" if auth_header is not None else f"sources.{name}.auth_header",
+        )
         return new
 
     if test:
@@ -363,14 +439,20 @@ def list_cmd(json_: JsonOpt = False) -> None:
         enabled = sum(1 for v in s.models.values() if v)
         flags = ",".join(f for f, on in (("passthrough", s.passthrough), ("catalog-only", s.catalog_only)) if on)
         rows.append([s.name, url(s.base_url), _auth_display(s, False), flags or "-", f"{enabled}/{len(s.models)}"])
-    print_table(["NAME", "BASE URL", "AUTH", "FLAGS", "MODELS"], rows, empty="no sources yet; add one with: gwctl source add NAME --base-url URL")
+    print_table(
+        ["NAME", "BASE URL", "AUTH", "FLAGS", "MODELS"],
+        rows,
+        empty="no sources yet; add one with: gwctl source add NAME --base-url URL",
+    )
 
 
 @app.command("show")
 def show(
     name: str,
     json_: JsonOpt = False,
-    reveal: Annotated[bool, typer.Option("--reveal", help="Print the stored credential (and any user info in the base URL) unmasked.")] = False,
+    reveal: Annotated[
+        bool, typer.Option("--reveal", help="Print the stored credential (and any user info in the base URL) unmasked.")
+    ] = False,
 ) -> None:
     """Show one source, its credential masked (unless --reveal) and its models.
 
@@ -423,7 +505,10 @@ def remove(name: str, yes: YesOpt = False) -> None:
         need_source(snap, name)
         users = [f"{r.agent} -> {r.model_name}" for r in snap.routes if r.provider == name]
         if users:
-            fail(f"source {name} is used by routes: {', '.join(users)}", "remove or change those routes first (gwctl route remove …)")
+            fail(
+                f"source {name} is used by routes: {', '.join(users)}",
+                "remove or change those routes first (gwctl route remove …)",
+            )
         if snap.settings.fallback_source == name:
             fail(f"source {name} is the fallback source", "unset it first: gwctl route fallback --unset")
         document.remove_source(doc, name)
@@ -440,7 +525,10 @@ def remove(name: str, yes: YesOpt = False) -> None:
 def test_cmd(
     name: str,
     json_: JsonOpt = False,
-    timeout: Annotated[Optional[float], typer.Option("--timeout", metavar="S", help="Seconds to wait (default 10 or the source's timeouts).")] = None,
+    timeout: Annotated[
+        Optional[float],
+        typer.Option("--timeout", metavar="S", help="Seconds to wait (default 10 or the source's timeouts)."),
+    ] = None,
 ) -> None:
     """Test a source: GET {base_url}/models with its credential and headers.
 
@@ -456,7 +544,11 @@ def test_cmd(
     if json_:
         print_json(result.to_json())
     elif result.ok:
-        current().stdout.write(f"ok\t{name}\t{result.status}\t{result.latency_ms:.0f} ms\t{len(result.models)} models\n" if not stdout_is_tty() else f"✓ {name}: {result.message} ({result.url})\n")
+        current().stdout.write(
+            f"ok\t{name}\t{result.status}\t{result.latency_ms:.0f} ms\t{len(result.models)} models\n"
+            if not stdout_is_tty()
+            else f"✓ {name}: {result.message} ({result.url})\n"
+        )
     if not result.ok:
         if not json_:
             error(f"{name}: {result.message}", result.hint)

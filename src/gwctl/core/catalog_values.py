@@ -100,9 +100,7 @@ def check_price_kind(kind: object) -> str:
     if not isinstance(kind, str) or kind not in PRICE_KINDS:
         shown = kind if isinstance(kind, str) else repr(kind)
         hint = _did_you_mean(shown, PRICE_KINDS) if isinstance(kind, str) else ""
-        raise ValueError(
-            f"unknown price kind {shown!r}{hint}; valid kinds are: {', '.join(PRICE_KINDS)}"
-        )
+        raise ValueError(f"unknown price kind {shown!r}{hint}; valid kinds are: {', '.join(PRICE_KINDS)}")
     return kind
 
 
@@ -134,9 +132,7 @@ def parse_price(value: object, kind: str) -> Decimal:
     """
     kind = _check_kind(kind)
     if isinstance(value, bool):
-        raise ValueError(
-            f"price {kind} must be {_allowed(kind)}; got the boolean {str(value).lower()}"
-        )
+        raise ValueError(f"price {kind} must be {_allowed(kind)}; got the boolean {str(value).lower()}")
     if isinstance(value, Decimal):
         number = value
     elif isinstance(value, int):
@@ -162,24 +158,18 @@ def parse_price(value: object, kind: str) -> Decimal:
                 f"price {kind} must be {_allowed(kind)} with a reasonable exponent; got {_shown(value)}"
             ) from None
     else:
-        raise ValueError(
-            f"price {kind} must be {_allowed(kind)}; got a {type(value).__name__} ({_shown(value)})"
-        )
+        raise ValueError(f"price {kind} must be {_allowed(kind)}; got a {type(value).__name__} ({_shown(value)})")
 
     if not number.is_finite():
         raise ValueError(
             f"price {kind} must be a finite number, not NaN or infinity: {_allowed(kind)}; got {_shown(value)}"
         )
     if number < 0:
-        raise ValueError(
-            f"price {kind} must not be negative; use {_allowed(kind)}; got {_shown(value)}"
-        )
+        raise ValueError(f"price {kind} must not be negative; use {_allowed(kind)}; got {_shown(value)}")
     if number.is_signed():  # -0: same value as 0, shown without the sign
         number = number.copy_abs()
     if number >= MAX_PRICE:
-        raise ValueError(
-            f"price {kind} must be below {MAX_PRICE} {_UNITS[kind]}; got {_shown(value)}"
-        )
+        raise ValueError(f"price {kind} must be below {MAX_PRICE} {_UNITS[kind]}; got {_shown(value)}")
     digits, exponent = number.as_tuple().digits, number.as_tuple().exponent
     assert isinstance(exponent, int)  # finite
     if len(digits) > MAX_PRICE_DIGITS or -exponent > MAX_PRICE_PLACES:
@@ -206,9 +196,7 @@ def _special_value(text: str) -> Decimal | None:
 def parse_price_assignment(text: str) -> tuple[str, Decimal, str]:
     """Read ``KIND=USD`` (the CLI's ``--price``) into (kind, price, value text as written)."""
     if not isinstance(text, str) or "=" not in text:
-        raise ValueError(
-            f"a price must be written as KIND=USD, like input=3e-6; got {_shown(text)}"
-        )
+        raise ValueError(f"a price must be written as KIND=USD, like input=3e-6; got {_shown(text)}")
     kind_text, _, value_text = text.partition("=")
     kind = kind_text.strip().lower()
     if not kind:
@@ -257,8 +245,7 @@ def parse_capability(value: object, name: str) -> bool | None:
     if text in _UNSET:
         return None
     raise ValueError(
-        f"capability {name} must be true, false or unset (yes/no, on/off and 1/0 also work); "
-        f"got {_shown(value)}"
+        f"capability {name} must be true, false or unset (yes/no, on/off and 1/0 also work); got {_shown(value)}"
     )
 
 
@@ -266,8 +253,7 @@ def parse_capability_assignment(text: str) -> tuple[str, bool | None]:
     """Read ``NAME=true|false|unset`` (the CLI's ``--capability``) into (name, flag)."""
     if not isinstance(text, str) or "=" not in text:
         raise ValueError(
-            f"a capability must be written as NAME=true|false|unset, like vision=false; "
-            f"got {_shown(text)}"
+            f"a capability must be written as NAME=true|false|unset, like vision=false; got {_shown(text)}"
         )
     name_text, _, value_text = text.partition("=")
     name = name_text.strip().lower()
@@ -314,14 +300,8 @@ def lint_entry(entry: CatalogEntry) -> list[str]:
             f"normally costs more than a 5-minute one"
         )
     if "input" in prices and "output" not in prices:
-        warnings.append(
-            f"{ref}: output price is not set although input is; output tokens will not be charged"
-        )
-    if (
-        entry.max_output is not None
-        and entry.context_size is not None
-        and entry.max_output > entry.context_size
-    ):
+        warnings.append(f"{ref}: output price is not set although input is; output tokens will not be charged")
+    if entry.max_output is not None and entry.context_size is not None and entry.max_output > entry.context_size:
         warnings.append(
             f"{ref}: max_output {entry.max_output} is above context_size {entry.context_size}; "
             f"no request can use the whole output budget"

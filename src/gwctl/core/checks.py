@@ -91,8 +91,9 @@ class Check:
     param: str | None = None  # request param at fault, for the OpenAI-style error "param"
 
 
-def run_checks(source: Source, model_id: str, entry: CatalogEntry | None, feats: RequestFeatures,
-               explain: bool = True) -> list[Check]:
+def run_checks(
+    source: Source, model_id: str, entry: CatalogEntry | None, feats: RequestFeatures, explain: bool = True
+) -> list[Check]:
     """Every check that applies to this request on ``source``/``model_id``, passed or failed.
 
     ``explain=False`` (the proxy) leaves passed checks' messages empty: only a
@@ -144,7 +145,9 @@ def advisory_warnings(entry: CatalogEntry | None, feats: RequestFeatures) -> lis
 def _max_output(ref: str, limit: int, feats: RequestFeatures, explain: bool = True) -> Check:
     budget, param = feats.output_budget, feats.output_param
     if budget is None:
-        return Check("max_output", True, f"the request sets no output budget ({ref}'s max output is {limit})" if explain else "")
+        return Check(
+            "max_output", True, f"the request sets no output budget ({ref}'s max output is {limit})" if explain else ""
+        )
     if budget <= limit:
         return Check("max_output", True, f"{param} {budget} is within {ref}'s max output of {limit}" if explain else "")
     return Check(
@@ -181,8 +184,13 @@ def _context_size(ref: str, entry: CatalogEntry, feats: RequestFeatures, explain
         if not explain:
             return Check("context_size", True, "")
         total = feats.prompt_tokens_ceiling + output
-        return Check("context_size", True, f"a prompt of at most {feats.prompt_tokens_ceiling} tokens (by its size)"
-                     + (f" plus {output_text}" if output_text else "") + f" ({total}) fits {ref}'s context size of {limit}")
+        return Check(
+            "context_size",
+            True,
+            f"a prompt of at most {feats.prompt_tokens_ceiling} tokens (by its size)"
+            + (f" plus {output_text}" if output_text else "")
+            + f" ({total}) fits {ref}'s context size of {limit}",
+        )
     total = prompt + output
     if total <= limit and not explain:
         return Check("context_size", True, "")
@@ -202,8 +210,7 @@ def _context_size(ref: str, entry: CatalogEntry, feats: RequestFeatures, explain
     return Check(
         "context_size",
         False,
-        f"{sizes} is {total} tokens, above {ref}'s context size of {limit} "
-        "(the prompt size is a low-side estimate)",
+        f"{sizes} is {total} tokens, above {ref}'s context size of {limit} (the prompt size is a low-side estimate)",
         f"{hint}, or raise the entry's context size (`gwctl catalog set {ref} --context-size N`)",
         param,
     )

@@ -42,6 +42,7 @@ CAPABILITIES: tuple[str, ...] = (
 )
 """Every capability flag a catalog entry may set (true, false or unset)."""
 
+
 def _empty() -> Mapping:
     return MappingProxyType({})
 
@@ -76,7 +77,9 @@ class Source:
     models: Mapping[str, bool] = field(default_factory=_empty)  # discovered model id -> enabled
     connect_timeout: float | None = None
     read_timeout: float | None = None
-    response_headers: tuple[str, ...] = ()  # upstream response headers (lower case) passed to clients beyond the default set
+    response_headers: tuple[
+        str, ...
+    ] = ()  # upstream response headers (lower case) passed to clients beyond the default set
     ca_file: str | None = None  # PEM CAs trusted for this source's https upstream, on top of the system store
 
     @property
@@ -109,14 +112,36 @@ class CatalogEntry:
 
     def __reduce__(self):
         """Picklable (the read-only mappings are not): the proxy ships entries to its log writer process."""
-        return (_catalog_entry, (self.source, self.model_id, self.display_name, self.context_size, self.max_output,
-                                 dict(self.prices), dict(self.price_text), dict(self.capabilities), self.supported_params))
+        return (
+            _catalog_entry,
+            (
+                self.source,
+                self.model_id,
+                self.display_name,
+                self.context_size,
+                self.max_output,
+                dict(self.prices),
+                dict(self.price_text),
+                dict(self.capabilities),
+                self.supported_params,
+            ),
+        )
 
 
-def _catalog_entry(source, model_id, display_name, context_size, max_output, prices, price_text, capabilities,
-                   supported_params) -> CatalogEntry:
-    return CatalogEntry(source, model_id, display_name, context_size, max_output, MappingProxyType(prices),
-                        MappingProxyType(price_text), MappingProxyType(capabilities), supported_params)
+def _catalog_entry(
+    source, model_id, display_name, context_size, max_output, prices, price_text, capabilities, supported_params
+) -> CatalogEntry:
+    return CatalogEntry(
+        source,
+        model_id,
+        display_name,
+        context_size,
+        max_output,
+        MappingProxyType(prices),
+        MappingProxyType(price_text),
+        MappingProxyType(capabilities),
+        supported_params,
+    )
 
 
 @dataclass(frozen=True)

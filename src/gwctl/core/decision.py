@@ -101,8 +101,18 @@ class Decision:
 _decision = builder(Decision)  # the frozen dataclass without its per-field __init__ (gwctl.core.frozen)
 
 
-def _reject(base: dict, rule: str, message: str, hint: str = "", param: str | None = None, status: int = 400, kind: str = REJECTED) -> Decision:
-    return _decision({**base, "kind": kind, "status": status, "rule": rule, "message": message, "hint": hint, "param": param})
+def _reject(
+    base: dict,
+    rule: str,
+    message: str,
+    hint: str = "",
+    param: str | None = None,
+    status: int = 400,
+    kind: str = REJECTED,
+) -> Decision:
+    return _decision(
+        {**base, "kind": kind, "status": status, "rule": rule, "message": message, "hint": hint, "param": param}
+    )
 
 
 def find_route(snapshot: Snapshot, agent: str | None, model: str) -> Route | None:
@@ -126,8 +136,14 @@ def _estimate(entry: CatalogEntry | None, feats: RequestFeatures, ref: str) -> C
     return price(entry, usage, ref)
 
 
-def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, Any] | None,
-           estimate: bool = True, body_bytes: int | None = None) -> Decision:
+def decide(
+    snapshot: Snapshot,
+    agent: str | None,
+    path: str,
+    body: Mapping[str, Any] | None,
+    estimate: bool = True,
+    body_bytes: int | None = None,
+) -> Decision:
     """Decide what happens to one request. Pure: no I/O, no environment.
 
     ``estimate=False`` (the proxy) skips what only informs the dry-run: the
@@ -137,18 +153,29 @@ def decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, 
     text's size) lets the context check pass without an estimate when the
     size alone proves the prompt fits.
     """
-    return _decide(snapshot, agent, path, body, features(path, body, estimate_tokens=False, body_bytes=body_bytes),
-                   estimate)
+    return _decide(
+        snapshot, agent, path, body, features(path, body, estimate_tokens=False, body_bytes=body_bytes), estimate
+    )
 
 
-def _decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, Any] | None,
-            feats: RequestFeatures, estimate: bool) -> Decision:
+def _decide(
+    snapshot: Snapshot,
+    agent: str | None,
+    path: str,
+    body: Mapping[str, Any] | None,
+    feats: RequestFeatures,
+    estimate: bool,
+) -> Decision:
     agent = agent.strip() if agent else None
     model = feats.model
     base = {"agent": agent or None, "path": path, "client_model": model, "matched_by": "none", "features": feats}
     if agent and not AGENT_RE.match(agent):
-        return _reject(base, "invalid_agent", f"agent '{agent}' is not an agent path",
-                       "name a root agent like triage or a subagent like triage/summarizer")
+        return _reject(
+            base,
+            "invalid_agent",
+            f"agent '{agent}' is not an agent path",
+            "name a root agent like triage or a subagent like triage/summarizer",
+        )
     matched_prefix = ""
     if not model:
         if snapshot.settings.default_model:
@@ -156,17 +183,26 @@ def _decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str,
             matched_prefix = "default_model+"
             base["client_model"] = None
         else:
-            return _reject(base, "model_missing", "the request names no model and the store has no default model",
-                           "send \"model\" in the request body, or set one with: gwctl model default SOURCE/MODEL_ID", "model")
+            return _reject(
+                base,
+                "model_missing",
+                "the request names no model and the store has no default model",
+                'send "model" in the request body, or set one with: gwctl model default SOURCE/MODEL_ID',
+                "model",
+            )
 
     route = find_route(snapshot, agent, model)
     source: Source | None = None
     if route is not None:
         source = snapshot.sources.get(route.provider)
         if source is None:  # validate refuses this; the proxy must still not guess
-            return _reject({**base, "matched_by": matched_prefix + "route", "route": route}, "route_source_missing",
-                           f"the route for {route.agent} -> {route.model_name} names source '{route.provider}', which does not exist",
-                           "fix the route with gwctl route set, or add the source", status=502)
+            return _reject(
+                {**base, "matched_by": matched_prefix + "route", "route": route},
+                "route_source_missing",
+                f"the route for {route.agent} -> {route.model_name} names source '{route.provider}', which does not exist",
+                "fix the route with gwctl route set, or add the source",
+                status=502,
+            )
         passthrough = source.passthrough if route.passthrough is None else route.passthrough
         upstream_model = route.upstream_model
         base_url = route.base_url or source.base_url
@@ -178,18 +214,28 @@ def _decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str,
             upstream_model = model_id
             matched_by = "reference"
             if source.models.get(model_id) is False:
-                return _reject({**base, "matched_by": matched_prefix + matched_by, "source": source.name},
-                               "model_disabled", f"model {model} is disabled", f"enable it with: gwctl model enable {model}", "model")
+                return _reject(
+                    {**base, "matched_by": matched_prefix + matched_by, "source": source.name},
+                    "model_disabled",
+                    f"model {model} is disabled",
+                    f"enable it with: gwctl model enable {model}",
+                    "model",
+                )
         elif snapshot.settings.fallback_source and snapshot.settings.fallback_source in snapshot.sources:
             source = snapshot.sources[snapshot.settings.fallback_source]
             upstream_model = model
             matched_by = "fallback"
         else:
             who = f"agent {agent}" if agent else "this request"
-            return _reject(base, "model_not_found",
-                           f"no route for {who} and model '{model}', it is not a SOURCE/MODEL_ID reference to a known source, and there is no fallback source",
-                           "add a route (gwctl route set), use SOURCE/MODEL_ID, or set a fallback (gwctl route fallback SOURCE)",
-                           "model", status=404, kind=NOT_FOUND)
+            return _reject(
+                base,
+                "model_not_found",
+                f"no route for {who} and model '{model}', it is not a SOURCE/MODEL_ID reference to a known source, and there is no fallback source",
+                "add a route (gwctl route set), use SOURCE/MODEL_ID, or set a fallback (gwctl route fallback SOURCE)",
+                "model",
+                status=404,
+                kind=NOT_FOUND,
+            )
         passthrough = source.passthrough
         base_url = source.base_url
 
@@ -198,8 +244,12 @@ def _decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str,
     try:  # before any estimate: a request refused for its path is decided by its shape alone (DecisionMemo)
         upstream_url = join_upstream(base_url, path)
     except ValueError as exc:
-        return _reject({**base, "matched_by": matched_prefix + matched_by, "route": route, "source": source.name},
-                       "invalid_path", str(exc), "the path must start with '/', like /v1/chat/completions")
+        return _reject(
+            {**base, "matched_by": matched_prefix + matched_by, "route": route, "source": source.name},
+            "invalid_path",
+            str(exc),
+            "the path must start with '/', like /v1/chat/completions",
+        )
     if estimate or (entry is not None and not passthrough and not fits_context_by_size(entry, feats)):
         feats = replace(feats, prompt_tokens_estimate=estimate_prompt_tokens(feats.api, body))
         base["features"] = feats
@@ -228,15 +278,27 @@ def _decide(snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str,
     warnings = tuple(advisory_warnings(entry, feats))
     failed = first_failure(checks)
     if failed is not None:
-        return _decision({**values, "kind": REJECTED, "status": 400, "checks": checks, "warnings": warnings,
-                          "rule": failed.rule, "message": failed.message, "hint": failed.hint, "param": failed.param})
+        return _decision(
+            {
+                **values,
+                "kind": REJECTED,
+                "status": 400,
+                "checks": checks,
+                "warnings": warnings,
+                "rule": failed.rule,
+                "message": failed.message,
+                "hint": failed.hint,
+                "param": failed.param,
+            }
+        )
     return _decision({**values, "kind": MANAGED, "status": 200, "checks": checks, "warnings": warnings})
 
 
 # Every feature but the two sizes: with the agent and the path, what a decision made without a prompt
 # estimate depends on (the size only through fits_context_by_size, which DecisionMemo re-checks).
-_SHAPE = attrgetter(*(f.name for f in fields(RequestFeatures)
-                      if f.name not in ("prompt_tokens_estimate", "prompt_tokens_ceiling")))
+_SHAPE = attrgetter(
+    *(f.name for f in fields(RequestFeatures) if f.name not in ("prompt_tokens_estimate", "prompt_tokens_ceiling"))
+)
 _new = object.__new__
 
 
@@ -262,8 +324,14 @@ class DecisionMemo:
         self.limit = limit
         self._memo: dict[tuple, Decision] = {}
 
-    def decide(self, snapshot: Snapshot, agent: str | None, path: str, body: Mapping[str, Any] | None,
-               body_bytes: int | None = None) -> Decision:
+    def decide(
+        self,
+        snapshot: Snapshot,
+        agent: str | None,
+        path: str,
+        body: Mapping[str, Any] | None,
+        body_bytes: int | None = None,
+    ) -> Decision:
         feats = features(path, body, estimate_tokens=False, body_bytes=body_bytes)
         memo = self._memo
         if snapshot is not self.snapshot:

@@ -26,23 +26,57 @@ from __future__ import annotations
 
 from typing import Collection, Iterable, Mapping
 
-REQUEST_DROP = frozenset({
-    # hop-by-hop and framing: the HTTP client sets its own
-    "host", "connection", "keep-alive", "proxy-connection", "proxy-authorization", "proxy-authenticate",
-    "te", "trailer", "transfer-encoding", "upgrade", "content-length", "expect",
-    # the client's gateway key, and what the gateway sets itself
-    "authorization", "x-api-key", "api-key", "accept-encoding", "content-type", "x-gwctl-agent", "cookie",
-    # claims about the client's network path
-    "forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-forwarded-port",
-    "x-forwarded-prefix", "x-forwarded-server", "x-real-ip", "via",
-})
+REQUEST_DROP = frozenset(
+    {
+        # hop-by-hop and framing: the HTTP client sets its own
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "proxy-authenticate",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "expect",
+        # the client's gateway key, and what the gateway sets itself
+        "authorization",
+        "x-api-key",
+        "api-key",
+        "accept-encoding",
+        "content-type",
+        "x-gwctl-agent",
+        "cookie",
+        # claims about the client's network path
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "x-forwarded-server",
+        "x-real-ip",
+        "via",
+    }
+)
 """Request header names (lower case) never forwarded upstream."""
 
-RESPONSE_HEADERS = frozenset({
-    "content-type", "content-encoding", "cache-control",
-    "x-request-id", "request-id", "openai-processing-ms", "openai-version", "openai-organization",
-    "retry-after", "retry-after-ms",
-})
+RESPONSE_HEADERS = frozenset(
+    {
+        "content-type",
+        "content-encoding",
+        "cache-control",
+        "x-request-id",
+        "request-id",
+        "openai-processing-ms",
+        "openai-version",
+        "openai-organization",
+        "retry-after",
+        "retry-after-ms",
+    }
+)
 """Response header names (lower case) forwarded to the client."""
 
 RESPONSE_PREFIXES = ("openai-", "anthropic-", "x-ratelimit-", "ratelimit-")
@@ -52,8 +86,9 @@ _IDENTITY = ("Accept-Encoding", "identity")
 _JSON = ("Content-Type", "application/json")
 
 
-def request_headers(raw: Iterable[tuple[str, str]], replaced: frozenset[str],
-                    added: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+def request_headers(
+    raw: Iterable[tuple[str, str]], replaced: frozenset[str], added: Iterable[tuple[str, str]]
+) -> list[tuple[str, str]]:
     """The header lines to send upstream.
 
     ``raw`` is the client's headers as sent (names as written, duplicates
@@ -90,5 +125,4 @@ def replaced_names(static: Mapping[str, str], auth: Mapping[str, str]) -> frozen
 def response_headers(upstream: Iterable[tuple[str, str]], extra: Collection[str] = ()) -> list[tuple[str, str]]:
     """The upstream's response headers a client may see (``extra``: a source's own additions, lower case)."""
     keep = RESPONSE_HEADERS
-    return [(k, v) for k, v in upstream
-            if (lk := k.lower()) in keep or lk.startswith(RESPONSE_PREFIXES) or lk in extra]
+    return [(k, v) for k, v in upstream if (lk := k.lower()) in keep or lk.startswith(RESPONSE_PREFIXES) or lk in extra]

@@ -76,9 +76,7 @@ def validate_header_value(name: str, value: str) -> str:
         raise ValueError(f"the value of header {name!r} contains a NUL character")
     match = _CONTROL.search(value)
     if match:
-        raise ValueError(
-            f"the value of header {name!r} contains a control character ({_describe_char(match.group())})"
-        )
+        raise ValueError(f"the value of header {name!r} contains a control character ({_describe_char(match.group())})")
     if not value.isascii():
         raise ValueError(
             f"the value of header {name!r} contains non-ASCII characters; HTTP header values must be ASCII"
@@ -148,13 +146,10 @@ def validate_static_headers(headers: Mapping[str, Any], auth_header: str) -> dic
         lower = name.lower()
         if lower in AUTH_HEADER_NAMES or lower == own_auth:
             raise ValueError(
-                f"static headers must not carry credentials: {name!r} is an auth header; "
-                "use --auth-value or --auth-env"
+                f"static headers must not carry credentials: {name!r} is an auth header; use --auth-value or --auth-env"
             )
         if lower in HOP_BY_HOP:
-            raise ValueError(
-                f"static header {name!r} is a hop-by-hop header set by the HTTP client itself; remove it"
-            )
+            raise ValueError(f"static header {name!r} is a hop-by-hop header set by the HTTP client itself; remove it")
         if lower in seen:
             raise ValueError(f"static headers {seen[lower]!r} and {name!r} are the same header; keep one")
         validate_header_value(name, value)
@@ -224,4 +219,3 @@ def _describe_char(ch: str) -> str:
     if ord(ch) < 0x20 or ord(ch) == 0x7F:
         return f"the control character U+{ord(ch):04X}"
     return repr(ch)
-

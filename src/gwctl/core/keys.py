@@ -29,7 +29,9 @@ def shown_prefix(key: str) -> str:
     return key[: len(PREFIX) + 4]
 
 
-def verify(keys: Mapping[str, GatewayKey], presented: str | None, by_hash: Mapping[str, GatewayKey] | None = None) -> str | None:
+def verify(
+    keys: Mapping[str, GatewayKey], presented: str | None, by_hash: Mapping[str, GatewayKey] | None = None
+) -> str | None:
     """The name of the key ``presented`` matches, or None.
 
     The lookup is by SHA-256 digest (the key has 256 bits of entropy, so

@@ -169,6 +169,8 @@ def _read_usage(**counts: int) -> Usage:
     usage.__dict__.update(_USAGE_DEFAULTS)
     usage.__dict__.update(counts)
     return usage
+
+
 _FIELD_INDEX = {name: i for i, name in enumerate(_USAGE_FIELDS)}
 
 
@@ -364,9 +366,7 @@ def usage_from_anthropic(obj: dict) -> Usage:
     )
 
 
-_CHAT_KEYS = frozenset(
-    {"prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details"}
-)
+_CHAT_KEYS = frozenset({"prompt_tokens", "completion_tokens", "prompt_tokens_details", "completion_tokens_details"})
 _ANTHROPIC_KEYS = frozenset(
     {"cache_creation_input_tokens", "cache_read_input_tokens", "cache_creation", "server_tool_use"}
 )
@@ -442,8 +442,7 @@ def _entry_price(entry: CatalogEntry, kind: str) -> Decimal | None:
         value = Decimal(value)
     if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
         raise ValueError(
-            f"catalog entry {entry.ref} has an invalid {kind} price {value!r}; "
-            f"prices must be non-negative Decimals"
+            f"catalog entry {entry.ref} has an invalid {kind} price {value!r}; prices must be non-negative Decimals"
         )
     return value
 
@@ -480,7 +479,9 @@ class PricePlan:
 def price_plan(entry: CatalogEntry, ref: str = "") -> PricePlan:
     """Resolve ``entry``'s prices and fallbacks once (raises ValueError for an invalid price)."""
     ref = ref or entry.ref
-    prices = {kind: p for kind in entry.prices if kind in _PRICE_KIND_SET and (p := _entry_price(entry, kind)) is not None}
+    prices = {
+        kind: p for kind in entry.prices if kind in _PRICE_KIND_SET and (p := _entry_price(entry, kind)) is not None
+    }
     if not prices:
         return PricePlan(ref, (), f"catalog entry {ref} sets no prices")
     steps = []

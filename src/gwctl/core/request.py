@@ -134,8 +134,9 @@ def _api_for_path(path: str) -> str:
     return "other"
 
 
-def features(path: str, body: Mapping | None, estimate_tokens: bool = True,
-             body_bytes: int | None = None) -> RequestFeatures:
+def features(
+    path: str, body: Mapping | None, estimate_tokens: bool = True, body_bytes: int | None = None
+) -> RequestFeatures:
     """Read what a request uses from its path and parsed JSON body (rules in the module docstring).
 
     ``estimate_tokens=False`` skips the prompt estimate (the costliest part) for
@@ -149,22 +150,24 @@ def features(path: str, body: Mapping | None, estimate_tokens: bool = True,
     part_types = _part_types(api, body)
     model = body.get("model")
     keys = frozenset(k for k in body if isinstance(k, str))
-    return _features({
-        "api": api,
-        "model": model if isinstance(model, str) else None,
-        "stream": body.get("stream") is True,
-        "output_budget": budget,
-        "output_param": budget_param,
-        "uses_vision": bool(part_types and part_types & _IMAGE_PARTS.get(api, _NO_PARTS)),
-        "uses_tools": not _TOOL_KEYS.isdisjoint(keys) and _uses_tools(api, body),
-        "uses_reasoning": api in _GENERATIVE and not _REASONING_KEYS.isdisjoint(keys) and _uses_reasoning(body),
-        "uses_json_output": not _JSON_OUTPUT_KEYS.isdisjoint(keys) and _uses_json_output(api, body),
-        "uses_audio": bool(part_types and part_types & _AUDIO_PARTS.get(api, _NO_PARTS))
-                      or (not _AUDIO_OUTPUT_KEYS.isdisjoint(keys) and _asks_audio_output(api, body)),
-        "params": keys,
-        "prompt_tokens_estimate": estimate_prompt_tokens(api, body) if estimate_tokens else None,
-        "prompt_tokens_ceiling": None if body_bytes is None else prompt_tokens_ceiling(body_bytes),
-    })
+    return _features(
+        {
+            "api": api,
+            "model": model if isinstance(model, str) else None,
+            "stream": body.get("stream") is True,
+            "output_budget": budget,
+            "output_param": budget_param,
+            "uses_vision": bool(part_types and part_types & _IMAGE_PARTS.get(api, _NO_PARTS)),
+            "uses_tools": not _TOOL_KEYS.isdisjoint(keys) and _uses_tools(api, body),
+            "uses_reasoning": api in _GENERATIVE and not _REASONING_KEYS.isdisjoint(keys) and _uses_reasoning(body),
+            "uses_json_output": not _JSON_OUTPUT_KEYS.isdisjoint(keys) and _uses_json_output(api, body),
+            "uses_audio": bool(part_types and part_types & _AUDIO_PARTS.get(api, _NO_PARTS))
+            or (not _AUDIO_OUTPUT_KEYS.isdisjoint(keys) and _asks_audio_output(api, body)),
+            "params": keys,
+            "prompt_tokens_estimate": estimate_prompt_tokens(api, body) if estimate_tokens else None,
+            "prompt_tokens_ceiling": None if body_bytes is None else prompt_tokens_ceiling(body_bytes),
+        }
+    )
 
 
 def _count(value: Any) -> bool:

@@ -82,8 +82,7 @@ _MARKS = (  # combining marks and the Indic/Thai/... blocks whose vowel signs ar
     "\u1ab0-\u1aff\u1dc0-\u1dff\u200c\u200d\u20d0-\u20ff\ufe00-\ufe0f\ufe20-\ufe2f"
 )
 _CJK = (  # Hangul Jamo, kana, Hangul compatibility, CJK ideographs, Hangul syllables
-    "\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
-    "\U00020000-\U0003ffff"
+    "\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff\U00020000-\U0003ffff"
 )
 _UNIT = re.compile(
     # a letter run, with one leading non-letter/non-digit/non-newline character

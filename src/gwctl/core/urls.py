@@ -64,8 +64,7 @@ def validate_base_url(url: str) -> str:
         raise ValueError(f"base URL must not contain a line break; got {shown!r}")
     if _BAD_CHARS.search(text):
         raise ValueError(
-            f"base URL must not contain spaces or control characters "
-            f"(percent-encode them, e.g. %20); got {shown!r}"
+            f"base URL must not contain spaces or control characters (percent-encode them, e.g. %20); got {shown!r}"
         )
     scheme, sep, _ = text.partition("://")
     if not sep or scheme.lower() not in ("http", "https"):

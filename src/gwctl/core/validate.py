@@ -51,8 +51,10 @@ def env_name_problem(name: str, label: str = "auth_env", cli: bool = False) -> s
     if ENV_NAME_RE.fullmatch(name or ""):
         return None
     where = "--auth-value -" if cli else "auth_value"
-    return (f"{label} is not an environment variable name (letters, digits and _, like VLLM_KEY); "
-            f"if it holds the credential itself, give that with {where} instead")
+    return (
+        f"{label} is not an environment variable name (letters, digits and _, like VLLM_KEY); "
+        f"if it holds the credential itself, give that with {where} instead"
+    )
 
 
 def shown_env(name: str) -> str:
@@ -76,8 +78,10 @@ def auth_header_problem(name: str, label: str = "auth_header", cli: bool = False
         validate_header_name(name)
     except ValueError:
         where = "--auth-value or --auth-env" if cli else "auth_value or auth_env"
-        return (f"{label} is not a header name (one word of letters, digits and !#$%&'*+-.^_`|~, like X-Api-Key); "
-                f"if it holds the credential, put that in {where} and leave the header blank")
+        return (
+            f"{label} is not a header name (one word of letters, digits and !#$%&'*+-.^_`|~, like X-Api-Key); "
+            f"if it holds the credential, put that in {where} and leave the header blank"
+        )
     return None
 
 
@@ -109,22 +113,35 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
         if env_problem:
             err(where + ".auth_env", env_problem)
         elif src.auth.env and environ_names is not None and src.auth.env not in environ_names:
-            warn(where + ".auth_env", f"source {src.name} reads its credential from ${src.auth.env}, which is not set here",
-                 f"export {src.auth.env} wherever gwctl proxy runs")
+            warn(
+                where + ".auth_env",
+                f"source {src.name} reads its credential from ${src.auth.env}, which is not set here",
+                f"export {src.auth.env} wherever gwctl proxy runs",
+            )
         if not src.auth.is_set:
-            warn(where, f"source {src.name} has no credential", f"add one with: gwctl source edit {src.name} --auth-env VAR")
+            warn(
+                where,
+                f"source {src.name} has no credential",
+                f"add one with: gwctl source edit {src.name} --auth-env VAR",
+            )
         if src.ca_file:  # read here, not when the store loads: a missing file is reported, never fatal
             from gwctl.tls import ca_file_problem
 
             problem = ca_file_problem(src.ca_file)
             if problem:
-                err(where + ".ca_file", f"source {src.name}: {problem}",
-                    f"point it at a PEM CA file with: gwctl source edit {src.name} --ca-file PATH (or --ca-file '' to drop it)")
+                err(
+                    where + ".ca_file",
+                    f"source {src.name}: {problem}",
+                    f"point it at a PEM CA file with: gwctl source edit {src.name} --ca-file PATH (or --ca-file '' to drop it)",
+                )
 
     s = snapshot.settings
     if s.fallback_source and s.fallback_source not in snapshot.sources:
-        err("settings.fallback_source", f"the fallback source '{s.fallback_source}' does not exist",
-            "set another with gwctl route fallback SOURCE, or --unset it")
+        err(
+            "settings.fallback_source",
+            f"the fallback source '{s.fallback_source}' does not exist",
+            "set another with gwctl route fallback SOURCE, or --unset it",
+        )
     if s.default_model:
         src_name, sep, mid = s.default_model.partition("/")
         if not sep or not mid:
@@ -132,28 +149,45 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
         elif src_name not in snapshot.sources:
             err("settings.default_model", f"the default model's source '{src_name}' does not exist")
         elif snapshot.sources[src_name].models.get(mid) is False:
-            warn("settings.default_model", f"the default model {s.default_model} is disabled", f"gwctl model enable {s.default_model}")
+            warn(
+                "settings.default_model",
+                f"the default model {s.default_model} is disabled",
+                f"gwctl model enable {s.default_model}",
+            )
         elif mid not in snapshot.sources[src_name].models:
-            warn("settings.default_model", f"the default model {s.default_model} has not been discovered", f"gwctl source refresh {src_name}")
+            warn(
+                "settings.default_model",
+                f"the default model {s.default_model} has not been discovered",
+                f"gwctl source refresh {src_name}",
+            )
 
     roots: dict[str, str] = {}
     scoped: set[tuple[str, str]] = set()
     for i, r in enumerate(snapshot.routes):
         where = f"routes[{i}]"
         if not r.agent or not AGENT_RE.match(r.agent):  # the same pattern the decision applies to X-Gwctl-Agent
-            err(where + ".agent", f"'{r.agent}' is not an agent path (triage or triage/summarizer: letters, digits, "
-                                  "'.', '_' and '-' between slashes)")
+            err(
+                where + ".agent",
+                f"'{r.agent}' is not an agent path (triage or triage/summarizer: letters, digits, "
+                "'.', '_' and '-' between slashes)",
+            )
         if r.provider not in snapshot.sources:
-            err(where + ".provider", f"route {r.agent} -> {r.model_name} names source '{r.provider}', which does not exist",
-                "add the source or change the route's --provider")
+            err(
+                where + ".provider",
+                f"route {r.agent} -> {r.model_name} names source '{r.provider}', which does not exist",
+                "add the source or change the route's --provider",
+            )
         if r.base_url:
             problem = base_url_problem(r.base_url)
             if problem:
                 err(where + ".base_url", problem)
         if r.is_root:
             if r.model_name in roots:
-                err(where, f"root agents {roots[r.model_name]} and {r.agent} both claim model name '{r.model_name}'",
-                    "root routes are keyed by model name: give one of them another name")
+                err(
+                    where,
+                    f"root agents {roots[r.model_name]} and {r.agent} both claim model name '{r.model_name}'",
+                    "root routes are keyed by model name: give one of them another name",
+                )
             roots.setdefault(r.model_name, r.agent)
         else:
             if (r.agent, r.model_name) in scoped:
@@ -163,8 +197,11 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
     for ref, entry in snapshot.catalog.items():
         where = f'catalog."{ref}"'
         if entry.source not in snapshot.sources:
-            warn(where, f"catalog entry {ref} names source '{entry.source}', which does not exist (yet)",
-                 f"add it with gwctl source add {entry.source} …, or remove the entry")
+            warn(
+                where,
+                f"catalog entry {ref} names source '{entry.source}', which does not exist (yet)",
+                f"add it with gwctl source add {entry.source} …, or remove the entry",
+            )
         for w in lint_entry(entry):
             warn(where, w)
     return out

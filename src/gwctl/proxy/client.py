@@ -170,8 +170,7 @@ class _Proxy:
     def __init__(self, url: str):
         parts = urlsplit(url if "://" in url else "http://" + url)  # "host:port" alone means http://
         if parts.scheme.lower() != "http":
-            raise ValueError(f"proxy {_shown_proxy(url)}: only http:// proxies are supported "
-                             f"(not {parts.scheme}://)")
+            raise ValueError(f"proxy {_shown_proxy(url)}: only http:// proxies are supported (not {parts.scheme}://)")
         try:
             port = parts.port or 80
         except ValueError:
@@ -261,8 +260,9 @@ class Proxies:
         from urllib.request import proxy_bypass_environment
 
         shown = f"[{host}]" if ":" in host else host
-        if proxy_bypass_environment(host, {"no": self.no_proxy}) or \
-                proxy_bypass_environment(f"{shown}:{port}", {"no": self.no_proxy}):
+        if proxy_bypass_environment(host, {"no": self.no_proxy}) or proxy_bypass_environment(
+            f"{shown}:{port}", {"no": self.no_proxy}
+        ):
             return None
         return proxy
 
@@ -451,9 +451,22 @@ class UpstreamResponse:
     """
 
     __slots__ = (
-        "status", "reason", "headers", "method",
-        "_conn", "_loop", "_head", "_pieces", "_buffered", "_done", "_error",
-        "_waiter", "_read_all", "_keep_alive", "_got_bytes", "_headers_done",
+        "status",
+        "reason",
+        "headers",
+        "method",
+        "_conn",
+        "_loop",
+        "_head",
+        "_pieces",
+        "_buffered",
+        "_done",
+        "_error",
+        "_waiter",
+        "_read_all",
+        "_keep_alive",
+        "_got_bytes",
+        "_headers_done",
     )
 
     def __init__(self, conn: "_Conn", loop: asyncio.AbstractEventLoop, method: str):
@@ -585,8 +598,24 @@ class _Conn(asyncio.Protocol):
     """One upstream connection; httptools calls back into it as bytes arrive."""
 
     __slots__ = (
-        "pool", "target", "key", "loop", "transport", "parser", "resp", "closed", "paused",
-        "uses", "idle_since", "broken", "interim", "timeout", "last_data", "sink", "trailers", "head_bytes",
+        "pool",
+        "target",
+        "key",
+        "loop",
+        "transport",
+        "parser",
+        "resp",
+        "closed",
+        "paused",
+        "uses",
+        "idle_since",
+        "broken",
+        "interim",
+        "timeout",
+        "last_data",
+        "sink",
+        "trailers",
+        "head_bytes",
         "odd_version",
     )
 
@@ -683,8 +712,9 @@ class _Conn(asyncio.Protocol):
             self.last_data = now
         elif now - self.last_data >= self.timeout:
             what = "the response head" if not resp._headers_done else "the next part of the body"
-            self._fail(UpstreamTimeout(
-                f"{self.target.name} sent nothing for {self.timeout:g} s while we waited for {what}"))
+            self._fail(
+                UpstreamTimeout(f"{self.target.name} sent nothing for {self.timeout:g} s while we waited for {what}")
+            )
             return False
         return True
 
@@ -724,7 +754,9 @@ class _Conn(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except HttpParserUpgrade:
-            self._fail(UpstreamProtocolError(f"{self.target.name} switched protocols, which the gateway never asks for"))
+            self._fail(
+                UpstreamProtocolError(f"{self.target.name} switched protocols, which the gateway never asks for")
+            )
             return
         except HttpParserError as exc:
             cause = exc.__context__
@@ -1007,7 +1039,9 @@ class _TunnelOpening(asyncio.Protocol):
             self._parser.feed_data(data)
         except (HttpParserError, HttpParserUpgrade) as exc:
             if not self.answer.done():
-                self.answer.set_exception(UpstreamProtocolError(f"the proxy sent a malformed answer to CONNECT ({exc})"))
+                self.answer.set_exception(
+                    UpstreamProtocolError(f"the proxy sent a malformed answer to CONNECT ({exc})")
+                )
 
     def on_status(self, status: bytes) -> None:
         self._reason += status
@@ -1037,8 +1071,14 @@ class UpstreamPool:
     for requests without a ``ca_file``. Use it from one event loop.
     """
 
-    def __init__(self, *, max_idle_per_host: int = 256, idle_timeout: float = 60.0,
-                 ssl_context: ssl.SSLContext | None = None, proxies: Proxies | None = None):
+    def __init__(
+        self,
+        *,
+        max_idle_per_host: int = 256,
+        idle_timeout: float = 60.0,
+        ssl_context: ssl.SSLContext | None = None,
+        proxies: Proxies | None = None,
+    ):
         if max_idle_per_host < 0:
             raise ValueError("max_idle_per_host must be >= 0")
         if idle_timeout <= 0:
@@ -1061,9 +1101,17 @@ class UpstreamPool:
 
     # --- public ---------------------------------------------------------------
 
-    async def request(self, method: str, url: str, headers: Iterable[tuple[str, str]], body: bytes,
-                      *, connect_timeout: float = 10.0, read_timeout: float = 600.0,
-                      ca_file: str | None = None) -> UpstreamResponse:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        *,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 600.0,
+        ca_file: str | None = None,
+    ) -> UpstreamResponse:
         """Send one request; return once the status line and headers arrived.
 
         ``ca_file``: for an https URL, also trust the CAs in this PEM file (on top of
@@ -1240,8 +1288,7 @@ class UpstreamPool:
         self._ca_contexts[ca_file] = (stamp, ctx)
         return ctx
 
-    async def _connect(self, target: _Target, connect_timeout: float, key: tuple,
-                       ca_file: str | None = None) -> _Conn:
+    async def _connect(self, target: _Target, connect_timeout: float, key: tuple, ca_file: str | None = None) -> _Conn:
         loop = asyncio.get_running_loop()
         ctx = None
         if target.tls:
@@ -1256,15 +1303,20 @@ class UpstreamPool:
             async with asyncio.timeout(connect_timeout):
                 if proxy is None:
                     _, conn = await loop.create_connection(
-                        lambda: _Conn(self, target, loop, key), target.host, target.port,
-                        ssl=ctx, server_hostname=target.host if ctx is not None else None)
+                        lambda: _Conn(self, target, loop, key),
+                        target.host,
+                        target.port,
+                        ssl=ctx,
+                        server_hostname=target.host if ctx is not None else None,
+                    )
                 elif ctx is None:  # plain http: absolute-form requests to the proxy (see _Target.use_proxy)
-                    _, conn = await loop.create_connection(lambda: _Conn(self, target, loop, key), proxy.host, proxy.port)
+                    _, conn = await loop.create_connection(
+                        lambda: _Conn(self, target, loop, key), proxy.host, proxy.port
+                    )
                 else:
                     conn = await self._tunnel(loop, target, proxy, ctx, key)
         except TimeoutError:
-            raise UpstreamTimeout(
-                f"connecting to {target.name}{via} took longer than {connect_timeout:g} s") from None
+            raise UpstreamTimeout(f"connecting to {target.name}{via} took longer than {connect_timeout:g} s") from None
         except ssl.SSLCertVerificationError as exc:
             names = None
             if getattr(exc, "verify_code", None) in (62, 64) and proxy is None:
@@ -1272,8 +1324,7 @@ class UpstreamPool:
             message, hint = verify_failure(exc, target.host, names, ca_file)
             raise UpstreamConnectError(f"{message}{via}; {hint}") from exc
         except ssl.SSLError as exc:
-            raise UpstreamConnectError(
-                f"TLS handshake with {target.name}{via} failed: {exc.reason or exc}") from exc
+            raise UpstreamConnectError(f"TLS handshake with {target.name}{via} failed: {exc.reason or exc}") from exc
         except OSError as exc:
             reason = exc.strerror or str(exc) or exc.__class__.__name__
             where = f"proxy {proxy.name} (for {target.name})" if proxy is not None else target.name
@@ -1289,7 +1340,8 @@ class UpstreamPool:
         try:
             async with asyncio.timeout(min(timeout, 5.0)):
                 transport, _ = await loop.create_connection(
-                    asyncio.Protocol, target.host, target.port, ssl=probe_context(ca_file), server_hostname=target.host)
+                    asyncio.Protocol, target.host, target.port, ssl=probe_context(ca_file), server_hostname=target.host
+                )
         except (OSError, TimeoutError, ValueError):
             return None
         try:
@@ -1309,7 +1361,8 @@ class UpstreamPool:
             status, reason = await opening.answer
             if status != 200:
                 raise UpstreamConnectError(
-                    f"proxy {proxy.name} refused the tunnel to {target.name}: {status} {reason}".rstrip())
+                    f"proxy {proxy.name} refused the tunnel to {target.name}: {status} {reason}".rstrip()
+                )
             conn = _Conn(self, target, loop, key)
             tls = await loop.start_tls(transport, conn, ctx, server_hostname=target.host)
             conn.connection_made(tls)

@@ -47,7 +47,11 @@ class Decider:
         if not isinstance(body, dict):
             return 400, "the request body must be a JSON object", "invalid_json"
         if too_deep(raw, body):
-            return 400, f"the request body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep", "invalid_json"
+            return (
+                400,
+                f"the request body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep",
+                "invalid_json",
+            )
         flow.body = body
         return None
 
@@ -55,8 +59,9 @@ class Decider:
         """What the store says happens to the parsed request (remembered per request shape)."""
         request = flow.request
         full_path = request.path + (("?" + request.query) if request.query else "")
-        return self._decisions.decide(flow.snapshot, request.headers.get("x-gwctl-agent"), full_path, flow.body,
-                                      len(request.body))
+        return self._decisions.decide(
+            flow.snapshot, request.headers.get("x-gwctl-agent"), full_path, flow.body, len(request.body)
+        )
 
     @staticmethod
     def decide_aside(flow: Flow) -> asyncio.Future:
@@ -65,8 +70,15 @@ class Decider:
         request = flow.request
         full_path = request.path + (("?" + request.query) if request.query else "")
         return asyncio.get_running_loop().run_in_executor(
-            None, decide, flow.snapshot, request.headers.get("x-gwctl-agent"), full_path, flow.body, False,
-            len(request.body))
+            None,
+            decide,
+            flow.snapshot,
+            request.headers.get("x-gwctl-agent"),
+            full_path,
+            flow.body,
+            False,
+            len(request.body),
+        )
 
 
 def refusal(flow: Flow) -> Reply:
@@ -79,6 +91,8 @@ def models_reply(snap: Snapshot, rid: str) -> Reply:
     """``GET /v1/models``: every enabled model of every source, as ``SOURCE/MODEL_ID``."""
     data = [
         {"id": f"{s.name}/{m}", "object": "model", "created": 0, "owned_by": s.name}
-        for s in snap.sources.values() for m, on in s.models.items() if on
+        for s in snap.sources.values()
+        for m, on in s.models.items()
+        if on
     ]
     return Reply(200, orjson.dumps({"object": "list", "data": data}), [(REQUEST_ID_HEADER, rid)])

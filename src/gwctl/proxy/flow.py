@@ -30,8 +30,7 @@ REQUEST_ID_HEADER = "X-Gwctl-Request-Id"
 class Flow:
     """One request: what it is, and what each stage found out about it."""
 
-    __slots__ = ("request", "rid", "start", "snapshot", "key_name", "body", "decision", "stream", "api",
-                 "strip_usage")
+    __slots__ = ("request", "rid", "start", "snapshot", "key_name", "body", "decision", "stream", "api", "strip_usage")
 
     def __init__(self, request: Request, rid: str, start: float, snapshot: Snapshot):
         self.request = request  # what the client sent (gwctl.proxy.http.Request)

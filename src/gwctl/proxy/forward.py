@@ -80,14 +80,24 @@ class Forwarder:
                 headers = self.upstream_headers(flow)
             except GwctlError as exc:
                 self.recorder.record(flow, 502, None, "credential_missing", exc.message)
-                return error_reply(502, f"the gateway cannot reach source {d.source}: {exc.message}", "api_error",
-                                   "credential_missing", flow.rid)
+                return error_reply(
+                    502,
+                    f"the gateway cannot reach source {d.source}: {exc.message}",
+                    "api_error",
+                    "credential_missing",
+                    flow.rid,
+                )
             src = flow.snapshot.sources[d.source]
             try:
-                upstream = await self.pool.request("POST", d.upstream_url, headers, payload,
-                                                   connect_timeout=d.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
-                                                   read_timeout=d.read_timeout or DEFAULT_READ_TIMEOUT,
-                                                   ca_file=src.ca_file)
+                upstream = await self.pool.request(
+                    "POST",
+                    d.upstream_url,
+                    headers,
+                    payload,
+                    connect_timeout=d.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+                    read_timeout=d.read_timeout or DEFAULT_READ_TIMEOUT,
+                    ca_file=src.ca_file,
+                )
             except UpstreamTimeout:
                 return self.failed(flow, 504, "upstream_timeout", f"source {d.source} did not answer in time")
             except (UpstreamError, ValueError) as exc:
@@ -102,11 +112,17 @@ class Forwarder:
                 except UpstreamTimeout:
                     return self.failed(flow, 504, "upstream_timeout", f"source {d.source} timed out while answering")
                 except UpstreamError as exc:
-                    return self.failed(flow, 502, "upstream_unreachable",
-                                       f"source {d.source} broke the connection ({why(exc)})")
+                    return self.failed(
+                        flow, 502, "upstream_unreachable", f"source {d.source} broke the connection ({why(exc)})"
+                    )
                 status = upstream.status
-                self.recorder.record(flow, status, usage_from_body(flow.api, data) if status < 400 else None,
-                                     None, None if status < 400 else f"upstream answered {status}")
+                self.recorder.record(
+                    flow,
+                    status,
+                    usage_from_body(flow.api, data) if status < 400 else None,
+                    None,
+                    None if status < 400 else f"upstream answered {status}",
+                )
                 return Reply(status, data, out_headers, content_type=None)
             except BaseException:
                 upstream.abort()

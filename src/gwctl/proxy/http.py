@@ -84,8 +84,9 @@ class Reply:
 
     __slots__ = ("status", "headers", "body")
 
-    def __init__(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None,
-                 content_type: str | None = _JSON):
+    def __init__(
+        self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None, content_type: str | None = _JSON
+    ):
         self.status = status
         self.body = body
         self.headers = headers if headers is not None else []
@@ -122,11 +123,34 @@ class Request:
 
     ``body`` is None until the whole body is in (so in ``on_head``) and when it was too large."""
 
-    __slots__ = ("method", "path", "query", "headers", "raw_headers", "body", "keep_alive", "http10",
-                 "too_large", "conn", "streaming", "answered")
+    __slots__ = (
+        "method",
+        "path",
+        "query",
+        "headers",
+        "raw_headers",
+        "body",
+        "keep_alive",
+        "http10",
+        "too_large",
+        "conn",
+        "streaming",
+        "answered",
+    )
 
-    def __init__(self, conn: "HttpProtocol", method: str, path: str, query: str, raw_headers: list[tuple[str, str]],
-                 headers: dict[str, str], body: bytes | None, keep_alive: bool, http10: bool, too_large: bool):
+    def __init__(
+        self,
+        conn: "HttpProtocol",
+        method: str,
+        path: str,
+        query: str,
+        raw_headers: list[tuple[str, str]],
+        headers: dict[str, str],
+        body: bytes | None,
+        keep_alive: bool,
+        http10: bool,
+        too_large: bool,
+    ):
         self.conn = conn
         self.method = method
         self.path = path
@@ -191,8 +215,10 @@ def _date() -> bytes:
 
 def _head(status: int, headers: Iterable[tuple[str, str]], keep_alive: bool, http10: bool = False) -> bytes:
     """Status line and headers, without the blank line that ends them."""
-    parts = [b"HTTP/1.1 %d %s\r\nDate: %s\r\nServer: gwctl\r\n" % (status, _REASONS.get(status, "").encode(), _date()),
-             "".join([f"{k}: {v}\r\n" for k, v in headers]).encode("latin-1", "replace")]
+    parts = [
+        b"HTTP/1.1 %d %s\r\nDate: %s\r\nServer: gwctl\r\n" % (status, _REASONS.get(status, "").encode(), _date()),
+        "".join([f"{k}: {v}\r\n" for k, v in headers]).encode("latin-1", "replace"),
+    ]
     if not keep_alive:
         parts.append(b"Connection: close\r\n")
     elif http10:
@@ -201,8 +227,11 @@ def _head(status: int, headers: Iterable[tuple[str, str]], keep_alive: bool, htt
 
 
 def _reply_bytes(reply: Reply, keep_alive: bool, http10: bool, head_only: bool) -> bytes:
-    return (_head(reply.status, reply.headers, keep_alive, http10) + b"Content-Length: %d\r\n\r\n" % len(reply.body)
-            + (b"" if head_only else reply.body))
+    return (
+        _head(reply.status, reply.headers, keep_alive, http10)
+        + b"Content-Length: %d\r\n\r\n" % len(reply.body)
+        + (b"" if head_only else reply.body)
+    )
 
 
 def _error_body(status: int, code: str, message: str) -> bytes:
@@ -222,16 +251,31 @@ class _Stop(Exception):
 class HttpServer:
     """The connections of one listening socket, their limits and hooks, the deadline sweep and shutdown."""
 
-    def __init__(self, handler: Handler, *, body_limit: int, keepalive_timeout: float = KEEPALIVE_TIMEOUT,
-                 on_error: Callable[[Request, BaseException], Reply] | None = None,
-                 on_head: HeadHook | None = None, on_reject: RejectHook | None = None,
-                 head_timeout: float = HEAD_TIMEOUT, body_timeout: float = BODY_TIMEOUT,
-                 max_connections: int = MAX_CONNECTIONS, max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT):
-        for name, seconds in (("keepalive_timeout", keepalive_timeout), ("head_timeout", head_timeout),
-                              ("body_timeout", body_timeout)):
+    def __init__(
+        self,
+        handler: Handler,
+        *,
+        body_limit: int,
+        keepalive_timeout: float = KEEPALIVE_TIMEOUT,
+        on_error: Callable[[Request, BaseException], Reply] | None = None,
+        on_head: HeadHook | None = None,
+        on_reject: RejectHook | None = None,
+        head_timeout: float = HEAD_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT,
+        max_connections: int = MAX_CONNECTIONS,
+        max_connections_per_client: int = MAX_CONNECTIONS_PER_CLIENT,
+    ):
+        for name, seconds in (
+            ("keepalive_timeout", keepalive_timeout),
+            ("head_timeout", head_timeout),
+            ("body_timeout", body_timeout),
+        ):
             if not seconds > 0:
                 raise ValueError(f"{name} must be a positive number of seconds, not {seconds!r}")
-        for name, count in (("max_connections", max_connections), ("max_connections_per_client", max_connections_per_client)):
+        for name, count in (
+            ("max_connections", max_connections),
+            ("max_connections_per_client", max_connections_per_client),
+        ):
             if count < 1:
                 raise ValueError(f"{name} must be at least 1, not {count!r}")
         self.handler = handler
@@ -272,11 +316,14 @@ class HttpServer:
                     conn.close()
             elif conn._began:  # a head is coming in
                 if now - conn._began > head_timeout:
-                    conn._reject(408, "request_timeout", f"the request head did not arrive within {head_timeout:g} s", None)
+                    conn._reject(
+                        408, "request_timeout", f"the request head did not arrive within {head_timeout:g} s", None
+                    )
             elif conn._req is not None:  # a body is coming in (or will, once the 100 Continue owed goes out)
                 if now - conn._body_began > body_timeout and not conn._continue_owed:
-                    conn._reject(408, "request_timeout", f"the request body did not arrive within {body_timeout:g} s",
-                                 conn._req)
+                    conn._reject(
+                        408, "request_timeout", f"the request body did not arrive within {body_timeout:g} s", conn._req
+                    )
             elif not conn.busy and conn.last_active < idle_since:
                 conn.close()
         self._schedule_sweep()
@@ -285,7 +332,9 @@ class HttpServer:
         self._refused += 1
         now = time.monotonic()
         if now - self._warned >= CAP_WARNING_INTERVAL:
-            log.warning("refusing connections with 503: %s (%d refused since the last such warning)", why, self._refused)
+            log.warning(
+                "refusing connections with 503: %s (%d refused since the last such warning)", why, self._refused
+            )
             self._warned = now
             self._refused = 0
 
@@ -497,7 +546,9 @@ class HttpProtocol(asyncio.Protocol):
             headers[lk] = v
         if "host" not in headers:
             if not http10:
-                self._reject(400, "malformed_request", "malformed HTTP request (an HTTP/1.1 request needs a Host header)", None)
+                self._reject(
+                    400, "malformed_request", "malformed HTTP request (an HTTP/1.1 request needs a Host header)", None
+                )
                 return
         elif repeated is not None and "host" in repeated:
             self._reject(400, "malformed_request", "malformed HTTP request (more than one Host header)", None)
@@ -514,19 +565,33 @@ class HttpProtocol(asyncio.Protocol):
         url = self._url
         q = url.find(b"?")
         if q >= 0:
-            path, query = url[:q].decode("latin-1"), url[q + 1:].decode("latin-1")
+            path, query = url[:q].decode("latin-1"), url[q + 1 :].decode("latin-1")
         else:
             path, query = url.decode("latin-1"), ""
         method = parser.get_method().decode("latin-1")
-        req = Request(self, method, path, query, raw, headers, None,
-                      parser.should_keep_alive() and not too_large and not self.server.closing, http10, too_large)
+        req = Request(
+            self,
+            method,
+            path,
+            query,
+            raw,
+            headers,
+            None,
+            parser.should_keep_alive() and not too_large and not self.server.closing,
+            http10,
+            too_large,
+        )
         on_head = self.server.on_head
         if on_head is not None:
             try:
                 reply = on_head(req)
             except Exception as exc:
                 log.exception("error while checking the head of %s %s", method, path)
-                reply = self.server.on_error(req, exc) if self.server.on_error else Reply(500, b'{"error":{"message":"internal error"}}')
+                reply = (
+                    self.server.on_error(req, exc)
+                    if self.server.on_error
+                    else Reply(500, b'{"error":{"message":"internal error"}}')
+                )
             if reply is not None:  # refused at the head: the body is never read
                 req.keep_alive = False
                 self._finish(_reply_bytes(reply, False, http10, method == "HEAD"))
@@ -612,13 +677,19 @@ class HttpProtocol(asyncio.Protocol):
                     self.close()
                     return
                 log.exception("error while answering %s %s", req.method, req.path)
-                reply = self.server.on_error(req, exc) if self.server.on_error else Reply(500, b'{"error":{"message":"internal error"}}')
+                reply = (
+                    self.server.on_error(req, exc)
+                    if self.server.on_error
+                    else Reply(500, b'{"error":{"message":"internal error"}}')
+                )
             if not req.streaming:
                 req.keep_alive = req.keep_alive and not self.server.closing
             if reply is not None and not self.closed:
-                self.write(_head(reply.status, reply.headers, req.keep_alive, req.http10)
-                           + b"Content-Length: %d\r\n\r\n" % len(reply.body)
-                           + (b"" if req.method == "HEAD" else reply.body))
+                self.write(
+                    _head(reply.status, reply.headers, req.keep_alive, req.http10)
+                    + b"Content-Length: %d\r\n\r\n" % len(reply.body)
+                    + (b"" if req.method == "HEAD" else reply.body)
+                )
             elif reply is None and not req.answered and not self.closed:
                 self.close()  # a stream that did not end properly: the client must not wait for more
                 return

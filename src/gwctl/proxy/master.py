@@ -38,7 +38,9 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         sock.bind((host, port))
     except OSError as exc:
-        raise GwctlError(f"cannot listen on {host}:{port}: {exc.strerror}", "pick another --port, or stop what is using it") from None
+        raise GwctlError(
+            f"cannot listen on {host}:{port}: {exc.strerror}", "pick another --port, or stop what is using it"
+        ) from None
     sock.listen(1024)
     sock.setblocking(False)
     return sock
@@ -85,6 +87,7 @@ def _fork_worker(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, 
 
 def _supervise(children: list[int]) -> int:
     """Pass SIGTERM and SIGINT on to the workers and wait for them all; the first non-zero exit code, else 0."""
+
     def forward(signum, _frame):
         for pid in children:
             try:

@@ -166,13 +166,25 @@ class StreamMeter:
         if _carries_nothing_else(obj):
             return b""
         del obj["usage"]  # output and usage in one chunk: the client keeps the output
-        return b"data: " + orjson.dumps(obj) + (event[len(event.rstrip(b"\r\n")):] or b"\n\n")
+        return b"data: " + orjson.dumps(obj) + (event[len(event.rstrip(b"\r\n")) :] or b"\n\n")
 
 
 _TERMINAL_MARKERS = {"messages": b"message_stop", "responses": b"response."}
 _TERMINAL_TYPES = frozenset({"message_stop", "response.completed", "response.incomplete", "response.failed"})
-_CHUNK_KEYS = frozenset({"id", "object", "created", "model", "system_fingerprint", "choices", "usage",
-                         "service_tier", "provider", "obfuscation"})
+_CHUNK_KEYS = frozenset(
+    {
+        "id",
+        "object",
+        "created",
+        "model",
+        "system_fingerprint",
+        "choices",
+        "usage",
+        "service_tier",
+        "provider",
+        "obfuscation",
+    }
+)
 
 
 def _carries_nothing_else(chunk: dict) -> bool:

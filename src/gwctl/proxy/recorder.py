@@ -21,28 +21,54 @@ from gwctl.proxy.http import Reply
 if TYPE_CHECKING:
     from gwctl.proxy.http import Request
 
+
 class Recorder:
     """Turns a request's outcome into its activity row; ``writer`` (a ChildWriter, or None: no log) takes it."""
 
     def __init__(self, writer=None):
         self.writer = writer
 
-    def record(self, flow: Flow, status: int, usage: Usage | None, rule: str | None, error: str | None,
-               kind: str | None = None) -> None:
+    def record(
+        self, flow: Flow, status: int, usage: Usage | None, rule: str | None, error: str | None, kind: str | None = None
+    ) -> None:
         """The row of a decided request: the decision's facts, the answer's status and usage, and ``kind``
         instead of the decision's route kind (``"error"`` for an upstream failure)."""
         writer = self.writer
         if writer is None:
             return
         d = flow.decision
-        writer.submit((  # a LogEntry, field by field
-            time.time(), flow.rid, flow.key_name, d.agent, kind or d.kind, d.source, d.client_model,
-            d.upstream_model, flow.request.path, status, (time.perf_counter() - flow.start) * 1000,
-            None if usage is None else usage.counts(), d.entry if d.forwarded else None, d.catalog_ref, rule, error,
-            flow.stream))
+        writer.submit(
+            (  # a LogEntry, field by field
+                time.time(),
+                flow.rid,
+                flow.key_name,
+                d.agent,
+                kind or d.kind,
+                d.source,
+                d.client_model,
+                d.upstream_model,
+                flow.request.path,
+                status,
+                (time.perf_counter() - flow.start) * 1000,
+                None if usage is None else usage.counts(),
+                d.entry if d.forwarded else None,
+                d.catalog_ref,
+                rule,
+                error,
+                flow.stream,
+            )
+        )
 
-    def rejected(self, rid: str, key_name: str | None, request: Request | None, start: float, status: int,
-                 code: str, message: str) -> None:
+    def rejected(
+        self,
+        rid: str,
+        key_name: str | None,
+        request: Request | None,
+        start: float,
+        status: int,
+        code: str,
+        message: str,
+    ) -> None:
         """The row of a request answered before any decision (no key, no such endpoint, not JSON, refused by
         the HTTP server, a bug of ours): route kind ``rejected``, the agent from its header if there is one."""
         writer = self.writer
@@ -50,12 +76,29 @@ class Recorder:
             return
         agent = request.headers.get("x-gwctl-agent") if request is not None else None
         path = request.path if request is not None else ""
-        writer.submit((  # a LogEntry, field by field
-            time.time(), rid, key_name, agent, "rejected", None, None, None, path, status,
-            (time.perf_counter() - start) * 1000, None, None, None, code, message, False))
+        writer.submit(
+            (  # a LogEntry, field by field
+                time.time(),
+                rid,
+                key_name,
+                agent,
+                "rejected",
+                None,
+                None,
+                None,
+                path,
+                status,
+                (time.perf_counter() - start) * 1000,
+                None,
+                None,
+                None,
+                code,
+                message,
+                False,
+            )
+        )
 
-    def refuse(self, flow: Flow, status: int, message: str, code: str,
-               etype: str = "invalid_request_error") -> Reply:
+    def refuse(self, flow: Flow, status: int, message: str, code: str, etype: str = "invalid_request_error") -> Reply:
         """Answer an undecided request with the gateway's error, and record it (:meth:`rejected`)."""
         self.rejected(flow.rid, flow.key_name, flow.request, flow.start, status, code, message)
         return error_reply(status, message, etype, code, flow.rid)

@@ -62,6 +62,7 @@ async def relay_stream(flow: Flow, upstream, out_headers: list[tuple[str, str]],
 async def finish_upstream(upstream, meter: StreamMeter) -> None:
     """After the terminal event, read the upstream's end (it usually follows within a millisecond) so its
     connection can be reused, and any usage it still sends is metered; give up after a short while."""
+
     async def rest() -> None:
         async for chunk in upstream:
             meter.feed(chunk)

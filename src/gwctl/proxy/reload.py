@@ -62,14 +62,21 @@ class StoreWatcher:
         try:
             snapshot = self._load(stamp)
         except Exception as exc:  # noqa: BLE001 - whatever it was, keep serving with the last good store
-            self._reload_failed(stamp, exc.message if isinstance(exc, GwctlError) else f"{type(exc).__name__}: {exc}", now)
+            self._reload_failed(
+                stamp, exc.message if isinstance(exc, GwctlError) else f"{type(exc).__name__}: {exc}", now
+            )
             return None
         self._stamp = stamp
         if failure is not None:
             log.info("store reload succeeded after %d failed attempt(s)", failure["attempts"])
         self.reload_failure = None
-        log.info("store reloaded: %d sources, %d catalog entries, %d routes, %d keys",
-                 len(snapshot.sources), len(snapshot.catalog), len(snapshot.routes), len(snapshot.keys))
+        log.info(
+            "store reloaded: %d sources, %d catalog entries, %d routes, %d keys",
+            len(snapshot.sources),
+            len(snapshot.catalog),
+            len(snapshot.routes),
+            len(snapshot.keys),
+        )
         return snapshot
 
     def _load(self, stamp) -> Snapshot:
@@ -81,8 +88,11 @@ class StoreWatcher:
         snapshot = load(self.store_path).snapshot
         errors = [p for p in validate(snapshot, frozenset(self.environ)) if p.level == "error"]
         if errors:  # what `gwctl validate` calls an error never runs (the proxy refused to start on it, too)
-            raise GwctlError(f"gwctl validate reports {len(errors)} error(s): "
-                             + "; ".join(f"{p.where}: {p.message}" for p in errors[:3]), "fix the store")
+            raise GwctlError(
+                f"gwctl validate reports {len(errors)} error(s): "
+                + "; ".join(f"{p.where}: {p.message}" for p in errors[:3]),
+                "fix the store",
+            )
         return snapshot
 
     def _reload_failed(self, stamp, message: str, now: float) -> None:

@@ -149,7 +149,11 @@ class Gateway:
         detail: dict = {"status": "ok" if store["reload"] == "ok" else "degraded", "store": store}
         writer = self.writer
         if writer is not None:
-            activity = writer.health() if hasattr(writer, "health") else {"submitted": writer.submitted, "dropped": writer.dropped}
+            activity = (
+                writer.health()
+                if hasattr(writer, "health")
+                else {"submitted": writer.submitted, "dropped": writer.dropped}
+            )
             detail["activity"] = activity
             if activity.get("dropped"):
                 detail["status"] = "degraded"
@@ -178,8 +182,9 @@ class Gateway:
         if auth.required:  # 1. authenticate
             flow.key_name = auth.key_name(request, snap)
             if flow.key_name is None:
-                return self.recorder.refuse(flow, 401, auth.refusal_message(request), "invalid_api_key",
-                                            "authentication_error")
+                return self.recorder.refuse(
+                    flow, 401, auth.refusal_message(request), "invalid_api_key", "authentication_error"
+                )
         if path == "/v1/models" and method == "GET":
             return models_reply(snap, rid)
         problem = self.decider.parse(flow)  # 2. decide
@@ -218,10 +223,13 @@ class Gateway:
         if self.auth.key_name(request, snap) is not None:
             return None
         flow = Flow(request, new_request_id(), time.perf_counter(), snap)
-        return self.recorder.refuse(flow, 401, self.auth.refusal_message(request), "invalid_api_key",
-                                    "authentication_error")
+        return self.recorder.refuse(
+            flow, 401, self.auth.refusal_message(request), "invalid_api_key", "authentication_error"
+        )
 
-    def server_rejected(self, status: int, code: str, message: str, request: Request | None) -> list[tuple[str, str]] | None:
+    def server_rejected(
+        self, status: int, code: str, message: str, request: Request | None
+    ) -> list[tuple[str, str]] | None:
         """The HTTP server answered on its own (malformed, too slow, head too large): a request gets its
         row and its request id like any other; a connection refused over a cap is only logged (by the server)."""
         if status == 503 and request is None:
@@ -237,8 +245,9 @@ class Gateway:
         rid = new_request_id()
         message = f"internal error in the gateway ({exc.__class__.__name__}); see its log"
         try:
-            return self.recorder.refuse(Flow(request, rid, time.perf_counter(), self.snapshot), 500, message,
-                                        "internal_error", "api_error")
+            return self.recorder.refuse(
+                Flow(request, rid, time.perf_counter(), self.snapshot), 500, message, "internal_error", "api_error"
+            )
         except Exception:  # pragma: no cover - the row is best effort; the answer is not
             return error_reply(500, message, "api_error", "internal_error", rid)
 
@@ -249,9 +258,11 @@ def upstream_proxies(environ: Mapping[str, str]) -> Proxies:
     try:
         return Proxies(environ)
     except ProxySettingError as exc:
-        raise GwctlError(f"cannot use the egress proxy from the environment: {exc}",
-                         f"point {exc.variable} at an http:// proxy, or unset it for the gateway "
-                         f"(env -u {exc.variable} gwctl proxy ...)") from None
+        raise GwctlError(
+            f"cannot use the egress proxy from the environment: {exc}",
+            f"point {exc.variable} at an http:// proxy, or unset it for the gateway "
+            f"(env -u {exc.variable} gwctl proxy ...)",
+        ) from None
 
 
 # --- serving --------------------------------------------------------------
@@ -262,11 +273,18 @@ async def serve(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, s
     gateway = Gateway(config, snapshot)
     await gateway.open()
     loop = asyncio.get_running_loop()
-    server = HttpServer(gateway.handle, body_limit=config.body_limit, keepalive_timeout=75.0,
-                        on_error=gateway.internal_error, on_head=gateway.check_head, on_reject=gateway.server_rejected,
-                        head_timeout=config.head_timeout, body_timeout=config.body_timeout,
-                        max_connections=config.max_connections,
-                        max_connections_per_client=config.max_connections_per_client)
+    server = HttpServer(
+        gateway.handle,
+        body_limit=config.body_limit,
+        keepalive_timeout=75.0,
+        on_error=gateway.internal_error,
+        on_head=gateway.check_head,
+        on_reject=gateway.server_rejected,
+        head_timeout=config.head_timeout,
+        body_timeout=config.body_timeout,
+        max_connections=config.max_connections,
+        max_connections_per_client=config.max_connections_per_client,
+    )
     if sock is not None:
         srv = await loop.create_server(server, sock=sock, backlog=1024)
     else:
@@ -280,7 +298,11 @@ async def serve(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, s
     if ready is not None:
         ready(srv)
     await stop.wait()
-    log.info("shutting down: no new connections; waiting up to %.0fs for %d in-flight requests", config.grace_period, gateway.inflight)
+    log.info(
+        "shutting down: no new connections; waiting up to %.0fs for %d in-flight requests",
+        config.grace_period,
+        gateway.inflight,
+    )
     srv.close()
     server.closing = True  # answers from now on say Connection: close
     drained = await gateway.drain(config.grace_period)

@@ -51,7 +51,9 @@ def _read_text(path: Path) -> str | None:
     except IsADirectoryError:
         raise StoreError(f"the store path {path} is a directory", "point --store or GWCTL_STORE at a file") from None
     except PermissionError:
-        raise StoreError(f"cannot read the store {path}: permission denied", "check the file's owner and mode") from None
+        raise StoreError(
+            f"cannot read the store {path}: permission denied", "check the file's owner and mode"
+        ) from None
     except UnicodeDecodeError as exc:
         raise StoreError(f"the store {path} is not UTF-8 text (byte {exc.start})", "fix or restore the file") from None
 

@@ -237,7 +237,7 @@ def _price_value(value: Any, kind: str, path: tuple) -> tuple[Decimal, str]:
     elif isinstance(value, (str, int)) and not isinstance(value, bool):
         text = str(value)
     else:
-        raise SchemaError(f"{_dotted(path)} must be a price like \"3e-6\", got {_got(value, path)}", path)
+        raise SchemaError(f'{_dotted(path)} must be a price like "3e-6", got {_got(value, path)}', path)
     try:
         return parse_price(text, kind), text.strip()
     except ValueError as exc:
@@ -321,9 +321,7 @@ def snapshot_from_data(data: Mapping[str, Any]) -> Snapshot:
         default_model=_opt_str(settings_t, "default_model", ("settings",)) or None,
         fallback_source=_opt_str(settings_t, "fallback_source", ("settings",)) or None,
     )
-    sources = {
-        name: parse_source(name, table) for name, table in _table(data.get("sources", {}), ("sources",)).items()
-    }
+    sources = {name: parse_source(name, table) for name, table in _table(data.get("sources", {}), ("sources",)).items()}
     catalog = {ref: parse_entry(ref, table) for ref, table in _table(data.get("catalog", {}), ("catalog",)).items()}
     routes_raw = _expect(data.get("routes", []), list, ("routes",), "an array of tables ([[routes]])")
     routes = tuple(parse_route(i, t) for i, t in enumerate(routes_raw))

@@ -24,7 +24,9 @@ def resolve(source: Source, environ: Mapping[str, str] | None = None) -> str | N
 
         problem = env_name_problem(source.auth.env, f"the auth_env of source {source.name}")
         if problem:  # said without repeating it: a credential pasted there must not be printed
-            raise GwctlError(problem, f"fix it with: gwctl source edit {source.name} --auth-env VAR (or --auth-value -)")
+            raise GwctlError(
+                problem, f"fix it with: gwctl source edit {source.name} --auth-env VAR (or --auth-value -)"
+            )
         value = environ.get(source.auth.env)
         if not value:
             raise GwctlError(
@@ -44,11 +46,16 @@ def auth_headers(source: Source, environ: Mapping[str, str] | None = None) -> di
 
     problem = source.auth_header and auth_header_problem(source.auth_header, f"the auth header of source {source.name}")
     if problem:  # said without repeating it: a credential pasted there must not be printed
-        raise GwctlError(problem, f"fix it with: gwctl source edit {source.name} --auth-header NAME "
-                                  "(or --auth-header '' for Authorization: Bearer)")
+        raise GwctlError(
+            problem,
+            f"fix it with: gwctl source edit {source.name} --auth-header NAME "
+            "(or --auth-header '' for Authorization: Bearer)",
+        )
     try:
         name, sent = auth_header_pair(source.auth_header, value)
     except ValueError as exc:
-        raise GwctlError(f"the credential of source {source.name} cannot be sent as a header: {exc}",
-                         f"store it again with: gwctl source edit {source.name} --auth-value -") from None
+        raise GwctlError(
+            f"the credential of source {source.name} cannot be sent as a header: {exc}",
+            f"store it again with: gwctl source edit {source.name} --auth-value -",
+        ) from None
     return {name: sent}

@@ -69,4 +69,3 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         loop.close()
     return 0
-

@@ -230,9 +230,7 @@ def _completion_body(model: str, text: str, u: TokenCounts) -> bytes:
     )
 
 
-def _completion_stream(
-    model: str, pieces: list[str], u: TokenCounts, include_usage: bool
-) -> list[bytes]:
+def _completion_stream(model: str, pieces: list[str], u: TokenCounts, include_usage: bool) -> list[bytes]:
     def chunk(text: str, finish: str | None) -> dict:
         c = {
             "id": "cmpl-standin",
@@ -273,9 +271,7 @@ def _embeddings_body(model: str, count: int, u: TokenCounts, b64: bool) -> bytes
     data = []
     for i in range(count):
         vec = _embedding_vector(i)
-        emb: Any = (
-            base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode() if b64 else vec
-        )
+        emb: Any = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode() if b64 else vec
         data.append({"object": "embedding", "index": i, "embedding": emb})
     return dumps(
         {
@@ -466,11 +462,7 @@ def answer(
     if kind == "chat":
         return _chat_stream(model, pieces, u, include_usage) if stream else _chat_body(model, text, u)
     if kind == "completions":
-        return (
-            _completion_stream(model, pieces, u, include_usage)
-            if stream
-            else _completion_body(model, text, u)
-        )
+        return _completion_stream(model, pieces, u, include_usage) if stream else _completion_body(model, text, u)
     if kind == "embeddings":
         return _embeddings_body(model, extra[0], u, extra[1])
     if kind == "responses":

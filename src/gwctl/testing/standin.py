@@ -84,9 +84,7 @@ class StandinConfig:
         if self.usage is not None:
             unknown = set(self.usage) - USAGE_KEYS
             if unknown:
-                raise ValueError(
-                    f"unknown usage keys {sorted(unknown)}; use {sorted(USAGE_KEYS)}"
-                )
+                raise ValueError(f"unknown usage keys {sorted(unknown)}; use {sorted(USAGE_KEYS)}")
 
 
 @dataclass(frozen=True)
@@ -154,10 +152,7 @@ class Standin:
         if c.models_payload is None:
             payload = {
                 "object": "list",
-                "data": [
-                    {"id": m, "object": "model", "created": 0, "owned_by": "standin"}
-                    for m in c.models
-                ],
+                "data": [{"id": m, "object": "model", "created": 0, "owned_by": "standin"} for m in c.models],
             }
             self._models_body = dumps(payload)
         elif isinstance(c.models_payload, bytes):
@@ -217,7 +212,12 @@ class Standin:
 
     def _make_request(self, message, payload, protocol, writer, task) -> BaseRequest:
         return BaseRequest(
-            message, payload, protocol, writer, task, asyncio.get_running_loop(),
+            message,
+            payload,
+            protocol,
+            writer,
+            task,
+            asyncio.get_running_loop(),
             client_max_size=_MAX_BODY,
         )
 
@@ -239,9 +239,7 @@ class Standin:
             for k, v in request.headers.items():
                 k = k.lower()
                 headers[k] = f"{headers[k]}, {v}" if k in headers else v
-            self.received.append(
-                ReceivedRequest(request.method, request.raw_path, headers, body, raw)
-            )
+            self.received.append(ReceivedRequest(request.method, request.raw_path, headers, body, raw))
         if c.delay_ms:
             await asyncio.sleep(c.delay_ms / 1000)
 
@@ -268,14 +266,10 @@ class Standin:
         if not isinstance(model, str) or not model:
             return self._error(400, "'model' is required", anthropic, "missing_model")
         if c.strict_models and model not in self._models:
-            return self._error(
-                404, f"The model '{model}' does not exist", anthropic, "model_not_found"
-            )
+            return self._error(404, f"The model '{model}' does not exist", anthropic, "model_not_found")
         return await self._answer(request, kind, model, body)
 
-    async def _answer(
-        self, request: BaseRequest, kind: str, model: str, body: dict
-    ) -> web.StreamResponse:
+    async def _answer(self, request: BaseRequest, kind: str, model: str, body: dict) -> web.StreamResponse:
         stream = body.get("stream") is True and kind != "embeddings"
         include_usage = False
         if stream and kind in ("chat", "completions"):
@@ -312,25 +306,17 @@ class Standin:
         await resp.write_eof()
         return resp
 
-    def _error(
-        self, status: int, message: str, anthropic: bool, code: str | None = None
-    ) -> web.Response:
-        return web.Response(
-            status=status, body=error_body(status, message, anthropic, code), content_type=_JSON
-        )
+    def _error(self, status: int, message: str, anthropic: bool, code: str | None = None) -> web.Response:
+        return web.Response(status=status, body=error_body(status, message, anthropic, code), content_type=_JSON)
 
     def _control(self, request: BaseRequest) -> web.Response:
         if request.method == "DELETE":
             self.clear()
             return web.Response(body=b'{"cleared":true}', content_type=_JSON)
-        return web.Response(
-            body=dumps([r.to_json() for r in list(self.received)]), content_type=_JSON
-        )
+        return web.Response(body=dumps([r.to_json() for r in list(self.received)]), content_type=_JSON)
 
 
-async def run_standin(
-    config: StandinConfig | None = None, host: str = "127.0.0.1", port: int = 0
-) -> Standin:
+async def run_standin(config: StandinConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> Standin:
     """Start a stand-in in the running event loop and return it (serving).
 
     ``await standin.close()`` stops it; it is also an async context manager.

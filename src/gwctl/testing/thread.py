@@ -89,9 +89,7 @@ class StandinHandle:
         self.stop()
 
 
-def start_standin(
-    config: StandinConfig | None = None, host: str = "127.0.0.1", port: int = 0
-) -> StandinHandle:
+def start_standin(config: StandinConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> StandinHandle:
     """Run a stand-in in a daemon thread; returns once it accepts connections."""
     standin = Standin(config)
     loop = new_event_loop()
