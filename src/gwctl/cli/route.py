@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Optional
+from typing import Annotated, NoReturn, Optional
 
 import orjson
 import typer
@@ -13,7 +13,7 @@ from gwctl.context import current
 from gwctl.core.catalog_values import format_usd
 from gwctl.core.refs import AGENT_RE
 from gwctl.core.request import MAX_JSON_DEPTH, too_deep
-from gwctl.core.validate import base_url_problem, validate
+from gwctl.core.validate import base_url_problem, store_errors
 from gwctl.render import message, print_json, print_table, url
 
 app = typer.Typer(
@@ -206,6 +206,14 @@ def fallback(
     message(f"fallback source: {source}" if source else "fallback source unset")
 
 
+def _too_deep(where: str) -> NoReturn:
+    """Refuse a request nested deeper than the proxy takes, as the proxy does (400 invalid_json)."""
+    fail(
+        f"{where}: the request nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; "
+        "the proxy refuses it (invalid_json)"
+    )
+
+
 def _body(path: str | None, model: str | None) -> dict:
     if path is None:
         body: dict = {"messages": [{"role": "user", "content": "Hello"}]}
@@ -214,17 +222,13 @@ def _body(path: str | None, model: str | None) -> dict:
         try:
             body = orjson.loads(text)  # the proxy's parser: what it refuses, the dry-run refuses
         except orjson.JSONDecodeError as exc:
-            if "depth" in exc.msg:
-                fail(
-                    f"{path}: the request nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; the proxy refuses it (invalid_json)"
-                )
+            if "depth" in exc.msg:  # deeper than orjson's own limit
+                _too_deep(path)
             fail(f"{path}:{exc.lineno}: the request is not valid JSON ({exc.msg})")
         if not isinstance(body, dict):
             fail(f"{path}: the request must be a JSON object")
         if too_deep(text.encode(), body):
-            fail(
-                f"{path}: the request nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; the proxy refuses it (invalid_json)"
-            )
+            _too_deep(path)
     if model is not None:
         body = {**body, "model": model}
     return body
@@ -289,7 +293,7 @@ def dry_run(
 
 def _warn_if_invalid(snap) -> None:
     """The proxy refuses to start on (and to reload to) a store with validate errors: say so beside the dry-run."""
-    errors = [p for p in validate(snap, frozenset(current().environ)) if p.level == "error"]
+    errors = store_errors(snap, current().environ)
     if errors:
         current().stderr.write(
             f"warning: gwctl validate reports {len(errors)} error(s) in this store; the proxy will not "
@@ -309,11 +313,11 @@ def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) 
         try:
             item = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
+            if "depth" in exc.msg:  # deeper than orjson's own limit
+                _too_deep(f"{file}:{n}")
             fail(f"{file}:{n}: not valid JSON ({exc.msg})")
         if too_deep(line.encode(), item):
-            fail(
-                f"{file}:{n}: nests objects and arrays more than {MAX_JSON_DEPTH} levels deep; the proxy refuses it (invalid_json)"
-            )
+            _too_deep(f"{file}:{n}")
         if not isinstance(item, dict):
             fail(f"{file}:{n}: each line must be a JSON object")
         if "request" in item:

@@ -26,42 +26,35 @@ from __future__ import annotations
 
 from typing import Collection, Iterable, Mapping
 
-REQUEST_DROP = frozenset(
-    {
-        # hop-by-hop and framing: the HTTP client sets its own
-        "host",
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "proxy-authorization",
-        "proxy-authenticate",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "expect",
-        # the client's gateway key, and what the gateway sets itself
-        "authorization",
-        "x-api-key",
-        "api-key",
-        "accept-encoding",
-        "content-type",
-        "x-gwctl-agent",
-        "cookie",
-        # claims about the client's network path
-        "forwarded",
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "x-forwarded-port",
-        "x-forwarded-prefix",
-        "x-forwarded-server",
-        "x-real-ip",
-        "via",
-    }
+from gwctl.core.headers import AUTH_HEADER_NAMES, HOP_BY_HOP
+
+REQUEST_DROP = (
+    HOP_BY_HOP
+    | AUTH_HEADER_NAMES
+    | frozenset(
+        {
+            "proxy-authenticate",
+            "expect",
+            # what the gateway sets itself, and its own header
+            "accept-encoding",
+            "content-type",
+            "x-gwctl-agent",
+            "cookie",
+            # claims about the client's network path
+            "forwarded",
+            "x-forwarded-for",
+            "x-forwarded-host",
+            "x-forwarded-proto",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-server",
+            "x-real-ip",
+            "via",
+        }
+    )
 )
-"""Request header names (lower case) never forwarded upstream."""
+"""Request header names (lower case) never forwarded upstream: the hop-by-hop and credential headers
+that static headers may not be (gwctl.core.headers), and the ones below."""
 
 RESPONSE_HEADERS = frozenset(
     {

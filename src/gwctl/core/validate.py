@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Collection
 
 from gwctl.core.config import Snapshot
 from gwctl.core.refs import AGENT_RE
@@ -205,3 +206,8 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
         for w in lint_entry(entry):
             warn(where, w)
     return out
+
+
+def store_errors(snapshot: Snapshot, environ: Collection[str]) -> list[Problem]:
+    """The problems that stop the proxy: what ``gwctl validate`` calls an error, with ``environ``'s variable names."""
+    return [p for p in validate(snapshot, frozenset(environ)) if p.level == "error"]

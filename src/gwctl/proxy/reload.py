@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Mapping
 
 from gwctl.core.config import Snapshot
-from gwctl.core.validate import validate
+from gwctl.core.validate import store_errors
 from gwctl.errors import GwctlError
 from gwctl.store.file import load
 
@@ -86,7 +86,7 @@ class StoreWatcher:
         if stamp[1] == 0:  # a running proxy's store emptied is a write in progress (truncate, then write)
             raise GwctlError(f"the store {self.store_path} is empty", "write it whole (gwctl writes atomically)")
         snapshot = load(self.store_path).snapshot
-        errors = [p for p in validate(snapshot, frozenset(self.environ)) if p.level == "error"]
+        errors = store_errors(snapshot, self.environ)
         if errors:  # what `gwctl validate` calls an error never runs (the proxy refused to start on it, too)
             raise GwctlError(
                 f"gwctl validate reports {len(errors)} error(s): "

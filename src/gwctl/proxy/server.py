@@ -149,11 +149,7 @@ class Gateway:
         detail: dict = {"status": "ok" if store["reload"] == "ok" else "degraded", "store": store}
         writer = self.writer
         if writer is not None:
-            activity = (
-                writer.health()
-                if hasattr(writer, "health")
-                else {"submitted": writer.submitted, "dropped": writer.dropped}
-            )
+            activity = writer.health()
             detail["activity"] = activity
             if activity.get("dropped"):
                 detail["status"] = "degraded"
