@@ -176,6 +176,28 @@ class GatewayKey:
     hash: str  # "sha256:<hex>"
     prefix: str  # the first characters, for recognising a key in a list
     created: str = ""
+    agents: tuple[str, ...] = ()  # scope: only these agents (and their subagents) may use it; () = any
+    models: tuple[str, ...] = ()  # scope: only models matching these globs; () = any
+    expires: str | None = None  # UTC timestamp as stored (2026-12-31T00:00:00Z); None = never
+    expires_at: float | None = None  # the same as POSIX seconds
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A spend or rate limit on one target (``key:ci``, ``agent:triage``, ``source:NAME``, ``model:S/M``).
+
+    ``budget`` is USD over ``window`` (day, week, month: UTC calendar windows; total: ever);
+    ``rpm``/``tpm`` cap requests and tokens per minute. ``unbilled`` says whether a request
+    without a price may pass a budget (allow) or not (reject).
+    """
+
+    target: str
+    budget: Decimal | None = None
+    budget_text: str | None = None  # as the user wrote it, for display
+    window: str | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    unbilled: str = "allow"
 
 
 @dataclass(frozen=True)
@@ -194,6 +216,7 @@ class Snapshot:
     catalog: Mapping[str, CatalogEntry] = field(default_factory=_empty)  # keyed by "SOURCE/MODEL_ID"
     routes: tuple[Route, ...] = ()
     keys: Mapping[str, GatewayKey] = field(default_factory=_empty)
+    limits: Mapping[str, Limit] = field(default_factory=_empty)  # by target, in store order
 
     def entry(self, source: str, model_id: str) -> CatalogEntry | None:
         return self.catalog.get(f"{source}/{model_id}")

@@ -1,0 +1,268 @@
+"""The counters behind the limits, as one proxy process holds them: meters, leases and a bank.
+
+A :class:`Meter` is one capacity in one window: a limit's budget in USD for
+its calendar window, or its requests or tokens for the current minute. Of a
+meter's capacity, this process holds a *lease* (granted by the bank, not yet
+settled); it spends from the lease locally, with no I/O per request:
+
+    available here = lease - delta - reserved
+
+where ``delta`` is what finished requests used since the last settlement and
+``reserved`` what requests in flight hold. A :class:`Bank` settles and
+re-grants (``sync``): it adds ``delta`` to the meter's ``settled`` total and
+grants a new lease out of what is left (capacity - settled - every other
+holder's lease).
+
+* :class:`LocalBank`, for a proxy without a shared log: one holder, so the
+  lease is everything left.
+* A shared bank (:mod:`gwctl.activity.meters`, on the activity log's SQLite or
+  PostgreSQL database): each process leases a slice of what is left, slices
+  shrink as the capacity runs out, an unused lease is returned on the next
+  heartbeat and a dead holder's lease expires.
+
+The ledger is asyncio code for one event loop; the bank's calls run in a
+thread (they may touch a database).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from decimal import Decimal
+from typing import Protocol, Sequence
+
+from gwctl.core.config import Limit
+from gwctl.core.limits import LimitState, Refusal, Reservation, admit, window_bounds
+
+log = logging.getLogger("gwctl.proxy")
+
+USD, REQUESTS, TOKENS = "usd", "requests", "tokens"
+ZERO = Decimal(0)
+HEARTBEAT = 1.0  # seconds between settlements of what was spent (and returns of unused leases)
+
+
+class Meter:
+    """One capacity (a budget, a minute's requests or tokens) in one window, as this process sees it."""
+
+    __slots__ = (
+        "id",
+        "target",
+        "measure",
+        "capacity",
+        "start",
+        "end",
+        "settled",
+        "lease",
+        "delta",
+        "reserved",
+        "unbilled",
+        "used_since_sync",
+        "syncing",
+    )
+
+    def __init__(self, target: str, measure: str, capacity: Decimal | int, start: float, end: float | None):
+        self.id = f"{target}|{measure}|{int(start)}"
+        self.target = target
+        self.measure = measure
+        self.capacity = capacity
+        self.start = start
+        self.end = end
+        zero: Decimal | int = ZERO if measure == USD else 0
+        self.settled = zero  # the meter's settled total (every holder's), as of the last sync
+        self.lease = zero  # held by this process: granted, not yet settled
+        self.delta = zero  # used by finished requests since the last sync
+        self.reserved = zero  # held by requests in flight
+        self.unbilled = 0  # unbilled requests let through (budgets only)
+        self.used_since_sync = False  # anything admitted since the last sync (else the lease is returned)
+        self.syncing: asyncio.Future[None] | None = None
+
+    @property
+    def available(self) -> Decimal | int:
+        return self.lease - self.delta - self.reserved
+
+
+class Bank(Protocol):
+    """Settles what a holder spent and grants its next lease; may block (it runs in a thread)."""
+
+    shared: bool  # True when other processes hold leases on the same meters
+
+    def sync(self, meter: Meter, delta: Decimal | int, need: Decimal | int) -> tuple[Decimal | int, Decimal | int]:
+        """Settle ``delta`` and grant a lease covering ``meter.reserved + need`` if there is room (more, as a
+        slice for the next requests, when there is plenty); return (the new lease, the meter's settled total).
+        A lease never shrinks below ``meter.reserved``."""
+        ...
+
+
+class LocalBank:
+    """One process alone: nothing to share, the lease is all the capacity that is left."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        self.settled: dict[str, Decimal | int] = {}
+
+    def sync(self, meter: Meter, delta: Decimal | int, need: Decimal | int) -> tuple[Decimal | int, Decimal | int]:
+        settled = self.settled.get(meter.id, ZERO if meter.measure == USD else 0) + delta
+        self.settled[meter.id] = settled
+        return max(meter.capacity - settled, meter.reserved), settled
+
+
+class Ticket:
+    """What one admitted request holds on which meters, until it is settled."""
+
+    __slots__ = ("holds", "reservation", "billed")
+
+    def __init__(self, holds: list[tuple[Meter, Decimal | int]], reservation: Reservation):
+        self.holds = holds
+        self.reservation = reservation
+        self.billed = reservation.usd is not None
+
+
+class Ledger:
+    """The meters of one process, their bank, and admission against them."""
+
+    def __init__(self, bank: Bank):
+        self.bank = bank
+        self.meters: dict[tuple[str, str], Meter] = {}  # (target, measure) -> the current window's meter
+        self.retiring: list[Meter] = []  # meters of past windows still to settle
+
+    # --- meters ---------------------------------------------------------------
+
+    def _meter(self, limit: Limit, measure: str, now: float) -> Meter:
+        window = (limit.window or "total") if measure == USD else "minute"
+        capacity: Decimal | int | None = (
+            limit.budget if measure == USD else limit.rpm if measure == REQUESTS else limit.tpm
+        )
+        assert capacity is not None
+        meter = self.meters.get((limit.target, measure))
+        if meter is not None and (meter.end is None or now < meter.end) and now >= meter.start:
+            if meter.capacity != capacity:  # the limit was edited: same window, new capacity
+                meter.capacity = capacity
+            return meter
+        start, end = window_bounds(window, now)
+        if meter is not None:
+            self.retiring.append(meter)
+        meter = self.meters[(limit.target, measure)] = Meter(limit.target, measure, capacity, start, end)
+        return meter
+
+    def meters_of(self, limit: Limit, now: float) -> tuple[Meter | None, Meter | None, Meter | None]:
+        """The limit's (budget, requests, tokens) meters for ``now``; None for what it does not cap."""
+        return (
+            self._meter(limit, USD, now) if limit.budget is not None else None,
+            self._meter(limit, REQUESTS, now) if limit.rpm is not None else None,
+            self._meter(limit, TOKENS, now) if limit.tpm is not None else None,
+        )
+
+    @staticmethod
+    def state(limit: Limit, meters: tuple[Meter | None, Meter | None, Meter | None], now: float) -> LimitState:
+        """The limit as this process can admit against it: what it may still spend is its lease's rest."""
+        usd, req, tok = meters
+        minute = window_bounds("minute", now)[0]
+        spent = reserved = ZERO
+        start, end = 0.0, None
+        unbilled = 0
+        if usd is not None:
+            spent = Decimal(usd.settled + usd.delta)
+            reserved = Decimal(usd.capacity) - spent - Decimal(usd.available)  # in flight, and leased elsewhere
+            start, end, unbilled = usd.start, usd.end, usd.unbilled
+        requests = 0 if req is None else int(req.capacity - req.available)
+        tokens = 0 if tok is None else int(tok.capacity - tok.available)
+        return LimitState(limit, start, end, spent, reserved, unbilled, minute, requests, tokens)
+
+    # --- admission -------------------------------------------------------------
+
+    async def admit(
+        self, limits: Sequence[Limit], res: Reservation, now: float
+    ) -> tuple[Refusal | None, Ticket | None]:
+        """Admit a request reserving ``res`` under every one of ``limits``, or say which refuses it.
+
+        When this process's leases are too small and the bank is shared, it asks the bank for more (one
+        round trip, shared by the requests that wait for the same meter) before refusing.
+        """
+        metered = [(limit, self.meters_of(limit, now)) for limit in limits]
+        for attempt in (0, 1):
+            states = [self.state(limit, meters, now) for limit, meters in metered]
+            refusal = admit(states, res, now)
+            if refusal is None:
+                return None, self._reserve(metered, res)
+            if attempt or not await self._grow(metered, res, refusal):
+                return refusal, None
+        return None, None  # pragma: no cover - the loop always returns
+
+    async def _grow(self, metered: list, res: Reservation, refusal: Refusal) -> bool:
+        """Ask the bank for bigger leases on the meters that are short; True when it was asked."""
+        if refusal.target is None or refusal.rule not in ("budget_exceeded", "rate_limited"):
+            return False
+        asked = False
+        for limit, (usd, req, tok) in metered:
+            if limit.target != refusal.target:
+                continue
+            for meter, need in ((usd, res.usd), (req, 1), (tok, res.tokens)):
+                if meter is not None and need is not None and meter.available < need:
+                    await self.sync(meter, need)
+                    asked = True
+        return asked
+
+    def _reserve(self, metered: list, res: Reservation) -> Ticket:
+        holds: list[tuple[Meter, Decimal | int]] = []
+        for _limit, (usd, req, tok) in metered:
+            if usd is not None:
+                if res.usd is None:
+                    usd.unbilled += 1
+                else:
+                    usd.reserved += res.usd
+                    holds.append((usd, res.usd))
+                usd.used_since_sync = True
+            if req is not None:
+                req.reserved += 1
+                req.used_since_sync = True
+                holds.append((req, 1))
+            if tok is not None:
+                tok.reserved += res.tokens
+                tok.used_since_sync = True
+                holds.append((tok, res.tokens))
+        return Ticket(holds, res)
+
+    def settle(self, ticket: Ticket, cost: Decimal | None, tokens: int | None) -> None:
+        """Replace a request's reservations by what it used: ``cost`` (None: unknown, the reservation is
+        billed) and ``tokens`` (None: unknown, the reserved tokens count)."""
+        for meter, held in ticket.holds:
+            meter.reserved -= held
+            if meter.measure == USD:
+                meter.delta += held if cost is None else cost
+            elif meter.measure == REQUESTS:
+                meter.delta += 1
+            else:
+                meter.delta += held if tokens is None else tokens
+        ticket.holds = []
+
+    # --- the bank ------------------------------------------------------------------
+
+    async def sync(self, meter: Meter, need: Decimal | int = 0) -> None:
+        """Settle the meter's delta with the bank and take a new lease (one call at a time per meter)."""
+        while meter.syncing is not None:
+            await asyncio.shield(meter.syncing)
+        loop = asyncio.get_running_loop()
+        meter.syncing = loop.create_future()
+        delta = meter.delta
+        try:
+            if self.bank.shared:
+                lease, settled = await asyncio.to_thread(self.bank.sync, meter, delta, need)
+            else:
+                lease, settled = self.bank.sync(meter, delta, need)
+            meter.delta -= delta
+            meter.lease, meter.settled = lease, settled
+            meter.used_since_sync = False
+        finally:
+            meter.syncing.set_result(None)
+            meter.syncing = None
+
+    async def heartbeat(self) -> None:
+        """Settle every meter with something to settle, return unused leases, forget settled past windows."""
+        for meter in [*self.meters.values(), *self.retiring]:
+            if meter.delta or (self.bank.shared and not meter.used_since_sync and meter.lease > meter.reserved):
+                try:
+                    await self.sync(meter)
+                except Exception:  # the bank is unreachable: keep spending the lease held, try again next beat
+                    log.warning("cannot settle limit %s with the activity log; retrying", meter.target, exc_info=True)
+        self.retiring = [m for m in self.retiring if m.reserved or m.delta]
