@@ -1,0 +1,132 @@
+"""The limit stage, between decide and forward: the key's scope, then every limit that applies.
+
+A decided request is admitted when its gateway key may make it (agents and
+model globs, :func:`gwctl.core.limits.scope_refusal`) and every limit on its
+key, agent (and the agent's ancestors), source and model admits its
+reservation (:func:`gwctl.core.limits.admit`, against this process's
+:class:`~gwctl.proxy.ledger.Ledger`). When it is done, the record stage
+settles it: the reservation is replaced by the exact cost and tokens of the
+usage that arrived (a stream cut short included); when no usage arrived from
+an answer that started, the reservation itself is billed, so a budget never
+counts a stream as $0. An answer that failed before it started bills nothing.
+
+Passthrough requests go through the same stage: a passthrough route is no
+way around a limit.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import orjson
+
+from gwctl.core import limits as lim
+from gwctl.core.pricing import PricePlan, Usage, price_plan
+from gwctl.core.tokens import estimate_prompt_tokens
+from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow
+from gwctl.proxy.http import Reply
+from gwctl.proxy.ledger import Ledger, Ticket
+
+if TYPE_CHECKING:
+    from gwctl.core.config import CatalogEntry, Limit
+
+# Usage fields that are tokens (what a tokens-per-minute limit counts); reasoning is inside output.
+_TOKEN_FIELDS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "audio_input_tokens",
+)
+
+
+def usage_tokens(usage: Usage) -> int:
+    return sum(getattr(usage, name) for name in _TOKEN_FIELDS)
+
+
+class Limiter:
+    """Scope checks and admission for one process; ``ledger`` holds the counters."""
+
+    def __init__(self, ledger: Ledger, clock=time.time):
+        self.ledger = ledger
+        self.clock = clock
+        self._plans: dict[int, tuple[CatalogEntry, PricePlan | None]] = {}  # id(entry) -> its price plan
+
+    @staticmethod
+    def applies(flow: Flow) -> bool:
+        """Whether the stage has anything to check for this request (the common case: no)."""
+        snap = flow.snapshot
+        if snap.limits:
+            return True
+        key = snap.keys.get(flow.key_name) if flow.key_name else None
+        return key is not None and bool(key.agents or key.models)
+
+    def limits_for(self, flow: Flow) -> tuple[Limit, ...]:
+        d = flow.decision
+        targets = lim.request_targets(flow.key_name, d.agent, d.source, d.catalog_ref)
+        return lim.applicable(flow.snapshot.limits, targets)
+
+    def refusal_reply(self, flow: Flow, refusal: lim.Refusal) -> Reply:
+        headers = [(REQUEST_ID_HEADER, flow.rid), *refusal.headers]
+        return Reply(refusal.status, orjson.dumps(refusal.error_body()), headers)
+
+    async def admit(self, flow: Flow) -> lim.Refusal | None:
+        """Check the key's scope and every applicable limit; on admission ``flow.ticket`` holds the
+        reservations until :meth:`settle`."""
+        d = flow.decision
+        snap = flow.snapshot
+        key = snap.keys.get(flow.key_name) if flow.key_name else None
+        if key is not None and (key.agents or key.models):
+            why = lim.scope_refusal(key, d.agent, d.catalog_ref)
+            if why is not None:
+                return lim.Refusal(lim.KEY_SCOPE, 403, "permission_error", why, target="key:" + key.name)
+        limits = self.limits_for(flow)
+        if not limits:
+            return None
+        res = self.reservation(flow, limits)
+        refusal, ticket = await self.ledger.admit(limits, res, self.clock())
+        flow.ticket = ticket
+        return refusal
+
+    @staticmethod
+    def reservation(flow: Flow, limits: tuple[Limit, ...]) -> lim.Reservation:
+        """What the request may cost at most (the prompt estimate is made only when a limit needs it)."""
+        d = flow.decision
+        feats = d.features
+        prompt = 0
+        if lim.needs_estimate(limits):
+            prompt = feats.prompt_tokens_estimate if feats and feats.prompt_tokens_estimate is not None else None
+            if prompt is None:
+                prompt = estimate_prompt_tokens(feats.api if feats else "other", flow.body)
+        return lim.reservation(d.entry, prompt, feats.output_budget if feats else None)
+
+    def settle(self, flow: Flow, status: int, usage: Usage | None) -> None:
+        """Replace the request's reservations by what it used (see the module's docstring)."""
+        ticket: Ticket | None = flow.ticket
+        if ticket is None:
+            return
+        flow.ticket = None
+        if usage is not None:
+            cost = self._cost(flow.decision.entry, usage) if ticket.billed else None
+            self.ledger.settle(ticket, cost, usage_tokens(usage))
+        elif status < 400 or status == 499:  # it was answered (or cut short), but told us nothing
+            self.ledger.settle(ticket, None, None)
+        else:
+            self.ledger.settle(ticket, Decimal(0), 0)
+
+    def _cost(self, entry: CatalogEntry | None, usage: Usage) -> Decimal | None:
+        if entry is None:
+            return None
+        cached = self._plans.get(id(entry))
+        if cached is None or cached[0] is not entry:
+            try:
+                plan: PricePlan | None = price_plan(entry)
+            except ValueError:
+                plan = None
+            cached = self._plans[id(entry)] = (entry, plan)
+        plan = cached[1]
+        return None if plan is None else plan.total(usage.counts())
