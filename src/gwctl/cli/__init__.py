@@ -73,6 +73,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "catalog": ("gwctl.cli.catalog", "The custom model catalog: prices, limits, capabilities, pricing."),
     "route": ("gwctl.cli.route", "Agent routes, the fallback source, and the routing dry-run."),
     "key": ("gwctl.cli.key", "Create, list and revoke gateway keys."),
+    "limit": ("gwctl.cli.limit", "Budgets and rate limits on keys, agents, sources and models."),
     "proxy": ("gwctl.cli.proxy", "Run the gateway (OpenAI- and Anthropic-compatible proxy)."),
     "activity": ("gwctl.cli.activity", "Read the activity log: requests, tokens, exact cost."),
     "validate": ("gwctl.cli.misc", "Check the whole store; exit 1 on problems."),

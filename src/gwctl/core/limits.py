@@ -65,6 +65,20 @@ def parse_target(text: str) -> tuple[str, str]:
     return kind, name
 
 
+def parse_budget(value: object) -> Decimal:
+    """A budget in USD, exactly (``"25"``, ``"0.50"``, 25): a non-negative finite number, else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+        raise ValueError(f"a budget must be a number of USD like 25 or 0.50; got {value!r}")
+    text = repr(value) if isinstance(value, float) else str(value).strip().removeprefix("$")
+    try:
+        number = Decimal(text)
+    except ArithmeticError:
+        raise ValueError(f"a budget must be a number of USD like 25 or 0.50; got {text!r}") from None
+    if not number.is_finite() or number < 0:
+        raise ValueError(f"a budget must be a non-negative number of USD; got {text!r}")
+    return number
+
+
 def agent_targets(agent: str | None) -> tuple[str, ...]:
     """The ``agent:`` targets whose limits count a request of ``agent``: the agent and each ancestor
     (``agent:triage`` counts triage and all its subagents)."""

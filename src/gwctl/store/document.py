@@ -192,3 +192,38 @@ def remove_key(doc, name: str) -> None:
     del doc["keys"][name]
     if not doc["keys"]:
         del doc["keys"]
+
+
+# --- limits ----------------------------------------------------------------
+
+
+def _limits(doc) -> AoT:
+    if "limits" not in doc:
+        doc.add("limits", tomlkit.aot())
+    return doc["limits"]
+
+
+def put_limit(doc, target: str, fields: Mapping[str, Any]) -> None:
+    """Set the fields of the ``[[limits]]`` table for ``target`` (appended when there is none)."""
+    limits = _limits(doc)
+    for table in limits:
+        if table.get("target") == target:
+            _apply(table, fields)
+            return
+    table = _new_table()
+    _apply(table, {"target": target, **fields})
+    limits.append(table)
+
+
+def remove_limit(doc, target: str) -> bool:
+    """Remove ``target``'s limit; False when it has none."""
+    if "limits" not in doc:
+        return False
+    limits = doc["limits"]
+    for index, table in enumerate(limits):
+        if table.get("target") == target:
+            del limits[index]
+            if len(limits) == 0:
+                del doc["limits"]
+            return True
+    return False

@@ -18,7 +18,8 @@ Layout (documented in the README)::
     [catalog."SOURCE/MODEL_ID".prices]        KIND = "3e-6"
     [catalog."SOURCE/MODEL_ID".capabilities]  NAME = true|false
     [[routes]]      agent, model_name, provider, model, base_url, passthrough
-    [keys.NAME]     hash, prefix, created
+    [keys.NAME]     hash, prefix, created, agents = [..], models = [..], expires
+    [[limits]]      target, budget = "25.00", window, rpm, tpm, unbilled
 """
 
 from __future__ import annotations
@@ -32,12 +33,14 @@ from gwctl.core.config import (
     PRICE_KINDS,
     CatalogEntry,
     GatewayKey,
+    Limit,
     Route,
     Secret,
     Settings,
     Snapshot,
     Source,
 )
+from gwctl.core.limits import TARGET_KINDS, WINDOWS, parse_budget
 from gwctl.core.refs import split_ref
 
 SCHEMA_VERSION = 1
@@ -59,8 +62,9 @@ SOURCE_KEYS = {
 ENTRY_KEYS = {"display_name", "context_size", "max_output", "prices", "capabilities", "supported_params"}
 ROUTE_KEYS = {"agent", "model_name", "provider", "model", "base_url", "passthrough"}
 SETTINGS_KEYS = {"auto_enable_models", "default_model", "fallback_source"}
-KEY_KEYS = {"hash", "prefix", "created"}
-TOP_KEYS = {"schema", "settings", "sources", "catalog", "routes", "keys"}
+KEY_KEYS = {"hash", "prefix", "created", "agents", "models", "expires"}
+LIMIT_KEYS = {"target", "budget", "window", "rpm", "tpm", "unbilled"}
+TOP_KEYS = {"schema", "settings", "sources", "catalog", "routes", "keys", "limits"}
 
 
 class SchemaError(ValueError):
@@ -334,13 +338,91 @@ def snapshot_from_data(data: Mapping[str, Any]) -> Snapshot:
         if not digest:
             raise SchemaError(f"{_dotted(path)} has no hash", path)
         created = table.get("created", "")
+        expires = _opt_str(table, "expires", path) or None
         keys[name] = GatewayKey(
-            name=name, hash=digest, prefix=_opt_str(table, "prefix", path) or "", created=str(created)
+            name=name,
+            hash=digest,
+            prefix=_opt_str(table, "prefix", path) or "",
+            created=str(created),
+            agents=_str_list(table, "agents", path),
+            models=_str_list(table, "models", path),
+            expires=expires,
+            expires_at=None if expires is None else _timestamp(expires, path + ("expires",)),
         )
+    limits_raw = _expect(data.get("limits", []), list, ("limits",), "an array of tables ([[limits]])")
+    limits: dict[str, Limit] = {}
+    for i, t in enumerate(limits_raw):
+        limit = parse_limit(i, t)
+        if limit.target in limits:
+            raise SchemaError(f"limits[{i}] repeats target '{limit.target}'; one limit per target", ("limits", str(i)))
+        limits[limit.target] = limit
     return Snapshot(
         settings=settings,
         sources=MappingProxyType(sources),
         catalog=MappingProxyType(catalog),
         routes=routes,
         keys=MappingProxyType(keys),
+        limits=MappingProxyType(limits),
+    )
+
+
+def _str_list(table: Mapping, key: str, path: tuple) -> tuple[str, ...]:
+    value = table.get(key, [])
+    items = _expect(value, list, path + (key,), "an array of strings")
+    for item in items:
+        _expect(item, str, path + (key,), "an array of strings")
+    return tuple(items)
+
+
+def _timestamp(text: str, path: tuple) -> float:
+    """A UTC timestamp as written in the store (``2026-12-31T00:00:00Z``) as POSIX seconds."""
+    from datetime import datetime, timezone
+
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise SchemaError(f"{_dotted(path)} = {text!r} is not a timestamp like 2026-12-31T00:00:00Z", path) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return when.timestamp()
+
+
+def parse_limit(index: int, table: Any) -> Limit:
+    """One ``[[limits]]`` table; the target's form is checked here, whether it exists by validate."""
+    path = ("limits", str(index))
+    table = _table(table, path)
+    _unknown(table, LIMIT_KEYS, path)
+    target = _opt_str(table, "target", path)
+    if not target:
+        raise SchemaError(f"{_dotted(path)} has no target", path)
+    kind, _, name = target.partition(":")
+    if kind not in TARGET_KINDS or not name:
+        raise SchemaError(
+            f"{_dotted(path)}.target = {target!r} is not key:NAME, agent:PATH, source:NAME or model:SOURCE/MODEL_ID",
+            path + ("target",),
+        )
+    budget = budget_text = None
+    if "budget" in table:
+        raw = table["budget"]
+        try:
+            budget = parse_budget(raw)
+        except ValueError as exc:
+            raise SchemaError(f"{_dotted(path + ('budget',))}: {exc}", path + ("budget",)) from None
+        budget_text = repr(raw) if isinstance(raw, float) else str(raw).strip()
+    window = _opt_str(table, "window", path) or None
+    if budget is not None and window is None:
+        window = "total"
+    if window is not None and window not in WINDOWS:
+        raise SchemaError(f"{_dotted(path)}.window = {window!r} is not day, week, month or total", path + ("window",))
+    unbilled = _opt_str(table, "unbilled", path) or "allow"
+    if unbilled not in ("allow", "reject"):
+        raise SchemaError(f"{_dotted(path)}.unbilled = {unbilled!r} is not allow or reject", path + ("unbilled",))
+    return Limit(
+        target=target,
+        budget=budget,
+        budget_text=budget_text,
+        window=window,
+        rpm=_opt_pos_int(table, "rpm", path),
+        tpm=_opt_pos_int(table, "tpm", path),
+        unbilled=unbilled,
     )
