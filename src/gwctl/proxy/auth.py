@@ -6,6 +6,7 @@ from gwctl.core import keys as gwkeys
 from gwctl.core.config import Snapshot
 from gwctl.proxy.http import Request
 
+EXPIRED_KEY = "gateway key {name} expired at {when}"
 MISSING_KEY = "missing gateway key: send Authorization: Bearer <key> or x-api-key: <key>"
 INVALID_KEY = "invalid gateway key"
 
@@ -22,6 +23,14 @@ class Authenticator:
         None when it presents none, or one that is not (or no longer) in the store."""
         headers = request.headers
         return self.keys.verify(snap, gwkeys.from_headers(headers.get("authorization"), headers.get("x-api-key")))
+
+    @staticmethod
+    def expired(snap: Snapshot, name: str, now: float) -> str | None:
+        """The 401's message when key ``name`` has expired at ``now``, else None."""
+        key = snap.keys.get(name)
+        if key is None or key.expires_at is None or now < key.expires_at:
+            return None
+        return EXPIRED_KEY.format(name=name, when=key.expires)
 
     @staticmethod
     def refusal_message(request: Request) -> str:

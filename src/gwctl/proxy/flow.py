@@ -2,7 +2,7 @@
 
 A :class:`Flow` is made once per request (after the health check) and passed
 from stage to stage: authenticate (``key_name``), decide (``body``,
-``decision``), forward (``stream``, ``api``, ``strip_usage``), relay, record.
+``decision``), limit (``ticket``), forward (``stream``, ``api``, ``strip_usage``), relay, record.
 A stage reads what the stages before it set and adds its own part, so a new
 fact about a request is a new attribute here, not a new argument through
 every stage.
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gwctl.core.config import Snapshot
     from gwctl.core.decision import Decision
     from gwctl.proxy.http import Request
+    from gwctl.proxy.ledger import Ticket
 
 REQUEST_ID_HEADER = "X-Gwctl-Request-Id"
 
@@ -30,7 +31,19 @@ REQUEST_ID_HEADER = "X-Gwctl-Request-Id"
 class Flow:
     """One request: what it is, and what each stage found out about it."""
 
-    __slots__ = ("request", "rid", "start", "snapshot", "key_name", "body", "decision", "stream", "api", "strip_usage")
+    __slots__ = (
+        "request",
+        "rid",
+        "start",
+        "snapshot",
+        "key_name",
+        "body",
+        "decision",
+        "stream",
+        "api",
+        "strip_usage",
+        "ticket",
+    )
 
     def __init__(self, request: Request, rid: str, start: float, snapshot: Snapshot):
         self.request = request  # what the client sent (gwctl.proxy.http.Request)
@@ -43,6 +56,7 @@ class Flow:
         self.stream = False  # forward: the client asked for an event stream
         self.api = "other"  # forward: the API shape (chat, completions, messages, ...) for metering
         self.strip_usage = False  # forward: the usage chunk was asked for by us, not the client: relay drops it
+        self.ticket: Ticket | None = None  # limit: the reservations held until the record stage settles them
 
 
 def error_reply(status: int, message: str, etype: str, code: str | None, rid: str, param: str | None = None) -> Reply:

@@ -266,3 +266,14 @@ class Ledger:
                 except Exception:  # the bank is unreachable: keep spending the lease held, try again next beat
                     log.warning("cannot settle limit %s with the activity log; retrying", meter.target, exc_info=True)
         self.retiring = [m for m in self.retiring if m.reserved or m.delta]
+
+    async def close(self) -> None:
+        """Settle everything and return every unused lease (the proxy is stopping), then close the bank."""
+        for meter in [*self.meters.values(), *self.retiring]:
+            meter.used_since_sync = False
+        try:
+            await self.heartbeat()
+        finally:
+            close = getattr(self.bank, "close", None)
+            if close is not None:
+                await asyncio.to_thread(close)

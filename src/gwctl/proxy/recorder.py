@@ -27,12 +27,16 @@ class Recorder:
 
     def __init__(self, writer=None):
         self.writer = writer
+        self.limiter = None  # gwctl.proxy.limiter.Limiter: settles a request's reservations with its usage
 
     def record(
         self, flow: Flow, status: int, usage: Usage | None, rule: str | None, error: str | None, kind: str | None = None
     ) -> None:
         """The row of a decided request: the decision's facts, the answer's status and usage, and ``kind``
-        instead of the decision's route kind (``"error"`` for an upstream failure)."""
+        instead of the decision's route kind (``"error"`` for an upstream failure). A request the limit
+        stage admitted is settled here, log or no log."""
+        if flow.ticket is not None:
+            self.limiter.settle(flow, status, usage)
         writer = self.writer
         if writer is None:
             return

@@ -45,6 +45,8 @@ from gwctl.proxy.decide import LARGE_BODY, Decider, models_reply, refusal
 from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow, InFlight, error_reply, new_request_id
 from gwctl.proxy.forward import Forwarder
 from gwctl.proxy.http import HttpServer, Reply, Request
+from gwctl.proxy.ledger import HEARTBEAT, Ledger, LocalBank
+from gwctl.proxy.limiter import Limiter
 from gwctl.proxy.recorder import Recorder
 from gwctl.proxy.reload import StoreWatcher
 
@@ -86,10 +88,12 @@ class Gateway:
         self._keys = self.auth.keys  # gateway keys that matched, for the current snapshot
         self.decider = Decider(config.body_limit)
         self.recorder = Recorder()
+        self.limiter = self.recorder.limiter = Limiter(Ledger(LocalBank()))
         self.flights = InFlight()
         self.forwarder = Forwarder(self.environ, self.recorder, self.flights)
         self._closing = False
         self._reload_task: asyncio.Task | None = None
+        self._ledger_task: asyncio.Task | None = None
 
     # the parts other code plugs in or looks at (serve, the tests, the benchmarks)
     pool = property(lambda self: self.forwarder.pool, lambda self, pool: setattr(self.forwarder, "pool", pool))
@@ -107,7 +111,15 @@ class Gateway:
         if self.config.activity_dsn or self.config.access_log:
             self.writer = ChildWriter(self.config.activity_dsn, access_log=self.config.access_log)
             await self.writer.start()
+        if self.config.activity_dsn:  # limits shared through the log's database, and rebuilt from it
+            try:  # TEMP until the shared bank lands
+                from gwctl.activity.meters import SqlBank
+
+                self.limiter.ledger.bank = SqlBank(self.config.activity_dsn)
+            except ImportError:
+                pass
         self._reload_task = asyncio.create_task(self._reload_loop())
+        self._ledger_task = asyncio.create_task(self._ledger_loop())
 
     async def drain(self, timeout: float) -> bool:
         """Wait for in-flight requests and streams to finish; True when all did."""
@@ -118,6 +130,9 @@ class Gateway:
         """Stop the reload loop, close the upstream pool, and flush and stop the log writer process."""
         if self._reload_task:
             self._reload_task.cancel()
+        if self._ledger_task:
+            self._ledger_task.cancel()
+        await self.limiter.ledger.close()
         if self.pool:
             await self.pool.close()
         if self.writer is not None:
@@ -142,6 +157,15 @@ class Gateway:
                 self.reload_if_changed()
             except Exception:  # pragma: no cover - never let reload kill the proxy
                 log.exception("store reload failed")
+
+    async def _ledger_loop(self) -> None:
+        """Every second: settle what requests spent with the bank, return unused leases; never raises."""
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            try:
+                await self.limiter.ledger.heartbeat()
+            except Exception:  # pragma: no cover - never let the ledger kill the proxy
+                log.exception("settling limits failed")
 
     def health(self) -> dict:
         """What ``/healthz`` says: alive, plus whether the store's last change is in use and the log keeps up."""
@@ -176,11 +200,14 @@ class Gateway:
         flow = Flow(request, rid, start, snap)
         auth = self.auth
         if auth.required:  # 1. authenticate
-            flow.key_name = auth.key_name(request, snap)
-            if flow.key_name is None:
+            flow.key_name = name = auth.key_name(request, snap)
+            if name is None:
                 return self.recorder.refuse(
                     flow, 401, auth.refusal_message(request), "invalid_api_key", "authentication_error"
                 )
+            expired = auth.expired(snap, name, time.time())
+            if expired is not None:
+                return self.recorder.refuse(flow, 401, expired, "key_expired", "authentication_error")
         if path == "/v1/models" and method == "GET":
             return models_reply(snap, rid)
         problem = self.decider.parse(flow)  # 2. decide
@@ -191,7 +218,9 @@ class Gateway:
         d = flow.decision = self.decider.decide(flow)
         if not d.forwarded:
             return self._refuse(flow)
-        return self.forwarder.forward(flow)  # 3. forward, 4. relay, 5. record
+        if Limiter.applies(flow):  # 3. limit (only when the store has limits or the key a scope)
+            return self._limit_then_forward(flow)
+        return self.forwarder.forward(flow)  # 4. forward, 5. relay, 6. record
 
     async def _decide_aside(self, flow: Flow) -> Reply | None:
         """A big prompt takes a while to estimate: decide in a thread while the loop serves the others."""
@@ -200,8 +229,25 @@ class Gateway:
             d = flow.decision = await self.decider.decide_aside(flow)
             if not d.forwarded:
                 return self._refuse(flow)
+            if Limiter.applies(flow):
+                return await self._limit_then_forward(flow)
             return await self.forwarder.forward(flow)
         finally:
+            self.flights.end()
+
+    async def _limit_then_forward(self, flow: Flow) -> Reply | None:
+        """The key's scope and every applicable limit, then forward; whatever happens, the reservations
+        are settled (by the record stage, or here when a bug skipped it)."""
+        self.flights.begin()
+        try:
+            refusal = await self.limiter.admit(flow)
+            if refusal is not None:
+                self.recorder.record(flow, refusal.status, None, refusal.rule, refusal.message, kind="rejected")
+                return self.limiter.refusal_reply(flow, refusal)
+            return await self.forwarder.forward(flow)
+        finally:
+            if flow.ticket is not None:
+                self.limiter.settle(flow, 499, None)
             self.flights.end()
 
     def _refuse(self, flow: Flow) -> Reply:
@@ -216,8 +262,14 @@ class Gateway:
         if not self.auth.required or request.path == "/healthz":
             return None
         snap = self.snapshot
-        if self.auth.key_name(request, snap) is not None:
-            return None
+        name = self.auth.key_name(request, snap)
+        if name is not None:
+            expired = self.auth.expired(snap, name, time.time())
+            if expired is None:
+                return None
+            flow = Flow(request, new_request_id(), time.perf_counter(), snap)
+            flow.key_name = name
+            return self.recorder.refuse(flow, 401, expired, "key_expired", "authentication_error")
         flow = Flow(request, new_request_id(), time.perf_counter(), snap)
         return self.recorder.refuse(
             flow, 401, self.auth.refusal_message(request), "invalid_api_key", "authentication_error"
