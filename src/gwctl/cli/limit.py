@@ -9,6 +9,7 @@ import typer
 from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load
 from gwctl.core import limits as lim
 from gwctl.core.config import Limit, Snapshot
+from gwctl.core.limits import iso
 from gwctl.render import message, print_json, print_table, warn
 
 app = typer.Typer(
@@ -197,3 +198,74 @@ def remove_cmd(target: TargetArg, yes: YesOpt = False) -> None:
     with edit() as (doc, _snap):
         document.remove_limit(doc, target)
     message(f"removed the limit on {target}")
+
+
+ActivityOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--activity",
+        metavar="DSN",
+        help="The log: sqlite:///path, a path, or postgresql://… (default: $GWCTL_ACTIVITY, else the user data dir).",
+    ),
+]
+
+
+def _money(value) -> str:
+    return "" if value is None else f"${value.normalize():f}"
+
+
+def _rate(used: int, cap: int | None) -> str:
+    return "" if cap is None else f"{used}/{cap}"
+
+
+@app.command("status")
+def status_cmd(
+    target: Annotated[Optional[str], typer.Argument(help="Only this target's limit.")] = None,
+    activity: ActivityOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Each limit now: its window and reset (UTC), spent, reserved by running proxies, left; the minute's
+    requests and tokens.
+
+    Example: gwctl limit status key:ci --json
+    """
+    import time
+
+    from gwctl.activity import resolve_dsn
+    from gwctl.activity.limit_status import limit_reports
+    from gwctl.context import current
+    from gwctl.store.paths import default_activity_path
+
+    snap = load()
+    limits = list(snap.limits.values())
+    if target is not None:
+        if target not in snap.limits:
+            fail(f"no limit on '{target}'", "see gwctl limit list")
+        limits = [snap.limits[target]]
+    dsn = resolve_dsn(activity, current().environ, default_activity_path())
+    reports = limit_reports(dsn, limits, time.time()) if limits else []
+    if json_:
+        print_json([r.to_json() for r in reports])
+        return
+    rows = []
+    for r in reports:
+        s, x = r.state, r.state.limit
+        rows.append(
+            [
+                x.target,
+                _money(x.budget),
+                x.window or "",
+                _money(s.spent) if x.budget is not None else "",
+                _money(s.reserved) if x.budget is not None else "",
+                _money(s.left),
+                (iso(s.window_end) or "never") if x.budget is not None else "",
+                s.unbilled if x.budget is not None else "",
+                _rate(s.requests, x.rpm),
+                _rate(s.tokens, x.tpm),
+            ]
+        )
+    print_table(
+        ["TARGET", "BUDGET", "WINDOW", "SPENT", "RESERVED", "LEFT", "RESETS", "UNBILLED", "RPM", "TPM"],
+        rows,
+        empty="no limits; set one with: gwctl limit set TARGET --budget USD --window month",
+    )
