@@ -50,7 +50,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import ROUND_FLOOR, Context, Decimal, localcontext
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
@@ -111,13 +111,6 @@ def _add(a: Amount, b: Amount) -> Amount:
     if isinstance(a, int) and isinstance(b, int):
         return a + b
     return EXACT.add(Decimal(a), Decimal(b))
-
-
-def _total(values: Sequence[Amount], zero: Amount) -> Amount:
-    out = zero
-    for v in values:
-        out = _add(out, v)
-    return out
 
 
 # --- the target filter ---------------------------------------------------------------
@@ -273,7 +266,7 @@ class SqlBank:
                 self._drop()
                 raise
             if created:
-                self._forget_old(db)
+                self._forget_old(db, meter.id)
             return lease, settled
 
     def _sync(self, db: _Db, meter: Meter, delta: Amount, need: Amount) -> tuple[Amount, Amount, bool]:
@@ -324,13 +317,13 @@ class SqlBank:
                 db.execute("DELETE FROM limit_leases WHERE meter_id = ? AND holder = ?", (meter.id, self.holder))
         return lease, settled, created
 
-    def _forget_old(self, db: _Db) -> None:
-        """Drop meters whose window ended :data:`RETAIN` seconds ago, and their leases (best effort: a
-        failure is logged, the next new meter tries again)."""
+    def _forget_old(self, db: _Db, keep: str) -> None:
+        """Drop meters (but ``keep``, just synced) whose window ended :data:`RETAIN` seconds ago, and their
+        leases (best effort: a failure is logged, the next new meter tries again)."""
         cutoff = self.clock() - RETAIN
         try:
             with db.transaction():
-                db.execute("DELETE FROM limit_meters WHERE window_end < ?", (cutoff,))
+                db.execute("DELETE FROM limit_meters WHERE window_end < ? AND meter_id <> ?", (cutoff, keep))
                 db.execute(
                     "DELETE FROM limit_leases WHERE NOT EXISTS"
                     " (SELECT 1 FROM limit_meters m WHERE m.meter_id = limit_leases.meter_id)"
@@ -388,44 +381,47 @@ def meter_status(dsn: str, targets: Sequence[str] | None = None, now: float | No
     by target and measure. Read-only; a meter no proxy has synced in its window is not listed (see
     :func:`spent_in_window`). A missing SQLite log is an :class:`ActivityError`."""
     at = time.time() if now is None else now
+    if targets is not None and not targets:
+        return []
     db = _Db(dsn, create=False)
     try:
+        # one statement: a consistent snapshot of the meters and their live leases on either backend
         sql = (
-            "SELECT meter_id, target, measure, window_start, window_end, capacity, settled FROM limit_meters"
-            " WHERE window_start <= ? AND (window_end IS NULL OR window_end > ?)"
+            "SELECT m.meter_id, m.target, m.measure, m.window_start, m.window_end, m.capacity, m.settled, l.amount"
+            " FROM limit_meters m LEFT JOIN limit_leases l ON l.meter_id = m.meter_id AND l.expires >= ?"
+            " WHERE m.window_start <= ? AND (m.window_end IS NULL OR m.window_end > ?)"
         )
-        params: list[Any] = [at, at]
+        params: list[Any] = [at, at, at]
         if targets is not None:
-            if not targets:
-                return []
-            sql += f" AND target IN ({', '.join('?' * len(targets))})"
+            sql += f" AND m.target IN ({', '.join('?' * len(targets))})"
             params.extend(targets)
         try:
-            meters = db.execute(sql + " ORDER BY target, measure", params).fetchall()
-            out = []
-            for meter_id, target, measure, start, end, capacity, settled in meters:
-                leases = db.execute(
-                    "SELECT amount FROM limit_leases WHERE meter_id = ? AND expires >= ?", (meter_id, at)
-                ).fetchall()
-                amounts = [db.read(a, measure) for (a,) in leases]
-                out.append(
-                    MeterStatus(
-                        meter_id,
-                        target,
-                        measure,
-                        float(start),
-                        None if end is None else float(end),
-                        db.read(capacity, measure),
-                        db.read(settled, measure),
-                        _total(amounts, db.read(0, measure)),
-                        sum(1 for a in amounts if a > 0),
-                    )
-                )
-            return out
+            rows = db.execute(sql + " ORDER BY m.target, m.measure, m.meter_id", params).fetchall()
         except db.db_error as e:
             raise db.error("cannot read the limit meters of", e) from e
     finally:
         db.close()
+    out: dict[str, MeterStatus] = {}
+    for meter_id, target, measure, start, end, capacity, settled, amount in rows:
+        st = out.get(meter_id)
+        if st is None:
+            zero = db.read(0, measure)
+            st = MeterStatus(
+                meter_id,
+                target,
+                measure,
+                float(start),
+                None if end is None else float(end),
+                db.read(capacity, measure),
+                db.read(settled, measure),
+                zero,
+                0,
+            )
+        if amount is not None:
+            lease = db.read(amount, measure)
+            st = replace(st, leased=_add(st.leased, lease), holders=st.holders + (lease > 0))
+        out[meter_id] = st
+    return list(out.values())
 
 
 def spent_in_window(dsn: str, target: str, start: float, end: float | None) -> tuple[Decimal, int, int]:
