@@ -53,15 +53,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from decimal import ROUND_FLOOR, Context, Decimal, localcontext
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence, cast
 
 from gwctl.activity import open_log
-from gwctl.activity.query import EXACT
+from gwctl.activity.query import EXACT, Dialect
 from gwctl.activity.record import FORWARDED_KINDS, REJECTED_KINDS, ActivityError, decimal_text
 from gwctl.core.limits import parse_target
 
 if TYPE_CHECKING:
-    from gwctl.activity.sqlbase import SqlReads
     from gwctl.proxy.ledger import Meter
 
 log = logging.getLogger("gwctl.proxy")
@@ -143,8 +142,8 @@ def target_where(target: str, ph: str) -> tuple[str, list[Any]]:
     )
 
 
-def _window_where(log_: SqlReads, start: float, end: float | None) -> tuple[str, list[Any]]:
-    ph, to_param = log_.dialect.placeholder, log_.dialect.time_param
+def _window_where(dialect: Dialect, start: float, end: float | None) -> tuple[str, list[Any]]:
+    ph, to_param = dialect.placeholder, dialect.time_param
     sql, params = f"time >= {ph}", [to_param(datetime.fromtimestamp(start, timezone.utc))]
     if end is not None:
         sql += f" AND time < {ph}"
@@ -163,9 +162,11 @@ class _Db:
     """An open, migrated activity log and what the bank's SQL needs of its backend."""
 
     def __init__(self, dsn: str, *, create: bool = True):
-        self.log: Any = open_log(dsn, create=create)  # SqliteLog or PostgresLog: migrated on opening
-        self.sqlite = self.log.dialect.placeholder == "?"
-        self.ph: str = self.log.dialect.placeholder
+        # a SqliteLog or a PostgresLog, migrated on opening; the bank uses its connection and error messages
+        self.log: Any = cast(Any, open_log(dsn, create=create))
+        self.dialect: Dialect = self.log.dialect
+        self.sqlite = self.dialect.placeholder == "?"
+        self.ph = self.dialect.placeholder
         self.db_error: type[Exception] = self.log.db_error
         self.conn: Any = self.log._connection()
 
@@ -205,10 +206,10 @@ class _Db:
 
 def _spent(db: _Db, target: str, start: float, end: float | None) -> tuple[Decimal, int, int]:
     where, params = target_where(target, db.ph)
-    window, wparams = _window_where(db.log, start, end)
+    window, wparams = _window_where(db.dialect, start, end)
     forwarded = _quoted(FORWARDED_KINDS)
     sql = (
-        f"SELECT {db.log.dialect.cost_sum},"
+        f"SELECT {db.dialect.cost_sum},"
         f" SUM(CASE WHEN cost IS NULL AND route_kind IN ({forwarded}) AND status < 400 THEN 1 ELSE 0 END),"
         f" SUM(CASE WHEN route_kind NOT IN ({_quoted(REJECTED_KINDS)}) THEN 1 ELSE 0 END)"
         f" FROM activity WHERE {window} AND {where}"
