@@ -101,7 +101,9 @@ def write(dsn: str, records: list[ActivityRecord]) -> None:
 def usd_meter(target: str, capacity: str = "100", window: tuple[float, float | None] | None = None) -> Meter:
     """A USD meter; by default in this month (a window holding now, as meter_status shows)."""
     start, end = window or window_bounds("month", time.time())
-    return Meter(target, "usd", Decimal(capacity), start, end)
+    meter = Meter(target, "usd", Decimal(capacity), start, end)
+    meter.used_since_sync = True  # in use: a sync grants a slice (an idle holder's returns its lease)
+    return meter
 
 
 def snapshot(dsn: str, meter_id: str) -> tuple[Decimal, Decimal]:
@@ -168,6 +170,7 @@ def test_rate_meters_start_at_zero_and_the_delta_is_added(dsn):
     write(dsn, [rec() for _ in range(5)])
     start = time.time() // 60 * 60
     meter = Meter("key:ci", "requests", 100, start, start + 60)
+    meter.used_since_sync = True
     with SqlBank(dsn) as bank:
         assert bank.sync(meter, 0, 1) == (1 + 99 // 4, 0)
         lease, settled = bank.sync(meter, 7, 0)
@@ -220,6 +223,26 @@ def test_two_holders_share_what_is_left(dsn):
         # then b holds what it has in flight, nothing more
         assert b.sync(meter_b, Decimal(0), Decimal(0)) == (Decimal(25), Decimal(100))
         assert [(s.holders, s.left) for s in meter_status(dsn, ["key:ci"])] == [(1, Decimal(-25))]
+
+
+def test_an_idle_holder_returns_its_lease(dsn):
+    meter = usd_meter("key:ci", "100")
+    with SqlBank(dsn, "a") as bank:
+        assert bank.sync(meter, Decimal(0), Decimal(1))[0] == Decimal(1) + Decimal(99) / 4
+        meter.used_since_sync = False  # the heartbeat: nothing admitted since
+        assert bank.sync(meter, Decimal("0.5"), Decimal(0)) == (Decimal(0), Decimal("0.5"))
+        assert [(s.leased, s.holders) for s in meter_status(dsn, ["key:ci"])] == [(Decimal(0), 0)]
+        meter.reserved = Decimal(2)  # requests in flight keep their lease, and so does a need
+        assert bank.sync(meter, Decimal(0), Decimal(0))[0] == Decimal(2) + Decimal("97.5") / 4
+        meter.reserved = Decimal(0)
+        assert bank.sync(meter, Decimal(0), Decimal(3))[0] == Decimal(3) + Decimal("96.5") / 4
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError):
+        SqlBank("x.sqlite3", ttl=0)
+    with pytest.raises(ValueError):
+        SqlBank("x.sqlite3", share=0)
 
 
 def test_an_edited_capacity_is_stored(dsn):
@@ -324,7 +347,7 @@ def test_finished_windows_are_forgotten(dsn):
         bank.sync(old, 3, 1)
         now[0] += 3600
         new = Meter("key:ci", "requests", 10, now[0] // 60 * 60, now[0] // 60 * 60 + 60)
-        bank.sync(new, 0, 1)
+        assert bank.sync(new, 0, 1)[0] == 1 + 9 // 4
     assert [s.meter_id for s in meter_status(dsn, now=now[0])] == [new.id]
     assert meter_status(dsn, now=old.start) == []
     with open_log(dsn) as log:

@@ -17,7 +17,8 @@ transaction that serialises the holders of a meter (SQLite ``BEGIN
 IMMEDIATE``; PostgreSQL ``SELECT .. FOR UPDATE`` on the meter's row). The
 grant (:func:`grant`) covers what the process has in flight and needs now,
 plus a slice (1/:data:`SHARE`) of what is left for the next requests; slices
-shrink as the capacity runs out, so no holder sits on what others need. The
+shrink as the capacity runs out, so no holder sits on what others need, and
+an idle holder's heartbeat returns its lease (it gets none). The
 sum of what is settled and leased never exceeds the capacity, except by what
 holders already had in flight when it ran out (a lease never shrinks below
 its holder's reservations; the ledger then refuses new requests).
@@ -244,6 +245,8 @@ class SqlBank:
         share: int = SHARE,
         clock: Callable[[], float] = time.time,
     ):
+        if ttl <= 0 or share < 1:
+            raise ValueError("a lease's ttl must be positive and share at least 1")
         self.dsn = dsn
         self.holder = holder or default_holder()
         self.ttl = ttl
@@ -253,7 +256,12 @@ class SqlBank:
         self._db: _Db | None = None
 
     def sync(self, meter: Meter, delta: Amount, need: Amount) -> tuple[Amount, Amount]:
-        """Settle ``delta`` on the meter and replace this holder's lease; return (lease, settled)."""
+        """Settle ``delta`` on the meter and replace this holder's lease; return (lease, settled).
+
+        The lease is :func:`grant`'s, except for a holder that asks for nothing, has nothing in flight
+        and admitted nothing since its last sync (``meter.used_since_sync`` false: the ledger's heartbeat
+        returning an unused lease): it gets none, so an idle process holds nothing and stops syncing.
+        """
         with self._lock:
             if self._db is None:
                 self._db = _Db(self.dsn)
@@ -303,7 +311,10 @@ class SqlBank:
                 "SELECT amount FROM limit_leases WHERE meter_id = ? AND holder <> ?", (meter.id, self.holder)
             ).fetchall():
                 others = _add(others, db.read(amount, measure))
-            lease = grant(meter.capacity, settled, others, meter.reserved, need, self.share)
+            if need == 0 and meter.reserved == 0 and not meter.used_since_sync:
+                lease = db.read(0, measure)  # nothing used since the last sync, nothing asked: returned
+            else:
+                lease = grant(meter.capacity, settled, others, meter.reserved, need, self.share)
             db.execute(
                 "UPDATE limit_meters SET settled = ?, capacity = ?, updated = ? WHERE meter_id = ?",
                 (db.amount(settled), db.amount(meter.capacity), now, meter.id),
