@@ -442,3 +442,48 @@ def test_grant_property_usd(capacity, settled, others, reserved, need, share):
 def test_grant_property_counts(capacity, settled, others, reserved, need, share):
     g = _check_grant(capacity, settled, others, reserved, need, share)
     assert isinstance(g, int)
+
+
+# ---------------------------------------------------------------------------
+# with the proxy's ledger
+
+
+def test_two_ledgers_share_one_budget(dsn):
+    """Two processes' ledgers, each with its own bank, admit $1 requests against one $10 budget in turn:
+    together they admit at most 10, and settle exactly what they admitted."""
+    import asyncio
+
+    from gwctl.core.config import Limit
+    from gwctl.core.limits import Reservation
+    from gwctl.proxy.ledger import Ledger
+
+    limit = Limit("key:ci", budget=Decimal(10), window="month")
+    res = Reservation(10, 10, "request", Decimal(1))
+
+    async def run() -> tuple[int, list[int]]:
+        banks = [SqlBank(dsn, "p1"), SqlBank(dsn, "p2")]
+        ledgers = [Ledger(bank) for bank in banks]
+        admitted = [0, 0]
+        try:
+            for turn in range(40):
+                i = turn % 2
+                refusal, ticket = await ledgers[i].admit([limit], res, time.time())
+                if ticket is not None:
+                    admitted[i] += 1
+                    ledgers[i].settle(ticket, Decimal(1), 20)
+                else:
+                    assert refusal is not None and refusal.rule == "budget_exceeded"
+                if turn % 5 == 4:
+                    for ledger in ledgers:
+                        await ledger.heartbeat()
+            for ledger in ledgers:
+                await ledger.heartbeat()
+            (st,) = meter_status(dsn, ["key:ci"])
+            return st.settled, admitted
+        finally:
+            for bank in banks:
+                bank.close()
+
+    settled, admitted = asyncio.run(asyncio.wait_for(run(), 60))
+    assert settled == sum(admitted) <= 10
+    assert sum(admitted) >= 8 and min(admitted) >= 1
