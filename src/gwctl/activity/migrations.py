@@ -75,6 +75,57 @@ CREATE TABLE activity (
 )
 """
 
+# Version 2: the shared counters of spend and rate limits (gwctl.activity.meters). Amounts (capacity,
+# settled, a lease) are exact: decimal text in SQLite, numeric in PostgreSQL (USD, or a whole count of
+# requests or tokens, by the meter's measure); times are POSIX seconds (window_end NULL: never ends).
+_V2_SQLITE = (
+    """
+CREATE TABLE limit_meters (
+    meter_id TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    measure TEXT NOT NULL,
+    window_start REAL NOT NULL,
+    window_end REAL,
+    capacity TEXT NOT NULL,
+    settled TEXT NOT NULL,
+    updated REAL NOT NULL
+)
+""",
+    """
+CREATE TABLE limit_leases (
+    meter_id TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    amount TEXT NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (meter_id, holder)
+)
+""",
+)
+
+_V2_POSTGRES = (
+    """
+CREATE TABLE limit_meters (
+    meter_id TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    measure TEXT NOT NULL,
+    window_start DOUBLE PRECISION NOT NULL,
+    window_end DOUBLE PRECISION,
+    capacity NUMERIC NOT NULL,
+    settled NUMERIC NOT NULL,
+    updated DOUBLE PRECISION NOT NULL
+)
+""",
+    """
+CREATE TABLE limit_leases (
+    meter_id TEXT NOT NULL,
+    holder TEXT NOT NULL,
+    amount NUMERIC NOT NULL,
+    expires DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (meter_id, holder)
+)
+""",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -82,6 +133,7 @@ MIGRATIONS: tuple[Migration, ...] = (
         sqlite=(_V1_SQLITE, "CREATE INDEX activity_time_idx ON activity (time)"),
         postgres=(_V1_POSTGRES, "CREATE INDEX activity_time_idx ON activity (time)"),
     ),
+    Migration(2, "limit meters and leases", sqlite=_V2_SQLITE, postgres=_V2_POSTGRES),
 )
 
 LATEST: int = MIGRATIONS[-1].version
