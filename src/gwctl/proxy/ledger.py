@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from decimal import Decimal
 from typing import Protocol, Sequence
 
@@ -39,6 +40,7 @@ log = logging.getLogger("gwctl.proxy")
 USD, REQUESTS, TOKENS = "usd", "requests", "tokens"
 ZERO = Decimal(0)
 HEARTBEAT = 1.0  # seconds between settlements of what was spent (and returns of unused leases)
+RENEW = 3.0  # a held lease is renewed at least this often (a shared bank's leases expire after 10 s)
 
 
 class Meter:
@@ -57,11 +59,12 @@ class Meter:
         "reserved",
         "unbilled",
         "used_since_sync",
+        "synced_at",
         "syncing",
     )
 
     def __init__(self, target: str, measure: str, capacity: Decimal | int, start: float, end: float | None):
-        self.id = f"{target}|{measure}|{int(start)}"
+        self.id = f"{target}|{measure}|{int(start)}-{'' if end is None else int(end)}"  # one row per window
         self.target = target
         self.measure = measure
         self.capacity = capacity
@@ -74,6 +77,7 @@ class Meter:
         self.reserved = zero  # held by requests in flight
         self.unbilled = 0  # unbilled requests let through (budgets only)
         self.used_since_sync = False  # anything admitted since the last sync (else the lease is returned)
+        self.synced_at = 0.0  # time.monotonic() of the last sync: a held lease is renewed before it expires
         self.syncing: asyncio.Future[None] | None = None
 
     @property
@@ -253,14 +257,21 @@ class Ledger:
             meter.delta -= delta
             meter.lease, meter.settled = lease, settled
             meter.used_since_sync = False
+            meter.synced_at = time.monotonic()
         finally:
             meter.syncing.set_result(None)
             meter.syncing = None
 
     async def heartbeat(self) -> None:
         """Settle every meter with something to settle, return unused leases, forget settled past windows."""
+        shared = self.bank.shared
+        stale = time.monotonic() - RENEW
         for meter in [*self.meters.values(), *self.retiring]:
-            if meter.delta or (self.bank.shared and not meter.used_since_sync and meter.lease > meter.reserved):
+            if (
+                meter.delta
+                or (shared and not meter.used_since_sync and meter.lease > meter.reserved)
+                or (shared and meter.lease and meter.synced_at < stale)  # in use: renew before it expires
+            ):
                 try:
                     await self.sync(meter)
                 except Exception:  # the bank is unreachable: keep spending the lease held, try again next beat

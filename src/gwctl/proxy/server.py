@@ -112,12 +112,9 @@ class Gateway:
             self.writer = ChildWriter(self.config.activity_dsn, access_log=self.config.access_log)
             await self.writer.start()
         if self.config.activity_dsn:  # limits shared through the log's database, and rebuilt from it
-            try:  # TEMP until the shared bank lands
-                from gwctl.activity.meters import SqlBank
+            from gwctl.activity.meters import SqlBank
 
-                self.limiter.ledger.bank = SqlBank(self.config.activity_dsn)
-            except ImportError:
-                pass
+            self.limiter.ledger.bank = SqlBank(self.config.activity_dsn)
         self._reload_task = asyncio.create_task(self._reload_loop())
         self._ledger_task = asyncio.create_task(self._ledger_loop())
 
