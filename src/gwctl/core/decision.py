@@ -102,7 +102,7 @@ _decision = builder(Decision)  # the frozen dataclass without its per-field __in
 
 
 def _reject(
-    base: dict,
+    base: dict[str, Any],
     rule: str,
     message: str,
     hint: str = "",
@@ -132,6 +132,7 @@ def estimated_output_tokens(entry: CatalogEntry | None, feats: RequestFeatures) 
 
 
 def _estimate(entry: CatalogEntry | None, feats: RequestFeatures, ref: str) -> Cost:
+    assert feats.prompt_tokens_estimate is not None  # made whenever the estimate is asked for
     usage = Usage(input_tokens=feats.prompt_tokens_estimate, output_tokens=estimated_output_tokens(entry, feats))
     return price(entry, usage, ref)
 
@@ -322,7 +323,7 @@ class DecisionMemo:
     def __init__(self, limit: int = 4096):
         self.snapshot: Snapshot | None = None
         self.limit = limit
-        self._memo: dict[tuple, Decision] = {}
+        self._memo: dict[tuple[Any, ...], Decision] = {}
 
     def decide(
         self,
@@ -342,7 +343,7 @@ class DecisionMemo:
         if known is not None:
             entry = known.entry
             if entry is None or known.passthrough or fits_context_by_size(entry, feats):
-                if known.features.prompt_tokens_ceiling == feats.prompt_tokens_ceiling:
+                if known.features is not None and known.features.prompt_tokens_ceiling == feats.prompt_tokens_ceiling:
                     return known  # same shape, no estimate on either side: the features are equal
                 same = _new(Decision)  # the remembered decision, with this request's features (its size)
                 same.__dict__.update(known.__dict__)
