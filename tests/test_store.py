@@ -60,6 +60,21 @@ def test_comments_and_order_survive_edits(gw, store_path):
     assert 'input = "3e-6"' in text
 
 
+def test_a_new_table_goes_into_a_section_split_by_another(gw, store_path):
+    """[sources.x] tables apart in the file read back through tomlkit's proxy, which has no add()."""
+    store_path.parent.mkdir(parents=True)
+    store_path.write_text(
+        'schema = 1\n\n[sources.a]\nbase_url = "https://a.example/v1"\n\n[settings]\n\n'
+        '[sources.b]\nbase_url = "https://b.example/v1"\n\n[catalog."a/m"]\ncontext_size = 8\n\n'
+        '[keys]\n\n[catalog."b/m"]\ncontext_size = 8\n'
+    )
+    assert gw("source", "add", "c", "--base-url", "https://c.example/v1").code == 0
+    assert gw("catalog", "set", "c/m", "--context-size", "16").code == 0
+    text = store_path.read_text()
+    assert "[sources.c]" in text and '[catalog."c/m"]' in text
+    assert gw("validate").code == 0
+
+
 @pytest.mark.parametrize(
     "content, line, words",
     [

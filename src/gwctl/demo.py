@@ -9,6 +9,7 @@ activity log. Nothing outside a temporary directory is touched.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -48,6 +49,7 @@ class _Session:
             self.say(f"\n$ gwctl {' '.join(shlex.quote(a) for a in args)}")
         env = Env.captured(environ=self.environ, force_tables=True)  # captured, but the output is for a person
         code = self.gwctl(args, env)
+        assert isinstance(env.stdout, io.StringIO) and isinstance(env.stderr, io.StringIO)  # captured
         out = env.stdout.getvalue()
         text = out + env.stderr.getvalue()
         if show:
@@ -200,6 +202,7 @@ def _start_proxy(store: Path, activity: Path, environ: Mapping[str, str]):
         "5",
     ]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=dict(environ))
+    assert proc.stderr is not None  # stderr=PIPE
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         line = proc.stderr.readline()

@@ -17,7 +17,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import httpx
 
@@ -58,7 +58,7 @@ class TestResult:
         }
 
 
-def _walk_causes(exc: BaseException):
+def _walk_causes(exc: BaseException | None) -> Iterator[BaseException]:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))

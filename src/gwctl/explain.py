@@ -128,7 +128,7 @@ def print_report(d: Decision, reveal: bool = False, out=None) -> None:
     for w in d.warnings:
         lines.append(("warning", w))
     if d.estimate is not None:
-        if d.estimate.billed:
+        if d.estimate.total is not None:  # billed
             feats = d.features
             lines.append(
                 (

@@ -177,7 +177,7 @@ class ChildWriter:
             return
         pipe = self._pipe
         try:
-            if pipe is None or pipe.is_closing() or self._proc.poll() is not None:
+            if pipe is None or self._proc is None or pipe.is_closing() or self._proc.poll() is not None:
                 code = None if self._proc is None else self._proc.poll()
                 raise ConnectionError(f"the activity writer process is not running (exit code {code})")
             if pipe.get_write_buffer_size() > self.max_buffer:

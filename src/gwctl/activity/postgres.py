@@ -83,7 +83,7 @@ class PostgresLog(SqlReads):
 
     def _migrate(self, conn: psycopg.Connection) -> None:
         try:
-            if conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is not None:
+            if conn.execute("SELECT to_regclass('schema_migrations')").fetchone()[0] is not None:  # type: ignore[index]  # SELECT without FROM: one row
                 applied = {v for (v,) in conn.execute("SELECT version FROM schema_migrations")}
                 if applied and max(applied) > LATEST:
                     raise ActivityError(too_new_message(max(applied)), hint="upgrade gwctl")

@@ -13,6 +13,7 @@ unknown usage kind or a negative count is a programming error and raises here.
 
 from __future__ import annotations
 
+import builtins
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -225,7 +226,7 @@ class ActivityLog(Protocol):
         model: str | None = None,
         agent: str | None = None,
         key: str | None = None,
-    ) -> "list[SummaryRow]":
+    ) -> builtins.list[SummaryRow]:
         """Totals per group; see :func:`gwctl.activity.query.order_summary` for the order."""
 
     def close(self) -> None:

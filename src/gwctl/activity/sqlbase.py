@@ -8,18 +8,29 @@ transaction that inserts them (``write_rows``), a lock and a connection.
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Callable, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, ContextManager, Sequence
 
 from gwctl.activity import query as q
 from gwctl.activity.record import ActivityRecord, SummaryRow
 
 
 class SqlReads:
-    dialect: ClassVar[str]
+    dialect: ClassVar[q.Dialect]
     db_error: ClassVar[type[Exception]]
-    to_time: ClassVar[Callable[[Any], datetime]]
+    to_time: ClassVar[staticmethod[[Any], datetime]]
+
+    if TYPE_CHECKING:  # what a backend supplies
+        _lock: ContextManager[Any]
+
+        def _connection(self) -> Any: ...
+        def _error(self, what: str, e: BaseException) -> Exception: ...
+        @staticmethod
+        def row(r: q.LogRow) -> tuple[Any, ...]: ...
+        def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
+        def close(self) -> None: ...
 
     def write_many(self, records: Sequence[ActivityRecord]) -> None:
         """Append records in one transaction, through the backend's ``row`` mapping."""
@@ -41,7 +52,7 @@ class SqlReads:
         agent: str | None = None,
         key: str | None = None,
         limit: int | None = 100,
-    ) -> "list[ActivityRecord]":
+    ) -> builtins.list[ActivityRecord]:
         f = q.Filters(since=since, source=source, model=model, agent=agent, key=key)
         to_time = type(self).to_time
         return [
@@ -58,7 +69,7 @@ class SqlReads:
         model: str | None = None,
         agent: str | None = None,
         key: str | None = None,
-    ) -> "list[SummaryRow]":
+    ) -> builtins.list[SummaryRow]:
         f = q.Filters(since=since, source=source, model=model, agent=agent, key=key)
         rows = self._fetch(*q.summary_sql(by, f, self.dialect))
         return q.order_summary((q.summary_row(r, Decimal) for r in rows), by)

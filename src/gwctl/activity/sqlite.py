@@ -51,7 +51,7 @@ class _DecimalSum:
         self.total = Decimal(0)
         self.seen = False
 
-    def step(self, value: object) -> None:
+    def step(self, value: str | bytes | int | float | None) -> None:
         if value is None:
             return
         self.total = q.EXACT.add(self.total, Decimal(value if not isinstance(value, bytes) else value.decode()))
@@ -126,7 +126,7 @@ class SqliteLog(SqlReads):
             conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             _enable_wal(conn, busy_timeout_ms / 1000)
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.create_aggregate("decimal_sum", 1, _DecimalSum)
+            conn.create_aggregate("decimal_sum", 1, _DecimalSum)  # type: ignore[arg-type]  # typeshed: finalize() -> int only
             self._migrate(conn)
         except ActivityError:
             conn.close()

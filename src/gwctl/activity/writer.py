@@ -122,6 +122,7 @@ class LogSink:
                 self.close()
                 continue
             return True, len(batch), 0
+        assert first_error is not None  # both attempts failed
         if database_unavailable(first_error):  # not the records' fault: keep them all
             return self._unavailable(batch, first_error)
         # The batch failed twice: find out whether some records are the problem.
@@ -129,6 +130,7 @@ class LogSink:
         if target is None:
             self.unwritten = batch
             return False, 0, 0
+        refused: list[tuple[Any, Exception]]
         written, refused = 0, []
         for i, r in enumerate(batch):
             try:
@@ -142,7 +144,7 @@ class LogSink:
                 refused.append((r, e))
         if refused and written:
             # a second chance, in case the failures were a passing hiccup
-            again = []
+            again: list[tuple[Any, Exception]] = []
             for j, (r, e0) in enumerate(refused):
                 try:
                     self._write_to(target, [r])
@@ -156,8 +158,8 @@ class LogSink:
             refused = again
         if written == 0:
             return self._unavailable(batch, first_error)
-        for r, e in refused:
-            log.error("activity record %s refused by the log and dropped: %s", self._ident(r), e)
+        for r, err in refused:
+            log.error("activity record %s refused by the log and dropped: %s", self._ident(r), err)
         return True, written, len(refused)
 
 

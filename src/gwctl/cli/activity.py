@@ -45,7 +45,7 @@ ActivityOpt = Annotated[
 def _open(dsn_option: str | None):
     dsn = resolve_dsn(dsn_option, current().environ, default_activity_path())
     target = parse_dsn(dsn)
-    if target.kind == "sqlite" and not target.path.exists():
+    if target.kind == "sqlite" and target.path is not None and not target.path.exists():
         return None  # nothing recorded yet: an empty log, not an error
     return open_log(dsn, create=False)
 

@@ -501,7 +501,7 @@ def price_cmd(
         print_json({"ref": ref, "usage_shape": shape, "usage": usage.as_dict(), **cost.to_json()})
         return
     env = current()
-    if not cost.billed:
+    if cost.total is None:  # unbilled
         env.stdout.write(
             f"unbilled\t{cost.unbilled_reason}\n"
             if not env.stdout_is_terminal()

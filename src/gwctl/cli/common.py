@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -59,7 +59,7 @@ def read_input(path: str) -> str:
         fail(f"cannot read {path}: it is not UTF-8 text (byte {exc.start})")
 
 
-def fail(message: str, hint: str | None = None):
+def fail(message: str, hint: str | None = None) -> NoReturn:
     raise GwctlError(message, hint)
 
 

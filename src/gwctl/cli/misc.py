@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Callable
 
 import typer
 
@@ -17,7 +17,8 @@ from gwctl.store.paths import ACTIVITY_ENV, default_activity_path
 
 def single_app(name: str) -> typer.Typer:
     app = typer.Typer(add_completion=False, rich_markup_mode=None)
-    app.command(name)({"validate": validate, "paths": paths, "demo": demo}[name])
+    commands: dict[str, Callable[..., Any]] = {"validate": validate, "paths": paths, "demo": demo}
+    app.command(name)(commands[name])
     return app
 
 

@@ -96,7 +96,7 @@ def set_cmd(
                         f"root routes are keyed by model name; pick another name or remove it: gwctl route remove {r.agent} --model-name {model_name}",
                     )
         index = _find(snap, agent, model_name)
-        fields = {"agent": agent, "model_name": model_name, "provider": provider}
+        fields: dict[str, str | bool | None] = {"agent": agent, "model_name": model_name, "provider": provider}
         if model is not None:
             fields["model"] = model or None
         if base_url is not None:
@@ -332,7 +332,7 @@ def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) 
             body = {**body, "model": model}
         results.append((n, decide(snap, a, p, body)))
     rejected = sum(1 for _, d in results if not d.forwarded)
-    billed = [d.estimate.total for _, d in results if d.estimate is not None and d.estimate.billed]
+    billed = [d.estimate.total for _, d in results if d.estimate is not None and d.estimate.total is not None]
     total = sum(billed, start=Decimal(0))
     if as_json:
         print_json(
@@ -350,7 +350,11 @@ def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) 
     else:
         rows = []
         for n, d in results:
-            est = "-" if d.estimate is None else (format_usd(d.estimate.total) if d.estimate.billed else "unbilled")
+            est = (
+                "-"
+                if d.estimate is None
+                else (format_usd(d.estimate.total) if d.estimate.total is not None else "unbilled")
+            )
             rows.append(
                 [
                     n,

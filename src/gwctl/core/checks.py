@@ -178,11 +178,13 @@ def fits_context_by_size(entry: CatalogEntry, feats: RequestFeatures) -> bool:
 
 def _context_size(ref: str, entry: CatalogEntry, feats: RequestFeatures, explain: bool = True) -> Check:
     limit = entry.context_size
+    assert limit is not None  # run_checks calls this only for an entry with a context size
     output, output_text = _context_output(entry, feats)
     prompt = feats.prompt_tokens_estimate
     if prompt is None and fits_context_by_size(entry, feats):
         if not explain:
             return Check("context_size", True, "")
+        assert feats.prompt_tokens_ceiling is not None  # it fits by its size
         total = feats.prompt_tokens_ceiling + output
         return Check(
             "context_size",
@@ -191,6 +193,7 @@ def _context_size(ref: str, entry: CatalogEntry, feats: RequestFeatures, explain
             + (f" plus {output_text}" if output_text else "")
             + f" ({total}) fits {ref}'s context size of {limit}",
         )
+    assert prompt is not None  # the size did not prove the fit: decide made an estimate
     total = prompt + output
     if total <= limit and not explain:
         return Check("context_size", True, "")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import cached_property
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 PRICE_KINDS: tuple[str, ...] = (
     "input",
@@ -43,7 +43,7 @@ CAPABILITIES: tuple[str, ...] = (
 """Every capability flag a catalog entry may set (true, false or unset)."""
 
 
-def _empty() -> Mapping:
+def _empty() -> Mapping[Any, Any]:
     return MappingProxyType({})
 
 
@@ -110,7 +110,7 @@ class CatalogEntry:
     def ref(self) -> str:
         return f"{self.source}/{self.model_id}"
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Callable[..., CatalogEntry], tuple[Any, ...]]:
         """Picklable (the read-only mappings are not): the proxy ships entries to its log writer process."""
         return (
             _catalog_entry,
@@ -129,7 +129,15 @@ class CatalogEntry:
 
 
 def _catalog_entry(
-    source, model_id, display_name, context_size, max_output, prices, price_text, capabilities, supported_params
+    source: str,
+    model_id: str,
+    display_name: str | None,
+    context_size: int | None,
+    max_output: int | None,
+    prices: Mapping[str, Decimal],
+    price_text: Mapping[str, str],
+    capabilities: Mapping[str, bool],
+    supported_params: tuple[str, ...] | None,
 ) -> CatalogEntry:
     return CatalogEntry(
         source,

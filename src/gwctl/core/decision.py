@@ -102,7 +102,7 @@ _decision = builder(Decision)  # the frozen dataclass without its per-field __in
 
 
 def _reject(
-    base: dict,
+    base: dict[str, Any],
     rule: str,
     message: str,
     hint: str = "",
@@ -132,6 +132,7 @@ def estimated_output_tokens(entry: CatalogEntry | None, feats: RequestFeatures) 
 
 
 def _estimate(entry: CatalogEntry | None, feats: RequestFeatures, ref: str) -> Cost:
+    assert feats.prompt_tokens_estimate is not None  # made whenever the estimate is asked for
     usage = Usage(input_tokens=feats.prompt_tokens_estimate, output_tokens=estimated_output_tokens(entry, feats))
     return price(entry, usage, ref)
 
@@ -190,7 +191,20 @@ def _decide(
                 'send "model" in the request body, or set one with: gwctl model default SOURCE/MODEL_ID',
                 "model",
             )
+    target = _target(snapshot, agent, model, base, matched_prefix)
+    if isinstance(target, Decision):
+        return target
+    return _routed(snapshot, path, body, feats, estimate, base, matched_prefix, target)
 
+
+_Target = tuple[Route | None, Source, bool, str, str, str]
+"""Where a request goes: (route, source, passthrough, upstream model, base URL, matched by)."""
+
+
+def _target(
+    snapshot: Snapshot, agent: str | None, model: str, base: dict[str, Any], matched_prefix: str
+) -> _Target | Decision:
+    """Steps 1-4 of the order: the agent's route, a SOURCE/MODEL_ID reference, the fallback; else a refusal."""
     route = find_route(snapshot, agent, model)
     source: Source | None = None
     if route is not None:
@@ -204,41 +218,46 @@ def _decide(
                 status=502,
             )
         passthrough = source.passthrough if route.passthrough is None else route.passthrough
-        upstream_model = route.upstream_model
-        base_url = route.base_url or source.base_url
-        matched_by = "route"
-    else:
-        src_name, sep, model_id = model.partition("/")
-        if sep and model_id and src_name in snapshot.sources:
-            source = snapshot.sources[src_name]
-            upstream_model = model_id
-            matched_by = "reference"
-            if source.models.get(model_id) is False:
-                return _reject(
-                    {**base, "matched_by": matched_prefix + matched_by, "source": source.name},
-                    "model_disabled",
-                    f"model {model} is disabled",
-                    f"enable it with: gwctl model enable {model}",
-                    "model",
-                )
-        elif snapshot.settings.fallback_source and snapshot.settings.fallback_source in snapshot.sources:
-            source = snapshot.sources[snapshot.settings.fallback_source]
-            upstream_model = model
-            matched_by = "fallback"
-        else:
-            who = f"agent {agent}" if agent else "this request"
+        return route, source, passthrough, route.upstream_model, route.base_url or source.base_url, "route"
+    src_name, sep, model_id = model.partition("/")
+    if sep and model_id and src_name in snapshot.sources:
+        source = snapshot.sources[src_name]
+        if source.models.get(model_id) is False:
             return _reject(
-                base,
-                "model_not_found",
-                f"no route for {who} and model '{model}', it is not a SOURCE/MODEL_ID reference to a known source, and there is no fallback source",
-                "add a route (gwctl route set), use SOURCE/MODEL_ID, or set a fallback (gwctl route fallback SOURCE)",
+                {**base, "matched_by": matched_prefix + "reference", "source": source.name},
+                "model_disabled",
+                f"model {model} is disabled",
+                f"enable it with: gwctl model enable {model}",
                 "model",
-                status=404,
-                kind=NOT_FOUND,
             )
-        passthrough = source.passthrough
-        base_url = source.base_url
+        return None, source, source.passthrough, model_id, source.base_url, "reference"
+    if snapshot.settings.fallback_source and snapshot.settings.fallback_source in snapshot.sources:
+        source = snapshot.sources[snapshot.settings.fallback_source]
+        return None, source, source.passthrough, model, source.base_url, "fallback"
+    who = f"agent {agent}" if agent else "this request"
+    return _reject(
+        base,
+        "model_not_found",
+        f"no route for {who} and model '{model}', it is not a SOURCE/MODEL_ID reference to a known source, and there is no fallback source",
+        "add a route (gwctl route set), use SOURCE/MODEL_ID, or set a fallback (gwctl route fallback SOURCE)",
+        "model",
+        status=404,
+        kind=NOT_FOUND,
+    )
 
+
+def _routed(
+    snapshot: Snapshot,
+    path: str,
+    body: Mapping[str, Any] | None,
+    feats: RequestFeatures,
+    estimate: bool,
+    base: dict[str, Any],
+    matched_prefix: str,
+    target: _Target,
+) -> Decision:
+    """The decision for a request with a target: its upstream URL, then passthrough, or managed by the checks."""
+    route, source, passthrough, upstream_model, base_url, matched_by = target
     ref = f"{source.name}/{upstream_model}"
     entry = snapshot.catalog.get(ref)
     try:  # before any estimate: a request refused for its path is decided by its shape alone (DecisionMemo)
@@ -274,6 +293,18 @@ def _decide(
     }
     if passthrough:
         return _decision({**values, "kind": PASSTHROUGH, "status": 200})
+    return _managed(values, source, upstream_model, entry, feats, estimate)
+
+
+def _managed(
+    values: dict[str, Any],
+    source: Source,
+    upstream_model: str,
+    entry: CatalogEntry | None,
+    feats: RequestFeatures,
+    estimate: bool,
+) -> Decision:
+    """A managed request: the catalog checks decide; the first that fails rejects it."""
     checks = tuple(run_checks(source, upstream_model, entry, feats, explain=estimate))
     warnings = tuple(advisory_warnings(entry, feats))
     failed = first_failure(checks)
@@ -322,7 +353,7 @@ class DecisionMemo:
     def __init__(self, limit: int = 4096):
         self.snapshot: Snapshot | None = None
         self.limit = limit
-        self._memo: dict[tuple, Decision] = {}
+        self._memo: dict[tuple[Any, ...], Decision] = {}
 
     def decide(
         self,
@@ -342,7 +373,7 @@ class DecisionMemo:
         if known is not None:
             entry = known.entry
             if entry is None or known.passthrough or fits_context_by_size(entry, feats):
-                if known.features.prompt_tokens_ceiling == feats.prompt_tokens_ceiling:
+                if known.features is not None and known.features.prompt_tokens_ceiling == feats.prompt_tokens_ceiling:
                     return known  # same shape, no estimate on either side: the features are equal
                 same = _new(Decision)  # the remembered decision, with this request's features (its size)
                 same.__dict__.update(known.__dict__)

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from dataclasses import MISSING, fields
 from types import MappingProxyType
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 
 def builder(cls: type[T]) -> Callable[[dict[str, Any]], T]:

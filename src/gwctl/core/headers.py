@@ -187,7 +187,7 @@ def auth_header_pair(auth_header: str, value: str) -> tuple[str, str]:
     return name, value
 
 
-class _Pairs(list):
+class _Pairs(list[tuple[str, Any]]):
     """A JSON object kept as its (key, value) pairs, in order."""
 
 

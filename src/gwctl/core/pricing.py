@@ -289,7 +289,7 @@ def _split_prompt(total: int, cached: int, audio: int, names: tuple[str, str, st
     return rest
 
 
-def usage_from_openai_chat(obj: dict) -> Usage:
+def usage_from_openai_chat(obj: Mapping[str, Any]) -> Usage:
     """Usage from an OpenAI Chat Completions ``usage`` object."""
     obj = _require_mapping(obj, "an OpenAI chat usage")
     prompt = _count(obj, "prompt_tokens", "")
@@ -315,7 +315,7 @@ def usage_from_openai_chat(obj: dict) -> Usage:
     )
 
 
-def usage_from_responses(obj: dict) -> Usage:
+def usage_from_responses(obj: Mapping[str, Any]) -> Usage:
     """Usage from an OpenAI Responses API ``usage`` object."""
     obj = _require_mapping(obj, "an OpenAI Responses usage")
     total_in = _count(obj, "input_tokens", "")
@@ -340,7 +340,7 @@ def usage_from_responses(obj: dict) -> Usage:
     )
 
 
-def usage_from_anthropic(obj: dict) -> Usage:
+def usage_from_anthropic(obj: Mapping[str, Any]) -> Usage:
     """Usage from an Anthropic Messages ``usage`` object."""
     obj = _require_mapping(obj, "an Anthropic usage")
     creation_total = _count(obj, "cache_creation_input_tokens", "")
@@ -405,7 +405,7 @@ def _unwrap(obj: Mapping[str, Any]) -> tuple[Mapping[str, Any], str | None]:
     return obj, None
 
 
-def detect_usage(obj: dict) -> tuple[str, Usage]:
+def detect_usage(obj: Mapping[str, Any]) -> tuple[str, Usage]:
     """Recognise a usage object (or a response body holding one) and read it.
 
     Returns the shape name (``openai_chat``, ``openai_responses`` or
@@ -507,7 +507,7 @@ def price(entry: CatalogEntry | None, usage: Usage, ref: str = "") -> Cost:
         quantity = getattr(usage, field_name)
         if quantity <= 0:
             continue
-        if applied is None:
+        if unit is None:  # no price applies (applied is None)
             items.append(LineItem(kind, quantity, None, Decimal(0), None, f"no {kind} price set; not charged"))
             continue
         amount = _EXACT.multiply(Decimal(quantity), unit)

@@ -135,7 +135,7 @@ def _api_for_path(path: str) -> str:
 
 
 def features(
-    path: str, body: Mapping | None, estimate_tokens: bool = True, body_bytes: int | None = None
+    path: str, body: Mapping[str, Any] | None, estimate_tokens: bool = True, body_bytes: int | None = None
 ) -> RequestFeatures:
     """Read what a request uses from its path and parsed JSON body (rules in the module docstring).
 
@@ -175,7 +175,7 @@ def _count(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
-def _output_budget(api: str, body: Mapping) -> tuple[int | None, str | None]:
+def _output_budget(api: str, body: Mapping[str, Any]) -> tuple[int | None, str | None]:
     for param in _BUDGET_PARAMS.get(api, ()):
         value = body.get(param)
         if _count(value):
@@ -183,15 +183,15 @@ def _output_budget(api: str, body: Mapping) -> tuple[int | None, str | None]:
     return None, None
 
 
-def _list(value: Any) -> list:
+def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _mapping(value: Any) -> Mapping:
+def _mapping(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _parts(container: Any) -> list:
+def _parts(container: Any) -> list[Any]:
     """The content parts of a message-like mapping (a string content has none)."""
     return _list(_mapping(container).get("content"))
 
@@ -201,11 +201,11 @@ def _type(part: Any) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
-def _types(parts: list) -> set[str | None]:
+def _types(parts: list[Any]) -> set[str | None]:
     return {_type(p) for p in parts}
 
 
-def _part_types(api: str, body: Mapping) -> set[str | None]:
+def _part_types(api: str, body: Mapping[str, Any]) -> set[str | None]:
     """The ``type`` of every content part/item/block in the prompt, per API shape."""
     types: set[str | None] = set()
     if api == "chat":
@@ -236,7 +236,7 @@ def _forces_tool(choice: Any) -> bool:
     return False
 
 
-def _uses_tools(api: str, body: Mapping) -> bool:
+def _uses_tools(api: str, body: Mapping[str, Any]) -> bool:
     if api not in ("chat", "responses", "messages"):
         return False
     if _list(body.get("tools")) or _forces_tool(body.get("tool_choice")):
@@ -244,7 +244,7 @@ def _uses_tools(api: str, body: Mapping) -> bool:
     return api == "chat" and (bool(_list(body.get("functions"))) or _forces_tool(body.get("function_call")))
 
 
-def _uses_reasoning(body: Mapping) -> bool:
+def _uses_reasoning(body: Mapping[str, Any]) -> bool:
     effort = body.get("reasoning_effort")
     if isinstance(effort, str) and effort not in ("none", ""):
         return True
@@ -259,7 +259,7 @@ def _uses_reasoning(body: Mapping) -> bool:
     return isinstance(thinking, dict) and thinking.get("type") != "disabled"
 
 
-def _uses_json_output(api: str, body: Mapping) -> bool:
+def _uses_json_output(api: str, body: Mapping[str, Any]) -> bool:
     if api in ("chat", "completions"):
         kind = _mapping(body.get("response_format")).get("type")
     elif api == "responses":
@@ -273,7 +273,7 @@ def _uses_json_output(api: str, body: Mapping) -> bool:
     return kind in _JSON_TYPES
 
 
-def _asks_audio_output(api: str, body: Mapping) -> bool:
+def _asks_audio_output(api: str, body: Mapping[str, Any]) -> bool:
     if api != "chat":
         return False
     modalities = body.get("modalities")

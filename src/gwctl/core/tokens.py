@@ -163,7 +163,7 @@ def _strings(value: Any, depth: int = 0) -> int:
     return 0
 
 
-def _list(value: Any) -> list:
+def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
@@ -180,11 +180,11 @@ def _batch(value: Any, nested: bool = False) -> int:
     return max(_batch(v, nested=True) for v in value)
 
 
-def _tools(body: Mapping) -> int:
+def _tools(body: Mapping[str, Any]) -> int:
     return _strings(body.get("tools")) + _strings(body.get("functions"))
 
 
-def _chat(body: Mapping) -> int:
+def _chat(body: Mapping[str, Any]) -> int:
     total = _tools(body)
     for message in _list(body.get("messages")):
         if not isinstance(message, dict):
@@ -214,7 +214,7 @@ def _chat_content(content: Any) -> int:
     return total
 
 
-def _responses(body: Mapping) -> int:
+def _responses(body: Mapping[str, Any]) -> int:
     total = _text(body.get("instructions")) + _tools(body)
     items = body.get("input")
     if isinstance(items, str):
@@ -227,7 +227,7 @@ def _responses(body: Mapping) -> int:
     return total
 
 
-def _responses_item(item: Mapping) -> int:
+def _responses_item(item: Mapping[str, Any]) -> int:
     kind = item.get("type")
     if kind in (None, "message") and "content" in item:
         return MESSAGE_OVERHEAD + _responses_content(item.get("content"))
@@ -253,7 +253,7 @@ def _responses_content(content: Any) -> int:
     return total
 
 
-def _anthropic(body: Mapping) -> int:
+def _anthropic(body: Mapping[str, Any]) -> int:
     total = _blocks(body.get("system")) + _tools(body)
     for message in _list(body.get("messages")):
         if isinstance(message, dict):

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Collection
+from typing import Any, Collection
 
-from gwctl.core.config import Snapshot
+from gwctl.core.config import Snapshot, Source
 from gwctl.core.refs import AGENT_RE
 
 
@@ -22,7 +22,7 @@ class Problem:
     message: str
     hint: str = ""
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"level": self.level, "where": self.where, "message": self.message, "hint": self.hint}
 
 
@@ -86,59 +86,78 @@ def auth_header_problem(name: str, label: str = "auth_header", cli: bool = False
     return None
 
 
+class _Found:
+    """The problems found so far, in the order they were found."""
+
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def err(self, where: str, message: str, hint: str = "") -> None:
+        self.problems.append(Problem("error", where, message, hint))
+
+    def warn(self, where: str, message: str, hint: str = "") -> None:
+        self.problems.append(Problem("warning", where, message, hint))
+
+
 def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) -> list[Problem]:
     """Every problem in the store; ``environ_names`` (if given) checks auth_env variables exist."""
-    from gwctl.core.catalog_values import lint_entry
+    found = _Found()
+    for src in snapshot.sources.values():
+        _check_source(found, src, environ_names)
+    _check_settings(found, snapshot)
+    _check_routes(found, snapshot)
+    _check_catalog(found, snapshot)
+    return found.problems
+
+
+def _check_source(found: _Found, src: Source, environ_names: frozenset[str] | None) -> None:
     from gwctl.core.headers import validate_static_headers
 
-    out: list[Problem] = []
-    err = lambda where, msg, hint="": out.append(Problem("error", where, msg, hint))  # noqa: E731
-    warn = lambda where, msg, hint="": out.append(Problem("warning", where, msg, hint))  # noqa: E731
-
-    for src in snapshot.sources.values():
-        where = f"sources.{src.name}"
-        if "/" in src.name or not src.name:
-            err(where, f"source name '{src.name}' must not contain '/'", "rename the table")
-        problem = base_url_problem(src.base_url)
+    where = f"sources.{src.name}"
+    if "/" in src.name or not src.name:
+        found.err(where, f"source name '{src.name}' must not contain '/'", "rename the table")
+    problem = base_url_problem(src.base_url)
+    if problem:
+        found.err(where + ".base_url", problem)
+    if src.auth_header:
+        problem = auth_header_problem(src.auth_header)
         if problem:
-            err(where + ".base_url", problem)
-        if src.auth_header:
-            problem = auth_header_problem(src.auth_header)
-            if problem:
-                err(where + ".auth_header", problem)
-        try:
-            validate_static_headers(dict(src.headers), src.auth_header)
-        except ValueError as exc:
-            err(where + ".headers", str(exc))
-        env_problem = src.auth.env and env_name_problem(src.auth.env)
-        if env_problem:
-            err(where + ".auth_env", env_problem)
-        elif src.auth.env and environ_names is not None and src.auth.env not in environ_names:
-            warn(
-                where + ".auth_env",
-                f"source {src.name} reads its credential from ${src.auth.env}, which is not set here",
-                f"export {src.auth.env} wherever gwctl proxy runs",
-            )
-        if not src.auth.is_set:
-            warn(
-                where,
-                f"source {src.name} has no credential",
-                f"add one with: gwctl source edit {src.name} --auth-env VAR",
-            )
-        if src.ca_file:  # read here, not when the store loads: a missing file is reported, never fatal
-            from gwctl.tls import ca_file_problem
+            found.err(where + ".auth_header", problem)
+    try:
+        validate_static_headers(dict(src.headers), src.auth_header)
+    except ValueError as exc:
+        found.err(where + ".headers", str(exc))
+    env_problem = src.auth.env and env_name_problem(src.auth.env)
+    if env_problem:
+        found.err(where + ".auth_env", env_problem)
+    elif src.auth.env and environ_names is not None and src.auth.env not in environ_names:
+        found.warn(
+            where + ".auth_env",
+            f"source {src.name} reads its credential from ${src.auth.env}, which is not set here",
+            f"export {src.auth.env} wherever gwctl proxy runs",
+        )
+    if not src.auth.is_set:
+        found.warn(
+            where,
+            f"source {src.name} has no credential",
+            f"add one with: gwctl source edit {src.name} --auth-env VAR",
+        )
+    if src.ca_file:  # read here, not when the store loads: a missing file is reported, never fatal
+        from gwctl.tls import ca_file_problem
 
-            problem = ca_file_problem(src.ca_file)
-            if problem:
-                err(
-                    where + ".ca_file",
-                    f"source {src.name}: {problem}",
-                    f"point it at a PEM CA file with: gwctl source edit {src.name} --ca-file PATH (or --ca-file '' to drop it)",
-                )
+        problem = ca_file_problem(src.ca_file)
+        if problem:
+            found.err(
+                where + ".ca_file",
+                f"source {src.name}: {problem}",
+                f"point it at a PEM CA file with: gwctl source edit {src.name} --ca-file PATH (or --ca-file '' to drop it)",
+            )
 
+
+def _check_settings(found: _Found, snapshot: Snapshot) -> None:
     s = snapshot.settings
     if s.fallback_source and s.fallback_source not in snapshot.sources:
-        err(
+        found.err(
             "settings.fallback_source",
             f"the fallback source '{s.fallback_source}' does not exist",
             "set another with gwctl route fallback SOURCE, or --unset it",
@@ -146,34 +165,38 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
     if s.default_model:
         src_name, sep, mid = s.default_model.partition("/")
         if not sep or not mid:
-            err("settings.default_model", f"the default model '{s.default_model}' is not a SOURCE/MODEL_ID reference")
+            found.err(
+                "settings.default_model", f"the default model '{s.default_model}' is not a SOURCE/MODEL_ID reference"
+            )
         elif src_name not in snapshot.sources:
-            err("settings.default_model", f"the default model's source '{src_name}' does not exist")
+            found.err("settings.default_model", f"the default model's source '{src_name}' does not exist")
         elif snapshot.sources[src_name].models.get(mid) is False:
-            warn(
+            found.warn(
                 "settings.default_model",
                 f"the default model {s.default_model} is disabled",
                 f"gwctl model enable {s.default_model}",
             )
         elif mid not in snapshot.sources[src_name].models:
-            warn(
+            found.warn(
                 "settings.default_model",
                 f"the default model {s.default_model} has not been discovered",
                 f"gwctl source refresh {src_name}",
             )
 
+
+def _check_routes(found: _Found, snapshot: Snapshot) -> None:
     roots: dict[str, str] = {}
     scoped: set[tuple[str, str]] = set()
     for i, r in enumerate(snapshot.routes):
         where = f"routes[{i}]"
         if not r.agent or not AGENT_RE.match(r.agent):  # the same pattern the decision applies to X-Gwctl-Agent
-            err(
+            found.err(
                 where + ".agent",
                 f"'{r.agent}' is not an agent path (triage or triage/summarizer: letters, digits, "
                 "'.', '_' and '-' between slashes)",
             )
         if r.provider not in snapshot.sources:
-            err(
+            found.err(
                 where + ".provider",
                 f"route {r.agent} -> {r.model_name} names source '{r.provider}', which does not exist",
                 "add the source or change the route's --provider",
@@ -181,10 +204,10 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
         if r.base_url:
             problem = base_url_problem(r.base_url)
             if problem:
-                err(where + ".base_url", problem)
+                found.err(where + ".base_url", problem)
         if r.is_root:
             if r.model_name in roots:
-                err(
+                found.err(
                     where,
                     f"root agents {roots[r.model_name]} and {r.agent} both claim model name '{r.model_name}'",
                     "root routes are keyed by model name: give one of them another name",
@@ -192,20 +215,23 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
             roots.setdefault(r.model_name, r.agent)
         else:
             if (r.agent, r.model_name) in scoped:
-                err(where, f"subagent {r.agent} has two routes for model name '{r.model_name}'", "remove one")
+                found.err(where, f"subagent {r.agent} has two routes for model name '{r.model_name}'", "remove one")
             scoped.add((r.agent, r.model_name))
+
+
+def _check_catalog(found: _Found, snapshot: Snapshot) -> None:
+    from gwctl.core.catalog_values import lint_entry
 
     for ref, entry in snapshot.catalog.items():
         where = f'catalog."{ref}"'
         if entry.source not in snapshot.sources:
-            warn(
+            found.warn(
                 where,
                 f"catalog entry {ref} names source '{entry.source}', which does not exist (yet)",
                 f"add it with gwctl source add {entry.source} …, or remove the entry",
             )
         for w in lint_entry(entry):
-            warn(where, w)
-    return out
+            found.warn(where, w)
 
 
 def store_errors(snapshot: Snapshot, environ: Collection[str]) -> list[Problem]:

@@ -40,6 +40,7 @@ class Decider:
         if request.too_large:
             return 413, f"the request body is over the {self.body_limit}-byte limit", "body_too_large"
         raw = request.body
+        assert raw is not None  # read whole: only a body over the limit is not
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -58,6 +59,7 @@ class Decider:
     def decide(self, flow: Flow) -> Decision:
         """What the store says happens to the parsed request (remembered per request shape)."""
         request = flow.request
+        assert request.body is not None  # parse read it
         full_path = request.path + (("?" + request.query) if request.query else "")
         return self._decisions.decide(
             flow.snapshot, request.headers.get("x-gwctl-agent"), full_path, flow.body, len(request.body)
@@ -68,6 +70,7 @@ class Decider:
         """:meth:`decide` in a thread, for a big body (the prompt estimate takes a while): the loop serves the
         others meanwhile. Not remembered: the memo is for the many small requests of one shape."""
         request = flow.request
+        assert request.body is not None  # parse read it
         full_path = request.path + (("?" + request.query) if request.query else "")
         return asyncio.get_running_loop().run_in_executor(
             None,
@@ -84,6 +87,7 @@ class Decider:
 def refusal(flow: Flow) -> Reply:
     """The answer to a request its decision rejects: the decision's own status and error body."""
     d = flow.decision
+    assert d is not None  # decided
     return Reply(d.status, orjson.dumps(d.error_body()), [(REQUEST_ID_HEADER, flow.rid)])
 
 

@@ -44,6 +44,7 @@ class Forwarder:
         """The body to send: ``raw`` as the client sent it unless the decision or metering changes it."""
         d = flow.decision
         body = flow.body
+        assert d is not None and body is not None  # set by the decide stage
         feats = d.features
         flow.api = api = feats.api if feats else "other"
         flow.stream = stream = bool(feats and feats.stream)
@@ -62,6 +63,7 @@ class Forwarder:
     def upstream_headers(self, flow: Flow) -> list[tuple[str, str]]:
         """The client's headers as forwarding allows, then the source's static headers and credential."""
         d = flow.decision
+        assert d is not None and d.source is not None  # a forwarded decision names its source
         src = flow.snapshot.sources[d.source]
         cached = self._auth.get(d.source)
         if cached is None or cached[0] is not src:  # resolved once per source object (a reload makes new ones)
@@ -75,6 +77,8 @@ class Forwarder:
         self.inflight.begin()
         try:
             d = flow.decision
+            assert d is not None and d.source is not None and d.upstream_url is not None  # decide forwarded it
+            assert self.pool is not None and flow.request.body is not None  # the gateway is open; decide read the body
             payload = self.payload(flow, flow.request.body)
             try:
                 headers = self.upstream_headers(flow)
@@ -106,7 +110,8 @@ class Forwarder:
                 out_headers = response_headers(upstream.headers, src.response_headers)
                 out_headers.append((REQUEST_ID_HEADER, flow.rid))
                 if (upstream.header("content-type") or "").startswith("text/event-stream"):
-                    return await relay_stream(flow, upstream, out_headers, self.recorder)
+                    await relay_stream(flow, upstream, out_headers, self.recorder)
+                    return None
                 try:
                     data = await upstream.read()
                 except UpstreamTimeout:

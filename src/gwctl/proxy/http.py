@@ -59,7 +59,7 @@ import time
 from collections import deque
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Awaitable, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, final
 
 import httptools
 import orjson
@@ -79,6 +79,7 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _JSON = "application/json"
 
 
+@final  # no subclasses: _serve tells a Reply from an awaitable by type(reply) is Reply
 class Reply:
     """A whole answer: status, headers (name, value) and body."""
 
@@ -202,7 +203,7 @@ class Stream:
         self._request.answered = True
 
 
-_date_cache = [0, b""]
+_date_cache: list[Any] = [0, b""]  # [the second, its Date value]
 
 
 def _date() -> bytes:
@@ -359,7 +360,7 @@ class HttpProtocol(asyncio.Protocol):
     def __init__(self, server: HttpServer):
         self.server = server
         self.loop = asyncio.get_running_loop()
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made, before any other call
         self.peer: str | None = None  # the client's address
         self.parser = httptools.HttpRequestParser(self)
         self.closed = False
@@ -615,6 +616,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         size = self._size = self._size + len(body)
         if size > self.server.body_limit:
+            assert self._req is not None  # a body is read only for the request being parsed
             self._too_large(self._req)
             return
         buf = self._body
@@ -664,6 +666,7 @@ class HttpProtocol(asyncio.Protocol):
 
     async def _serve(self, req: Request) -> None:
         while True:
+            reply: Reply | Awaitable[Reply | None] | None
             try:
                 reply = self.server.handler(req)
                 if type(reply) is not Reply:

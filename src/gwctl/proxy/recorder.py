@@ -41,6 +41,7 @@ class Recorder:
         if writer is None:
             return
         d = flow.decision
+        assert d is not None  # a refusal before the decision goes through refuse()
         writer.submit(
             (  # a LogEntry, field by field
                 time.time(),

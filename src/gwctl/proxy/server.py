@@ -210,6 +210,7 @@ class Gateway:
         problem = self.decider.parse(flow)  # 2. decide
         if problem is not None:
             return self.recorder.refuse(flow, *problem)
+        assert request.body is not None  # parse read it
         if len(request.body) > LARGE_BODY:
             return self._decide_aside(flow)
         d = flow.decision = self.decider.decide(flow)
@@ -250,6 +251,7 @@ class Gateway:
     def _refuse(self, flow: Flow) -> Reply:
         """The decision rejects the request: record it, answer with the decision's error."""
         d = flow.decision
+        assert d is not None  # decided
         self.recorder.record(flow, d.status, None, d.rule, d.message)
         return refusal(flow)
 

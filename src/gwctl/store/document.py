@@ -10,14 +10,18 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 import tomlkit
-from tomlkit.items import AoT, Table
+from tomlkit import TOMLDocument
+from tomlkit.container import OutOfOrderTableProxy
+from tomlkit.items import AoT, InlineTable, Table
 
 
-def _super(doc, key: str) -> Table:
-    """A top-level table whose own ``[key]`` header is never printed."""
+def _super(doc: TOMLDocument, key: str) -> Table | OutOfOrderTableProxy:
+    """A top-level table whose own ``[key]`` header is never printed (a proxy when its sub-tables are apart
+    in the file: it has no ``add``, so new sub-tables go in by item assignment)."""
     if key not in doc:
         doc.add(key, tomlkit.table(is_super_table=True))
-    return doc[key]
+    table: Table | OutOfOrderTableProxy = doc[key]  # tomlkit types item access as Any
+    return table
 
 
 def _new_table() -> Table:
@@ -27,13 +31,14 @@ def _new_table() -> Table:
     return t
 
 
-def _child(parent, key: str) -> Table:
+def _child(parent: TOMLDocument | Table, key: str) -> Table:
     if key not in parent:
         parent.add(key, tomlkit.table())
-    return parent[key]
+    table: Table = parent[key]  # tomlkit types item access as Any
+    return table
 
 
-def _apply(table, fields: Mapping[str, Any]) -> None:
+def _apply(table: Table, fields: Mapping[str, Any]) -> None:
     for key, value in fields.items():
         if value is None:
             if key in table:
@@ -42,7 +47,7 @@ def _apply(table, fields: Mapping[str, Any]) -> None:
             table[key] = value
 
 
-def inline(mapping: Mapping[str, str]):
+def inline(mapping: Mapping[str, str]) -> InlineTable:
     t = tomlkit.inline_table()
     t.update(dict(mapping))
     return t
@@ -51,10 +56,10 @@ def inline(mapping: Mapping[str, str]):
 # --- sources -------------------------------------------------------------
 
 
-def put_source(doc, name: str, fields: Mapping[str, Any]) -> None:
+def put_source(doc: TOMLDocument, name: str, fields: Mapping[str, Any]) -> None:
     sources = _super(doc, "sources")
     if name not in sources:
-        sources.add(name, _new_table())
+        sources[name] = _new_table()
     table = sources[name]
     # keep "models" (a sub-table) last so new scalar keys land above it
     models = table.pop("models") if "models" in table else None
@@ -63,13 +68,13 @@ def put_source(doc, name: str, fields: Mapping[str, Any]) -> None:
         table.add("models", models)
 
 
-def remove_source(doc, name: str) -> None:
+def remove_source(doc: TOMLDocument, name: str) -> None:
     del doc["sources"][name]
     if not doc["sources"]:
         del doc["sources"]
 
 
-def set_models(doc, source: str, models: Mapping[str, bool]) -> None:
+def set_models(doc: TOMLDocument, source: str, models: Mapping[str, bool]) -> None:
     """Make the source's models table equal ``models``, editing in place."""
     table = doc["sources"][source]
     if "models" not in table:
@@ -85,7 +90,7 @@ def set_models(doc, source: str, models: Mapping[str, bool]) -> None:
 # --- settings ------------------------------------------------------------
 
 
-def set_setting(doc, key: str, value: Any) -> None:
+def set_setting(doc: TOMLDocument, key: str, value: Any) -> None:
     settings = _child(doc, "settings")
     _apply(settings, {key: value})
     if not settings:
@@ -96,7 +101,7 @@ def set_setting(doc, key: str, value: Any) -> None:
 
 
 def put_entry(
-    doc,
+    doc: TOMLDocument,
     ref: str,
     fields: Mapping[str, Any],
     prices: Mapping[str, str | None] = {},
@@ -104,7 +109,7 @@ def put_entry(
 ) -> None:
     catalog = _super(doc, "catalog")
     if ref not in catalog:
-        catalog.add(ref, _new_table())
+        catalog[ref] = _new_table()
     table = catalog[ref]
     subs = {k: table.pop(k) for k in ("prices", "capabilities") if k in table}
     _apply(table, fields)
@@ -121,7 +126,7 @@ def put_entry(
             del table["capabilities"]
 
 
-def replace_entry(doc, ref: str, data: Mapping[str, Any]) -> None:
+def replace_entry(doc: TOMLDocument, ref: str, data: Mapping[str, Any]) -> None:
     """Write an entry from plain data (import), keeping an existing table's comments where keys survive."""
     catalog = _super(doc, "catalog")
     if ref in catalog:
@@ -145,7 +150,7 @@ def replace_entry(doc, ref: str, data: Mapping[str, Any]) -> None:
             _apply(_child(table, key), wanted)
 
 
-def remove_entry(doc, ref: str) -> None:
+def remove_entry(doc: TOMLDocument, ref: str) -> None:
     del doc["catalog"][ref]
     if not doc["catalog"]:
         del doc["catalog"]
@@ -154,13 +159,14 @@ def remove_entry(doc, ref: str) -> None:
 # --- routes --------------------------------------------------------------
 
 
-def _routes(doc) -> AoT:
+def _routes(doc: TOMLDocument) -> AoT:
     if "routes" not in doc:
         doc.add("routes", tomlkit.aot())
-    return doc["routes"]
+    routes: AoT = doc["routes"]  # tomlkit types item access as Any
+    return routes
 
 
-def put_route(doc, index: int | None, fields: Mapping[str, Any]) -> None:
+def put_route(doc: TOMLDocument, index: int | None, fields: Mapping[str, Any]) -> None:
     """Replace route ``index`` in place, or append a new one when ``index`` is None."""
     routes = _routes(doc)
     if index is None:
@@ -171,7 +177,7 @@ def put_route(doc, index: int | None, fields: Mapping[str, Any]) -> None:
         _apply(routes[index], fields)
 
 
-def remove_route(doc, index: int) -> None:
+def remove_route(doc: TOMLDocument, index: int) -> None:
     routes = doc["routes"]
     del routes[index]
     if len(routes) == 0:
@@ -181,14 +187,14 @@ def remove_route(doc, index: int) -> None:
 # --- keys ----------------------------------------------------------------
 
 
-def put_key(doc, name: str, fields: Mapping[str, Any]) -> None:
+def put_key(doc: TOMLDocument, name: str, fields: Mapping[str, Any]) -> None:
     keys = _super(doc, "keys")
     if name not in keys:
-        keys.add(name, _new_table())
+        keys[name] = _new_table()
     _apply(keys[name], fields)
 
 
-def remove_key(doc, name: str) -> None:
+def remove_key(doc: TOMLDocument, name: str) -> None:
     del doc["keys"][name]
     if not doc["keys"]:
         del doc["keys"]

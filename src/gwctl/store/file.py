@@ -23,11 +23,14 @@ import tomllib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from gwctl.core.config import Snapshot
 from gwctl.errors import StoreError
-from gwctl.store.schema import SchemaError, snapshot_from_data
+from gwctl.store.schema import KeyPath, SchemaError, snapshot_from_data
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 LOCK_TIMEOUT_S = 60.0
 HEADER = (
@@ -61,7 +64,7 @@ def _read_text(path: Path) -> str | None:
 _LINE_RE = re.compile(r"at line (\d+)")
 
 
-def _parse(path: Path, text: str) -> dict:
+def _parse(path: Path, text: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -74,7 +77,7 @@ def _parse(path: Path, text: str) -> dict:
         ) from None
 
 
-def _snapshot(path: Path, text: str, data: dict) -> Snapshot:
+def _snapshot(path: Path, text: str, data: dict[str, Any]) -> Snapshot:
     try:
         return snapshot_from_data(data)
     except SchemaError as exc:
@@ -150,17 +153,17 @@ _TABLE_RE = re.compile(r"^\s*(\[\[?)\s*(.+?)\s*\]\]?\s*(#.*)?$")
 _KEY_RE = re.compile(r'^\s*("(?:[^"\\]|\\.)*"|\'[^\']*\'|[A-Za-z0-9_.-]+)\s*=')
 
 
-def locate(text: str, path: tuple) -> int | None:
+def locate(text: str, path: KeyPath) -> int | None:
     """Best-effort 1-based line of a TOML key path (for error messages)."""
     if not path:
         return None
-    table: tuple = ()
-    counts: dict[tuple, int] = {}
+    table: KeyPath = ()
+    counts: dict[KeyPath, int] = {}
     best: tuple[int, int] | None = None  # (depth matched, line)
     for lineno, line in enumerate(text.splitlines(), 1):
         m = _TABLE_RE.match(line)
         if m and not line.lstrip().startswith("#"):
-            keys = _split_key(m.group(2))
+            keys: KeyPath = _split_key(m.group(2))
             if m.group(1) == "[[":
                 idx = counts.get(keys, -1) + 1
                 counts[keys] = idx
@@ -180,7 +183,7 @@ def locate(text: str, path: tuple) -> int | None:
     return best[1] if best else None
 
 
-def _prefix_len(keys: tuple, path: tuple) -> int:
+def _prefix_len(keys: KeyPath, path: KeyPath) -> int:
     n = 0
     for a, b in zip(keys, path):
         if a != b:
@@ -189,7 +192,7 @@ def _prefix_len(keys: tuple, path: tuple) -> int:
     return n
 
 
-def _lock(path: Path):
+def _lock(path: Path) -> FileLock:
     from filelock import FileLock
 
     return FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S, mode=0o600)
@@ -198,7 +201,7 @@ def _lock(path: Path):
 TEMP_SUFFIX = ".tmp"
 
 
-def _temp_pattern(path: Path) -> re.Pattern:
+def _temp_pattern(path: Path) -> re.Pattern[str]:
     """The names :func:`atomic_write` gives its temp files: ``.NAME.`` + tempfile's 8 random ``[a-z0-9_]`` + ``.tmp``."""
     return re.compile(re.escape(f".{path.name}.") + r"[a-z0-9_]{8}" + re.escape(TEMP_SUFFIX))
 

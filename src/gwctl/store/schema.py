@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Mapping, TypeVar, overload
 
 from gwctl.core.config import (
     CAPABILITIES,
@@ -42,6 +42,8 @@ from gwctl.core.config import (
 )
 from gwctl.core.limits import TARGET_KINDS, WINDOWS, parse_budget
 from gwctl.core.refs import split_ref
+
+T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 
@@ -67,6 +69,10 @@ LIMIT_KEYS = {"target", "budget", "window", "rpm", "tpm", "unbilled"}
 TOP_KEYS = {"schema", "settings", "sources", "catalog", "routes", "keys", "limits"}
 
 
+KeyPath = tuple[str | int, ...]
+"""A TOML key path: table keys, and the index of an array-of-tables item."""
+
+
 class SchemaError(ValueError):
     """A value in the store has the wrong type or shape.
 
@@ -74,14 +80,14 @@ class SchemaError(ValueError):
     so the caller can point at the line.
     """
 
-    def __init__(self, message: str, path: tuple[str, ...] = ()):
+    def __init__(self, message: str, path: KeyPath = ()):
         super().__init__(message)
         self.message = message
         self.path = path
 
 
-def _dotted(path: tuple[str, ...]) -> str:
-    out = []
+def _dotted(path: KeyPath) -> str:
+    out: list[str] = []
     for part in path:
         if isinstance(part, int):
             out[-1] = f"{out[-1]}[{part}]"
@@ -113,7 +119,7 @@ def _toml_type(value: Any) -> str:
     return f"a {type(value).__name__}"
 
 
-def _may_hold_secret(path: tuple) -> bool:
+def _may_hold_secret(path: KeyPath) -> bool:
     """Whether a value at ``path`` may be (or hold) a secret, so no message may repeat it.
 
     Everything under a source (its credential, its base URL with user info,
@@ -126,7 +132,7 @@ def _may_hold_secret(path: tuple) -> bool:
     return path[0] == "routes" and "base_url" in path[2:3]
 
 
-def _got(value: Any, path: tuple) -> str:
+def _got(value: Any, path: KeyPath) -> str:
     """What a wrong value was, for an error message: its type, and the value itself only when that is safe and short."""
     kind = _toml_type(value)
     if _may_hold_secret(path) or isinstance(value, (dict, list)):
@@ -134,7 +140,11 @@ def _got(value: Any, path: tuple) -> str:
     return f"{kind} {value!r}"
 
 
-def _expect(value: Any, kind: type | tuple[type, ...], path: tuple, what: str) -> Any:
+@overload
+def _expect(value: Any, kind: type[T], path: KeyPath, what: str) -> T: ...
+@overload
+def _expect(value: Any, kind: tuple[type, ...], path: KeyPath, what: str) -> Any: ...
+def _expect(value: Any, kind: type | tuple[type, ...], path: KeyPath, what: str) -> Any:
     if isinstance(value, bool) and kind in (int, float, (int, float)):
         raise SchemaError(f"{_dotted(path)} must be {what}, not a boolean", path)
     if not isinstance(value, kind):
@@ -142,26 +152,26 @@ def _expect(value: Any, kind: type | tuple[type, ...], path: tuple, what: str) -
     return value
 
 
-def _unknown(table: Mapping, allowed: set[str], path: tuple) -> None:
+def _unknown(table: Mapping[str, Any], allowed: set[str], path: KeyPath) -> None:
     for key in table:
         if key not in allowed:
             known = ", ".join(sorted(allowed))
             raise SchemaError(f"{_dotted(path + (key,))} is not a known setting (known: {known})", path + (key,))
 
 
-def _opt_str(table: Mapping, key: str, path: tuple) -> str | None:
+def _opt_str(table: Mapping[str, Any], key: str, path: KeyPath) -> str | None:
     if key not in table:
         return None
     return _expect(table[key], str, path + (key,), "a string")
 
 
-def _opt_bool(table: Mapping, key: str, path: tuple) -> bool | None:
+def _opt_bool(table: Mapping[str, Any], key: str, path: KeyPath) -> bool | None:
     if key not in table:
         return None
     return _expect(table[key], bool, path + (key,), "true or false")
 
 
-def _opt_pos_int(table: Mapping, key: str, path: tuple) -> int | None:
+def _opt_pos_int(table: Mapping[str, Any], key: str, path: KeyPath) -> int | None:
     if key not in table:
         return None
     value = _expect(table[key], int, path + (key,), "a positive integer")
@@ -170,7 +180,7 @@ def _opt_pos_int(table: Mapping, key: str, path: tuple) -> int | None:
     return value
 
 
-def _opt_timeout(table: Mapping, key: str, path: tuple) -> float | None:
+def _opt_timeout(table: Mapping[str, Any], key: str, path: KeyPath) -> float | None:
     if key not in table:
         return None
     value = _expect(table[key], (int, float), path + (key,), "a number of seconds")
@@ -179,7 +189,7 @@ def _opt_timeout(table: Mapping, key: str, path: tuple) -> float | None:
     return float(value)
 
 
-def _table(value: Any, path: tuple) -> Mapping:
+def _table(value: Any, path: KeyPath) -> Mapping[str, Any]:
     return _expect(value, dict, path, "a table")
 
 
@@ -218,7 +228,7 @@ def parse_source(name: str, table: Any) -> Source:
     )
 
 
-def _response_headers(value: Any, path: tuple) -> tuple[str, ...]:
+def _response_headers(value: Any, path: KeyPath) -> tuple[str, ...]:
     """A source's extra response header names: a list of header names, kept lower case."""
     from gwctl.core.headers import validate_header_name
 
@@ -233,7 +243,7 @@ def _response_headers(value: Any, path: tuple) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _price_value(value: Any, kind: str, path: tuple) -> tuple[Decimal, str]:
+def _price_value(value: Any, kind: str, path: KeyPath) -> tuple[Decimal, str]:
     from gwctl.core.catalog_values import parse_price
 
     if isinstance(value, float):
