@@ -67,6 +67,7 @@ class Limiter:
 
     def limits_for(self, flow: Flow) -> tuple[Limit, ...]:
         d = flow.decision
+        assert d is not None  # the decide stage set it
         targets = lim.request_targets(flow.key_name, d.agent, d.source, d.catalog_ref)
         return lim.applicable(flow.snapshot.limits, targets)
 
@@ -78,6 +79,7 @@ class Limiter:
         """Check the key's scope and every applicable limit; on admission ``flow.ticket`` holds the
         reservations until :meth:`settle`."""
         d = flow.decision
+        assert d is not None
         snap = flow.snapshot
         key = snap.keys.get(flow.key_name) if flow.key_name else None
         if key is not None and (key.agents or key.models):
@@ -96,11 +98,13 @@ class Limiter:
     def reservation(flow: Flow, limits: tuple[Limit, ...]) -> lim.Reservation:
         """What the request may cost at most (the prompt estimate is made only when a limit needs it)."""
         d = flow.decision
+        assert d is not None
         feats = d.features
         prompt = 0
         if lim.needs_estimate(limits):
-            prompt = feats.prompt_tokens_estimate if feats and feats.prompt_tokens_estimate is not None else None
-            if prompt is None:
+            if feats is not None and feats.prompt_tokens_estimate is not None:
+                prompt = feats.prompt_tokens_estimate
+            else:
                 prompt = estimate_prompt_tokens(feats.api if feats else "other", flow.body)
         return lim.reservation(d.entry, prompt, feats.output_budget if feats else None)
 
@@ -110,6 +114,7 @@ class Limiter:
         if ticket is None:
             return
         flow.ticket = None
+        assert flow.decision is not None
         if usage is not None:
             cost = self._cost(flow.decision.entry, usage) if ticket.billed else None
             self.ledger.settle(ticket, cost, usage_tokens(usage))

@@ -19,6 +19,7 @@ from gwctl.proxy.flow import Flow, error_reply
 from gwctl.proxy.http import Reply
 
 if TYPE_CHECKING:
+    from gwctl.proxy.limiter import Limiter
     from gwctl.proxy.http import Request
 
 
@@ -27,7 +28,9 @@ class Recorder:
 
     def __init__(self, writer=None):
         self.writer = writer
-        self.limiter = None  # gwctl.proxy.limiter.Limiter: settles a request's reservations with its usage
+        self.limiter: Limiter | None = (
+            None  # gwctl.proxy.limiter.Limiter: settles a request's reservations with its usage
+        )
 
     def record(
         self, flow: Flow, status: int, usage: Usage | None, rule: str | None, error: str | None, kind: str | None = None
@@ -35,7 +38,7 @@ class Recorder:
         """The row of a decided request: the decision's facts, the answer's status and usage, and ``kind``
         instead of the decision's route kind (``"error"`` for an upstream failure). A request the limit
         stage admitted is settled here, log or no log."""
-        if flow.ticket is not None:
+        if flow.ticket is not None and self.limiter is not None:
             self.limiter.settle(flow, status, usage)
         writer = self.writer
         if writer is None:

@@ -203,13 +203,14 @@ def remove_key(doc: TOMLDocument, name: str) -> None:
 # --- limits ----------------------------------------------------------------
 
 
-def _limits(doc) -> AoT:
+def _limits(doc: TOMLDocument) -> AoT:
     if "limits" not in doc:
         doc.add("limits", tomlkit.aot())
-    return doc["limits"]
+    limits: AoT = doc["limits"]  # tomlkit types item access as Any
+    return limits
 
 
-def put_limit(doc, target: str, fields: Mapping[str, Any]) -> None:
+def put_limit(doc: TOMLDocument, target: str, fields: Mapping[str, Any]) -> None:
     """Set the fields of the ``[[limits]]`` table for ``target`` (appended when there is none)."""
     limits = _limits(doc)
     for table in limits:
@@ -221,7 +222,7 @@ def put_limit(doc, target: str, fields: Mapping[str, Any]) -> None:
     limits.append(table)
 
 
-def remove_limit(doc, target: str) -> bool:
+def remove_limit(doc: TOMLDocument, target: str) -> bool:
     """Remove ``target``'s limit; False when it has none."""
     if "limits" not in doc:
         return False

@@ -376,7 +376,7 @@ def snapshot_from_data(data: Mapping[str, Any]) -> Snapshot:
     )
 
 
-def _str_list(table: Mapping, key: str, path: tuple) -> tuple[str, ...]:
+def _str_list(table: Mapping[str, Any], key: str, path: KeyPath) -> tuple[str, ...]:
     value = table.get(key, [])
     items = _expect(value, list, path + (key,), "an array of strings")
     for item in items:
@@ -384,7 +384,7 @@ def _str_list(table: Mapping, key: str, path: tuple) -> tuple[str, ...]:
     return tuple(items)
 
 
-def _timestamp(text: str, path: tuple) -> float:
+def _timestamp(text: str, path: KeyPath) -> float:
     """A UTC timestamp as written in the store (``2026-12-31T00:00:00Z``) as POSIX seconds."""
     from datetime import datetime, timezone
 
