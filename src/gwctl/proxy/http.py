@@ -11,10 +11,10 @@ request, a third of the proxy's budget (benchmarks/README.md).
 
 A handler is called with the request and returns a :class:`Reply`, or an
 awaitable (an ``async def``'s coroutine) of a Reply or of None when it
-streamed the answer itself through :meth:`Request.start_stream`. Answering
-synchronously when nothing needs waiting for (a rejection, a health check)
-and handing back the coroutine only for the rest keeps the chain of
-coroutines a resumed request runs through short.
+streamed the answer itself through :meth:`Request.start_stream`. The server
+takes either; the gateway's handler (gwctl.proxy.server) always returns a
+coroutine, from a plain function rather than an ``async def`` so that the
+chain of coroutines a resumed request runs through stays short.
 
 Limits (the defaults are :class:`HttpServer`'s keyword arguments), none of
 them a timer or task per request: one sweep a second looks at every
