@@ -139,18 +139,33 @@ def test_source(source: Source, environ: Mapping[str, str] | None = None, timeou
     """
     url = models_url(source.base_url)
     headers = {"Accept": "application/json", **dict(source.headers), **auth_headers(source, environ)}
-    t = timeout or source.connect_timeout or DEFAULT_TIMEOUT_S
     result = TestResult(source=source.name, url=url, ok=False)
-    verify: ssl.SSLContext | bool = True
-    if url[:8].lower() == "https://":
-        try:
-            verify = trust_context(source.ca_file)
-        except (OSError, ssl.SSLError, ValueError) as exc:
-            reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
-            result.error = "tls"
-            result.message = f"cannot use the CA file {source.ca_file} ({reason})"
-            result.hint = f"point it at a PEM CA file with: gwctl source edit {source.name} --ca-file PATH (or --ca-file '' to drop it)"
-            return result
+    verify = _tls_verify(source, url, result)
+    if verify is None:
+        return result
+    resp = _get_models(source, url, headers, timeout, verify, result)
+    if resp is not None:
+        _read_models(source, url, resp, result)
+    return result
+
+
+def _tls_verify(source: Source, url: str, result: TestResult) -> ssl.SSLContext | bool | None:
+    """What httpx verifies an https:// answer with; None (the failure in ``result``) when the CA file is unusable."""
+    if url[:8].lower() != "https://":
+        return True
+    try:
+        return trust_context(source.ca_file)
+    except (OSError, ssl.SSLError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        result.error = "tls"
+        result.message = f"cannot use the CA file {source.ca_file} ({reason})"
+        result.hint = f"point it at a PEM CA file with: gwctl source edit {source.name} --ca-file PATH (or --ca-file '' to drop it)"
+        return None
+
+
+def _get_models(source: Source, url: str, headers: dict, timeout: float | None, verify, result: TestResult):
+    """The answer to the GET (its status and latency in ``result``), or None with the failure in ``result``."""
+    t = timeout or source.connect_timeout or DEFAULT_TIMEOUT_S
     start = time.perf_counter()
     try:
         with httpx.Client(
@@ -162,31 +177,36 @@ def test_source(source: Source, environ: Mapping[str, str] | None = None, timeou
     except httpx.TimeoutException:
         result.error, result.message = "timeout", f"no answer from {url} within {t:g} s"
         result.hint = "is the server up and reachable? a slow server can be given --timeout"
-        return result
+        return None
     except (httpx.ConnectError, httpx.NetworkError, httpx.ProtocolError) as exc:
         proxy = _egress_proxy(url, os.environ)
         result.error, result.message, result.hint = _classify_connect(exc, url, source, proxy is None, t)
         if proxy is not None:  # what failed may be the proxy: say that the connection went through one
             result.message += f" (through the egress proxy {proxy} from the environment)"
             result.hint = "check the proxy and the server, or list the source's host in NO_PROXY to reach it directly"
-        return result
+        return None
     result.latency_ms = (time.perf_counter() - start) * 1000
     result.status = resp.status_code
+    return resp
+
+
+def _read_models(source: Source, url: str, resp, result: TestResult) -> None:
+    """The answer's model ids into ``result``, or why it is not a model list."""
     if resp.status_code in (401, 403):
         result.error = "credential"
         result.message = f"{url} answered {resp.status_code}: the credential was refused"
         result.hint = f"rotate it with: gwctl source edit {source.name} --auth-value - (or check --auth-header)"
-        return result
+        return
     if resp.status_code == 404:
         result.error = "not_found"
         result.message = f"{url} answered 404: no model list there"
         result.hint = _version_hint(source.base_url)
-        return result
+        return
     if resp.status_code >= 400:
         result.error = "http"
         result.message = f"{url} answered {resp.status_code} {resp.reason_phrase}"
         result.hint = "check the server's logs"
-        return result
+        return
     try:
         body = resp.json()
     except ValueError:
@@ -194,17 +214,16 @@ def test_source(source: Source, environ: Mapping[str, str] | None = None, timeou
         ctype = resp.headers.get("content-type", "unknown")
         result.message = f"{url} did not answer JSON (content-type {ctype})"
         result.hint = "is the base URL an OpenAI-compatible API? " + _version_hint(source.base_url)
-        return result
+        return
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list) or not all(isinstance(m, dict) and isinstance(m.get("id"), str) for m in data):
         result.error = "not_model_list"
         result.message = f'{url} answered JSON that is not an OpenAI model list ({{"data": [{{"id": ...}}]}})'
         result.hint = "point the source at an OpenAI-compatible API"
-        return result
+        return
     seen: dict[str, None] = {}
     for m in data:
         seen.setdefault(m["id"], None)
     result.models = list(seen)
     result.ok = True
     result.message = f"{resp.status_code} OK, {len(result.models)} models, {result.latency_ms:.0f} ms"
-    return result

@@ -59,6 +59,60 @@ def _since(text: str | None):
         fail(str(exc))
 
 
+def _read(activity: str | None, query) -> list:
+    """What ``query(log)`` returns from the activity log; nothing when no log was recorded yet."""
+    log = _open(activity)
+    if log is None:
+        return []
+    try:
+        return query(log)
+    finally:
+        log.close()
+
+
+LIST_HEADERS = [
+    "TIME (UTC)",
+    "REQUEST",
+    "KEY",
+    "AGENT",
+    "KIND",
+    "SOURCE",
+    "MODEL",
+    "STATUS",
+    "LATENCY",
+    "TOKENS",
+    "COST USD",
+    "RULE",
+    "ERROR",
+]
+
+
+def _list_row(r) -> list:
+    """One request as a row of `activity list`'s table."""
+    tokens = sum(v for k, v in r.usage.items() if k.endswith("tokens") and k != "reasoning_tokens")
+    cost = (
+        "unbilled"
+        if r.cost is None and r.route_kind in ("passthrough", "managed")
+        else ("" if r.cost is None else str(r.cost))
+    )
+    # agent, model and error come from clients and upstreams: escaped, so they cannot forge a line or drive the terminal
+    return [
+        r.time.strftime("%Y-%m-%d %H:%M:%S"),
+        printable(r.request_id, 80),
+        printable(r.key_name or "-", 80),
+        printable(r.agent or "-"),
+        r.route_kind,
+        printable(r.source or "-", 80),
+        printable(r.model or "-"),
+        r.status,
+        f"{r.latency_ms:.0f}ms",
+        tokens,
+        cost,
+        printable(r.rule or "", 80),
+        printable(r.error or "", 120),
+    ]
+
+
 @app.command("list")
 def list_cmd(
     since: SinceOpt = None,
@@ -74,61 +128,53 @@ def list_cmd(
     Example: gwctl activity list --since 1h --agent triage/summarizer
     """
     cutoff = _since(since)
-    log = _open(activity)
-    rows = []
-    if log is not None:
-        try:
-            rows = log.list(since=cutoff, source=source, model=model, agent=agent, limit=limit or None)
-        finally:
-            log.close()
+    rows = _read(
+        activity, lambda log: log.list(since=cutoff, source=source, model=model, agent=agent, limit=limit or None)
+    )
     if json_:
         print_json([record_to_json(r) for r in rows])
         return
-    table = []
-    for r in rows:
-        tokens = sum(v for k, v in r.usage.items() if k.endswith("tokens") and k != "reasoning_tokens")
-        cost = (
-            "unbilled"
-            if r.cost is None and r.route_kind in ("passthrough", "managed")
-            else ("" if r.cost is None else str(r.cost))
-        )
-        # agent, model and error come from clients and upstreams: escaped, so they cannot forge a line or drive the terminal
-        table.append(
-            [
-                r.time.strftime("%Y-%m-%d %H:%M:%S"),
-                printable(r.request_id, 80),
-                printable(r.key_name or "-", 80),
-                printable(r.agent or "-"),
-                r.route_kind,
-                printable(r.source or "-", 80),
-                printable(r.model or "-"),
-                r.status,
-                f"{r.latency_ms:.0f}ms",
-                tokens,
-                cost,
-                printable(r.rule or "", 80),
-                printable(r.error or "", 120),
-            ]
-        )
-    print_table(
-        [
-            "TIME (UTC)",
-            "REQUEST",
-            "KEY",
-            "AGENT",
-            "KIND",
-            "SOURCE",
-            "MODEL",
-            "STATUS",
-            "LATENCY",
-            "TOKENS",
-            "COST USD",
-            "RULE",
-            "ERROR",
-        ],
-        table,
-        empty="no activity yet",
-    )
+    print_table(LIST_HEADERS, [_list_row(r) for r in rows], empty="no activity yet")
+
+
+INPUT_KINDS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "audio_input_tokens",
+)
+"""The usage kinds `activity summary` adds up as input tokens."""
+
+
+def _summary_json(by: str, since: str | None, rows: list, total: Decimal) -> dict:
+    return {
+        "by": by,
+        "since": since,
+        "rows": [summary_to_json(r) for r in rows],
+        "total": {
+            "requests": sum(r.requests for r in rows),
+            "cost": str(total),
+            "unbilled": sum(r.unbilled for r in rows),
+            "rejected": sum(r.rejected for r in rows),
+        },
+    }
+
+
+def _summary_row(r) -> list:
+    """One group as a row of `activity summary`'s table."""
+    return [
+        printable(r.key or "(none)"),
+        r.requests,
+        sum(v for k, v in r.usage.items() if k in INPUT_KINDS),
+        r.usage.get("output_tokens", 0),
+        str(r.cost) if summary_cost_known(r) else "unbilled",
+        r.billed,
+        r.unbilled,
+        r.rejected,
+        r.errors,
+    ]
 
 
 @app.command("summary")
@@ -151,60 +197,14 @@ def summary(
     if by not in SUMMARY_BY:
         fail(f"--by must be one of {', '.join(SUMMARY_BY)}, not '{by}'")
     cutoff = _since(since)
-    log = _open(activity)
-    rows = []
-    if log is not None:
-        try:
-            rows = log.summary(by=by, since=cutoff, source=source, model=model, agent=agent)
-        finally:
-            log.close()
+    rows = _read(activity, lambda log: log.summary(by=by, since=cutoff, source=source, model=model, agent=agent))
     total = sum((r.cost for r in rows), Decimal(0))
     if json_:
-        print_json(
-            {
-                "by": by,
-                "since": since,
-                "rows": [summary_to_json(r) for r in rows],
-                "total": {
-                    "requests": sum(r.requests for r in rows),
-                    "cost": str(total),
-                    "unbilled": sum(r.unbilled for r in rows),
-                    "rejected": sum(r.rejected for r in rows),
-                },
-            }
-        )
+        print_json(_summary_json(by, since, rows, total))
         return
-    table = []
-    for r in rows:
-        inp = sum(
-            v
-            for k, v in r.usage.items()
-            if k
-            in (
-                "input_tokens",
-                "cached_input_tokens",
-                "cache_read_tokens",
-                "cache_write_5m_tokens",
-                "cache_write_1h_tokens",
-                "audio_input_tokens",
-            )
-        )
-        table.append(
-            [
-                printable(r.key or "(none)"),
-                r.requests,
-                inp,
-                r.usage.get("output_tokens", 0),
-                str(r.cost) if summary_cost_known(r) else "unbilled",
-                r.billed,
-                r.unbilled,
-                r.rejected,
-                r.errors,
-            ]
-        )
     print_table(
         [by.upper(), "REQUESTS", "INPUT TOK", "OUTPUT TOK", "COST USD", "BILLED", "UNBILLED", "REJECTED", "ERRORS"],
-        table,
+        [_summary_row(r) for r in rows],
         empty="no activity yet",
     )
     env = current()

@@ -75,42 +75,71 @@ def _assignments(price: list[str], capability: list[str]) -> tuple[dict[str, str
     return prices, caps
 
 
+DisplayNameOpt = Annotated[
+    Optional[str], typer.Option("--display-name", metavar="S", help="A human-readable label ('' removes it).")
+]
+ContextSizeOpt = Annotated[Optional[int], typer.Option("--context-size", metavar="N", help="Context window in tokens.")]
+MaxOutputOpt = Annotated[
+    Optional[int], typer.Option("--max-output", metavar="N", help="Maximum output tokens per request.")
+]
+PriceOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--price",
+        metavar="KIND=USD",
+        help="A price in USD per unit, e.g. input=3e-6 (repeatable; KIND=unset removes one). KIND: input output cached_input cache_read cache_write_5m cache_write_1h per_request web_search image audio_input.",
+    ),
+]
+CapabilityOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--capability",
+        metavar="NAME=true|false|unset",
+        help="A capability flag (repeatable). NAME: streaming vision tools reasoning json_output audio.",
+    ),
+]
+SupportedParamsOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--supported-params", metavar="a,b,c", help="Advisory list of accepted request parameters ('' removes it)."
+    ),
+]
+UnsetContextSizeOpt = Annotated[bool, typer.Option("--unset-context-size", help="Remove the context size.")]
+UnsetMaxOutputOpt = Annotated[bool, typer.Option("--unset-max-output", help="Remove the max output.")]
+
+
+def _entry_fields(
+    display_name, context_size, max_output, supported_params, unset_context_size, unset_max_output
+) -> dict:
+    """The entry fields `catalog set` changes (None removes one)."""
+    fields: dict = {}
+    if display_name is not None:
+        fields["display_name"] = display_name or None
+    if context_size is not None:
+        fields["context_size"] = context_size
+    if max_output is not None:
+        fields["max_output"] = max_output
+    if unset_context_size:
+        fields["context_size"] = None
+    if unset_max_output:
+        fields["max_output"] = None
+    if supported_params is not None:
+        params = [p.strip() for p in supported_params.split(",") if p.strip()]
+        fields["supported_params"] = params or None
+    return fields
+
+
 @app.command("set")
 def set_cmd(
     ref: RefArg,
-    display_name: Annotated[
-        Optional[str], typer.Option("--display-name", metavar="S", help="A human-readable label ('' removes it).")
-    ] = None,
-    context_size: Annotated[
-        Optional[int], typer.Option("--context-size", metavar="N", help="Context window in tokens.")
-    ] = None,
-    max_output: Annotated[
-        Optional[int], typer.Option("--max-output", metavar="N", help="Maximum output tokens per request.")
-    ] = None,
-    price: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--price",
-            metavar="KIND=USD",
-            help="A price in USD per unit, e.g. input=3e-6 (repeatable; KIND=unset removes one). KIND: input output cached_input cache_read cache_write_5m cache_write_1h per_request web_search image audio_input.",
-        ),
-    ] = None,
-    capability: Annotated[
-        Optional[list[str]],
-        typer.Option(
-            "--capability",
-            metavar="NAME=true|false|unset",
-            help="A capability flag (repeatable). NAME: streaming vision tools reasoning json_output audio.",
-        ),
-    ] = None,
-    supported_params: Annotated[
-        Optional[str],
-        typer.Option(
-            "--supported-params", metavar="a,b,c", help="Advisory list of accepted request parameters ('' removes it)."
-        ),
-    ] = None,
-    unset_context_size: Annotated[bool, typer.Option("--unset-context-size", help="Remove the context size.")] = False,
-    unset_max_output: Annotated[bool, typer.Option("--unset-max-output", help="Remove the max output.")] = False,
+    display_name: DisplayNameOpt = None,
+    context_size: ContextSizeOpt = None,
+    max_output: MaxOutputOpt = None,
+    price: PriceOpt = None,
+    capability: CapabilityOpt = None,
+    supported_params: SupportedParamsOpt = None,
+    unset_context_size: UnsetContextSizeOpt = False,
+    unset_max_output: UnsetMaxOutputOpt = False,
 ) -> None:
     """Create or update a catalog entry (only the given fields change).
 
@@ -126,20 +155,9 @@ def set_cmd(
     _pos_int("--context-size", context_size)
     _pos_int("--max-output", max_output)
     prices, caps = _assignments(price or [], capability or [])
-    fields: dict = {}
-    if display_name is not None:
-        fields["display_name"] = display_name or None
-    if context_size is not None:
-        fields["context_size"] = context_size
-    if max_output is not None:
-        fields["max_output"] = max_output
-    if unset_context_size:
-        fields["context_size"] = None
-    if unset_max_output:
-        fields["max_output"] = None
-    if supported_params is not None:
-        params = [p.strip() for p in supported_params.split(",") if p.strip()]
-        fields["supported_params"] = params or None
+    fields = _entry_fields(
+        display_name, context_size, max_output, supported_params, unset_context_size, unset_max_output
+    )
     with edit() as (doc, snap):
         created = ref not in snap.catalog
         document.put_entry(doc, ref, fields, prices, caps)
@@ -425,58 +443,38 @@ def schema_cmd() -> None:
     print_json(catalog_json_schema())
 
 
-@app.command("price")
-def price_cmd(
-    ref: RefArg,
-    input_tokens: Annotated[
-        int, typer.Option("--input-tokens", metavar="N", help="Uncached input tokens (billed at input).")
-    ] = 0,
-    output_tokens: Annotated[
-        int, typer.Option("--output-tokens", metavar="N", help="Output tokens, reasoning included.")
-    ] = 0,
-    cached_tokens: Annotated[
-        int, typer.Option("--cached-tokens", metavar="N", help="Cached input tokens (billed at cached_input).")
-    ] = 0,
-    cache_read_tokens: Annotated[
-        int, typer.Option("--cache-read-tokens", metavar="N", help="Cache-read tokens (billed at cache_read).")
-    ] = 0,
-    cache_write_5m_tokens: Annotated[int, typer.Option("--cache-write-5m-tokens", metavar="N")] = 0,
-    cache_write_1h_tokens: Annotated[int, typer.Option("--cache-write-1h-tokens", metavar="N")] = 0,
-    web_searches: Annotated[int, typer.Option("--web-searches", metavar="N")] = 0,
-    images: Annotated[int, typer.Option("--images", metavar="N")] = 0,
-    audio_tokens: Annotated[int, typer.Option("--audio-tokens", metavar="N", help="Audio input tokens.")] = 0,
-    usage_file: Annotated[
-        Optional[str],
-        typer.Option(
-            "--usage",
-            metavar="FILE",
-            help="An OpenAI chat, OpenAI Responses or Anthropic usage JSON (or a whole response); '-' for stdin.",
-        ),
-    ] = None,
-    requests: Annotated[
-        int, typer.Option("--requests", metavar="N", help="Number of requests (per_request price).")
-    ] = 1,
-    json_: JsonOpt = False,
-) -> None:
-    """Price a usage exactly (the proxy's own pricing function), or say it is unbilled.
+InputTokensOpt = Annotated[
+    int, typer.Option("--input-tokens", metavar="N", help="Uncached input tokens (billed at input).")
+]
+OutputTokensOpt = Annotated[
+    int, typer.Option("--output-tokens", metavar="N", help="Output tokens, reasoning included.")
+]
+CachedTokensOpt = Annotated[
+    int, typer.Option("--cached-tokens", metavar="N", help="Cached input tokens (billed at cached_input).")
+]
+CacheReadTokensOpt = Annotated[
+    int, typer.Option("--cache-read-tokens", metavar="N", help="Cache-read tokens (billed at cache_read).")
+]
+CacheWrite5mTokensOpt = Annotated[int, typer.Option("--cache-write-5m-tokens", metavar="N")]
+CacheWrite1hTokensOpt = Annotated[int, typer.Option("--cache-write-1h-tokens", metavar="N")]
+WebSearchesOpt = Annotated[int, typer.Option("--web-searches", metavar="N")]
+ImagesOpt = Annotated[int, typer.Option("--images", metavar="N")]
+AudioTokensOpt = Annotated[int, typer.Option("--audio-tokens", metavar="N", help="Audio input tokens.")]
+RequestsOpt = Annotated[int, typer.Option("--requests", metavar="N", help="Number of requests (per_request price).")]
+UsageFileOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--usage",
+        metavar="FILE",
+        help="An OpenAI chat, OpenAI Responses or Anthropic usage JSON (or a whole response); '-' for stdin.",
+    ),
+]
 
-    Example: gwctl catalog price local/llama-3.1-8b --input-tokens 800 --cached-tokens 200 --output-tokens 50
-    """
-    from gwctl.core.pricing import Usage, detect_usage, price  # the pricing engine: only for this command
 
-    _ref(ref)
-    counts = dict(
-        input_tokens=input_tokens,
-        output_tokens=output_tokens,
-        cached_input_tokens=cached_tokens,
-        cache_read_tokens=cache_read_tokens,
-        cache_write_5m_tokens=cache_write_5m_tokens,
-        cache_write_1h_tokens=cache_write_1h_tokens,
-        web_searches=web_searches,
-        images=images,
-        audio_input_tokens=audio_tokens,
-        requests=requests,
-    )
+def _usage(counts: dict, usage_file: str | None, requests: int):
+    """The usage to price and its shape: the count options, or the --usage file's (then only --requests)."""
+    from gwctl.core.pricing import Usage, detect_usage
+
     for k, v in counts.items():
         if v < 0:
             fail(f"--{k.replace('_', '-')} must not be negative, got {v}")
@@ -495,11 +493,11 @@ def price_cmd(
             usage = replace(usage, requests=requests)
     else:
         usage = Usage(**counts)
-    snap = load()
-    cost = price(snap.catalog.get(ref), usage, ref)
-    if json_:
-        print_json({"ref": ref, "usage_shape": shape, "usage": usage.as_dict(), **cost.to_json()})
-        return
+    return shape, usage
+
+
+def _print_cost(cost) -> None:
+    """The cost's items and total as a table (or the reason it is unbilled)."""
     env = current()
     if cost.total is None:  # unbilled
         env.stdout.write(
@@ -518,3 +516,47 @@ def price_cmd(
         if not env.stdout_is_terminal()
         else f"total: {format_usd(cost.total)} USD\n"
     )
+
+
+@app.command("price")
+def price_cmd(
+    ref: RefArg,
+    input_tokens: InputTokensOpt = 0,
+    output_tokens: OutputTokensOpt = 0,
+    cached_tokens: CachedTokensOpt = 0,
+    cache_read_tokens: CacheReadTokensOpt = 0,
+    cache_write_5m_tokens: CacheWrite5mTokensOpt = 0,
+    cache_write_1h_tokens: CacheWrite1hTokensOpt = 0,
+    web_searches: WebSearchesOpt = 0,
+    images: ImagesOpt = 0,
+    audio_tokens: AudioTokensOpt = 0,
+    usage_file: UsageFileOpt = None,
+    requests: RequestsOpt = 1,
+    json_: JsonOpt = False,
+) -> None:
+    """Price a usage exactly (the proxy's own pricing function), or say it is unbilled.
+
+    Example: gwctl catalog price local/llama-3.1-8b --input-tokens 800 --cached-tokens 200 --output-tokens 50
+    """
+    from gwctl.core.pricing import price  # the pricing engine: only for this command
+
+    _ref(ref)
+    counts = dict(
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        cached_input_tokens=cached_tokens,
+        cache_read_tokens=cache_read_tokens,
+        cache_write_5m_tokens=cache_write_5m_tokens,
+        cache_write_1h_tokens=cache_write_1h_tokens,
+        web_searches=web_searches,
+        images=images,
+        audio_input_tokens=audio_tokens,
+        requests=requests,
+    )
+    shape, usage = _usage(counts, usage_file, requests)
+    snap = load()
+    cost = price(snap.catalog.get(ref), usage, ref)
+    if json_:
+        print_json({"ref": ref, "usage_shape": shape, "usage": usage.as_dict(), **cost.to_json()})
+        return
+    _print_cost(cost)

@@ -23,61 +23,76 @@ def single_app(name: str) -> typer.Typer:
     return app
 
 
+HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.")]
+PortOpt = Annotated[int, typer.Option("--port", help="Port to listen on (0 picks a free one).")]
+WorkersOpt = Annotated[int, typer.Option("--workers", metavar="N", help="Worker processes sharing the port.")]
+ActivityOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--activity",
+        metavar="DSN",
+        help="Activity log: sqlite:///path, a path, or postgresql://… (default: $GWCTL_ACTIVITY, else the user data dir).",
+    ),
+]
+NoAuthOpt = Annotated[
+    bool, typer.Option("--no-auth", help="Accept requests without a gateway key (loopback hosts only).")
+]
+BodyLimitOpt = Annotated[
+    int, typer.Option("--body-limit", metavar="BYTES", help="Largest request body accepted (413 above).")
+]
+GraceOpt = Annotated[
+    float, typer.Option("--grace", metavar="S", help="Seconds in-flight requests get to finish on SIGTERM.")
+]
+ReloadIntervalOpt = Annotated[
+    float, typer.Option("--reload-interval", metavar="S", help="How often to check the store for changes.")
+]
+AccessLogOpt = Annotated[bool, typer.Option("--access-log", help="Log one line per request to stderr.")]
+HeadTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--head-timeout",
+        metavar="S",
+        help="Seconds a client gets to send a request's headers once it began (408 after).",
+    ),
+]
+BodyTimeoutOpt = Annotated[
+    float,
+    typer.Option(
+        "--body-timeout",
+        metavar="S",
+        help="Seconds a client gets to send a request's body after its headers (408 after).",
+    ),
+]
+MaxConnectionsOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-connections", metavar="N", help="Open client connections per worker; more are refused with 503."
+    ),
+]
+MaxConnectionsPerClientOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-connections-per-client",
+        metavar="N",
+        help="Open connections per client address, per worker; more are refused with 503.",
+    ),
+]
+
+
 def proxy(
-    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", help="Port to listen on (0 picks a free one).")] = 4000,
-    workers: Annotated[int, typer.Option("--workers", metavar="N", help="Worker processes sharing the port.")] = 1,
-    activity: Annotated[
-        Optional[str],
-        typer.Option(
-            "--activity",
-            metavar="DSN",
-            help="Activity log: sqlite:///path, a path, or postgresql://… (default: $GWCTL_ACTIVITY, else the user data dir).",
-        ),
-    ] = None,
-    no_auth: Annotated[
-        bool, typer.Option("--no-auth", help="Accept requests without a gateway key (loopback hosts only).")
-    ] = False,
-    body_limit: Annotated[
-        int, typer.Option("--body-limit", metavar="BYTES", help="Largest request body accepted (413 above).")
-    ] = 32 * 1024 * 1024,
-    grace: Annotated[
-        float, typer.Option("--grace", metavar="S", help="Seconds in-flight requests get to finish on SIGTERM.")
-    ] = 30.0,
-    reload_interval: Annotated[
-        float, typer.Option("--reload-interval", metavar="S", help="How often to check the store for changes.")
-    ] = 1.0,
-    access_log: Annotated[bool, typer.Option("--access-log", help="Log one line per request to stderr.")] = False,
-    head_timeout: Annotated[
-        float,
-        typer.Option(
-            "--head-timeout",
-            metavar="S",
-            help="Seconds a client gets to send a request's headers once it began (408 after).",
-        ),
-    ] = 10.0,
-    body_timeout: Annotated[
-        float,
-        typer.Option(
-            "--body-timeout",
-            metavar="S",
-            help="Seconds a client gets to send a request's body after its headers (408 after).",
-        ),
-    ] = 60.0,
-    max_connections: Annotated[
-        int,
-        typer.Option(
-            "--max-connections", metavar="N", help="Open client connections per worker; more are refused with 503."
-        ),
-    ] = 4096,
-    max_connections_per_client: Annotated[
-        int,
-        typer.Option(
-            "--max-connections-per-client",
-            metavar="N",
-            help="Open connections per client address, per worker; more are refused with 503.",
-        ),
-    ] = 256,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 4000,
+    workers: WorkersOpt = 1,
+    activity: ActivityOpt = None,
+    no_auth: NoAuthOpt = False,
+    body_limit: BodyLimitOpt = 32 * 1024 * 1024,
+    grace: GraceOpt = 30.0,
+    reload_interval: ReloadIntervalOpt = 1.0,
+    access_log: AccessLogOpt = False,
+    head_timeout: HeadTimeoutOpt = 10.0,
+    body_timeout: BodyTimeoutOpt = 60.0,
+    max_connections: MaxConnectionsOpt = 4096,
+    max_connections_per_client: MaxConnectionsPerClientOpt = 256,
 ) -> None:
     """Run the gateway: OpenAI- and Anthropic-compatible endpoints that enforce the store.
 
@@ -100,25 +115,9 @@ def proxy(
     env = current()
     path = store_path()
     snapshot, problems = _checked_store(path, env.environ)
-    if no_auth and not host.startswith(LOOPBACK):
-        fail(
-            f"--no-auth is refused on a non-loopback host ({host})",
-            "create a key with gwctl key create NAME, or listen on 127.0.0.1",
-        )
-    if not no_auth and not snapshot.keys:
-        fail(
-            "no gateway keys exist, so every request would be refused",
-            "create one with: gwctl key create NAME (or pass --no-auth on a loopback host for local testing)",
-        )
-    try:
-        dsn = resolve_dsn(activity, env.environ, default_activity_path())
-    except ValueError as exc:
-        fail(str(exc))
-    logging.basicConfig(level=logging.INFO, stream=env.stderr, format="%(asctime)s %(levelname)s %(message)s")
-    for problem in problems:  # warnings never stop the proxy; the ones about credentials are worth a line
-        if "credential" in problem.message:
-            env.stderr.write(f"{problem.level}: {problem.where}: {problem.message}\n")
-    env.stderr.write(f"store {path}; activity log {redact_dsn(dsn)}\n")
+    _check_auth(no_auth, host, snapshot)
+    dsn = _activity_dsn(activity, env.environ)
+    _start_logging(env, problems, path, dsn)
     config = ProxyConfig(
         store_path=path,
         activity_dsn=dsn,
@@ -148,6 +147,37 @@ def _check_options(
         fail("--max-connections and --max-connections-per-client must be at least 1")
     if not (0 <= port <= 65535):
         fail(f"--port must be between 0 and 65535, got {port}")
+
+
+def _check_auth(no_auth: bool, host: str, snapshot) -> None:
+    """--no-auth only on a loopback host; without it, at least one gateway key."""
+    if no_auth and not host.startswith(LOOPBACK):
+        fail(
+            f"--no-auth is refused on a non-loopback host ({host})",
+            "create a key with gwctl key create NAME, or listen on 127.0.0.1",
+        )
+    if not no_auth and not snapshot.keys:
+        fail(
+            "no gateway keys exist, so every request would be refused",
+            "create one with: gwctl key create NAME (or pass --no-auth on a loopback host for local testing)",
+        )
+
+
+def _activity_dsn(activity: str | None, environ) -> str:
+    """--activity, else $GWCTL_ACTIVITY, else the user data dir's log."""
+    try:
+        return resolve_dsn(activity, environ, default_activity_path())
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _start_logging(env, problems, path, dsn: str) -> None:
+    """Log to stderr; say which store and log are used, and the warnings about credentials."""
+    logging.basicConfig(level=logging.INFO, stream=env.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    for problem in problems:  # warnings never stop the proxy; the ones about credentials are worth a line
+        if "credential" in problem.message:
+            env.stderr.write(f"{problem.level}: {problem.where}: {problem.message}\n")
+    env.stderr.write(f"store {path}; activity log {redact_dsn(dsn)}\n")
 
 
 def _checked_store(path, environ):

@@ -40,32 +40,78 @@ def _find(snap, agent: str, model_name: str) -> int | None:
     return None
 
 
+ModelNameOpt = Annotated[
+    str, typer.Option("--model-name", metavar="NAME", help="The model string the agent sends (its alias).")
+]
+ProviderOpt = Annotated[
+    str, typer.Option("--provider", metavar="SOURCE", help="The source that serves it (its credentials are used).")
+]
+UpstreamModelOpt = Annotated[
+    Optional[str], typer.Option("--model", metavar="ID", help="Upstream model id (default: NAME unchanged).")
+]
+RouteBaseUrlOpt = Annotated[
+    Optional[str], typer.Option("--base-url", metavar="URL", help="Override the source's base URL for this route.")
+]
+PassthroughOpt = Annotated[
+    Optional[bool],
+    typer.Option(
+        "--passthrough/--no-passthrough",
+        help="Direct to the base URL (skip catalog checks), or managed. Unset: the source's flag.",
+    ),
+]
+InheritPassthroughOpt = Annotated[
+    bool,
+    typer.Option("--inherit-passthrough", help="Unset the route's passthrough so it follows its source's flag."),
+]
+
+
+def _check_set_options(agent: str, model_name: str, base_url, passthrough, inherit_passthrough: bool) -> None:
+    _check_agent(agent)
+    if not model_name.strip():
+        fail("--model-name must not be empty")
+    if passthrough is not None and inherit_passthrough:
+        fail("give --passthrough/--no-passthrough or --inherit-passthrough, not both")
+    if base_url is not None and base_url != "":
+        problem = base_url_problem(base_url)
+        if problem:
+            fail(problem)
+
+
+def _check_root_name(snap, agent: str, model_name: str) -> None:
+    """A root agent's route is keyed by its model name: no other root agent may claim it."""
+    if "/" in agent:
+        return
+    for r in snap.routes:
+        if r.is_root and r.model_name == model_name and r.agent != agent:
+            fail(
+                f"root agent {r.agent} already routes model name '{model_name}'",
+                f"root routes are keyed by model name; pick another name or remove it: gwctl route remove {r.agent} --model-name {model_name}",
+            )
+
+
+def _route_fields(agent, model_name, provider, model, base_url, passthrough, inherit_passthrough) -> dict:
+    """The route's fields as `route set` writes them (None removes one)."""
+    fields = {"agent": agent, "model_name": model_name, "provider": provider}
+    if model is not None:
+        fields["model"] = model or None
+    if base_url is not None:
+        fields["base_url"] = base_url or None
+    if passthrough is not None:
+        fields["passthrough"] = passthrough
+    if inherit_passthrough:
+        fields["passthrough"] = None
+    return fields
+
+
 @app.command("set")
 def set_cmd(
     agent: AgentArg,
-    model_name: Annotated[
-        str, typer.Option("--model-name", metavar="NAME", help="The model string the agent sends (its alias).")
-    ],
-    provider: Annotated[
-        str, typer.Option("--provider", metavar="SOURCE", help="The source that serves it (its credentials are used).")
-    ],
-    model: Annotated[
-        Optional[str], typer.Option("--model", metavar="ID", help="Upstream model id (default: NAME unchanged).")
-    ] = None,
-    base_url: Annotated[
-        Optional[str], typer.Option("--base-url", metavar="URL", help="Override the source's base URL for this route.")
-    ] = None,
-    passthrough: Annotated[
-        Optional[bool],
-        typer.Option(
-            "--passthrough/--no-passthrough",
-            help="Direct to the base URL (skip catalog checks), or managed. Unset: the source's flag.",
-        ),
-    ] = None,
-    inherit_passthrough: Annotated[
-        bool,
-        typer.Option("--inherit-passthrough", help="Unset the route's passthrough so it follows its source's flag."),
-    ] = False,
+    model_name: ModelNameOpt,
+    provider: ProviderOpt,
+    model: UpstreamModelOpt = None,
+    base_url: RouteBaseUrlOpt = None,
+    passthrough: PassthroughOpt = None,
+    inherit_passthrough: InheritPassthroughOpt = False,
 ) -> None:
     """Create or update an agent's route.
 
@@ -76,35 +122,12 @@ def set_cmd(
     """
     from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
-    _check_agent(agent)
-    if not model_name.strip():
-        fail("--model-name must not be empty")
-    if passthrough is not None and inherit_passthrough:
-        fail("give --passthrough/--no-passthrough or --inherit-passthrough, not both")
-    if base_url is not None and base_url != "":
-        problem = base_url_problem(base_url)
-        if problem:
-            fail(problem)
+    _check_set_options(agent, model_name, base_url, passthrough, inherit_passthrough)
+    fields = _route_fields(agent, model_name, provider, model, base_url, passthrough, inherit_passthrough)
     with edit() as (doc, snap):
         need_source(snap, provider)
-        is_root = "/" not in agent
-        if is_root:
-            for r in snap.routes:
-                if r.is_root and r.model_name == model_name and r.agent != agent:
-                    fail(
-                        f"root agent {r.agent} already routes model name '{model_name}'",
-                        f"root routes are keyed by model name; pick another name or remove it: gwctl route remove {r.agent} --model-name {model_name}",
-                    )
+        _check_root_name(snap, agent, model_name)
         index = _find(snap, agent, model_name)
-        fields: dict[str, str | bool | None] = {"agent": agent, "model_name": model_name, "provider": provider}
-        if model is not None:
-            fields["model"] = model or None
-        if base_url is not None:
-            fields["base_url"] = base_url or None
-        if passthrough is not None:
-            fields["passthrough"] = passthrough
-        if inherit_passthrough:
-            fields["passthrough"] = None
         document.put_route(doc, index, fields)
     message(f"{'updated' if index is not None else 'added'} route {agent} -> {model_name} via {provider}")
 
@@ -301,6 +324,31 @@ def _warn_if_invalid(snap) -> None:
         )
 
 
+def _jsonl_request(file: str, n: int, line: str, model, agent, default_path) -> tuple[dict, str | None, str]:
+    """One line of a --requests file: its body (--model applied), agent and path."""
+    try:
+        item = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        if "depth" in exc.msg:  # deeper than orjson's own limit
+            _too_deep(f"{file}:{n}")
+        fail(f"{file}:{n}: not valid JSON ({exc.msg})")
+    if too_deep(line.encode(), item):
+        _too_deep(f"{file}:{n}")
+    if not isinstance(item, dict):
+        fail(f"{file}:{n}: each line must be a JSON object")
+    if "request" in item:
+        body = item["request"]
+        if not isinstance(body, dict):
+            fail(f'{file}:{n}: "request" must be a JSON object')
+        a = item.get("agent", agent)
+        p = item.get("path", default_path)
+    else:
+        body, a, p = item, agent, default_path
+    if model is not None:
+        body = {**body, "model": model}
+    return body, a, p
+
+
 def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) -> int:
     from gwctl.core.decision import decide  # the decision engine (~50 ms): only the dry-run loads it
     from gwctl.explain import decision_json
@@ -310,26 +358,7 @@ def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) 
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        try:
-            item = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            if "depth" in exc.msg:  # deeper than orjson's own limit
-                _too_deep(f"{file}:{n}")
-            fail(f"{file}:{n}: not valid JSON ({exc.msg})")
-        if too_deep(line.encode(), item):
-            _too_deep(f"{file}:{n}")
-        if not isinstance(item, dict):
-            fail(f"{file}:{n}: each line must be a JSON object")
-        if "request" in item:
-            body = item["request"]
-            if not isinstance(body, dict):
-                fail(f'{file}:{n}: "request" must be a JSON object')
-            a = item.get("agent", agent)
-            p = item.get("path", default_path)
-        else:
-            body, a, p = item, agent, default_path
-        if model is not None:
-            body = {**body, "model": model}
+        body, a, p = _jsonl_request(file, n, line, model, agent, default_path)
         results.append((n, decide(snap, a, p, body)))
     rejected = sum(1 for _, d in results if not d.forwarded)
     billed = [d.estimate.total for _, d in results if d.estimate is not None and d.estimate.total is not None]
@@ -348,27 +377,24 @@ def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) 
             }
         )
     else:
-        rows = []
-        for n, d in results:
-            est = (
-                "-"
-                if d.estimate is None
-                else (format_usd(d.estimate.total) if d.estimate.total is not None else "unbilled")
-            )
-            rows.append(
-                [
-                    n,
-                    d.agent or "-",
-                    d.client_model or "-",
-                    d.kind,
-                    d.source or "-",
-                    d.upstream_model or "-",
-                    d.rule or "",
-                    est,
-                ]
-            )
+        rows = [_many_row(n, d) for n, d in results]
         print_table(["LINE", "AGENT", "MODEL", "DECISION", "SOURCE", "UPSTREAM MODEL", "RULE", "EST. USD"], rows)
         current().stderr.write(
             f"{len(results)} requests: {len(results) - rejected} forwarded, {rejected} rejected; estimated {format_usd(total)} USD\n"
         )
     return 1 if rejected else 0
+
+
+def _many_row(n: int, d) -> list:
+    """One decision as a row of the --requests table."""
+    est = "-" if d.estimate is None else (format_usd(d.estimate.total) if d.estimate.total is not None else "unbilled")
+    return [
+        n,
+        d.agent or "-",
+        d.client_model or "-",
+        d.kind,
+        d.source or "-",
+        d.upstream_model or "-",
+        d.rule or "",
+        est,
+    ]

@@ -272,6 +272,12 @@ def add(
     )
 
 
+RemoveHeaderOpt = Annotated[
+    Optional[list[str]], typer.Option("--remove-header", metavar="K", help="Drop a static header (repeatable).")
+]
+NoAuthOpt = Annotated[bool, typer.Option("--no-auth", help="Remove the stored credential.")]
+
+
 @app.command("edit")
 def edit_cmd(
     name: Annotated[str, typer.Argument(help="The source to change.")],
@@ -288,10 +294,8 @@ def edit_cmd(
     read_timeout: ReadTimeoutOpt = None,
     ca_file: CaFileOpt = None,
     response_header: RespHeaderOpt = None,
-    remove_header: Annotated[
-        Optional[list[str]], typer.Option("--remove-header", metavar="K", help="Drop a static header (repeatable).")
-    ] = None,
-    no_auth: Annotated[bool, typer.Option("--no-auth", help="Remove the stored credential.")] = False,
+    remove_header: RemoveHeaderOpt = None,
+    no_auth: NoAuthOpt = False,
 ) -> None:
     """Change a source: rotate credentials, change the URL or static headers.
 
@@ -320,15 +324,7 @@ def edit_cmd(
             ca_file=src.ca_file if ca_file is None else ca_path,
             response_headers=src.response_headers if response_header is None else _response_headers(response_header),
         )
-        _validated(
-            name,
-            new.base_url,
-            new.auth_header,
-            dict(new.headers),
-            new.connect_timeout,
-            new.read_timeout,
-            "--auth-header" if auth_header is not None else f"sources.{name}.auth_header",
-        )
+        _validated_edit(name, new, auth_header is not None)
         return new
 
     if test:
@@ -339,6 +335,19 @@ def edit_cmd(
         new = changed(need_source(snap, name))
         document.put_source(doc, name, _fields(new))
     message(f"updated source {name}")
+
+
+def _validated_edit(name: str, new, auth_header_given: bool) -> None:
+    """`_validated` on an edited source; its own auth header is named by where it came from."""
+    _validated(
+        name,
+        new.base_url,
+        new.auth_header,
+        dict(new.headers),
+        new.connect_timeout,
+        new.read_timeout,
+        "--auth-header" if auth_header_given else f"sources.{name}.auth_header",
+    )
 
 
 def _check_auth_options(auth_value: str | None, auth_env: str | None, no_auth: bool) -> None:

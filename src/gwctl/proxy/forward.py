@@ -83,14 +83,7 @@ class Forwarder:
             try:
                 headers = self.upstream_headers(flow)
             except GwctlError as exc:
-                self.recorder.record(flow, 502, None, "credential_missing", exc.message)
-                return error_reply(
-                    502,
-                    f"the gateway cannot reach source {d.source}: {exc.message}",
-                    "api_error",
-                    "credential_missing",
-                    flow.rid,
-                )
+                return self.no_credential(flow, exc)
             src = flow.snapshot.sources[d.source]
             try:
                 upstream = await self.pool.request(
@@ -136,6 +129,18 @@ class Forwarder:
                 upstream.release()
         finally:
             self.inflight.end()
+
+    def no_credential(self, flow: Flow, exc: GwctlError) -> Reply:
+        """The source's credential cannot be resolved (its env var is unset): record it, answer 502."""
+        assert flow.decision is not None
+        self.recorder.record(flow, 502, None, "credential_missing", exc.message)
+        return error_reply(
+            502,
+            f"the gateway cannot reach source {flow.decision.source}: {exc.message}",
+            "api_error",
+            "credential_missing",
+            flow.rid,
+        )
 
     def failed(self, flow: Flow, status: int, code: str, message: str) -> Reply:
         """The upstream failed before the client got anything: log it, record it as an error, answer it."""

@@ -11,10 +11,10 @@ request, a third of the proxy's budget (benchmarks/README.md).
 
 A handler is called with the request and returns a :class:`Reply`, or an
 awaitable (an ``async def``'s coroutine) of a Reply or of None when it
-streamed the answer itself through :meth:`Request.start_stream`. Answering
-synchronously when nothing needs waiting for (a rejection, a health check)
-and handing back the coroutine only for the rest keeps the chain of
-coroutines a resumed request runs through short.
+streamed the answer itself through :meth:`Request.start_stream`. The server
+takes either; the gateway's handler (gwctl.proxy.server) always returns a
+coroutine, from a plain function rather than an ``async def`` so that the
+chain of coroutines a resumed request runs through stays short.
 
 Limits (the defaults are :class:`HttpServer`'s keyword arguments), none of
 them a timer or task per request: one sweep a second looks at every
@@ -243,6 +243,32 @@ def _error_body(status: int, code: str, message: str) -> bytes:
 Handler = Callable[[Request], "Reply | Awaitable[Reply | None]"]
 HeadHook = Callable[[Request], "Reply | None"]
 RejectHook = Callable[[int, str, str, "Request | None"], "list[tuple[str, str]] | None"]
+
+
+_HTTP10 = {"1.1": False, "1.0": True}  # the versions served: is it HTTP/1.0
+
+
+def _version_refusal(version: str) -> tuple[int, str, str]:
+    """The answer to a request line of another HTTP version than 1.0 and 1.1."""
+    if version == "0.9":  # a request line without a version: malformed for an HTTP/1.x server
+        return 400, "malformed_request", "the request line has no HTTP version: send HTTP/1.1"
+    return 505, "http_version_not_supported", f"HTTP/{version} is not supported: send HTTP/1.1"
+
+
+def _head_refusal(headers: dict[str, str], repeated: set[str] | None, http10: bool) -> tuple[int, str, str] | None:
+    """Why a head h11 would refuse is refused (status, code, message): Host, Transfer-Encoding, Content-Length."""
+    if "host" not in headers:
+        if not http10:
+            return 400, "malformed_request", "malformed HTTP request (an HTTP/1.1 request needs a Host header)"
+    elif repeated is not None and "host" in repeated:
+        return 400, "malformed_request", "malformed HTTP request (more than one Host header)"
+    coding = headers.get("transfer-encoding")
+    if coding is not None and coding.lower() != "chunked":
+        return 501, "unsupported_transfer_encoding", "only Transfer-Encoding: chunked is supported"
+    length = headers.get("content-length")  # digits only: the parser checked
+    if length is not None and len(length) > 20:  # h11's bound too: a length no body can have
+        return 400, "malformed_request", "malformed HTTP request (Content-Length has over 20 digits)"
+    return None
 
 
 class _Stop(Exception):
@@ -526,15 +552,9 @@ class HttpProtocol(asyncio.Protocol):
             self._reject(400, "upgrade_not_supported", "protocol upgrades and CONNECT are not supported", None)
             return
         version = parser.get_http_version()
-        if version == "1.1":
-            http10 = False
-        elif version == "1.0":
-            http10 = True
-        elif version == "0.9":  # a request line without a version: malformed for an HTTP/1.x server
-            self._reject(400, "malformed_request", "the request line has no HTTP version: send HTTP/1.1", None)
-            return
-        else:
-            self._reject(505, "http_version_not_supported", f"HTTP/{version} is not supported: send HTTP/1.1", None)
+        http10 = _HTTP10.get(version)
+        if http10 is None:
+            self._reject(*_version_refusal(version), None)
             return
         raw = self._headers
         headers: dict[str, str] = {}
@@ -545,54 +565,23 @@ class HttpProtocol(asyncio.Protocol):
                 headers, repeated = _fold_headers(raw)
                 break
             headers[lk] = v
-        if "host" not in headers:
-            if not http10:
-                self._reject(
-                    400, "malformed_request", "malformed HTTP request (an HTTP/1.1 request needs a Host header)", None
-                )
-                return
-        elif repeated is not None and "host" in repeated:
-            self._reject(400, "malformed_request", "malformed HTTP request (more than one Host header)", None)
+        refusal = _head_refusal(headers, repeated, http10)
+        if refusal is not None:
+            self._reject(*refusal, None)
             return
-        coding = headers.get("transfer-encoding")
-        if coding is not None and coding.lower() != "chunked":
-            self._reject(501, "unsupported_transfer_encoding", "only Transfer-Encoding: chunked is supported", None)
-            return
-        length = headers.get("content-length")  # digits only: the parser checked
-        if length is not None and len(length) > 20:  # h11's bound too: a length no body can have
-            self._reject(400, "malformed_request", "malformed HTTP request (Content-Length has over 20 digits)", None)
-            return
+        length = headers.get("content-length")  # digits only: the parser checked (and _head_refusal its size)
         too_large = length is not None and int(length) > self.server.body_limit
-        url = self._url
-        q = url.find(b"?")
-        if q >= 0:
-            path, query = url[:q].decode("latin-1"), url[q + 1 :].decode("latin-1")
-        else:
-            path, query = url.decode("latin-1"), ""
+        path, _, query = self._url.decode("latin-1").partition("?")  # latin-1: a byte is a character
         method = parser.get_method().decode("latin-1")
-        req = Request(
-            self,
-            method,
-            path,
-            query,
-            raw,
-            headers,
-            None,
-            parser.should_keep_alive() and not too_large and not self.server.closing,
-            http10,
-            too_large,
-        )
+        keep_alive = parser.should_keep_alive() and not too_large and not self.server.closing
+        req = Request(self, method, path, query, raw, headers, None, keep_alive, http10, too_large)
         on_head = self.server.on_head
         if on_head is not None:
             try:
                 reply = on_head(req)
             except Exception as exc:
                 log.exception("error while checking the head of %s %s", method, path)
-                reply = (
-                    self.server.on_error(req, exc)
-                    if self.server.on_error
-                    else Reply(500, b'{"error":{"message":"internal error"}}')
-                )
+                reply = self._internal_error(req, exc)
             if reply is not None:  # refused at the head: the body is never read
                 req.keep_alive = False
                 self._finish(_reply_bytes(reply, False, http10, method == "HEAD"))
@@ -600,15 +589,18 @@ class HttpProtocol(asyncio.Protocol):
         if too_large:
             self._too_large(req)
             return
-        if not http10 and not self.closed:  # HTTP/1.0 clients never wait for a 100 Continue
-            expect = headers.get("expect")
-            if expect is not None and expect.lower() == "100-continue":
-                if not self.busy:
-                    self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                else:
-                    self._continue_owed = True  # after the answers still owed, to keep them in order
+        if not http10 and not self.closed and "expect" in headers:  # HTTP/1.0 clients never wait for a 100 Continue
+            self._expect(headers["expect"])
         self._req = req
         self._body_began = self.last_active
+
+    def _expect(self, expect: str) -> None:
+        """Answer ``Expect: 100-continue`` now, or once the answers still owed are out (to keep them in order)."""
+        if expect.lower() == "100-continue":
+            if not self.busy:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            else:
+                self._continue_owed = True
 
     def on_body(self, body: bytes) -> None:
         self._read_used += len(body)
@@ -680,11 +672,7 @@ class HttpProtocol(asyncio.Protocol):
                     self.close()
                     return
                 log.exception("error while answering %s %s", req.method, req.path)
-                reply = (
-                    self.server.on_error(req, exc)
-                    if self.server.on_error
-                    else Reply(500, b'{"error":{"message":"internal error"}}')
-                )
+                reply = self._internal_error(req, exc)
             if not req.streaming:
                 req.keep_alive = req.keep_alive and not self.server.closing
             if reply is not None and not self.closed:
@@ -719,13 +707,22 @@ class HttpProtocol(asyncio.Protocol):
                 continue
             req = self.queue.popleft()
             if self._reading_paused and len(self.queue) < MAX_PIPELINE // 2:
-                self._reading_paused = False
-                if not self._skip:
-                    now = self.loop.time()  # nothing could arrive while paused: the deadlines count from now
-                    if self._began:
-                        self._began = now
-                    self._body_began = now
-                    self.transport.resume_reading()
+                self._resume_reading()
+
+    def _internal_error(self, req: Request, exc: Exception) -> Reply:
+        """The answer to a handler's or hook's exception (logged by the caller): ``on_error``'s, else a bare 500."""
+        on_error = self.server.on_error
+        return on_error(req, exc) if on_error else Reply(500, b'{"error":{"message":"internal error"}}')
+
+    def _resume_reading(self) -> None:
+        """The pipeline drained to half: read again."""
+        self._reading_paused = False
+        if not self._skip:
+            now = self.loop.time()  # nothing could arrive while paused: the deadlines count from now
+            if self._began:
+                self._began = now
+            self._body_began = now
+            self.transport.resume_reading()
 
     def _reject(self, status: int, code: str, message: str, request: Request | None) -> None:
         """The server's own answer to a request it will not take (or to a connection over a cap): tell

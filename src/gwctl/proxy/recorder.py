@@ -19,8 +19,8 @@ from gwctl.proxy.flow import Flow, error_reply
 from gwctl.proxy.http import Reply
 
 if TYPE_CHECKING:
-    from gwctl.proxy.limiter import Limiter
     from gwctl.proxy.http import Request
+    from gwctl.proxy.limiter import Limiter
 
 
 class Recorder:
