@@ -211,7 +211,9 @@ def test_keys(gw, store_path):
     text = store_path.read_text()
     assert key not in text and "sha256:" in text
     listed = gw("key", "list", "--json").json()
-    assert listed == [{"name": "ci-bot", "prefix": key[:8], "created": doc["created"]}]
+    assert listed == [
+        {"name": "ci-bot", "prefix": key[:8], "created": doc["created"], "agents": [], "models": [], "expires": None}
+    ]
     assert key not in gw("key", "list").out
     assert gw("key", "create", "ci-bot").code == 1  # duplicate
     assert gw("key", "revoke", "ci-bot").code == 1  # needs --yes
