@@ -66,7 +66,7 @@ def validate(json_: JsonOpt = False) -> None:
         s = loaded.snapshot
         summary = (
             f"{path}: {len(s.sources)} sources, {sum(len(x.models) for x in s.sources.values())} models, "
-            f"{len(s.catalog)} catalog entries, {len(s.routes)} routes, {len(s.keys)} keys; "
+            f"{len(s.catalog)} catalog entries, {len(s.routes)} routes, {len(s.keys)} keys, {len(s.limits)} limits; "
             f"{errors} errors, {warnings} warnings"
         )
         env.stdout.write(("ok: " if errors == 0 else "invalid: ") + summary + "\n")

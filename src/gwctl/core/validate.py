@@ -107,6 +107,8 @@ def validate(snapshot: Snapshot, environ_names: frozenset[str] | None = None) ->
     _check_settings(found, snapshot)
     _check_routes(found, snapshot)
     _check_catalog(found, snapshot)
+    _check_keys(found, snapshot)
+    _check_limits(found, snapshot)
     return found.problems
 
 
@@ -232,6 +234,58 @@ def _check_catalog(found: _Found, snapshot: Snapshot) -> None:
             )
         for w in lint_entry(entry):
             found.warn(where, w)
+
+
+def _check_keys(found: _Found, snapshot: Snapshot) -> None:
+    for key in snapshot.keys.values():
+        for agent in key.agents:
+            if not AGENT_RE.match(agent):
+                found.err(
+                    f"keys.{key.name}.agents",
+                    f"'{agent}' is not an agent path (triage or triage/summarizer)",
+                    "fix it, or remove it from the key's agents",
+                )
+
+
+def _target_exists(snapshot: Snapshot, kind: str, name: str) -> bool:
+    if kind == "key":
+        return name in snapshot.keys
+    if kind == "source":
+        return name in snapshot.sources
+    if kind == "agent":
+        return any(r.agent == name or r.agent.startswith(name + "/") for r in snapshot.routes)
+    return name.partition("/")[0] in snapshot.sources
+
+
+def _check_limits(found: _Found, snapshot: Snapshot) -> None:
+    """Limits that apply to nothing, cap nothing, or whose reservations are a guess rather than a bound."""
+    for index, limit in enumerate(snapshot.limits.values()):
+        where = f"limits[{index}]"
+        kind, _, name = limit.target.partition(":")
+        if not _target_exists(snapshot, kind, name):
+            found.warn(
+                where,
+                f"the limit on {limit.target} applies to nothing: no such {kind}",
+                f"remove it (gwctl limit remove {limit.target}) or add the {kind}",
+            )
+        if limit.budget is None and limit.rpm is None and limit.tpm is None:
+            found.warn(where, f"the limit on {limit.target} caps nothing", "give it a budget, rpm or tpm")
+        if limit.budget is None:
+            continue
+        entries = [
+            e
+            for e in snapshot.catalog.values()
+            if (kind == "model" and e.ref == name) or (kind == "source" and e.source == name)
+        ]
+        unbounded = [e.ref for e in entries if not e.max_output and not e.context_size]
+        if unbounded:
+            found.warn(
+                where,
+                f"the budget on {limit.target} covers {', '.join(unbounded)}, whose entries set neither max_output "
+                "nor context_size: a request without max_tokens reserves a guessed 4096 output tokens, so the "
+                "budget can be overrun",
+                "set --max-output (or --context-size) on the entries",
+            )
 
 
 def store_errors(snapshot: Snapshot, environ: Collection[str]) -> list[Problem]:
