@@ -134,7 +134,7 @@ class _Conn(asyncio.Protocol):
         if type(data) is bytes:
             self.transport.write(data)
         else:
-            self.transport.writelines(data)
+            self.transport.writelines(data)  # type: ignore[arg-type]  # the (head, body) pair
         return resp
 
     def release(self, head_request: bool) -> None:

@@ -110,7 +110,7 @@ class Proxies:
         proxy = self._proxies.get(scheme)
         if proxy is None or not self.no_proxy:
             return proxy
-        from urllib.request import proxy_bypass_environment
+        from urllib.request import proxy_bypass_environment  # type: ignore[attr-defined]  # untyped, not missing
 
         shown = f"[{host}]" if ":" in host else host
         if proxy_bypass_environment(host, {"no": self.no_proxy}) or proxy_bypass_environment(

@@ -111,7 +111,7 @@ class UpstreamPool:
         elif not isinstance(headers, (list, tuple)):
             headers = list(headers)
         data = _build_request(method, target, path, headers, b"" if body is None else body)
-        key = target.key
+        key: tuple = target.key
         if ca_file is not None and target.tls:
             key = (*key, ca_file)
         conn = self._take_idle(key)

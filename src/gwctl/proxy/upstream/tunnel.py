@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Callable
+from typing import Callable, TypeVar
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
@@ -18,11 +18,13 @@ from gwctl.proxy.upstream.egress import _Proxy
 from gwctl.proxy.upstream.errors import UpstreamConnectError, UpstreamProtocolError
 from gwctl.proxy.upstream.target import _Target
 
+_P = TypeVar("_P", bound=asyncio.Protocol)
+
 
 class _TunnelOpening(asyncio.Protocol):
     """The proxy's answer to CONNECT: its status, once the head is in (nothing more is read)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.answer: asyncio.Future = asyncio.get_running_loop().create_future()
         self._parser = HttpResponseParser(self)
         self._reason = b""
@@ -55,8 +57,8 @@ async def open_tunnel(
     target: _Target,
     proxy: _Proxy,
     ctx: ssl.SSLContext,
-    protocol_factory: Callable[[], asyncio.Protocol],
-) -> asyncio.Protocol:
+    protocol_factory: Callable[[], _P],
+) -> _P:
     """A CONNECT tunnel through ``proxy`` to ``target``, then TLS to the target over it: the protocol, connected."""
     transport, opening = await loop.create_connection(_TunnelOpening, proxy.host, proxy.port)
     try:
@@ -72,7 +74,7 @@ async def open_tunnel(
             )
         protocol = protocol_factory()
         tls = await loop.start_tls(transport, protocol, ctx, server_hostname=target.host)
-        protocol.connection_made(tls)
+        protocol.connection_made(tls)  # type: ignore[arg-type]  # None only for a closed loop
         return protocol
     except BaseException:
         transport.abort()
