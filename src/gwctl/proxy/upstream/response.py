@@ -105,7 +105,11 @@ class UpstreamResponse:
     def end(self) -> None:
         """The answer is complete."""
         self._done = True
-        self._wake()
+        w = self._waiter  # (inlined _wake: once per answer)
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
 
     def fail(self, error: BaseException) -> None:
         """End an answer still arriving with ``error`` (no effect once it ended or failed)."""
