@@ -1,12 +1,12 @@
-"""One upstream HTTP/1.1 connection: writes a request, reads its answer into an UpstreamResponse.
+"""One upstream HTTP/1.1 connection: ``send`` writes a request and returns the UpstreamResponse
+its answer is read into; ``release`` pools the connection afterwards, or closes it. One
+request at a time (no pipelining).
 
-An ``asyncio.Protocol`` fed by the transport, with httptools (llhttp) calling
-back into it as bytes arrive; the framing rules llhttp leaves open are in
-``framing.py``. Where the connection is in its life is one :class:`ConnState`,
-so each callback asks one question ("what am I reading now?") instead of
-combining flags. One request at a time (no pipelining). ``data_received`` is
-the hot path: it branches on the state once per read, and the rest of the
-per-read work stays inline (no extra calls per body piece beyond ``feed``).
+An ``asyncio.Protocol`` that httptools (llhttp) calls back into as bytes arrive; the framing
+rules llhttp leaves open are in ``framing.py``. Where the connection is in its life is one
+:class:`ConnState`, not a set of flags, so each callback asks one question: what am I reading
+now? ``data_received`` is the hot path: one branch on the state per read, and no call per
+body piece beyond ``UpstreamResponse.feed``.
 """
 
 from __future__ import annotations
@@ -109,11 +109,8 @@ class _Conn(asyncio.Protocol):
 
     @property
     def paused(self) -> bool:
+        """Reading is paused for a slow consumer (for tests and debugging: the code compares ``state``)."""
         return self.state is _PAUSED
-
-    @property
-    def closed(self) -> bool:
-        return self.state is _CLOSED
 
     # --- driving a request ---------------------------------------------------
 
