@@ -87,7 +87,7 @@ def _serve(sock: socket.socket) -> None:
 
 
 async def _bench_pool(url: str, n: int, conc: int, stream: bool) -> None:
-    from gwctl.proxy.client import UpstreamPool
+    from gwctl.proxy.upstream import UpstreamPool
 
     pool = UpstreamPool()
     per = n // conc

@@ -510,8 +510,8 @@ def serve_gwctl_stack(port: int, upstream: str) -> None:
     """gwctl's own server protocol (gwctl.proxy.http) and upstream client
     (gwctl.proxy.client) around the shared minimal request path: the floor
     under `gwctl proxy`, which adds the real decision, metering and log."""
-    from gwctl.proxy.client import UpstreamPool
     from gwctl.proxy.http import HttpServer, Reply
+    from gwctl.proxy.upstream import UpstreamPool
 
     async def main() -> None:
         proxy = Proxy("fast", upstream)  # its prepare/done; forwarding below uses gwctl's pool

@@ -39,10 +39,11 @@ import uvloop
 from gwctl.core import keys as gwkeys
 from gwctl.core.config import CatalogEntry, GatewayKey, Secret, Snapshot, Source
 from gwctl.core.pricing import Usage
-from gwctl.proxy import client as upstream_client
 from gwctl.proxy import forward as proxy_forward
 from gwctl.proxy import server as proxy_server
+from gwctl.proxy import upstream as upstream_client
 from gwctl.proxy.http import HttpServer, Reply
+from gwctl.proxy.upstream.connection import _Conn
 
 KEY = gwkeys.generate()
 BODY = orjson.dumps(
@@ -182,7 +183,7 @@ def fake_gateway(loop: asyncio.AbstractEventLoop, snap: Snapshot) -> proxy_serve
     gateway.writer = ListWriter()
 
     async def connect(target, connect_timeout, key, ca_file=None):
-        conn = upstream_client._Conn(pool, target, loop, key)
+        conn = _Conn(pool, target, loop, key)
         conn.connection_made(UpstreamTransport(conn, loop))
         return conn
 

@@ -19,7 +19,7 @@ import pytest
 import trustme
 import uvloop
 
-from gwctl.proxy.client import UpstreamConnectError, UpstreamPool
+from gwctl.proxy.upstream import UpstreamConnectError, UpstreamPool
 from proxyrun import ProxyProcess, wait_for
 
 HOST = "127.0.0.1"
@@ -257,7 +257,7 @@ def test_ssl_cert_file_is_honoured_by_the_default_context(run, pki, upstream, mo
 
 def test_plain_http_ignores_the_ca_file(run, tmp_path):
     """A CA file only matters for https: an http URL with one pools with the rest."""
-    from gwctl.proxy.client import _split_url
+    from gwctl.proxy.upstream.target import _split_url
 
     target, _ = _split_url("http://127.0.0.1:9/v1", {})
     assert not target.tls  # the pool keys http connections by (scheme, host, port) alone

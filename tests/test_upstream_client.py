@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from egress import EgressProxy
-from gwctl.proxy.client import (
+from gwctl.proxy.upstream import (
     UpstreamConnectError,
     UpstreamError,
     UpstreamPool,
@@ -345,7 +345,7 @@ def test_request_head_is_exact_and_framing_headers_are_ours(run):
 
 
 def test_default_port_is_left_out_of_host_header():
-    from gwctl.proxy.client import _split_url
+    from gwctl.proxy.upstream.target import _split_url
 
     cache: dict = {}
     t, path = _split_url("https://API.Example.com/v1/chat", cache)
@@ -1311,7 +1311,7 @@ def test_closed_pool_refuses_requests(run):
 
 def test_https_upstream_goes_through_a_connect_tunnel(run, tls):
     """The proxy sees CONNECT and its own credentials, never the request, its headers or the upstream key."""
-    from gwctl.proxy.client import Proxies
+    from gwctl.proxy.upstream import Proxies
 
     server_ctx, client_ctx = tls
 
@@ -1341,7 +1341,7 @@ def test_https_upstream_goes_through_a_connect_tunnel(run, tls):
 
 
 def test_http_upstream_goes_to_the_proxy_in_absolute_form(run):
-    from gwctl.proxy.client import Proxies
+    from gwctl.proxy.upstream import Proxies
 
     async def go():
         async with Raw(keepalive(lambda req: response(b"plain " + req.body))) as srv, EgressProxy() as egress:
@@ -1362,7 +1362,7 @@ def test_http_upstream_goes_to_the_proxy_in_absolute_form(run):
 
 
 def test_no_proxy_hosts_are_reached_directly(run):
-    from gwctl.proxy.client import Proxies
+    from gwctl.proxy.upstream import Proxies
 
     async def go():
         async with Raw(keepalive(lambda req: response(b"direct"))) as srv, EgressProxy() as egress:
@@ -1378,7 +1378,7 @@ def test_no_proxy_hosts_are_reached_directly(run):
 
 @pytest.mark.parametrize("credentials, refuse, status", [("Basic bm9wZQ==", (), "407"), (None, ("*",), "403")])
 def test_a_proxy_that_refuses_the_tunnel_is_a_connect_error(run, tls, credentials, refuse, status):
-    from gwctl.proxy.client import Proxies
+    from gwctl.proxy.upstream import Proxies
 
     _server_ctx, client_ctx = tls
 
@@ -1398,7 +1398,7 @@ def test_a_proxy_that_refuses_the_tunnel_is_a_connect_error(run, tls, credential
 
 
 def test_an_unreachable_proxy_is_named_in_the_error(run):
-    from gwctl.proxy.client import Proxies
+    from gwctl.proxy.upstream import Proxies
 
     port = free_port()
 
@@ -1422,7 +1422,7 @@ def test_an_unreachable_proxy_is_named_in_the_error(run):
     ],
 )
 def test_unusable_proxy_settings_are_refused_with_the_password_masked(env, message):
-    from gwctl.proxy.client import Proxies
+    from gwctl.proxy.upstream import Proxies
 
     with pytest.raises(ValueError) as info:
         Proxies(env)
@@ -1430,7 +1430,7 @@ def test_unusable_proxy_settings_are_refused_with_the_password_masked(env, messa
 
 
 def test_proxy_settings_follow_the_usual_precedence():
-    from gwctl.proxy.client import Proxies
+    from gwctl.proxy.upstream import Proxies
 
     p = Proxies(
         {
@@ -1488,7 +1488,7 @@ def test_user_info_in_the_url_never_shows_in_the_error(run):
 )
 def test_no_url_shape_leaks_its_user_info(secret, user, host, scheme, tail):
     """Whatever is wrong with a URL carrying user info, the message shows it redacted."""
-    from gwctl.proxy.client import _split_url
+    from gwctl.proxy.upstream.target import _split_url
 
     url = f"{scheme}{user}{':' if user else ''}{secret}@{host}{tail}"
     with pytest.raises(ValueError) as info:
@@ -1497,7 +1497,7 @@ def test_no_url_shape_leaks_its_user_info(secret, user, host, scheme, tail):
 
 
 def test_query_strings_stay_out_of_path_errors():
-    from gwctl.proxy.client import _build_request, _split_url
+    from gwctl.proxy.upstream.target import _build_request, _split_url
 
     with pytest.raises(ValueError) as info:
         _split_url("http://h/v1/a b?key=AIzaSECRET", {})
@@ -1509,7 +1509,7 @@ def test_query_strings_stay_out_of_path_errors():
 
 
 def test_a_proxy_user_name_alone_is_masked():
-    from gwctl.proxy.client import Proxies
+    from gwctl.proxy.upstream import Proxies
 
     with pytest.raises(ValueError) as info:
         Proxies({"HTTPS_PROXY": "socks5://tok3n@proxy:1080"})

@@ -64,7 +64,7 @@ from hypothesis import note as _hypothesis_note
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
-from gwctl.proxy.client import UpstreamError, UpstreamPool, UpstreamProtocolError
+from gwctl.proxy.upstream import UpstreamError, UpstreamPool, UpstreamProtocolError
 
 HOST = "127.0.0.1"
 HEAD_LIMIT = 64 * 1024  # gwctl's cap on a response head (and on trailers); h11 is given the same

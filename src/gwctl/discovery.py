@@ -113,7 +113,7 @@ def _egress_proxy(url: str, environ: Mapping[str, str]) -> str | None:
     """The proxy a request to ``url`` goes through under HTTP(S)_PROXY/NO_PROXY (as the gateway reads them)."""
     if not any(k.lower().endswith("_proxy") for k in environ):
         return None
-    from gwctl.proxy.client import Proxies
+    from gwctl.proxy.upstream import Proxies
 
     try:
         proxy = Proxies(environ).for_url(url)

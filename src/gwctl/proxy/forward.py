@@ -16,12 +16,12 @@ import orjson
 
 from gwctl.core.forwarding import replaced_names, request_headers, response_headers
 from gwctl.errors import GwctlError
-from gwctl.proxy.client import UpstreamError, UpstreamPool, UpstreamTimeout
 from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow, InFlight, error_reply
 from gwctl.proxy.http import Reply
 from gwctl.proxy.meter import usage_from_body
 from gwctl.proxy.recorder import Recorder
 from gwctl.proxy.relay import relay_stream, why
+from gwctl.proxy.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 from gwctl.store.secrets import auth_headers
 
 log = logging.getLogger("gwctl.proxy")

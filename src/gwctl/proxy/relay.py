@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from gwctl.proxy.client import UpstreamError, UpstreamTimeout
 from gwctl.proxy.flow import Flow
 from gwctl.proxy.meter import StreamMeter
 from gwctl.proxy.recorder import Recorder
+from gwctl.proxy.upstream import UpstreamError, UpstreamTimeout
 
 STREAM_END_WAIT = 2.0  # seconds an upstream may take to end its response after the stream's terminal event
 

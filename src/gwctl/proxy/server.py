@@ -40,7 +40,6 @@ from gwctl.activity.child import ChildWriter
 from gwctl.core.config import Snapshot
 from gwctl.errors import GwctlError
 from gwctl.proxy.auth import Authenticator
-from gwctl.proxy.client import Proxies, ProxySettingError, UpstreamPool
 from gwctl.proxy.decide import LARGE_BODY, Decider, models_reply, refusal
 from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow, InFlight, error_reply, new_request_id
 from gwctl.proxy.forward import Forwarder
@@ -49,6 +48,7 @@ from gwctl.proxy.ledger import HEARTBEAT, Ledger, LocalBank
 from gwctl.proxy.limiter import Limiter
 from gwctl.proxy.recorder import Recorder
 from gwctl.proxy.reload import StoreWatcher
+from gwctl.proxy.upstream import Proxies, ProxySettingError, UpstreamPool
 
 log = logging.getLogger("gwctl.proxy")
 
