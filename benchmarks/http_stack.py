@@ -508,7 +508,7 @@ async def rsgi_app(scope, proto) -> None:
 
 def serve_gwctl_stack(port: int, upstream: str) -> None:
     """gwctl's own server protocol (gwctl.proxy.http) and upstream client
-    (gwctl.proxy.client) around the shared minimal request path: the floor
+    (gwctl.proxy.upstream) around the shared minimal request path: the floor
     under `gwctl proxy`, which adds the real decision, metering and log."""
     from gwctl.proxy.http import HttpServer, Reply
     from gwctl.proxy.upstream import UpstreamPool

@@ -1,7 +1,7 @@
 """The proxy worker's own CPU per request, without sockets: where its microseconds go.
 
 Runs the real ``Gateway`` behind the real server protocol (gwctl.proxy.http)
-and the real upstream client (gwctl.proxy.client) on uvloop, but with fake
+and the real upstream client (gwctl.proxy.upstream) on uvloop, but with fake
 transports: 32 client connections fed the benchmark's request over and over,
 and an upstream whose answer arrives on the next loop iteration. No kernel,
 no wrk, no stand-in, so what is left is the Python (and uvloop callback)

@@ -1,4 +1,4 @@
-"""The proxy's upstream client (gwctl.proxy.client) against real servers on 127.0.0.1.
+"""The proxy's upstream client (gwctl.proxy.upstream) against real servers on 127.0.0.1.
 
 Two kinds of server: the stand-in upstream (real provider shapes) and small
 raw asyncio servers written here, each misbehaving in one specific way.

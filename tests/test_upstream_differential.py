@@ -630,7 +630,7 @@ def _compare(p: Plan, wire: bytes, end: int, cuts: list[int], g: Verdict, h: Ver
             event("equivalent: http10 keep-alive reused")
     elif p.clean and ref.reusable:
         # Not pooling is always safe; for a clean answer it is allowed only where gwctl cannot
-        # tell the answer's last CR/LF octets from bytes after it (client._Conn._check_end):
+        # tell the answer's last CR/LF octets from bytes after it (upstream.connection._Conn._check_end):
         # the end was split inside its final CR/LF octets, or a Content-Length body is made of
         # CR/LF octets (or ends with 16 or more of them).
         blank = _blank_tail(wire, end)

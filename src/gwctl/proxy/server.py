@@ -17,7 +17,7 @@ Beside them: hot reload of the store (:mod:`gwctl.proxy.reload`), :func:`serve`
 workers: :mod:`gwctl.proxy.master`).
 
 On uvloop, a lean server protocol (gwctl.proxy.http) and a lean pooled
-upstream client (gwctl.proxy.client), both on httptools' parser: aiohttp's
+upstream client (gwctl.proxy.upstream), both on httptools' parser: aiohttp's
 server and client cost ~3x and ~4x the CPU per request on this machine, and
 the activity log is written by a child process (gwctl.activity.child)
 (benchmarks/README.md). The proxy adds no routing or catalog rule of its own.
