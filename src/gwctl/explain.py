@@ -145,3 +145,84 @@ def print_report(d: Decision, reveal: bool = False, out=None) -> None:
     width = max(len(k) for k, _ in lines)
     for k, v in lines:
         out.write(f"{k:<{width}}  {v}\n")
+
+
+# --- limits (the dry-run with --key, or a store with limits) ----------------------------------
+
+
+def _usd(value: Any) -> str:
+    return "unbilled" if value is None else f"${value.normalize():f}"
+
+
+def _state_text(state: Any) -> list[str]:
+    """One limit's state in words: its budget, then its rates."""
+    limit = state.limit
+    parts = []
+    if limit.budget is not None:
+        per = "in total" if limit.window == "total" else f"per {limit.window}"
+        left = state.left
+        parts.append(
+            f"budget {_usd(limit.budget)} {per}: spent {_usd(state.spent)}, reserved {_usd(state.reserved)}, "
+            f"left {_usd(left)}" + (f"; {state.unbilled} unbilled" if state.unbilled else "")
+        )
+    if limit.rpm is not None:
+        parts.append(f"rpm {limit.rpm}: {state.requests} this minute")
+    if limit.tpm is not None:
+        parts.append(f"tpm {limit.tpm}: {state.tokens} tokens this minute")
+    return parts
+
+
+def limits_json(verdict: Any, key: str | None) -> dict[str, Any]:
+    """The limits' part of the dry-run's JSON: the key check, each limit, the reservation and the answer."""
+    from gwctl.activity.limit_status import LimitReport
+
+    res = verdict.reservation
+    refusal = verdict.refusal
+    return {
+        "key": key,
+        "key_check": None if verdict.key is None else {"rule": verdict.key.rule, "message": verdict.key.message},
+        "reservation": {
+            "usd": None if res.usd is None else f"{res.usd:f}",
+            "prompt_tokens": res.prompt_tokens,
+            "output_tokens": res.output_tokens,
+            "output_from": res.output_from,
+        },
+        "limits": [
+            {**LimitReport(state, state.reserved, 0).to_json(), "admits": r is None, "rule": r.rule if r else None}
+            for state, r in verdict.checks
+        ],
+        "admitted": refusal is None,
+        "rule": refusal.rule if refusal else None,
+        "status": refusal.status if refusal else None,
+        "message": refusal.message if refusal else None,
+    }
+
+
+def print_limits(verdict: Any, key: str | None, out: Any = None) -> None:
+    """The limits' part of the dry-run's report."""
+    out = out or sys.stdout
+    lines: list[tuple[str, str]] = []
+    if key is not None:
+        lines.append(
+            ("key", f"{key}: " + ("ok" if verdict.key is None else f"[{verdict.key.rule}] {verdict.key.message}"))
+        )
+    res = verdict.reservation
+    lines.append(
+        (
+            "reservation",
+            f"{_usd(res.usd)} (≈{res.prompt_tokens} prompt tokens, {res.output_tokens} output tokens from {res.output_from})",
+        )
+    )
+    for state, refusal in verdict.checks:
+        answer = "admits" if refusal is None else f"REFUSES [{refusal.rule}]"
+        for i, text in enumerate(_state_text(state)):
+            lines.append((state.limit.target if i == 0 else "", text + (f" -> {answer}" if i == 0 else "")))
+    if not verdict.checks:
+        lines.append(("limits", "none apply"))
+    refusal = verdict.refusal
+    lines.append(
+        ("admission", "admitted" if refusal is None else f"REFUSE {refusal.status} [{refusal.rule}] {refusal.message}")
+    )
+    width = max(len(k) for k, _ in lines)
+    for k, v in lines:
+        out.write(f"{k:<{width}}  {v}\n")

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Sequence
+from typing import Callable, Sequence
 
 from gwctl.activity.meters import meter_status, spent_in_window
+from gwctl.activity.record import ActivityError
 from gwctl.core.config import Limit
-from gwctl.core.limits import LimitState, iso, window_bounds
+from gwctl.core.limits import LimitState, fresh_state, iso, window_bounds
 
 
 @dataclass(frozen=True)
@@ -74,3 +75,15 @@ def limit_reports(dsn: str, limits: Sequence[Limit], now: float) -> list[LimitRe
         state = LimitState(limit, start, end, spent, leased, unbilled, minute_start, requests, tokens)
         out.append(LimitReport(state, leased, proxies))
     return out
+
+
+def limit_reports_or_fresh(
+    dsn: str, limits: Sequence[Limit], now: float, warn: Callable[[str], None]
+) -> list[LimitReport]:
+    """:func:`limit_reports`, or, when the log cannot be read (none yet), every limit with nothing spent
+    and a warning through ``warn``."""
+    try:
+        return limit_reports(dsn, limits, now)
+    except ActivityError as exc:
+        warn(f"cannot read the activity log ({exc.message}); spend taken as $0")
+        return [LimitReport(fresh_state(x, now), Decimal(0), 0) for x in limits]

@@ -232,7 +232,7 @@ def status_cmd(
     import time
 
     from gwctl.activity import resolve_dsn
-    from gwctl.activity.limit_status import limit_reports
+    from gwctl.activity.limit_status import limit_reports_or_fresh
     from gwctl.context import current
     from gwctl.store.paths import default_activity_path
 
@@ -243,7 +243,7 @@ def status_cmd(
             fail(f"no limit on '{target}'", "see gwctl limit list")
         limits = [snap.limits[target]]
     dsn = resolve_dsn(activity, current().environ, default_activity_path())
-    reports = limit_reports(dsn, limits, time.time()) if limits else []
+    reports = limit_reports_or_fresh(dsn, limits, time.time(), warn) if limits else []
     if json_:
         print_json([r.to_json() for r in reports])
         return

@@ -280,6 +280,14 @@ def dry_run(
             help='Many requests, one JSON per line: {"agent", "path", "request"} or a bare body.',
         ),
     ] = None,
+    key: Annotated[
+        Optional[str],
+        typer.Option("--key", metavar="NAME", help="The gateway key the request presents: its scope and limits."),
+    ] = None,
+    activity: Annotated[
+        Optional[str],
+        typer.Option("--activity", metavar="DSN", help="The log the limits' spend is read from (default as activity)."),
+    ] = None,
     json_: JsonOpt = False,
     reveal: Annotated[
         bool, typer.Option("--reveal", help="Show literal credentials (and user info in URLs) unmasked.")
@@ -294,7 +302,6 @@ def dry_run(
     """
     # the decision engine and its token estimator (~50 ms): only the dry-run loads them
     from gwctl.core.decision import decide
-    from gwctl.explain import decision_json, print_report
 
     snap = load()
     _warn_if_invalid(snap)
@@ -306,12 +313,48 @@ def dry_run(
         fail("--model is required (or give a --request whose body names the model)")
     body = _body(request, model)
     d = decide(snap, agent, path, body)
-    if json_:
-        print_json(decision_json(d, reveal))
-    else:
-        print_report(d, reveal, out=current().stdout)
-    if not d.forwarded:
+    if key is not None and key not in snap.keys:
+        fail(f"no key named '{key}'", "see gwctl key list")
+    verdict = _limits_verdict(snap, d, key, activity) if d.forwarded and (key or snap.limits) else None
+    _show_dry_run(d, verdict, key, json_, reveal)
+    if not d.forwarded or (verdict is not None and verdict.refusal is not None):
         raise typer.Exit(1)
+
+
+def _show_dry_run(d, verdict, key: str | None, json_: bool, reveal: bool) -> None:
+    from gwctl.explain import decision_json, limits_json, print_limits, print_report
+
+    if json_:
+        doc = decision_json(d, reveal)
+        if verdict is not None:
+            doc["limits"] = limits_json(verdict, key)
+        print_json(doc)
+        return
+    print_report(d, reveal, out=current().stdout)
+    if verdict is not None:
+        print_limits(verdict, key, out=current().stdout)
+
+
+def _limits_verdict(snap, d, key: str | None, activity: str | None):
+    """What the key's scope and the limits say about the decided request ``d``, with the spend in the log
+    (the same functions the proxy admits with: gwctl.core.limits)."""
+    import time
+
+    from gwctl.activity import resolve_dsn
+    from gwctl.activity.limit_status import limit_reports_or_fresh
+    from gwctl.core import limits as lim
+    from gwctl.render import warn
+    from gwctl.store.paths import default_activity_path
+
+    now = time.time()
+    limits = lim.applicable(snap.limits, lim.request_targets(key, d.agent, d.source, d.catalog_ref))
+    dsn = resolve_dsn(activity, current().environ, default_activity_path())
+    states = [r.state for r in limit_reports_or_fresh(dsn, limits, now, warn)] if limits else []
+    feats = d.features
+    res = lim.reservation(
+        d.entry, (feats.prompt_tokens_estimate or 0) if feats else 0, feats.output_budget if feats else None
+    )
+    return lim.evaluate(snap.keys.get(key) if key else None, d.agent, d.catalog_ref, states, res, now)
 
 
 def _warn_if_invalid(snap) -> None:

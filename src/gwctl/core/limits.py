@@ -240,6 +240,12 @@ class LimitState:
         return None if budget is None else budget - self.spent - self.reserved
 
 
+def fresh_state(limit: Limit, now: float) -> LimitState:
+    """``limit`` at ``now`` with nothing spent or reserved (no log to read it from)."""
+    start, end = window_bounds(limit.window or "total", now)
+    return LimitState(limit, start, end, minute_start=window_bounds("minute", now)[0])
+
+
 @dataclass(frozen=True)
 class Refusal:
     """Why a limit refuses a request, as the proxy answers it and the dry-run shows it."""
@@ -342,6 +348,61 @@ def admit(states: Sequence[LimitState], res: Reservation, now: float) -> Refusal
         if refusal is not None:
             return refusal
     return None
+
+
+def key_refusal(key: GatewayKey, agent: str | None, model_ref: str | None, now: float) -> Refusal | None:
+    """Whether ``key`` may make this request at ``now``: 401 key_expired, 403 key_scope, or None.
+
+    The proxy checks the expiry when the request's head is in and the scope after the decision; the
+    dry-run asks both here, so both say the same.
+    """
+    expired = expiry_refusal(key, now)
+    if expired is not None:
+        return expired
+    why = scope_refusal(key, agent, model_ref)
+    if why is not None:
+        return Refusal(KEY_SCOPE, 403, "permission_error", why, "use a key whose scope covers it", "key:" + key.name)
+    return None
+
+
+def expiry_refusal(key: GatewayKey, now: float) -> Refusal | None:
+    """The 401 for an expired key, or None."""
+    if not key_expired(key, now):
+        return None
+    return Refusal(
+        KEY_EXPIRED,
+        401,
+        "authentication_error",
+        f"gateway key {key.name} expired at {key.expires}",
+        "create a new key (gwctl key create NAME --expires ...)",
+        "key:" + key.name,
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Everything the limits say about one request, for the dry-run: the key's check, each applicable
+    limit's state and its own answer, the reservation, and the answer the proxy would give."""
+
+    key: Refusal | None
+    checks: tuple[tuple[LimitState, Refusal | None], ...]
+    reservation: Reservation
+    refusal: Refusal | None
+
+
+def evaluate(
+    key: GatewayKey | None,
+    agent: str | None,
+    model_ref: str | None,
+    states: Sequence[LimitState],
+    res: Reservation,
+    now: float,
+) -> Verdict:
+    """:func:`key_refusal`, then :func:`admit` over ``states``, each limit's own answer kept for display."""
+    key_answer = key_refusal(key, agent, model_ref, now) if key is not None else None
+    checks = tuple((state, check(state, res, now)) for state in states)
+    refusal = key_answer or admit(states, res, now)
+    return Verdict(key_answer, checks, res, refusal)
 
 
 def needs_estimate(limits: Iterable[Limit]) -> bool:

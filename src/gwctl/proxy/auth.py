@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from gwctl.core import keys as gwkeys
 from gwctl.core.config import Snapshot
+from gwctl.core.limits import expiry_refusal
 from gwctl.proxy.http import Request
 
-EXPIRED_KEY = "gateway key {name} expired at {when}"
 MISSING_KEY = "missing gateway key: send Authorization: Bearer <key> or x-api-key: <key>"
 INVALID_KEY = "invalid gateway key"
 
@@ -30,7 +30,8 @@ class Authenticator:
         key = snap.keys.get(name)
         if key is None or key.expires_at is None or now < key.expires_at:
             return None
-        return EXPIRED_KEY.format(name=name, when=key.expires)
+        refusal = expiry_refusal(key, now)
+        return None if refusal is None else refusal.message
 
     @staticmethod
     def refusal_message(request: Request) -> str:

@@ -83,9 +83,9 @@ class Limiter:
         snap = flow.snapshot
         key = snap.keys.get(flow.key_name) if flow.key_name else None
         if key is not None and (key.agents or key.models):
-            why = lim.scope_refusal(key, d.agent, d.catalog_ref)
-            if why is not None:
-                return lim.Refusal(lim.KEY_SCOPE, 403, "permission_error", why, target="key:" + key.name)
+            refusal = lim.key_refusal(key, d.agent, d.catalog_ref, self.clock())
+            if refusal is not None:
+                return refusal
         limits = self.limits_for(flow)
         if not limits:
             return None
