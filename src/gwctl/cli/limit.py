@@ -19,17 +19,39 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+
+def _complete_target(incomplete: str) -> list[str]:
+    """Targets the store can name: its keys, agents (and their roots), sources and catalog entries."""
+    try:
+        snap = load()
+    except Exception:  # completion never fails loudly
+        return []
+    agents = {r.agent for r in snap.routes} | {r.agent.split("/")[0] for r in snap.routes}
+    names = (
+        [f"key:{k}" for k in snap.keys]
+        + [f"agent:{a}" for a in sorted(agents)]
+        + [f"source:{s}" for s in snap.sources]
+        + [f"model:{ref}" for ref in snap.catalog]
+    )
+    return [n for n in names if n.startswith(incomplete)]
+
+
 TargetArg = Annotated[
     str,
     typer.Argument(
         help="What the limit caps: key:NAME, agent:PATH (the agent and its subagents), source:NAME or "
-        "model:SOURCE/MODEL_ID."
+        "model:SOURCE/MODEL_ID.",
+        autocompletion=_complete_target,
     ),
 ]
 BudgetOpt = Annotated[Optional[str], typer.Option("--budget", help="USD the target may spend per window.")]
 WindowOpt = Annotated[
     Optional[str],
-    typer.Option("--window", help="The budget's UTC calendar window: day, week (from Monday), month or total."),
+    typer.Option(
+        "--window",
+        help="The budget's UTC calendar window: day, week (from Monday), month or total.",
+        autocompletion=lambda: list(lim.WINDOWS),
+    ),
 ]
 RpmOpt = Annotated[Optional[int], typer.Option("--rpm", help="Requests per minute.")]
 TpmOpt = Annotated[Optional[int], typer.Option("--tpm", help="Tokens per minute (prompt estimate + output budget).")]
@@ -38,6 +60,7 @@ UnbilledOpt = Annotated[
     typer.Option(
         "--unbilled",
         help="Requests to models without a price under a budget: allow (default; counted apart) or reject.",
+        autocompletion=lambda: list(lim.UNBILLED_POLICIES),
     ),
 ]
 
