@@ -253,3 +253,22 @@ def test_admitted_spend_never_exceeds_the_budget_plus_what_requests_overran(budg
             assert total <= budget + overrun
 
     run(go())
+
+
+def test_a_removed_limit_retires_its_meters_so_their_leases_are_returned():
+    budget = Limit("key:ci", budget=D("1"), window="day", rpm=5)
+    res = lim.Reservation(0, 0, "request", D("0.1"))
+
+    async def go():
+        ledger = Ledger(LocalBank())
+        refusal, ticket = await ledger.admit([budget], res, NOW)
+        assert refusal is None and len(ledger.meters) == 2
+        ledger.keep_only({"key:ci": Limit("key:ci", budget=D("1"), window="day")})  # the rpm is gone
+        assert list(ledger.meters) == [("key:ci", "usd")] and len(ledger.retiring) == 1
+        ledger.settle(ticket, D("0.05"), 1)
+        await ledger.heartbeat()
+        assert ledger.retiring == []  # settled and nothing held: forgotten
+        ledger.keep_only({})
+        assert ledger.meters == {}
+
+    run(go())

@@ -30,7 +30,7 @@ import asyncio
 import logging
 import time
 from decimal import Decimal
-from typing import Protocol, Sequence
+from typing import Mapping, Protocol, Sequence
 
 from gwctl.core.config import Limit
 from gwctl.core.limits import LimitState, Refusal, Reservation, admit, window_bounds
@@ -276,7 +276,21 @@ class Ledger:
                     await self.sync(meter)
                 except Exception:  # the bank is unreachable: keep spending the lease held, try again next beat
                     log.warning("cannot settle limit %s with the activity log; retrying", meter.target, exc_info=True)
-        self.retiring = [m for m in self.retiring if m.reserved or m.delta]
+        self.retiring = [m for m in self.retiring if m.reserved or m.delta or (shared and m.lease)]
+
+    def keep_only(self, limits: Mapping[str, Limit]) -> None:
+        """After a reload: the meters of limits that are gone (or no longer cap that measure) retire, so
+        their leases are returned on the next heartbeat instead of renewed."""
+        for (target, measure), meter in list(self.meters.items()):
+            limit = limits.get(target)
+            capped = (
+                limit is not None
+                and (limit.budget if measure == USD else limit.rpm if measure == REQUESTS else limit.tpm) is not None
+            )
+            if not capped:
+                del self.meters[(target, measure)]
+                meter.used_since_sync = False
+                self.retiring.append(meter)
 
     async def close(self) -> None:
         """Settle everything and return every unused lease (the proxy is stopping), then close the bank."""

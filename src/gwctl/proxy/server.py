@@ -149,6 +149,7 @@ class Gateway:
         if snapshot is None:
             return False
         self.snapshot = snapshot
+        self.limiter.ledger.keep_only(snapshot.limits)
         return True
 
     async def _reload_loop(self) -> None:
