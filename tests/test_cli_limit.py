@@ -582,3 +582,13 @@ def test_hand_written_model_target_without_slash(store, store_path, tmp_path):
     res = store("limit", "status", "--json")
     assert res.code == 1 and "internal error" not in res.err
     assert res.err.startswith(f"error: {store_path}:{line}: limits[0].target = 'model:llama' is not key:NAME")
+
+
+def test_hand_written_budget_with_dollar_sign(store, store_path):
+    """`budget = "$5"` by hand means what `--budget $5` means: shown once as $5, not $$5."""
+    store_path.write_text(store_path.read_text() + '\n[[limits]]\ntarget = "source:local"\nbudget = "$5"\n')
+    assert store("limit", "list", "--json").json() == [
+        {"target": "source:local", "budget": "5", "window": "total", "rpm": None, "tpm": None, "unbilled": "allow"}
+    ]
+    res = invoke(["limit", "list"], force_tables=True)
+    assert "$5" in res.out and "$$" not in res.out

@@ -419,7 +419,7 @@ def parse_limit(index: int, table: Any) -> Limit:
             budget = parse_budget(raw)
         except ValueError as exc:
             raise SchemaError(f"{_dotted(path + ('budget',))}: {exc}", path + ("budget",)) from None
-        budget_text = repr(raw) if isinstance(raw, float) else str(raw).strip()
+        budget_text = repr(raw) if isinstance(raw, float) else str(raw).strip().removeprefix("$")
     window = _opt_str(table, "window", path) or None
     if budget is not None and window is None:
         window = "total"
