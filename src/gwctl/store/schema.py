@@ -40,7 +40,7 @@ from gwctl.core.config import (
     Snapshot,
     Source,
 )
-from gwctl.core.limits import TARGET_KINDS, WINDOWS, parse_budget
+from gwctl.core.limits import WINDOWS, parse_budget, parse_target
 from gwctl.core.refs import split_ref
 
 T = TypeVar("T")
@@ -364,7 +364,7 @@ def snapshot_from_data(data: Mapping[str, Any]) -> Snapshot:
     for i, t in enumerate(limits_raw):
         limit = parse_limit(i, t)
         if limit.target in limits:
-            raise SchemaError(f"limits[{i}] repeats target '{limit.target}'; one limit per target", ("limits", str(i)))
+            raise SchemaError(f"limits[{i}] repeats target '{limit.target}'; one limit per target", ("limits", i))
         limits[limit.target] = limit
     return Snapshot(
         settings=settings,
@@ -399,18 +399,19 @@ def _timestamp(text: str, path: KeyPath) -> float:
 
 def parse_limit(index: int, table: Any) -> Limit:
     """One ``[[limits]]`` table; the target's form is checked here, whether it exists by validate."""
-    path = ("limits", str(index))
+    path = ("limits", index)
     table = _table(table, path)
     _unknown(table, LIMIT_KEYS, path)
     target = _opt_str(table, "target", path)
     if not target:
         raise SchemaError(f"{_dotted(path)} has no target", path)
-    kind, _, name = target.partition(":")
-    if kind not in TARGET_KINDS or not name:
+    try:
+        parse_target(target)  # the form `gwctl limit set` accepts: a model target names SOURCE/MODEL_ID
+    except ValueError:
         raise SchemaError(
             f"{_dotted(path)}.target = {target!r} is not key:NAME, agent:PATH, source:NAME or model:SOURCE/MODEL_ID",
             path + ("target",),
-        )
+        ) from None
     budget = budget_text = None
     if "budget" in table:
         raw = table["budget"]
@@ -418,7 +419,7 @@ def parse_limit(index: int, table: Any) -> Limit:
             budget = parse_budget(raw)
         except ValueError as exc:
             raise SchemaError(f"{_dotted(path + ('budget',))}: {exc}", path + ("budget",)) from None
-        budget_text = repr(raw) if isinstance(raw, float) else str(raw).strip()
+        budget_text = repr(raw) if isinstance(raw, float) else str(raw).strip().removeprefix("$")
     window = _opt_str(table, "window", path) or None
     if budget is not None and window is None:
         window = "total"
