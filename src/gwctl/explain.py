@@ -214,9 +214,10 @@ def print_limits(verdict: Any, key: str | None, out: Any = None) -> None:
         )
     )
     for state, refusal in verdict.checks:
-        answer = "admits" if refusal is None else f"REFUSES [{refusal.rule}]"
-        for i, text in enumerate(_state_text(state)):
-            lines.append((state.limit.target if i == 0 else "", text + (f" -> {answer}" if i == 0 else "")))
+        lines.append(
+            (state.limit.target, "admits" if refusal is None else f"REFUSES [{refusal.rule}] {refusal.message}")
+        )
+        lines.extend(("", "  " + text) for text in _state_text(state))
     if not verdict.checks:
         lines.append(("limits", "none apply"))
     refusal = verdict.refusal

@@ -140,9 +140,9 @@ def describe(limit: Limit) -> str:
         if limit.unbilled == "reject":
             parts.append("unbilled requests refused")
     if limit.rpm is not None:
-        parts.append(f"{limit.rpm} requests/min")
+        parts.append(f"{limit.rpm} request{'' if limit.rpm == 1 else 's'}/min")
     if limit.tpm is not None:
-        parts.append(f"{limit.tpm} tokens/min")
+        parts.append(f"{limit.tpm} token{'' if limit.tpm == 1 else 's'}/min")
     return ", ".join(parts) or "nothing"
 
 
