@@ -268,7 +268,8 @@ def test_a_killed_holders_lease_is_free_again_after_it_expires(pg_store, upstrea
         took = time.monotonic() - killed
         print(f"\nthe killed proxy's lease of ${held['reserved']} was free again after {took:.1f} s")
         assert freed, "the killed proxy's lease never expired"
-        assert took <= 10 + 2  # the lease's ttl past its last renewal (a heartbeat ago at most) and our polling
+        # the lease's ttl past its last renewal (a heartbeat before the kill at most), plus polling and slack
+        assert took <= 10 + 4
         # b now has the whole budget: one at a time, admitted while spent + $0.01 <= $0.10 (spent 0.003 each):
         # 31 requests (spent 0.093), then refused
         codes = [chat(b.url, k).status_code for _ in range(32)]
@@ -339,7 +340,7 @@ def test_limit_status_after_a_known_mix(sqlite_store):
     assert run_cli("limit", "set", "key:ci", "--budget", "1", "--window", "month", "--rpm", "6").code == 0
     proc = ProxyProcess(*sqlite_store)
     try:
-        early_in_a_minute()
+        early_in_a_minute(50)  # the 8 requests take a second or two
         minute = int(time.time() // 60)
         codes = [chat(proc.url, k).status_code for _ in range(4)]
         codes += [chat(proc.url, k, model="local/mistral-7b").status_code for _ in range(2)]

@@ -11,7 +11,9 @@ where ``delta`` is what finished requests used since the last settlement and
 ``reserved`` what requests in flight hold. A :class:`Bank` settles and
 re-grants (``sync``): it adds ``delta`` to the meter's ``settled`` total and
 grants a new lease out of what is left (capacity - settled - every other
-holder's lease).
+holder's lease). While a meter syncs with a shared bank (one round trip),
+admissions on it wait for the new lease: one admitted against the lease being
+replaced would be missing from the new one.
 
 * :class:`LocalBank`, for a proxy without a shared log: one holder, so the
   lease is everything left.
