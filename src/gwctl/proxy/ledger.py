@@ -11,7 +11,9 @@ where ``delta`` is what finished requests used since the last settlement and
 ``reserved`` what requests in flight hold. A :class:`Bank` settles and
 re-grants (``sync``): it adds ``delta`` to the meter's ``settled`` total and
 grants a new lease out of what is left (capacity - settled - every other
-holder's lease).
+holder's lease). While a meter syncs with a shared bank (one round trip),
+admissions on it wait for the new lease: one admitted against the lease being
+replaced would be missing from the new one.
 
 * :class:`LocalBank`, for a proxy without a shared log: one holder, so the
   lease is everything left.
@@ -27,6 +29,7 @@ thread (they may touch a database).
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from decimal import Decimal
@@ -185,6 +188,7 @@ class Ledger:
         """
         metered = [(limit, self.meters_of(limit, now)) for limit in limits]
         for attempt in (0, 1):
+            await self._quiet(metered)
             states = [self.state(limit, meters, now) for limit, meters in metered]
             refusal = admit(states, res, now)
             if refusal is None:
@@ -192,6 +196,17 @@ class Ledger:
             if attempt or not await self._grow(metered, res, refusal):
                 return refusal, None
         return None, None  # pragma: no cover - the loop always returns
+
+    @staticmethod
+    async def _quiet(metered: list) -> None:
+        """Wait until none of these meters is syncing with the bank. A request admitted against the lease a
+        sync is replacing would be missing from the lease the bank records (computed from what was reserved
+        when the sync read it): the bank could grant that part to another process as well."""
+        while True:
+            pending = [m.syncing for _limit, ms in metered for m in ms if m is not None and m.syncing is not None]
+            if not pending:
+                return
+            await asyncio.shield(pending[0])
 
     async def _grow(self, metered: list, res: Reservation, refusal: Refusal) -> bool:
         """Ask the bank for bigger leases on the meters that are short; True when it was asked."""
@@ -251,7 +266,10 @@ class Ledger:
         delta = meter.delta
         try:
             if self.bank.shared:
-                lease, settled = await asyncio.to_thread(self.bank.sync, meter, delta, need)
+                # the bank reads what is in flight as of ``delta``'s capture: a request that ends during the
+                # round trip moves from ``reserved`` to ``delta`` and must stay covered by the new lease
+                # (admissions wait for the sync to end: _quiet)
+                lease, settled = await asyncio.to_thread(self.bank.sync, copy.copy(meter), delta, need)
             else:
                 lease, settled = self.bank.sync(meter, delta, need)
             meter.delta -= delta
