@@ -200,19 +200,20 @@ def test_the_ledger_holds_a_budget_with_requests_in_flight_and_settles_exact_cos
     run(go())
 
 
-def test_the_ledger_rate_window_frees_at_the_next_minute():
+def test_the_ledger_rate_window_frees_as_it_slides():
     limit = Limit("key:ci", rpm=2)
     res = lim.Reservation(1, 1, "request", None)
 
     async def go():
         ledger = Ledger(LocalBank())
         outcomes = []
-        for when in (NOW, NOW + 1, NOW + 2, NOW + 30):
+        for when in (NOW, NOW + 1, NOW + 2, NOW + 30, NOW + 60):
             refusal, ticket = await ledger.admit([limit], res, when)
             outcomes.append(refusal.rule if refusal else "ok")
             if ticket:
                 ledger.settle(ticket, None, 2)
-        assert outcomes == ["ok", "ok", "rate_limited", "ok"]  # NOW + 30 is the next minute
+        # NOW + 30 starts the next minute, where the previous one still counts whole; 30 s later half of it
+        assert outcomes == ["ok", "ok", "rate_limited", "rate_limited", "ok"]
 
     run(go())
 
@@ -270,5 +271,38 @@ def test_a_removed_limit_retires_its_meters_so_their_leases_are_returned():
         assert ledger.retiring == []  # settled and nothing held: forgotten
         ledger.keep_only({})
         assert ledger.meters == {}
+
+    run(go())
+
+
+def test_the_rate_window_slides_the_previous_minute_counts_by_the_share_still_inside_it():
+    limit = Limit("key:ci", rpm=10)
+    res = lim.Reservation(1, 1, "request", None)
+    # 15 s into the minute, the previous one still weighs 3/4: 8 of it count as 6; with 3 now, 9 + 1 = 10 fits
+    assert lim.check(state(limit, requests=3, prev_requests=8), res, NOW - 15) is None
+    refusal = lim.check(state(limit, requests=4, prev_requests=8), res, NOW - 15)
+    # 4 + 6 + 1 > 10: room for it when 8 x weight <= 10 - 4 - 1 = 5, i.e. weight 5/8, 22.5 s into the minute
+    assert refusal.rule == "rate_limited" and refusal.retry_after == 8
+    assert lim.check(state(limit, requests=4, prev_requests=8), res, NOW - 7) is None  # 23 s in: 8 x 37/60 < 5
+    # the current minute alone at the cap: wait for its end, whatever the previous one did
+    assert lim.check(state(limit, requests=10, prev_requests=0), res, NOW).retry_after == 30
+
+
+def test_the_ledger_carries_the_previous_minute_into_the_sliding_window():
+    limit = Limit("key:ci", rpm=4)
+    res = lim.Reservation(1, 1, "request", None)
+    minute = lim.window_bounds("minute", NOW)[0]
+
+    async def go():
+        ledger = Ledger(LocalBank())
+        for i in range(4):  # four in the last seconds of a minute
+            refusal, ticket = await ledger.admit([limit], res, minute - 5 + i)
+            assert refusal is None
+            ledger.settle(ticket, None, 2)
+        await ledger.heartbeat()
+        refusal, _ = await ledger.admit([limit], res, minute + 1)  # a fixed window would admit 4 more here
+        assert refusal is not None and refusal.rule == "rate_limited"
+        refusal, _ = await ledger.admit([limit], res, minute + 30)  # half the previous minute still counts: 2
+        assert refusal is None
 
     run(go())

@@ -388,8 +388,8 @@ def test_a_request_admitted_while_its_meter_syncs_is_covered_by_the_new_lease(tm
             self.hold = False
             self.entered, self.gate = threading.Event(), threading.Event()
 
-        def _sync(self, db, meter, delta, need):
-            out = super()._sync(db, meter, delta, need)
+        def _sync(self, db, meter, delta, need, keep):
+            out = super()._sync(db, meter, delta, need, keep)
             if self.hold:
                 self.entered.set()
                 self.gate.wait(5)
@@ -424,6 +424,65 @@ def test_a_request_admitted_while_its_meter_syncs_is_covered_by_the_new_lease(tm
                 admitted_b += refusal is None
             # a: 1 settled + 1 in flight; b may have the other 2 at most
             assert 2 + admitted_b <= 4, f"{2 + admitted_b} requests admitted under rpm 4"
+        finally:
+            bank_a.gate.set()
+            bank_a.close()
+            bank_b.close()
+
+    asyncio.run(scenario())
+
+
+def test_requests_admitted_while_a_busy_meter_settles_keep_their_lease(tmp_path):
+    """A heartbeat that settles a meter in use does not hold admissions up (they go on against the lease),
+    and the bank keeps that lease whole, so another process cannot be granted the same requests."""
+    from gwctl.activity.meters import SqlBank
+    from gwctl.core.config import Limit
+    from gwctl.core.limits import Reservation
+    from gwctl.proxy.ledger import Ledger
+
+    class SlowBank(SqlBank):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            self.hold = False
+            self.entered, self.gate = threading.Event(), threading.Event()
+
+        def _sync(self, db, meter, delta, need, keep):
+            out = super()._sync(db, meter, delta, need, keep)
+            if self.hold:
+                self.entered.set()
+                self.gate.wait(5)
+            return out
+
+    dsn = f"sqlite://{tmp_path / 'bank.sqlite3'}"
+    limit = Limit("key:ci", rpm=100)
+    res = Reservation(0, 0, "request", None)
+
+    async def scenario():
+        bank_a, bank_b = SlowBank(dsn, "a"), SlowBank(dsn, "b", share=1)  # b takes all there is when it asks
+        a, b = Ledger(bank_a), Ledger(bank_b)
+        try:
+            now = time.time()
+            refusal, first = await a.admit([limit], res, now)  # a leases 1 + a quarter of 99: 25
+            assert refusal is None and first is not None
+            refusal, _t = await b.admit([limit], res, now)  # b leases the other 75
+            assert refusal is None
+            a.settle(first, None, None)  # a delta to settle on a meter in use: a busy settle, not a return
+            bank_a.hold = True
+            settling = asyncio.create_task(a.heartbeat())  # the bank would shrink a's lease to a quarter of 24
+            assert await asyncio.to_thread(bank_a.entered.wait, 5)
+            admitted_a = 1
+            for _ in range(20):  # not held up by the settle in flight: they use the lease a holds
+                refusal, _t = await asyncio.wait_for(a.admit([limit], res, now), 1)
+                admitted_a += refusal is None
+            bank_a.gate.set()
+            await settling
+            bank_a.hold = False
+            assert admitted_a == 21
+            admitted_b = 1
+            for _ in range(120):  # b spends its lease, then asks the bank for whatever is left
+                refusal, _t = await b.admit([limit], res, now)
+                admitted_b += refusal is None
+            assert admitted_a + admitted_b <= 100, f"{admitted_a + admitted_b} requests admitted under rpm 100"
         finally:
             bank_a.gate.set()
             bank_a.close()

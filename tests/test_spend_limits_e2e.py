@@ -159,3 +159,62 @@ def test_passthrough_and_unbilled_requests_count_against_budgets(store, upstream
         assert r and r.json()["error"]["code"] == "budget_unbilled"
     finally:
         proc.terminate()
+
+
+def test_a_source_that_ignores_max_tokens_overshoots_by_at_most_its_overrun(store, upstream):
+    """The documented bound, measured: the stand-in answers 50 output tokens to max_tokens=10, so each
+    admitted request costs $0.05 against a $0.01 reservation. A burst of 32 admits 10 (their reservations
+    fill the $0.10 budget); spend ends at $0.50 = budget + 10 x $0.04 of overrun, and nothing more is
+    admitted until the window resets."""
+    k = key("ci")
+    assert run_cli("limit", "set", "key:ci", "--budget", "0.10", "--window", "day").code == 0
+    upstream.configure(chunk_delay_ms=150, usage={"output_tokens": 50})
+    proc = start(store)
+    try:
+
+        async def burst():
+            async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=64)) as client:
+                body = {
+                    "model": MODEL,
+                    "max_tokens": 10,
+                    "stream": True,
+                    "messages": [{"role": "user", "content": "x"}],
+                }
+                head = {"Authorization": f"Bearer {k}"}
+                url = proc.url + "/v1/chat/completions"
+                return await asyncio.gather(*(client.post(url, json=body, headers=head) for _ in range(32)))
+
+        codes = [r.status_code for r in asyncio.run(burst())]
+        assert codes.count(200) == 10 and codes.count(429) == 22
+        logged = rows(32)
+        spent = sum(Decimal(r["cost"]) for r in logged if r["cost"] is not None)
+        overrun = 10 * (Decimal("0.05") - Decimal("0.01"))
+        assert spent == Decimal("0.50") == Decimal("0.10") + overrun
+        assert chat(proc.url, k).status_code == 429  # over budget now: refused until the window resets
+    finally:
+        proc.terminate()
+
+
+def test_limits_whose_database_is_unreachable_refuse_with_503_not_a_crash(tmp_path, upstream):
+    """Limits live in the activity log's database; when a proxy cannot reach it to admit a request, the
+    request is refused 503 limits_unavailable with Retry-After (and logged), never a 500."""
+    import socket
+
+    gw = run_cli
+    assert gw("source", "add", "local", "--base-url", upstream.url, "--auth-value", UP_KEY).code == 0
+    assert gw("source", "refresh", "local").code == 0
+    assert gw("catalog", "set", MODEL, *PRICES).code == 0
+    k = key("ci")
+    assert gw("limit", "set", "key:ci", "--rpm", "100").code == 0
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = ProxyProcess(tmp_path / "cfg" / "gwctl.toml", f"postgresql://nobody@127.0.0.1:{port}/none")
+    try:
+        r = chat(proc.url, k)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "limits_unavailable"
+        assert r.headers["retry-after"] == "1"
+        assert "Traceback" not in proc.log
+        assert wait_for(lambda: "cannot reach the activity log's database" in proc.log, 5)
+    finally:
+        proc.terminate()

@@ -64,15 +64,18 @@ def limit_reports(dsn: str, limits: Sequence[Limit], now: float) -> list[LimitRe
             usd = meters.get((limit.target, "usd"))
             if usd is not None:
                 leased, proxies = Decimal(usd.leased), usd.holders
-        requests = tokens = 0
+        requests = tokens = prev_requests = 0
         if limit.rpm is not None:
             req = meters.get((limit.target, "requests"))
             logged = spent_in_window(dsn, limit.target, minute_start, minute_end)[2]
             requests = max(logged, int(req.settled + req.leased) if req is not None else 0)
+            prev_requests = spent_in_window(dsn, limit.target, minute_start - 60.0, minute_start)[2]
         if limit.tpm is not None:
             tok = meters.get((limit.target, "tokens"))
             tokens = int(tok.settled + tok.leased) if tok is not None else 0
-        state = LimitState(limit, start, end, spent, leased, unbilled, minute_start, requests, tokens)
+        state = LimitState(
+            limit, start, end, spent, leased, unbilled, minute_start, requests, tokens, prev_requests=prev_requests
+        )
         out.append(LimitReport(state, leased, proxies))
     return out
 

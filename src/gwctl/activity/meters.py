@@ -255,19 +255,21 @@ class SqlBank:
         self._lock = threading.Lock()
         self._db: _Db | None = None
 
-    def sync(self, meter: Meter, delta: Amount, need: Amount) -> tuple[Amount, Amount]:
+    def sync(self, meter: Meter, delta: Amount, need: Amount, keep: Amount = 0) -> tuple[Amount, Amount]:
         """Settle ``delta`` on the meter and replace this holder's lease; return (lease, settled).
 
         The lease is :func:`grant`'s, except for a holder that asks for nothing, has nothing in flight
         and admitted nothing since its last sync (``meter.used_since_sync`` false: the ledger's heartbeat
         returning an unused lease): it gets none, so an idle process holds nothing and stops syncing.
+        Otherwise the lease is at least ``keep`` (what the holder may have admitted against while this
+        call was on its way) as far as the capacity left allows.
         """
         with self._lock:
             if self._db is None:
                 self._db = _Db(self.dsn)
             db = self._db
             try:
-                lease, settled, created = self._sync(db, meter, delta, need)
+                lease, settled, created = self._sync(db, meter, delta, need, keep)
             except db.db_error as e:  # the connection may be broken: the next call reconnects
                 self._drop()
                 raise db.error(f"cannot settle limit {meter.target} in", e) from e
@@ -278,7 +280,7 @@ class SqlBank:
                 self._forget_old(db, meter.id)
             return lease, settled
 
-    def _sync(self, db: _Db, meter: Meter, delta: Amount, need: Amount) -> tuple[Amount, Amount, bool]:
+    def _sync(self, db: _Db, meter: Meter, delta: Amount, need: Amount, keep: Amount) -> tuple[Amount, Amount, bool]:
         now = self.clock()
         measure = meter.measure
         lock = "" if db.sqlite else " FOR UPDATE"
@@ -315,6 +317,9 @@ class SqlBank:
                 lease = db.read(0, measure)  # nothing used since the last sync, nothing asked: returned
             else:
                 lease = grant(meter.capacity, settled, others, meter.reserved, need, self.share)
+                room = meter.capacity - settled - others
+                if keep > lease and room > lease:
+                    lease = min(keep, room)
             db.execute(
                 "UPDATE limit_meters SET settled = ?, capacity = ?, updated = ? WHERE meter_id = ?",
                 (db.amount(settled), db.amount(meter.capacity), now, meter.id),

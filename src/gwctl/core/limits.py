@@ -221,7 +221,9 @@ class LimitState:
     """One limit's counters as the caller knows them at ``now``.
 
     ``spent`` is the exact cost settled in the budget's window, ``reserved`` what requests in flight
-    hold; ``requests`` and ``tokens`` count the current minute (in-flight reservations included).
+    hold; ``requests`` and ``tokens`` count the current minute (in-flight reservations included), and
+    ``prev_requests``/``prev_tokens`` the minute before: a rate is a sliding window of 60 s, estimated as the
+    current minute's count plus the previous minute's weighted by the share of it still inside the window.
     """
 
     limit: Limit
@@ -233,6 +235,8 @@ class LimitState:
     minute_start: float = 0.0
     requests: int = 0
     tokens: int = 0
+    prev_requests: int = 0  # the minute before (a sliding window weighs it by the part of it still in the last 60 s)
+    prev_tokens: int = 0
 
     @property
     def left(self) -> Decimal | None:
@@ -301,10 +305,14 @@ def check(state: LimitState, res: Reservation, now: float) -> Refusal | None:
                 retry,
                 (("retry-after", str(retry)),) if retry is not None else (),
             )
-    reset = _seconds_until(state.minute_start + 60.0, now) or 60
-    if limit.rpm is not None and state.requests + 1 > limit.rpm:
-        return _rate(limit, "requests", limit.rpm, state.requests, reset)
-    if limit.tpm is not None and state.tokens + res.tokens > limit.tpm:
+    weight = max(0.0, 1.0 - (now - state.minute_start) / 60.0)  # the previous minute's share of the last 60 s
+    if limit.rpm is not None:
+        used = state.requests + state.prev_requests * weight
+        if used + 1 > limit.rpm:
+            wait = _sliding_wait(state, state.requests, state.prev_requests, 1, limit.rpm, now)
+            return _rate(limit, "requests", limit.rpm, math.ceil(used), wait)
+    if limit.tpm is not None and state.tokens + state.prev_tokens * weight + res.tokens > limit.tpm:
+        reset = _sliding_wait(state, state.tokens, state.prev_tokens, res.tokens, limit.tpm, now)
         if res.tokens > limit.tpm:
             return Refusal(
                 RATE_LIMITED,
@@ -318,6 +326,17 @@ def check(state: LimitState, res: Reservation, now: float) -> Refusal | None:
             )
         return _rate(limit, "tokens", limit.tpm, state.tokens, reset)
     return None
+
+
+def _sliding_wait(state: LimitState, current: int, prev: int, need: int, cap: int, now: float) -> int:
+    """Seconds until the sliding window has room for ``need`` more: when the previous minute's weight has
+    shrunk enough, or else when the current minute ends (its own count alone is at the cap)."""
+    end = state.minute_start + 60.0
+    room = cap - current - need
+    if room >= 0 and prev > 0:  # the previous minute's share must fall to ``room``: weight <= room / prev
+        at = state.minute_start + 60.0 * (1.0 - room / prev)
+        return max(1, math.ceil(at - now))
+    return max(1, math.ceil(end - now))
 
 
 def _rate_headers(unit: str, cap: int, remaining: int, reset: int) -> tuple[tuple[str, str], ...]:

@@ -42,6 +42,7 @@ log = logging.getLogger("gwctl.proxy")
 
 USD, REQUESTS, TOKENS = "usd", "requests", "tokens"
 ZERO = Decimal(0)
+LIMITS_UNAVAILABLE = "limits_unavailable"  # the rule id of a request refused because the bank is unreachable
 HEARTBEAT = 1.0  # seconds between settlements of what was spent (and returns of unused leases)
 RENEW = 3.0  # a held lease is renewed at least this often (a shared bank's leases expire after 10 s)
 
@@ -64,6 +65,8 @@ class Meter:
         "used_since_sync",
         "synced_at",
         "syncing",
+        "returning",
+        "admitted",
     )
 
     def __init__(self, target: str, measure: str, capacity: Decimal | int, start: float, end: float | None):
@@ -81,6 +84,8 @@ class Meter:
         self.unbilled = 0  # unbilled requests let through (budgets only)
         self.used_since_sync = False  # anything admitted since the last sync (else the lease is returned)
         self.synced_at = 0.0  # time.monotonic() of the last sync: a held lease is renewed before it expires
+        self.returning = False  # a sync is returning this idle meter's lease: admissions wait for it
+        self.admitted = 0  # admissions so far (tells whether any came while a sync was on its way)
         self.syncing: asyncio.Future[None] | None = None
 
     @property
@@ -93,10 +98,12 @@ class Bank(Protocol):
 
     shared: bool  # True when other processes hold leases on the same meters
 
-    def sync(self, meter: Meter, delta: Decimal | int, need: Decimal | int) -> tuple[Decimal | int, Decimal | int]:
+    def sync(
+        self, meter: Meter, delta: Decimal | int, need: Decimal | int, keep: Decimal | int = 0
+    ) -> tuple[Decimal | int, Decimal | int]:
         """Settle ``delta`` and grant a lease covering ``meter.reserved + need`` if there is room (more, as a
         slice for the next requests, when there is plenty); return (the new lease, the meter's settled total).
-        A lease never shrinks below ``meter.reserved``."""
+        A lease never shrinks below ``meter.reserved``, nor below ``keep`` while there is room for it."""
         ...
 
 
@@ -108,7 +115,9 @@ class LocalBank:
     def __init__(self) -> None:
         self.settled: dict[str, Decimal | int] = {}
 
-    def sync(self, meter: Meter, delta: Decimal | int, need: Decimal | int) -> tuple[Decimal | int, Decimal | int]:
+    def sync(
+        self, meter: Meter, delta: Decimal | int, need: Decimal | int, keep: Decimal | int = 0
+    ) -> tuple[Decimal | int, Decimal | int]:
         settled = self.settled.get(meter.id, ZERO if meter.measure == USD else 0) + delta
         self.settled[meter.id] = settled
         return max(meter.capacity - settled, meter.reserved), settled
@@ -132,6 +141,8 @@ class Ledger:
         self.bank = bank
         self.meters: dict[tuple[str, str], Meter] = {}  # (target, measure) -> the current window's meter
         self.retiring: list[Meter] = []  # meters of past windows still to settle
+        self.previous: dict[tuple[str, str], Meter] = {}  # the minute before's requests/tokens meters
+        self._warned_at = float("-inf")
 
     # --- meters ---------------------------------------------------------------
 
@@ -149,6 +160,8 @@ class Ledger:
         start, end = window_bounds(window, now)
         if meter is not None:
             self.retiring.append(meter)
+            if measure != USD:
+                self.previous[(limit.target, measure)] = meter
         meter = self.meters[(limit.target, measure)] = Meter(limit.target, measure, capacity, start, end)
         return meter
 
@@ -160,9 +173,9 @@ class Ledger:
             self._meter(limit, TOKENS, now) if limit.tpm is not None else None,
         )
 
-    @staticmethod
-    def state(limit: Limit, meters: tuple[Meter | None, Meter | None, Meter | None], now: float) -> LimitState:
-        """The limit as this process can admit against it: what it may still spend is its lease's rest."""
+    def state(self, limit: Limit, meters: tuple[Meter | None, Meter | None, Meter | None], now: float) -> LimitState:
+        """The limit as this process can admit against it: what it may still spend is its lease's rest; the
+        previous minute's counts (for the sliding rate window) are what it used as this process last knew."""
         usd, req, tok = meters
         minute = window_bounds("minute", now)[0]
         spent = reserved = ZERO
@@ -174,7 +187,25 @@ class Ledger:
             start, end, unbilled = usd.start, usd.end, usd.unbilled
         requests = 0 if req is None else int(req.capacity - req.available)
         tokens = 0 if tok is None else int(tok.capacity - tok.available)
-        return LimitState(limit, start, end, spent, reserved, unbilled, minute, requests, tokens)
+        return LimitState(
+            limit,
+            start,
+            end,
+            spent,
+            reserved,
+            unbilled,
+            minute,
+            requests,
+            tokens,
+            self._previous_count(limit.target, REQUESTS, minute),
+            self._previous_count(limit.target, TOKENS, minute),
+        )
+
+    def _previous_count(self, target: str, measure: str, minute: float) -> int:
+        prev = self.previous.get((target, measure))
+        if prev is None or prev.end != minute:  # not the minute just before this one
+            return 0
+        return int(prev.settled + prev.delta + prev.reserved)
 
     # --- admission -------------------------------------------------------------
 
@@ -193,20 +224,44 @@ class Ledger:
             refusal = admit(states, res, now)
             if refusal is None:
                 return None, self._reserve(metered, res)
-            if attempt or not await self._grow(metered, res, refusal):
+            if attempt:
                 return refusal, None
+            try:
+                if not await self._grow(metered, res, refusal):
+                    return refusal, None
+            except Exception as exc:  # the bank (the log's database) is unreachable: refuse, do not guess
+                return self._unavailable(refusal, exc), None
         return None, None  # pragma: no cover - the loop always returns
 
     @staticmethod
     async def _quiet(metered: list) -> None:
-        """Wait until none of these meters is syncing with the bank. A request admitted against the lease a
-        sync is replacing would be missing from the lease the bank records (computed from what was reserved
-        when the sync read it): the bank could grant that part to another process as well."""
+        """Wait until none of these meters is returning its lease to the bank. A request admitted against a
+        lease being returned would be covered by no lease the bank knows of: it could grant that part to
+        another process as well. (Other syncs keep the lease whole: admissions go on meanwhile.)"""
         while True:
-            pending = [m.syncing for _limit, ms in metered for m in ms if m is not None and m.syncing is not None]
+            pending = [m.syncing for _limit, ms in metered for m in ms if m is not None and m.returning]
             if not pending:
                 return
             await asyncio.shield(pending[0])
+
+    def _unavailable(self, refusal: Refusal, exc: Exception) -> Refusal:
+        """The 503 for a request this process cannot admit without the bank, which is unreachable."""
+        now = time.monotonic()
+        if now - self._warned_at > 5.0:  # one line every few seconds, not one per request
+            self._warned_at = now
+            log.warning("cannot reach the activity log's database to admit against %s: %s", refusal.target, exc)
+        why = getattr(exc, "message", None) or exc.__class__.__name__
+        return Refusal(
+            LIMITS_UNAVAILABLE,
+            503,
+            "api_error",
+            f"the gateway cannot check {refusal.target}'s limit now: its counters are in the activity log's "
+            f"database, which it cannot reach ({why})",
+            "retry shortly",
+            refusal.target,
+            1,
+            (("retry-after", "1"),),
+        )
 
     async def _grow(self, metered: list, res: Reservation, refusal: Refusal) -> bool:
         """Ask the bank for bigger leases on the meters that are short; True when it was asked."""
@@ -232,13 +287,16 @@ class Ledger:
                     usd.reserved += res.usd
                     holds.append((usd, res.usd))
                 usd.used_since_sync = True
+                usd.admitted += 1
             if req is not None:
                 req.reserved += 1
                 req.used_since_sync = True
+                req.admitted += 1
                 holds.append((req, 1))
             if tok is not None:
                 tok.reserved += res.tokens
                 tok.used_since_sync = True
+                tok.admitted += 1
                 holds.append((tok, res.tokens))
         return Ticket(holds, res)
 
@@ -264,19 +322,25 @@ class Ledger:
         loop = asyncio.get_running_loop()
         meter.syncing = loop.create_future()
         delta = meter.delta
+        admitted = meter.admitted
+        # An idle meter (nothing admitted since the last sync, nothing asked) returns its lease, and admissions
+        # wait meanwhile (_quiet). Any other sync keeps the lease whole (``keep``: what it held, less what is
+        # settled now), so requests admitted while it is on its way stay covered by it.
+        meter.returning = not meter.used_since_sync and not need
+        keep = 0 if meter.returning else max(meter.lease - delta, 0)
         try:
             if self.bank.shared:
                 # the bank reads what is in flight as of ``delta``'s capture: a request that ends during the
                 # round trip moves from ``reserved`` to ``delta`` and must stay covered by the new lease
-                # (admissions wait for the sync to end: _quiet)
-                lease, settled = await asyncio.to_thread(self.bank.sync, copy.copy(meter), delta, need)
+                lease, settled = await asyncio.to_thread(self.bank.sync, copy.copy(meter), delta, need, keep)
             else:
-                lease, settled = self.bank.sync(meter, delta, need)
+                lease, settled = self.bank.sync(meter, delta, need, keep)
             meter.delta -= delta
             meter.lease, meter.settled = lease, settled
-            meter.used_since_sync = False
+            meter.used_since_sync = meter.admitted != admitted  # admissions during the round trip count as use
             meter.synced_at = time.monotonic()
         finally:
+            meter.returning = False
             meter.syncing.set_result(None)
             meter.syncing = None
 
@@ -307,6 +371,7 @@ class Ledger:
             )
             if not capped:
                 del self.meters[(target, measure)]
+                self.previous.pop((target, measure), None)
                 meter.used_since_sync = False
                 self.retiring.append(meter)
 
