@@ -31,13 +31,16 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
+from types import MappingProxyType as MP
 
 import orjson
 import uvloop
 
 from gwctl.core import keys as gwkeys
-from gwctl.core.config import CatalogEntry, GatewayKey, Secret, Snapshot, Source
+from gwctl.core.config import CatalogEntry, GatewayKey, Limit, Secret, Snapshot, Source
 from gwctl.core.pricing import Usage
 from gwctl.proxy import forward as proxy_forward
 from gwctl.proxy import server as proxy_server
@@ -87,7 +90,6 @@ PARTS = ("decide", "usage", "log", "key")
 
 def snapshot() -> Snapshot:
     from decimal import Decimal
-    from types import MappingProxyType as MP
 
     source = Source(
         name="bench",
@@ -248,9 +250,12 @@ async def run_once(n: int, variant: str, profile: bool) -> float:
     """The CPU microseconds per request of ``n`` requests over 32 connections, for one variant."""
     loop = asyncio.get_running_loop()
     snap = snapshot()
+    if variant == "limits":  # a budget and an rpm limit on the key, counted in this process (LocalBank)
+        budget = Limit("key:bench", budget=Decimal(10**6), budget_text="1000000", window="month", rpm=10**8)
+        snap = replace(snap, limits=MP({"key:bench": budget}))
     gateway = fake_gateway(loop, snap)
     saved_usage = proxy_forward.usage_from_body
-    leave_out(gateway, snap, set(variant.split("+")) if variant not in ("full", "floor") else set())
+    leave_out(gateway, snap, set(variant.split("+")) if variant not in ("full", "floor", "limits") else set())
     handler = floor_handler(gateway.pool) if variant == "floor" else gateway.handle
     try:
         server = HttpServer(handler, body_limit=1 << 25)
@@ -280,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3, help="median of this many runs per variant")
-    ap.add_argument("--variants", default="full,floor," + ",".join(f"without {p}" for p in PARTS) + ",without all")
+    ap.add_argument(
+        "--variants", default="full,floor,limits," + ",".join(f"without {p}" for p in PARTS) + ",without all"
+    )
     ap.add_argument("--profile", action="store_true", help="cProfile one run of the full proxy instead")
     ap.add_argument("--json", metavar="FILE")
     args = ap.parse_args(argv)

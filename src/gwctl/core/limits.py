@@ -205,12 +205,32 @@ def reservation(entry: CatalogEntry | None, prompt_tokens: int, output_budget: i
 def _most_cost(entry: CatalogEntry | None, prompt: int, output: int) -> Decimal | None:
     if entry is None:
         return None
-    prices = entry.prices
-    if not any(isinstance(v, Decimal) for v in prices.values()):
+    unit = _unit_prices(entry)
+    if unit is None:
         return None
-    zero = Decimal(0)
-    dearest_in = max((prices[k] for k in _INPUT_KINDS if k in prices), default=zero)
-    return dearest_in * prompt + prices.get("output", zero) * output + prices.get("per_request", zero)
+    dearest_in, out, per_request = unit
+    return dearest_in * prompt + out * output + per_request
+
+
+_UNITS: dict[int, tuple[CatalogEntry, tuple[Decimal, Decimal, Decimal] | None]] = {}
+
+
+def _unit_prices(entry: CatalogEntry) -> tuple[Decimal, Decimal, Decimal] | None:
+    """(the dearest input price, the output price, the per-request price) of ``entry``; None without prices.
+    Remembered per entry object (a reload makes new ones), so the proxy works them out once."""
+    cached = _UNITS.get(id(entry))
+    if cached is not None and cached[0] is entry:
+        return cached[1]
+    prices = entry.prices
+    units: tuple[Decimal, Decimal, Decimal] | None = None
+    if any(isinstance(v, Decimal) for v in prices.values()):
+        zero = Decimal(0)
+        dearest_in = max((prices[k] for k in _INPUT_KINDS if k in prices), default=zero)
+        units = (dearest_in, prices.get("output", zero), prices.get("per_request", zero))
+    if len(_UNITS) > 4096:
+        _UNITS.clear()
+    _UNITS[id(entry)] = (entry, units)
+    return units
 
 
 # --- admission -----------------------------------------------------------------

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 import orjson
 
 from gwctl.core import limits as lim
 from gwctl.core.pricing import PricePlan, Usage, price_plan
-from gwctl.core.tokens import estimate_prompt_tokens
+from gwctl.core.tokens import estimate_prompt_tokens, prompt_tokens_ceiling
 from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow
 from gwctl.proxy.http import Reply
 from gwctl.proxy.ledger import Ledger, Ticket
@@ -44,8 +45,11 @@ _TOKEN_FIELDS = (
 )
 
 
+_token_counts = attrgetter(*_TOKEN_FIELDS)
+
+
 def usage_tokens(usage: Usage) -> int:
-    return sum(getattr(usage, name) for name in _TOKEN_FIELDS)
+    return sum(_token_counts(usage))
 
 
 class Limiter:
@@ -89,23 +93,30 @@ class Limiter:
         limits = self.limits_for(flow)
         if not limits:
             return None
-        res = self.reservation(flow, limits)
+        tokens = any(x.tpm is not None for x in limits)
+        res = self.reservation(flow, estimate=tokens)
         refusal, ticket = await self.ledger.admit(limits, res, self.clock())
+        if refusal is not None and refusal.rule == lim.BUDGET_EXCEEDED and not tokens:
+            # the body-size ceiling did not fit: the estimate (what the dry-run reserves) may
+            refusal, ticket = await self.ledger.admit(limits, self.reservation(flow, estimate=True), self.clock())
         flow.ticket = ticket
         return refusal
 
     @staticmethod
-    def reservation(flow: Flow, limits: tuple[Limit, ...]) -> lim.Reservation:
-        """What the request may cost at most (the prompt estimate is made only when a limit needs it)."""
+    def reservation(flow: Flow, estimate: bool) -> lim.Reservation:
+        """What the request may cost at most. Without ``estimate`` the prompt is taken at its ceiling from
+        the body's size (free, and never below the estimate: a request the ceiling admits, the estimate
+        admits too); with it, the prompt estimate (the dry-run's), which a token rate needs and a budget
+        falls back to when the ceiling does not fit."""
         d = flow.decision
         assert d is not None
         feats = d.features
-        prompt = 0
-        if lim.needs_estimate(limits):
-            if feats is not None and feats.prompt_tokens_estimate is not None:
-                prompt = feats.prompt_tokens_estimate
-            else:
-                prompt = estimate_prompt_tokens(feats.api if feats else "other", flow.body)
+        if not estimate:
+            prompt = prompt_tokens_ceiling(len(flow.request.body or b""))
+        elif feats is not None and feats.prompt_tokens_estimate is not None:
+            prompt = feats.prompt_tokens_estimate
+        else:
+            prompt = estimate_prompt_tokens(feats.api if feats else "other", flow.body)
         return lim.reservation(d.entry, prompt, feats.output_budget if feats else None)
 
     def settle(self, flow: Flow, status: int, usage: Usage | None) -> None:
