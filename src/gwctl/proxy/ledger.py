@@ -209,6 +209,19 @@ class Ledger:
 
     # --- admission -------------------------------------------------------------
 
+    def try_admit(self, limits: Sequence[Limit], res: Reservation, now: float) -> Ticket | None:
+        """The common case without a coroutine: a ticket when every meter admits ``res`` from what this
+        process holds and none is returning its lease; None when :meth:`admit` must decide (a refusal, or
+        more lease to ask the bank for)."""
+        metered = [(limit, self.meters_of(limit, now)) for limit in limits]
+        for _limit, meters in metered:
+            for m in meters:
+                if m is not None and m.returning:
+                    return None
+        if admit([self.state(limit, meters, now) for limit, meters in metered], res, now) is not None:
+            return None
+        return self._reserve(metered, res)
+
     async def admit(
         self, limits: Sequence[Limit], res: Reservation, now: float
     ) -> tuple[Refusal | None, Ticket | None]:

@@ -79,6 +79,28 @@ class Limiter:
         headers = [(REQUEST_ID_HEADER, flow.rid), *refusal.headers]
         return Reply(refusal.status, orjson.dumps(refusal.error_body()), headers)
 
+    def try_admit(self, flow: Flow) -> lim.Refusal | None | bool:
+        """:meth:`admit` without a coroutine for the common case: None when admitted (``flow.ticket`` set),
+        a Refusal for the key's scope, or True when :meth:`admit` must decide (a limit would refuse, or this
+        process must ask the bank for more)."""
+        d = flow.decision
+        assert d is not None
+        snap = flow.snapshot
+        key = snap.keys.get(flow.key_name) if flow.key_name else None
+        if key is not None and (key.agents or key.models):
+            refusal = lim.key_refusal(key, d.agent, d.catalog_ref, self.clock())
+            if refusal is not None:
+                return refusal
+        limits = self.limits_for(flow)
+        if not limits:
+            return None
+        tokens = any(x.tpm is not None for x in limits)
+        ticket = self.ledger.try_admit(limits, self.reservation(flow, estimate=tokens), self.clock())
+        if ticket is None:
+            return True
+        flow.ticket = ticket
+        return None
+
     async def admit(self, flow: Flow) -> lim.Refusal | None:
         """Check the key's scope and every applicable limit; on admission ``flow.ticket`` holds the
         reservations until :meth:`settle`."""

@@ -38,6 +38,7 @@ import orjson
 
 from gwctl.activity.child import ChildWriter
 from gwctl.core.config import Snapshot
+from gwctl.core.limits import Refusal
 from gwctl.errors import GwctlError
 from gwctl.proxy.auth import Authenticator
 from gwctl.proxy.decide import LARGE_BODY, Decider, models_reply, refusal
@@ -226,7 +227,11 @@ class Gateway:
         if not d.forwarded:
             return _at_once(self._refuse(flow))
         if Limiter.applies(flow):  # 3. limit (only when the store has limits or the key a scope)
-            return self._limit_then_forward(flow)
+            verdict = self.limiter.try_admit(flow)
+            if verdict is True:  # a limit would refuse, or the bank must be asked: the async stage decides
+                return self._limit_then_forward(flow)
+            if isinstance(verdict, Refusal):
+                return _at_once(self._limited(flow, verdict))
         return self.forwarder.forward(flow)  # 4. forward, 5. relay, 6. record
 
     async def _decide_aside(self, flow: Flow) -> Reply | None:
@@ -249,13 +254,17 @@ class Gateway:
         try:
             refusal = await self.limiter.admit(flow)
             if refusal is not None:
-                self.recorder.record(flow, refusal.status, None, refusal.rule, refusal.message, kind="rejected")
-                return self.limiter.refusal_reply(flow, refusal)
+                return self._limited(flow, refusal)
             return await self.forwarder.forward(flow)
         finally:
             if flow.ticket is not None:
                 self.limiter.settle(flow, 499, None)
             self.flights.end()
+
+    def _limited(self, flow: Flow, refusal: Refusal) -> Reply:
+        """A limit or the key's scope refuses the request: record it, answer with the refusal."""
+        self.recorder.record(flow, refusal.status, None, refusal.rule, refusal.message, kind="rejected")
+        return self.limiter.refusal_reply(flow, refusal)
 
     def _refuse(self, flow: Flow) -> Reply:
         """The decision rejects the request: record it, answer with the decision's error."""
