@@ -59,6 +59,8 @@ class Limiter:
         self.ledger = ledger
         self.clock = clock
         self._plans: dict[int, tuple[CatalogEntry, PricePlan | None]] = {}  # id(entry) -> its price plan
+        self._limits_snapshot: object = None  # the snapshot _limits_memo is for
+        self._limits_memo: dict[tuple[str | None, ...], tuple[Limit, ...]] = {}
 
     @staticmethod
     def applies(flow: Flow) -> bool:
@@ -70,10 +72,19 @@ class Limiter:
         return key is not None and bool(key.agents or key.models)
 
     def limits_for(self, flow: Flow) -> tuple[Limit, ...]:
+        """The limits that apply to the request, remembered per (key, agent, source, model) for the snapshot."""
         d = flow.decision
         assert d is not None  # the decide stage set it
-        targets = lim.request_targets(flow.key_name, d.agent, d.source, d.catalog_ref)
-        return lim.applicable(flow.snapshot.limits, targets)
+        snap = flow.snapshot
+        if snap is not self._limits_snapshot:
+            self._limits_snapshot, self._limits_memo = snap, {}
+        shape = (flow.key_name, d.agent, d.source, d.catalog_ref)
+        found = self._limits_memo.get(shape)
+        if found is None:
+            found = lim.applicable(snap.limits, lim.request_targets(*shape))
+            if len(self._limits_memo) < 4096:
+                self._limits_memo[shape] = found
+        return found
 
     def refusal_reply(self, flow: Flow, refusal: lim.Refusal) -> Reply:
         headers = [(REQUEST_ID_HEADER, flow.rid), *refusal.headers]
