@@ -10,7 +10,7 @@ import typer
 
 from gwctl.activity import SUMMARY_BY, open_log, parse_dsn, parse_duration, record_to_json, resolve_dsn, summary_to_json
 from gwctl.activity.record import summary_cost_known
-from gwctl.cli.common import JsonOpt, fail
+from gwctl.cli.common import ActivityOpt, JsonOpt, fail
 from gwctl.context import current
 from gwctl.core.text import printable
 from gwctl.render import print_json, print_table
@@ -31,14 +31,6 @@ ModelOpt = Annotated[
 ]
 AgentOpt = Annotated[
     Optional[str], typer.Option("--agent", metavar="A", help="Only this agent (root and subagents are separate).")
-]
-ActivityOpt = Annotated[
-    Optional[str],
-    typer.Option(
-        "--activity",
-        metavar="DSN",
-        help="The log: sqlite:///path, a path, or postgresql://… (default: $GWCTL_ACTIVITY, else the user data dir).",
-    ),
 ]
 
 

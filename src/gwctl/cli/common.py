@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, NoReturn, Optional
 
 import typer
 
@@ -16,6 +16,14 @@ from gwctl.store import paths
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+ActivityOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--activity",
+        metavar="DSN",
+        help="The log: sqlite:///path, a path, or postgresql://… (default: $GWCTL_ACTIVITY, else the user data dir).",
+    ),
+]
 
 
 def store_path() -> Path:

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load
+from gwctl.cli.common import ActivityOpt, JsonOpt, YesOpt, confirm, edit, fail, load
 from gwctl.core import limits as lim
 from gwctl.core.config import Limit, Snapshot
 from gwctl.core.limits import iso
@@ -221,16 +221,6 @@ def remove_cmd(target: TargetArg, yes: YesOpt = False) -> None:
     with edit() as (doc, _snap):
         document.remove_limit(doc, target)
     message(f"removed the limit on {target}")
-
-
-ActivityOpt = Annotated[
-    Optional[str],
-    typer.Option(
-        "--activity",
-        metavar="DSN",
-        help="The log: sqlite:///path, a path, or postgresql://… (default: $GWCTL_ACTIVITY, else the user data dir).",
-    ),
-]
 
 
 def _money(value) -> str:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
 from gwctl.activity import redact_dsn, resolve_dsn
-from gwctl.cli.common import fail, store_path
+from gwctl.cli.common import ActivityOpt, fail, store_path
 from gwctl.context import current
 from gwctl.core.validate import validate
 from gwctl.store.file import EXPOSURE_FIX, exposure, load
@@ -26,14 +26,6 @@ def single_app(name: str) -> typer.Typer:
 HostOpt = Annotated[str, typer.Option("--host", help="Address to listen on.")]
 PortOpt = Annotated[int, typer.Option("--port", help="Port to listen on (0 picks a free one).")]
 WorkersOpt = Annotated[int, typer.Option("--workers", metavar="N", help="Worker processes sharing the port.")]
-ActivityOpt = Annotated[
-    Optional[str],
-    typer.Option(
-        "--activity",
-        metavar="DSN",
-        help="Activity log: sqlite:///path, a path, or postgresql://… (default: $GWCTL_ACTIVITY, else the user data dir).",
-    ),
-]
 NoAuthOpt = Annotated[
     bool, typer.Option("--no-auth", help="Accept requests without a gateway key (loopback hosts only).")
 ]

@@ -8,7 +8,7 @@ from typing import Annotated, NoReturn, Optional
 import orjson
 import typer
 
-from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, need_source, read_input
+from gwctl.cli.common import ActivityOpt, JsonOpt, YesOpt, confirm, edit, fail, load, need_source, read_input
 from gwctl.context import current
 from gwctl.core.catalog_values import format_usd
 from gwctl.core.refs import AGENT_RE
@@ -284,10 +284,7 @@ def dry_run(
         Optional[str],
         typer.Option("--key", metavar="NAME", help="The gateway key the request presents: its scope and limits."),
     ] = None,
-    activity: Annotated[
-        Optional[str],
-        typer.Option("--activity", metavar="DSN", help="The log the limits' spend is read from (default as activity)."),
-    ] = None,
+    activity: ActivityOpt = None,
     json_: JsonOpt = False,
     reveal: Annotated[
         bool, typer.Option("--reveal", help="Show literal credentials (and user info in URLs) unmasked.")
