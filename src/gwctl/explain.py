@@ -151,7 +151,9 @@ def print_report(d: Decision, reveal: bool = False, out=None) -> None:
 
 
 def _usd(value: Any) -> str:
-    return "unbilled" if value is None else f"${value.normalize():f}"
+    from gwctl.core.limits import usd_text
+
+    return "unbilled" if value is None else usd_text(value)
 
 
 def _state_text(state: Any) -> list[str]:

@@ -71,24 +71,18 @@ def check_target(snap: Snapshot, target: str) -> None:
         kind, name = lim.parse_target(target)
     except ValueError as exc:
         fail(str(exc))
-    if kind == "key" and name not in snap.keys:
-        fail(f"no key named '{name}'", "see gwctl key list, or create it with: gwctl key create " + name)
-    if kind == "source" and name not in snap.sources:
-        fail(f"no source named '{name}'", "see gwctl source list")
-    if kind == "agent":
-        agents = {r.agent for r in snap.routes}
-        if not any(a == name or a.startswith(name + "/") for a in agents):
+    source, _, model_id = name.partition("/")
+    if not lim.target_exists(snap, kind, name):
+        if kind == "key":
+            fail(f"no key named '{name}'", "see gwctl key list, or create it with: gwctl key create " + name)
+        if kind == "agent":
             fail(
                 f"no agent '{name}': no route names it or one of its subagents",
                 f"add a route first (gwctl route set {name} ...), or see gwctl route list",
             )
-    if kind == "model":
-        source, _, model_id = name.partition("/")
-        src = snap.sources.get(source)
-        if src is None:
-            fail(f"no source named '{source}' (in {target})", "see gwctl source list")
-        if model_id not in src.models and name not in snap.catalog:
-            warn(f"{name} is not listed by source {source} yet and has no catalog entry")
+        fail(f"no source named '{source}'" + (f" (in {target})" if kind == "model" else ""), "see gwctl source list")
+    if kind == "model" and model_id not in snap.sources[source].models and name not in snap.catalog:
+        warn(f"{name} is not listed by source {source} yet and has no catalog entry")
 
 
 def _fields(
@@ -224,7 +218,7 @@ def remove_cmd(target: TargetArg, yes: YesOpt = False) -> None:
 
 
 def _money(value) -> str:
-    return "" if value is None else f"${value.normalize():f}"
+    return "" if value is None else lim.usd_text(value)
 
 
 def _rate(used: int, cap: int | None) -> str:

@@ -31,7 +31,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Iterable, Mapping, Sequence
 
-from gwctl.core.config import CatalogEntry, GatewayKey, Limit
+from gwctl.core.config import CatalogEntry, GatewayKey, Limit, Snapshot
 
 TARGET_KINDS: tuple[str, ...] = ("key", "agent", "source", "model")
 WINDOWS: tuple[str, ...] = ("day", "week", "month", "total")
@@ -99,6 +99,18 @@ def request_targets(key: str | None, agent: str | None, source: str | None, mode
     if model_ref:
         out.append("model:" + model_ref)
     return tuple(out)
+
+
+def target_exists(snapshot: Snapshot, kind: str, name: str) -> bool:
+    """Whether the store has what a target names: the key, the source, an agent (a route names it or one of
+    its subagents), or a model's source (its model may not be listed yet)."""
+    if kind == "key":
+        return name in snapshot.keys
+    if kind == "source":
+        return name in snapshot.sources
+    if kind == "agent":
+        return any(r.agent == name or r.agent.startswith(name + "/") for r in snapshot.routes)
+    return name.partition("/")[0] in snapshot.sources
 
 
 def applicable(limits: Mapping[str, Limit], targets: Iterable[str]) -> tuple[Limit, ...]:
@@ -291,7 +303,8 @@ def _seconds_until(end: float | None, now: float) -> int | None:
     return None if end is None else max(1, math.ceil(end - now))
 
 
-def _money(value: Decimal) -> str:
+def usd_text(value: Decimal) -> str:
+    """A USD amount as the limits show it: ``$0.05``, ``$25`` (exact, no trailing zeros)."""
     return f"${value.normalize():f}"
 
 
@@ -316,10 +329,10 @@ def check(state: LimitState, res: Reservation, now: float) -> Refusal | None:
                 BUDGET_EXCEEDED,
                 429,
                 "insufficient_quota",
-                f"budget of {limit.target} exceeded: spent {_money(state.spent)}"
-                + (f" (+{_money(state.reserved)} reserved in flight)" if state.reserved else "")
-                + f" of {_money(limit.budget)} this {limit.window}"
-                + (f"; this request may cost up to {_money(res.usd)}" if res.usd else ""),
+                f"budget of {limit.target} exceeded: spent {usd_text(state.spent)}"
+                + (f" (+{usd_text(state.reserved)} reserved in flight)" if state.reserved else "")
+                + f" of {usd_text(limit.budget)} this {limit.window}"
+                + (f"; this request may cost up to {usd_text(res.usd)}" if res.usd else ""),
                 f"the window resets at {iso(state.window_end)}" if state.window_end else "raise the budget",
                 limit.target,
                 retry,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Collection
 
 from gwctl.core.config import Snapshot, Source
+from gwctl.core.limits import target_exists
 from gwctl.core.refs import AGENT_RE
 
 
@@ -247,22 +248,12 @@ def _check_keys(found: _Found, snapshot: Snapshot) -> None:
                 )
 
 
-def _target_exists(snapshot: Snapshot, kind: str, name: str) -> bool:
-    if kind == "key":
-        return name in snapshot.keys
-    if kind == "source":
-        return name in snapshot.sources
-    if kind == "agent":
-        return any(r.agent == name or r.agent.startswith(name + "/") for r in snapshot.routes)
-    return name.partition("/")[0] in snapshot.sources
-
-
 def _check_limits(found: _Found, snapshot: Snapshot) -> None:
     """Limits that apply to nothing, cap nothing, or whose reservations are a guess rather than a bound."""
     for index, limit in enumerate(snapshot.limits.values()):
         where = f"limits[{index}]"
         kind, _, name = limit.target.partition(":")
-        if not _target_exists(snapshot, kind, name):
+        if not target_exists(snapshot, kind, name):
             found.warn(
                 where,
                 f"the limit on {limit.target} applies to nothing: no such {kind}",
