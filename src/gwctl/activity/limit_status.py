@@ -57,7 +57,7 @@ def limit_reports(dsn: str, limits: Sequence[Limit], now: float) -> list[LimitRe
     out = []
     for limit in limits:
         start, end = window_bounds(limit.window or "total", now)
-        spent, unbilled, _ = (Decimal(0), 0, 0)
+        spent, unbilled = Decimal(0), 0
         leased, proxies = Decimal(0), 0
         if limit.budget is not None:
             spent, unbilled, _ = spent_in_window(dsn, limit.target, start, end)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from gwctl.core import limits as lim
-from gwctl.core.pricing import PricePlan, Usage, price_plan
+from gwctl.core.pricing import USAGE_FIELDS, PricePlan, Usage, price_plan
 from gwctl.core.tokens import estimate_prompt_tokens, prompt_tokens_ceiling
 from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow
 from gwctl.proxy.http import Reply
@@ -34,17 +34,7 @@ if TYPE_CHECKING:
     from gwctl.core.config import CatalogEntry, Limit
 
 # Usage fields that are tokens (what a tokens-per-minute limit counts); reasoning is inside output.
-_TOKEN_FIELDS = (
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_read_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "output_tokens",
-    "audio_input_tokens",
-)
-
-
+_TOKEN_FIELDS = tuple(f for f in USAGE_FIELDS if f.endswith("_tokens") and f != "reasoning_tokens")
 _token_counts = attrgetter(*_TOKEN_FIELDS)
 
 
@@ -90,10 +80,8 @@ class Limiter:
         headers = [(REQUEST_ID_HEADER, flow.rid), *refusal.headers]
         return Reply(refusal.status, orjson.dumps(refusal.error_body()), headers)
 
-    def try_admit(self, flow: Flow) -> lim.Refusal | None | bool:
-        """:meth:`admit` without a coroutine for the common case: None when admitted (``flow.ticket`` set),
-        a Refusal for the key's scope, or True when :meth:`admit` must decide (a limit would refuse, or this
-        process must ask the bank for more)."""
+    def _applicable(self, flow: Flow) -> lim.Refusal | tuple[tuple[Limit, ...], bool] | None:
+        """The key's scope refusal, or the limits that apply and whether one counts tokens (None: none apply)."""
         d = flow.decision
         assert d is not None
         snap = flow.snapshot
@@ -105,7 +93,16 @@ class Limiter:
         limits = self.limits_for(flow)
         if not limits:
             return None
-        tokens = any(x.tpm is not None for x in limits)
+        return limits, any(x.tpm is not None for x in limits)
+
+    def try_admit(self, flow: Flow) -> lim.Refusal | None | bool:
+        """:meth:`admit` without a coroutine for the common case: None when admitted (``flow.ticket`` set),
+        a Refusal for the key's scope, or True when :meth:`admit` must decide (a limit would refuse, or this
+        process must ask the bank for more)."""
+        found = self._applicable(flow)
+        if not isinstance(found, tuple):
+            return found
+        limits, tokens = found
         ticket = self.ledger.try_admit(limits, self.reservation(flow, estimate=tokens), self.clock())
         if ticket is None:
             return True
@@ -115,18 +112,10 @@ class Limiter:
     async def admit(self, flow: Flow) -> lim.Refusal | None:
         """Check the key's scope and every applicable limit; on admission ``flow.ticket`` holds the
         reservations until :meth:`settle`."""
-        d = flow.decision
-        assert d is not None
-        snap = flow.snapshot
-        key = snap.keys.get(flow.key_name) if flow.key_name else None
-        if key is not None and (key.agents or key.models):
-            refusal = lim.key_refusal(key, d.agent, d.catalog_ref, self.clock())
-            if refusal is not None:
-                return refusal
-        limits = self.limits_for(flow)
-        if not limits:
-            return None
-        tokens = any(x.tpm is not None for x in limits)
+        found = self._applicable(flow)
+        if not isinstance(found, tuple):
+            return found
+        limits, tokens = found
         res = self.reservation(flow, estimate=tokens)
         refusal, ticket = await self.ledger.admit(limits, res, self.clock())
         if refusal is not None and refusal.rule == lim.BUDGET_EXCEEDED and not tokens:
