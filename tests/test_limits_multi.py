@@ -372,19 +372,14 @@ def test_limit_status_after_a_known_mix(sqlite_store):
 # --- the race behind an overshoot seen with three instances ------------------------------------------------
 
 
-def test_a_request_admitted_while_its_meter_syncs_is_covered_by_the_new_lease(tmp_path):
-    """One process returns its unused lease (the heartbeat's sync) while a request is admitted against the old
-    lease: the bank must not see that lease as returned, or another process spends it too (rpm 4: 5 admitted).
-
-    A bank whose sync pauses after committing (a slow round trip) makes the interleaving deterministic."""
+def slow_bank(dsn: str, holder: str, **kw):
+    """A SqlBank whose sync, once ``hold`` is set, pauses after committing (a slow round trip) until ``gate``
+    is set, and says so through ``entered``: it makes an interleaving with the ledger deterministic."""
     from gwctl.activity.meters import SqlBank
-    from gwctl.core.config import Limit
-    from gwctl.core.limits import Reservation
-    from gwctl.proxy.ledger import Ledger
 
     class SlowBank(SqlBank):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
+        def __init__(self) -> None:
+            super().__init__(dsn, holder, **kw)
             self.hold = False
             self.entered, self.gate = threading.Event(), threading.Event()
 
@@ -395,12 +390,24 @@ def test_a_request_admitted_while_its_meter_syncs_is_covered_by_the_new_lease(tm
                 self.gate.wait(5)
             return out
 
+    return SlowBank()
+
+
+def test_a_request_admitted_while_its_meter_syncs_is_covered_by_the_new_lease(tmp_path):
+    """One process returns its unused lease (the heartbeat's sync) while a request is admitted against the old
+    lease: the bank must not see that lease as returned, or another process spends it too (rpm 4: 5 admitted).
+
+    A bank whose sync pauses after committing (a slow round trip) makes the interleaving deterministic."""
+    from gwctl.core.config import Limit
+    from gwctl.core.limits import Reservation
+    from gwctl.proxy.ledger import Ledger
+
     dsn = f"sqlite://{tmp_path / 'bank.sqlite3'}"
     limit = Limit("key:ci", rpm=4)
     res = Reservation(0, 0, "request", None)
 
     async def scenario():
-        bank_a, bank_b = SlowBank(dsn, "a", share=1), SlowBank(dsn, "b", share=1)
+        bank_a, bank_b = slow_bank(dsn, "a", share=1), slow_bank(dsn, "b", share=1)
         a, b = Ledger(bank_a), Ledger(bank_b)
         try:
             now = time.time()
@@ -435,30 +442,16 @@ def test_a_request_admitted_while_its_meter_syncs_is_covered_by_the_new_lease(tm
 def test_requests_admitted_while_a_busy_meter_settles_keep_their_lease(tmp_path):
     """A heartbeat that settles a meter in use does not hold admissions up (they go on against the lease),
     and the bank keeps that lease whole, so another process cannot be granted the same requests."""
-    from gwctl.activity.meters import SqlBank
     from gwctl.core.config import Limit
     from gwctl.core.limits import Reservation
     from gwctl.proxy.ledger import Ledger
-
-    class SlowBank(SqlBank):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            self.hold = False
-            self.entered, self.gate = threading.Event(), threading.Event()
-
-        def _sync(self, db, meter, delta, need, keep):
-            out = super()._sync(db, meter, delta, need, keep)
-            if self.hold:
-                self.entered.set()
-                self.gate.wait(5)
-            return out
 
     dsn = f"sqlite://{tmp_path / 'bank.sqlite3'}"
     limit = Limit("key:ci", rpm=100)
     res = Reservation(0, 0, "request", None)
 
     async def scenario():
-        bank_a, bank_b = SlowBank(dsn, "a"), SlowBank(dsn, "b", share=1)  # b takes all there is when it asks
+        bank_a, bank_b = slow_bank(dsn, "a"), slow_bank(dsn, "b", share=1)  # b takes all there is when it asks
         a, b = Ledger(bank_a), Ledger(bank_b)
         try:
             now = time.time()
