@@ -528,8 +528,17 @@ class RawClient:
         name = name.lower()
         return next((v for k, v in self.headers if k == name), None)
 
-    async def connect(self, timeout: float = 30) -> "RawClient":
-        self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), timeout)
+    async def connect(self, timeout: float = 30, rcvbuf: int | None = None) -> "RawClient":
+        """Connect; ``rcvbuf`` fixes the socket's receive buffer (no kernel autotuning), as a slow client's would be."""
+        if rcvbuf is None:
+            opened = asyncio.open_connection(self.host, self.port)
+        else:
+            sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, (self.host, self.port))
+            opened = asyncio.open_connection(sock=sock)
+        self.reader, self.writer = await asyncio.wait_for(opened, timeout)
         return self
 
     async def send(self, data: bytes) -> None:
