@@ -9,9 +9,13 @@ and measures `gwctl proxy` (one worker, metering on) with wrk, in the same run:
 
 on a SQLite activity log, and on PostgreSQL when --postgres DSN (or
 $GWCTL_TEST_POSTGRES) is given: the limits' meters are then shared through the
-database. Each configuration runs --repeat times, alternating, median taken.
+database. Both proxies run side by side and wrk drives them in turns: --repeat
+pairs of --duration-second bursts, the order alternating between pairs. This
+shared machine's speed drifts by tens of percent over minutes, so the figure
+is the median of the pairs' ratios (each pair measured within seconds), with
+their interquartile range beside it.
 
-    python benchmarks/limits_bench.py [--duration 5] [--repeat 3] [--postgres DSN]
+    python benchmarks/limits_bench.py [--duration 2] [--repeat 15] [--postgres DSN]
 
 Target (issue 12): with limits >= 0.9x the same proxy without them.
 """
@@ -43,6 +47,7 @@ def gw(store: Path, *args: str) -> str:
 
 
 def store_for(tmp: Path, name: str, up_url: str, limits: bool) -> tuple[Path, str]:
+    """A store with the priced model and a key; with ``limits``, a budget and an rpm limit on the key."""
     store = tmp / f"{name}.toml"
     gw(store, "source", "add", "bench", "--base-url", up_url, "--auth-value", hs.UPSTREAM_KEY)
     gw(store, "source", "refresh", "bench")
@@ -54,31 +59,64 @@ def store_for(tmp: Path, name: str, up_url: str, limits: bool) -> tuple[Path, st
     return store, key
 
 
-def throughput(procs, store: Path, dsn: str, key: str, args) -> float:
+def start_proxy(procs, store: Path, dsn: str):
     port = hs.free_port()
     proxy = procs.start(
         [sys.executable, "-m", "gwctl", "--store", str(store), "proxy", "--port", str(port), "--activity", dsn], port
     )
-    try:
-        url = f"http://{hs.HOST}:{port}/v1/chat/completions"
+    return proxy, f"http://{hs.HOST}:{port}/v1/chat/completions"
+
+
+def burst(proxy, url: str, key: str, duration: float) -> tuple[float, float]:
+    """Requests per second over one wrk burst, and the proxy's CPU microseconds per request (its process
+    tree: the worker and its log writer)."""
+    cpu = hs.tree_cpu_seconds(proxy.pid)
+    rps = hs.wrk(url, 32, duration, "Bearer " + key).rps
+    cpu = hs.tree_cpu_seconds(proxy.pid) - cpu
+    return rps, cpu / (rps * duration) * 1e6
+
+
+def measure(procs, tmp: Path, up_url: str, backend: str, dsn: str, args) -> dict[bool, list[tuple[float, float]]]:
+    """Both proxies (no limits, budget+rpm) run side by side on ``dsn``; wrk drives them in turns."""
+    running = {}
+    for limits in (False, True):
+        # a fresh key: a new key's meters start empty, on a shared database too
+        store, key = store_for(tmp, f"{backend}-{limits}-{uuid.uuid4().hex[:6]}", up_url, limits and not args.aa)
+        proxy, url = start_proxy(procs, store, dsn)
         hs.wrk(url, 32, 1, "Bearer " + key)  # warm-up
-        return hs.wrk(url, 32, args.duration, "Bearer " + key).rps
+        running[limits] = (proxy, url, key)
+    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    try:
+        for pair in range(args.repeat):
+            for limits in (False, True) if pair % 2 == 0 else (True, False):
+                proxy, url, key = running[limits]
+                runs[limits].append(burst(proxy, url, key, args.duration))
+                rps, cpu = runs[limits][-1]
+                print(
+                    f"{backend}, limits={limits}, pair {pair + 1}: {rps:.0f} req/s, {cpu:.0f} us CPU/req",
+                    file=sys.stderr,
+                )
     finally:
-        procs.stop(proxy)
+        for proxy, _url, _key in running.values():
+            procs.stop(proxy)
+    return runs
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--duration", type=float, default=5)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=2, help="seconds per wrk burst")
+    ap.add_argument("--repeat", type=int, default=15, help="pairs of bursts per activity log")
     ap.add_argument("--postgres", metavar="DSN", default=os.environ.get("GWCTL_TEST_POSTGRES"))
+    ap.add_argument(
+        "--aa", action="store_true", help="no limits on either side: the ratio the method reads from noise alone"
+    )
     args = ap.parse_args(argv)
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
         return 1
     procs = hs.Procs()
     tmp = Path(tempfile.mkdtemp(prefix="gwctl-limits-bench-"))
-    results: dict[tuple[str, bool], list[float]] = {}
+    results = {}
     try:
         up_port = hs.free_port()
         procs.start(
@@ -88,27 +126,29 @@ def main(argv: list[str] | None = None) -> int:
         )
         up_url = f"http://{hs.HOST}:{up_port}/v1"
         hs.REQUEST["model"] = f"bench/{hs.MODEL}"
-        backends = [("sqlite", lambda run: f"sqlite://{tmp / f'activity-{run}.sqlite3'}")]
+        backends = [("sqlite", f"sqlite://{tmp / 'activity.sqlite3'}")]
         if args.postgres:
-            backends.append(("postgresql", lambda run: args.postgres))
-        for backend, dsn_for in backends:
-            for limits in (False, True):
-                results[(backend, limits)] = []
-            for run in range(args.repeat):
-                for limits in (False, True):
-                    # a fresh key each run: a new key's meters start empty, on a shared database too
-                    store, key = store_for(tmp, f"{backend}-{run}-{limits}-{uuid.uuid4().hex[:6]}", up_url, limits)
-                    print(f"measuring {backend}, limits={limits}, run {run + 1} …", file=sys.stderr)
-                    results[(backend, limits)].append(throughput(procs, store, dsn_for(run), key, args))
+            backends.append(("postgresql", args.postgres))
+        for backend, dsn in backends:
+            results[backend] = measure(procs, tmp, up_url, backend, dsn, args)
     finally:
         procs.stop_all()
         shutil.rmtree(tmp, ignore_errors=True)
     print()
-    print(f"{'activity log':<14} {'no limits req/s':>16} {'budget+rpm req/s':>17} {'ratio':>7} {'target':>8}")
-    for backend in dict.fromkeys(b for b, _ in results):
-        plain = statistics.median(results[(backend, False)])
-        limited = statistics.median(results[(backend, True)])
-        print(f"{backend:<14} {plain:16.0f} {limited:17.0f} {limited / plain:7.2f} {'>= 0.90':>8}")
+    print(
+        f"{'activity log':<14} {'no limits req/s':>16} {'budget+rpm req/s':>17} {'ratio':>7} {'pairs IQR':>11}"
+        f" {'target':>8} {'CPU us/req':>12}"
+    )
+    for backend, runs in results.items():
+        plain, limited = runs[False], runs[True]
+        ratios = sorted(b[0] / a[0] for a, b in zip(plain, limited))
+        q1, _q2, q3 = statistics.quantiles(ratios, n=4)
+        med = statistics.median
+        cpu = f"{med(c for _r, c in plain):.0f} -> {med(c for _r, c in limited):.0f}"
+        print(
+            f"{backend:<14} {med(r for r, _c in plain):16.0f} {med(r for r, _c in limited):17.0f}"
+            f" {med(ratios):7.2f} {q1:5.2f}-{q3:.2f} {'>= 0.90':>8} {cpu:>12}"
+        )
     return 0
 
 

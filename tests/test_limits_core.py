@@ -306,3 +306,56 @@ def test_the_ledger_carries_the_previous_minute_into_the_sliding_window():
         assert refusal is None
 
     run(go())
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    budget=st.one_of(st.none(), st.decimals(min_value=D("0"), max_value=D("3"), places=2)),
+    rpm=st.one_of(st.none(), st.integers(1, 6)),
+    tpm=st.one_of(st.none(), st.integers(1, 400)),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["fast", "slow", "settle", "beat", "later"]),
+            st.one_of(st.none(), st.decimals(min_value=D("0"), max_value=D("1"), places=2)),  # reservation USD
+            st.integers(0, 150),  # tokens reserved, or used when settling
+        ),
+        max_size=40,
+    ),
+)
+def test_the_coroutine_free_admission_agrees_with_the_full_check(budget, rpm, tpm, steps):
+    """Ledger.try_admit (read straight off the meters) admits exactly when core.limits.admit over the
+    ledger's states does, and each meter's ``free`` stays lease - delta - reserved through every step."""
+    if budget is None and rpm is None and tpm is None:
+        rpm = 3
+    limit = Limit("key:ci", budget=budget, window="day" if budget is not None else None, rpm=rpm, tpm=tpm)
+    limits = (limit,)
+
+    async def go():
+        ledger = Ledger(LocalBank())
+        now = NOW
+        held = []
+        for op, usd, tokens in steps:
+            res = lim.Reservation(tokens, 0, "request", usd)
+            if op == "fast":
+                states = [ledger.state(limit, ledger.meters_of(limit, now), now)]
+                expected = lim.admit(states, res, now) is None
+                ticket = ledger.try_admit(limits, res, now)
+                assert (ticket is not None) == expected
+                if ticket is not None:
+                    held.append(ticket)
+            elif op == "slow":
+                _refusal, ticket = await ledger.admit(limits, res, now)
+                if ticket is not None:
+                    held.append(ticket)
+            elif op == "settle" and held:
+                ticket = held.pop(0)
+                cost = None if usd is None else usd
+                ledger.settle(ticket, cost, tokens)
+            elif op == "beat":
+                await ledger.heartbeat()
+            elif op == "later":
+                now += 20
+            for meter in [*ledger.meters.values(), *ledger.retiring]:
+                assert meter.free == meter.lease - meter.delta - meter.reserved
+
+    run(go())

@@ -580,3 +580,25 @@ def test_readers_build_usages_that_pass_the_full_checks(
     for u in built:
         assert Usage(**vars(u)) == u and u.requests == 1
         assert all(type(n) is int and n >= 0 for n in u.counts())
+
+
+@pytest.mark.parametrize("fine", ["1E-61", "3E-70", "0.5E-65"])
+def test_the_plans_total_stays_exact_for_prices_too_fine_to_scale(fine):
+    """Prices finer than the integer path's scale are summed as Decimals, still to the last digit."""
+    entry = CatalogEntry("s", "m", prices={"input": Decimal(fine), "output": Decimal("0.000015")})
+    plan = price_plan(entry)
+    assert plan.scaled is None
+    usage = Usage(input_tokens=123_456_789, output_tokens=7)
+    with localcontext(prec=1000):
+        expected = Decimal(fine) * 123_456_789 + Decimal("0.000105")
+    assert plan.total(usage.counts()) == price(entry, usage).total == expected
+
+
+def test_the_plans_integer_total_equals_the_decimal_sum():
+    entry = CatalogEntry(
+        "s", "m", prices={"input": Decimal("3E-6"), "output": Decimal("1.5E+1"), "cached_input": Decimal("0.00000075")}
+    )
+    plan = price_plan(entry)
+    assert plan.scaled is not None and plan.scale == 8
+    usage = Usage(input_tokens=1000, cached_input_tokens=400, output_tokens=3)
+    assert plan.total(usage.counts()) == price(entry, usage).total

@@ -308,6 +308,23 @@ def usd_text(value: Decimal) -> str:
     return f"${value.normalize():f}"
 
 
+def budget_fits(left: Decimal, cost: Decimal) -> bool:
+    """The budget rule: this request's most cost fits in what the budget has left (the budget less what
+    is spent and reserved)."""
+    return cost <= left
+
+
+def previous_weight(minute_start: float, now: float) -> float:
+    """The share of the previous minute still inside the sliding 60 s window ending at ``now``."""
+    return max(0.0, 1.0 - (now - minute_start) / 60.0)
+
+
+def rate_fits(room: int, previous: int, weight: float, need: int) -> bool:
+    """The rate rule: what this request needs, plus the previous minute's count by ``weight``, fits in the
+    room this minute leaves (the cap less this minute's count): a sliding window of 60 s."""
+    return previous * weight + need <= room
+
+
 def check(state: LimitState, res: Reservation, now: float) -> Refusal | None:
     """Whether one limit admits a request reserving ``res`` (None: it does)."""
     limit = state.limit
@@ -323,7 +340,7 @@ def check(state: LimitState, res: Reservation, now: float) -> Refusal | None:
                     f"(gwctl limit set {limit.target} --unbilled allow)",
                     limit.target,
                 )
-        elif state.spent + state.reserved + res.usd > limit.budget:
+        elif not budget_fits(limit.budget - state.spent - state.reserved, res.usd):
             retry = _seconds_until(state.window_end, now)
             return Refusal(
                 BUDGET_EXCEEDED,
@@ -338,13 +355,12 @@ def check(state: LimitState, res: Reservation, now: float) -> Refusal | None:
                 retry,
                 (("retry-after", str(retry)),) if retry is not None else (),
             )
-    weight = max(0.0, 1.0 - (now - state.minute_start) / 60.0)  # the previous minute's share of the last 60 s
-    if limit.rpm is not None:
-        used = state.requests + state.prev_requests * weight
-        if used + 1 > limit.rpm:
-            wait = _sliding_wait(state, state.requests, state.prev_requests, 1, limit.rpm, now)
-            return _rate(limit, "requests", limit.rpm, math.ceil(used), wait)
-    if limit.tpm is not None and state.tokens + state.prev_tokens * weight + res.tokens > limit.tpm:
+    weight = previous_weight(state.minute_start, now)
+    if limit.rpm is not None and not rate_fits(limit.rpm - state.requests, state.prev_requests, weight, 1):
+        used = math.ceil(state.requests + state.prev_requests * weight)
+        wait = _sliding_wait(state, state.requests, state.prev_requests, 1, limit.rpm, now)
+        return _rate(limit, "requests", limit.rpm, used, wait)
+    if limit.tpm is not None and not rate_fits(limit.tpm - state.tokens, state.prev_tokens, weight, res.tokens):
         reset = _sliding_wait(state, state.tokens, state.prev_tokens, res.tokens, limit.tpm, now)
         if res.tokens > limit.tpm:
             return Refusal(
@@ -411,10 +427,15 @@ def key_refusal(key: GatewayKey, agent: str | None, model_ref: str | None, now: 
     expired = expiry_refusal(key, now)
     if expired is not None:
         return expired
+    return scope_check(key, agent, model_ref)
+
+
+def scope_check(key: GatewayKey, agent: str | None, model_ref: str | None) -> Refusal | None:
+    """The 403 for a request outside ``key``'s scope (:func:`scope_refusal`), or None."""
     why = scope_refusal(key, agent, model_ref)
-    if why is not None:
-        return Refusal(KEY_SCOPE, 403, "permission_error", why, "use a key whose scope covers it", "key:" + key.name)
-    return None
+    if why is None:
+        return None
+    return Refusal(KEY_SCOPE, 403, "permission_error", why, "use a key whose scope covers it", "key:" + key.name)
 
 
 def expiry_refusal(key: GatewayKey, now: float) -> Refusal | None:

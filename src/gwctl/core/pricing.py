@@ -462,18 +462,42 @@ class PricePlan:
     unbilled_reason: str | None  # set when the entry has no prices at all
     # the priced steps as (position in Usage.counts(), unit price): what total() sums, per row of the log
     terms: tuple[tuple[int, Decimal], ...] = ()
+    # the same unit prices as integers of 10**-scale USD (None: a price too fine for that to be cheap):
+    # integer products are exact and several times cheaper than Decimal ones, for a sum made per request
+    scaled: tuple[tuple[int, int], ...] | None = None
+    scale: int = 0
 
     def total(self, counts: tuple[int, ...]) -> Decimal | None:
         """The exact total of a usage given as :meth:`Usage.counts` (None: unbilled)."""
         if self.unbilled_reason is not None:
             return None
+        scaled = self.scaled
+        if scaled is not None:
+            units = 0
+            for index, unit in scaled:
+                quantity = counts[index]
+                if quantity > 0:
+                    units += quantity * unit
+            return Decimal(units).scaleb(-self.scale, _EXACT)
         total = Decimal(0)
         add, multiply = _EXACT.add, _EXACT.multiply
-        for index, unit in self.terms:
+        for index, price in self.terms:
             quantity = counts[index]
             if quantity > 0:
-                total = add(total, multiply(quantity, unit))
+                total = add(total, multiply(quantity, price))
         return total
+
+
+_MAX_SCALE = 60  # prices finer than 10**-60 USD are summed as Decimals
+
+
+def _scaled(terms: tuple[tuple[int, Decimal], ...]) -> tuple[tuple[tuple[int, int], ...] | None, int]:
+    """``terms``' unit prices as integers of 10**-scale USD, and the scale (the finest price's decimals)."""
+    scale = max((-int(unit.as_tuple().exponent) for _index, unit in terms), default=0)
+    if scale > _MAX_SCALE:
+        return None, 0
+    scale = max(scale, 0)
+    return tuple((index, int(unit.scaleb(scale, _EXACT))) for index, unit in terms), scale
 
 
 def price_plan(entry: CatalogEntry, ref: str = "") -> PricePlan:
@@ -491,7 +515,8 @@ def price_plan(entry: CatalogEntry, ref: str = "") -> PricePlan:
         applied = next((k for k in (kind, *FALLBACKS[kind]) if k in prices), None)
         steps.append((kind, field_name, applied, None if applied is None else prices[applied]))
     terms = tuple((_FIELD_INDEX[field_name], unit) for _kind, field_name, _applied, unit in steps if unit is not None)
-    return PricePlan(ref, tuple(steps), None, terms)
+    scaled, scale = _scaled(terms)
+    return PricePlan(ref, tuple(steps), None, terms, scaled, scale)
 
 
 def price(entry: CatalogEntry | None, usage: Usage, ref: str = "") -> Cost:

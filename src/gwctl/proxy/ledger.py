@@ -5,7 +5,7 @@ its calendar window, or its requests or tokens for the current minute. Of a
 meter's capacity, this process holds a *lease* (granted by the bank, not yet
 settled); it spends from the lease locally, with no I/O per request:
 
-    available here = lease - delta - reserved
+    free here = lease - delta - reserved
 
 where ``delta`` is what finished requests used since the last settlement and
 ``reserved`` what requests in flight hold. A :class:`Bank` settles and
@@ -36,7 +36,16 @@ from decimal import Decimal
 from typing import Mapping, Protocol, Sequence
 
 from gwctl.core.config import Limit
-from gwctl.core.limits import LimitState, Refusal, Reservation, admit, window_bounds
+from gwctl.core.limits import (
+    LimitState,
+    Refusal,
+    Reservation,
+    admit,
+    budget_fits,
+    previous_weight,
+    rate_fits,
+    window_bounds,
+)
 
 log = logging.getLogger("gwctl.proxy")
 
@@ -61,6 +70,7 @@ class Meter:
         "lease",
         "delta",
         "reserved",
+        "free",
         "unbilled",
         "used_since_sync",
         "synced_at",
@@ -81,6 +91,7 @@ class Meter:
         self.lease = zero  # held by this process: granted, not yet settled
         self.delta = zero  # used by finished requests since the last sync
         self.reserved = zero  # held by requests in flight
+        self.free = zero  # lease - delta - reserved, kept up to date: what admission reads
         self.unbilled = 0  # unbilled requests let through (budgets only)
         self.used_since_sync = False  # anything admitted since the last sync (else the lease is returned)
         self.synced_at = 0.0  # time.monotonic() of the last sync: a held lease is renewed before it expires
@@ -88,9 +99,10 @@ class Meter:
         self.admitted = 0  # admissions so far (tells whether any came while a sync was on its way)
         self.syncing: asyncio.Future[None] | None = None
 
-    @property
-    def available(self) -> Decimal | int:
-        return self.lease - self.delta - self.reserved
+
+def _count(meter: Meter) -> int:
+    """A finished minute's requests or tokens, as this process last knew them."""
+    return int(meter.settled + meter.delta + meter.reserved)
 
 
 class Bank(Protocol):
@@ -124,14 +136,62 @@ class LocalBank:
 
 
 class Ticket:
-    """What one admitted request holds on which meters, until it is settled."""
+    """One admitted request's hold on its gate's meters (its reservation on each), until it is settled;
+    ``needs_cost`` and ``needs_tokens`` say whether settling it needs the answer's exact cost, or its token
+    count. The gate keeps the meters of the windows it was admitted in, so a request that ends after its
+    window rolled over settles there."""
 
-    __slots__ = ("holds", "reservation", "billed")
+    __slots__ = ("gate", "reservation", "billed", "needs_cost", "needs_tokens")
 
-    def __init__(self, holds: list[tuple[Meter, Decimal | int]], reservation: Reservation):
-        self.holds = holds
+    def __init__(self, gate: Gate, reservation: Reservation):
+        self.gate: Gate | None = gate
         self.reservation = reservation
         self.billed = reservation.usd is not None
+        self.needs_cost = self.billed and gate.has_budgets
+        self.needs_tokens = gate.counts_tokens
+
+
+class Gate:
+    """The meters one set of limits admits against, for as long as their windows last: admission walks
+    these instead of looking every meter up again (one minute at most, as a rate's meter is the minute's).
+
+    ``budgets`` are the USD meters; ``rates`` the (meter, the meter of the minute before or None, whether
+    a request counts 1 or its tokens) of the rates; ``metered`` each limit with its meters, for the
+    refusal's full account."""
+
+    __slots__ = (
+        "limits",
+        "epoch",
+        "start",
+        "until",
+        "minute",
+        "budgets",
+        "rates",
+        "metered",
+        "rejects_unbilled",
+        "has_budgets",
+        "counts_tokens",
+    )
+
+    def __init__(self, limits: Sequence[Limit], epoch: int, metered: list, previous: Mapping, now: float):
+        self.limits = limits
+        self.epoch = epoch
+        self.metered = metered
+        meters = [m for _limit, ms in metered for m in ms if m is not None]
+        self.start = max((m.start for m in meters), default=float("-inf"))
+        self.until = min((m.end for m in meters if m.end is not None), default=float("inf"))
+        self.minute = window_bounds("minute", now)[0]
+        self.budgets = tuple(usd for _limit, (usd, _r, _t) in metered if usd is not None)
+        self.rejects_unbilled = any(x.budget is not None and x.unbilled == "reject" for x, _ms in metered)
+        rates = []
+        for _limit, (_usd, req, tok) in metered:
+            for meter, per_request in ((req, True), (tok, False)):
+                if meter is not None:
+                    prev = previous.get((meter.target, meter.measure))
+                    rates.append((meter, prev if prev is not None and prev.end == self.minute else None, per_request))
+        self.rates = tuple(rates)
+        self.has_budgets = bool(self.budgets)
+        self.counts_tokens = any(not per_request for _m, _prev, per_request in rates)
 
 
 class Ledger:
@@ -142,6 +202,8 @@ class Ledger:
         self.meters: dict[tuple[str, str], Meter] = {}  # (target, measure) -> the current window's meter
         self.retiring: list[Meter] = []  # meters of past windows still to settle
         self.previous: dict[tuple[str, str], Meter] = {}  # the minute before's requests/tokens meters
+        self.gates: dict[int, Gate] = {}  # id(limits) -> their gate
+        self.epoch = 0  # bumped when a meter is replaced or retired: every gate is built again
         self._warned_at = float("-inf")
 
     # --- meters ---------------------------------------------------------------
@@ -158,6 +220,7 @@ class Ledger:
                 meter.capacity = capacity
             return meter
         start, end = window_bounds(window, now)
+        self.epoch += 1
         if meter is not None:
             self.retiring.append(meter)
             if measure != USD:
@@ -183,10 +246,10 @@ class Ledger:
         unbilled = 0
         if usd is not None:
             spent = Decimal(usd.settled + usd.delta)
-            reserved = Decimal(usd.capacity) - spent - Decimal(usd.available)  # in flight, and leased elsewhere
+            reserved = Decimal(usd.capacity - usd.free) - spent  # in flight, and leased elsewhere
             start, end, unbilled = usd.start, usd.end, usd.unbilled
-        requests = 0 if req is None else int(req.capacity - req.available)
-        tokens = 0 if tok is None else int(tok.capacity - tok.available)
+        requests = 0 if req is None else int(req.capacity - req.free)
+        tokens = 0 if tok is None else int(tok.capacity - tok.free)
         return LimitState(
             limit,
             start,
@@ -205,22 +268,45 @@ class Ledger:
         prev = self.previous.get((target, measure))
         if prev is None or prev.end != minute:  # not the minute just before this one
             return 0
-        return int(prev.settled + prev.delta + prev.reserved)
+        return _count(prev)
+
+    def gate(self, limits: Sequence[Limit], now: float) -> Gate:
+        """The gate of ``limits`` at ``now`` (the one built before, while its windows and meters last)."""
+        gate = self.gates.get(id(limits))
+        if gate is None or gate.limits is not limits or gate.epoch != self.epoch or not gate.start <= now < gate.until:
+            metered = [(limit, self.meters_of(limit, now)) for limit in limits]
+            if len(self.gates) > 4096:
+                self.gates.clear()
+            gate = self.gates[id(limits)] = Gate(limits, self.epoch, metered, self.previous, now)
+        return gate
 
     # --- admission -------------------------------------------------------------
 
     def try_admit(self, limits: Sequence[Limit], res: Reservation, now: float) -> Ticket | None:
         """The common case without a coroutine: a ticket when every meter admits ``res`` from what this
         process holds and none is returning its lease; None when :meth:`admit` must decide (a refusal, or
-        more lease to ask the bank for)."""
-        metered = [(limit, self.meters_of(limit, now)) for limit in limits]
-        for _limit, meters in metered:
-            for m in meters:
-                if m is not None and m.returning:
+        more lease to ask the bank for). The same rules as :func:`gwctl.core.limits.check`, read straight
+        off the meters: what a limit has left here is what its lease leaves (``free``, as in :meth:`state`)."""
+        gate = self.gate(limits, now)
+        usd = res.usd
+        if usd is None:
+            if gate.rejects_unbilled:
+                return None
+        else:
+            for m in gate.budgets:
+                if m.returning or not budget_fits(m.free, usd):
                     return None
-        if admit([self.state(limit, meters, now) for limit, meters in metered], res, now) is not None:
-            return None
-        return self._reserve(metered, res)
+        if gate.rates:
+            tokens = res.tokens if gate.counts_tokens else 0
+            for m, prev, per_request in gate.rates:
+                if m.returning or not rate_fits(
+                    m.free,
+                    0 if prev is None else _count(prev),
+                    0.0 if prev is None else previous_weight(gate.minute, now),
+                    1 if per_request else tokens,
+                ):
+                    return None
+        return self._reserve(gate, res)
 
     async def admit(
         self, limits: Sequence[Limit], res: Reservation, now: float
@@ -230,13 +316,14 @@ class Ledger:
         When this process's leases are too small and the bank is shared, it asks the bank for more (one
         round trip, shared by the requests that wait for the same meter) before refusing.
         """
-        metered = [(limit, self.meters_of(limit, now)) for limit in limits]
+        gate = self.gate(limits, now)
+        metered = gate.metered
         for attempt in (0, 1):
             await self._quiet(metered)
             states = [self.state(limit, meters, now) for limit, meters in metered]
             refusal = admit(states, res, now)
             if refusal is None:
-                return None, self._reserve(metered, res)
+                return None, self._reserve(gate, res)
             if attempt:
                 return refusal, None
             try:
@@ -285,46 +372,59 @@ class Ledger:
             if limit.target != refusal.target:
                 continue
             for meter, need in ((usd, res.usd), (req, 1), (tok, res.tokens)):
-                if meter is not None and need is not None and meter.available < need:
+                if meter is not None and need is not None and meter.free < need:
                     await self.sync(meter, need)
                     asked = True
         return asked
 
-    def _reserve(self, metered: list, res: Reservation) -> Ticket:
-        holds: list[tuple[Meter, Decimal | int]] = []
-        for _limit, (usd, req, tok) in metered:
-            if usd is not None:
-                if res.usd is None:
-                    usd.unbilled += 1
-                else:
-                    usd.reserved += res.usd
-                    holds.append((usd, res.usd))
-                usd.used_since_sync = True
-                usd.admitted += 1
-            if req is not None:
-                req.reserved += 1
-                req.used_since_sync = True
-                req.admitted += 1
-                holds.append((req, 1))
-            if tok is not None:
-                tok.reserved += res.tokens
-                tok.used_since_sync = True
-                tok.admitted += 1
-                holds.append((tok, res.tokens))
-        return Ticket(holds, res)
+    @staticmethod
+    def _reserve(gate: Gate, res: Reservation) -> Ticket:
+        usd = res.usd
+        for m in gate.budgets:
+            if usd is None:
+                m.unbilled += 1
+            else:
+                m.reserved += usd
+                m.free -= usd
+            m.used_since_sync = True
+            m.admitted += 1
+        if gate.rates:
+            tokens = res.tokens if gate.counts_tokens else 0
+            for m, _prev, per_request in gate.rates:
+                n = 1 if per_request else tokens
+                m.reserved += n
+                m.free -= n
+                m.used_since_sync = True
+                m.admitted += 1
+        return Ticket(gate, res)
 
-    def settle(self, ticket: Ticket, cost: Decimal | None, tokens: int | None) -> None:
+    @staticmethod
+    def settle(ticket: Ticket, cost: Decimal | None, tokens: int | None) -> None:
         """Replace a request's reservations by what it used: ``cost`` (None: unknown, the reservation is
         billed) and ``tokens`` (None: unknown, the reserved tokens count)."""
-        for meter, held in ticket.holds:
-            meter.reserved -= held
-            if meter.measure == USD:
-                meter.delta += held if cost is None else cost
-            elif meter.measure == REQUESTS:
-                meter.delta += 1
-            else:
-                meter.delta += held if tokens is None else tokens
-        ticket.holds = []
+        gate = ticket.gate
+        if gate is None:
+            return
+        ticket.gate = None
+        res = ticket.reservation
+        usd = res.usd
+        if usd is not None:
+            spent = usd if cost is None else cost
+            for m in gate.budgets:
+                m.reserved -= usd
+                m.delta += spent
+                m.free += usd - spent
+        if gate.rates:
+            held = res.tokens if gate.counts_tokens else 0
+            used = held if tokens is None else tokens
+            for m, _prev, per_request in gate.rates:
+                if per_request:
+                    m.reserved -= 1
+                    m.delta += 1
+                else:
+                    m.reserved -= held
+                    m.delta += used
+                    m.free += held - used
 
     # --- the bank ------------------------------------------------------------------
 
@@ -350,6 +450,7 @@ class Ledger:
                 lease, settled = self.bank.sync(meter, delta, need, keep)
             meter.delta -= delta
             meter.lease, meter.settled = lease, settled
+            meter.free = meter.lease - meter.delta - meter.reserved
             meter.used_since_sync = meter.admitted != admitted  # admissions during the round trip count as use
             meter.synced_at = time.monotonic()
         finally:
@@ -383,6 +484,7 @@ class Ledger:
                 and (limit.budget if measure == USD else limit.rpm if measure == REQUESTS else limit.tpm) is not None
             )
             if not capped:
+                self.epoch += 1
                 del self.meters[(target, measure)]
                 self.previous.pop((target, measure), None)
                 meter.used_since_sync = False

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import time
 from decimal import Decimal
-from operator import attrgetter
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import orjson
 
 from gwctl.core import limits as lim
-from gwctl.core.pricing import USAGE_FIELDS, PricePlan, Usage, price_plan
+from gwctl.core.pricing import USAGE_FIELDS, PricePlan, price_plan
 from gwctl.core.tokens import estimate_prompt_tokens, prompt_tokens_ceiling
 from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow
 from gwctl.proxy.http import Reply
@@ -33,13 +33,18 @@ from gwctl.proxy.ledger import Ledger, Ticket
 if TYPE_CHECKING:
     from gwctl.core.config import CatalogEntry, Limit
 
-# Usage fields that are tokens (what a tokens-per-minute limit counts); reasoning is inside output.
-_TOKEN_FIELDS = tuple(f for f in USAGE_FIELDS if f.endswith("_tokens") and f != "reasoning_tokens")
-_token_counts = attrgetter(*_TOKEN_FIELDS)
+# A request's shape's answers: the key's scope refusal, the limits that apply, whether one counts tokens.
+_Shape = tuple["lim.Refusal | None", "tuple[Limit, ...]", bool]
+
+# Where the usage's tokens sit in Usage.counts() (what a tokens-per-minute limit counts); reasoning is
+# inside output.
+_TOKEN_INDEXES = tuple(i for i, f in enumerate(USAGE_FIELDS) if f.endswith("_tokens") and f != "reasoning_tokens")
+_token_counts = itemgetter(*_TOKEN_INDEXES)
 
 
-def usage_tokens(usage: Usage) -> int:
-    return sum(_token_counts(usage))
+def usage_tokens(counts: tuple[int, ...]) -> int:
+    """The tokens a usage given as :meth:`Usage.counts` holds."""
+    return sum(_token_counts(counts))
 
 
 class Limiter:
@@ -49,8 +54,9 @@ class Limiter:
         self.ledger = ledger
         self.clock = clock
         self._plans: dict[int, tuple[CatalogEntry, PricePlan | None]] = {}  # id(entry) -> its price plan
-        self._limits_snapshot: object = None  # the snapshot _limits_memo is for
-        self._limits_memo: dict[tuple[str | None, ...], tuple[Limit, ...]] = {}
+        self._snapshot: object = None  # the snapshot the memos below are for
+        self._shapes: dict[tuple[str | None, ...], _Shape] = {}
+        self._reservations: dict[tuple[int, int, int | None], tuple[CatalogEntry | None, lim.Reservation]] = {}
 
     @staticmethod
     def applies(flow: Flow) -> bool:
@@ -61,48 +67,37 @@ class Limiter:
         key = snap.keys.get(flow.key_name) if flow.key_name else None
         return key is not None and bool(key.agents or key.models)
 
-    def limits_for(self, flow: Flow) -> tuple[Limit, ...]:
-        """The limits that apply to the request, remembered per (key, agent, source, model) for the snapshot."""
+    def _shape(self, flow: Flow) -> _Shape:
+        """The key's scope answer and the limits that apply, remembered per (key, agent, source, model) for
+        the snapshot: both follow from those four and the store alone (the key's expiry, which depends on the
+        clock, is checked when the request's head is in)."""
         d = flow.decision
         assert d is not None  # the decide stage set it
         snap = flow.snapshot
-        if snap is not self._limits_snapshot:
-            self._limits_snapshot, self._limits_memo = snap, {}
+        if snap is not self._snapshot:
+            self._snapshot, self._shapes = snap, {}
         shape = (flow.key_name, d.agent, d.source, d.catalog_ref)
-        found = self._limits_memo.get(shape)
+        found = self._shapes.get(shape)
         if found is None:
-            found = lim.applicable(snap.limits, lim.request_targets(*shape))
-            if len(self._limits_memo) < 4096:
-                self._limits_memo[shape] = found
+            key = snap.keys.get(flow.key_name) if flow.key_name else None
+            scope = lim.scope_check(key, d.agent, d.catalog_ref) if key is not None else None
+            limits = lim.applicable(snap.limits, lim.request_targets(*shape))
+            found = (scope, limits, any(x.tpm is not None for x in limits))
+            if len(self._shapes) < 4096:
+                self._shapes[shape] = found
         return found
 
     def refusal_reply(self, flow: Flow, refusal: lim.Refusal) -> Reply:
         headers = [(REQUEST_ID_HEADER, flow.rid), *refusal.headers]
         return Reply(refusal.status, orjson.dumps(refusal.error_body()), headers)
 
-    def _applicable(self, flow: Flow) -> lim.Refusal | tuple[tuple[Limit, ...], bool] | None:
-        """The key's scope refusal, or the limits that apply and whether one counts tokens (None: none apply)."""
-        d = flow.decision
-        assert d is not None
-        snap = flow.snapshot
-        key = snap.keys.get(flow.key_name) if flow.key_name else None
-        if key is not None and (key.agents or key.models):
-            refusal = lim.key_refusal(key, d.agent, d.catalog_ref, self.clock())
-            if refusal is not None:
-                return refusal
-        limits = self.limits_for(flow)
-        if not limits:
-            return None
-        return limits, any(x.tpm is not None for x in limits)
-
     def try_admit(self, flow: Flow) -> lim.Refusal | None | bool:
-        """:meth:`admit` without a coroutine for the common case: None when admitted (``flow.ticket`` set),
-        a Refusal for the key's scope, or True when :meth:`admit` must decide (a limit would refuse, or this
-        process must ask the bank for more)."""
-        found = self._applicable(flow)
-        if not isinstance(found, tuple):
-            return found
-        limits, tokens = found
+        """:meth:`admit` without a coroutine for the common case: None when admitted (``flow.ticket`` set, or
+        no limit applies), a Refusal for the key's scope, or True when :meth:`admit` must decide (a limit would
+        refuse, or this process must ask the bank for more)."""
+        scope, limits, tokens = self._shape(flow)
+        if scope is not None or not limits:
+            return scope
         ticket = self.ledger.try_admit(limits, self.reservation(flow, estimate=tokens), self.clock())
         if ticket is None:
             return True
@@ -112,10 +107,9 @@ class Limiter:
     async def admit(self, flow: Flow) -> lim.Refusal | None:
         """Check the key's scope and every applicable limit; on admission ``flow.ticket`` holds the
         reservations until :meth:`settle`."""
-        found = self._applicable(flow)
-        if not isinstance(found, tuple):
-            return found
-        limits, tokens = found
+        scope, limits, tokens = self._shape(flow)
+        if scope is not None or not limits:
+            return scope
         res = self.reservation(flow, estimate=tokens)
         refusal, ticket = await self.ledger.admit(limits, res, self.clock())
         if refusal is not None and refusal.rule == lim.BUDGET_EXCEEDED and not tokens:
@@ -124,8 +118,7 @@ class Limiter:
         flow.ticket = ticket
         return refusal
 
-    @staticmethod
-    def reservation(flow: Flow, estimate: bool) -> lim.Reservation:
+    def reservation(self, flow: Flow, estimate: bool) -> lim.Reservation:
         """What the request may cost at most. Without ``estimate`` the prompt is taken at its ceiling from
         the body's size (free, and never below the estimate: a request the ceiling admits, the estimate
         admits too); with it, the prompt estimate (the dry-run's), which a token rate needs and a budget
@@ -133,30 +126,41 @@ class Limiter:
         d = flow.decision
         assert d is not None
         feats = d.features
-        if not estimate:
-            prompt = prompt_tokens_ceiling(len(flow.request.body or b""))
-        elif feats is not None and feats.prompt_tokens_estimate is not None:
-            prompt = feats.prompt_tokens_estimate
-        else:
-            prompt = estimate_prompt_tokens(feats.api if feats else "other", flow.body)
-        return lim.reservation(d.entry, prompt, feats.output_budget if feats else None)
+        output = feats.output_budget if feats else None
+        if estimate:
+            if feats is not None and feats.prompt_tokens_estimate is not None:
+                prompt = feats.prompt_tokens_estimate
+            else:
+                prompt = estimate_prompt_tokens(feats.api if feats else "other", flow.body)
+            return lim.reservation(d.entry, prompt, output)
+        # the ceiling's reservations repeat (one per entry, body size and output budget): made once each
+        ceiling = feats.prompt_tokens_ceiling if feats is not None else None
+        prompt = ceiling if ceiling is not None else prompt_tokens_ceiling(len(flow.request.body or b""))
+        memo = (id(d.entry), prompt, output)
+        found = self._reservations.get(memo)
+        if found is None or found[0] is not d.entry:
+            if len(self._reservations) > 4096:
+                self._reservations.clear()
+            found = self._reservations[memo] = (d.entry, lim.reservation(d.entry, prompt, output))
+        return found[1]
 
-    def settle(self, flow: Flow, status: int, usage: Usage | None) -> None:
-        """Replace the request's reservations by what it used (see the module's docstring)."""
+    def settle(self, flow: Flow, status: int, counts: tuple[int, ...] | None) -> None:
+        """Replace the request's reservations by what it used, its usage given as :meth:`Usage.counts`
+        (see the module's docstring)."""
         ticket: Ticket | None = flow.ticket
         if ticket is None:
             return
         flow.ticket = None
         assert flow.decision is not None
-        if usage is not None:
-            cost = self._cost(flow.decision.entry, usage) if ticket.billed else None
-            self.ledger.settle(ticket, cost, usage_tokens(usage))
+        if counts is not None:
+            cost = self._cost(flow.decision.entry, counts) if ticket.needs_cost else None
+            self.ledger.settle(ticket, cost, usage_tokens(counts) if ticket.needs_tokens else None)
         elif status < 400 or status == 499:  # it was answered (or cut short), but told us nothing
             self.ledger.settle(ticket, None, None)
         else:
             self.ledger.settle(ticket, Decimal(0), 0)
 
-    def _cost(self, entry: CatalogEntry | None, usage: Usage) -> Decimal | None:
+    def _cost(self, entry: CatalogEntry | None, counts: tuple[int, ...]) -> Decimal | None:
         if entry is None:
             return None
         cached = self._plans.get(id(entry))
@@ -167,4 +171,4 @@ class Limiter:
                 plan = None
             cached = self._plans[id(entry)] = (entry, plan)
         plan = cached[1]
-        return None if plan is None else plan.total(usage.counts())
+        return None if plan is None else plan.total(counts)

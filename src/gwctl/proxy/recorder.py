@@ -38,8 +38,9 @@ class Recorder:
         """The row of a decided request: the decision's facts, the answer's status and usage, and ``kind``
         instead of the decision's route kind (``"error"`` for an upstream failure). A request the limit
         stage admitted is settled here, log or no log."""
+        counts = None if usage is None else usage.counts()
         if flow.ticket is not None and self.limiter is not None:
-            self.limiter.settle(flow, status, usage)
+            self.limiter.settle(flow, status, counts)
         writer = self.writer
         if writer is None:
             return
@@ -58,7 +59,7 @@ class Recorder:
                 flow.request.path,
                 status,
                 (time.perf_counter() - flow.start) * 1000,
-                None if usage is None else usage.counts(),
+                counts,
                 d.entry if d.forwarded else None,
                 d.catalog_ref,
                 rule,
