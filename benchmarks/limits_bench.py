@@ -59,10 +59,13 @@ def store_for(tmp: Path, name: str, up_url: str, limits: bool) -> tuple[Path, st
     return store, key
 
 
-def start_proxy(procs, store: Path, dsn: str):
+def start_proxy(procs, store: Path, dsn: str, pin: bool):
     port = hs.free_port()
+    taskset = ["taskset", "-c", "0"] if pin else []
     proxy = procs.start(
-        [sys.executable, "-m", "gwctl", "--store", str(store), "proxy", "--port", str(port), "--activity", dsn], port
+        [*taskset, sys.executable, "-m", "gwctl", "--store", str(store), "proxy", "--port", str(port)]
+        + ["--activity", dsn],
+        port,
     )
     return proxy, f"http://{hs.HOST}:{port}/v1/chat/completions"
 
@@ -82,7 +85,7 @@ def measure(procs, tmp: Path, up_url: str, backend: str, dsn: str, args) -> dict
     for limits in (False, True):
         # a fresh key: a new key's meters start empty, on a shared database too
         store, key = store_for(tmp, f"{backend}-{limits}-{uuid.uuid4().hex[:6]}", up_url, limits and not args.aa)
-        proxy, url = start_proxy(procs, store, dsn)
+        proxy, url = start_proxy(procs, store, dsn, args.pin)
         hs.wrk(url, 32, 1, "Bearer " + key)  # warm-up
         running[limits] = (proxy, url, key)
     runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
@@ -110,7 +113,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--aa", action="store_true", help="no limits on either side: the ratio the method reads from noise alone"
     )
+    ap.add_argument(
+        "--pin",
+        action="store_true",
+        help="the proxies (and their log writers) on CPU 0; wrk and the upstream on CPU 1",
+    )
     args = ap.parse_args(argv)
+    if args.pin:
+        os.sched_setaffinity(0, {1})  # wrk and the stand-in upstream inherit it
     if not shutil.which("wrk"):
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
         return 1
