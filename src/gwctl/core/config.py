@@ -63,6 +63,39 @@ class Secret:
         return bool(self.value) or bool(self.env)
 
 
+FAILURE_CLASSES: tuple[str, ...] = (
+    "connect",  # connection refused, reset while connecting, DNS failure
+    "tls",  # the TLS handshake failed
+    "connect_timeout",
+    "reset",  # the connection broke before the answer's head
+    "first_byte_timeout",  # no answer head within the read timeout
+    "429",
+    "500",
+    "502",
+    "503",
+    "504",
+)
+"""The failures a failover may move on from; an HTTP status of 400-599 may be named too."""
+
+
+@dataclass(frozen=True)
+class FailoverPolicy:
+    """When a route's plan moves on to its next target (``[settings.failover]``, or a source's own).
+
+    ``on`` names the failures that move on (:data:`FAILURE_CLASSES` or a status code as text);
+    ``max_attempts`` caps the targets one request tries, ``max_seconds`` the time it may spend on them;
+    a target that failed ``cooldown_after`` times in a row is skipped for ``cooldown_seconds`` (then one
+    request tries it again); a 429 or 503 with Retry-After keeps its target out until then.
+    """
+
+    on: frozenset[str] = frozenset(FAILURE_CLASSES)
+    max_attempts: int = 3
+    max_seconds: float = 30.0
+    cooldown_after: int = 3
+    cooldown_seconds: float = 30.0
+    retry_after: bool = True  # honour Retry-After
+
+
 @dataclass(frozen=True)
 class Source:
     """A custom provider: an OpenAI-compatible upstream."""
@@ -81,6 +114,7 @@ class Source:
         str, ...
     ] = ()  # upstream response headers (lower case) passed to clients beyond the default set
     ca_file: str | None = None  # PEM CAs trusted for this source's https upstream, on top of the system store
+    failover: FailoverPolicy | None = None  # this source's own policy ([sources.NAME.failover]); None: the store's
 
     @property
     def effective_auth_header(self) -> str:
@@ -166,6 +200,9 @@ class Route:
     model: str | None = None  # upstream model id; None = model_name
     base_url: str | None = None
     passthrough: bool | None = None
+    weight: int = 1  # the primary target's weight in the primary tier
+    balance: tuple[tuple[str, int], ...] = ()  # more targets in the primary tier: (SOURCE/MODEL_ID, weight)
+    fallbacks: tuple[str, ...] = ()  # SOURCE/MODEL_ID targets tried in order when the primary tier fails
 
     @property
     def is_root(self) -> bool:
@@ -213,6 +250,7 @@ class Settings:
     auto_enable_models: bool = True
     default_model: str | None = None
     fallback_source: str | None = None
+    failover: FailoverPolicy = field(default_factory=lambda: FailoverPolicy())  # [settings.failover]
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,9 @@ class Decision:
     estimate: Cost | None = None  # estimated cost (prompt estimate + output budget)
     connect_timeout: float | None = None
     read_timeout: float | None = None
+    # a route with balance or fallback targets: every target in order (the primary tier's, then each
+    # fallback), each with its own decision; the fields above are the first target that may be forwarded
+    plan: tuple[PlanTarget, ...] = ()
 
     @property
     def forwarded(self) -> bool:
@@ -99,6 +102,23 @@ class Decision:
 
 
 _decision = builder(Decision)  # the frozen dataclass without its per-field __init__ (gwctl.core.frozen)
+
+
+@dataclass(frozen=True)
+class PlanTarget:
+    """One target of a route's plan: its tier (0: the primary tier, weighted; 1, 2, ...: the fallbacks in
+    order), its weight in the tier, and its own decision (upstream URL and model, the credentials and
+    static headers of its own source, its own catalog checks). A target whose decision is not forwarded
+    is skipped; its decision says why."""
+
+    tier: int
+    ref: str  # SOURCE/MODEL_ID
+    weight: int
+    decision: Decision
+
+    @property
+    def skipped(self) -> bool:
+        return not self.decision.forwarded
 
 
 def _reject(
@@ -194,7 +214,80 @@ def _decide(
     target = _target(snapshot, agent, model, base, matched_prefix)
     if isinstance(target, Decision):
         return target
+    route = target[0]
+    if route is not None and (route.balance or route.fallbacks):
+        return _planned(snapshot, path, body, feats, estimate, base, matched_prefix, target)
     return _routed(snapshot, path, body, feats, estimate, base, matched_prefix, target)
+
+
+def _planned(
+    snapshot: Snapshot,
+    path: str,
+    body: Mapping[str, Any] | None,
+    feats: RequestFeatures,
+    estimate: bool,
+    base: dict[str, Any],
+    matched_prefix: str,
+    target: _Target,
+) -> Decision:
+    """A route with more targets: each decided on its own, in plan order. The decision is the first target
+    that may be forwarded (the primary's when it may), carrying the whole plan; when none may, the
+    primary's refusal."""
+    route = target[0]
+    assert route is not None
+    primary = _routed(snapshot, path, body, feats, estimate, dict(base), matched_prefix, target)
+    targets = [PlanTarget(0, f"{route.provider}/{route.upstream_model}", route.weight, primary)]
+    for ref, weight in route.balance:
+        targets.append(
+            PlanTarget(0, ref, weight, _plan_target(snapshot, path, body, feats, estimate, base, route, ref))
+        )
+    for tier, ref in enumerate(route.fallbacks, 1):
+        targets.append(PlanTarget(tier, ref, 1, _plan_target(snapshot, path, body, feats, estimate, base, route, ref)))
+    first = next((t.decision for t in targets if t.decision.forwarded), primary)
+    return _decision({**first.__dict__, "plan": tuple(targets)})
+
+
+def _plan_target(
+    snapshot: Snapshot,
+    path: str,
+    body: Mapping[str, Any] | None,
+    feats: RequestFeatures,
+    estimate: bool,
+    base: dict[str, Any],
+    route: Route,
+    ref: str,
+) -> Decision:
+    """One balance or fallback target's own decision: its source's URL, credentials and headers, its entry."""
+    src_name, _sep, model_id = ref.partition("/")
+    source = snapshot.sources.get(src_name)
+    here = {**base, "matched_by": "route", "route": route}
+    if source is None:  # validate refuses this; the plan says why it is skipped
+        return _reject(
+            here,
+            "route_source_missing",
+            f"the route for {route.agent} -> {route.model_name} names target {ref}, whose source does not exist",
+            "fix the route with gwctl route set, or add the source",
+            status=502,
+        )
+    if source.models.get(model_id) is False:
+        return _reject(
+            {**here, "source": source.name},
+            "model_disabled",
+            f"model {ref} is disabled",
+            f"enable it with: gwctl model enable {ref}",
+            "model",
+        )
+    passthrough = source.passthrough if route.passthrough is None else route.passthrough
+    return _routed(
+        snapshot,
+        path,
+        body,
+        feats,
+        estimate,
+        dict(base),
+        "",
+        (route, source, passthrough, model_id, source.base_url, "route"),
+    )
 
 
 _Target = tuple[Route | None, Source, bool, str, str, str]
@@ -333,6 +426,11 @@ _SHAPE = attrgetter(
 _new = object.__new__
 
 
+def _fits_by_size(d: Decision, feats: RequestFeatures) -> bool:
+    """Whether a remembered target's outcome holds for a body of this size (its context check, if any)."""
+    return d.entry is None or d.passthrough or not d.forwarded or fits_context_by_size(d.entry, feats)
+
+
 class DecisionMemo:
     """The proxy's :func:`decide` (``estimate=False``), remembered per request shape for one snapshot.
 
@@ -372,7 +470,9 @@ class DecisionMemo:
         known = memo.get(key)
         if known is not None:
             entry = known.entry
-            if entry is None or known.passthrough or fits_context_by_size(entry, feats):
+            if (entry is None or known.passthrough or fits_context_by_size(entry, feats)) and (
+                not known.plan or all(_fits_by_size(t.decision, feats) for t in known.plan)
+            ):
                 if known.features is not None and known.features.prompt_tokens_ceiling == feats.prompt_tokens_ceiling:
                     return known  # same shape, no estimate on either side: the features are equal
                 same = _new(Decision)  # the remembered decision, with this request's features (its size)
@@ -380,7 +480,8 @@ class DecisionMemo:
                 same.__dict__["features"] = feats
                 return same
         d = _decide(snapshot, agent, path, body, feats, False)
-        if d.features is feats:  # no prompt estimate was made: the shape decided it
+        if d.features is feats and all(t.decision.features is feats for t in d.plan):  # no prompt estimate
+            # was made (for any target): the shape decided it
             if len(memo) >= self.limit:
                 memo.clear()
             memo[key] = d

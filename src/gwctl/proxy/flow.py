@@ -43,6 +43,7 @@ class Flow:
         "api",
         "strip_usage",
         "ticket",
+        "attempts",
     )
 
     def __init__(self, request: Request, rid: str, start: float, snapshot: Snapshot):
@@ -57,6 +58,9 @@ class Flow:
         self.api = "other"  # forward: the API shape (chat, completions, messages, ...) for metering
         self.strip_usage = False  # forward: the usage chunk was asked for by us, not the client: relay drops it
         self.ticket: Ticket | None = None  # limit: the reservations held until the record stage settles them
+        # forward, for a route with a plan: each attempt as (target SOURCE/MODEL_ID, status or None, latency in
+        # ms, error or None), the answering one last; None for a request without a plan
+        self.attempts: list[tuple[str, int | None, float, str | None]] | None = None
 
 
 def error_reply(status: int, message: str, etype: str, code: str | None, rid: str, param: str | None = None) -> Reply:
