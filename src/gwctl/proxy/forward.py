@@ -10,7 +10,9 @@ static headers and credential. An event stream goes on to the relay stage
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Coroutine, Mapping
 
 import orjson
 
@@ -24,7 +26,12 @@ from gwctl.proxy.relay import relay_stream, why
 from gwctl.proxy.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 from gwctl.store.secrets import auth_headers
 
+if TYPE_CHECKING:
+    from gwctl.proxy.failover import Failover
+
 log = logging.getLogger("gwctl.proxy")
+
+ATTEMPTS_HEADER = "x-gwctl-attempts"  # on the answer to a request whose route has a plan: the targets tried
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 600.0
@@ -38,6 +45,7 @@ class Forwarder:
         self.recorder = recorder
         self.inflight = inflight
         self.pool: UpstreamPool | None = None  # set when the gateway opens
+        self.failover: Failover | None = None  # set by the gateway: executes a route's plan
         self._auth: dict[str, tuple] = {}  # source name -> (the Source it was resolved for, headers, names replaced)
 
     def payload(self, flow: Flow, raw: bytes) -> bytes:
@@ -48,10 +56,12 @@ class Forwarder:
         feats = d.features
         flow.api = api = feats.api if feats else "other"
         flow.stream = stream = bool(feats and feats.stream)
-        changed = False
+        changed = flow.strip_usage  # a failover's earlier attempt changed the body already
         if d.rewrite_model:
             body["model"] = d.upstream_model
             changed = True
+        elif changed and feats is not None and body.get("model") != feats.model:  # an earlier target's model
+            body["model"] = feats.model
         if stream and api in ("chat", "completions"):
             opts = body.get("stream_options")
             if not (isinstance(opts, dict) and opts.get("include_usage")):
@@ -71,14 +81,26 @@ class Forwarder:
             cached = self._auth[d.source] = (src, added, replaced_names(d.static_headers, dict(added)))
         return request_headers(flow.request.raw_headers, cached[2], cached[1])
 
-    async def forward(self, flow: Flow) -> Reply | None:
+    def forward(self, flow: Flow) -> Coroutine[Any, Any, Reply | None]:
         """Send the request upstream and answer with what comes back (or relay its stream and return None);
-        an upstream that cannot be reached, or fails before answering, is the gateway's 502 or 504."""
+        an upstream that cannot be reached, or fails before answering, is the gateway's 502 or 504. A route
+        with a plan goes through the failover stage (:mod:`gwctl.proxy.failover`), which calls :meth:`attempt`
+        for each target it tries. (A plain function returning the coroutine: no extra coroutine level for
+        the common request.)"""
+        assert flow.decision is not None
+        if flow.decision.plan and self.failover is not None:
+            return self.failover.run(flow)
+        return self.attempt(flow, None, 0.0)  # type: ignore[return-value]  # with nothing to move on to, no Failure
+
+    async def attempt(self, flow: Flow, move_on: frozenset[str] | None, started: float) -> Reply | None | Failure:
+        """One attempt at ``flow.decision``'s upstream. A failure named in ``move_on`` (the failover policy's
+        classes, when another target remains) comes back as a :class:`Failure` before anything reached the
+        client, and nothing is recorded; any other outcome is answered and recorded."""
         self.inflight.begin()
         try:
             d = flow.decision
             assert d is not None and d.source is not None and d.upstream_url is not None  # decide forwarded it
-            assert self.pool is not None and flow.request.body is not None  # the gateway is open; decide read the body
+            assert self.pool is not None and flow.request.body is not None  # the gateway is open; decide read it
             payload = self.payload(flow, flow.request.body)
             try:
                 headers = self.upstream_headers(flow)
@@ -95,33 +117,28 @@ class Forwarder:
                     read_timeout=d.read_timeout or DEFAULT_READ_TIMEOUT,
                     ca_file=src.ca_file,
                 )
-            except UpstreamTimeout:
-                return self.failed(flow, 504, "upstream_timeout", f"source {d.source} did not answer in time")
             except (UpstreamError, ValueError) as exc:
-                return self.failed(flow, 502, "upstream_unreachable", f"source {d.source} is unreachable ({why(exc)})")
+                return self._unanswered(flow, exc, move_on, started)
             try:
+                if move_on is not None and upstream.status >= 400 and str(upstream.status) in move_on:
+                    upstream.abort()  # its error body is not wanted: the next target answers
+                    return Failure(
+                        str(upstream.status),
+                        upstream.status,
+                        f"upstream answered {upstream.status}",
+                        upstream.header("retry-after"),
+                    )
                 out_headers = response_headers(upstream.headers, src.response_headers)
                 out_headers.append((REQUEST_ID_HEADER, flow.rid))
                 if (upstream.header("content-type") or "").startswith("text/event-stream"):
+                    self.note(flow, upstream.status, None, started, out_headers)
                     await relay_stream(flow, upstream, out_headers, self.recorder)
                     return None
                 try:
                     data = await upstream.read()
-                except UpstreamTimeout:
-                    return self.failed(flow, 504, "upstream_timeout", f"source {d.source} timed out while answering")
-                except UpstreamError as exc:
-                    return self.failed(
-                        flow, 502, "upstream_unreachable", f"source {d.source} broke the connection ({why(exc)})"
-                    )
-                status = upstream.status
-                self.recorder.record(
-                    flow,
-                    status,
-                    usage_from_body(flow.api, data) if status < 400 else None,
-                    None,
-                    None if status < 400 else f"upstream answered {status}",
-                )
-                return Reply(status, data, out_headers, content_type=None)
+                except UpstreamError as exc:  # nothing reached the client yet: this may move on too
+                    return self._unread(flow, upstream.status, exc, move_on, started)
+                return self._reply(flow, upstream.status, data, out_headers, started)
             except BaseException:
                 upstream.abort()
                 raise
@@ -129,6 +146,53 @@ class Forwarder:
                 upstream.release()
         finally:
             self.inflight.end()
+
+    def _unanswered(
+        self, flow: Flow, exc: Exception, move_on: frozenset[str] | None, started: float
+    ) -> Reply | Failure:
+        """The upstream failed before its answer's head: move on, or answer 502/504."""
+        d = flow.decision
+        assert d is not None
+        failure = getattr(exc, "failure", "connect")
+        if move_on is not None and failure in move_on:
+            return Failure(failure, None, why(exc), None)
+        self.note(flow, None, why(exc), started)
+        if isinstance(exc, UpstreamTimeout):
+            return self.failed(flow, 504, "upstream_timeout", f"source {d.source} did not answer in time")
+        return self.failed(flow, 502, "upstream_unreachable", f"source {d.source} is unreachable ({why(exc)})")
+
+    def _unread(
+        self, flow: Flow, status: int, exc: UpstreamError, move_on: frozenset[str] | None, started: float
+    ) -> Reply | Failure:
+        """The upstream's whole answer could not be read (nothing reached the client): move on, or 502/504."""
+        d = flow.decision
+        assert d is not None
+        if move_on is not None and "reset" in move_on:
+            return Failure("reset", status, why(exc), None)
+        self.note(flow, status, why(exc), started)
+        if isinstance(exc, UpstreamTimeout):
+            return self.failed(flow, 504, "upstream_timeout", f"source {d.source} timed out while answering")
+        return self.failed(flow, 502, "upstream_unreachable", f"source {d.source} broke the connection ({why(exc)})")
+
+    def _reply(self, flow: Flow, status: int, data: bytes, out_headers: list, started: float) -> Reply:
+        """The upstream's whole answer: recorded (metered when it is a success), and passed on."""
+        error = None if status < 400 else f"upstream answered {status}"
+        self.note(flow, status, error, started, out_headers)
+        self.recorder.record(flow, status, usage_from_body(flow.api, data) if status < 400 else None, None, error)
+        return Reply(status, data, out_headers, content_type=None)
+
+    @staticmethod
+    def note(flow: Flow, status: int | None, error: str | None, started: float, headers: list | None = None) -> None:
+        """The answering attempt of a planned request: added to its attempts (before the row is recorded),
+        and their count to the answer's headers."""
+        attempts = flow.attempts
+        if attempts is None:
+            return
+        d = flow.decision
+        assert d is not None
+        attempts.append((d.catalog_ref or "", status, (time.perf_counter() - started) * 1000, error))
+        if headers is not None:
+            headers.append((ATTEMPTS_HEADER, str(len(attempts))))
 
     def no_credential(self, flow: Flow, exc: GwctlError) -> Reply:
         """The source's credential cannot be resolved (its env var is unset): record it, answer 502."""
@@ -146,4 +210,17 @@ class Forwarder:
         """The upstream failed before the client got anything: log it, record it as an error, answer it."""
         log.warning("%s %s: %s", flow.rid, flow.request.path, message)
         self.recorder.record(flow, status, None, code, message, kind="error")
-        return error_reply(status, message, "api_error", code, flow.rid)
+        reply = error_reply(status, message, "api_error", code, flow.rid)
+        if flow.attempts is not None:
+            reply.headers.append((ATTEMPTS_HEADER, str(len(flow.attempts))))
+        return reply
+
+
+@dataclass(slots=True)
+class Failure:
+    """An attempt that failed in a way the failover policy moves on from; nothing reached the client."""
+
+    failure: str  # its class (gwctl.core.config.FAILURE_CLASSES) or status code as text
+    status: int | None  # the upstream's status, when it answered
+    error: str
+    retry_after: str | None  # the upstream's Retry-After header, as sent

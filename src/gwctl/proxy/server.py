@@ -42,6 +42,7 @@ from gwctl.core.limits import Refusal
 from gwctl.errors import GwctlError
 from gwctl.proxy.auth import Authenticator
 from gwctl.proxy.decide import LARGE_BODY, Decider, models_reply, refusal
+from gwctl.proxy.failover import Failover
 from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow, InFlight, error_reply, new_request_id
 from gwctl.proxy.forward import Forwarder
 from gwctl.proxy.http import HttpServer, Reply, Request
@@ -97,6 +98,7 @@ class Gateway:
         self.limiter = self.recorder.limiter = Limiter(Ledger(LocalBank()))
         self.flights = InFlight()
         self.forwarder = Forwarder(self.environ, self.recorder, self.flights)
+        self.forwarder.failover = Failover(self.forwarder, self.flights)
         self._closing = False
         self._reload_task: asyncio.Task | None = None
         self._ledger_task: asyncio.Task | None = None

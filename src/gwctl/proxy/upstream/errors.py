@@ -10,9 +10,12 @@ from __future__ import annotations
 
 
 class UpstreamError(Exception):
-    """The upstream could not be reached or did not answer properly."""
+    """The upstream could not be reached or did not answer properly.
+
+    ``failure`` is the class a failover policy names (gwctl.core.config.FAILURE_CLASSES)."""
 
     kind = "protocol"
+    failure = "reset"
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -23,12 +26,26 @@ class UpstreamConnectError(UpstreamError):
     """DNS failure, connection refused or reset while connecting, TLS handshake failure."""
 
     kind = "connect"
+    failure = "connect"
+
+
+class UpstreamTLSError(UpstreamConnectError):
+    """The TLS handshake failed (a certificate that does not verify, a protocol mismatch)."""
+
+    failure = "tls"
 
 
 class UpstreamTimeout(UpstreamError):
     """Connecting took longer than connect_timeout, or no data came within read_timeout."""
 
     kind = "timeout"
+    failure = "first_byte_timeout"
+
+
+class UpstreamConnectTimeout(UpstreamTimeout):
+    """Connecting took longer than connect_timeout."""
+
+    failure = "connect_timeout"
 
 
 class UpstreamProtocolError(UpstreamError):

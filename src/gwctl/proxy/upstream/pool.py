@@ -20,7 +20,12 @@ from typing import Callable, Iterable
 
 from gwctl.proxy.upstream.connection import ConnState, _Conn
 from gwctl.proxy.upstream.egress import Proxies
-from gwctl.proxy.upstream.errors import UpstreamConnectError, UpstreamTimeout, _Stale
+from gwctl.proxy.upstream.errors import (
+    UpstreamConnectError,
+    UpstreamConnectTimeout,
+    UpstreamTLSError,
+    _Stale,
+)
 from gwctl.proxy.upstream.response import UpstreamResponse
 from gwctl.proxy.upstream.target import _CACHE_LIMIT, _build_request, _split_url, _Target
 from gwctl.proxy.upstream.tunnel import open_tunnel
@@ -298,15 +303,17 @@ class UpstreamPool:
                 else:
                     conn = await open_tunnel(loop, target, proxy, ctx, lambda: _Conn(self, target, loop, key))
         except TimeoutError:
-            raise UpstreamTimeout(f"connecting to {target.name}{via} took longer than {connect_timeout:g} s") from None
+            raise UpstreamConnectTimeout(
+                f"connecting to {target.name}{via} took longer than {connect_timeout:g} s"
+            ) from None
         except ssl.SSLCertVerificationError as exc:
             names = None
             if getattr(exc, "verify_code", None) in (62, 64) and proxy is None:
                 names = await self._peer_names(loop, target, ca_file, connect_timeout)
             message, hint = verify_failure(exc, target.host, names, ca_file)
-            raise UpstreamConnectError(f"{message}{via}; {hint}") from exc
+            raise UpstreamTLSError(f"{message}{via}; {hint}") from exc
         except ssl.SSLError as exc:
-            raise UpstreamConnectError(f"TLS handshake with {target.name}{via} failed: {exc.reason or exc}") from exc
+            raise UpstreamTLSError(f"TLS handshake with {target.name}{via} failed: {exc.reason or exc}") from exc
         except OSError as exc:
             reason = exc.strerror or str(exc) or exc.__class__.__name__
             where = f"proxy {proxy.name} (for {target.name})" if proxy is not None else target.name
