@@ -9,7 +9,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from gwctl.core.decision import Decision, estimated_output_tokens
+from gwctl.core.config import FAILURE_CLASSES, FailoverPolicy
+from gwctl.core.decision import Decision, PlanTarget, estimated_output_tokens
 from gwctl.core.headers import mask_secret
 from gwctl.core.urls import redact_url
 from gwctl.core.validate import shown_env
@@ -29,7 +30,63 @@ def _url(value: str | None, reveal: bool) -> str | None:
     return value if value is None or reveal else redact_url(value)
 
 
-def decision_json(d: Decision, reveal: bool = False) -> dict[str, Any]:
+def decision_json(d: Decision, reveal: bool = False, failover: FailoverPolicy | None = None) -> dict[str, Any]:
+    """The decision as JSON; a route with a plan adds ``plan`` (and ``failover``, the primary source's
+    policy, when given)."""
+    doc = _decision_json(d, reveal)
+    if d.plan:
+        doc["plan"] = [_target_json(t, reveal) for t in d.plan]
+        if failover is not None:
+            doc["failover"] = failover_json(failover)
+    return doc
+
+
+def _on_list(policy: FailoverPolicy) -> list[str]:
+    """The failures that move on, in FAILURE_CLASSES' order, then other statuses in number order."""
+    known = [f for f in FAILURE_CLASSES if f in policy.on]
+    return known + sorted(policy.on - set(known), key=lambda v: int(v) if v.isdigit() else 0)
+
+
+def failover_json(policy: FailoverPolicy) -> dict[str, Any]:
+    return {
+        "on": _on_list(policy),
+        "max_attempts": policy.max_attempts,
+        "max_seconds": policy.max_seconds,
+        "cooldown_after": policy.cooldown_after,
+        "cooldown_seconds": policy.cooldown_seconds,
+        "retry_after": policy.retry_after,
+    }
+
+
+def _checks_text(d: Decision) -> str:
+    """A plan target's checks in a word: passed, skipped for passthrough, or the rule that failed."""
+    if d.kind == "passthrough":
+        return "skipped (passthrough)"
+    failed = next((c for c in d.checks if not c.passed), None)
+    if failed is not None:
+        return f"failed: {failed.rule}"
+    return "passed" if d.forwarded else "-"
+
+
+def _target_json(t: PlanTarget, reveal: bool) -> dict[str, Any]:
+    d = t.decision
+    return {
+        "tier": t.tier,
+        "target": t.ref,
+        "weight": t.weight,
+        "kind": d.kind,
+        "source": d.source,
+        "upstream_url": _url(d.upstream_url, reveal),
+        "upstream_model": d.upstream_model,
+        "credential": credential_display(d, reveal),
+        "checks": _checks_text(d),
+        "skipped": t.skipped,
+        "rule": d.rule,
+        "message": d.message or None,
+    }
+
+
+def _decision_json(d: Decision, reveal: bool) -> dict[str, Any]:
     feats = d.features
     return {
         "kind": d.kind,
@@ -86,10 +143,52 @@ def decision_json(d: Decision, reveal: bool = False) -> dict[str, Any]:
     }
 
 
-def print_report(d: Decision, reveal: bool = False, out=None) -> None:
-    out = out or sys.stdout
+def print_plan(d: Decision, reveal: bool, failover: FailoverPolicy | None, out: Any) -> None:
+    """A route's plan as a table (one row per target, in plan order), then the failover policy."""
+    rows = [["TIER", "TARGET", "WEIGHT", "UPSTREAM", "CREDENTIALS", "CHECKS", "SKIPPED"]]
+    for t in d.plan:
+        td = t.decision
+        rows.append(
+            [
+                "primary" if t.tier == 0 else f"fallback {t.tier}",
+                t.ref,
+                str(t.weight),
+                _url(td.upstream_url, reveal) or "-",
+                credential_display(td, reveal) or "none",
+                _checks_text(td),
+                f"[{td.rule}] {td.message}" if t.skipped else "-",
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    out.write("plan\n")
+    for row in rows:
+        out.write("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n")
+    if failover is not None:
+        out.write(f"failover  {failover_text(failover)}\n")
+
+
+def failover_text(p: FailoverPolicy) -> str:
+    on = ", ".join(_on_list(p)) or "nothing"
+    return (
+        f"up to {p.max_attempts} attempts within {p.max_seconds:g}s, moving on at {on}; a target failing "
+        f"{p.cooldown_after} times in a row rests {p.cooldown_seconds:g}s; "
+        f"Retry-After {'honoured' if p.retry_after else 'ignored'}"
+    )
+
+
+def _estimate_text(d: Decision) -> str:
     from gwctl.core.catalog_values import format_usd
 
+    assert d.estimate is not None
+    if d.estimate.total is None:
+        return f"unbilled ({d.estimate.unbilled_reason})"
+    feats = d.features
+    return f"{format_usd(d.estimate.total)} USD (≈{feats.prompt_tokens_estimate if feats else '?'} prompt tokens, estimated)"
+
+
+def print_report(d: Decision, reveal: bool = False, out=None, failover: FailoverPolicy | None = None) -> None:
+    """The decision as ``key  value`` lines; a route with a plan adds its table (:func:`print_plan`)."""
+    out = out or sys.stdout
     tty = out.isatty() if hasattr(out, "isatty") else False
     ok, bad = ("✓", "✗") if tty else ("pass", "FAIL")
     lines: list[tuple[str, str]] = []
@@ -128,16 +227,7 @@ def print_report(d: Decision, reveal: bool = False, out=None) -> None:
     for w in d.warnings:
         lines.append(("warning", w))
     if d.estimate is not None:
-        if d.estimate.total is not None:  # billed
-            feats = d.features
-            lines.append(
-                (
-                    "estimate",
-                    f"{format_usd(d.estimate.total)} USD (≈{feats.prompt_tokens_estimate if feats else '?'} prompt tokens, estimated)",
-                )
-            )
-        else:
-            lines.append(("estimate", f"unbilled ({d.estimate.unbilled_reason})"))
+        lines.append(("estimate", _estimate_text(d)))
     if not d.forwarded:
         lines.append(("reason", f"[{d.rule}] {d.message}"))
         if d.hint:
@@ -145,6 +235,8 @@ def print_report(d: Decision, reveal: bool = False, out=None) -> None:
     width = max(len(k) for k, _ in lines)
     for k, v in lines:
         out.write(f"{k:<{width}}  {v}\n")
+    if d.plan:
+        print_plan(d, reveal, failover, out)
 
 
 # --- limits (the dry-run with --key, or a store with limits) ----------------------------------

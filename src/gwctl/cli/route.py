@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, NoReturn, Optional
 
@@ -11,10 +12,10 @@ import typer
 from gwctl.cli.common import ActivityOpt, JsonOpt, YesOpt, confirm, edit, fail, load, need_source, read_input
 from gwctl.context import current
 from gwctl.core.catalog_values import format_usd
-from gwctl.core.refs import AGENT_RE
+from gwctl.core.refs import AGENT_RE, close_matches, split_ref
 from gwctl.core.request import MAX_JSON_DEPTH, too_deep
 from gwctl.core.validate import base_url_problem, store_errors
-from gwctl.render import message, print_json, print_table, url
+from gwctl.render import message, print_json, print_table, url, warn
 
 app = typer.Typer(
     help="Agent routes, the fallback source, and the dry-run of the routing decision.\n\nExample: gwctl route set triage/summarizer --model-name child-alias --provider custom --passthrough",
@@ -65,6 +66,44 @@ InheritPassthroughOpt = Annotated[
 ]
 
 
+def _complete_ref(incomplete: str) -> list[str]:
+    """SOURCE/MODEL_ID references the store knows: every source's listed models and the catalog's entries."""
+    try:
+        snap = load()
+    except Exception:  # completion never fails loudly
+        return []
+    refs = {f"{s.name}/{m}" for s in snap.sources.values() for m in s.models} | set(snap.catalog)
+    return sorted(r for r in refs if r.startswith(incomplete))
+
+
+FallbackOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--fallback",
+        metavar="SOURCE/MODEL_ID",
+        help="A target tried when the primary tier fails; repeat for more, tried in the order given. "
+        "Replaces the route's fallback list.",
+        autocompletion=_complete_ref,
+    ),
+]
+BalanceOpt = Annotated[
+    Optional[list[str]],
+    typer.Option(
+        "--balance",
+        metavar="SOURCE/MODEL_ID=WEIGHT",
+        help="Another target in the primary tier, sharing its requests by weight; repeat for more. "
+        "Replaces the route's balance list.",
+        autocompletion=_complete_ref,
+    ),
+]
+WeightOpt = Annotated[
+    Optional[str],
+    typer.Option("--weight", metavar="N", help="The primary target's weight in the primary tier (default 1)."),
+]
+NoFallbackOpt = Annotated[bool, typer.Option("--no-fallback", help="Remove the route's fallback targets.")]
+NoBalanceOpt = Annotated[bool, typer.Option("--no-balance", help="Remove the route's balance targets.")]
+
+
 def _check_set_options(agent: str, model_name: str, base_url, passthrough, inherit_passthrough: bool) -> None:
     _check_agent(agent)
     if not model_name.strip():
@@ -103,6 +142,94 @@ def _route_fields(agent, model_name, provider, model, base_url, passthrough, inh
     return fields
 
 
+@dataclass(frozen=True)
+class PlanEdit:
+    """What `route set` changes of a route's plan; None keeps what the route has."""
+
+    weight: int | None = None
+    balance: list[tuple[str, int]] | None = None
+    fallbacks: list[str] | None = None
+
+
+def _weight(text: str, what: str) -> int:
+    """A target's weight as the user typed it: a whole number of 1 or more."""
+    value = text.strip()
+    if not value.isdigit() or int(value) < 1:
+        fail(f"{what} must be a whole number of 1 or more, got '{text}'")
+    return int(value)
+
+
+def _ref(ref: str, option: str) -> str:
+    try:
+        split_ref(ref)
+    except ValueError as exc:
+        fail(f"{option}: {exc}")
+    return ref
+
+
+def _plan_options(fallback, balance, weight, no_fallback: bool, no_balance: bool) -> PlanEdit:
+    """The plan options, checked for form alone (the store is checked in :func:`_plan_fields`)."""
+    if fallback and no_fallback:
+        fail("give --fallback or --no-fallback, not both")
+    if balance and no_balance:
+        fail("give --balance or --no-balance, not both")
+    pairs = None
+    if balance:
+        pairs = []
+        for item in balance:
+            ref, sep, w = item.rpartition("=")
+            if not sep:
+                fail(f"--balance {item} has no weight; write SOURCE/MODEL_ID=WEIGHT, like local/llama=2")
+            pairs.append((_ref(ref, "--balance"), _weight(w, f"--balance {ref}'s weight")))
+    refs = [_ref(r, "--fallback") for r in fallback] if fallback else None
+    return PlanEdit(
+        weight=None if weight is None else _weight(weight, "--weight"),
+        balance=[] if no_balance else pairs,
+        fallbacks=[] if no_fallback else refs,
+    )
+
+
+def _plan_fields(snap, index: int | None, provider: str, model: str | None, model_name: str, plan: PlanEdit) -> dict:
+    """The route's plan after the edit, checked against the store: its fields as written (None removes one)."""
+    from gwctl.store import document
+
+    old = snap.routes[index] if index is not None else None
+    balance = plan.balance if plan.balance is not None else list(old.balance if old else ())
+    fallbacks = plan.fallbacks if plan.fallbacks is not None else list(old.fallbacks if old else ())
+    upstream = (model or None) if model is not None else (old.model if old else None)
+    primary = f"{provider}/{upstream or model_name}"
+    seen = {primary}
+    unlisted = []
+    for option, ref in [("--balance", r) for r, _w in balance] + [("--fallback", r) for r in fallbacks]:
+        src_name, _, model_id = ref.partition("/")
+        src = snap.sources.get(src_name)
+        if src is None:
+            close = close_matches(src_name, snap.sources)
+            hint = f"did you mean {', '.join(close)}?" if close else "list them with: gwctl source list"
+            fail(f"{option} {ref} names source '{src_name}', which does not exist", hint)
+        if ref == primary:
+            fail(f"{option} {ref} is the route's primary target; a balance or fallback target must be another model")
+        if ref in seen:
+            fail(f"{ref} is named twice in the route's plan (a fallback cycle); name each target once")
+        seen.add(ref)
+        if model_id not in src.models:
+            unlisted.append(ref)
+    given = {r for r, _w in plan.balance or ()} | set(plan.fallbacks or ())
+    for ref in (r for r in unlisted if r in given):  # warned once, when named
+        src_name, _, model_id = ref.partition("/")
+        warn(
+            f"source {src_name} has not listed model {model_id} (yet); list its models with: gwctl source refresh {src_name}"
+        )
+    fields: dict = {}
+    if plan.weight is not None:
+        fields["weight"] = None if plan.weight == 1 else plan.weight  # 1 is the default: not written
+    if plan.balance is not None:
+        fields["balance"] = document.balance_value(balance) if balance else None
+    if plan.fallbacks is not None:
+        fields["fallback"] = fallbacks or None
+    return fields
+
+
 @app.command("set")
 def set_cmd(
     agent: AgentArg,
@@ -112,22 +239,33 @@ def set_cmd(
     base_url: RouteBaseUrlOpt = None,
     passthrough: PassthroughOpt = None,
     inherit_passthrough: InheritPassthroughOpt = False,
+    fallback: FallbackOpt = None,
+    balance: BalanceOpt = None,
+    weight: WeightOpt = None,
+    no_fallback: NoFallbackOpt = False,
+    no_balance: NoBalanceOpt = False,
 ) -> None:
     """Create or update an agent's route.
 
     A root agent's route is keyed by NAME (the model string it sends), so two
     root agents cannot claim the same NAME; a subagent's by AGENT + NAME.
+    --fallback and --balance replace the route's list when given (--no-fallback,
+    --no-balance empty it); left out, an update keeps the route's list.
 
     Example: gwctl route set triage --model-name customer-alias --provider custom --base-url https://customer-litellm.example/v1 --passthrough
+
+    Example: gwctl route set triage --model-name fast --provider local --model llama --balance other/llama=2 --fallback cloud/gpt-4o-mini
     """
     from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     _check_set_options(agent, model_name, base_url, passthrough, inherit_passthrough)
+    plan = _plan_options(fallback, balance, weight, no_fallback, no_balance)
     fields = _route_fields(agent, model_name, provider, model, base_url, passthrough, inherit_passthrough)
     with edit() as (doc, snap):
         need_source(snap, provider)
         _check_root_name(snap, agent, model_name)
         index = _find(snap, agent, model_name)
+        fields.update(_plan_fields(snap, index, provider, model, model_name, plan))
         document.put_route(doc, index, fields)
     message(f"{'updated' if index is not None else 'added'} route {agent} -> {model_name} via {provider}")
 
@@ -146,7 +284,27 @@ def route_json(r, snap) -> dict:
         "base_url": url(r.base_url),
         "passthrough": r.passthrough,
         "effective_passthrough": effective,
+        "weight": r.weight,
+        "balance": [{"target": ref, "weight": w} for ref, w in r.balance],
+        "fallbacks": list(r.fallbacks),
+        "plan": route_plan(r),
     }
+
+
+def route_plan(r) -> list[dict]:
+    """The route's targets in plan order (as the decision's plan has them); empty without balance or fallbacks."""
+    if not r.balance and not r.fallbacks:
+        return []
+    tier0 = [(f"{r.provider}/{r.upstream_model}", r.weight), *r.balance]
+    return [{"tier": 0, "target": ref, "weight": w} for ref, w in tier0] + [
+        {"tier": tier, "target": ref, "weight": 1} for tier, ref in enumerate(r.fallbacks, 1)
+    ]
+
+
+def _plan_text(plan: list[dict]) -> str:
+    """A plan in one cell: the primary tier as TARGET=WEIGHT, then each fallback after '->'."""
+    tier0 = " ".join(f"{t['target']}={t['weight']}" for t in plan if t["tier"] == 0)
+    return " -> ".join([tier0] + [t["target"] for t in plan if t["tier"] > 0])
 
 
 @app.command("list")
@@ -161,12 +319,15 @@ def list_cmd(json_: JsonOpt = False) -> None:
         print_json(items)
         return
     rows = []
+    planned = any(r["plan"] for r in items)  # the PLAN column only when some route has one
     for r in items:
         eff = r["effective_passthrough"]
         pt = ("passthrough" if eff else "managed") + (" (source)" if r["passthrough"] is None else "")
         rows.append([r["agent"], r["model_name"], r["provider"], r["upstream_model"], r["base_url"] or "-", pt])
+        if planned:
+            rows[-1].append(_plan_text(r["plan"]) if r["plan"] else "-")
     print_table(
-        ["AGENT", "MODEL NAME", "PROVIDER", "UPSTREAM MODEL", "BASE URL", "MODE"],
+        ["AGENT", "MODEL NAME", "PROVIDER", "UPSTREAM MODEL", "BASE URL", "MODE"] + (["PLAN"] if planned else []),
         rows,
         empty="no routes; add one with: gwctl route set AGENT --model-name NAME --provider SOURCE",
     )
@@ -313,21 +474,30 @@ def dry_run(
     if key is not None and key not in snap.keys:
         fail(f"no key named '{key}'", "see gwctl key list")
     verdict = _limits_verdict(snap, d, key, activity) if d.forwarded and (key or snap.limits) else None
-    _show_dry_run(d, verdict, key, json_, reveal)
+    _show_dry_run(d, verdict, key, json_, reveal, _failover(snap, d))
     if not d.forwarded or (verdict is not None and verdict.refusal is not None):
         raise typer.Exit(1)
 
 
-def _show_dry_run(d, verdict, key: str | None, json_: bool, reveal: bool) -> None:
+def _failover(snap, d):
+    """The failover policy of a planned decision's primary source (its own, else the store's); None without a plan."""
+    from gwctl.core.failover import policy_for
+
+    if not d.plan or d.route is None:
+        return None
+    return policy_for(snap, d.route.provider)
+
+
+def _show_dry_run(d, verdict, key: str | None, json_: bool, reveal: bool, failover=None) -> None:
     from gwctl.explain import decision_json, limits_json, print_limits, print_report
 
     if json_:
-        doc = decision_json(d, reveal)
+        doc = decision_json(d, reveal, failover)
         if verdict is not None:
             doc["limits"] = limits_json(verdict, key)
         print_json(doc)
         return
-    print_report(d, reveal, out=current().stdout)
+    print_report(d, reveal, out=current().stdout, failover=failover)
     if verdict is not None:
         print_limits(verdict, key, out=current().stdout)
 
@@ -406,7 +576,7 @@ def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) 
     if as_json:
         print_json(
             {
-                "results": [{"line": n, **decision_json(d, reveal)} for n, d in results],
+                "results": [{"line": n, **decision_json(d, reveal, _failover(snap, d))} for n, d in results],
                 "totals": {
                     "requests": len(results),
                     "forwarded": len(results) - rejected,

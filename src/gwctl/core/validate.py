@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Collection
 
-from gwctl.core.config import Snapshot, Source
+from gwctl.core.config import Route, Snapshot, Source
 from gwctl.core.limits import target_exists
 from gwctl.core.refs import AGENT_RE
 
@@ -208,6 +208,7 @@ def _check_routes(found: _Found, snapshot: Snapshot) -> None:
             problem = base_url_problem(r.base_url)
             if problem:
                 found.err(where + ".base_url", problem)
+        _check_plan(found, snapshot, where, r)
         if r.is_root:
             if r.model_name in roots:
                 found.err(
@@ -220,6 +221,38 @@ def _check_routes(found: _Found, snapshot: Snapshot) -> None:
             if (r.agent, r.model_name) in scoped:
                 found.err(where, f"subagent {r.agent} has two routes for model name '{r.model_name}'", "remove one")
             scoped.add((r.agent, r.model_name))
+
+
+def _check_plan(found: _Found, snapshot: Snapshot, where: str, r: Route) -> None:
+    """A route's balance and fallback targets: each names a source that exists, none is the primary, none
+    twice, every weight is 1 or more; a target model its source has not listed (or disabled) is a warning."""
+    name = f"route {r.agent} -> {r.model_name}"
+    if r.weight < 1:
+        found.err(where + ".weight", f"{name} has weight {r.weight}; a weight must be 1 or more")
+    targets = [(f"{where}.balance[{j}]", ref, w) for j, (ref, w) in enumerate(r.balance)]
+    targets += [(f"{where}.fallback[{j}]", ref, 1) for j, ref in enumerate(r.fallbacks)]
+    primary = f"{r.provider}/{r.upstream_model}"
+    seen = {primary}
+    for at, ref, weight in targets:
+        src_name, _, model_id = ref.partition("/")
+        src = snapshot.sources.get(src_name)
+        if weight < 1:
+            found.err(at, f"{name} gives target {ref} weight {weight}; a weight must be 1 or more")
+        if src is None:
+            found.err(
+                at,
+                f"{name} names target {ref}, whose source '{src_name}' does not exist",
+                "add the source or change the route's --balance/--fallback",
+            )
+        if ref == primary:
+            found.err(at, f"{name} names its primary target {ref} again", "remove it from balance/fallback")
+        elif ref in seen:
+            found.err(at, f"{name} names target {ref} twice (a fallback cycle)", "name each target once")
+        seen.add(ref)
+        if src is not None and src.models.get(model_id) is False:
+            found.warn(at, f"{name}: target {ref} is disabled, so the plan skips it", f"gwctl model enable {ref}")
+        elif src is not None and model_id not in src.models:
+            found.warn(at, f"{name}: target {ref} has not been discovered", f"gwctl source refresh {src_name}")
 
 
 def _check_catalog(found: _Found, snapshot: Snapshot) -> None:

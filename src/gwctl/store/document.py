@@ -7,12 +7,12 @@ comments, blank lines and key order around them survive. Values passed as
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import tomlkit
 from tomlkit import TOMLDocument
 from tomlkit.container import OutOfOrderTableProxy
-from tomlkit.items import AoT, InlineTable, Table
+from tomlkit.items import AoT, Array, InlineTable, Table
 
 
 def _super(doc: TOMLDocument, key: str) -> Table | OutOfOrderTableProxy:
@@ -47,7 +47,7 @@ def _apply(table: Table, fields: Mapping[str, Any]) -> None:
             table[key] = value
 
 
-def inline(mapping: Mapping[str, str]) -> InlineTable:
+def inline(mapping: Mapping[str, Any]) -> InlineTable:
     t = tomlkit.inline_table()
     t.update(dict(mapping))
     return t
@@ -164,6 +164,15 @@ def _routes(doc: TOMLDocument) -> AoT:
         doc.add("routes", tomlkit.aot())
     routes: AoT = doc["routes"]  # tomlkit types item access as Any
     return routes
+
+
+def balance_value(targets: Sequence[tuple[str, int]]) -> Array:
+    """A route's ``balance`` as written: one line of inline tables, ``[{target = "S/M", weight = 2}, ...]``
+    (a plain list of dicts would become ``[[routes.balance]]`` tables)."""
+    out = tomlkit.array()
+    for ref, weight in targets:
+        out.append(inline({"target": ref, "weight": weight}))
+    return out
 
 
 def put_route(doc: TOMLDocument, index: int | None, fields: Mapping[str, Any]) -> None:

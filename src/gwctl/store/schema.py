@@ -9,15 +9,21 @@ Layout (documented in the README)::
 
     schema = 1
     [settings]      auto_enable_models, default_model, fallback_source
+    [settings.failover]  on = [..], max_attempts, max_seconds, cooldown_after,
+                    cooldown_seconds, retry_after (missing: FailoverPolicy's defaults)
     [sources.NAME]  base_url, auth_header, auth_value | auth_env, passthrough,
                     catalog_only, headers = {..}, connect_timeout, read_timeout,
                     ca_file (an absolute path)
     [sources.NAME.models]   "model-id" = true|false   (enabled?)
+    [sources.NAME.failover] the source's own failover policy (keys as below;
+                    a key it leaves out takes [settings.failover]'s value)
     [catalog."SOURCE/MODEL_ID"]  display_name, context_size, max_output,
                     supported_params = [..]
     [catalog."SOURCE/MODEL_ID".prices]        KIND = "3e-6"
     [catalog."SOURCE/MODEL_ID".capabilities]  NAME = true|false
-    [[routes]]      agent, model_name, provider, model, base_url, passthrough
+    [[routes]]      agent, model_name, provider, model, base_url, passthrough,
+                    weight, balance = [{target = "S/M", weight = 2}, ..],
+                    fallback = ["S/M", ..]
     [keys.NAME]     hash, prefix, created, agents = [..], models = [..], expires
     [[limits]]      target, budget = "25.00", window, rpm, tpm, unbilled
 """
@@ -32,6 +38,7 @@ from gwctl.core.config import (
     CAPABILITIES,
     PRICE_KINDS,
     CatalogEntry,
+    FailoverPolicy,
     GatewayKey,
     Limit,
     Route,
@@ -60,10 +67,13 @@ SOURCE_KEYS = {
     "read_timeout",
     "ca_file",
     "response_headers",
+    "failover",
 }
 ENTRY_KEYS = {"display_name", "context_size", "max_output", "prices", "capabilities", "supported_params"}
-ROUTE_KEYS = {"agent", "model_name", "provider", "model", "base_url", "passthrough"}
-SETTINGS_KEYS = {"auto_enable_models", "default_model", "fallback_source"}
+ROUTE_KEYS = {"agent", "model_name", "provider", "model", "base_url", "passthrough", "weight", "balance", "fallback"}
+BALANCE_KEYS = {"target", "weight"}
+SETTINGS_KEYS = {"auto_enable_models", "default_model", "fallback_source", "failover"}
+FAILOVER_KEYS = {"on", "max_attempts", "max_seconds", "cooldown_after", "cooldown_seconds", "retry_after"}
 KEY_KEYS = {"hash", "prefix", "created", "agents", "models", "expires"}
 LIMIT_KEYS = {"target", "budget", "window", "rpm", "tpm", "unbilled"}
 TOP_KEYS = {"schema", "settings", "sources", "catalog", "routes", "keys", "limits"}
@@ -193,7 +203,8 @@ def _table(value: Any, path: KeyPath) -> Mapping[str, Any]:
     return _expect(value, dict, path, "a table")
 
 
-def parse_source(name: str, table: Any) -> Source:
+def parse_source(name: str, table: Any, store_failover: FailoverPolicy | None = None) -> Source:
+    """One ``[sources.NAME]`` table; its failover table's missing keys take ``store_failover``'s values."""
     path = ("sources", name)
     table = _table(table, path)
     _unknown(table, SOURCE_KEYS, path)
@@ -225,6 +236,9 @@ def parse_source(name: str, table: Any) -> Source:
         read_timeout=_opt_timeout(table, "read_timeout", path),
         ca_file=_opt_str(table, "ca_file", path) or None,
         response_headers=_response_headers(table.get("response_headers", []), path + ("response_headers",)),
+        failover=None
+        if "failover" not in table
+        else parse_failover(table["failover"], path + ("failover",), store_failover or FailoverPolicy()),
     )
 
 
@@ -302,6 +316,76 @@ def parse_entry(ref: str, table: Any) -> CatalogEntry:
     )
 
 
+def _opt_number(table: Mapping[str, Any], key: str, path: KeyPath, zero_ok: bool) -> float | None:
+    if key not in table:
+        return None
+    what = "a number of seconds (0 or more)" if zero_ok else "a positive number of seconds"
+    value = _expect(table[key], (int, float), path + (key,), what)
+    if value < 0 or (value == 0 and not zero_ok) or value != value:  # NaN compares unequal to itself
+        raise SchemaError(f"{_dotted(path + (key,))} must be {what}, got {value!r}", path + (key,))
+    return float(value)
+
+
+def parse_failover(value: Any, path: KeyPath, defaults: FailoverPolicy) -> FailoverPolicy:
+    """A ``failover`` table (``[settings.failover]`` or a source's): a key it leaves out keeps ``defaults``'."""
+    from gwctl.core.failover import parse_on
+
+    table = _table(value, path)
+    _unknown(table, FAILOVER_KEYS, path)
+    on = defaults.on
+    if "on" in table:
+        raw = _expect(table["on"], list, path + ("on",), 'an array of failures (like ["connect", "503"])')
+        for i, item in enumerate(raw):
+            _expect(item, str, path + ("on", i), "a string")
+        try:
+            on = parse_on(raw)
+        except ValueError as exc:
+            raise SchemaError(f"{_dotted(path + ('on',))}: {exc}", path + ("on",)) from None
+    attempts = _opt_pos_int(table, "max_attempts", path)
+    seconds = _opt_number(table, "max_seconds", path, zero_ok=False)
+    after = _opt_pos_int(table, "cooldown_after", path)
+    cooldown = _opt_number(table, "cooldown_seconds", path, zero_ok=True)
+    retry_after = _opt_bool(table, "retry_after", path)
+    return FailoverPolicy(
+        on=on,
+        max_attempts=defaults.max_attempts if attempts is None else attempts,
+        max_seconds=defaults.max_seconds if seconds is None else seconds,
+        cooldown_after=defaults.cooldown_after if after is None else after,
+        cooldown_seconds=defaults.cooldown_seconds if cooldown is None else cooldown,
+        retry_after=defaults.retry_after if retry_after is None else retry_after,
+    )
+
+
+def _target_ref(value: Any, path: KeyPath) -> str:
+    """A balance or fallback target: a SOURCE/MODEL_ID string (whether the source exists is validate's)."""
+    ref = _expect(value, str, path, "a SOURCE/MODEL_ID reference")
+    try:
+        split_ref(ref)
+    except ValueError as exc:
+        raise SchemaError(f"{_dotted(path)}: {exc}", path) from None
+    return ref
+
+
+def _balance(value: Any, path: KeyPath) -> tuple[tuple[str, int], ...]:
+    """A route's ``balance``: an array of ``{target = "S/M", weight = N}`` tables (weight 1 when left out)."""
+    items = _expect(value, list, path, 'an array of tables like {target = "SOURCE/MODEL_ID", weight = 2}')
+    out = []
+    for i, item in enumerate(items):
+        here = path + (i,)
+        table = _expect(item, dict, here, 'a table like {target = "SOURCE/MODEL_ID", weight = 2}')
+        _unknown(table, BALANCE_KEYS, here)
+        if "target" not in table:
+            raise SchemaError(f"{_dotted(here)} has no target", here)
+        weight = _opt_pos_int(table, "weight", here)
+        out.append((_target_ref(table["target"], here + ("target",)), 1 if weight is None else weight))
+    return tuple(out)
+
+
+def _fallbacks(value: Any, path: KeyPath) -> tuple[str, ...]:
+    items = _expect(value, list, path, 'an array of SOURCE/MODEL_ID references (like ["local/llama"])')
+    return tuple(_target_ref(item, path + (i,)) for i, item in enumerate(items))
+
+
 def parse_route(index: int, table: Any) -> Route:
     path = ("routes", index)
     table = _table(table, path)
@@ -309,6 +393,7 @@ def parse_route(index: int, table: Any) -> Route:
     for key in ("agent", "model_name", "provider"):
         if key not in table:
             raise SchemaError(f"{_dotted(path)} has no {key}", path)
+    weight = _opt_pos_int(table, "weight", path)
     return Route(
         agent=_expect(table["agent"], str, path + ("agent",), "a string"),
         model_name=_expect(table["model_name"], str, path + ("model_name",), "a string"),
@@ -316,6 +401,9 @@ def parse_route(index: int, table: Any) -> Route:
         model=_opt_str(table, "model", path) or None,
         base_url=_opt_str(table, "base_url", path) or None,
         passthrough=_opt_bool(table, "passthrough", path),
+        weight=1 if weight is None else weight,
+        balance=_balance(table.get("balance", []), path + ("balance",)),
+        fallbacks=_fallbacks(table.get("fallback", []), path + ("fallback",)),
     )
 
 
@@ -334,13 +422,37 @@ def snapshot_from_data(data: Mapping[str, Any]) -> Snapshot:
         auto_enable_models=True if auto is None else auto,
         default_model=_opt_str(settings_t, "default_model", ("settings",)) or None,
         fallback_source=_opt_str(settings_t, "fallback_source", ("settings",)) or None,
+        failover=parse_failover(settings_t.get("failover", {}), ("settings", "failover"), FailoverPolicy()),
     )
-    sources = {name: parse_source(name, table) for name, table in _table(data.get("sources", {}), ("sources",)).items()}
+    sources = {
+        name: parse_source(name, table, settings.failover)
+        for name, table in _table(data.get("sources", {}), ("sources",)).items()
+    }
     catalog = {ref: parse_entry(ref, table) for ref, table in _table(data.get("catalog", {}), ("catalog",)).items()}
     routes_raw = _expect(data.get("routes", []), list, ("routes",), "an array of tables ([[routes]])")
     routes = tuple(parse_route(i, t) for i, t in enumerate(routes_raw))
-    keys = {}
-    for name, table in _table(data.get("keys", {}), ("keys",)).items():
+    keys = _parse_keys(data.get("keys", {}))
+    limits_raw = _expect(data.get("limits", []), list, ("limits",), "an array of tables ([[limits]])")
+    limits: dict[str, Limit] = {}
+    for i, t in enumerate(limits_raw):
+        limit = parse_limit(i, t)
+        if limit.target in limits:
+            raise SchemaError(f"limits[{i}] repeats target '{limit.target}'; one limit per target", ("limits", i))
+        limits[limit.target] = limit
+    return Snapshot(
+        settings=settings,
+        sources=MappingProxyType(sources),
+        catalog=MappingProxyType(catalog),
+        routes=routes,
+        keys=MappingProxyType(keys),
+        limits=MappingProxyType(limits),
+    )
+
+
+def _parse_keys(value: Any) -> dict[str, GatewayKey]:
+    """The ``[keys.NAME]`` tables."""
+    keys: dict[str, GatewayKey] = {}
+    for name, table in _table(value, ("keys",)).items():
         path = ("keys", name)
         table = _table(table, path)
         _unknown(table, KEY_KEYS, path)
@@ -359,21 +471,7 @@ def snapshot_from_data(data: Mapping[str, Any]) -> Snapshot:
             expires=expires,
             expires_at=None if expires is None else _timestamp(expires, path + ("expires",)),
         )
-    limits_raw = _expect(data.get("limits", []), list, ("limits",), "an array of tables ([[limits]])")
-    limits: dict[str, Limit] = {}
-    for i, t in enumerate(limits_raw):
-        limit = parse_limit(i, t)
-        if limit.target in limits:
-            raise SchemaError(f"limits[{i}] repeats target '{limit.target}'; one limit per target", ("limits", i))
-        limits[limit.target] = limit
-    return Snapshot(
-        settings=settings,
-        sources=MappingProxyType(sources),
-        catalog=MappingProxyType(catalog),
-        routes=routes,
-        keys=MappingProxyType(keys),
-        limits=MappingProxyType(limits),
-    )
+    return keys
 
 
 def _str_list(table: Mapping[str, Any], key: str, path: KeyPath) -> tuple[str, ...]:
