@@ -51,6 +51,7 @@ def row(
         None,
         None,
         False,
+        None,
     )
 
 
@@ -130,8 +131,44 @@ def test_the_writer_runs_at_a_lower_priority_than_the_proxy(tmp_path):
 
 def test_a_row_is_priced_at_the_entry_it_carries():
     cheap = CatalogEntry("src", "m1", prices=MP({"input": Decimal("1e-9")}))
-    t, *_rest, cost, _rule, _stream, _error = neutral_row(row(1, usage=Usage(input_tokens=7), entry=cheap))
+    t, *_rest, cost, _rule, _stream, _error, _attempts = neutral_row(row(1, usage=Usage(input_tokens=7), entry=cheap))
     assert cost == Decimal("7E-9") and t.tzinfo is not None
+
+
+def test_the_recorder_hands_over_the_attempts_in_the_wire_row():
+    """A failover request's attempts go to the writer as the flow has them (encoded in the writer process);
+    a request without a plan, and a rejected one, carry None."""
+    from types import SimpleNamespace
+
+    from gwctl.core.config import Snapshot
+    from gwctl.proxy.flow import Flow
+    from gwctl.proxy.http import Request
+    from gwctl.proxy.recorder import Recorder
+
+    rows: list = []
+    recorder = Recorder(SimpleNamespace(submit=rows.append))
+    req = Request(None, "POST", "/v1/chat/completions", "", [], {}, b"{}", True, False, False)
+    decision = SimpleNamespace(
+        agent="triage",
+        kind="managed",
+        source="b",
+        client_model="m",
+        upstream_model="y",
+        forwarded=True,
+        entry=None,
+        catalog_ref=None,
+    )
+    tried = [("a/x", 503, 12.3, "upstream answered 503"), ("b/y", 200, 40.0, None)]
+    for attempts in (tried, None):
+        flow = Flow(req, "rid", time.perf_counter(), Snapshot())
+        flow.decision = decision  # type: ignore[assignment]
+        flow.attempts = attempts
+        recorder.record(flow, 200, None, None, None)
+    recorder.rejected("rid2", None, req, time.perf_counter(), 401, "invalid_api_key", "no key")
+    assert all(type(r) is tuple and len(r) == len(LogEntry._fields) for r in rows)
+    assert [LogEntry(*r).attempts for r in rows] == [tried, None, None]
+    assert rows[0][-1] is tried  # passed through as it is: nothing encoded on the proxy's core
+    assert neutral_row(LogEntry(*rows[0])).attempts is tried
 
 
 def test_the_access_log_is_printed_by_the_child(tmp_path):

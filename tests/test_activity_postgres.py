@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import sys
 import time
 import uuid
@@ -23,7 +24,7 @@ import psycopg
 import pytest
 
 from gwctl.activity import ActivityError, open_log, sqlite_dsn
-from gwctl.activity.migrations import LATEST
+from gwctl.activity.migrations import LATEST, MIGRATIONS, SCHEMA_MIGRATIONS_POSTGRES
 
 pytestmark = pytest.mark.postgres
 
@@ -103,6 +104,25 @@ def read_versions():
     return read
 
 
+@pytest.fixture
+def make_old_log():
+    """A log made by an older gwctl: the migrations up to ``version`` applied, and ``records`` in it."""
+
+    def make(dsn: str, version: int, records) -> None:
+        from gwctl.activity.postgres import DIALECT, PostgresLog
+
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=10) as conn, conn.transaction():
+            conn.execute(SCHEMA_MIGRATIONS_POSTGRES)
+            for m in MIGRATIONS[:version]:
+                for stmt in m.postgres:
+                    conn.execute(stmt)
+                conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (m.version,))
+            with conn.cursor() as cur:
+                cur.executemany(*contract.old_rows(records, DIALECT, PostgresLog.row))
+
+    return make
+
+
 # ---------------------------------------------------------------------------
 # PostgreSQL specifics
 
@@ -130,6 +150,18 @@ def test_same_schema_as_sqlite(dsn, tmp_path):
     with sqlite3.connect(str(lite)) as conn:
         lite_cols = [row[1] for row in conn.execute("PRAGMA table_info(activity)")]
     assert [name for name, _ in pg_cols] == lite_cols
+
+
+def test_attempts_are_json_text(dsn):
+    with open_log(dsn) as log:
+        log.write_many([rec(request_id="tried", attempts=contract.ATTEMPTS[:1]), rec(request_id="plain")])
+    with psycopg.connect(dsn) as conn:
+        assert dict(_columns(conn, "activity"))["attempts"] == "text"
+        stored = dict(conn.execute("SELECT request_id, attempts FROM activity").fetchall())
+    assert stored["plain"] is None
+    assert json.loads(stored["tried"]) == [
+        {"target": "a/x", "status": 503, "latency_ms": 12.3, "error": "upstream answered 503"}
+    ]
 
 
 def test_cost_sum_is_server_side_numeric(dsn):

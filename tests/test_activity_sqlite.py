@@ -10,7 +10,9 @@ and read the migration bookkeeping through ``read_versions``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import logging
 import os
 import sqlite3
@@ -44,9 +46,9 @@ from gwctl.activity import (
     sqlite_dsn,
     summary_to_json,
 )
-from gwctl.activity.migrations import LATEST, MIGRATIONS
+from gwctl.activity.migrations import LATEST, MIGRATIONS, SCHEMA_MIGRATIONS_SQLITE
 from gwctl.activity.query import clean_text, order_summary
-from gwctl.activity.record import format_utc, parse_utc
+from gwctl.activity.record import Attempt, format_utc, parse_utc
 from gwctl.activity.writer import LogSink
 from gwctl.errors import Exit
 
@@ -111,6 +113,41 @@ def read_versions():
             return [v for (v,) in conn.execute("SELECT version FROM schema_migrations ORDER BY version")]
 
     return read
+
+
+BEFORE_ATTEMPTS = 2
+"""The schema version before the activity table's ``attempts`` column (the last column)."""
+
+
+def old_rows(records, dialect, row) -> tuple[str, list[tuple]]:
+    """The insert of ``records`` into a log of version BEFORE_ATTEMPTS: the backend's ``row()`` without the
+    attempts column."""
+    from gwctl.activity import query as q
+
+    assert q.COLUMNS[-1] == "attempts" and all(r.attempts is None for r in records)
+    cols = q.COLUMNS[:-1]
+    sql = f"INSERT INTO activity ({', '.join(cols)}) VALUES ({', '.join([dialect.placeholder] * len(cols))})"
+    return sql, [row(q.record_fields(r))[:-1] for r in records]
+
+
+@pytest.fixture
+def make_old_log():
+    """A log made by an older gwctl: the migrations up to ``version`` applied, and ``records`` in it."""
+
+    def make(dsn: str, version: int, records) -> None:
+        from gwctl.activity.sqlite import DIALECT, SqliteLog
+
+        path = parse_dsn(dsn).path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(sqlite3.connect(str(path))) as conn, conn:
+            conn.execute(SCHEMA_MIGRATIONS_SQLITE)
+            for m in MIGRATIONS[:version]:
+                for stmt in m.sqlite:
+                    conn.execute(stmt)
+                conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 'then')", (m.version,))
+            conn.executemany(*old_rows(records, DIALECT, SqliteLog.row))
+
+    return make
 
 
 # ---------------------------------------------------------------------------
@@ -537,7 +574,7 @@ def test_contract_concurrent_opens_processes(new_dsn, read_versions):
     assert read_versions(dsn) == [m.version for m in MIGRATIONS]
 
 
-def wire_row(i: int, entry=None, counts=None) -> tuple:
+def wire_row(i: int, entry=None, counts=None, attempts=None) -> tuple:
     """What the proxy submits to its writer process for one request (a gwctl.activity.entry.LogEntry)."""
     from gwctl.activity.entry import LogEntry
     from gwctl.core.pricing import Usage
@@ -561,6 +598,7 @@ def wire_row(i: int, entry=None, counts=None) -> tuple:
         None,
         None,
         False,
+        attempts,
     )
 
 
@@ -625,6 +663,78 @@ def test_contract_writer_process_flushes_on_interval_and_size(dsn):
             assert await by_time.close(10) and await by_size.close(10)
 
     assert asyncio.run(main()) == {f"w{i}" for i in range(8)}
+
+
+ATTEMPTS = [("a/x", 503, 12.3, "upstream answered 503"), ("b/y", None, 3001.4, "timed out"), ("c/z", 200, 40.0, None)]
+"""A failover request's attempts as the proxy records them (gwctl.proxy.flow.Flow.attempts)."""
+
+
+def test_contract_attempts_round_trip(dsn):
+    tried = rec(attempts=ATTEMPTS)
+    plain = rec(time=T0 + timedelta(seconds=1))
+    odd = rec(
+        time=T0 + timedelta(seconds=2),
+        attempts=[{"target": "s/m\x00", "status": 0, "latency_ms": 0, "error": "x\ud800 ✓"}],
+    )
+    with open_log(dsn) as log:
+        log.write_many([tried, plain, odd])
+        got = log.list()
+    assert [r.request_id for r in got] == [odd.request_id, plain.request_id, tried.request_id]
+    assert got[2] == tried
+    assert got[2].attempts == (
+        Attempt("a/x", 503, 12.3, "upstream answered 503"),
+        Attempt("b/y", None, 3001.4, "timed out"),
+        Attempt("c/z", 200, 40.0, None),
+    )
+    assert got[1].attempts is None
+    assert got[0].attempts == (Attempt("s/m\ufffd", 0, 0.0, "x\ufffd ✓"),)  # cleaned like the text columns
+
+
+def test_contract_writer_process_carries_attempts(dsn):
+    """The proxy's wire row carries the attempts as it has them; the writer process encodes them."""
+    ok, _writer = _run_writer(dsn, [wire_row(1, attempts=[list(a) for a in ATTEMPTS]), wire_row(2)])
+    assert ok
+    with open_log(dsn) as log:
+        got = {r.request_id: r.attempts for r in log.list()}
+    assert got == {"w1": tuple(Attempt(*a) for a in ATTEMPTS), "w2": None}
+
+
+def test_contract_old_log_gains_attempts_null_for_old_rows(dsn, make_old_log, read_versions):
+    old = [rec(request_id="old-1"), rec(request_id="old-2", time=T0 + timedelta(seconds=1), cost=None, status=502)]
+    make_old_log(dsn, BEFORE_ATTEMPTS, old)
+    assert read_versions(dsn) == list(range(1, BEFORE_ATTEMPTS + 1))
+    with open_log(dsn) as log:
+        log.write_many([rec(request_id="new", time=T0 + timedelta(seconds=2), attempts=ATTEMPTS)])
+        got = {r.request_id: r for r in log.list()}
+    assert read_versions(dsn) == [m.version for m in MIGRATIONS]
+    assert got["old-1"] == old[0] and got["old-2"] == old[1]  # every old value kept
+    assert got["old-1"].attempts is None and got["old-2"].attempts is None
+    assert got["new"].attempts == tuple(Attempt(*a) for a in ATTEMPTS)
+
+
+def test_contract_cli_list_shows_attempts(dsn):
+    from conftest import invoke, run_cli
+
+    with open_log(dsn) as log:
+        log.write_many([rec(request_id="tried", attempts=ATTEMPTS, time=T0 - timedelta(1)), rec(request_id="plain")])
+    r = run_cli("activity", "list", "--json", "--activity", dsn)
+    assert r.code == 0, r.err
+    by_id = {row["request_id"]: row for row in r.json()}
+    assert by_id["tried"]["attempts"] == [
+        {"target": "a/x", "status": 503, "latency_ms": 12.3, "error": "upstream answered 503"},
+        {"target": "b/y", "status": None, "latency_ms": 3001.4, "error": "timed out"},
+        {"target": "c/z", "status": 200, "latency_ms": 40.0, "error": None},
+    ]
+    assert by_id["plain"]["attempts"] is None
+    lines = run_cli("activity", "list", "--activity", dsn).out.splitlines()
+    assert [line.split("\t")[-1] for line in lines] == ["", "a/x 503 12ms -> b/y - 3001ms -> c/z 200 40ms"]
+    assert all(len(line.split("\t")) == 14 for line in lines)  # the ATTEMPTS column, last
+    table = invoke(["activity", "list", "--activity", dsn], force_tables=True).out
+    assert "ATTEMPTS" in table and "a/x 503 12ms -> b/y - 3001ms" in table  # (the cell may wrap)
+    # without a failover request listed, the table is as it was: no ATTEMPTS column
+    only_plain = run_cli("activity", "list", "--limit", "1", "--activity", dsn).out.splitlines()
+    assert len(only_plain) == 1 and len(only_plain[0].split("\t")) == 13
+    assert "ATTEMPTS" not in invoke(["activity", "list", "--limit", "1", "--activity", dsn], force_tables=True).out
 
 
 # ---------------------------------------------------------------------------
@@ -804,6 +914,13 @@ def test_record_normalises():
         ({"stream": 1}, TypeError),
         ({"request_id": None}, TypeError),
         ({"agent": 3}, TypeError),
+        ({"attempts": "a/x"}, TypeError),
+        ({"attempts": [("a/x", 200, 1.0)]}, TypeError),
+        ({"attempts": [(None, 200, 1.0, None)]}, TypeError),
+        ({"attempts": [("a/x", "503", 1.0, None)]}, TypeError),
+        ({"attempts": [("a/x", 200, float("inf"), None)]}, ValueError),
+        ({"attempts": [("a/x", 200, -1, None)]}, ValueError),
+        ({"attempts": [{"target": "a/x", "status": 200, "latency_ms": 1, "error": None, "extra": 1}]}, TypeError),
     ],
 )
 def test_record_rejects(kw, exc):
@@ -911,6 +1028,17 @@ def test_sqlite_existing_file_mode_is_left_alone(tmp_path):
     path.chmod(0o640)
     open_log(str(path)).close()
     assert (path.stat().st_mode & 0o777) == 0o640
+
+
+def test_sqlite_attempts_are_json_text(dsn):
+    with open_log(dsn) as log:
+        log.write_many([rec(request_id="tried", attempts=ATTEMPTS[:1]), rec(request_id="plain")])
+    with contextlib.closing(sqlite3.connect(str(parse_dsn(dsn).path))) as conn:
+        stored = dict(conn.execute("SELECT request_id, attempts FROM activity"))
+    assert stored["plain"] is None
+    assert json.loads(stored["tried"]) == [
+        {"target": "a/x", "status": 503, "latency_ms": 12.3, "error": "upstream answered 503"}
+    ]
 
 
 def test_sqlite_cost_is_exact_text(dsn):

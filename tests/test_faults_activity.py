@@ -382,6 +382,7 @@ def _wire_row(i: int) -> tuple:
         None,
         None,
         False,
+        None,
     )
 
 

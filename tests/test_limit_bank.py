@@ -362,15 +362,26 @@ def test_finished_windows_are_forgotten(dsn):
 def test_a_version_1_log_migrates_and_its_spend_counts(dsn, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(mig, "MIGRATIONS", mig.MIGRATIONS[:1])
-        write(dsn, [rec(cost=Decimal("1.5")), rec(cost=Decimal("0.25"))])
         with open_log(dsn) as log:
             assert [v for (v,) in log._connection().execute("SELECT version FROM schema_migrations")] == [1]
+            write_v1(log, [rec(cost=Decimal("1.5")), rec(cost=Decimal("0.25"))])
     with SqlBank(dsn) as bank:
         assert bank.sync(usd_meter("key:ci", "10", MONTH), Decimal(0), Decimal(0))[1] == Decimal("1.75")
     with open_log(dsn) as log:
         versions = [v for (v,) in log._connection().execute("SELECT version FROM schema_migrations ORDER BY 1")]
-        assert versions == [m.version for m in mig.MIGRATIONS] == [1, 2]
+        assert versions == [m.version for m in mig.MIGRATIONS] == [1, 2, 3]
         assert [r.cost for r in log.list()] == [Decimal("0.25"), Decimal("1.5")]
+
+
+def write_v1(log, records: list[ActivityRecord]) -> None:
+    """Rows as a version 1 log has them: the columns before ``attempts`` (version 3, the last column)."""
+    from gwctl.activity import query as q
+
+    assert q.COLUMNS[-1] == "attempts"
+    cols = q.COLUMNS[:-1]
+    sql = f"INSERT INTO activity ({', '.join(cols)}) VALUES ({', '.join([log.dialect.placeholder] * len(cols))})"
+    for r in records:
+        log._connection().execute(sql, log.row(q.record_fields(r))[:-1])
 
 
 def test_sqlite_amounts_are_exact_text(tmp_path):

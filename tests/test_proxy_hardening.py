@@ -375,6 +375,7 @@ def test_access_log_lines_cannot_be_forged_by_a_model_string():
             "r\r1",
             False,
             None,
+            None,
         )
     )
     assert line.count("\n") == 1 and line.endswith("\n")

@@ -343,6 +343,7 @@ def neutral_row(row: LogEntry, plans: dict | None = None) -> LogRow:
         rule=row.rule,
         stream=row.stream,
         error=row.error,
+        attempts=row.attempts,  # JSON-encoded by the backend's row(), here in the writer process
     )
 
 

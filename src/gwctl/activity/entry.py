@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 
 class LogEntry(NamedTuple):
@@ -42,6 +42,7 @@ class LogEntry(NamedTuple):
     rule: str | None  # the rejection or failure rule id
     error: str | None  # a short message for rejections and failures
     stream: bool
+    attempts: list | None  # a failover plan's attempts, as gwctl.proxy.flow.Flow.attempts; None without a plan
 
 
 class LogRow(NamedTuple):
@@ -64,3 +65,4 @@ class LogRow(NamedTuple):
     rule: str | None
     stream: bool
     error: str | None
+    attempts: Sequence[tuple] | None  # (target, status, latency_ms, error) each; None: no plan

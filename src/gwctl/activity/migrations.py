@@ -126,6 +126,8 @@ CREATE TABLE limit_leases (
 """,
 )
 
+# Version 3: a failover request's attempts (gwctl.activity.record.Attempt), as JSON text on both backends
+# (not jsonb: the text is stored and read back as it is, the same on both), NULL for a request without a plan.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -134,6 +136,12 @@ MIGRATIONS: tuple[Migration, ...] = (
         postgres=(_V1_POSTGRES, "CREATE INDEX activity_time_idx ON activity (time)"),
     ),
     Migration(2, "limit meters and leases", sqlite=_V2_SQLITE, postgres=_V2_POSTGRES),
+    Migration(
+        3,
+        "activity attempts (failover)",
+        sqlite=("ALTER TABLE activity ADD COLUMN attempts TEXT",),
+        postgres=("ALTER TABLE activity ADD COLUMN attempts TEXT",),
+    ),
 )
 
 LATEST: int = MIGRATIONS[-1].version

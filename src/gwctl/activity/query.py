@@ -23,6 +23,8 @@ from gwctl.activity.record import (
     USAGE_KINDS,
     ActivityRecord,
     SummaryRow,
+    attempts_from_text,
+    attempts_text,
 )
 
 TABLE = "activity"
@@ -44,6 +46,7 @@ COLUMNS: tuple[str, ...] = (
     "rule",
     "stream",
     "error",
+    "attempts",
 )
 """Columns written and read, in this order (``id`` is the table's own key)."""
 
@@ -229,7 +232,9 @@ def order_summary(rows: Iterable[SummaryRow], by: str) -> list[SummaryRow]:
 
 def insert_values(r: LogRow, time_value: Any, cost_value: Any, stream_value: Any) -> tuple:
     """The parameters of :func:`insert_sql` in COLUMNS order for a neutral row, its text cleaned; the time,
-    cost and stream as the backend stores them."""
+    cost and stream as the backend stores them; the attempts as JSON text (encoded here, in the writer
+    process, never on the proxy's core)."""
+    attempts = r.attempts
     return (
         time_value,
         clean_text(r.request_id),
@@ -247,6 +252,7 @@ def insert_values(r: LogRow, time_value: Any, cost_value: Any, stream_value: Any
         clean_text(r.rule),
         stream_value,
         clean_text(r.error),
+        None if attempts is None else attempts_text(attempts, clean_text),
     )
 
 
@@ -269,6 +275,7 @@ def record_fields(r: ActivityRecord) -> LogRow:
         r.rule,
         r.stream,
         r.error,
+        r.attempts,
     )
 
 
@@ -304,4 +311,5 @@ def record_from_row(
         rule=row[12 + n],
         stream=bool(row[13 + n]),
         error=row[14 + n],
+        attempts=attempts_from_text(row[15 + n]),
     )

@@ -14,11 +14,12 @@ unknown usage kind or a negative count is a programming error and raises here.
 from __future__ import annotations
 
 import builtins
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
 
 from gwctl.errors import GwctlError
 
@@ -57,6 +58,15 @@ class ActivityError(GwctlError):
     """The activity log could not be located, opened, migrated or read."""
 
 
+class Attempt(NamedTuple):
+    """One upstream target a request was tried on (a route with a plan of several targets: failover)."""
+
+    target: str  # "SOURCE/MODEL_ID"
+    status: int | None  # what the upstream answered; None: no answer (refused, timed out, broken)
+    latency_ms: float
+    error: str | None  # why the next target was tried; None for the answering attempt
+
+
 _OPTIONAL_TEXT = ("key_name", "agent", "source", "model", "upstream_model", "rule", "error")
 
 
@@ -93,6 +103,7 @@ class ActivityRecord:
     rule: str | None  # rejection rule id, e.g. "max_output"
     stream: bool = False
     error: str | None = None  # short message for rejections / upstream errors
+    attempts: tuple[Attempt, ...] | None = None  # failover: the targets tried, the answering one last; None: no plan
 
     def __post_init__(self) -> None:
         t = self.time
@@ -131,11 +142,74 @@ class ActivityRecord:
                 raise ValueError("ActivityRecord.cost must be a finite Decimal")
         if not isinstance(self.stream, bool):
             raise TypeError("ActivityRecord.stream must be a bool")
+        if self.attempts is not None:
+            object.__setattr__(self, "attempts", normalize_attempts(self.attempts))
 
     @property
     def forwarded(self) -> bool:
         """True when the request reached an upstream."""
         return self.route_kind in FORWARDED_KINDS
+
+
+def _attempt(item: Any) -> Attempt:
+    """One attempt from an Attempt, a (target, status, latency_ms, error) tuple or a mapping with those keys."""
+    if isinstance(item, Mapping):
+        item = Attempt(**item)
+    elif isinstance(item, tuple):
+        item = Attempt(*item)
+    else:
+        raise TypeError(f"an attempt must be a tuple or a mapping, not {type(item).__name__}")
+    target, status, latency, error = item
+    _check_str("attempts[].target", target, optional=False)
+    _check_str("attempts[].error", error, optional=True)
+    if status is not None and (isinstance(status, bool) or not isinstance(status, int)):
+        raise TypeError("an attempt's status must be an int or None")
+    if isinstance(latency, bool) or not isinstance(latency, (int, float)):
+        raise TypeError("an attempt's latency_ms must be a number")
+    if not math.isfinite(latency) or latency < 0:
+        raise ValueError("an attempt's latency_ms must be a finite number >= 0")
+    return Attempt(target, status, float(latency), error)
+
+
+def normalize_attempts(attempts: Sequence[Any]) -> tuple[Attempt, ...]:
+    """Attempts as a tuple of :class:`Attempt` (hashable, comparable); raises TypeError/ValueError for a bad one."""
+    if isinstance(attempts, (str, bytes, Mapping)) or not isinstance(attempts, Sequence):
+        raise TypeError("ActivityRecord.attempts must be a sequence of attempts or None")
+    return tuple(_attempt(a) for a in attempts)
+
+
+def attempts_text(attempts: Sequence[tuple] | None, clean: Callable[[Any], Any] | None = None) -> str | None:
+    """Attempts as the ``attempts`` column stores them: a JSON array of objects (ASCII), or None.
+
+    ``clean`` (gwctl.activity.query.clean_text) makes each string storable the way the text columns are."""
+    if attempts is None:
+        return None
+    keep = clean or (lambda v: v)
+    return json.dumps(
+        [
+            {"target": keep(target), "status": status, "latency_ms": latency, "error": keep(error)}
+            for target, status, latency, error in attempts
+        ]
+    )
+
+
+def attempts_from_text(text: str | None) -> tuple[Attempt, ...] | None:
+    """Inverse of :func:`attempts_text`."""
+    if text is None:
+        return None
+    return tuple(Attempt(a["target"], a["status"], float(a["latency_ms"]), a["error"]) for a in json.loads(text))
+
+
+def attempts_to_json(attempts: Sequence[Attempt] | None) -> list[dict[str, Any]] | None:
+    """Attempts for ``--json`` output: a list of objects, or None."""
+    if attempts is None:
+        return None
+    return [a._asdict() for a in attempts]
+
+
+def attempts_line(attempts: Sequence[Attempt]) -> str:
+    """Attempts in a few words: ``a/x 503 12ms -> b/y 200 40ms`` (``-`` for an attempt without an answer)."""
+    return " -> ".join(f"{a.target} {'-' if a.status is None else a.status} {a.latency_ms:.0f}ms" for a in attempts)
 
 
 def normalize_usage(usage: Mapping[str, int] | None) -> dict[str, int]:
@@ -252,6 +326,7 @@ def record_to_json(record: ActivityRecord) -> dict[str, Any]:
         "rule": record.rule,
         "stream": record.stream,
         "error": record.error,
+        "attempts": attempts_to_json(record.attempts),
     }
 
 

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from gwctl.activity import SUMMARY_BY, open_log, parse_dsn, parse_duration, record_to_json, resolve_dsn, summary_to_json
-from gwctl.activity.record import summary_cost_known
+from gwctl.activity.record import attempts_line, summary_cost_known
 from gwctl.cli.common import ActivityOpt, JsonOpt, fail
 from gwctl.context import current
 from gwctl.core.text import printable
@@ -79,8 +79,9 @@ LIST_HEADERS = [
 ]
 
 
-def _list_row(r) -> list:
-    """One request as a row of `activity list`'s table."""
+def _list_row(r, with_attempts: bool = False) -> list:
+    """One request as a row of `activity list`'s table; ``with_attempts``: and its failover attempts
+    (``a/x 503 12ms -> b/y 200 40ms``, empty without a plan) as a last column."""
     tokens = sum(v for k, v in r.usage.items() if k.endswith("tokens") and k != "reasoning_tokens")
     cost = (
         "unbilled"
@@ -88,7 +89,7 @@ def _list_row(r) -> list:
         else ("" if r.cost is None else str(r.cost))
     )
     # agent, model and error come from clients and upstreams: escaped, so they cannot forge a line or drive the terminal
-    return [
+    row = [
         r.time.strftime("%Y-%m-%d %H:%M:%S"),
         printable(r.request_id, 80),
         printable(r.key_name or "-", 80),
@@ -103,6 +104,9 @@ def _list_row(r) -> list:
         printable(r.rule or "", 80),
         printable(r.error or "", 120),
     ]
+    if with_attempts:  # the targets come from the store, the errors from upstreams: escaped too
+        row.append(printable(attempts_line(r.attempts), 400) if r.attempts else "")
+    return row
 
 
 @app.command("list")
@@ -126,7 +130,11 @@ def list_cmd(
     if json_:
         print_json([record_to_json(r) for r in rows])
         return
-    print_table(LIST_HEADERS, [_list_row(r) for r in rows], empty="no activity yet")
+    # the ATTEMPTS column only when a listed request was tried on several targets (failover): the common
+    # table stays as it is, and the other columns keep their places
+    with_attempts = any(r.attempts for r in rows)
+    headers = [*LIST_HEADERS, "ATTEMPTS"] if with_attempts else LIST_HEADERS
+    print_table(headers, [_list_row(r, with_attempts) for r in rows], empty="no activity yet")
 
 
 INPUT_KINDS = (

@@ -65,6 +65,7 @@ class Recorder:
                 rule,
                 error,
                 flow.stream,
+                flow.attempts,  # None without a plan; encoded in the writer process
             )
         )
 
@@ -104,6 +105,7 @@ class Recorder:
                 code,
                 message,
                 False,
+                None,
             )
         )
 
