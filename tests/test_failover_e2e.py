@@ -20,11 +20,11 @@ import anthropic
 import httpx
 import openai
 import pytest
+
 from conftest import run_cli
 from faulty import FaultyUpstream, wait_until
+from gwctl.testing.thread import StandinConfig, start_standin
 from proxyrun import ProxyProcess
-
-from gwctl.testing import StandinConfig, start_standin
 
 UP_KEY = "sk-up"
 USAGE = {"input_tokens": 1000, "cached_tokens": 200, "output_tokens": 50}
@@ -80,7 +80,8 @@ class Rig:
         return r
 
     def route(self, agent: str, source: str, model: str, *more: str) -> None:
-        self.cli("route", "set", agent, "--model-name", "m", "--provider", source, "--model", model, *more)
+        # subagents: a root route is keyed by model name alone, a subagent's by its path and model name
+        self.cli("route", "set", f"t/{agent}", "--model-name", "m", "--provider", source, "--model", model, *more)
 
     def policy(self, text: str) -> None:
         with open(self.store, "a") as f:
@@ -125,7 +126,7 @@ def rig(tmp_path_factory):
 
 def _call(rig, agent: str, api: str, stream: bool, fault: dict) -> tuple[int, dict[str, str], str]:
     """One request through the proxy with the real SDK for ``api``: (status, headers, text of the answer)."""
-    headers = {"X-Gwctl-Agent": agent}
+    headers = {"X-Gwctl-Agent": f"t/{agent}"}
     extra = {"fault": fault} if fault else None
     if api == "messages":
         client = anthropic.Anthropic(base_url=rig.proc.url, api_key=rig.key, max_retries=0, timeout=20)
@@ -187,7 +188,7 @@ def test_no_failover_once_a_stream_has_started(rig):
         "POST",
         rig.proc.url + "/v1/chat/completions",
         json={"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}], "fault": {"events": 1}},
-        headers={"Authorization": f"Bearer {rig.key}", "X-Gwctl-Agent": "midstream"},
+        headers={"Authorization": f"Bearer {rig.key}", "X-Gwctl-Agent": "t/midstream"},
         timeout=20,
     ) as r:
         assert r.status_code == 200 and r.headers["x-gwctl-attempts"] == "1"
@@ -211,7 +212,7 @@ def test_weights_split_the_primary_tier(rig):
             r = c.post(
                 rig.proc.url + "/v1/chat/completions",
                 json=body,
-                headers={"Authorization": f"Bearer {rig.key}", "X-Gwctl-Agent": "weighted"},
+                headers={"Authorization": f"Bearer {rig.key}", "X-Gwctl-Agent": "t/weighted"},
             )
             assert r.status_code == 200 and r.headers["x-gwctl-attempts"] == "1"
             seen["good" if r.json()["model"] == "good-m" else "other"] += 1
@@ -225,7 +226,7 @@ def _chat(proc, key, agent, fault=None) -> httpx.Response:
     return httpx.post(
         proc.url + "/v1/chat/completions",
         json=body,
-        headers={"Authorization": f"Bearer {key}", "X-Gwctl-Agent": agent},
+        headers={"Authorization": f"Bearer {key}", "X-Gwctl-Agent": f"t/{agent}"},
         timeout=20,
     )
 
@@ -305,7 +306,7 @@ def test_max_attempts_caps_the_targets_tried(tmp_path):
 def test_a_budget_is_charged_once_at_the_answering_price(tmp_path):
     rig = Rig(tmp_path)
     rig.policy("cooldown_after = 1000")
-    rig.cli("limit", "set", "key:tester", "--budget", "5", "--window", "day")
+    rig.cli("limit", "set", "key:tester", "--budget", "50", "--window", "day")
     proc = rig.start()
     try:
         r = _chat(proc, rig.key, "503", {"status": 503})
