@@ -40,7 +40,7 @@ import orjson
 import uvloop
 
 from gwctl.core import keys as gwkeys
-from gwctl.core.config import CatalogEntry, GatewayKey, Limit, Secret, Snapshot, Source
+from gwctl.core.config import CatalogEntry, GatewayKey, Limit, Route, Secret, Snapshot, Source
 from gwctl.core.pricing import Usage
 from gwctl.proxy import forward as proxy_forward
 from gwctl.proxy import server as proxy_server
@@ -49,6 +49,7 @@ from gwctl.proxy.http import HttpServer, Reply
 from gwctl.proxy.upstream.connection import _Conn
 
 KEY = gwkeys.generate()
+BODY_MODEL = "bench/bench-model"
 BODY = orjson.dumps(
     {
         "model": "bench/bench-model",
@@ -250,12 +251,18 @@ async def run_once(n: int, variant: str, profile: bool) -> float:
     """The CPU microseconds per request of ``n`` requests over 32 connections, for one variant."""
     loop = asyncio.get_running_loop()
     snap = snapshot()
+    if variant in ("route", "fallback"):  # a root route for the body's model; with a fallback (never needed)
+        other = replace(snap.sources["bench"], name="bench2")
+        fallbacks = ("bench2/bench-model",) if variant == "fallback" else ()
+        route = Route("r", BODY_MODEL, "bench", model="bench-model", fallbacks=fallbacks)
+        snap = replace(snap, sources=MP({**snap.sources, "bench2": other}), routes=(route,))
     if variant == "limits":  # a budget and an rpm limit on the key, counted in this process (LocalBank)
         budget = Limit("key:bench", budget=Decimal(10**6), budget_text="1000000", window="month", rpm=10**8)
         snap = replace(snap, limits=MP({"key:bench": budget}))
     gateway = fake_gateway(loop, snap)
     saved_usage = proxy_forward.usage_from_body
-    leave_out(gateway, snap, set(variant.split("+")) if variant not in ("full", "floor", "limits") else set())
+    plain = ("full", "floor", "limits", "route", "fallback")
+    leave_out(gateway, snap, set(variant.split("+")) if variant not in plain else set())
     handler = floor_handler(gateway.pool) if variant == "floor" else gateway.handle
     try:
         server = HttpServer(handler, body_limit=1 << 25)

@@ -137,7 +137,7 @@ def test_a_row_is_priced_at_the_entry_it_carries():
 
 def test_the_recorder_hands_over_the_attempts_in_the_wire_row():
     """A failover request's attempts go to the writer as the flow has them (encoded in the writer process);
-    a request without a plan, and a rejected one, carry None."""
+    one answered by its first target, a request without a plan, and a rejected one carry None."""
     from types import SimpleNamespace
 
     from gwctl.core.config import Snapshot
@@ -159,14 +159,14 @@ def test_the_recorder_hands_over_the_attempts_in_the_wire_row():
         catalog_ref=None,
     )
     tried = [("a/x", 503, 12.3, "upstream answered 503"), ("b/y", 200, 40.0, None)]
-    for attempts in (tried, None):
+    for attempts in (tried, tried[1:], None):
         flow = Flow(req, "rid", time.perf_counter(), Snapshot())
         flow.decision = decision  # type: ignore[assignment]
         flow.attempts = attempts
         recorder.record(flow, 200, None, None, None)
     recorder.rejected("rid2", None, req, time.perf_counter(), 401, "invalid_api_key", "no key")
     assert all(type(r) is tuple and len(r) == len(LogEntry._fields) for r in rows)
-    assert [LogEntry(*r).attempts for r in rows] == [tried, None, None]
+    assert [LogEntry(*r).attempts for r in rows] == [tried, None, None, None]
     assert rows[0][-1] is tried  # passed through as it is: nothing encoded on the proxy's core
     assert neutral_row(LogEntry(*rows[0])).attempts is tried
 

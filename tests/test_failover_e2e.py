@@ -199,7 +199,7 @@ def test_no_failover_once_a_stream_has_started(rig):
     assert b"data:" in got and b"[DONE]" not in got
     row = rig.row(r.headers["x-gwctl-request-id"])
     assert row["status"] == 502 and "broke the stream" in row["error"] and row["source"] == "bad"
-    assert [a["target"] for a in _attempts(row)] == ["bad/reset"]
+    assert _attempts(row) is None  # one attempt: the row's source, status and error say it
     assert len([s for s in rig.good.received if s.path.endswith("/chat/completions")]) == before
 
 

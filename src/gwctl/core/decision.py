@@ -426,9 +426,13 @@ _SHAPE = attrgetter(
 _new = object.__new__
 
 
-def _fits_by_size(d: Decision, feats: RequestFeatures) -> bool:
-    """Whether a remembered target's outcome holds for a body of this size (its context check, if any)."""
-    return d.entry is None or d.passthrough or not d.forwarded or fits_context_by_size(d.entry, feats)
+def _sized(d: Decision) -> tuple[CatalogEntry, ...]:
+    """The entries whose context check a remembered decision (or its plan's targets) passed by the body's
+    size, or would run for a bigger one: another body of the same shape must pass them by its own size."""
+    decisions = (d, *(t.decision for t in d.plan)) if d.plan else (d,)
+    return tuple(
+        x.entry for x in decisions if x.entry is not None and not x.passthrough and x.entry.context_size is not None
+    )
 
 
 class DecisionMemo:
@@ -451,7 +455,7 @@ class DecisionMemo:
     def __init__(self, limit: int = 4096):
         self.snapshot: Snapshot | None = None
         self.limit = limit
-        self._memo: dict[tuple[Any, ...], Decision] = {}
+        self._memo: dict[tuple[Any, ...], tuple[Decision, tuple[CatalogEntry, ...]]] = {}
 
     def decide(
         self,
@@ -467,14 +471,13 @@ class DecisionMemo:
             memo.clear()
             self.snapshot = snapshot
         key = (agent, path, _SHAPE(feats))
-        known = memo.get(key)
-        if known is not None:
-            entry = known.entry
-            if (entry is None or known.passthrough or fits_context_by_size(entry, feats)) and (
-                not known.plan or all(_fits_by_size(t.decision, feats) for t in known.plan)
-            ):
-                if known.features is not None and known.features.prompt_tokens_ceiling == feats.prompt_tokens_ceiling:
-                    return known  # same shape, no estimate on either side: the features are equal
+        found = memo.get(key)
+        if found is not None:
+            known, sized = found
+            ceiling = feats.prompt_tokens_ceiling
+            if known.features is not None and known.features.prompt_tokens_ceiling == ceiling:
+                return known  # same shape and size, no estimate on either side: the features are equal
+            if all(fits_context_by_size(entry, feats) for entry in sized):
                 same = _new(Decision)  # the remembered decision, with this request's features (its size)
                 same.__dict__.update(known.__dict__)
                 same.__dict__["features"] = feats
@@ -484,5 +487,5 @@ class DecisionMemo:
             # was made (for any target): the shape decided it
             if len(memo) >= self.limit:
                 memo.clear()
-            memo[key] = d
+            memo[key] = (d, _sized(d))
         return d

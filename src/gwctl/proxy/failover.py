@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from gwctl.core.config import FailoverPolicy
+from gwctl.core.config import FailoverPolicy, Snapshot
 from gwctl.core.decision import Decision, PlanTarget
 from gwctl.core.failover import attempt_order, pick, policy_for, retry_after_seconds, wait_hint
 from gwctl.proxy.flow import Flow, InFlight, error_reply
@@ -88,6 +88,30 @@ class Health:
             h.failures, h.cool_until, h.probing = 0, 0.0, False
 
 
+class _Plan:
+    """What a plan's order needs, worked out once per plan: its primary tier, the static order of attempts
+    (for when no target is left out and the tier has one usable target), the round robin's key."""
+
+    __slots__ = ("plan", "tier0", "weights", "static", "key", "refs", "policies")
+
+    def __init__(self, d: Decision, snapshot: Snapshot):
+        plan = self.plan = d.plan
+        self.tier0 = [(i, t) for i, t in enumerate(plan) if t.tier == 0]
+        self.weights = [0 if t.skipped else t.weight for _i, t in self.tier0]
+        usable = sum(1 for w in self.weights if w)
+        self.static = attempt_order(plan, None) if usable <= 1 else None
+        route = d.route
+        self.key = (
+            route.agent if route else None,
+            route.model_name if route else None,
+            *(t.ref for _i, t in self.tier0),
+        )
+        self.refs = [t.ref for t in plan]
+        # each target's failover policy (its source's own, or the store's), and the primary's for the request
+        self.policies = {t.ref: policy_for(snapshot, t.decision.source) for t in plan}
+        self.policies[""] = policy_for(snapshot, d.source)
+
+
 class Failover:
     """Executes plans for one process: the health of its targets and the round robin of each route."""
 
@@ -97,26 +121,38 @@ class Failover:
         self.clock = clock
         self.health = Health()
         self._rounds: dict[tuple, list[int]] = {}  # (agent, model name, tier-0 refs) -> round robin counters
+        self._plans: dict[int, _Plan] = {}  # id(plan) -> what its order needs
 
-    def order(self, d: Decision, now: float) -> tuple[list[PlanTarget], float | None]:
+    def _plan(self, d: Decision, snapshot: Snapshot) -> _Plan:
+        found = self._plans.get(id(d.plan))
+        if found is None or found.plan is not d.plan:  # a plan belongs to one snapshot: so do its policies
+            if len(self._plans) > 4096:
+                self._plans.clear()
+            found = self._plans[id(d.plan)] = _Plan(d, snapshot)
+        return found
+
+    def order(self, d: Decision, now: float, snapshot: Snapshot | None = None) -> tuple[list[PlanTarget], float | None]:
         """The targets to try for this request, and when the first one left out comes back."""
-        plan = d.plan
+        return self._order(self._plan(d, snapshot or Snapshot()), now)
+
+    def _order(self, p: _Plan, now: float) -> tuple[list[PlanTarget], float | None]:
         out: dict[str, float] = {}
-        for t in plan:
-            until = self.health.out_until(t.ref, now)
-            if until is not None:
-                out[t.ref] = until
-        tier0 = [(i, t) for i, t in enumerate(plan) if t.tier == 0]
-        key = (d.route.agent if d.route else None, d.route.model_name if d.route else None, *(t.ref for _i, t in tier0))
-        counters = self._rounds.get(key)
-        if counters is None:
+        if self.health.targets:
+            for ref in p.refs:
+                until = self.health.out_until(ref, now)
+                if until is not None:
+                    out[ref] = until
+        if not out and p.static is not None:  # the common case: nothing to choose, nothing left out
+            return p.static, None
+        counters = self._rounds.get(p.key)
+        if counters is None or len(counters) != len(p.tier0):
             if len(self._rounds) > 4096:
                 self._rounds.clear()
-            counters = self._rounds[key] = [0] * len(tier0)
-        weights = [0 if t.skipped or t.ref in out else t.weight for _i, t in tier0]
+            counters = self._rounds[p.key] = [0] * len(p.tier0)
+        weights = [0 if t.ref in out else w for w, (_i, t) in zip(p.weights, p.tier0)] if out else p.weights
         chosen = pick(weights, counters)
-        first = tier0[chosen][0] if chosen is not None else None
-        return attempt_order(plan, first, out), min(out.values(), default=None)
+        first = p.tier0[chosen][0] if chosen is not None else None
+        return attempt_order(p.plan, first, out), min(out.values(), default=None)
 
     async def run(self, flow: Flow) -> Reply | None:
         """Try the plan's targets in order until one answers (see the module's docstring)."""
@@ -124,45 +160,51 @@ class Failover:
         assert d is not None and d.plan
         self.inflight.begin()
         try:
-            started = self.clock()
-            policy = policy_for(flow.snapshot, d.source)
-            order, back_at = self.order(d, started)
+            p = self._plan(d, flow.snapshot)
+            started = time.perf_counter()
+            order, back_at = self._order(p, self.clock()) if self.health.targets else (p.static, None)
+            if order is None:  # the primary tier has several targets: the round robin picks
+                order, back_at = self._order(p, self.clock())
             if not order:
-                return self.none_available(flow, back_at, started)
+                return self.none_available(flow, back_at, self.clock())
+            policy = p.policies[""]
             flow.attempts = []
             limit = min(len(order), policy.max_attempts)
             for n, target in enumerate(order[:limit]):
-                last = n == limit - 1 or self.clock() - started >= policy.max_seconds
-                result = await self._try(flow, target, last)
-                if not isinstance(result, Failure):
-                    return result
+                t0 = time.perf_counter() if n else started
+                last = n == limit - 1 or (n > 0 and t0 - started >= policy.max_seconds)
+                flow.decision = target.decision
+                tpolicy = p.policies[target.ref]
+                if self.health.targets:
+                    self.health.trying(target.ref)
+                try:
+                    result = await self.forwarder.attempt(flow, None if last else tpolicy.on, t0)
+                except BaseException:  # the client went away (or a bug): no verdict, but its probe is over
+                    self.health.release(target.ref)
+                    raise
+                if isinstance(result, Failure):
+                    self.failed(flow, target, tpolicy, result, t0)
+                    continue
+                self.ended(flow, target, tpolicy)
+                return result
             raise AssertionError("the last attempt always answers")  # pragma: no cover
         finally:
             self.inflight.end()
 
-    async def _try(self, flow: Flow, target: PlanTarget, last: bool) -> Reply | None | Failure:
-        """One attempt on ``target``; its failure (when it moves on) is noted and its health updated."""
-        flow.decision = target.decision
-        tpolicy = policy_for(flow.snapshot, target.decision.source)
-        self.health.trying(target.ref)
-        t0 = time.perf_counter()
-        try:
-            result = await self.forwarder.attempt(flow, None if last else tpolicy.on, t0)
-        except BaseException:  # the client went away (or a bug): no verdict on the target, but its probe is over
-            self.health.release(target.ref)
-            raise
-        if isinstance(result, Failure):
-            assert flow.attempts is not None
-            flow.attempts.append((target.ref, result.status, (time.perf_counter() - t0) * 1000, result.error))
-            now = self.clock()
-            self.health.failed(target.ref, tpolicy, now, retry_after_seconds(result.retry_after, time.time()))
-            return result
+    def failed(self, flow: Flow, target: PlanTarget, policy: FailoverPolicy, failure: Failure, t0: float) -> None:
+        """An attempt failed in a way that moves on: note it, and count it against the target."""
+        assert flow.attempts is not None
+        flow.attempts.append((target.ref, failure.status, (time.perf_counter() - t0) * 1000, failure.error))
+        wait = retry_after_seconds(failure.retry_after, time.time())
+        self.health.failed(target.ref, policy, self.clock(), wait)
+
+    def ended(self, flow: Flow, target: PlanTarget, policy: FailoverPolicy) -> None:
+        """The answer came from ``target`` (it is noted in the attempts): a failure status counts against it."""
         status = flow.attempts[-1][1] if flow.attempts else None
         if status is None or status >= 500 or status == 429:
-            self.health.failed(target.ref, tpolicy, self.clock(), None)
-        else:
+            self.health.failed(target.ref, policy, self.clock(), None)
+        elif self.health.targets:
             self.health.answered(target.ref)
-        return result
 
     def none_available(self, flow: Flow, back_at: float | None, now: float) -> Reply:
         """Every usable target is cooling down or waiting out a Retry-After: 503, with when to come back."""

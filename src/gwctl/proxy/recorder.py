@@ -65,7 +65,10 @@ class Recorder:
                 rule,
                 error,
                 flow.stream,
-                flow.attempts,  # None without a plan; encoded in the writer process
+                # the attempts of a request that failed over (more than one); None when the first target
+                # answered (the row's source, status and latency say it all) or without a plan; the writer
+                # process encodes them
+                attempts if (attempts := flow.attempts) is not None and len(attempts) > 1 else None,
             )
         )
 
