@@ -39,6 +39,8 @@ FAULTS = {
     "429": ("bad", "status", {"status": 429}),
     "500": ("bad", "status", {"status": 500}),
     "503": ("bad", "status", {"status": 503}),
+    "tls": ("tlsbad", "x", {}),  # https to a server that speaks plain HTTP: the handshake fails
+    "passthrough": ("badpass", "status", {"status": 503}),  # a passthrough route fails over too
 }
 
 
@@ -63,9 +65,12 @@ class Rig:
         self.cli("source", "add", "slow", "--base-url", self.faulty.url, "--auth-value", UP_KEY, "--read-timeout", "1")
         dead = f"http://127.0.0.1:{_closed_port()}/v1"
         self.cli("source", "add", "dead", "--base-url", dead, "--auth-value", UP_KEY)
+        tls = self.good.url.replace("http://", "https://")
+        self.cli("source", "add", "tlsbad", "--base-url", tls, "--auth-value", UP_KEY)
+        self.cli("source", "add", "badpass", "--base-url", self.faulty.url, "--auth-value", UP_KEY, "--passthrough")
         for ref in ("good/good-m", "other/other-m"):
             self.cli("catalog", "set", ref, *GOOD)
-        for ref in ("bad/status", "bad/reset", "slow/hang", "dead/x"):
+        for ref in ("bad/status", "bad/reset", "slow/hang", "dead/x", "tlsbad/x", "badpass/status"):
             self.cli("catalog", "set", ref, *DEAR)
         for agent, (source, model, _fault) in FAULTS.items():
             self.route(agent, source, model, "--fallback", "good/good-m")
@@ -175,10 +180,12 @@ def test_a_failing_primary_is_answered_by_the_fallback_at_the_fallbacks_price(ri
     attempts = _attempts(row)
     assert attempts is not None and [a["target"] for a in attempts] == [f"{source}/{model}", "good/good-m"]
     assert attempts[1]["status"] == 200 and attempts[1]["error"] is None
-    if agent in ("429", "500", "503"):
-        assert attempts[0]["status"] == int(agent)
+    if agent in ("429", "500", "503", "passthrough"):
+        assert attempts[0]["status"] == int(fault["status"])
     else:
         assert attempts[0]["status"] is None and attempts[0]["error"]
+    if agent == "tls":
+        assert "TLS" in attempts[0]["error"]
 
 
 def test_no_failover_once_a_stream_has_started(rig):
