@@ -26,7 +26,6 @@ import json
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,13 +37,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import http_stack as hs  # noqa: E402  (wrk driver, process helpers)
-
-
-def gw(store: Path, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "gwctl", "--store", str(store), *args], capture_output=True, text=True, check=True
-    )
-    return out.stdout
 
 
 def closed_port() -> int:
@@ -59,33 +51,13 @@ def store_for(tmp: Path, name: str, urls: dict[str, str], routes: list[list[str]
     """A store with the sources ``urls`` (each serving hs.MODEL, priced), ``routes`` and a key."""
     store = tmp / f"{name}.toml"
     for source, url in urls.items():
-        gw(store, "source", "add", source, "--base-url", url, "--auth-value", hs.UPSTREAM_KEY)
-        gw(store, "catalog", "set", f"{source}/{hs.MODEL}", "--price", "input=3e-6", "--price", "output=1.5e-5")
+        hs.gwctl(store, "source", "add", source, "--base-url", url, "--auth-value", hs.UPSTREAM_KEY)
+        hs.gwctl(store, "catalog", "set", f"{source}/{hs.MODEL}", "--price", "input=3e-6", "--price", "output=1.5e-5")
     for route in routes:
-        gw(store, "route", "set", *route)
-    gw(store, "catalog", "set", f"good/{hs.MODEL}", "--max-output", "4096")
-    key = json.loads(gw(store, "key", "create", "bench", "--json"))["key"]
+        hs.gwctl(store, "route", "set", *route)
+    hs.gwctl(store, "catalog", "set", f"good/{hs.MODEL}", "--max-output", "4096")
+    key = json.loads(hs.gwctl(store, "key", "create", "bench", "--json"))["key"]
     return store, key
-
-
-def start_proxy(procs, store: Path, db: Path):
-    port = hs.free_port()
-    proxy = procs.start(
-        [
-            sys.executable,
-            "-m",
-            "gwctl",
-            "--store",
-            str(store),
-            "proxy",
-            "--port",
-            str(port),
-            "--activity",
-            f"sqlite://{db}",
-        ],
-        port,
-    )
-    return proxy, f"http://{hs.HOST}:{port}"
 
 
 def throughput(procs, tmp: Path, urls: dict[str, str], args) -> list[tuple[float, float]]:
@@ -94,7 +66,7 @@ def throughput(procs, tmp: Path, urls: dict[str, str], args) -> list[tuple[float
     running = []
     for name, extra in (("plain", []), ("fallback", ["--fallback", f"other/{hs.MODEL}"])):
         store, key = store_for(tmp, name, urls, [route + extra])
-        proxy, base = start_proxy(procs, store, tmp / f"{name}.sqlite3")
+        proxy, base = hs.start_gwctl_proxy(procs, store, f"sqlite://{tmp / f'{name}.sqlite3'}")
         hs.wrk(base + "/v1/chat/completions", 32, 1, "Bearer " + key)  # warm-up
         running.append((base, key))
     pairs = []
@@ -138,7 +110,7 @@ def added_latency(procs, tmp: Path, urls: dict[str, str], args) -> dict[str, tup
     # a cooldown would skip the failing primary after a few requests: this measures the failover itself
     with open(store, "a") as f:
         f.write("\n[settings.failover]\ncooldown_after = 1000000\n")
-    _proxy, base = start_proxy(procs, store, tmp / "latency.sqlite3")
+    _proxy, base = hs.start_gwctl_proxy(procs, store, f"sqlite://{tmp / 'latency.sqlite3'}")
     runs: dict[str, list[float]] = {agent: [] for agent in routes}
     for _round in range(4):  # in turns, so the machine's drift touches each alike
         for agent in routes:

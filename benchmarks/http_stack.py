@@ -703,6 +703,27 @@ def busy_others(own: set[int]) -> list[str]:
     return busy
 
 
+def gwctl(store: Path, *args: str, stdin: str | None = None) -> str:
+    """Run the gwctl CLI on ``store`` (raises on a non-zero exit); its standard output."""
+    out = subprocess.run(
+        [sys.executable, "-m", "gwctl", "--store", str(store), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout
+
+
+def start_gwctl_proxy(procs: "Procs", store: Path, activity: str, *prefix: str) -> tuple[subprocess.Popen, str]:
+    """``gwctl proxy`` (one worker) on ``store`` with the activity log ``activity``, started through ``procs``
+    (``prefix``: a command to run it under, such as taskset); the process and its base URL."""
+    port = free_port()
+    cmd = [*prefix, sys.executable, "-m", "gwctl", "--store", str(store), "proxy", "--port", str(port)]
+    proxy = procs.start([*cmd, "--activity", activity], port)
+    return proxy, f"http://{HOST}:{port}"
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))

@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -39,35 +38,17 @@ sys.path.insert(0, str(HERE))
 import http_stack as hs  # noqa: E402  (wrk driver, process helpers)
 
 
-def gw(store: Path, *args: str) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "gwctl", "--store", str(store), *args], capture_output=True, text=True, check=True
-    )
-    return out.stdout
-
-
 def store_for(tmp: Path, name: str, up_url: str, limits: bool) -> tuple[Path, str]:
     """A store with the priced model and a key; with ``limits``, a budget and an rpm limit on the key."""
     store = tmp / f"{name}.toml"
-    gw(store, "source", "add", "bench", "--base-url", up_url, "--auth-value", hs.UPSTREAM_KEY)
-    gw(store, "source", "refresh", "bench")
-    gw(store, "catalog", "set", f"bench/{hs.MODEL}", "--price", "input=3e-6", "--price", "output=1.5e-5")
-    gw(store, "catalog", "set", f"bench/{hs.MODEL}", "--max-output", "4096", "--context-size", "131072")
-    key = json.loads(gw(store, "key", "create", "bench", "--json"))["key"]
+    hs.gwctl(store, "source", "add", "bench", "--base-url", up_url, "--auth-value", hs.UPSTREAM_KEY)
+    hs.gwctl(store, "source", "refresh", "bench")
+    hs.gwctl(store, "catalog", "set", f"bench/{hs.MODEL}", "--price", "input=3e-6", "--price", "output=1.5e-5")
+    hs.gwctl(store, "catalog", "set", f"bench/{hs.MODEL}", "--max-output", "4096", "--context-size", "131072")
+    key = json.loads(hs.gwctl(store, "key", "create", "bench", "--json"))["key"]
     if limits:
-        gw(store, "limit", "set", "key:bench", "--budget", "1000000", "--window", "month", "--rpm", "100000000")
+        hs.gwctl(store, "limit", "set", "key:bench", "--budget", "1000000", "--window", "month", "--rpm", "100000000")
     return store, key
-
-
-def start_proxy(procs, store: Path, dsn: str, pin: bool):
-    port = hs.free_port()
-    taskset = ["taskset", "-c", "0"] if pin else []
-    proxy = procs.start(
-        [*taskset, sys.executable, "-m", "gwctl", "--store", str(store), "proxy", "--port", str(port)]
-        + ["--activity", dsn],
-        port,
-    )
-    return proxy, f"http://{hs.HOST}:{port}/v1/chat/completions"
 
 
 def burst(proxy, url: str, key: str, duration: float) -> tuple[float, float]:
@@ -85,7 +66,8 @@ def measure(procs, tmp: Path, up_url: str, backend: str, dsn: str, args) -> dict
     for limits in (False, True):
         # a fresh key: a new key's meters start empty, on a shared database too
         store, key = store_for(tmp, f"{backend}-{limits}-{uuid.uuid4().hex[:6]}", up_url, limits and not args.aa)
-        proxy, url = start_proxy(procs, store, dsn, args.pin)
+        proxy, base = hs.start_gwctl_proxy(procs, store, dsn, *(["taskset", "-c", "0"] if args.pin else []))
+        url = base + "/v1/chat/completions"
         hs.wrk(url, 32, 1, "Bearer " + key)  # warm-up
         running[limits] = (proxy, url, key)
     runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -31,17 +30,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import http_stack as hs  # noqa: E402  (wrk driver, stream client, process helpers)
-
-
-def gw(store: Path, *args: str, stdin: str | None = None) -> str:
-    out = subprocess.run(
-        [sys.executable, "-m", "gwctl", "--store", str(store), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,9 +68,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         up_url = f"http://{hs.HOST}:{up_port}/v1"
         store = tmp / "gwctl.toml"
-        gw(store, "source", "add", "bench", "--base-url", up_url, "--auth-value", hs.UPSTREAM_KEY)
-        gw(store, "source", "refresh", "bench")
-        gw(
+        hs.gwctl(store, "source", "add", "bench", "--base-url", up_url, "--auth-value", hs.UPSTREAM_KEY)
+        hs.gwctl(store, "source", "refresh", "bench")
+        hs.gwctl(
             store,
             "catalog",
             "set",
@@ -96,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             "--context-size",
             "131072",
         )
-        key = json.loads(gw(store, "key", "create", "bench", "--json"))["key"]
+        key = json.loads(hs.gwctl(store, "key", "create", "bench", "--json"))["key"]
         px_port = hs.free_port()
         proxy = procs.start(
             [

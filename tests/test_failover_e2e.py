@@ -93,7 +93,8 @@ class Rig:
             f.write("\n[settings.failover]\n" + text + "\n")
 
     def start(self) -> ProxyProcess:
-        return ProxyProcess(self.store, f"sqlite://{self.db}")
+        self.proc = ProxyProcess(self.store, f"sqlite://{self.db}")
+        return self.proc
 
     def rows(self) -> list[dict]:
         if not self.db.exists():
@@ -116,6 +117,23 @@ class Rig:
         self.good.stop()
         self.other.stop()
         self.faulty.stop()
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    """A rig of the test's own (its own proxy and health): ``fresh(policy)``; stopped after the test."""
+    made = []
+
+    def make(policy: str) -> Rig:
+        made.append(Rig(tmp_path))
+        made[-1].policy(policy)
+        return made[-1]
+
+    yield make
+    for r in made:
+        if getattr(r, "proc", None) is not None:
+            r.proc.terminate()
+        r.close()
 
 
 @pytest.fixture(scope="module")
@@ -238,94 +256,69 @@ def _chat(proc, key, agent, fault=None) -> httpx.Response:
     )
 
 
-def test_retry_after_keeps_a_target_out_until_then(tmp_path):
-    rig = Rig(tmp_path)
-    rig.policy("cooldown_after = 1000")
+def test_retry_after_keeps_a_target_out_until_then(fresh):
+    rig = fresh("cooldown_after = 1000")
     proc = rig.start()
-    try:
-        r = _chat(proc, rig.key, "429", {"status": 429, "retry_after": 2})
-        assert r.status_code == 200 and r.headers["x-gwctl-attempts"] == "2"
-        said = time.monotonic()
-        tried = len(rig.faulty.seen)
-        r = _chat(proc, rig.key, "429", {"status": 429, "retry_after": 2})  # bad/status is out: straight to good
-        assert r.status_code == 200 and r.headers["x-gwctl-attempts"] == "1" and len(rig.faulty.seen) == tried
-        time.sleep(max(0.0, 2.2 - (time.monotonic() - said)))
-        r = _chat(proc, rig.key, "429", {"status": 429})  # after the Retry-After: tried again
-        assert r.headers["x-gwctl-attempts"] == "2" and len(rig.faulty.seen) == tried + 1
-    finally:
-        proc.terminate()
-        rig.close()
+    r = _chat(proc, rig.key, "429", {"status": 429, "retry_after": 2})
+    assert r.status_code == 200 and r.headers["x-gwctl-attempts"] == "2"
+    said = time.monotonic()
+    tried = len(rig.faulty.seen)
+    r = _chat(proc, rig.key, "429", {"status": 429, "retry_after": 2})  # bad/status is out: straight to good
+    assert r.status_code == 200 and r.headers["x-gwctl-attempts"] == "1" and len(rig.faulty.seen) == tried
+    time.sleep(max(0.0, 2.2 - (time.monotonic() - said)))
+    r = _chat(proc, rig.key, "429", {"status": 429})  # after the Retry-After: tried again
+    assert r.headers["x-gwctl-attempts"] == "2" and len(rig.faulty.seen) == tried + 1
 
 
-def test_cooldown_is_entered_after_failures_in_a_row_and_left_by_one_request(tmp_path):
-    rig = Rig(tmp_path)
-    rig.policy("cooldown_after = 2\ncooldown_seconds = 1.5")
+def test_cooldown_is_entered_after_failures_in_a_row_and_left_by_one_request(fresh):
+    rig = fresh("cooldown_after = 2\ncooldown_seconds = 1.5")
     proc = rig.start()
-    try:
-        for _ in range(2):
-            r = _chat(proc, rig.key, "503", {"status": 503})
-            assert r.status_code == 200 and r.headers["x-gwctl-attempts"] == "2"
-        cooled = time.monotonic()
-        tried = len(rig.faulty.seen)
+    for _ in range(2):
         r = _chat(proc, rig.key, "503", {"status": 503})
-        assert r.headers["x-gwctl-attempts"] == "1" and len(rig.faulty.seen) == tried  # skipped while cooling
-        time.sleep(max(0.0, 1.7 - (time.monotonic() - cooled)))
-        r = _chat(proc, rig.key, "503", {"status": 503})  # one request tries it again, and it fails again
-        assert r.headers["x-gwctl-attempts"] == "2" and len(rig.faulty.seen) == tried + 1
-        r = _chat(proc, rig.key, "503")  # cooling again (one failure after a cooldown is enough)
-        assert r.headers["x-gwctl-attempts"] == "1"
-    finally:
-        proc.terminate()
-        rig.close()
+        assert r.status_code == 200 and r.headers["x-gwctl-attempts"] == "2"
+    cooled = time.monotonic()
+    tried = len(rig.faulty.seen)
+    r = _chat(proc, rig.key, "503", {"status": 503})
+    assert r.headers["x-gwctl-attempts"] == "1" and len(rig.faulty.seen) == tried  # skipped while cooling
+    time.sleep(max(0.0, 1.7 - (time.monotonic() - cooled)))
+    r = _chat(proc, rig.key, "503", {"status": 503})  # one request tries it again, and it fails again
+    assert r.headers["x-gwctl-attempts"] == "2" and len(rig.faulty.seen) == tried + 1
+    r = _chat(proc, rig.key, "503")  # cooling again (one failure after a cooldown is enough)
+    assert r.headers["x-gwctl-attempts"] == "1"
 
 
-def test_when_every_target_is_out_the_answer_says_when_to_come_back(tmp_path):
-    rig = Rig(tmp_path)
-    rig.policy("cooldown_after = 1\ncooldown_seconds = 30")
+def test_when_every_target_is_out_the_answer_says_when_to_come_back(fresh):
+    rig = fresh("cooldown_after = 1\ncooldown_seconds = 30")
     rig.route("both-bad", "bad", "status", "--fallback", "dead/x")
     proc = rig.start()
-    try:
-        r = _chat(proc, rig.key, "both-bad", {"status": 503})
-        assert r.status_code == 502 and r.headers["x-gwctl-attempts"] == "2"  # the last target's failure
-        r = _chat(proc, rig.key, "both-bad", {"status": 503})
-        assert r.status_code == 503 and r.json()["error"]["code"] == "no_target_available"
-        assert 1 <= int(r.headers["retry-after"]) <= 30 and r.headers["x-gwctl-attempts"] == "0"
-    finally:
-        proc.terminate()
-        rig.close()
+    r = _chat(proc, rig.key, "both-bad", {"status": 503})
+    assert r.status_code == 502 and r.headers["x-gwctl-attempts"] == "2"  # the last target's failure
+    r = _chat(proc, rig.key, "both-bad", {"status": 503})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_target_available"
+    assert 1 <= int(r.headers["retry-after"]) <= 30 and r.headers["x-gwctl-attempts"] == "0"
 
 
-def test_max_attempts_caps_the_targets_tried(tmp_path):
-    rig = Rig(tmp_path)
-    rig.policy("cooldown_after = 1000\nmax_attempts = 2")
+def test_max_attempts_caps_the_targets_tried(fresh):
+    rig = fresh("cooldown_after = 1000\nmax_attempts = 2")
     rig.route("three", "bad", "status", "--fallback", "dead/x", "--fallback", "good/good-m")
     proc = rig.start()
-    try:
-        r = _chat(proc, rig.key, "three", {"status": 503})
-        assert r.status_code == 502 and r.headers["x-gwctl-attempts"] == "2"  # good/good-m is third: not tried
-        row = rig.row(r.headers["x-gwctl-request-id"])
-        assert [a["target"] for a in _attempts(row)] == ["bad/status", "dead/x"]
-    finally:
-        proc.terminate()
-        rig.close()
+    r = _chat(proc, rig.key, "three", {"status": 503})
+    assert r.status_code == 502 and r.headers["x-gwctl-attempts"] == "2"  # good/good-m is third: not tried
+    row = rig.row(r.headers["x-gwctl-request-id"])
+    assert [a["target"] for a in _attempts(row)] == ["bad/status", "dead/x"]
 
 
-def test_a_budget_is_charged_once_at_the_answering_price(tmp_path):
-    rig = Rig(tmp_path)
-    rig.policy("cooldown_after = 1000")
+def test_a_budget_is_charged_once_at_the_answering_price(fresh):
+    rig = fresh("cooldown_after = 1000")
     rig.cli("limit", "set", "key:tester", "--budget", "50", "--window", "day")
     proc = rig.start()
-    try:
-        r = _chat(proc, rig.key, "503", {"status": 503})
-        assert r.status_code == 200 and r.headers["x-gwctl-attempts"] == "2"
-        row = rig.row(r.headers["x-gwctl-request-id"])
+    r = _chat(proc, rig.key, "503", {"status": 503})
+    assert r.status_code == 200 and r.headers["x-gwctl-attempts"] == "2"
+    row = rig.row(r.headers["x-gwctl-request-id"])
 
-        def spent():
-            out = rig.cli("limit", "status", "key:tester", "--activity", f"sqlite://{rig.db}", "--json").json()
-            value = Decimal(out[0]["spent"])
-            return value if value > 0 else None
+    def spent():
+        out = rig.cli("limit", "status", "key:tester", "--activity", f"sqlite://{rig.db}", "--json").json()
+        value = Decimal(out[0]["spent"])
+        return value if value > 0 else None
 
-        assert wait_until(spent, 15, 0.2) == Decimal(row["cost"])
-    finally:
-        proc.terminate()
-        rig.close()
+    assert wait_until(spent, 15, 0.2) == Decimal(row["cost"])

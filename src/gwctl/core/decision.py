@@ -214,52 +214,33 @@ def _decide(
     target = _target(snapshot, agent, model, base, matched_prefix)
     if isinstance(target, Decision):
         return target
+    ask = _Ask(snapshot, path, body, feats, estimate)
     route = target[0]
     if route is not None and (route.balance or route.fallbacks):
-        return _planned(snapshot, path, body, feats, estimate, base, matched_prefix, target)
-    return _routed(snapshot, path, body, feats, estimate, base, matched_prefix, target)
+        return _planned(ask, base, matched_prefix, target)
+    return _routed(ask, base, matched_prefix, target)
 
 
-def _planned(
-    snapshot: Snapshot,
-    path: str,
-    body: Mapping[str, Any] | None,
-    feats: RequestFeatures,
-    estimate: bool,
-    base: dict[str, Any],
-    matched_prefix: str,
-    target: _Target,
-) -> Decision:
+def _planned(ask: _Ask, base: dict[str, Any], matched_prefix: str, target: _Target) -> Decision:
     """A route with more targets: each decided on its own, in plan order. The decision is the first target
     that may be forwarded (the primary's when it may), carrying the whole plan; when none may, the
     primary's refusal."""
     route = target[0]
     assert route is not None
-    primary = _routed(snapshot, path, body, feats, estimate, dict(base), matched_prefix, target)
+    primary = _routed(ask, dict(base), matched_prefix, target)
     targets = [PlanTarget(0, f"{route.provider}/{route.upstream_model}", route.weight, primary)]
     for ref, weight in route.balance:
-        targets.append(
-            PlanTarget(0, ref, weight, _plan_target(snapshot, path, body, feats, estimate, base, route, ref))
-        )
+        targets.append(PlanTarget(0, ref, weight, _plan_target(ask, base, route, ref)))
     for tier, ref in enumerate(route.fallbacks, 1):
-        targets.append(PlanTarget(tier, ref, 1, _plan_target(snapshot, path, body, feats, estimate, base, route, ref)))
+        targets.append(PlanTarget(tier, ref, 1, _plan_target(ask, base, route, ref)))
     first = next((t.decision for t in targets if t.decision.forwarded), primary)
     return _decision({**first.__dict__, "plan": tuple(targets)})
 
 
-def _plan_target(
-    snapshot: Snapshot,
-    path: str,
-    body: Mapping[str, Any] | None,
-    feats: RequestFeatures,
-    estimate: bool,
-    base: dict[str, Any],
-    route: Route,
-    ref: str,
-) -> Decision:
+def _plan_target(ask: _Ask, base: dict[str, Any], route: Route, ref: str) -> Decision:
     """One balance or fallback target's own decision: its source's URL, credentials and headers, its entry."""
     src_name, _sep, model_id = ref.partition("/")
-    source = snapshot.sources.get(src_name)
+    source = ask.snapshot.sources.get(src_name)
     here = {**base, "matched_by": "route", "route": route}
     if source is None:  # validate refuses this; the plan says why it is skipped
         return _reject(
@@ -278,20 +259,23 @@ def _plan_target(
             "model",
         )
     passthrough = source.passthrough if route.passthrough is None else route.passthrough
-    return _routed(
-        snapshot,
-        path,
-        body,
-        feats,
-        estimate,
-        dict(base),
-        "",
-        (route, source, passthrough, model_id, source.base_url, "route"),
-    )
+    return _routed(ask, dict(base), "", (route, source, passthrough, model_id, source.base_url, "route"))
 
 
 _Target = tuple[Route | None, Source, bool, str, str, str]
 """Where a request goes: (route, source, passthrough, upstream model, base URL, matched by)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    """One request as the steps after the target see it: the store, the path, the body and its features,
+    and whether the dry-run's explanations are wanted."""
+
+    snapshot: Snapshot
+    path: str
+    body: Mapping[str, Any] | None
+    feats: RequestFeatures
+    estimate: bool
 
 
 def _target(
@@ -339,20 +323,12 @@ def _target(
     )
 
 
-def _routed(
-    snapshot: Snapshot,
-    path: str,
-    body: Mapping[str, Any] | None,
-    feats: RequestFeatures,
-    estimate: bool,
-    base: dict[str, Any],
-    matched_prefix: str,
-    target: _Target,
-) -> Decision:
+def _routed(ask: _Ask, base: dict[str, Any], matched_prefix: str, target: _Target) -> Decision:
     """The decision for a request with a target: its upstream URL, then passthrough, or managed by the checks."""
     route, source, passthrough, upstream_model, base_url, matched_by = target
+    path, feats, estimate = ask.path, ask.feats, ask.estimate
     ref = f"{source.name}/{upstream_model}"
-    entry = snapshot.catalog.get(ref)
+    entry = ask.snapshot.catalog.get(ref)
     try:  # before any estimate: a request refused for its path is decided by its shape alone (DecisionMemo)
         upstream_url = join_upstream(base_url, path)
     except ValueError as exc:
@@ -363,7 +339,7 @@ def _routed(
             "the path must start with '/', like /v1/chat/completions",
         )
     if estimate or (entry is not None and not passthrough and not fits_context_by_size(entry, feats)):
-        feats = replace(feats, prompt_tokens_estimate=estimate_prompt_tokens(feats.api, body))
+        feats = replace(feats, prompt_tokens_estimate=estimate_prompt_tokens(feats.api, ask.body))
         base["features"] = feats
     values = {
         **base,
