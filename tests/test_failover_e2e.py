@@ -322,3 +322,33 @@ def test_a_budget_is_charged_once_at_the_answering_price(fresh):
         return value if value > 0 else None
 
     assert wait_until(spent, 15, 0.2) == Decimal(row["cost"])
+
+
+def _spent(rig, target: str) -> Decimal:
+    out = rig.cli("limit", "status", target, "--activity", f"sqlite://{rig.db}", "--json").json()
+    return Decimal(out[0]["spent"])
+
+
+def test_the_limits_of_the_answering_targets_source_are_charged_not_the_failed_ones(fresh):
+    rig = fresh("cooldown_after = 1000")
+    rig.cli("limit", "set", "source:bad", "--budget", "50", "--window", "day")
+    rig.cli("limit", "set", "source:good", "--budget", "50", "--window", "day", "--rpm", "100")
+    proc = rig.start()
+    r = _chat(proc, rig.key, "503", {"status": 503})
+    assert r.status_code == 200 and r.headers["x-gwctl-attempts"] == "2"
+    cost = Decimal(rig.row(r.headers["x-gwctl-request-id"])["cost"])
+    assert wait_until(lambda: _spent(rig, "source:good") == cost or None, 15, 0.2)
+    assert _spent(rig, "source:bad") == 0
+
+
+def test_a_fallback_whose_own_limit_refuses_is_passed_over(fresh):
+    rig = fresh("cooldown_after = 1000")
+    rig.cli("limit", "set", "source:good", "--budget", "0", "--window", "day")
+    proc = rig.start()
+    r = _chat(proc, rig.key, "503", {"status": 503})
+    assert r.status_code == 429 and r.json()["error"]["code"] == "budget_exceeded"
+    assert r.headers["x-gwctl-attempts"] == "2"
+    row = rig.row(r.headers["x-gwctl-request-id"])
+    assert row["rule"] == "budget_exceeded" and row["route_kind"] == "rejected"
+    assert [(a["target"], a["status"]) for a in _attempts(row)] == [("bad/status", 503), ("good/good-m", 429)]
+    assert not [s for s in rig.good.received if s.path.endswith("/chat/completions")]

@@ -315,7 +315,7 @@ def test_the_ledger_carries_the_previous_minute_into_the_sliding_window():
     tpm=st.one_of(st.none(), st.integers(1, 400)),
     steps=st.lists(
         st.tuples(
-            st.sampled_from(["fast", "slow", "settle", "beat", "later"]),
+            st.sampled_from(["fast", "slow", "settle", "cancel", "beat", "later"]),
             st.one_of(st.none(), st.decimals(min_value=D("0"), max_value=D("1"), places=2)),  # reservation USD
             st.integers(0, 150),  # tokens reserved, or used when settling
         ),
@@ -351,11 +351,35 @@ def test_the_coroutine_free_admission_agrees_with_the_full_check(budget, rpm, tp
                 ticket = held.pop(0)
                 cost = None if usd is None else usd
                 ledger.settle(ticket, cost, tokens)
+            elif op == "cancel" and held:  # a failover moved it under other limits: as if never admitted
+                ledger.cancel(held.pop(0))
             elif op == "beat":
                 await ledger.heartbeat()
             elif op == "later":
                 now += 20
             for meter in [*ledger.meters.values(), *ledger.retiring]:
                 assert meter.free == meter.lease - meter.delta - meter.reserved
+
+    run(go())
+
+
+def test_a_cancelled_admission_leaves_no_trace():
+    """Ledger.cancel (a failover moving a request under another source's limits) gives back the reservation
+    and the request's count: the meters are as they were before it was admitted."""
+    limit = Limit("key:ci", budget=D("1"), window="day", rpm=5, tpm=1000)
+    res = lim.Reservation(100, 50, "request", D("0.25"))
+
+    async def go():
+        ledger = Ledger(LocalBank())
+        _refusal, first = await ledger.admit([limit], res, NOW)
+        meters = [m for m in ledger.meters.values()]
+        before = [(m.reserved, m.free, m.delta, m.admitted) for m in meters]
+        _refusal, second = await ledger.admit([limit], res, NOW)
+        ledger.cancel(second)
+        assert [(m.reserved, m.free, m.delta, m.admitted) for m in meters] == before
+        ledger.cancel(second)  # twice is once
+        assert [(m.reserved, m.free, m.delta, m.admitted) for m in meters] == before
+        ledger.settle(first, D("0.1"), 120)
+        assert ledger.state(limit, ledger.meters_of(limit, NOW), NOW).spent == D("0.1")
 
     run(go())

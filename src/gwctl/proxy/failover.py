@@ -25,9 +25,11 @@ from dataclasses import dataclass
 from gwctl.core.config import FailoverPolicy, Snapshot
 from gwctl.core.decision import Decision, PlanTarget
 from gwctl.core.failover import attempt_order, pick, policy_for, retry_after_seconds, wait_hint
+from gwctl.core.limits import Refusal
 from gwctl.proxy.flow import Flow, InFlight, error_reply
 from gwctl.proxy.forward import ATTEMPTS_HEADER, Failure, Forwarder
 from gwctl.proxy.http import Reply
+from gwctl.proxy.limiter import Limiter
 
 NO_TARGET = "no_target_available"  # the rule id when every target is cooling down or waiting out a Retry-After
 
@@ -169,11 +171,19 @@ class Failover:
                 return self.none_available(flow, back_at, self.clock())
             policy = p.policies[""]
             flow.attempts = []
+            refused: Refusal | None = None
+            # the target the limits admitted the request for (None: the store has no limits to follow it)
+            admitted = d if Limiter.applies(flow) else None
             limit = min(len(order), policy.max_attempts)
             for n, target in enumerate(order[:limit]):
                 t0 = time.perf_counter() if n else started
                 last = n == limit - 1 or (n > 0 and t0 - started >= policy.max_seconds)
                 flow.decision = target.decision
+                if admitted is not None and admitted is not target.decision:
+                    refused = await self.moved(flow, admitted, target)
+                    if refused is not None:  # this target's limits refuse the request: the next one may take it
+                        continue
+                    admitted = target.decision
                 tpolicy = p.policies[target.ref]
                 if self.health.targets:
                     self.health.trying(target.ref)
@@ -187,9 +197,23 @@ class Failover:
                     continue
                 self.ended(flow, target, tpolicy)
                 return result
-            raise AssertionError("the last attempt always answers")  # pragma: no cover
+            assert refused is not None  # only a limit's refusal on the last target ends the loop unanswered
+            reply = self.forwarder.recorder.limited(flow, refused)
+            reply.headers.append((ATTEMPTS_HEADER, str(len(flow.attempts))))
+            return reply
         finally:
             self.inflight.end()
+
+    async def moved(self, flow: Flow, before: Decision, target: PlanTarget) -> Refusal | None:
+        """The request's limits follow it to ``target`` (its source's and model's, when they differ from the
+        target it was admitted for); their refusal, noted as an attempt, or None."""
+        limiter = self.forwarder.recorder.limiter
+        assert limiter is not None
+        refusal = await limiter.readmit(flow, before)
+        if refusal is not None:
+            assert flow.attempts is not None
+            flow.attempts.append((target.ref, refusal.status, 0.0, f"refused by {refusal.rule} ({refusal.target})"))
+        return refusal
 
     def failed(self, flow: Flow, target: PlanTarget, policy: FailoverPolicy, failure: Failure, t0: float) -> None:
         """An attempt failed in a way that moves on: note it, and count it against the target."""

@@ -399,6 +399,29 @@ class Ledger:
         return Ticket(gate, res)
 
     @staticmethod
+    def cancel(ticket: Ticket) -> None:
+        """Give a request's reservations back as if it had never been admitted (a failover moves it to a
+        target under other limits, where it is admitted again: it counts once, there)."""
+        gate = ticket.gate
+        if gate is None:
+            return
+        ticket.gate = None
+        usd = ticket.reservation.usd
+        for m in gate.budgets:
+            m.admitted -= 1
+            if usd is None:
+                m.unbilled -= 1
+            else:
+                m.reserved -= usd
+                m.free += usd
+        held = ticket.reservation.tokens if gate.counts_tokens else 0
+        for m, _prev, per_request in gate.rates:
+            n = 1 if per_request else held
+            m.reserved -= n
+            m.free += n
+            m.admitted -= 1
+
+    @staticmethod
     def settle(ticket: Ticket, cost: Decimal | None, tokens: int | None) -> None:
         """Replace a request's reservations by what it used: ``cost`` (None: unknown, the reservation is
         billed) and ``tokens`` (None: unknown, the reserved tokens count)."""

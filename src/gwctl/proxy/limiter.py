@@ -32,6 +32,7 @@ from gwctl.proxy.ledger import Ledger, Ticket
 
 if TYPE_CHECKING:
     from gwctl.core.config import CatalogEntry, Limit
+    from gwctl.core.decision import Decision
 
 # A request's shape's answers: the key's scope refusal, the limits that apply, whether one counts tokens.
 _Shape = tuple["lim.Refusal | None", "tuple[Limit, ...]", bool]
@@ -143,6 +144,23 @@ class Limiter:
                 self._reservations.clear()
             found = self._reservations[memo] = (d.entry, lim.reservation(d.entry, prompt, output))
         return found[1]
+
+    async def readmit(self, flow: Flow, admitted: Decision) -> lim.Refusal | None:
+        """A failover moves the request from the target it was admitted for (``admitted``) to
+        ``flow.decision``'s: when that changes which limits apply (another source or model), its reservations
+        move there (given back, then admitted again: a request counts once, at the target that answers). A
+        request whose reservations a refusal on an earlier target gave back (no ticket) is admitted afresh."""
+        d = flow.decision
+        assert d is not None
+        if flow.ticket is not None:
+            if (d.source, d.catalog_ref) == (admitted.source, admitted.catalog_ref):
+                return None
+            self.ledger.cancel(flow.ticket)
+            flow.ticket = None
+        verdict = self.try_admit(flow)
+        if verdict is True:
+            return await self.admit(flow)
+        return verdict if isinstance(verdict, lim.Refusal) else None
 
     def settle(self, flow: Flow, status: int, counts: tuple[int, ...] | None) -> None:
         """Replace the request's reservations by what it used, its usage given as :meth:`Usage.counts`

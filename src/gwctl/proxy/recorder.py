@@ -19,6 +19,7 @@ from gwctl.proxy.flow import Flow, error_reply
 from gwctl.proxy.http import Reply
 
 if TYPE_CHECKING:
+    from gwctl.core.limits import Refusal
     from gwctl.proxy.http import Request
     from gwctl.proxy.limiter import Limiter
 
@@ -111,6 +112,12 @@ class Recorder:
                 None,
             )
         )
+
+    def limited(self, flow: Flow, refusal: Refusal) -> Reply:
+        """A limit or the key's scope refuses the request: record it, answer with the refusal."""
+        self.record(flow, refusal.status, None, refusal.rule, refusal.message, kind="rejected")
+        assert self.limiter is not None
+        return self.limiter.refusal_reply(flow, refusal)
 
     def refuse(self, flow: Flow, status: int, message: str, code: str, etype: str = "invalid_request_error") -> Reply:
         """Answer an undecided request with the gateway's error, and record it (:meth:`rejected`)."""

@@ -265,8 +265,7 @@ class Gateway:
 
     def _limited(self, flow: Flow, refusal: Refusal) -> Reply:
         """A limit or the key's scope refuses the request: record it, answer with the refusal."""
-        self.recorder.record(flow, refusal.status, None, refusal.rule, refusal.message, kind="rejected")
-        return self.limiter.refusal_reply(flow, refusal)
+        return self.recorder.limited(flow, refusal)
 
     def _refuse(self, flow: Flow) -> Reply:
         """The decision rejects the request: record it, answer with the decision's error."""
