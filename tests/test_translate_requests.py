@@ -300,6 +300,7 @@ def test_cache_control_and_thinking_history_are_dropped_with_warnings():
                 "role": "assistant",
                 "content": [{"type": "thinking", "thinking": "hmm", "signature": "x"}, {"type": "text", "text": "a"}],
             },
+            {"role": "user", "content": "more"},
         ],
     }
     out = a2o(body)
@@ -403,3 +404,26 @@ def test_arguments_are_compact_json_that_parse_back():
     msg = {"role": "assistant", "content": [{"type": "tool_use", "id": "i", "name": "f", "input": {"a": [1, "é"]}}]}
     args = a2o({"model": "m", "messages": [msg]}).body["messages"][0]["tool_calls"][0]["function"]["arguments"]
     assert json.loads(args) == {"a": [1, "é"]}
+
+
+def test_empty_stop_sequences_send_no_stop():
+    assert "stop" not in a2o({"model": "m", "messages": [], "stop_sequences": []}).body
+
+
+def test_prefilled_assistant_answer_is_sent_with_a_warning():
+    body = {"model": "m", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "{"}]}
+    out = a2o(body)
+    assert out.body["messages"][-1] == {"role": "assistant", "content": "{"}
+    assert any("prefilled" in w for w in out.warnings)
+
+
+def test_null_max_completion_tokens_falls_back_to_max_tokens():
+    body = {"model": "m", "messages": [], "max_completion_tokens": None, "max_tokens": 12}
+    assert o2a(body).body["max_tokens"] == 12
+
+
+def test_text_modality_is_accepted_and_audio_refused():
+    assert "modalities" not in o2a({"model": "m", "messages": [], "modalities": ["text"]}).body
+    with pytest.raises(TranslationError) as caught:
+        o2a({"model": "m", "messages": [], "modalities": ["text", "audio"]})
+    assert caught.value.param == "modalities"

@@ -296,3 +296,8 @@ def test_streams_round_trip_openai_anthropic_openai_keeps_text_and_tools():
     assert text == "Checking both."
     assert back[-2][1]["usage"]["prompt_tokens"] == 50
     assert back[-2][1]["usage"]["prompt_tokens_details"] == {"cached_tokens": 10}
+
+
+def test_thinking_block_starts_with_an_empty_signature():
+    out = OpenAIToAnthropicStream("m", "msg_1").feed(chunk({"reasoning_content": "x"}))
+    assert out[1][1]["content_block"] == {"type": "thinking", "thinking": "", "signature": ""}

@@ -40,7 +40,7 @@ _OPENAI_ADVISORY = {"frequency_penalty", "presence_penalty", "seed", "service_ti
 _OPENAI_ADVISORY |= {"prompt_cache_key", "safety_identifier", "verbosity", "prediction"}
 _OPENAI_KNOWN = {"model", "messages", "max_tokens", "max_completion_tokens", "stop", "temperature", "top_p"}
 _OPENAI_KNOWN |= {"stream", "stream_options", "user", "reasoning_effort", "tools", "tool_choice"}
-_OPENAI_KNOWN |= {"parallel_tool_calls", "n", "response_format", "logprobs", "top_logprobs"}
+_OPENAI_KNOWN |= {"parallel_tool_calls", "n", "response_format", "logprobs", "top_logprobs", "modalities"}
 
 
 class _Warnings:
@@ -80,9 +80,11 @@ def anthropic_to_openai_request(body: JSON, *, default_max_tokens: int) -> Trans
     out["messages"] = _a2o_system(body.get("system"), warn) + _a2o_messages(body.get("messages"), warn)
     max_tokens = body.get("max_tokens")
     out["max_completion_tokens"] = max_tokens if isinstance(max_tokens, int) else default_max_tokens
-    for src, dst in (("temperature", "temperature"), ("top_p", "top_p"), ("stop_sequences", "stop")):
+    for src, dst in (("temperature", "temperature"), ("top_p", "top_p")):
         if body.get(src) is not None:
             out[dst] = body[src]
+    if body.get("stop_sequences"):
+        out["stop"] = list(body["stop_sequences"])
     user_id = (body.get("metadata") or {}).get("user_id")
     if user_id is not None:
         out["user"] = user_id
@@ -143,6 +145,8 @@ def _a2o_messages(messages: Any, warn: _Warnings) -> list[JSON]:
             out.extend(_a2o_user(message.get("content"), f"messages.{i}", warn))
         elif role == "assistant":
             out.append(_a2o_assistant(message.get("content"), f"messages.{i}", warn))
+            if i == len(messages) - 1:
+                warn.add("final assistant message sent as history: OpenAI does not continue a prefilled answer")
         else:
             raise TranslationError("invalid_request", f"unknown role {role!r}", f"messages.{i}.role")
     return out
@@ -300,8 +304,8 @@ def openai_to_anthropic_request(body: JSON, *, default_max_tokens: int) -> Trans
     if system is not None:
         out["system"] = system
     out["messages"] = messages
-    max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    out["max_tokens"] = max_tokens if isinstance(max_tokens, int) else default_max_tokens
+    limits = [body.get(key) for key in ("max_completion_tokens", "max_tokens")]
+    out["max_tokens"] = next((n for n in limits if isinstance(n, int)), default_max_tokens)
     stop = body.get("stop")
     if stop:
         out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
@@ -323,6 +327,8 @@ def _o2a_refusals(body: JSON) -> None:
         raise _refuse_param("n > 1 (several choices)", "n")
     if body.get("logprobs") or body.get("top_logprobs"):
         raise _refuse_param("logprobs", "logprobs" if body.get("logprobs") else "top_logprobs")
+    if body.get("modalities") not in (None, ["text"]):
+        raise _refuse_param("output modalities other than text", "modalities")
     fmt = body.get("response_format")
     if fmt is not None and (not isinstance(fmt, dict) or fmt.get("type") != "text"):
         raise _refuse_param(f"response_format {_type_of(fmt)!r}", "response_format")

@@ -92,7 +92,7 @@ class OpenAIToAnthropicStream:
         out: list[Event] = []
         reasoning = delta.get("reasoning_content") or delta.get("reasoning")
         if isinstance(reasoning, str) and reasoning:
-            out += self._open_block(("thinking", -1), {"type": "thinking", "thinking": ""})
+            out += self._open_block(("thinking", -1), {"type": "thinking", "thinking": "", "signature": ""})
             out.append(self._block_delta(self._open_index, {"type": "thinking_delta", "thinking": reasoning}))
         text = delta.get("content") or delta.get("refusal")
         if isinstance(text, str) and text:
