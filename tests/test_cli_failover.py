@@ -294,3 +294,16 @@ def test_dry_run_without_a_plan_is_unchanged(store):
     text = invoke(["route", "dry-run", "--model", "m"]).out
     assert "plan" not in text and "failover" not in text
     assert text.splitlines()[0].startswith("decision")
+
+
+def test_source_show_gives_a_sources_own_failover_policy(store, store_path):
+    gw = store
+    store_path.write_text(
+        store_path.read_text() + '\n[sources.a.failover]\nmax_attempts = 5\non = ["503", "connect"]\n'
+    )
+    assert gw("source", "edit", "a", "--read-timeout", "5").code == 0  # an edit keeps the table
+    shown = gw("source", "show", "a", "--json").json()["failover"]
+    assert shown["on"] == ["connect", "503"] and shown["max_attempts"] == 5
+    assert gw("source", "show", "b", "--json").json()["failover"] is None  # the store's applies
+    text = gw("source", "show", "a").out
+    assert "up to 5 attempts" in text and "connect, 503" in text

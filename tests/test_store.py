@@ -75,6 +75,29 @@ def test_a_new_table_goes_into_a_section_split_by_another(gw, store_path):
     assert gw("validate").code == 0
 
 
+def test_a_source_whose_own_tables_are_apart_in_the_file_can_be_edited(gw, store_path):
+    """[sources.a.failover] (or .models) written below another source: tomlkit reads [sources.a] back as a
+    proxy without add(); editing the source and setting its models keep every table and its comment."""
+    import tomlkit
+
+    from gwctl.store import document
+
+    store_path.parent.mkdir(parents=True)
+    store_path.write_text(
+        'schema = 1\n\n[sources.a]\nbase_url = "https://a.example/v1"\n\n[sources.b]\n'
+        'base_url = "https://b.example/v1"\n\n[sources.a.failover]\n# ours\nmax_attempts = 5\n'
+    )
+    assert gw("source", "edit", "a", "--read-timeout", "5").code == 0
+    data = tomlkit.parse(store_path.read_text())
+    assert data["sources"]["a"]["read_timeout"] == 5.0 and data["sources"]["a"]["failover"]["max_attempts"] == 5
+    assert "# ours" in store_path.read_text()
+    doc = tomlkit.parse(store_path.read_text())
+    document.set_models(doc, "a", {"m1": True, "m2": False})
+    again = tomlkit.parse(tomlkit.dumps(doc))["sources"]["a"]
+    assert dict(again["models"]) == {"m1": True, "m2": False} and again["failover"]["max_attempts"] == 5
+    assert gw("validate").code == 0
+
+
 @pytest.mark.parametrize(
     "content, line, words",
     [

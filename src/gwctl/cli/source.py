@@ -416,10 +416,26 @@ def source_json(src, snap, reveal: bool = False, models: bool = False) -> dict:
         "model_count": len(src.models),
         "enabled_model_count": enabled,
         "catalog_entries": sum(1 for e in snap.catalog.values() if e.source == src.name),
+        "failover": None if src.failover is None else _policy_json(src.failover),
     }
     if models:
         out["models"] = [{"id": m, "enabled": e} for m, e in src.models.items()]
     return out
+
+
+def _policy_json(policy) -> dict:
+    """A source's own failover policy ([sources.NAME.failover]), as JSON."""
+    from gwctl.core.config import FAILURE_CLASSES
+
+    known = [c for c in FAILURE_CLASSES if c in policy.on]
+    return {
+        "on": known + sorted(c for c in policy.on if c not in FAILURE_CLASSES),
+        "max_attempts": policy.max_attempts,
+        "max_seconds": policy.max_seconds,
+        "cooldown_after": policy.cooldown_after,
+        "cooldown_seconds": policy.cooldown_seconds,
+        "retry_after": policy.retry_after,
+    }
 
 
 def _auth_display(src, reveal: bool) -> str:
@@ -492,6 +508,15 @@ def show(
         pairs.append(("ca_file", src.ca_file))
     if src.response_headers:
         pairs.append(("response_headers", ", ".join(src.response_headers)))
+    if src.failover is not None:
+        p = _policy_json(src.failover)
+        pairs.append(
+            (
+                "failover",
+                f"up to {p['max_attempts']} attempts in {p['max_seconds']:g}s on {', '.join(p['on'])}; "
+                f"cooldown after {p['cooldown_after']} failures for {p['cooldown_seconds']:g}s",
+            )
+        )
     enabled = sum(1 for v in src.models.values() if v)
     pairs.append(("models", f"{enabled} enabled of {len(src.models)}"))
     for m, e in src.models.items():

@@ -61,6 +61,11 @@ def put_source(doc: TOMLDocument, name: str, fields: Mapping[str, Any]) -> None:
     if name not in sources:
         sources[name] = _new_table()
     table = sources[name]
+    if isinstance(table, OutOfOrderTableProxy):
+        # its sub-tables ([sources.NAME.models], .failover) sit apart from it in the file: they stay where
+        # they are, and the keys go to the source's own table
+        _apply(table, fields)
+        return
     # keep "models" (a sub-table) last so new scalar keys land above it
     models = table.pop("models") if "models" in table else None
     _apply(table, fields)
@@ -78,7 +83,10 @@ def set_models(doc: TOMLDocument, source: str, models: Mapping[str, bool]) -> No
     """Make the source's models table equal ``models``, editing in place."""
     table = doc["sources"][source]
     if "models" not in table:
-        table.add("models", tomlkit.table())
+        if isinstance(table, OutOfOrderTableProxy):  # its sub-tables sit apart in the file: no add() there
+            table["models"] = tomlkit.table()
+        else:
+            table.add("models", tomlkit.table())
     current = table["models"]
     for model_id in [k for k in current if k not in models]:
         del current[model_id]
