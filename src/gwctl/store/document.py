@@ -38,7 +38,7 @@ def _child(parent: TOMLDocument | Table, key: str) -> Table:
     return table
 
 
-def _apply(table: Table, fields: Mapping[str, Any]) -> None:
+def _apply(table: Table | OutOfOrderTableProxy, fields: Mapping[str, Any]) -> None:
     for key, value in fields.items():
         if value is None:
             if key in table:
