@@ -82,6 +82,7 @@ def upstream(standin):
         models_payload=None,
         delay_ms=0,
         usage=None,
+        tool_arguments=None,
     )
     standin.clear()
     return standin

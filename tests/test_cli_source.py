@@ -180,6 +180,18 @@ def test_edit_rotates_credentials_and_headers(gw, upstream, store_path):
     assert KEY not in store_path.read_text()
 
 
+def test_api_is_stored_shown_and_edited(gw, store_path):
+    assert gw("source", "add", "oa", "--base-url", "http://h/v1", "--api", "openai").code == 0
+    assert 'api = "openai"' in store_path.read_text()
+    assert gw("source", "show", "oa", "--json").json()["api"] == "openai"
+    assert "anthropic" not in gw("source", "show", "oa").out and "openai" in gw("source", "show", "oa").out
+    assert gw("source", "edit", "oa", "--api", "both").code == 0
+    assert "api =" not in store_path.read_text()  # the default is not written
+    assert [s["api"] for s in gw("source", "list", "--json").json()] == ["both"]
+    assert gw("source", "edit", "oa", "--api", "anthropic").code == 0
+    assert gw("source", "show", "oa", "--json").json()["api"] == "anthropic"
+
+
 def test_remove_needs_yes_without_terminal(gw, upstream):
     add(gw, upstream)
     r = gw("source", "remove", "local")
@@ -211,6 +223,8 @@ BAD = [
     (["source", "add", "x", "--base-url", "http://h", "--auth-value", "a", "--auth-env", "B"], "not both"),
     (["source", "add", "x", "--base-url", "http://h", "--auth-env", "1BAD"], "environment variable"),
     (["source", "add", "x", "--base-url", "http://h", "--connect-timeout", "0"], "positive"),
+    (["source", "add", "x", "--base-url", "http://h", "--api", "grpc"], "--api must be one of"),
+    (["source", "edit", "dup", "--api", "OpenAI"], "--api must be one of"),
     (["source", "add", "dup", "--base-url", "http://h"], "already exists"),
     (["source", "edit", "nope", "--base-url", "http://h"], "no source named"),
     (["source", "show", "nope"], "no source named"),

@@ -446,3 +446,44 @@ def test_the_proxy_memo_reuses_a_shape_only_while_the_size_proves_the_fit():
     again = memo.decide(s, None, CHAT, small, sizes[id(small)] - 1)  # a hit, with this request's own size
     assert again == decide(s, None, CHAT, small, estimate=False, body_bytes=sizes[id(small)] - 1)
     assert again.features.prompt_tokens_ceiling == 6 * (sizes[id(small)] - 1)
+
+
+def test_a_source_of_one_api_gets_the_other_apis_requests_translated():
+    from dataclasses import replace
+
+    from gwctl.explain import decision_json, print_report
+
+    oa = replace(src("oa"), api="openai")
+    an = replace(src("an"), api="anthropic")
+    both = src("both")
+    store = snap([oa, an, both])
+    d = decide(store, None, "/v1/messages", body("oa/gpt", max_tokens=10))
+    assert d.translate == "anthropic->openai" and d.upstream_url == "https://oa.example/v1/chat/completions"
+    d = decide(store, None, CHAT + "?x=1", body("an/claude"))
+    assert d.translate == "openai->anthropic" and d.upstream_url == "https://an.example/v1/messages?x=1"
+    for ref, path in (("oa/gpt", CHAT), ("an/claude", "/v1/messages"), ("both/m", "/v1/messages")):
+        d = decide(store, None, path, body(ref, max_tokens=10))
+        assert d.translate is None and d.upstream_url.endswith(path)
+    assert decide(store, None, "/v1/embeddings", {"model": "an/e", "input": "x"}).translate is None
+    d = decide(store, None, "/v1/messages", body("oa/gpt", max_tokens=10))
+    assert decision_json(d)["translate"] == "anthropic->openai"
+    import io
+
+    out = io.StringIO()
+    print_report(d, out=out)
+    assert "translate    anthropic -> openai" in out.getvalue() or "anthropic -> openai" in out.getvalue()
+    assert "/v1/chat/completions" in out.getvalue()
+
+
+def test_each_plan_target_translates_for_its_own_source():
+    from dataclasses import replace
+
+    oa = replace(src("oa"), api="openai")
+    store = snap(
+        [oa, src("both")],
+        routes=[Route(agent="triage", model_name="m", provider="both", model="x", fallbacks=("oa/y",))],
+    )
+    d = decide(store, "triage", "/v1/messages", body("m", max_tokens=10))
+    assert [t.decision.translate for t in d.plan] == [None, "anthropic->openai"]
+    assert d.plan[1].decision.upstream_url == "https://oa.example/v1/chat/completions"
+    assert d.plan[0].decision.upstream_url == "https://both.example/v1/messages"

@@ -77,6 +77,7 @@ def _target_json(t: PlanTarget, reveal: bool) -> dict[str, Any]:
         "kind": d.kind,
         "source": d.source,
         "upstream_url": _url(d.upstream_url, reveal),
+        "translate": d.translate,
         "upstream_model": d.upstream_model,
         "credential": credential_display(d, reveal),
         "checks": _checks_text(d),
@@ -109,6 +110,7 @@ def _decision_json(d: Decision, reveal: bool) -> dict[str, Any]:
         "source": d.source,
         "passthrough": d.passthrough,
         "upstream_url": _url(d.upstream_url, reveal),
+        "translate": d.translate,
         "upstream_model": d.upstream_model,
         "model_rewritten": d.rewrite_model,
         "credentials": None
@@ -208,6 +210,8 @@ def print_report(d: Decision, reveal: bool = False, out=None, failover: Failover
         lines.append(("source", d.source))
     if d.upstream_url:
         lines.append(("upstream", f"POST {_url(d.upstream_url, reveal)}"))
+    if d.translate:
+        lines.append(("translate", d.translate.replace("->", " -> ")))
     if d.upstream_model:
         change = "rewritten" if d.rewrite_model else "unchanged"
         lines.append(("model", f"{d.client_model or '(default)'} -> {d.upstream_model} ({change})"))

@@ -12,7 +12,7 @@ import typer
 from gwctl.cli.common import NAME_RE, JsonOpt, YesOpt, confirm, edit, fail, load, need_source
 from gwctl.cli.refresh import masked, run_refresh
 from gwctl.context import current
-from gwctl.core.config import Secret, Source
+from gwctl.core.config import SOURCE_APIS, Secret, Source
 from gwctl.core.headers import parse_header_option, parse_headers_json, validate_header_name, validate_static_headers
 from gwctl.core.validate import auth_header_problem, base_url_problem, env_name_problem, shown_env
 from gwctl.render import error, mask, message, print_fields, print_json, print_table, stdout_is_tty, url, warn
@@ -97,6 +97,24 @@ CaFileOpt = Annotated[
         help="PEM file of CA certificates to trust for this https source, in addition to the system store (proxy and test); '' removes it.",
     ),
 ]
+
+ApiOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--api",
+        metavar="API",
+        autocompletion=lambda: list(SOURCE_APIS),
+        help="The API the upstream speaks: openai, anthropic or both (the default: requests go in the client's API). "
+        "With one API the proxy translates requests made in the other (Messages <-> Chat Completions).",
+    ),
+]
+
+
+def _api(value: str | None) -> str | None:
+    """--api checked against the values the proxy acts on (None: not given)."""
+    if value is not None and value not in SOURCE_APIS:
+        fail(f"--api must be one of {', '.join(SOURCE_APIS)}, not '{value}'")
+    return value
 
 
 def _read_secret(value: str | None) -> str | None:
@@ -185,6 +203,7 @@ def _fields(src) -> dict:
         "read_timeout": src.read_timeout,
         "ca_file": src.ca_file,
         "response_headers": list(src.response_headers) or None,
+        "api": None if src.api == "both" else src.api,
     }
 
 
@@ -230,6 +249,7 @@ def add(
     read_timeout: ReadTimeoutOpt = None,
     ca_file: CaFileOpt = None,
     response_header: RespHeaderOpt = None,
+    api: ApiOpt = None,
 ) -> None:
     """Add a source.
 
@@ -258,6 +278,7 @@ def add(
         read_timeout=read_timeout,
         ca_file=ca_path,
         response_headers=_response_headers(response_header) or (),
+        api=_api(api) or "both",
     )
     if test:
         _run_test(src)
@@ -296,6 +317,7 @@ def edit_cmd(
     response_header: RespHeaderOpt = None,
     remove_header: RemoveHeaderOpt = None,
     no_auth: NoAuthOpt = False,
+    api: ApiOpt = None,
 ) -> None:
     """Change a source: rotate credentials, change the URL or static headers.
 
@@ -305,6 +327,7 @@ def edit_cmd(
     Example: gwctl source edit local --auth-env NEW_VLLM_KEY --header 'X-Team: ml'
     """
     _check_auth_options(auth_value, auth_env, no_auth)
+    _api(api)
     existing = need_source(load(), name)
     ca_path = None if ca_file is None else _ca_file(ca_file, base_url if base_url is not None else existing.base_url)
     secret = _read_secret(auth_value)
@@ -323,6 +346,7 @@ def edit_cmd(
             read_timeout=src.read_timeout if read_timeout is None else read_timeout,
             ca_file=src.ca_file if ca_file is None else ca_path,
             response_headers=src.response_headers if response_header is None else _response_headers(response_header),
+            api=src.api if api is None else api,
         )
         _validated_edit(name, new, auth_header is not None)
         return new
@@ -413,6 +437,7 @@ def source_json(src, snap, reveal: bool = False, models: bool = False) -> dict:
         "read_timeout": src.read_timeout,
         "ca_file": src.ca_file,
         "response_headers": list(src.response_headers),
+        "api": src.api,
         "model_count": len(src.models),
         "enabled_model_count": enabled,
         "catalog_entries": sum(1 for e in snap.catalog.values() if e.source == src.name),
@@ -497,6 +522,7 @@ def show(
         ("auth", _auth_display(src, reveal)),
         ("passthrough", src.passthrough),
         ("catalog_only", src.catalog_only),
+        ("api", src.api),
     ]
     for k, v in src.headers.items():
         pairs.append(("header", f"{k}: {v}"))

@@ -96,6 +96,10 @@ class FailoverPolicy:
     retry_after: bool = True  # honour Retry-After
 
 
+SOURCE_APIS = ("both", "openai", "anthropic")
+"""What ``[sources.NAME] api`` may say; "both" (the default) is never written."""
+
+
 @dataclass(frozen=True)
 class Source:
     """A custom provider: an OpenAI-compatible upstream."""
@@ -115,6 +119,9 @@ class Source:
     ] = ()  # upstream response headers (lower case) passed to clients beyond the default set
     ca_file: str | None = None  # PEM CAs trusted for this source's https upstream, on top of the system store
     failover: FailoverPolicy | None = None  # this source's own policy ([sources.NAME.failover]); None: the store's
+    # the API the upstream speaks: "both" forwards in the client's API; "openai" or "anthropic" has the proxy
+    # translate requests in the other API (Messages <-> Chat Completions)
+    api: str = "both"
 
     @property
     def effective_auth_header(self) -> str:

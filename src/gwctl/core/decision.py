@@ -84,6 +84,9 @@ class Decision:
     # a route with balance or fallback targets: every target in order (the primary tier's, then each
     # fallback), each with its own decision; the fields above are the first target that may be forwarded
     plan: tuple[PlanTarget, ...] = ()
+    # "anthropic->openai" or "openai->anthropic" when the target source speaks only the other API: the proxy
+    # translates the request (and upstream_url has the translated path), and the answer back
+    translate: str | None = None
 
     @property
     def forwarded(self) -> bool:
@@ -323,14 +326,40 @@ def _target(
     )
 
 
+A2O = "anthropic->openai"
+O2A = "openai->anthropic"
+_TRANSLATED_PATHS = {A2O: ("/messages", "/chat/completions"), O2A: ("/chat/completions", "/messages")}
+
+
+def translation(client_api: str, source_api: str) -> str | None:
+    """Which way a request must be translated for a source that speaks one API (None: sent as it came).
+    Only Messages and Chat Completions translate; any other API goes as it came."""
+    if client_api == "messages" and source_api == "openai":
+        return A2O
+    if client_api == "chat" and source_api == "anthropic":
+        return O2A
+    return None
+
+
+def translated_path(path: str, translate: str) -> str:
+    """The client's path with its API's endpoint swapped for the other API's (prefix and query kept):
+    ``/v1/messages?beta=true`` -> ``/v1/chat/completions?beta=true``."""
+    old, new = _TRANSLATED_PATHS[translate]
+    route_path, sep, query = path.partition("?")
+    if route_path.endswith(old):
+        route_path = route_path[: -len(old)] + new
+    return route_path + sep + query
+
+
 def _routed(ask: _Ask, base: dict[str, Any], matched_prefix: str, target: _Target) -> Decision:
     """The decision for a request with a target: its upstream URL, then passthrough, or managed by the checks."""
     route, source, passthrough, upstream_model, base_url, matched_by = target
     path, feats, estimate = ask.path, ask.feats, ask.estimate
     ref = f"{source.name}/{upstream_model}"
     entry = ask.snapshot.catalog.get(ref)
+    translate = translation(feats.api, source.api) if source.api != "both" else None
     try:  # before any estimate: a request refused for its path is decided by its shape alone (DecisionMemo)
-        upstream_url = join_upstream(base_url, path)
+        upstream_url = join_upstream(base_url, translated_path(path, translate) if translate else path)
     except ValueError as exc:
         return _reject(
             {**base, "matched_by": matched_prefix + matched_by, "route": route, "source": source.name},
@@ -359,6 +388,7 @@ def _routed(ask: _Ask, base: dict[str, Any], matched_prefix: str, target: _Targe
         "estimate": _estimate(entry, feats, ref) if estimate else None,
         "connect_timeout": source.connect_timeout,
         "read_timeout": source.read_timeout,
+        "translate": translate,
     }
     if passthrough:
         return _decision({**values, "kind": PASSTHROUGH, "status": 200})

@@ -2,7 +2,7 @@
 
 A :class:`Flow` is made once per request (after the health check) and passed
 from stage to stage: authenticate (``key_name``), decide (``body``,
-``decision``), limit (``ticket``), forward (``stream``, ``api``, ``strip_usage``), relay, record.
+``decision``), limit (``ticket``), forward (``stream``, ``api``, ``strip_usage``, ``translation``), relay, record.
 A stage reads what the stages before it set and adds its own part, so a new
 fact about a request is a new attribute here, not a new argument through
 every stage.
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from gwctl.core.decision import Decision
     from gwctl.proxy.http import Request
     from gwctl.proxy.ledger import Ticket
+    from gwctl.proxy.translating import Translation
 
 REQUEST_ID_HEADER = "X-Gwctl-Request-Id"
 
@@ -44,6 +45,7 @@ class Flow:
         "strip_usage",
         "ticket",
         "attempts",
+        "translation",
     )
 
     def __init__(self, request: Request, rid: str, start: float, snapshot: Snapshot):
@@ -61,6 +63,9 @@ class Flow:
         # forward, for a route with a plan: each attempt as (target SOURCE/MODEL_ID, status or None, latency in
         # ms, error or None), the answering one last; None for a request without a plan
         self.attempts: list[tuple[str, int | None, float, str | None]] | None = None
+        # forward: how this attempt's request and answer are translated (gwctl.proxy.translating.Translation),
+        # None when the source speaks the client's API
+        self.translation: Translation | None = None
 
 
 def error_reply(status: int, message: str, etype: str, code: str | None, rid: str, param: str | None = None) -> Reply:

@@ -3,7 +3,8 @@
 What it sends: the body with the decision's upstream model (and, for a stream
 the client did not ask usage for, ``stream_options.include_usage`` so it can
 be metered), the client's headers as forwarding allows, then the source's
-static headers and credential. An event stream goes on to the relay stage
+static headers and credential; for a source that speaks only the other API,
+the body translated (:mod:`gwctl.proxy.translating`). An event stream goes on to the relay stage
 (:mod:`gwctl.proxy.relay`); a whole answer is metered and recorded here.
 """
 
@@ -17,12 +18,14 @@ from typing import TYPE_CHECKING, Any, Coroutine, Mapping
 import orjson
 
 from gwctl.core.forwarding import replaced_names, request_headers, response_headers
+from gwctl.core.translate import TranslationError
 from gwctl.errors import GwctlError
 from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow, InFlight, error_reply
 from gwctl.proxy.http import Reply
 from gwctl.proxy.meter import usage_from_body
 from gwctl.proxy.recorder import Recorder
 from gwctl.proxy.relay import relay_stream, why
+from gwctl.proxy.translating import translate_request
 from gwctl.proxy.upstream import UpstreamError, UpstreamPool, UpstreamTimeout
 from gwctl.store.secrets import auth_headers
 
@@ -62,6 +65,12 @@ class Forwarder:
             changed = True
         elif changed and feats is not None and body.get("model") != feats.model:  # an earlier target's model
             body["model"] = feats.model
+        if d.translate:
+            flow.translation, translated = translate_request(d, body, flow.strip_usage)
+            flow.api = flow.translation.upstream_api  # metered in the upstream's shape
+            return translated
+        if flow.translation is not None:  # an earlier target of the plan translated
+            flow.translation = None
         if stream and api in ("chat", "completions"):
             opts = body.get("stream_options")
             if not (isinstance(opts, dict) and opts.get("include_usage")):
@@ -101,7 +110,10 @@ class Forwarder:
             d = flow.decision
             assert d is not None and d.source is not None and d.upstream_url is not None  # decide forwarded it
             assert self.pool is not None and flow.request.body is not None  # the gateway is open; decide read it
-            payload = self.payload(flow, flow.request.body)
+            try:
+                payload = self.payload(flow, flow.request.body)
+            except TranslationError as exc:
+                return self.untranslatable(flow, exc)
             try:
                 headers = self.upstream_headers(flow)
             except GwctlError as exc:
@@ -179,6 +191,8 @@ class Forwarder:
         error = None if status < 400 else f"upstream answered {status}"
         self.note(flow, status, error, started, out_headers)
         self.recorder.record(flow, status, usage_from_body(flow.api, data) if status < 400 else None, None, error)
+        if flow.translation is not None:
+            data = flow.translation.answer(status, data)
         return Reply(status, data, out_headers, content_type=None)
 
     @staticmethod
@@ -205,6 +219,12 @@ class Forwarder:
             "credential_missing",
             flow.rid,
         )
+
+    def untranslatable(self, flow: Flow, exc: TranslationError) -> Reply:
+        """The request has no counterpart in its source's API (dropping what cannot be said would change the
+        answer): recorded as a rejection and answered 400 with the translation rule's id, as a check would."""
+        self.recorder.record(flow, 400, None, exc.rule, exc.message, kind="rejected")
+        return error_reply(400, exc.message, "invalid_request_error", exc.rule, flow.rid, exc.param)
 
     def failed(self, flow: Flow, status: int, code: str, message: str) -> Reply:
         """The upstream failed before the client got anything: log it, record it as an error, answer it."""

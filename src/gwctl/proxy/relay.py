@@ -7,6 +7,7 @@ import asyncio
 from gwctl.proxy.flow import Flow
 from gwctl.proxy.meter import StreamMeter
 from gwctl.proxy.recorder import Recorder
+from gwctl.proxy.translating import TranslatingMeter
 from gwctl.proxy.upstream import UpstreamError, UpstreamTimeout
 
 STREAM_END_WAIT = 2.0  # seconds an upstream may take to end its response after the stream's terminal event
@@ -23,7 +24,12 @@ async def relay_stream(flow: Flow, upstream, out_headers: list[tuple[str, str]],
     Returns None: the answer went out through the request's stream (gwctl.proxy.http)."""
     flow.stream = True  # logged as a stream, whether the client asked for one or not
     resp = flow.request.start_stream(upstream.status, out_headers)
-    meter = StreamMeter(flow.api, strip_usage_chunk=flow.strip_usage)
+    translation = flow.translation
+    meter: StreamMeter | TranslatingMeter = (
+        StreamMeter(flow.api, strip_usage_chunk=flow.strip_usage)
+        if translation is None
+        else translation.stream_meter(flow.rid)
+    )
     error = None
     status = upstream.status
     delivered = False
@@ -59,7 +65,7 @@ async def relay_stream(flow: Flow, upstream, out_headers: list[tuple[str, str]],
     return None
 
 
-async def finish_upstream(upstream, meter: StreamMeter) -> None:
+async def finish_upstream(upstream, meter: StreamMeter | TranslatingMeter) -> None:
     """After the terminal event, read the upstream's end (it usually follows within a millisecond) so its
     connection can be reused, and any usage it still sends is metered; give up after a short while."""
 

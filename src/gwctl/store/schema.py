@@ -13,7 +13,8 @@ Layout (documented in the README)::
                     cooldown_seconds, retry_after (missing: FailoverPolicy's defaults)
     [sources.NAME]  base_url, auth_header, auth_value | auth_env, passthrough,
                     catalog_only, headers = {..}, connect_timeout, read_timeout,
-                    ca_file (an absolute path)
+                    ca_file (an absolute path), api = "openai" | "anthropic"
+                    (missing: "both", the client's API is forwarded as is)
     [sources.NAME.models]   "model-id" = true|false   (enabled?)
     [sources.NAME.failover] the source's own failover policy (keys as below;
                     a key it leaves out takes [settings.failover]'s value)
@@ -37,6 +38,7 @@ from typing import Any, Mapping, TypeVar, overload
 from gwctl.core.config import (
     CAPABILITIES,
     PRICE_KINDS,
+    SOURCE_APIS,
     CatalogEntry,
     FailoverPolicy,
     GatewayKey,
@@ -68,6 +70,7 @@ SOURCE_KEYS = {
     "ca_file",
     "response_headers",
     "failover",
+    "api",
 }
 ENTRY_KEYS = {"display_name", "context_size", "max_output", "prices", "capabilities", "supported_params"}
 ROUTE_KEYS = {"agent", "model_name", "provider", "model", "base_url", "passthrough", "weight", "balance", "fallback"}
@@ -236,10 +239,23 @@ def parse_source(name: str, table: Any, store_failover: FailoverPolicy | None = 
         read_timeout=_opt_timeout(table, "read_timeout", path),
         ca_file=_opt_str(table, "ca_file", path) or None,
         response_headers=_response_headers(table.get("response_headers", []), path + ("response_headers",)),
+        api=_source_api(table, path),
         failover=None
         if "failover" not in table
         else parse_failover(table["failover"], path + ("failover",), store_failover or FailoverPolicy()),
     )
+
+
+def _source_api(table: Mapping[str, Any], path: KeyPath) -> str:
+    """The API a source speaks; a value the proxy could not act on is refused here, not guessed at."""
+    api = _opt_str(table, "api", path)
+    if api is None:
+        return "both"
+    if api not in SOURCE_APIS:
+        raise SchemaError(
+            f"{_dotted(path + ('api',))} must be one of {', '.join(SOURCE_APIS)}, not '{api}'", path + ("api",)
+        )
+    return api
 
 
 def _response_headers(value: Any, path: KeyPath) -> tuple[str, ...]:

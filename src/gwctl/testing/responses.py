@@ -217,6 +217,33 @@ def _chat_stream(model: str, pieces: list[str], u: TokenCounts, include_usage: b
     return events
 
 
+def chat_tool_call(model: str, name: str, arguments: str, u: TokenCounts, stream: bool, include_usage: bool) -> Any:
+    """A chat answer that calls tool ``name`` with ``arguments`` (JSON text): a body, or SSE events whose
+    arguments come in three pieces, so a client (or a translator) has to reassemble them."""
+    call = {"id": "call_standin", "type": "function", "function": {"name": name, "arguments": arguments}}
+    base = {"id": "chatcmpl-standin", "created": CREATED, "model": model, "system_fingerprint": "standin"}
+    if not stream:
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "tool_calls"}
+        return dumps({**base, "object": "chat.completion", "choices": [choice], "usage": _openai_usage(u)})
+
+    def chunk(delta: dict, finish: str | None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return _sse_data({**base, "object": "chat.completion.chunk", "choices": [choice]})
+
+    third = max(1, len(arguments) // 3)
+    pieces = [arguments[:third], arguments[third : 2 * third], arguments[2 * third :]]
+    head = {"index": 0, "id": call["id"], "type": "function", "function": {"name": name, "arguments": ""}}
+    events = [chunk({"role": "assistant", "content": None, "tool_calls": [head]}, None)]
+    events += [chunk({"tool_calls": [{"index": 0, "function": {"arguments": p}}]}, None) for p in pieces]
+    events.append(chunk({}, "tool_calls"))
+    if include_usage:
+        usage_chunk = {**base, "object": "chat.completion.chunk", "choices": [], "usage": _openai_usage(u)}
+        events.append(_sse_data(usage_chunk))
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
 def _completion_body(model: str, text: str, u: TokenCounts) -> bytes:
     return dumps(
         {

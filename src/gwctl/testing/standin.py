@@ -40,6 +40,7 @@ from aiohttp.web_request import BaseRequest
 from gwctl.testing.responses import (
     USAGE_KEYS,
     answer,
+    chat_tool_call,
     content_pieces,
     dumps,
     error_body,
@@ -72,6 +73,9 @@ class StandinConfig:
     models_payload: Any = None  # override GET /models body: str/bytes sent raw, else JSON
     strict_models: bool = False  # unknown "model" in a POST -> 404 model_not_found
     record: bool = True  # keep every request in .received (turn off for benchmarks)
+    # a chat request with tools is answered with a call of its first tool with these JSON arguments
+    # (streamed in pieces); None: answered with text like any other
+    tool_arguments: str | None = None
 
     def __post_init__(self) -> None:
         p = (self.prefix or "").strip()
@@ -283,7 +287,12 @@ class Standin:
         u_in = prompt_tokens(value)
         key = (kind, model, u_in, stream, include_usage, extra)
         out = self._cache.get(key)
-        if out is None:
+        tools = body.get("tools")
+        if kind == "chat" and self.config.tool_arguments is not None and isinstance(tools, list) and tools:
+            name = str((tools[0].get("function") or {}).get("name", "tool"))
+            u = usage_for(self.config, kind, body)
+            out = chat_tool_call(model, name, self.config.tool_arguments, u, stream, include_usage)
+        elif out is None:
             u = usage_for(self.config, kind, body)
             out = answer(kind, model, u, self._pieces, stream, include_usage, extra)
             if len(self._cache) >= _CACHE_LIMIT:
