@@ -30,6 +30,8 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from gwctl.core.translate.responses import ANTHROPIC_ERROR_TYPES
+
 if TYPE_CHECKING:
     from gwctl.testing.standin import StandinConfig
 
@@ -457,24 +459,9 @@ def _anthropic_error(message: str, etype: str) -> bytes:
     return dumps({"type": "error", "error": {"type": etype, "message": message}})
 
 
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    502: "api_error",
-    503: "overloaded_error",
-    504: "api_error",
-    529: "overloaded_error",
-}
-
-
 def error_body(status: int, message: str, anthropic: bool, code: str | None = None) -> bytes:
     """The error JSON for ``status``, in Anthropic's shape or OpenAI's."""
-    etype = _ERROR_TYPES.get(status, "api_error")
+    etype = ANTHROPIC_ERROR_TYPES.get(status, "api_error")  # the same names for both shapes
     return _anthropic_error(message, etype) if anthropic else _openai_error(message, etype, code)
 
 

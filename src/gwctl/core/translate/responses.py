@@ -105,8 +105,8 @@ def anthropic_to_openai_response(resp: JSON, *, model: str, created: int = 0) ->
     }
 
 
-# Anthropic error types by HTTP status; 529 is Anthropic's "overloaded".
-_ANTHROPIC_ERROR_TYPES = {
+# Anthropic error types by HTTP status; 529 is Anthropic's "overloaded" (the stand-in upstream answers with these too).
+ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     403: "permission_error",
@@ -118,14 +118,18 @@ _ANTHROPIC_ERROR_TYPES = {
 }
 # OpenAI error types by HTTP status (the OpenAI SDKs pick the exception class by status, so the
 # type is informational; these are the values OpenAI's own API uses).
-_OPENAI_ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error"}
-_OPENAI_ERROR_TYPES |= {429: "rate_limit_error"}
+_OPENAI_ERROR_TYPES = {
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    429: "rate_limit_error",
+}
 
 
 def openai_error_to_anthropic(status: int, body: Any) -> JSON:
     """Anthropic error body for an OpenAI (or any) error response; the type follows the status."""
-    if status in _ANTHROPIC_ERROR_TYPES:
-        kind = _ANTHROPIC_ERROR_TYPES[status]
+    if status in ANTHROPIC_ERROR_TYPES:
+        kind = ANTHROPIC_ERROR_TYPES[status]
     else:
         kind = "api_error" if status >= 500 else "invalid_request_error"
     return {"type": "error", "error": {"type": kind, "message": error_message(body)}}
