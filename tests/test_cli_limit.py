@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 import time
 import tomllib
@@ -14,8 +13,7 @@ import pytest
 from conftest import invoke
 from gwctl.activity import ActivityRecord, open_log, sqlite_dsn
 from gwctl.core.limits import iso, window_bounds
-
-_n = itertools.count()
+from records import record
 
 
 @pytest.fixture
@@ -39,24 +37,7 @@ def write_rows(tmp_path, *records: ActivityRecord) -> None:
 
 
 def rec(when: float, **kw) -> ActivityRecord:
-    base = dict(
-        time=datetime.fromtimestamp(when, timezone.utc),
-        request_id=f"r{next(_n)}",
-        key_name="ci",
-        agent=None,
-        route_kind="managed",
-        source="local",
-        model="m",
-        upstream_model="llama",
-        path="/v1/chat/completions",
-        status=200,
-        latency_ms=1.0,
-        usage={},
-        cost=Decimal("0.001"),
-        rule=None,
-    )
-    base.update(kw)
-    return ActivityRecord(**base)
+    return record(time=datetime.fromtimestamp(when, timezone.utc), **{"model": "m", **kw})
 
 
 def assert_refused(res, store_path, before: bytes | None, message_part: str) -> None:

@@ -25,35 +25,16 @@ from gwctl.activity import migrations as mig
 from gwctl.activity.meters import SHARE, SqlBank, default_holder, grant, meter_status, spent_in_window
 from gwctl.core.limits import window_bounds
 from gwctl.proxy.ledger import Meter
+from records import record
 
 MONTH = (datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp(), datetime(2026, 12, 1, tzinfo=timezone.utc).timestamp())
 INSIDE = datetime(2026, 11, 15, 12, tzinfo=timezone.utc)
 BEFORE = datetime(2026, 10, 31, 23, 59, 59, tzinfo=timezone.utc)
 AT_END = datetime(2026, 12, 1, tzinfo=timezone.utc)  # the window is [start, end): not counted
-_n = iter(range(10**9))
 
 
 def rec(**kw) -> ActivityRecord:
-    base = dict(
-        time=INSIDE,
-        request_id=f"r{next(_n)}",
-        key_name="ci",
-        agent=None,
-        route_kind="managed",
-        source="local",
-        model="local/llama",
-        upstream_model="llama",
-        path="/v1/chat/completions",
-        status=200,
-        latency_ms=1.0,
-        usage={},
-        cost=Decimal("0.001"),
-        rule=None,
-        stream=False,
-        error=None,
-    )
-    base.update(kw)
-    return ActivityRecord(**base)
+    return record(**{"time": INSIDE, **kw})
 
 
 def with_search_path(dsn: str, schema: str) -> str:
