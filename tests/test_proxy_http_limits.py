@@ -383,7 +383,10 @@ def test_connections_over_a_cap_get_503_and_close(serve, option, caplog):
     finally:
         for c in clients:
             c.sock.close()
-    assert all(status == 503 and code == "too_many_connections" and req is None for status, code, _, req in rejects)
+    assert all(
+        status == 503 and code == "too_many_connections" and req is None and path == ""
+        for status, code, _, req, path in rejects
+    )
     assert len(rejects) >= 5
     warnings = [rec for rec in caplog.records if rec.levelno >= logging.WARNING and "connections" in rec.getMessage()]
     assert 1 <= len(warnings) <= 2  # at most one warning per few seconds, not one per refusal
@@ -425,7 +428,7 @@ def test_server_refusals_reach_on_reject(serve):
         time.sleep(0.05)
         c.send(b"zz\r\nnot-a-chunk-size\r\n")
         assert c.response().status == 400
-    statuses = [(status, code) for status, code, _message, _req in rejects]
+    statuses = [(status, code) for status, code, _message, _req, _path in rejects]
     assert statuses == [
         (400, "malformed_request"),
         (431, "head_too_large"),
@@ -433,8 +436,8 @@ def test_server_refusals_reach_on_reject(serve):
         (400, "malformed_request"),
         (400, "malformed_request"),
     ]
-    assert all(isinstance(message, str) and message for _s, _c, message, _r in rejects)
-    assert rejects[-1][3] is not None and rejects[-1][3].path == "/echo"  # the head was in: the request is passed
+    assert all(isinstance(message, str) and message for _s, _c, message, _r, _p in rejects)
+    assert rejects[-1][3] is not None and rejects[-1][3].path == "/echo" == rejects[-1][4]  # the head was in
 
 
 @pytest.mark.parametrize(

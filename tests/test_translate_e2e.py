@@ -8,8 +8,10 @@ own API, and the activity row costs what the same counts cost untranslated.
 from __future__ import annotations
 
 import json
+import time
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -183,3 +185,80 @@ def test_upstream_errors_come_back_in_the_clients_shape(gateway, upstream):
             model="an/llama-3.1-8b", messages=[{"role": "user", "content": "hi"}]
         )
     assert oerr.value.body["type"] == "rate_limit_error"
+
+
+def _anthropic_error(exc, status, etype, code):
+    """An Anthropic SDK error whose body is Anthropic's error shape, with gwctl's rule id in ``error.code``."""
+    assert exc.status_code == status
+    body = exc.body
+    assert body["type"] == "error" and set(body) == {"type", "error"}
+    assert body["error"]["type"] == etype and body["error"]["message"]
+    assert body["error"]["code"] == code
+    assert exc.response.headers["x-gwctl-request-id"]
+    return body["error"]
+
+
+def test_the_gateways_own_rejections_on_messages_are_in_anthropics_shape(gateway, upstream):
+    """Every answer gwctl gives on its own to a /v1/messages client (key, unknown model, a catalog check,
+    an untranslatable request, a limit, a malformed body, an upgrade, a head too large) is in Anthropic's error shape,
+    so the Anthropic SDK raises its own exception class; an OpenAI client keeps OpenAI's shape."""
+    proc, key = gateway
+    hi = [{"role": "user", "content": "hi"}]
+    with pytest.raises(anthropic.AuthenticationError) as err:
+        an_client(proc, "sk-gw-wrong").messages.create(model="oa/llama-3.1-8b", max_tokens=10, messages=hi)
+    _anthropic_error(err.value, 401, "authentication_error", "invalid_api_key")
+    with pytest.raises(anthropic.NotFoundError) as err:
+        an_client(proc, key).messages.create(model="nosuch/model", max_tokens=10, messages=hi)
+    _anthropic_error(err.value, 404, "not_found_error", err.value.body["error"]["code"])
+    with pytest.raises(anthropic.BadRequestError) as err:  # over the entry's max output: a catalog check
+        an_client(proc, key).messages.create(model="plain/llama-3.1-8b", max_tokens=5000, messages=hi)
+    rule = _anthropic_error(err.value, 400, "invalid_request_error", err.value.body["error"]["code"])["code"]
+    assert rule and "max" in rule
+    with pytest.raises(anthropic.BadRequestError) as err:  # no Chat Completions counterpart
+        an_client(proc, key).messages.create(
+            model="oa/llama-3.1-8b",
+            max_tokens=10,
+            messages=[{"role": "user", "content": [{"type": "container_upload", "file_id": "f1"}]}],
+        )
+    found = _anthropic_error(err.value, 400, "invalid_request_error", "untranslatable_content")
+    assert found["param"] == "messages.0.content.0"
+    assert all(r.path != "/v1/chat/completions" for r in upstream.received)
+    raw = httpx.post(
+        proc.url + "/v1/messages", content=b"{not json", headers={"x-api-key": key, "content-type": "application/json"}
+    )
+    assert raw.status_code == 400 and raw.json()["type"] == "error"
+    assert raw.json()["error"] == {
+        "type": "invalid_request_error",
+        "message": "the request body is not valid JSON",
+        "code": "invalid_json",
+    }
+    upgrade = {"x-api-key": key, "connection": "upgrade", "upgrade": "h2c"}  # refused by the HTTP server itself
+    up = httpx.post(proc.url + "/v1/messages", content=b"{}", headers=upgrade)
+    assert up.status_code == 400 and up.json()["type"] == "error" and up.headers["x-gwctl-request-id"]
+    assert (
+        up.json()["error"]["type"] == "invalid_request_error" and up.json()["error"]["code"] == "upgrade_not_supported"
+    )
+    huge = httpx.post(proc.url + "/v1/messages", content=b"{}", headers={"x-api-key": key, "x-big": "a" * 70000})
+    assert huge.status_code == 431 and huge.json()["type"] == "error" and huge.headers["x-gwctl-request-id"]
+    assert huge.json()["error"]["code"] == "head_too_large"
+    oa = httpx.post(proc.url + "/v1/chat/completions", content=b"{not json", headers={"authorization": f"Bearer {key}"})
+    assert oa.json() == {
+        "error": {
+            "message": "the request body is not valid JSON",
+            "type": "invalid_request_error",
+            "code": "invalid_json",
+            "param": None,
+        }
+    }
+    assert run_cli("limit", "set", "key:tester", "--rpm", "1").code == 0
+    deadline = time.monotonic() + 10
+    limited = None
+    while limited is None and time.monotonic() < deadline:  # the store reload takes up to a second
+        try:
+            an_client(proc, key).messages.create(model="plain/llama-3.1-8b", max_tokens=10, messages=hi)
+        except anthropic.RateLimitError as exc:
+            limited = exc
+        time.sleep(0.1)
+    assert limited is not None, "the rpm limit never refused"
+    found = _anthropic_error(limited, 429, "rate_limit_error", limited.body["error"]["code"])
+    assert found["code"] == "rate_limited" and limited.response.headers["retry-after"]

@@ -10,6 +10,7 @@ from gwctl.core.translate import (
     TranslationError,
     anthropic_error_to_openai,
     anthropic_to_openai_response,
+    gateway_error_to_anthropic,
     openai_error_to_anthropic,
     openai_to_anthropic_response,
 )
@@ -201,3 +202,27 @@ def test_anthropic_error_to_openai(status, kind):
     body = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
     out = anthropic_error_to_openai(status, body)
     assert out == {"error": {"message": "Overloaded", "type": kind, "code": "overloaded_error", "param": None}}
+
+
+@pytest.mark.parametrize(
+    ("status", "etype"),
+    [
+        (400, "invalid_request_error"),
+        (401, "authentication_error"),
+        (404, "not_found_error"),
+        (413, "request_too_large"),
+        (429, "rate_limit_error"),
+        (502, "api_error"),
+        (503, "overloaded_error"),
+        (504, "api_error"),
+        (408, "invalid_request_error"),
+    ],
+)
+def test_the_gateways_own_error_in_anthropics_shape(status, etype):
+    own = {"error": {"message": "why", "type": "invalid_request_error", "code": "some_rule", "param": "messages.0"}}
+    assert gateway_error_to_anthropic(status, own) == {
+        "type": "error",
+        "error": {"type": etype, "message": "why", "code": "some_rule", "param": "messages.0"},
+    }
+    bare = {"error": {"message": "why", "type": "api_error", "code": None, "param": None}}
+    assert gateway_error_to_anthropic(status, bare) == {"type": "error", "error": {"type": etype, "message": "why"}}

@@ -14,7 +14,7 @@ import orjson
 from gwctl.core.config import Snapshot
 from gwctl.core.decision import Decision, DecisionMemo, decide
 from gwctl.core.request import MAX_JSON_DEPTH, too_deep
-from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow
+from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow, error_bytes
 from gwctl.proxy.http import Reply
 
 POST_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages"})
@@ -88,7 +88,7 @@ def refusal(flow: Flow) -> Reply:
     """The answer to a request its decision rejects: the decision's own status and error body."""
     d = flow.decision
     assert d is not None  # decided
-    return Reply(d.status, orjson.dumps(d.error_body()), [(REQUEST_ID_HEADER, flow.rid)])
+    return Reply(d.status, error_bytes(flow.request.path, d.status, d.error_body()), [(REQUEST_ID_HEADER, flow.rid)])
 
 
 def models_reply(snap: Snapshot, rid: str) -> Reply:

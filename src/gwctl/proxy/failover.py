@@ -241,6 +241,6 @@ class Failover:
         )
         flow.attempts = []
         self.forwarder.recorder.record(flow, 503, None, NO_TARGET, message, kind="error")
-        reply = error_reply(503, message, "api_error", NO_TARGET, flow.rid)
+        reply = error_reply(flow, 503, message, "api_error", NO_TARGET)
         reply.headers.extend([("retry-after", str(wait)), (ATTEMPTS_HEADER, "0")])
         return reply

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from gwctl.core.translate.responses import gateway_error_to_anthropic
 from gwctl.proxy.http import Reply
 
 if TYPE_CHECKING:
@@ -68,10 +69,21 @@ class Flow:
         self.translation: Translation | None = None
 
 
-def error_reply(status: int, message: str, etype: str, code: str | None, rid: str, param: str | None = None) -> Reply:
-    """The gateway's own error answer, in the OpenAI error shape, with the request id."""
-    body = orjson.dumps({"error": {"message": message, "type": etype, "code": code, "param": param}})
-    return Reply(status, body, [(REQUEST_ID_HEADER, rid)])
+MESSAGES_PATH = "/v1/messages"
+
+
+def error_bytes(path: str, status: int, error: dict) -> bytes:
+    """The body of one of the gateway's own errors (``error`` in the OpenAI shape, as the core builds
+    them) in the shape of the client's API: Anthropic's for ``/v1/messages``, else as it is."""
+    if path == MESSAGES_PATH:
+        return orjson.dumps(gateway_error_to_anthropic(status, error))
+    return orjson.dumps(error)
+
+
+def error_reply(flow: Flow, status: int, message: str, etype: str, code: str | None, param: str | None = None) -> Reply:
+    """The gateway's own error answer to ``flow``, in its client's API's error shape, with the request id."""
+    error = {"error": {"message": message, "type": etype, "code": code, "param": param}}
+    return Reply(status, error_bytes(flow.request.path, status, error), [(REQUEST_ID_HEADER, flow.rid)])
 
 
 class InFlight:

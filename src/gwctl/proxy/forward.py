@@ -213,24 +213,24 @@ class Forwarder:
         assert flow.decision is not None
         self.recorder.record(flow, 502, None, "credential_missing", exc.message)
         return error_reply(
+            flow,
             502,
             f"the gateway cannot reach source {flow.decision.source}: {exc.message}",
             "api_error",
             "credential_missing",
-            flow.rid,
         )
 
     def untranslatable(self, flow: Flow, exc: TranslationError) -> Reply:
         """The request has no counterpart in its source's API (dropping what cannot be said would change the
         answer): recorded as a rejection and answered 400 with the translation rule's id, as a check would."""
         self.recorder.record(flow, 400, None, exc.rule, exc.message, kind="rejected")
-        return error_reply(400, exc.message, "invalid_request_error", exc.rule, flow.rid, exc.param)
+        return error_reply(flow, 400, exc.message, "invalid_request_error", exc.rule, exc.param)
 
     def failed(self, flow: Flow, status: int, code: str, message: str) -> Reply:
         """The upstream failed before the client got anything: log it, record it as an error, answer it."""
         log.warning("%s %s: %s", flow.rid, flow.request.path, message)
         self.recorder.record(flow, status, None, code, message, kind="error")
-        reply = error_reply(status, message, "api_error", code, flow.rid)
+        reply = error_reply(flow, status, message, "api_error", code)
         if flow.attempts is not None:
             reply.headers.append((ATTEMPTS_HEADER, str(len(flow.attempts))))
         return reply

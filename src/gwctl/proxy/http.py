@@ -45,10 +45,12 @@ Hooks: ``on_head(request)`` is called as soon as a request's head is complete,
 before any of its body is read (``request.body`` is None). A :class:`Reply` it
 returns answers the request (after the answers owed to requests pipelined
 before it), its body is never read, and the connection closes; None lets the
-request go on. ``on_reject(status, code, message, request_or_None)`` is told
-of every answer the server gives on its own (400, 408, 431, 501, 505, and 503
-for a connection over a cap), with the request when its head was complete;
-the headers it returns (the gateway's request id) go on the answer.
+request go on. ``on_reject(status, code, message, request_or_None, path)`` is
+told of every answer the server gives on its own (400, 408, 431, 501, 505, and
+503 for a connection over a cap), with the request when its head was complete
+and the request line's path as far as it was read ("" before it);
+the Reply it returns (the gateway's error shape and request id) is sent
+instead of the server's default one.
 """
 
 from __future__ import annotations
@@ -242,7 +244,7 @@ def _error_body(status: int, code: str, message: str) -> bytes:
 
 Handler = Callable[[Request], "Reply | Awaitable[Reply | None]"]
 HeadHook = Callable[[Request], "Reply | None"]
-RejectHook = Callable[[int, str, str, "Request | None"], "list[tuple[str, str]] | None"]
+RejectHook = Callable[[int, str, str, "Request | None", str], "Reply | None"]
 
 
 _HTTP10 = {"1.1": False, "1.0": True}  # the versions served: is it HTTP/1.0
@@ -728,15 +730,17 @@ class HttpProtocol(asyncio.Protocol):
         """The server's own answer to a request it will not take (or to a connection over a cap): tell
         ``on_reject``, answer once the answers owed are out, read nothing more, close."""
         hook = self.server.on_reject
-        headers = None
+        reply = None
         if hook is not None:
+            path = request.path if request is not None else self._url.decode("latin-1").partition("?")[0]
             try:
-                headers = hook(status, code, message, request)  # headers to add to the answer (a request id)
+                reply = hook(status, code, message, request, path)  # the answer to send instead of the default
             except Exception:
                 log.exception("error in the on_reject hook")
         http10 = request.http10 if request is not None else False
         head_only = request is not None and request.method == "HEAD"
-        reply = Reply(status, _error_body(status, code, message), list(headers) if headers else None)
+        if reply is None:
+            reply = Reply(status, _error_body(status, code, message))
         self._finish(_reply_bytes(reply, False, http10, head_only))
 
     def _finish(self, answer: bytes) -> None:

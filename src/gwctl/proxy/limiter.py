@@ -21,12 +21,10 @@ from decimal import Decimal
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
-import orjson
-
 from gwctl.core import limits as lim
 from gwctl.core.pricing import USAGE_FIELDS, PricePlan, price_plan
 from gwctl.core.tokens import estimate_prompt_tokens, prompt_tokens_ceiling
-from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow
+from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow, error_bytes
 from gwctl.proxy.http import Reply
 from gwctl.proxy.ledger import Ledger, Ticket
 
@@ -90,7 +88,7 @@ class Limiter:
 
     def refusal_reply(self, flow: Flow, refusal: lim.Refusal) -> Reply:
         headers = [(REQUEST_ID_HEADER, flow.rid), *refusal.headers]
-        return Reply(refusal.status, orjson.dumps(refusal.error_body()), headers)
+        return Reply(refusal.status, error_bytes(flow.request.path, refusal.status, refusal.error_body()), headers)
 
     def try_admit(self, flow: Flow) -> lim.Refusal | None | bool:
         """:meth:`admit` without a coroutine for the common case: None when admitted (``flow.ticket`` set, or

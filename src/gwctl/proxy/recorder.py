@@ -122,4 +122,4 @@ class Recorder:
     def refuse(self, flow: Flow, status: int, message: str, code: str, etype: str = "invalid_request_error") -> Reply:
         """Answer an undecided request with the gateway's error, and record it (:meth:`rejected`)."""
         self.rejected(flow.rid, flow.key_name, flow.request, flow.start, status, code, message)
-        return error_reply(status, message, etype, code, flow.rid)
+        return error_reply(flow, status, message, etype, code)

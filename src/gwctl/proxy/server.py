@@ -43,7 +43,7 @@ from gwctl.errors import GwctlError
 from gwctl.proxy.auth import Authenticator
 from gwctl.proxy.decide import LARGE_BODY, Decider, models_reply, refusal
 from gwctl.proxy.failover import Failover
-from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow, InFlight, error_reply, new_request_id
+from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow, InFlight, error_bytes, error_reply, new_request_id
 from gwctl.proxy.forward import Forwarder
 from gwctl.proxy.http import HttpServer, Reply, Request
 from gwctl.proxy.ledger import HEARTBEAT, Ledger, LocalBank
@@ -293,29 +293,29 @@ class Gateway:
             flow, 401, self.auth.refusal_message(request), "invalid_api_key", "authentication_error"
         )
 
-    def server_rejected(
-        self, status: int, code: str, message: str, request: Request | None
-    ) -> list[tuple[str, str]] | None:
-        """The HTTP server answered on its own (malformed, too slow, head too large): a request gets its
-        row and its request id like any other; a connection refused over a cap is only logged (by the server)."""
+    def server_rejected(self, status: int, code: str, message: str, request: Request | None, path: str) -> Reply | None:
+        """The HTTP server answers on its own (malformed, too slow, head too large): a request gets its row,
+        its request id and its client API's error shape (by the request line's path, even when the head
+        is not whole) like any other; a connection refused over a cap is only logged (by the server), and
+        answered with the server's default."""
         if status == 503 and request is None:
             return None
         rid = new_request_id()
         peer = getattr(request.conn, "peer", None) if request is not None else None
         log.info("refused with %d %s%s: %s", status, code, f" from {peer}" if peer else "", message)
         self.recorder.rejected(rid, None, request, time.perf_counter(), status, code, message)
-        return [(REQUEST_ID_HEADER, rid)]
+        etype = "api_error" if status == 503 else "invalid_request_error"
+        error = {"error": {"message": message, "type": etype, "code": code, "param": None}}
+        return Reply(status, error_bytes(path, status, error), [(REQUEST_ID_HEADER, rid)])
 
     def internal_error(self, request: Request, exc: BaseException) -> Reply:
         """A bug of ours answered 500 (the server logged the traceback); the request still gets its row."""
-        rid = new_request_id()
+        flow = Flow(request, new_request_id(), time.perf_counter(), self.snapshot)
         message = f"internal error in the gateway ({exc.__class__.__name__}); see its log"
         try:
-            return self.recorder.refuse(
-                Flow(request, rid, time.perf_counter(), self.snapshot), 500, message, "internal_error", "api_error"
-            )
+            return self.recorder.refuse(flow, 500, message, "internal_error", "api_error")
         except Exception:  # pragma: no cover - the row is best effort; the answer is not
-            return error_reply(500, message, "api_error", "internal_error", rid)
+            return error_reply(flow, 500, message, "api_error", "internal_error")
 
 
 def upstream_proxies(environ: Mapping[str, str]) -> Proxies:

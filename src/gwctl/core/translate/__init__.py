@@ -10,6 +10,7 @@ from gwctl.core.translate.requests import TOOL_ERROR_MARKER, anthropic_to_openai
 from gwctl.core.translate.responses import (
     anthropic_error_to_openai,
     anthropic_to_openai_response,
+    gateway_error_to_anthropic,
     openai_error_to_anthropic,
     openai_to_anthropic_response,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "anthropic_to_openai_request",
     "anthropic_to_openai_response",
     "budget_to_effort",
+    "gateway_error_to_anthropic",
     "openai_error_to_anthropic",
     "openai_to_anthropic_request",
     "openai_to_anthropic_response",

@@ -135,6 +135,26 @@ def openai_error_to_anthropic(status: int, body: Any) -> JSON:
     return {"type": "error", "error": {"type": kind, "message": error_message(body)}}
 
 
+def gateway_error_to_anthropic(status: int, error: JSON) -> JSON:
+    """gwctl's own error (an OpenAI-shaped ``{"error": {message, type, code, param}}``) as a
+    ``/v1/messages`` client expects it: ``{"type": "error", "error": {type, message}}`` with the
+    type following the status as Anthropic's own errors do. The rule id stays in ``error.code``
+    (and the offending field in ``error.param``): the Anthropic SDKs ignore the extra keys and a
+    script can still read which rule refused the request, whichever API it spoke."""
+    found = error.get("error")
+    inner: JSON = found if isinstance(found, dict) else {}
+    if status in ANTHROPIC_ERROR_TYPES:
+        kind = ANTHROPIC_ERROR_TYPES[status]
+    else:
+        kind = "api_error" if status >= 500 else "invalid_request_error"
+    out: JSON = {"type": kind, "message": error_message(error)}
+    if inner.get("code") is not None:
+        out["code"] = inner["code"]
+    if inner.get("param") is not None:
+        out["param"] = inner["param"]
+    return {"type": "error", "error": out}
+
+
 def anthropic_error_to_openai(status: int, body: Any) -> JSON:
     """OpenAI error body for an Anthropic (or any) error response.
 
