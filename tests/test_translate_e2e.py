@@ -31,13 +31,15 @@ ARGS = '{"city": "Paris", "unit": "celsius"}'
 @pytest.fixture
 def gateway(tmp_path, upstream, monkeypatch):
     """Three sources on the one stand-in: ``oa`` speaks OpenAI only, ``an`` Anthropic only, ``plain`` both;
-    every model has the same prices."""
+    every model has the same prices. Agent ``coder``'s model ``claude`` goes to oa, falling back to plain."""
     upstream.configure(usage=USAGE)
     gw = run_cli
     for name, api in (("oa", "openai"), ("an", "anthropic"), ("plain", "both")):
         args = ["source", "add", name, "--base-url", upstream.url, "--auth-value", UP_KEY, "--api", api]
         assert gw(*args).code == 0
         assert gw("catalog", "set", f"{name}/llama-3.1-8b", *PRICES, "--max-output", "1000").code == 0
+    route = ["route", "set", "coder", "--model-name", "claude", "--provider", "oa", "--model", "llama-3.1-8b"]
+    assert gw(*route, "--fallback", "plain/llama-3.1-8b").code == 0
     key = gw("key", "create", "tester", "--json").json()["key"]
     activity = f"sqlite://{tmp_path / 'activity.sqlite3'}"
     monkeypatch.setenv("GWCTL_ACTIVITY", activity)
@@ -262,3 +264,57 @@ def test_the_gateways_own_rejections_on_messages_are_in_anthropics_shape(gateway
     assert limited is not None, "the rpm limit never refused"
     found = _anthropic_error(limited, 429, "rate_limit_error", limited.body["error"]["code"])
     assert found["code"] == "rate_limited" and limited.response.headers["retry-after"]
+
+
+def test_dropped_advisory_fields_are_named_in_a_header(gateway, upstream):
+    proc, key = gateway
+    raw = an_client(proc, key).messages.with_raw_response.create(
+        model="oa/llama-3.1-8b",
+        max_tokens=10,
+        extra_body={"top_k": 5},
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}
+        ],
+    )
+    assert raw.headers["x-gwctl-translation-warnings"] == (
+        "top_k dropped: no counterpart; cache_control dropped: no counterpart"
+    )
+    assert raw.parse().content[0].text
+    sent = upstream.received[-1].body
+    assert "top_k" not in sent and sent["messages"][0]["content"] == "hi"
+    clean = an_client(proc, key).messages.with_raw_response.create(
+        model="oa/llama-3.1-8b", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert "x-gwctl-translation-warnings" not in clean.headers
+
+
+def test_a_target_that_cannot_take_the_request_is_skipped_for_one_that_can(gateway, upstream, tmp_path):
+    """The route's primary speaks only OpenAI and the request has a block with no OpenAI counterpart: the proxy
+    moves on to the fallback (which takes Messages as they are), as the dry-run's plan says it will."""
+    proc, key = gateway
+    body = {
+        "model": "claude",
+        "max_tokens": 10,
+        "messages": [
+            {"role": "user", "content": [{"type": "search_result", "source": "s", "title": "t", "content": []}]}
+        ],
+    }
+    req = proc.url + "/v1/messages"
+    headers = {"x-api-key": key, "anthropic-version": "2023-06-01", "x-gwctl-agent": "coder"}
+    r = httpx.post(req, json=body, headers=headers, timeout=20)
+    assert r.status_code == 200, r.text
+    assert r.headers["x-gwctl-attempts"] == "2" and r.json()["type"] == "message"
+    assert [x.path for x in upstream.received] == ["/v1/messages"]  # only the fallback was sent anything
+    row = activity_rows(1)[0]
+    assert row["source"] == "plain" and row["status"] == 200
+    first = row["attempts"][0]
+    assert (
+        first["target"] == "oa/llama-3.1-8b" and first["status"] == 400 and "untranslatable_content" in first["error"]
+    )
+    req_file = tmp_path / "req.json"
+    req_file.write_text(json.dumps(body))
+    dry = run_cli(
+        "route", "dry-run", "--agent", "coder", "--path", "/v1/messages", "--request", str(req_file), "--json"
+    )
+    doc = dry.json()
+    assert doc["source"] == "plain" and doc["plan"][0]["skipped"] and doc["plan"][0]["rule"] == "untranslatable_content"

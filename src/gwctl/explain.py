@@ -81,6 +81,7 @@ def _target_json(t: PlanTarget, reveal: bool) -> dict[str, Any]:
         "upstream_model": d.upstream_model,
         "credential": credential_display(d, reveal),
         "checks": _checks_text(d),
+        "warnings": list(d.warnings),
         "skipped": t.skipped,
         "rule": d.rule,
         "message": d.message or None,
@@ -147,7 +148,7 @@ def _decision_json(d: Decision, reveal: bool) -> dict[str, Any]:
 
 def print_plan(d: Decision, reveal: bool, failover: FailoverPolicy | None, out: Any) -> None:
     """A route's plan as a table (one row per target, in plan order), then the failover policy."""
-    rows = [["TIER", "TARGET", "WEIGHT", "UPSTREAM", "CREDENTIALS", "CHECKS", "SKIPPED"]]
+    rows = [["TIER", "TARGET", "WEIGHT", "UPSTREAM", "TRANSLATE", "CREDENTIALS", "CHECKS", "SKIPPED"]]
     for t in d.plan:
         td = t.decision
         rows.append(
@@ -156,6 +157,7 @@ def print_plan(d: Decision, reveal: bool, failover: FailoverPolicy | None, out: 
                 t.ref,
                 str(t.weight),
                 _url(td.upstream_url, reveal) or "-",
+                td.translate.replace("->", " -> ") if td.translate else "-",
                 credential_display(td, reveal) or "none",
                 _checks_text(td),
                 f"[{td.rule}] {td.message}" if t.skipped else "-",

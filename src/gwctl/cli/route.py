@@ -460,6 +460,7 @@ def dry_run(
     """
     # the decision engine and its token estimator (~50 ms): only the dry-run loads them
     from gwctl.core.decision import decide
+    from gwctl.core.translate.target import with_translation
 
     snap = load()
     _warn_if_invalid(snap)
@@ -470,7 +471,7 @@ def dry_run(
     if model is None and request is None:
         fail("--model is required (or give a --request whose body names the model)")
     body = _body(request, model)
-    d = decide(snap, agent, path, body)
+    d = with_translation(decide(snap, agent, path, body), body)
     if key is not None and key not in snap.keys:
         fail(f"no key named '{key}'", "see gwctl key list")
     verdict = _limits_verdict(snap, d, key, activity) if d.forwarded and (key or snap.limits) else None
@@ -561,6 +562,7 @@ def _jsonl_request(file: str, n: int, line: str, model, agent, default_path) -> 
 
 def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) -> int:
     from gwctl.core.decision import decide  # the decision engine (~50 ms): only the dry-run loads it
+    from gwctl.core.translate.target import with_translation
     from gwctl.explain import decision_json
 
     text = read_input(file)
@@ -569,7 +571,7 @@ def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) 
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         body, a, p = _jsonl_request(file, n, line, model, agent, default_path)
-        results.append((n, decide(snap, a, p, body)))
+        results.append((n, with_translation(decide(snap, a, p, body), body)))
     rejected = sum(1 for _, d in results if not d.forwarded)
     billed = [d.estimate.total for _, d in results if d.estimate is not None and d.estimate.total is not None]
     total = sum(billed, start=Decimal(0))

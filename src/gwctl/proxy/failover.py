@@ -27,7 +27,7 @@ from gwctl.core.decision import Decision, PlanTarget
 from gwctl.core.failover import attempt_order, pick, policy_for, retry_after_seconds, wait_hint
 from gwctl.core.limits import Refusal
 from gwctl.proxy.flow import Flow, InFlight, error_reply
-from gwctl.proxy.forward import ATTEMPTS_HEADER, Failure, Forwarder
+from gwctl.proxy.forward import ATTEMPTS_HEADER, UNTRANSLATABLE, Failure, Forwarder
 from gwctl.proxy.http import Reply
 from gwctl.proxy.limiter import Limiter
 
@@ -193,7 +193,11 @@ class Failover:
                     self.health.release(target.ref)
                     raise
                 if isinstance(result, Failure):
-                    self.failed(flow, target, tpolicy, result, t0)
+                    if result.failure == UNTRANSLATABLE:  # the request's fault, not the target's: no health verdict
+                        flow.attempts.append((target.ref, result.status, 0.0, result.error))
+                        self.health.release(target.ref)
+                    else:
+                        self.failed(flow, target, tpolicy, result, t0)
                     continue
                 self.ended(flow, target, tpolicy)
                 return result

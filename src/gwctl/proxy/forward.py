@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("gwctl.proxy")
 
 ATTEMPTS_HEADER = "x-gwctl-attempts"  # on the answer to a request whose route has a plan: the targets tried
+# on the answer to a translated request: the advisory fields the translation dropped ("; "-separated)
+TRANSLATION_HEADER = "x-gwctl-translation-warnings"
+UNTRANSLATABLE = "untranslatable"  # the Failure of a plan's target that cannot take the request in its API
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_READ_TIMEOUT = 600.0
@@ -112,8 +115,10 @@ class Forwarder:
             assert self.pool is not None and flow.request.body is not None  # the gateway is open; decide read it
             try:
                 payload = self.payload(flow, flow.request.body)
-            except TranslationError as exc:
-                return self.untranslatable(flow, exc)
+            except TranslationError as exc:  # not this target's fault: another target of the plan may take it
+                if move_on is not None:
+                    return Failure(UNTRANSLATABLE, 400, f"[{exc.rule}] {exc.message}", None)
+                return self.untranslatable(flow, exc, started)
             try:
                 headers = self.upstream_headers(flow)
             except GwctlError as exc:
@@ -142,6 +147,8 @@ class Forwarder:
                     )
                 out_headers = response_headers(upstream.headers, src.response_headers)
                 out_headers.append((REQUEST_ID_HEADER, flow.rid))
+                if flow.translation is not None and flow.translation.warnings:
+                    out_headers.append((TRANSLATION_HEADER, "; ".join(flow.translation.warnings)))
                 if (upstream.header("content-type") or "").startswith("text/event-stream"):
                     self.note(flow, upstream.status, None, started, out_headers)
                     await relay_stream(flow, upstream, out_headers, self.recorder)
@@ -220,11 +227,15 @@ class Forwarder:
             "credential_missing",
         )
 
-    def untranslatable(self, flow: Flow, exc: TranslationError) -> Reply:
+    def untranslatable(self, flow: Flow, exc: TranslationError, started: float) -> Reply:
         """The request has no counterpart in its source's API (dropping what cannot be said would change the
         answer): recorded as a rejection and answered 400 with the translation rule's id, as a check would."""
+        self.note(flow, 400, f"[{exc.rule}] {exc.message}", started)
         self.recorder.record(flow, 400, None, exc.rule, exc.message, kind="rejected")
-        return error_reply(flow, 400, exc.message, "invalid_request_error", exc.rule, exc.param)
+        reply = error_reply(flow, 400, exc.message, "invalid_request_error", exc.rule, exc.param)
+        if flow.attempts is not None:
+            reply.headers.append((ATTEMPTS_HEADER, str(len(flow.attempts))))
+        return reply
 
     def failed(self, flow: Flow, status: int, code: str, message: str) -> Reply:
         """The upstream failed before the client got anything: log it, record it as an error, answer it."""

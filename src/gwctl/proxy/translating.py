@@ -21,30 +21,26 @@ from gwctl.core.translate import (
     AnthropicToOpenAIStream,
     OpenAIToAnthropicStream,
     anthropic_error_to_openai,
-    anthropic_to_openai_request,
     anthropic_to_openai_response,
     openai_error_to_anthropic,
-    openai_to_anthropic_request,
     openai_to_anthropic_response,
 )
+from gwctl.core.translate.target import translate_for
 from gwctl.proxy.meter import StreamMeter, _data_of, _json_object, _split_events
-
-DEFAULT_MAX_TOKENS = 4096
-"""The output limit a translated request gets when the client's API lets it leave one out and the API it is
-translated to needs one (Anthropic's ``max_tokens`` is required): the catalog entry's max output, else this."""
 
 
 class Translation:
     """One translated attempt: which way, the model the client's answer names, and whether the upstream's
     usage is for the gateway only (the client streams without asking for it in its own API)."""
 
-    __slots__ = ("way", "client_model", "hidden_usage", "upstream_api")
+    __slots__ = ("way", "client_model", "hidden_usage", "upstream_api", "warnings")
 
     def __init__(self, way: str, client_model: str, hidden_usage: bool) -> None:
         self.way = way
         self.client_model = client_model
         self.hidden_usage = hidden_usage
         self.upstream_api = "chat" if way == A2O else "messages"  # the shape the upstream's answer is metered in
+        self.warnings: tuple[str, ...] = ()  # the advisory fields dropped from the request (its answer's header)
 
     def answer(self, status: int, data: bytes) -> bytes:
         """A whole upstream answer (or error body) in the client's API; a body that is not a JSON object
@@ -69,12 +65,10 @@ def translate_request(d: Decision, body: dict[str, Any], already_hidden: bool) -
     """The body to send upstream, in the source's API, and the attempt's :class:`Translation`. Raises
     :class:`~gwctl.core.translate.TranslationError` for a request with no counterpart in the other API.
     ``already_hidden``: an earlier untranslated attempt asked usage for the gateway into ``body``."""
-    assert d.translate is not None
-    default_max = d.entry.max_output if d.entry is not None and d.entry.max_output else DEFAULT_MAX_TOKENS
-    convert = anthropic_to_openai_request if d.translate == A2O else openai_to_anthropic_request
-    translated = convert(body, default_max_tokens=default_max)
+    translated = translate_for(d, body)
     client_model = d.client_model or str(body.get("model") or "")
-    translation = Translation(d.translate, client_model, translated.hidden_usage or already_hidden)
+    translation = Translation(d.translate or "", client_model, translated.hidden_usage or already_hidden)
+    translation.warnings = translated.warnings
     return translation, orjson.dumps(translated.body)
 
 
