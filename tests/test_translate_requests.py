@@ -342,13 +342,45 @@ def test_invalid_json_arguments_in_history_are_kept_raw():
         (
             {
                 "messages": [
-                    {"role": "user", "content": [{"type": "document", "source": {"type": "text", "data": "x"}}]}
+                    {
+                        "role": "user",
+                        "content": [{"type": "document", "source": {"type": "url", "url": "https://x/a.pdf"}}],
+                    }
                 ]
             },
             "untranslatable_content",
             "messages.0.content.0",
         ),
         ({"messages": [{"role": "user", "content": [{"type": "weird"}]}]}, "untranslatable_content", None),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "read"},
+                            {"type": "document", "source": {"type": "file", "file_id": "file_1"}},
+                        ],
+                    }
+                ]
+            },
+            "untranslatable_content",
+            "messages.0.content.1",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "document", "source": {"type": "base64", "media_type": "image/png", "data": "x"}}
+                        ],
+                    }
+                ]
+            },
+            "untranslatable_content",
+            "messages.0.content.0",
+        ),
         (
             {"messages": [], "tools": [{"type": "web_search_20250305", "name": "web_search"}]},
             "untranslatable_param",
@@ -383,6 +415,20 @@ def test_anthropic_refusals(body, rule, param):
         ),
         (
             {"messages": [{"role": "user", "content": [{"type": "file", "file": {}}]}]},
+            "untranslatable_content",
+            "messages.0.content.0",
+        ),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "file", "file": {"file_id": "file-abc"}}]}]},
+            "untranslatable_content",
+            "messages.0.content.0",
+        ),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "file", "file": {"file_data": "data:text/csv;base64,YQ=="}}]}
+                ]
+            },
             "untranslatable_content",
             "messages.0.content.0",
         ),
@@ -427,3 +473,60 @@ def test_text_modality_is_accepted_and_audio_refused():
     with pytest.raises(TranslationError) as caught:
         o2a({"model": "m", "messages": [], "modalities": ["text", "audio"]})
     assert caught.value.param == "modalities"
+
+
+PDF = "JVBERi0xLjQK"
+
+
+def test_pdf_documents_both_ways():
+    """A base64 PDF: Anthropic's document block (title) <-> OpenAI's file part (data URL, filename)."""
+    anthropic_content = [
+        {
+            "type": "document",
+            "source": {"type": "base64", "media_type": "application/pdf", "data": PDF},
+            "title": "q3.pdf",
+        },
+        {"type": "text", "text": "Summarise it."},
+    ]
+    openai_content = [
+        {"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}", "filename": "q3.pdf"}},
+        {"type": "text", "text": "Summarise it."},
+    ]
+    out = a2o({"model": "m", "messages": [{"role": "user", "content": anthropic_content}]})
+    assert out.body["messages"] == [{"role": "user", "content": openai_content}] and out.warnings == ()
+    back = o2a({"model": "m", "messages": [{"role": "user", "content": openai_content}]})
+    assert back.body["messages"] == [{"role": "user", "content": anthropic_content}] and back.warnings == ()
+    untitled = o2a(
+        {
+            "model": "m",
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "file", "file": {"file_data": f"data:application/pdf;base64,{PDF}"}}],
+                }
+            ],
+        }
+    )
+    assert untitled.body["messages"][0]["content"] == [
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PDF}}
+    ]
+
+
+def test_a_plain_text_document_becomes_text_and_its_title_a_warning():
+    doc = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "The grass is green."}}
+    out = a2o({"model": "m", "messages": [{"role": "user", "content": [doc, {"type": "text", "text": "Colour?"}]}]})
+    assert out.body["messages"][0]["content"] == [
+        {"type": "text", "text": "The grass is green."},
+        {"type": "text", "text": "Colour?"},
+    ]
+    assert out.warnings == ()
+    titled = a2o(
+        {
+            "model": "m",
+            "messages": [{"role": "user", "content": [{**doc, "title": "Facts", "citations": {"enabled": True}}]}],
+        }
+    )
+    assert titled.warnings == (
+        "citations dropped: no counterpart",
+        "document title and context dropped: no counterpart",
+    )

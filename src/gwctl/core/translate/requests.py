@@ -2,8 +2,10 @@
 
 A field either maps, is dropped with a warning (advisory: the answer's meaning does not depend on
 it, e.g. ``top_k``, ``seed``, ``cache_control``), or is refused with :class:`TranslationError`
-(it would change the answer if silently dropped: documents, audio, ``n`` > 1, logprobs, JSON
-modes, server tools, unknown fields and block types).
+(it would change the answer if silently dropped: audio, ``n`` > 1, logprobs, JSON modes, server
+tools, documents the other side cannot read, unknown fields and block types). A base64 PDF maps
+both ways (Anthropic ``document`` <-> OpenAI ``file`` part with a data URL); a plain-text document
+becomes a text part.
 
 Tool results that reported an error (Anthropic ``is_error: true``) have no OpenAI field; the
 result's content is kept exactly and preceded by a separate text part :data:`TOOL_ERROR_MARKER`,
@@ -182,7 +184,32 @@ def _a2o_user_part(block: Any, param: str, warn: _Warnings) -> JSON:
     if kind == "image":
         _note_extras(block, warn)
         return {"type": "image_url", "image_url": {"url": _image_url(block.get("source"), param)}}
+    if kind == "document":
+        return _a2o_document(block, param, warn)
     raise _refuse_content(f"block type {kind!r}", param)
+
+
+def _a2o_document(block: JSON, param: str, warn: _Warnings) -> JSON:
+    """A PDF (base64) becomes an OpenAI ``file`` part with its data URL, named by the document's title; a
+    plain-text document becomes a text part (its title and context are dropped with a warning). A PDF by
+    URL or by file id, or a document of content blocks, has no Chat Completions counterpart."""
+    _note_extras(block, warn)
+    found = block.get("source")
+    kind = _type_of(found)
+    source: JSON = found if isinstance(found, dict) else {}
+    if kind == "base64" and source.get("media_type") == "application/pdf":
+        file: JSON = {"file_data": f"data:application/pdf;base64,{source.get('data')}"}
+        if isinstance(block.get("title"), str):
+            file["filename"] = block["title"]
+        if block.get("context"):
+            warn.add("document context dropped: no counterpart")
+        return {"type": "file", "file": file}
+    if kind == "text":
+        if block.get("title") or block.get("context"):
+            warn.add("document title and context dropped: no counterpart")
+        return {"type": "text", "text": str(source.get("data") or "")}
+    media = source.get("media_type")
+    raise _refuse_content(f"a document from a {kind!r} source" + (f" ({media})" if media else ""), param)
 
 
 def _image_url(source: Any, param: str) -> str:
@@ -435,9 +462,30 @@ def _o2a_user_content(content: Any, param: str) -> str | list[JSON]:
         where = f"{param}.content.{k}"
         if _type_of(part) == "image_url":
             blocks.append(_o2a_image(part.get("image_url"), where))
+        elif _type_of(part) == "file":
+            blocks.append(_o2a_file(part.get("file"), where))
         else:
             blocks.append(_o2a_text(part, where))
     return blocks
+
+
+def _o2a_file(file: Any, param: str) -> JSON:
+    """An OpenAI ``file`` part with a PDF's data URL becomes a base64 document titled by its filename; a
+    ``file_id`` (an upload to OpenAI) or another kind of file cannot be read by an Anthropic upstream."""
+    data = file.get("file_data") if isinstance(file, dict) else None
+    if not isinstance(data, str):
+        raise _refuse_content("a file by file_id (an upload to the other API)", param)
+    match = _DATA_URL.fullmatch(data)
+    if match is None or match.group(1) != "application/pdf":
+        raise _refuse_content("a file that is not a base64 PDF data URL", param)
+    block: JSON = {
+        "type": "document",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": match.group(2)},
+    }
+    assert isinstance(file, dict)
+    if isinstance(file.get("filename"), str):
+        block["title"] = file["filename"]
+    return block
 
 
 def _o2a_image(image_url: Any, param: str) -> JSON:
