@@ -33,6 +33,24 @@ def catalog_json_schema() -> dict:
                 "properties": {k: {"type": "boolean"} for k in CAPABILITIES},
                 "description": "Absent = unset (never rejects).",
             },
+            "price_sets": {
+                "type": "array",
+                "description": "Prices in force from valid_from (UTC) until the next set's; the undated prices "
+                "apply before the first.",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["valid_from"],
+                    "properties": {
+                        "valid_from": {
+                            "type": "string",
+                            "format": "date-time",
+                            "description": "e.g. 2026-12-01T00:00:00Z",
+                        },
+                        **{k: _PRICE for k in PRICE_KINDS},
+                    },
+                },
+            },
         },
     }
     return {

@@ -319,6 +319,8 @@ def neutral_row(row: LogEntry, plans: dict | None = None) -> LogRow:
     entry, usage = row.entry, row.usage
     cost = None
     if entry is not None and usage is not None:
+        if entry.price_sets:  # priced at the set in force when the request was made
+            entry = entry.at(row.time)
         plan = None if plans is None else plans.get(id(entry))
         if plan is None:
             plan = price_plan(entry, row.catalog_ref or "")

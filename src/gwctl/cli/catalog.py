@@ -19,6 +19,7 @@ from gwctl.core.catalog_values import (
     parse_capability_assignment,
     parse_price_assignment,
     price_unit,
+    utc_text,
 )
 from gwctl.core.config import CAPABILITIES, PRICE_KINDS
 from gwctl.core.refs import close_matches, split_ref
@@ -104,6 +105,15 @@ SupportedParamsOpt = Annotated[
         "--supported-params", metavar="a,b,c", help="Advisory list of accepted request parameters ('' removes it)."
     ),
 ]
+ValidFromOpt = Annotated[
+    Optional[str],
+    typer.Option(
+        "--valid-from",
+        metavar="TIME",
+        help="Write the --price values as a dated price set in force from TIME (UTC, e.g. 2026-12-01T00:00:00Z) "
+        "until the next set; a new set starts from the prices in force at TIME.",
+    ),
+]
 UnsetContextSizeOpt = Annotated[bool, typer.Option("--unset-context-size", help="Remove the context size.")]
 UnsetMaxOutputOpt = Annotated[bool, typer.Option("--unset-max-output", help="Remove the max output.")]
 
@@ -140,15 +150,19 @@ def set_cmd(
     supported_params: SupportedParamsOpt = None,
     unset_context_size: UnsetContextSizeOpt = False,
     unset_max_output: UnsetMaxOutputOpt = False,
+    valid_from: ValidFromOpt = None,
 ) -> None:
     """Create or update a catalog entry (only the given fields change).
 
     Prices are USD per token (per request / search / image for those kinds),
     in decimal or exponent notation; they are stored as written and computed
-    exactly.
+    exactly. With --valid-from the prices go into a dated set: requests from
+    that time on are priced at it (a change ahead of time, or a late correction).
 
     Example: gwctl catalog set local/llama-3.1-8b --price input=3e-6 --price output=1.5e-5 --context-size 131072 --max-output 8192 --capability vision=false
     """
+    import time
+
     from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
     _ref(ref)
@@ -158,15 +172,69 @@ def set_cmd(
     fields = _entry_fields(
         display_name, context_size, max_output, supported_params, unset_context_size, unset_max_output
     )
+    start = _valid_from(valid_from, prices) if valid_from is not None else None
+    dated = None
     with edit() as (doc, snap):
-        created = ref not in snap.catalog
-        document.put_entry(doc, ref, fields, prices, caps)
+        entry = snap.catalog.get(ref)
+        created = entry is None
+        if start is None:
+            document.put_entry(doc, ref, fields, prices, caps)
+        else:
+            document.put_entry(doc, ref, fields, {}, caps)
+            dated = _write_price_set(document, doc, ref, entry, start, prices)
     snap = load()
     source, _ = split_ref(ref)
     if source not in snap.sources:
         warn(f"there is no source named '{source}' yet; the entry applies once it exists")
     _lint(snap, [ref])
+    if dated is not None:
+        message(f"{dated} price set from {utc_text(start)} of catalog entry {ref}")  # type: ignore[arg-type]
+        return
+    in_force = snap.catalog[ref].set_at(time.time())
+    if prices and in_force is not None:
+        warn(
+            f"{ref} is priced at its set from {utc_text(in_force.valid_from)} now; the undated prices you changed "
+            f"apply only before its first dated set (change a set with --valid-from)"
+        )
     message(f"{'created' if created else 'updated'} catalog entry {ref}")
+
+
+def _valid_from(text: str, prices: dict):
+    """--valid-from as an aware UTC datetime; it needs --price values to date."""
+    from gwctl.store.schema import valid_from
+
+    if not prices:
+        fail("--valid-from dates the --price values given with it; give at least one --price KIND=USD")
+    try:
+        return valid_from(text, ("--valid-from",))
+    except SchemaError:
+        fail(f"--valid-from must be a UTC time like 2026-12-01T00:00:00Z, not '{text}'")
+
+
+def _write_price_set(document, doc, ref: str, entry, start, prices: dict) -> str:
+    """Add the dated set from ``start`` (beginning with the prices in force then) or change the one that starts
+    exactly then; ``prices`` maps a kind to its text, or None to remove it. Says which it did."""
+    same = None
+    base: dict[str, str] = {}
+    if entry is not None:
+        for i, s in enumerate(entry.price_sets):
+            if s.valid_from == start:
+                same = i  # the last written with that start is the one in force
+        if same is not None:
+            found = entry.price_sets[same]
+            base = {k: found.price_text.get(k) or str(found.prices[k]) for k in found.prices}
+        else:
+            now = entry.at(start.timestamp())
+            base = {k: now.price_text.get(k) or str(now.prices[k]) for k in now.prices}
+    for kind, text in prices.items():
+        if text is None:
+            base.pop(kind, None)
+        else:
+            base[kind] = text
+    if not base:
+        fail(f"the price set from {utc_text(start)} would have no prices left", "set at least one --price KIND=USD")
+    document.put_price_set(doc, ref, utc_text(start), base, same)
+    return "added" if same is None else "updated"
 
 
 def entry_json(entry) -> dict:
@@ -184,6 +252,11 @@ def entry_json(entry) -> dict:
         out["prices"] = {k: entry.price_text.get(k) or str(entry.prices[k]) for k in entry.prices}
     if entry.capabilities:
         out["capabilities"] = dict(entry.capabilities)
+    if entry.price_sets:
+        out["price_sets"] = [
+            {"valid_from": utc_text(s.valid_from), **{k: s.price_text.get(k) or str(s.prices[k]) for k in s.prices}}
+            for s in entry.price_sets
+        ]
     return out
 
 
@@ -220,6 +293,18 @@ def show(ref: RefArg, json_: JsonOpt = False) -> None:
     for kind in PRICE_KINDS:
         if kind in entry.prices:
             pairs.append((f"price.{kind}", f"{entry.price_text.get(kind) or entry.prices[kind]} {price_unit(kind)}"))
+    if entry.price_sets:
+        import time
+
+        in_force = entry.set_at(time.time())
+        if entry.schedule and in_force is None:
+            pairs.append(
+                ("prices_in_force", f"the undated prices above, until {utc_text(entry.schedule[0].valid_from)}")
+            )
+        for s in entry.schedule:
+            label = f"from {utc_text(s.valid_from)}" + (" (in force)" if s is in_force else "")
+            text = " ".join(f"{k}={s.price_text.get(k) or s.prices[k]}" for k in PRICE_KINDS if k in s.prices)
+            pairs.append((f"price_set {label}", text or "(no prices: unbilled)"))
     for cap in CAPABILITIES:
         v = entry.capabilities.get(cap)
         pairs.append((f"capability.{cap}", "unset" if v is None else ("true" if v else "false")))
@@ -532,13 +617,20 @@ def price_cmd(
     audio_tokens: AudioTokensOpt = 0,
     usage_file: UsageFileOpt = None,
     requests: RequestsOpt = 1,
+    at: Annotated[
+        Optional[str],
+        typer.Option("--at", metavar="TIME", help="Price at the prices in force at TIME (UTC); default: now."),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Price a usage exactly (the proxy's own pricing function), or say it is unbilled.
 
     Example: gwctl catalog price local/llama-3.1-8b --input-tokens 800 --cached-tokens 200 --output-tokens 50
     """
+    import time
+
     from gwctl.core.pricing import price  # the pricing engine: only for this command
+    from gwctl.store.schema import valid_from
 
     _ref(ref)
     counts = dict(
@@ -553,10 +645,26 @@ def price_cmd(
         audio_input_tokens=audio_tokens,
         requests=requests,
     )
+    when = time.time()
+    if at is not None:
+        try:
+            when = valid_from(at, ("--at",)).timestamp()
+        except SchemaError:
+            fail(f"--at must be a UTC time like 2026-12-01T00:00:00Z, not '{at}'")
     shape, usage = _usage(counts, usage_file, requests)
     snap = load()
-    cost = price(snap.catalog.get(ref), usage, ref)
+    entry = snap.catalog.get(ref)
+    cost = price(entry.at(when) if entry is not None else None, usage, ref)
     if json_:
-        print_json({"ref": ref, "usage_shape": shape, "usage": usage.as_dict(), **cost.to_json()})
+        in_force = entry.set_at(when) if entry is not None else None
+        print_json(
+            {
+                "ref": ref,
+                "usage_shape": shape,
+                "usage": usage.as_dict(),
+                "price_set": None if in_force is None else utc_text(in_force.valid_from),
+                **cost.to_json(),
+            }
+        )
         return
     _print_cost(cost)

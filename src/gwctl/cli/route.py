@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, NoReturn, Optional
@@ -471,7 +472,7 @@ def dry_run(
     if model is None and request is None:
         fail("--model is required (or give a --request whose body names the model)")
     body = _body(request, model)
-    d = with_translation(decide(snap, agent, path, body), body)
+    d = with_translation(decide(snap, agent, path, body, at=time.time()), body)
     if key is not None and key not in snap.keys:
         fail(f"no key named '{key}'", "see gwctl key list")
     verdict = _limits_verdict(snap, d, key, activity) if d.forwarded and (key or snap.limits) else None
@@ -506,8 +507,6 @@ def _show_dry_run(d, verdict, key: str | None, json_: bool, reveal: bool, failov
 def _limits_verdict(snap, d, key: str | None, activity: str | None):
     """What the key's scope and the limits say about the decided request ``d``, with the spend in the log
     (the same functions the proxy admits with: gwctl.core.limits)."""
-    import time
-
     from gwctl.activity import resolve_dsn
     from gwctl.activity.limit_status import limit_reports_or_fresh
     from gwctl.core import limits as lim
@@ -520,7 +519,9 @@ def _limits_verdict(snap, d, key: str | None, activity: str | None):
     states = [r.state for r in limit_reports_or_fresh(dsn, limits, now, warn)] if limits else []
     feats = d.features
     res = lim.reservation(
-        d.entry, (feats.prompt_tokens_estimate or 0) if feats else 0, feats.output_budget if feats else None
+        d.entry.at(now) if d.entry is not None else None,
+        (feats.prompt_tokens_estimate or 0) if feats else 0,
+        feats.output_budget if feats else None,
     )
     return lim.evaluate(snap.keys.get(key) if key else None, d.agent, d.catalog_ref, states, res, now)
 
@@ -566,12 +567,13 @@ def _dry_run_many(snap, file: str, model, agent, default_path, as_json, reveal) 
     from gwctl.explain import decision_json
 
     text = read_input(file)
+    now = time.time()
     results = []
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         body, a, p = _jsonl_request(file, n, line, model, agent, default_path)
-        results.append((n, with_translation(decide(snap, a, p, body), body)))
+        results.append((n, with_translation(decide(snap, a, p, body, at=now), body)))
     rejected = sum(1 for _, d in results if not d.forwarded)
     billed = [d.estimate.total for _, d in results if d.estimate is not None and d.estimate.total is not None]
     total = sum(billed, start=Decimal(0))

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import difflib
 import re
+from dataclasses import replace
+from datetime import datetime, timezone
 from decimal import (
     MAX_EMAX,
     MAX_PREC,
@@ -53,6 +55,7 @@ __all__ = [
     "parse_capability",
     "parse_capability_assignment",
     "lint_entry",
+    "utc_text",
 ]
 
 MAX_PRICE = Decimal(1_000_000_000)
@@ -270,9 +273,39 @@ def _text(entry: CatalogEntry, kind: str) -> str:
     return written if written else format_price(entry.prices[kind])
 
 
+def utc_text(when: datetime) -> str:
+    """A price set's start as written back and shown: ISO 8601 in UTC with ``Z``."""
+    text = when.astimezone(timezone.utc).replace(tzinfo=None).isoformat()
+    return text + "Z"
+
+
 def lint_entry(entry: CatalogEntry) -> list[str]:
-    """Warnings about an entry that is valid but probably not what was meant."""
-    ref = entry.ref
+    """Warnings about an entry that is valid but probably not what was meant: each price set's prices, the
+    order of its dated sets, and its limits."""
+    warnings = _lint_prices(entry, entry.ref)
+    for s in entry.price_sets:
+        dated = replace(entry, prices=s.prices, price_text=s.price_text, price_sets=())
+        warnings += _lint_prices(dated, f"{entry.ref} (prices from {utc_text(s.valid_from)})")
+    starts = [s.valid_from for s in entry.price_sets]
+    if starts != sorted(starts):
+        warnings.append(
+            f"{entry.ref}: its price sets are not written in time order ({', '.join(utc_text(t) for t in starts)}); "
+            f"each applies from its valid_from until the next later one, whatever the order"
+        )
+    for start in sorted({t for t in starts if starts.count(t) > 1}):
+        warnings.append(
+            f"{entry.ref}: several price sets start at {utc_text(start)}; only the last written applies, "
+            f"remove the others"
+        )
+    if entry.max_output is not None and entry.context_size is not None and entry.max_output > entry.context_size:
+        warnings.append(
+            f"{entry.ref}: max_output {entry.max_output} is above context_size {entry.context_size}; "
+            f"no request can use the whole output budget"
+        )
+    return warnings
+
+
+def _lint_prices(entry: CatalogEntry, ref: str) -> list[str]:
     prices = entry.prices
     warnings: list[str] = []
     for kind in TOKEN_PRICE_KINDS:
@@ -301,9 +334,4 @@ def lint_entry(entry: CatalogEntry) -> list[str]:
         )
     if "input" in prices and "output" not in prices:
         warnings.append(f"{ref}: output price is not set although input is; output tokens will not be charged")
-    if entry.max_output is not None and entry.context_size is not None and entry.max_output > entry.context_size:
-        warnings.append(
-            f"{ref}: max_output {entry.max_output} is above context_size {entry.context_size}; "
-            f"no request can use the whole output budget"
-        )
     return warnings

@@ -7,7 +7,9 @@ CLI and the proxy hand that snapshot to pure functions.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from bisect import bisect_right
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal
 from functools import cached_property
 from types import MappingProxyType
@@ -129,12 +131,30 @@ class Source:
 
 
 @dataclass(frozen=True)
+class PriceSet:
+    """Prices in force from ``valid_from`` (UTC) until the next set's: a price change written ahead of time,
+    or a late correction, so each request is priced at what was in force when it was made."""
+
+    valid_from: datetime  # timezone-aware
+    prices: Mapping[str, Decimal] = field(default_factory=_empty)
+    price_text: Mapping[str, str] = field(default_factory=_empty)
+
+    @property
+    def timestamp(self) -> float:
+        return self.valid_from.timestamp()
+
+
+@dataclass(frozen=True)
 class CatalogEntry:
     """Prices, limits and capabilities for one ``SOURCE/MODEL_ID``.
 
     Prices are exact Decimals (USD per unit, see :data:`PRICE_KINDS`);
     ``price_text`` keeps what the user wrote so it can be shown unchanged.
     A capability missing from ``capabilities`` is unset (never rejects).
+    ``prices`` is the undated set: in force before the earliest of
+    ``price_sets`` (kept in the order written; of two with the same start the
+    later written wins), always when there are none; :meth:`at` picks the set
+    in force at a time.
     """
 
     source: str
@@ -146,10 +166,40 @@ class CatalogEntry:
     price_text: Mapping[str, str] = field(default_factory=_empty)
     capabilities: Mapping[str, bool] = field(default_factory=_empty)
     supported_params: tuple[str, ...] | None = None
+    price_sets: tuple[PriceSet, ...] = ()
 
     @property
     def ref(self) -> str:
         return f"{self.source}/{self.model_id}"
+
+    def at(self, when: float) -> CatalogEntry:
+        """The entry with the prices in force at ``when`` (a Unix time) as its ``prices``: itself before the
+        first dated set (or without any), else one entry object per set, made once, so callers that remember
+        a price plan per entry object keep doing so."""
+        if not self.price_sets:
+            return self
+        i = bisect_right(self._starts, when) - 1
+        return self if i < 0 else self._dated[i]
+
+    def set_at(self, when: float) -> PriceSet | None:
+        """The dated set in force at ``when``; None while the undated prices are."""
+        if not self.price_sets:
+            return None
+        i = bisect_right(self._starts, when) - 1
+        return None if i < 0 else self.schedule[i]
+
+    @cached_property
+    def schedule(self) -> tuple[PriceSet, ...]:
+        """The dated sets in time order (stable: of two with the same start, the later written comes last)."""
+        return tuple(sorted(self.price_sets, key=lambda s: s.timestamp))
+
+    @cached_property
+    def _starts(self) -> tuple[float, ...]:
+        return tuple(s.timestamp for s in self.schedule)
+
+    @cached_property
+    def _dated(self) -> tuple[CatalogEntry, ...]:
+        return tuple(replace(self, prices=s.prices, price_text=s.price_text, price_sets=()) for s in self.schedule)
 
     def __reduce__(self) -> tuple[Callable[..., CatalogEntry], tuple[Any, ...]]:
         """Picklable (the read-only mappings are not): the proxy ships entries to its log writer process."""
@@ -165,6 +215,7 @@ class CatalogEntry:
                 dict(self.price_text),
                 dict(self.capabilities),
                 self.supported_params,
+                tuple((s.valid_from, dict(s.prices), dict(s.price_text)) for s in self.price_sets),
             ),
         )
 
@@ -179,6 +230,7 @@ def _catalog_entry(
     price_text: Mapping[str, str],
     capabilities: Mapping[str, bool],
     supported_params: tuple[str, ...] | None,
+    price_sets: tuple[tuple[datetime, dict[str, Decimal], dict[str, str]], ...] = (),
 ) -> CatalogEntry:
     return CatalogEntry(
         source,
@@ -190,6 +242,7 @@ def _catalog_entry(
         MappingProxyType(price_text),
         MappingProxyType(capabilities),
         supported_params,
+        tuple(PriceSet(at, MappingProxyType(p), MappingProxyType(t)) for at, p, t in price_sets),
     )
 
 

@@ -167,6 +167,7 @@ def decide(
     body: Mapping[str, Any] | None,
     estimate: bool = True,
     body_bytes: int | None = None,
+    at: float | None = None,
 ) -> Decision:
     """Decide what happens to one request. Pure: no I/O, no environment.
 
@@ -175,10 +176,12 @@ def decide(
     estimate is still made whenever a check needs it, so the outcome is the
     same either way. ``body_bytes`` (the JSON
     text's size) lets the context check pass without an estimate when the
-    size alone proves the prompt fits.
+    size alone proves the prompt fits. ``at`` (a Unix time) prices the
+    estimate at the catalog's prices in force then (its dated price sets);
+    None: the undated prices.
     """
     return _decide(
-        snapshot, agent, path, body, features(path, body, estimate_tokens=False, body_bytes=body_bytes), estimate
+        snapshot, agent, path, body, features(path, body, estimate_tokens=False, body_bytes=body_bytes), estimate, at
     )
 
 
@@ -189,6 +192,7 @@ def _decide(
     body: Mapping[str, Any] | None,
     feats: RequestFeatures,
     estimate: bool,
+    at: float | None = None,
 ) -> Decision:
     agent = agent.strip() if agent else None
     model = feats.model
@@ -217,7 +221,7 @@ def _decide(
     target = _target(snapshot, agent, model, base, matched_prefix)
     if isinstance(target, Decision):
         return target
-    ask = _Ask(snapshot, path, body, feats, estimate)
+    ask = _Ask(snapshot, path, body, feats, estimate, at)
     route = target[0]
     if route is not None and (route.balance or route.fallbacks):
         return _planned(ask, base, matched_prefix, target)
@@ -279,6 +283,7 @@ class _Ask:
     body: Mapping[str, Any] | None
     feats: RequestFeatures
     estimate: bool
+    at: float | None = None  # the time the estimate is priced at (None: the undated prices)
 
 
 def _target(
@@ -385,7 +390,9 @@ def _routed(ask: _Ask, base: dict[str, Any], matched_prefix: str, target: _Targe
         "static_headers": source.headers,
         "catalog_ref": ref,
         "entry": entry,
-        "estimate": _estimate(entry, feats, ref) if estimate else None,
+        "estimate": _estimate(entry if ask.at is None or entry is None else entry.at(ask.at), feats, ref)
+        if estimate
+        else None,
         "connect_timeout": source.connect_timeout,
         "read_timeout": source.read_timeout,
         "translate": translate,

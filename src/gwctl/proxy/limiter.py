@@ -126,21 +126,22 @@ class Limiter:
         assert d is not None
         feats = d.features
         output = feats.output_budget if feats else None
+        entry = _in_force(d.entry)
         if estimate:
             if feats is not None and feats.prompt_tokens_estimate is not None:
                 prompt = feats.prompt_tokens_estimate
             else:
                 prompt = estimate_prompt_tokens(feats.api if feats else "other", flow.body)
-            return lim.reservation(d.entry, prompt, output)
+            return lim.reservation(entry, prompt, output)
         # the ceiling's reservations repeat (one per entry, body size and output budget): made once each
         ceiling = feats.prompt_tokens_ceiling if feats is not None else None
         prompt = ceiling if ceiling is not None else prompt_tokens_ceiling(len(flow.request.body or b""))
-        memo = (id(d.entry), prompt, output)
+        memo = (id(entry), prompt, output)
         found = self._reservations.get(memo)
-        if found is None or found[0] is not d.entry:
+        if found is None or found[0] is not entry:
             if len(self._reservations) > 4096:
                 self._reservations.clear()
-            found = self._reservations[memo] = (d.entry, lim.reservation(d.entry, prompt, output))
+            found = self._reservations[memo] = (entry, lim.reservation(entry, prompt, output))
         return found[1]
 
     async def readmit(self, flow: Flow, admitted: Decision) -> lim.Refusal | None:
@@ -179,6 +180,8 @@ class Limiter:
     def _cost(self, entry: CatalogEntry | None, counts: tuple[int, ...]) -> Decimal | None:
         if entry is None:
             return None
+        if entry.price_sets:
+            entry = entry.at(time.time())
         cached = self._plans.get(id(entry))
         if cached is None or cached[0] is not entry:
             try:
@@ -188,3 +191,8 @@ class Limiter:
             cached = self._plans[id(entry)] = (entry, plan)
         plan = cached[1]
         return None if plan is None else plan.total(counts)
+
+
+def _in_force(entry: CatalogEntry | None) -> CatalogEntry | None:
+    """``entry`` with the prices in force now (its dated price sets, when it has any)."""
+    return entry.at(time.time()) if entry is not None and entry.price_sets else entry

@@ -119,9 +119,9 @@ def put_entry(
     if ref not in catalog:
         catalog[ref] = _new_table()
     table = catalog[ref]
-    subs = {k: table.pop(k) for k in ("prices", "capabilities") if k in table}
+    subs = {k: table.pop(k) for k in ("prices", "capabilities", "price_sets") if k in table}
     _apply(table, fields)
-    for key in ("prices", "capabilities"):
+    for key in ("prices", "capabilities", "price_sets"):
         if key in subs:
             table.add(key, subs[key])
     if prices:
@@ -134,6 +134,29 @@ def put_entry(
             del table["capabilities"]
 
 
+def put_price_set(doc: TOMLDocument, ref: str, valid_from: str, prices: Mapping[str, str], same: int | None) -> None:
+    """Write the dated price set starting at ``valid_from`` (ISO text with ``Z``) with exactly ``prices``:
+    the set at index ``same`` of the entry's ``price_sets`` is updated in place (its comments kept), else a
+    new one is appended. The entry must exist."""
+    table = _super(doc, "catalog")[ref]
+    if "price_sets" not in table:
+        table.add("price_sets", tomlkit.aot())
+    sets: AoT = table["price_sets"]
+    if same is None:
+        item = tomlkit.table()
+        if len(sets):
+            item.trivia.indent = "\n"  # a blank line between the sets, as between other sections
+        item.add("valid_from", tomlkit.datetime(valid_from))
+        sets.append(item)
+        item = sets[-1]
+    else:
+        item = sets[same]
+    for kind in [k for k in item if k != "valid_from" and k not in prices]:
+        del item[kind]
+    for kind, text in prices.items():
+        item[kind] = text
+
+
 def replace_entry(doc: TOMLDocument, ref: str, data: Mapping[str, Any]) -> None:
     """Write an entry from plain data (import), keeping an existing table's comments where keys survive."""
     catalog = _super(doc, "catalog")
@@ -141,7 +164,7 @@ def replace_entry(doc: TOMLDocument, ref: str, data: Mapping[str, Any]) -> None:
         table = catalog[ref]
         for key in [k for k in table if k not in data]:
             del table[key]
-    scalars = {k: v for k, v in data.items() if k not in ("prices", "capabilities")}
+    scalars = {k: v for k, v in data.items() if k not in ("prices", "capabilities", "price_sets")}
     if "supported_params" in scalars and scalars["supported_params"] is not None:
         scalars["supported_params"] = list(scalars["supported_params"])
     put_entry(doc, ref, scalars)
@@ -156,6 +179,10 @@ def replace_entry(doc: TOMLDocument, ref: str, data: Mapping[str, Any]) -> None:
                 del table[key]
         if wanted:
             _apply(_child(table, key), wanted)
+    if "price_sets" in table:
+        del table["price_sets"]
+    for item in data.get("price_sets") or ():
+        put_price_set(doc, ref, str(item["valid_from"]), {k: v for k, v in item.items() if k != "valid_from"}, None)
 
 
 def remove_entry(doc: TOMLDocument, ref: str) -> None:

@@ -22,6 +22,8 @@ Layout (documented in the README)::
                     supported_params = [..]
     [catalog."SOURCE/MODEL_ID".prices]        KIND = "3e-6"
     [catalog."SOURCE/MODEL_ID".capabilities]  NAME = true|false
+    [[catalog."SOURCE/MODEL_ID".price_sets]]  valid_from = 2026-12-01T00:00:00Z, KIND = "3e-6", ..
+                    (prices in force from that time; the undated prices before the first)
     [[routes]]      agent, model_name, provider, model, base_url, passthrough,
                     weight, balance = [{target = "S/M", weight = 2}, ..],
                     fallback = ["S/M", ..]
@@ -31,6 +33,7 @@ Layout (documented in the README)::
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Mapping, TypeVar, overload
@@ -43,6 +46,7 @@ from gwctl.core.config import (
     FailoverPolicy,
     GatewayKey,
     Limit,
+    PriceSet,
     Route,
     Secret,
     Settings,
@@ -72,7 +76,7 @@ SOURCE_KEYS = {
     "failover",
     "api",
 }
-ENTRY_KEYS = {"display_name", "context_size", "max_output", "prices", "capabilities", "supported_params"}
+ENTRY_KEYS = {"display_name", "context_size", "max_output", "prices", "capabilities", "supported_params", "price_sets"}
 ROUTE_KEYS = {"agent", "model_name", "provider", "model", "base_url", "passthrough", "weight", "balance", "fallback"}
 BALANCE_KEYS = {"target", "weight"}
 SETTINGS_KEYS = {"auto_enable_models", "default_model", "fallback_source", "failover"}
@@ -296,15 +300,7 @@ def parse_entry(ref: str, table: Any) -> CatalogEntry:
         source, model_id = split_ref(ref)
     except ValueError as exc:
         raise SchemaError(f"catalog key {exc}", path) from None
-    prices: dict[str, Decimal] = {}
-    texts: dict[str, str] = {}
-    for kind, value in _table(table.get("prices", {}), path + ("prices",)).items():
-        if kind not in PRICE_KINDS:
-            raise SchemaError(
-                f"{_dotted(path + ('prices', kind))} is not a price kind (valid: {', '.join(PRICE_KINDS)})",
-                path + ("prices", kind),
-            )
-        prices[kind], texts[kind] = _price_value(value, kind, path + ("prices", kind))
+    prices, texts = _prices(_table(table.get("prices", {}), path + ("prices",)), path + ("prices",), ())
     caps: dict[str, bool] = {}
     for name, value in _table(table.get("capabilities", {}), path + ("capabilities",)).items():
         if name not in CAPABILITIES:
@@ -329,7 +325,59 @@ def parse_entry(ref: str, table: Any) -> CatalogEntry:
         price_text=MappingProxyType(texts),
         capabilities=MappingProxyType(caps),
         supported_params=params,
+        price_sets=_price_sets(table.get("price_sets"), path + ("price_sets",)),
     )
+
+
+def _prices(
+    table: Mapping[str, Any], path: KeyPath, skip: tuple[str, ...]
+) -> tuple[dict[str, Decimal], dict[str, str]]:
+    """A table of prices by kind (keys in ``skip`` are not prices), as Decimals and as written."""
+    prices: dict[str, Decimal] = {}
+    texts: dict[str, str] = {}
+    for kind, value in table.items():
+        if kind in skip:
+            continue
+        if kind not in PRICE_KINDS:
+            raise SchemaError(
+                f"{_dotted(path + (kind,))} is not a price kind (valid: {', '.join(PRICE_KINDS)})", path + (kind,)
+            )
+        prices[kind], texts[kind] = _price_value(value, kind, path + (kind,))
+    return prices, texts
+
+
+def valid_from(value: Any, path: KeyPath) -> datetime:
+    """A price set's start: a TOML datetime or an ISO 8601 text with a UTC offset (``Z``), as UTC."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise SchemaError(
+                f"{_dotted(path)} must be a time like 2026-12-01T00:00:00Z, got {value!r}", path
+            ) from None
+    if not isinstance(value, datetime):
+        raise SchemaError(f"{_dotted(path)} must be a time like 2026-12-01T00:00:00Z, got {_got(value, path)}", path)
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise SchemaError(f"{_dotted(path)} needs a UTC offset (write it as {value.isoformat()}Z)", path)
+    return value.astimezone(timezone.utc)
+
+
+def _price_sets(raw: Any, path: KeyPath) -> tuple[PriceSet, ...]:
+    """``[[catalog."REF".price_sets]]``: each a ``valid_from`` and its prices, in the order written (the
+    entry orders them by time; the price linter warns about sets out of order or with the same start)."""
+    if raw is None:
+        return ()
+    items = _expect(raw, list, path, 'an array of tables ([[catalog."SOURCE/MODEL_ID".price_sets]])')
+    sets = []
+    for i, item in enumerate(items):
+        here = path + (i,)
+        table = _table(item, here)
+        if "valid_from" not in table:
+            raise SchemaError(f"{_dotted(here)} needs a valid_from time (like 2026-12-01T00:00:00Z)", here)
+        prices, texts = _prices(table, here, ("valid_from",))
+        start = valid_from(table["valid_from"], here + ("valid_from",))
+        sets.append(PriceSet(start, MappingProxyType(prices), MappingProxyType(texts)))
+    return tuple(sets)
 
 
 def _opt_number(table: Mapping[str, Any], key: str, path: KeyPath, zero_ok: bool) -> float | None:
