@@ -131,8 +131,8 @@ def test_the_writer_runs_at_a_lower_priority_than_the_proxy(tmp_path):
 
 def test_a_row_is_priced_at_the_entry_it_carries():
     cheap = CatalogEntry("src", "m1", prices=MP({"input": Decimal("1e-9")}))
-    t, *_rest, cost, _rule, _stream, _error, _attempts = neutral_row(row(1, usage=Usage(input_tokens=7), entry=cheap))
-    assert cost == Decimal("7E-9") and t.tzinfo is not None
+    priced = neutral_row(row(1, usage=Usage(input_tokens=7), entry=cheap))
+    assert priced.cost == Decimal("7E-9") and priced.time.tzinfo is not None
 
 
 def test_the_recorder_hands_over_the_attempts_in_the_wire_row():
@@ -141,6 +141,7 @@ def test_the_recorder_hands_over_the_attempts_in_the_wire_row():
     from types import SimpleNamespace
 
     from gwctl.core.config import Snapshot
+    from gwctl.core.request import features, request_shape
     from gwctl.proxy.flow import Flow
     from gwctl.proxy.http import Request
     from gwctl.proxy.recorder import Recorder
@@ -157,6 +158,7 @@ def test_the_recorder_hands_over_the_attempts_in_the_wire_row():
         forwarded=True,
         entry=None,
         catalog_ref=None,
+        features=features("/v1/chat/completions", {"model": "m", "tools": [{"type": "function"}], "messages": []}),
     )
     tried = [("a/x", 503, 12.3, "upstream answered 503"), ("b/y", 200, 40.0, None)]
     for attempts in (tried, tried[1:], None):
@@ -167,8 +169,13 @@ def test_the_recorder_hands_over_the_attempts_in_the_wire_row():
     recorder.rejected("rid2", None, req, time.perf_counter(), 401, "invalid_api_key", "no key")
     assert all(type(r) is tuple and len(r) == len(LogEntry._fields) for r in rows)
     assert [LogEntry(*r).attempts for r in rows] == [tried, None, None, None]
-    assert rows[0][-1] is tried  # passed through as it is: nothing encoded on the proxy's core
+    assert rows[0][LogEntry._fields.index("attempts")] is tried  # passed through: nothing encoded on the proxy's core
     assert neutral_row(LogEntry(*rows[0])).attempts is tried
+    # the request's shape: one tuple object for the three rows of one shape (pickled once a batch), none for
+    # the request refused before its decision; the writer encodes it
+    shapes = [LogEntry(*r).shape for r in rows]
+    assert shapes[0] == request_shape(decision.features) and shapes[0] is shapes[1] is shapes[2] and shapes[3] is None
+    assert '"uses":["tools"]' in (neutral_row(LogEntry(*rows[0])).shape or "")
 
 
 def test_the_access_log_is_printed_by_the_child(tmp_path):

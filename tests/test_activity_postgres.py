@@ -118,7 +118,7 @@ def make_old_log():
                     conn.execute(stmt)
                 conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (m.version,))
             with conn.cursor() as cur:
-                cur.executemany(*contract.old_rows(records, DIALECT, PostgresLog.row))
+                cur.executemany(*contract.old_rows(records, DIALECT, PostgresLog.row, version))
 
     return make
 

@@ -116,18 +116,23 @@ def read_versions():
 
 
 BEFORE_ATTEMPTS = 2
-"""The schema version before the activity table's ``attempts`` column (the last column)."""
+"""The schema version before the activity table's ``attempts`` column."""
+BEFORE_SHAPE = 3
+"""The schema version before the ``shape``, ``original_cost`` and ``repriced_at`` columns (the last ones)."""
+_FIRST_NEW_COLUMN = {BEFORE_ATTEMPTS: "attempts", BEFORE_SHAPE: "shape"}
 
 
-def old_rows(records, dialect, row) -> tuple[str, list[tuple]]:
-    """The insert of ``records`` into a log of version BEFORE_ATTEMPTS: the backend's ``row()`` without the
-    attempts column."""
+def old_rows(records, dialect, row, version: int = BEFORE_ATTEMPTS) -> tuple[str, list[tuple]]:
+    """The insert of ``records`` into a log of schema ``version``: the backend's ``row()`` without the columns
+    later versions added (the records leave them empty)."""
     from gwctl.activity import query as q
 
-    assert q.COLUMNS[-1] == "attempts" and all(r.attempts is None for r in records)
-    cols = q.COLUMNS[:-1]
+    cut = q.COLUMNS.index(_FIRST_NEW_COLUMN[version])
+    later = q.COLUMNS[cut:]
+    assert all(getattr(r, c) is None for r in records for c in later)
+    cols = q.COLUMNS[:cut]
     sql = f"INSERT INTO activity ({', '.join(cols)}) VALUES ({', '.join([dialect.placeholder] * len(cols))})"
-    return sql, [row(q.record_fields(r))[:-1] for r in records]
+    return sql, [row(q.record_fields(r))[:cut] for r in records]
 
 
 @pytest.fixture
@@ -145,7 +150,7 @@ def make_old_log():
                 for stmt in m.sqlite:
                     conn.execute(stmt)
                 conn.execute("INSERT INTO schema_migrations (version, applied_at) VALUES (?, 'then')", (m.version,))
-            conn.executemany(*old_rows(records, DIALECT, SqliteLog.row))
+            conn.executemany(*old_rows(records, DIALECT, SqliteLog.row, version))
 
     return make
 
@@ -574,7 +579,7 @@ def test_contract_concurrent_opens_processes(new_dsn, read_versions):
     assert read_versions(dsn) == [m.version for m in MIGRATIONS]
 
 
-def wire_row(i: int, entry=None, counts=None, attempts=None) -> tuple:
+def wire_row(i: int, entry=None, counts=None, attempts=None, shape=None) -> tuple:
     """What the proxy submits to its writer process for one request (a gwctl.activity.entry.LogEntry)."""
     from gwctl.activity.entry import LogEntry
     from gwctl.core.pricing import Usage
@@ -599,6 +604,7 @@ def wire_row(i: int, entry=None, counts=None, attempts=None) -> tuple:
         None,
         False,
         attempts,
+        shape,
     )
 
 
@@ -1186,3 +1192,42 @@ def test_summary_cost_of_an_all_unbilled_group_is_unknown_not_zero(new_dsn):
     assert costs == {"paid": "0.000015", "free": None, "refused": "0"}
     table = run_cli("activity", "summary", "--by", "source", "--activity", dsn).out
     assert next(line for line in table.splitlines() if line.startswith("free")).split("\t")[4] == "unbilled"
+
+
+def test_contract_writer_process_keeps_the_request_shape(dsn):
+    """The wire row carries the decided request's shape as a tuple; the writer encodes it as the column's
+    JSON, which reads back into the same features (what `activity reprice` replays)."""
+    from gwctl.core.request import features, features_from_shape, request_shape, shape_text
+
+    body = {"model": "m", "stream": True, "max_tokens": 7, "response_format": {"type": "json_object"}, "messages": []}
+    feats = features("/v1/chat/completions", body)
+    ok, _writer = _run_writer(dsn, [wire_row(1, shape=request_shape(feats)), wire_row(2)])
+    assert ok
+    with open_log(dsn) as log:
+        got = {r.request_id: r for r in log.list()}
+    assert got["w1"].shape == shape_text(request_shape(feats)) and got["w2"].shape is None
+    again = features_from_shape(got["w1"].shape, "m", 12)
+    assert again.uses_json_output and again.output_budget == 7 and again.stream and again.params == feats.params
+    assert again.prompt_tokens_estimate == 12
+
+
+def test_contract_repriced_rows_keep_their_first_cost(dsn):
+    repriced = rec(
+        request_id="r", cost=Decimal("0.5"), original_cost=Decimal("0.25"), repriced_at=T0 + timedelta(days=1)
+    )
+    with open_log(dsn) as log:
+        log.write_many([repriced, rec(request_id="plain")])
+        got = {r.request_id: r for r in log.list()}
+    assert got["r"] == repriced and got["r"].original_cost == Decimal("0.25")
+    assert got["plain"].original_cost is None and got["plain"].repriced_at is None
+
+
+def test_contract_old_log_gains_empty_shape_columns(dsn, make_old_log, read_versions):
+    old = [rec(request_id="old-1", attempts=ATTEMPTS)]
+    make_old_log(dsn, BEFORE_SHAPE, old)
+    with open_log(dsn) as log:
+        log.write_many([rec(request_id="new", shape='{"api":"chat"}')])
+        got = {r.request_id: r for r in log.list()}
+    assert read_versions(dsn) == [m.version for m in MIGRATIONS]
+    assert got["old-1"] == old[0] and got["old-1"].shape is None and got["old-1"].original_cost is None
+    assert got["new"].shape == '{"api":"chat"}'

@@ -58,6 +58,7 @@ from gwctl.activity.entry import LogEntry, LogRow
 from gwctl.activity.record import USAGE_KINDS
 from gwctl.core.catalog_values import format_usd
 from gwctl.core.pricing import USAGE_FIELDS, price_plan
+from gwctl.core.request import shape_text
 from gwctl.core.text import printable
 
 log = logging.getLogger("gwctl.activity")
@@ -309,6 +310,19 @@ plain tuple in LogEntry's field order (gwctl.proxy.recorder): a NamedTuple pickl
 core a second allocation per request."""
 
 
+_SHAPES: dict[tuple, str] = {}
+
+
+def _shape_text(shape: tuple) -> str:
+    """A request shape's column text, encoded once per distinct shape."""
+    text = _SHAPES.get(shape)
+    if text is None:
+        if len(_SHAPES) >= 4096:
+            _SHAPES.clear()
+        text = _SHAPES[shape] = shape_text(shape)
+    return text
+
+
 def neutral_row(row: LogEntry, plans: dict | None = None) -> LogRow:
     """A submitted row as the backends' neutral row, priced here, exactly.
 
@@ -346,6 +360,7 @@ def neutral_row(row: LogEntry, plans: dict | None = None) -> LogRow:
         stream=row.stream,
         error=row.error,
         attempts=row.attempts,  # JSON-encoded by the backend's row(), here in the writer process
+        shape=None if row.shape is None else _shape_text(row.shape),
     )
 
 

@@ -43,6 +43,7 @@ class LogEntry(NamedTuple):
     error: str | None  # a short message for rejections and failures
     stream: bool
     attempts: list | None  # a failover plan's attempts, as gwctl.proxy.flow.Flow.attempts; None without a plan
+    shape: tuple | None = None  # gwctl.core.request.request_shape of a decided request (encoded by the writer)
 
 
 class LogRow(NamedTuple):
@@ -66,3 +67,6 @@ class LogRow(NamedTuple):
     stream: bool
     error: str | None
     attempts: Sequence[tuple] | None  # (target, status, latency_ms, error) each; None: no plan
+    shape: str | None = None  # gwctl.core.request.shape_text; None: not kept (older rows, undecided requests)
+    original_cost: Decimal | None = None  # the first cost of a row `activity reprice --apply` rewrote
+    repriced_at: datetime | None = None  # when it was rewritten

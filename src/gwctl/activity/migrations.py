@@ -128,6 +128,9 @@ CREATE TABLE limit_leases (
 
 # Version 3: a failover request's attempts (gwctl.activity.record.Attempt), as JSON text on both backends
 # (not jsonb: the text is stored and read back as it is, the same on both), NULL for a request without a plan.
+# Version 4: the decided request's shape (gwctl.core.request.shape_text: what a later catalog's checks read, so
+# `activity reprice` can replay it; NULL for rows written before, or refused before the decision), and for a row
+# whose cost `activity reprice --apply` rewrote, the cost it had first and when it was rewritten.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -141,6 +144,20 @@ MIGRATIONS: tuple[Migration, ...] = (
         "activity attempts (failover)",
         sqlite=("ALTER TABLE activity ADD COLUMN attempts TEXT",),
         postgres=("ALTER TABLE activity ADD COLUMN attempts TEXT",),
+    ),
+    Migration(
+        4,
+        "activity request shape and repricing",
+        sqlite=(
+            "ALTER TABLE activity ADD COLUMN shape TEXT",
+            "ALTER TABLE activity ADD COLUMN original_cost TEXT",
+            "ALTER TABLE activity ADD COLUMN repriced_at TEXT",
+        ),
+        postgres=(
+            "ALTER TABLE activity ADD COLUMN shape TEXT",
+            "ALTER TABLE activity ADD COLUMN original_cost NUMERIC",
+            "ALTER TABLE activity ADD COLUMN repriced_at TIMESTAMPTZ",
+        ),
     ),
 )
 

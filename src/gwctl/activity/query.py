@@ -47,6 +47,9 @@ COLUMNS: tuple[str, ...] = (
     "stream",
     "error",
     "attempts",
+    "shape",
+    "original_cost",
+    "repriced_at",
 )
 """Columns written and read, in this order (``id`` is the table's own key)."""
 
@@ -230,7 +233,9 @@ def order_summary(rows: Iterable[SummaryRow], by: str) -> list[SummaryRow]:
     return sorted(rows, key=lambda r: (r.cost.copy_negate(), -r.requests, r.key is None, r.key or ""))
 
 
-def insert_values(r: LogRow, time_value: Any, cost_value: Any, stream_value: Any) -> tuple:
+def insert_values(
+    r: LogRow, time_value: Any, cost_value: Any, stream_value: Any, to_db: Callable[[Any], Any] = lambda v: v
+) -> tuple:
     """The parameters of :func:`insert_sql` in COLUMNS order for a neutral row, its text cleaned; the time,
     cost and stream as the backend stores them; the attempts as JSON text (encoded here, in the writer
     process, never on the proxy's core)."""
@@ -253,6 +258,9 @@ def insert_values(r: LogRow, time_value: Any, cost_value: Any, stream_value: Any
         stream_value,
         clean_text(r.error),
         None if attempts is None else attempts_text(attempts, clean_text),
+        r.shape,
+        None if r.original_cost is None else to_db(r.original_cost),
+        None if r.repriced_at is None else to_db(r.repriced_at),
     )
 
 
@@ -276,6 +284,9 @@ def record_fields(r: ActivityRecord) -> LogRow:
         r.stream,
         r.error,
         r.attempts,
+        r.shape,
+        r.original_cost,
+        r.repriced_at,
     )
 
 
@@ -312,4 +323,7 @@ def record_from_row(
         stream=bool(row[13 + n]),
         error=row[14 + n],
         attempts=attempts_from_text(row[15 + n]),
+        shape=row[16 + n],
+        original_cost=None if row[17 + n] is None else to_cost(row[17 + n]),
+        repriced_at=None if row[18 + n] is None else to_time(row[18 + n]),
     )

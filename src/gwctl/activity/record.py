@@ -104,6 +104,9 @@ class ActivityRecord:
     stream: bool = False
     error: str | None = None  # short message for rejections / upstream errors
     attempts: tuple[Attempt, ...] | None = None  # failover: the targets tried, the answering one last; None: no plan
+    shape: str | None = None  # the decided request's shape (gwctl.core.request.shape_text); None: not kept
+    original_cost: Decimal | None = None  # before `activity reprice --apply` rewrote ``cost`` (None: never was)
+    repriced_at: datetime | None = None  # when it did
 
     def __post_init__(self) -> None:
         t = self.time
@@ -327,6 +330,9 @@ def record_to_json(record: ActivityRecord) -> dict[str, Any]:
         "stream": record.stream,
         "error": record.error,
         "attempts": attempts_to_json(record.attempts),
+        "shape": None if record.shape is None else json.loads(record.shape),
+        "original_cost": None if record.original_cost is None else decimal_text(record.original_cost),
+        "repriced_at": None if record.repriced_at is None else format_utc(record.repriced_at),
     }
 
 

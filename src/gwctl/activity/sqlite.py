@@ -61,6 +61,11 @@ class _DecimalSum:
         return decimal_text(self.total) if self.seen else None
 
 
+def _text(value: Decimal | datetime) -> str:
+    """A repriced row's original cost or time as SQLite keeps them: exact decimal text, fixed-width UTC text."""
+    return format_utc(value) if isinstance(value, datetime) else decimal_text(value)
+
+
 def _create_file(path: Path) -> None:
     """Create the parent dirs (0700) and an empty file (0600) if missing."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -187,7 +192,7 @@ class SqliteLog(SqlReads):
         """Insert parameters for a neutral row: time and cost as text, stream as 0/1."""
         cost = r.cost
         return q.insert_values(
-            r, format_utc(r.time), decimal_text(cost) if cost is not None else None, 1 if r.stream else 0
+            r, format_utc(r.time), decimal_text(cost) if cost is not None else None, 1 if r.stream else 0, _text
         )
 
     def write_rows(self, rows: Sequence[tuple]) -> None:

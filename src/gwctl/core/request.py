@@ -47,7 +47,9 @@ Rules (``api`` comes from the path's tail, query ignored, so
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any, Mapping
 
 from gwctl.core.frozen import builder
@@ -101,6 +103,8 @@ class RequestFeatures:
 
 
 _features = builder(RequestFeatures)
+USES = ("uses_vision", "uses_tools", "uses_reasoning", "uses_json_output", "uses_audio")
+"""The features' flags of what a request uses, in field order."""
 # The top-level keys each detector below reads: a body with none of them does not use the feature,
 # which a set test on the body's keys tells without running the detector (most bodies use few).
 _TOOL_KEYS = frozenset({"tools", "tool_choice", "functions", "function_call"})
@@ -304,3 +308,43 @@ def too_deep(raw: bytes, doc: Any, limit: int = MAX_JSON_DEPTH) -> bool:
         elif isinstance(value, list):
             stack.extend((v, depth + 1) for v in value if isinstance(v, (dict, list)))
     return False
+
+
+# --- the request's shape, as the activity log keeps it -------------------------------------------
+
+_SHAPE_FIELDS = ("api", "stream", "output_budget", "output_param", *USES, "params")
+request_shape = attrgetter(*_SHAPE_FIELDS)
+"""What of a request's features its activity row keeps, as a tuple of plain values: everything the decision
+reads except the model (a column of its own) and the prompt's size (its usage says it better), so a later
+catalog can be replayed against the request (``gwctl activity reprice``)."""
+
+
+def shape_text(shape: tuple[Any, ...]) -> str:
+    """A :data:`request_shape` tuple as the ``shape`` column's JSON text (keys sorted, params sorted)."""
+    doc = dict(zip(_SHAPE_FIELDS, shape))
+    doc["uses"] = [u.removeprefix("uses_") for u in USES if doc.pop(u)]
+    doc["params"] = sorted(doc["params"])
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def features_from_shape(text: str, model: str | None, prompt_tokens: int) -> RequestFeatures:
+    """The features a row's ``shape`` (:func:`shape_text`) says its request had, with its model and its
+    prompt's size (from its usage) as the prompt estimate. Raises ValueError for a shape it cannot read."""
+    try:
+        doc = json.loads(text)
+        uses = set(doc["uses"])
+        return _features(
+            {
+                "api": str(doc["api"]),
+                "model": model,
+                "stream": bool(doc["stream"]),
+                "output_budget": doc["output_budget"],
+                "output_param": doc["output_param"],
+                **{u: u.removeprefix("uses_") in uses for u in USES},
+                "params": frozenset(doc["params"]),
+                "prompt_tokens_estimate": prompt_tokens,
+                "prompt_tokens_ceiling": None,
+            }
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"unreadable request shape {text!r}: {exc}") from None

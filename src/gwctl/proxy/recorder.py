@@ -15,6 +15,7 @@ import time
 from typing import TYPE_CHECKING
 
 from gwctl.core.pricing import Usage
+from gwctl.core.request import RequestFeatures, request_shape
 from gwctl.proxy.flow import Flow, error_reply
 from gwctl.proxy.http import Reply
 
@@ -29,6 +30,7 @@ class Recorder:
 
     def __init__(self, writer=None):
         self.writer = writer
+        self._shapes: dict[tuple, tuple] = {}  # each distinct request shape, as one object
         self.limiter: Limiter | None = (
             None  # gwctl.proxy.limiter.Limiter: settles a request's reservations with its usage
         )
@@ -70,8 +72,20 @@ class Recorder:
                 # answered (the row's source, status and latency say it all) or without a plan; the writer
                 # process encodes them
                 attempts if (attempts := flow.attempts) is not None and len(attempts) > 1 else None,
+                None if (feats := d.features) is None else self._shape(feats),
             )
         )
+
+    def _shape(self, feats: RequestFeatures) -> tuple:
+        """The request's shape for its row, one tuple object per distinct shape: a batch of rows pickles a
+        repeated object once, and the writer process encodes each distinct one once."""
+        shape = request_shape(feats)
+        known = self._shapes.get(shape)
+        if known is None:
+            if len(self._shapes) >= 4096:
+                self._shapes.clear()
+            known = self._shapes[shape] = shape
+        return known
 
     def rejected(
         self,
@@ -109,6 +123,7 @@ class Recorder:
                 code,
                 message,
                 False,
+                None,
                 None,
             )
         )
