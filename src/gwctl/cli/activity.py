@@ -249,3 +249,43 @@ def summary(
             + (f" ({unbilled} unbilled: no catalog entry, cost unknown)" if unbilled else "")
             + "\n"
         )
+
+
+@app.command("report")
+def report(
+    html: Annotated[str, typer.Option("--html", metavar="FILE", help="Write the report to FILE (one HTML page).")],
+    since: SinceOpt = None,
+    activity: ActivityOpt = None,
+) -> None:
+    """Write one self-contained HTML page: spend per day by source, agents, models, rejections, latency.
+
+    The page needs no network (inline SVG, no scripts or fonts to fetch); its
+    totals are `activity summary --json`'s for the same period.
+
+    Example: gwctl activity report --html activity.html --since 30d
+    """
+    from pathlib import Path
+
+    from gwctl.activity import redact_dsn
+    from gwctl.activity.insights import empty, gather
+    from gwctl.activity.report import render
+    from gwctl.render import message
+
+    cutoff = _since(since)
+    log = _open(activity)
+    if log is None:  # nothing recorded yet: the page of an empty log, as `summary` prints no rows
+        insights = empty(cutoff)
+        log_name = redact_dsn(resolve_dsn(activity, current().environ, default_activity_path()))
+    else:
+        try:
+            insights = gather(log, cutoff)
+            log_name = redact_dsn(log.dsn)
+        finally:
+            log.close()
+    page = render(insights, since_text=since, log_name=log_name)
+    target = Path(html)
+    try:
+        target.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {target}: {exc.strerror or exc}")
+    message(f"wrote {target} ({insights.total.requests} requests)")

@@ -7,7 +7,6 @@ and given to rich as plain Text, never as markup.
 
 from __future__ import annotations
 
-from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -108,21 +107,10 @@ def bar(value: Decimal, top: Decimal, width: int) -> str:
 
 def _days(rows: list[SummaryRow]) -> list[tuple[str, SummaryRow | None]]:
     """Every day from the first to the last one with activity, quiet days included (as None)."""
+    from gwctl.activity.insights import calendar
+
     by_day = {r.key: r for r in rows if r.key is not None}
-    if not by_day:
-        return []
-    try:
-        first, last = date.fromisoformat(min(by_day)), date.fromisoformat(max(by_day))
-    except ValueError:
-        return sorted(by_day.items())
-    if (last - first).days > 3660:
-        return sorted(by_day.items())
-    out: list[tuple[str, SummaryRow | None]] = []
-    d = first
-    while d <= last:
-        out.append((d.isoformat(), by_day.get(d.isoformat())))
-        d += timedelta(days=1)
-    return out
+    return [(d, by_day.get(d)) for d in calendar(sorted(by_day))]
 
 
 def print_day_charts(rows: list[SummaryRow]) -> None:
