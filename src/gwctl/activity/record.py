@@ -41,6 +41,16 @@ Each is also a column of the ``activity`` table with the same name.
 """
 _USAGE_KIND_SET = frozenset(USAGE_KINDS)
 
+INPUT_KINDS: tuple[str, ...] = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "audio_input_tokens",
+)
+"""The usage kinds the summaries add up as input tokens."""
+
 ROUTE_KINDS: tuple[str, ...] = ("passthrough", "managed", "rejected", "not_found", "error")
 """How the gateway handled a request."""
 

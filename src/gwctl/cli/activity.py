@@ -8,8 +8,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from gwctl.activity import SUMMARY_BY, open_log, parse_dsn, parse_duration, record_to_json, resolve_dsn, summary_to_json
-from gwctl.activity.record import attempts_line, summary_cost_known
+from gwctl.activity import (
+    SUMMARY_BY,
+    exact_sum,
+    open_log,
+    parse_dsn,
+    parse_duration,
+    record_to_json,
+    resolve_dsn,
+    summary_to_json,
+)
+from gwctl.activity.record import INPUT_KINDS, attempts_line, summary_cost_known
 from gwctl.cli.common import ActivityOpt, JsonOpt, fail
 from gwctl.context import current
 from gwctl.core.text import printable
@@ -137,17 +146,6 @@ def list_cmd(
     print_table(headers, [_list_row(r, with_attempts) for r in rows], empty="no activity yet")
 
 
-INPUT_KINDS = (
-    "input_tokens",
-    "cached_input_tokens",
-    "cache_read_tokens",
-    "cache_write_5m_tokens",
-    "cache_write_1h_tokens",
-    "audio_input_tokens",
-)
-"""The usage kinds `activity summary` adds up as input tokens."""
-
-
 def _summary_json(by: str, since: str | None, rows: list, total: Decimal) -> dict:
     return {
         "by": by,
@@ -184,6 +182,17 @@ def summary(
     source: SourceOpt = None,
     model: ModelOpt = None,
     agent: AgentOpt = None,
+    tree: Annotated[
+        Optional[bool],
+        typer.Option(
+            "--tree/--flat",
+            help="With --by agent: subagents nested under their root agent, with totals (default on a terminal),"
+            " or one row per agent.",
+        ),
+    ] = None,
+    chart: Annotated[
+        bool, typer.Option("--chart", help="With --by day: bar charts of spend and requests per day (on a terminal).")
+    ] = False,
     activity: ActivityOpt = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -196,18 +205,43 @@ def summary(
     """
     if by not in SUMMARY_BY:
         fail(f"--by must be one of {', '.join(SUMMARY_BY)}, not '{by}'")
+    if tree is not None and by != "agent":
+        fail(f"--{'tree' if tree else 'flat'} needs --by agent (it nests subagents under their root agent)")
+    if chart and by != "day":
+        fail("--chart needs --by day (it draws spend and requests per day)")
+    if chart and json_:
+        fail("--chart draws for a person and --json prints the numbers: choose one")
     cutoff = _since(since)
     rows = _read(activity, lambda log: log.summary(by=by, since=cutoff, source=source, model=model, agent=agent))
-    total = sum((r.cost for r in rows), Decimal(0))
-    if json_:
-        print_json(_summary_json(by, since, rows, total))
-        return
-    print_table(
-        [by.upper(), "REQUESTS", "INPUT TOK", "OUTPUT TOK", "COST USD", "BILLED", "UNBILLED", "REJECTED", "ERRORS"],
-        [_summary_row(r) for r in rows],
-        empty="no activity yet",
-    )
+    total = exact_sum(r.cost for r in rows)
     env = current()
+    # the tree is a person's default; a pipe keeps the flat rows a script reads, unless --tree asks for it
+    nested = by == "agent" and (tree if tree is not None else env.stdout_is_tty())
+    if json_:
+        if nested and tree:
+            from gwctl.activity.tree import build_tree, node_to_json
+
+            doc = _summary_json(by, since, rows, total)
+            doc["rows"] = [node_to_json(n) for n in build_tree(rows)]
+            print_json(doc)
+        else:
+            print_json(_summary_json(by, since, rows, total))
+        return
+    if nested and rows:
+        from gwctl.activity.tree import build_tree
+        from gwctl.cli.activity_views import print_agent_tree
+
+        print_agent_tree(build_tree(rows))
+    elif chart and env.stdout_is_tty():
+        from gwctl.cli.activity_views import print_day_charts
+
+        print_day_charts(rows)
+    else:
+        print_table(
+            [by.upper(), "REQUESTS", "INPUT TOK", "OUTPUT TOK", "COST USD", "BILLED", "UNBILLED", "REJECTED", "ERRORS"],
+            [_summary_row(r) for r in rows],
+            empty="no activity yet",
+        )
     if env.stdout_is_terminal() and rows:
         unbilled = sum(r.unbilled for r in rows)
         env.stdout.write(
@@ -215,3 +249,43 @@ def summary(
             + (f" ({unbilled} unbilled: no catalog entry, cost unknown)" if unbilled else "")
             + "\n"
         )
+
+
+@app.command("report")
+def report(
+    html: Annotated[str, typer.Option("--html", metavar="FILE", help="Write the report to FILE (one HTML page).")],
+    since: SinceOpt = None,
+    activity: ActivityOpt = None,
+) -> None:
+    """Write one self-contained HTML page: spend per day by source, agents, models, rejections, latency.
+
+    The page needs no network (inline SVG, no scripts or fonts to fetch); its
+    totals are `activity summary --json`'s for the same period.
+
+    Example: gwctl activity report --html activity.html --since 30d
+    """
+    from pathlib import Path
+
+    from gwctl.activity import redact_dsn
+    from gwctl.activity.insights import empty, gather
+    from gwctl.activity.report import render
+    from gwctl.render import message
+
+    cutoff = _since(since)
+    log = _open(activity)
+    if log is None:  # nothing recorded yet: the page of an empty log, as `summary` prints no rows
+        insights = empty(cutoff)
+        log_name = redact_dsn(resolve_dsn(activity, current().environ, default_activity_path()))
+    else:
+        try:
+            insights = gather(log, cutoff)
+            log_name = redact_dsn(log.dsn)
+        finally:
+            log.close()
+    page = render(insights, since_text=since, log_name=log_name)
+    target = Path(html)
+    try:
+        target.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        fail(f"cannot write {target}: {exc.strerror or exc}")
+    message(f"wrote {target} ({insights.total.requests} requests)")
