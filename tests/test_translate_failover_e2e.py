@@ -28,6 +28,7 @@ import openai
 import pytest
 
 from conftest import run_cli
+from gwctl.core.translate.streams import CUT_SHORT
 from gwctl.testing.thread import StandinConfig, start_standin
 from proxyrun import ProxyProcess, wait_for
 from rawupstream import RawUpstream, Received, Script
@@ -311,9 +312,6 @@ def test_an_openai_upstream_cut_mid_stream_breaks_the_anthropic_clients_stream(r
     assert row["status"] == 502 and "broke the stream" in row["error"] and row["source"] == "oa_raw"
 
 
-@pytest.mark.xfail(
-    strict=True, raises=pytest.fail.Exception, reason="a stream ended early is given a made-up clean end"
-)
 def test_an_openai_upstream_ending_early_is_not_a_clean_end_for_an_anthropic_client(rig):
     """The OpenAI upstream ends its body after "Hel", "lo" (no finish_reason, no [DONE]): the Anthropic
     client must not get a made-up ``end_turn`` and message_stop, as if the answer were whole."""
@@ -327,13 +325,10 @@ def test_an_openai_upstream_ending_early_is_not_a_clean_end_for_an_anthropic_cli
                 kinds.append(event.type)
         text = stream.current_message_snapshot.content[0].text
     _quick(started)
-    assert text == "Hello" and "message_stop" not in kinds
-    assert err.value.body["type"] == "error" and err.value.body["error"]["type"] == "api_error"
+    assert text == "Hello" and "message_stop" not in kinds and "message_delta" not in kinds
+    assert err.value.body == {"type": "error", "error": {"type": "api_error", "message": CUT_SHORT}}
 
 
-@pytest.mark.xfail(
-    strict=True, raises=pytest.fail.Exception, reason="a stream ended early is given a made-up clean end"
-)
 def test_an_anthropic_upstream_ending_early_is_not_a_clean_end_for_an_openai_client(rig):
     """The Anthropic upstream ends its body after "Hel", "lo" (no message_delta, no message_stop): the
     OpenAI client must not get a made-up ``finish_reason: "stop"`` and [DONE]."""
@@ -348,7 +343,8 @@ def test_an_anthropic_upstream_ending_early_is_not_a_clean_end_for_an_openai_cli
     _quick(started)
     assert "".join(c.choices[0].delta.content or "" for c in got if c.choices) == "Hello"
     assert all(c.choices[0].finish_reason is None for c in got if c.choices)
-    assert err.value.body["type"] == "api_error"
+    assert not isinstance(err.value, openai.APIStatusError) and err.value.message == CUT_SHORT
+    assert err.value.body == {"message": CUT_SHORT, "type": "api_error", "code": None, "param": None}
 
 
 @pytest.mark.xfail(
@@ -356,7 +352,8 @@ def test_an_anthropic_upstream_ending_early_is_not_a_clean_end_for_an_openai_cli
     raises=AssertionError,
     reason="the relay records a stream that ended in the upstream's error event as 200 without an error, or as "
     "499 'client disconnected' when the SDK hangs up on the error before the upstream ends its body "
-    "(gwctl.proxy.relay decides the row from exceptions only; translated or not)",
+    "(gwctl.proxy.relay decides the row from exceptions only; translated or not); a stream whose upstream "
+    "ended its body early is recorded as 200 without an error",
 )
 @pytest.mark.parametrize(
     "client,model,script,message",
@@ -364,12 +361,20 @@ def test_an_anthropic_upstream_ending_early_is_not_a_clean_end_for_an_openai_cli
         ("openai", "an_raw/m", "an-error", "Overloaded"),
         ("anthropic", "oa_raw/m", "oa-error", "The server had an error"),
         ("anthropic", "an_raw/m", "an-error", "Overloaded"),
+        ("anthropic", "oa_raw/m", "oa-short", ""),
+        ("openai", "an_raw/m", "an-short", ""),
     ],
-    ids=["translated-anthropic-error", "translated-openai-error", "untranslated-anthropic-error"],
+    ids=[
+        "translated-anthropic-error",
+        "translated-openai-error",
+        "untranslated-anthropic-error",
+        "translated-openai-ended-early",
+        "translated-anthropic-ended-early",
+    ],
 )
-def test_the_activity_row_of_a_stream_that_ended_in_an_error_event_says_so(rig, client, model, script, message):
-    """A stream whose upstream sent an error event instead of its end is the upstream's failure in the
-    activity log: not a 200 without an error, nor the client's disconnection."""
+def test_the_activity_row_of_a_stream_that_failed_mid_way_says_so(rig, client, model, script, message):
+    """A stream whose upstream sent an error event instead of its end (or ended its body before its end) is the
+    upstream's failure in the activity log: not a 200 without an error, nor the client's disconnection."""
     content = [{"role": "user", "content": f"script:{script}"}]
     if client == "openai":
         stream = rig.oa().chat.completions.create(model=model, stream=True, messages=content)
@@ -382,7 +387,8 @@ def test_the_activity_row_of_a_stream_that_ended_in_an_error_event_says_so(rig, 
             with pytest.raises(anthropic.APIStatusError):
                 list(an_stream)
     row = rig.row(rid)
-    assert row["status"] >= 500 and row["error"] and message in row["error"], row
+    assert row["status"] >= 500 and row["error"] and "client disconnected" not in row["error"], row
+    assert message in row["error"]
 
 
 # --- 2. failover across APIs ---------------------------------------------------------------------------------
