@@ -49,6 +49,11 @@ ROUTES = {
     "an-to-both": [("an_bad", "bad-m"), ("both_ok", "good-m")],
     "an-oa-both": [("an_bad", "bad-m"), ("oa_bad", "bad-m"), ("both_ok", "good-m")],
 }
+# a primary that answers 200 and fails mid-stream: never failed over (its script is in the request)
+MIDSTREAM = {
+    "raw-an-to-oa": [("an_raw", "m"), ("oa_ok", "good-m")],
+    "raw-oa-to-an": [("oa_raw", "m"), ("an_ok", "good-m")],
+}
 FAILING = {
     "an-then-oa-fail": [("an_bad", "bad-m"), ("oa_bad", "bad-m")],
     "oa-then-an-fail": [("oa_bad", "bad-m"), ("an_bad", "bad-m")],
@@ -110,8 +115,8 @@ OA_ERROR = {"error": {"message": "The server had an error", "type": "server_erro
 
 
 def scripted(events: list[bytes], end: str) -> Iterator[tuple[bytes, float]]:
-    """Each event its own write after a pause; then ``end``: "clean" (the chunked body's end) or "cut" (the
-    connection closes mid-body)."""
+    """Each event its own write after a pause; then ``end``: "clean" (the chunked body's end), "cut" (the
+    connection closes mid-body) or "open" (nothing more, the connection left open)."""
     yield _chunked(b""), 0.0
     for ev in events:
         yield _piece(ev), PAUSE
@@ -119,6 +124,8 @@ def scripted(events: list[bytes], end: str) -> Iterator[tuple[bytes, float]]:
         yield b"0\r\n\r\n", PAUSE
     elif end == "cut":
         raise ConnectionResetError("cut by the test")  # the raw upstream closes the connection
+    elif end == "open":
+        yield b"", 10.0  # nothing more for longer than the source's read timeout
 
 
 SCRIPTS: dict[str, tuple[list[bytes], str]] = {
@@ -127,6 +134,9 @@ SCRIPTS: dict[str, tuple[list[bytes], str]] = {
     "oa-cut": (oa_text_events(["Hel", "lo"]), "cut"),
     "oa-short": (oa_text_events(["Hel", "lo"]), "clean"),
     "an-short": (an_text_events(["Hel", "lo"]), "clean"),
+    "an-cut": (an_text_events(["Hel", "lo"]), "cut"),
+    "open-an-error": (an_text_events(["Hel", "lo"]) + [an_event(OVERLOADED)], "open"),
+    "open-oa-error": (oa_text_events(["Hel", "lo"]) + [oa_event(OA_ERROR)], "open"),
 }
 
 
@@ -169,7 +179,7 @@ class Rig:
             self.cli("catalog", "set", f"{prefix}_raw/m", *GOOD, "--max-output", "1000")
         self.cli("source", "add", "an_dead", "--base-url", dead, "--auth-value", UP_KEY, "--api", "anthropic")
         self.cli("catalog", "set", "an_dead/x", *DEAR)
-        for agent, targets in (ROUTES | FAILING).items():
+        for agent, targets in (ROUTES | FAILING | MIDSTREAM).items():
             (source, model), rest = targets[0], targets[1:]
             fallbacks = [a for s, m in rest for a in ("--fallback", f"{s}/{m}")]
             self.route(agent, source, model, *fallbacks)
@@ -391,6 +401,87 @@ def test_the_activity_row_of_a_stream_that_failed_mid_way_says_so(rig, client, m
     assert message in row["error"]
 
 
+def test_an_anthropic_upstream_cut_mid_stream_breaks_the_openai_clients_stream(rig):
+    """The Anthropic upstream closes its connection after "Hel", "lo": the OpenAI client's stream breaks
+    (an error, no finish_reason, no [DONE]), and the row is the 502 of a broken stream."""
+    started = time.monotonic()
+    got = []
+    stream = rig.oa().chat.completions.create(
+        model="an_raw/m", stream=True, messages=[{"role": "user", "content": "script:an-cut"}]
+    )
+    rid = stream.response.headers["x-gwctl-request-id"]
+    with pytest.raises((httpx2.HTTPError, openai.APIError)):
+        for chunk in stream:
+            got.append(chunk)
+    _quick(started)
+    assert "".join(c.choices[0].delta.content or "" for c in got if c.choices) == "Hello"
+    assert all(c.choices[0].finish_reason is None for c in got if c.choices)
+    row = rig.row(rid)
+    assert row["status"] == 502 and "broke the stream" in row["error"] and row["source"] == "an_raw"
+
+
+@pytest.mark.parametrize("client", ["openai", "anthropic"])
+def test_an_error_event_reaches_the_client_at_once_though_the_upstream_keeps_its_connection_open(rig, client):
+    """After its error event the upstream sends nothing more and keeps its connection open (the source's
+    read timeout is 3 s): the client has its error as soon as the event came, not after a timeout."""
+    started = time.monotonic()
+    if client == "openai":
+        stream = rig.oa().chat.completions.create(
+            model="an_raw/m", stream=True, messages=[{"role": "user", "content": "script:open-an-error"}]
+        )
+        with pytest.raises(openai.APIError) as oa_err:
+            list(stream)
+        assert oa_err.value.body["type"] == "overloaded_error"
+    else:
+        with rig.an().messages.stream(
+            model="oa_raw/m", max_tokens=64, messages=[{"role": "user", "content": "script:open-oa-error"}]
+        ) as an_stream:
+            with pytest.raises(anthropic.APIStatusError) as an_err:
+                list(an_stream)
+        assert an_err.value.body["error"]["message"] == "The server had an error"
+    _quick(started, 2.0)
+
+
+@pytest.mark.parametrize("agent", list(MIDSTREAM))
+def test_a_primary_failing_mid_stream_across_apis_is_not_failed_over(rig, agent):
+    """The primary (translated) answers 200, sends text, then its error: the client's stream ends in that
+    error in its own API; the fallback is never asked, and the row names the primary alone."""
+    (primary, _m), (fallback, _fm) = MIDSTREAM[agent]
+    headers = {"X-Gwctl-Agent": f"t/{agent}"}
+    marker = f"hi {uuid.uuid4().hex}"
+    started = time.monotonic()
+    if primary == "an_raw":  # an OpenAI client, translated to the Anthropic upstream
+        content = f"script:an-error {marker}"
+        stream = rig.oa().chat.completions.create(
+            model="m", stream=True, messages=[{"role": "user", "content": content}], extra_headers=headers
+        )
+        got_headers = stream.response.headers
+        got = []
+        with pytest.raises(openai.APIError) as oa_err:
+            for chunk in stream:
+                got.append(chunk)
+        assert oa_err.value.body["type"] == "overloaded_error"
+        text = "".join(c.choices[0].delta.content or "" for c in got if c.choices)
+    else:  # an Anthropic client, translated to the OpenAI upstream
+        content = f"script:oa-error {marker}"
+        with rig.an().messages.stream(
+            model="m", max_tokens=64, messages=[{"role": "user", "content": content}], extra_headers=headers
+        ) as an_stream:
+            got_headers = an_stream.response.headers
+            with pytest.raises(anthropic.APIStatusError) as an_err:
+                list(an_stream)
+            text = an_stream.current_message_snapshot.content[0].text
+        assert an_err.value.body["error"]["message"] == "The server had an error"
+    _quick(started)
+    assert text == "Hello" and got_headers["x-gwctl-attempts"] == "1"
+    seen = [r for r in rig.raw.received if marker.encode() in r.body]
+    assert len(seen) == 1
+    assert seen[0].head.startswith(b"POST /v1/messages " if primary == "an_raw" else b"POST /v1/chat/completions ")
+    assert _received(rig.good, marker) == []  # the fallback never asked
+    row = rig.row(got_headers["x-gwctl-request-id"])
+    assert row["source"] == primary and _attempts(row) is None
+
+
 # --- 2. failover across APIs ---------------------------------------------------------------------------------
 
 
@@ -534,3 +625,29 @@ def test_when_every_target_fails_the_last_failure_comes_back_in_the_clients_api(
     row = rig.row(err.response.headers["x-gwctl-request-id"])
     assert row["status"] == 503 and row["cost"] is None
     assert [(a["target"], a["status"]) for a in _attempts(row)] == [(f"{s}/{m}", 503) for s, m in targets]
+
+
+@pytest.mark.parametrize("agent", ["an-to-oa", "oa-to-an", "both-to-an", "an-oa-both"])
+def test_failover_keeps_the_usage_an_openai_client_did_not_ask_for_hidden(rig, agent):
+    """An OpenAI client streams without ``include_usage``; whichever attempt asked its upstream for usage (an
+    untranslated chat attempt adds ``stream_options``, a translated one meters Anthropic's events), the
+    client sees no usage chunk, and the row has the answering upstream's counts."""
+    targets = ROUTES[agent]
+    marker = f"hi {uuid.uuid4().hex}"
+    stream = rig.oa().chat.completions.create(
+        model="m",
+        stream=True,
+        messages=[{"role": "system", "content": SYSTEM}, {"role": "user", "content": marker}],
+        extra_headers={"X-Gwctl-Agent": f"t/{agent}"},
+    )
+    chunks = list(stream)
+    assert stream.response.headers["x-gwctl-attempts"] == str(len(targets))
+    assert chunks and all(c.usage is None and c.choices for c in chunks)  # no usage chunk, not even an empty one
+    assert [c.choices[0].finish_reason for c in chunks][-1] == "stop"
+    failing = [source for source, _model in targets[:-1]]
+    for source, seen in zip(failing, _received(rig.bad, marker), strict=True):
+        _check_shape(seen, source, "chat", True, marker)
+    (answered,) = _received(rig.good, marker)
+    _check_shape(answered, targets[-1][0], "chat", True, marker)
+    row = rig.row(stream.response.headers["x-gwctl-request-id"])
+    assert row["status"] == 200 and row["output_tokens"] == 50 and row["input_tokens"] == 800
