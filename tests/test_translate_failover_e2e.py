@@ -651,3 +651,61 @@ def test_failover_keeps_the_usage_an_openai_client_did_not_ask_for_hidden(rig, a
     _check_shape(answered, targets[-1][0], "chat", True, marker)
     row = rig.row(stream.response.headers["x-gwctl-request-id"])
     assert row["status"] == 200 and row["output_tokens"] == 50 and row["input_tokens"] == 800
+
+
+def _raw_post(rig, path: str, body: dict, agent: str) -> httpx2.Response:
+    headers = {"Authorization": f"Bearer {rig.key}", "x-api-key": rig.key, "X-Gwctl-Agent": f"t/{agent}"}
+    return httpx2.post(rig.proc.url + path, json=body, headers=headers, timeout=20)
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="an untranslatable target of a plan ends it")
+def test_a_target_that_cannot_take_the_request_untranslated_is_passed_over(rig):
+    """``n: 2`` has no Anthropic counterpart: the primary (``--api anthropic``) cannot take it, the fallback
+    (``--api openai``) can, untranslated. The plan passes over the primary, as it does a target whose limit
+    refuses, and lists it among the attempts."""
+    marker = f"hi {uuid.uuid4().hex}"
+    body = {"model": "m", "n": 2, "messages": [{"role": "user", "content": marker}]}
+    r = _raw_post(rig, "/v1/chat/completions", body, "an-to-oa")
+    assert r.status_code == 200 and r.json()["object"] == "chat.completion", r.text
+    assert r.headers["x-gwctl-attempts"] == "2"
+    assert _received(rig.bad, marker) == []  # the primary's upstream never asked
+    (answered,) = _received(rig.good, marker)
+    assert answered.path == "/v1/chat/completions" and answered.body["n"] == 2
+    row = rig.row(r.headers["x-gwctl-request-id"])
+    assert (row["status"], row["source"]) == (200, "oa_ok")
+    attempts = _attempts(row)
+    assert attempts is not None and [(a["target"], a["status"]) for a in attempts] == [
+        ("an_bad/bad-m", 400),
+        ("oa_ok/good-m", 200),
+    ]
+    assert "untranslatable_param" in attempts[0]["error"]
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason="an untranslatable target of a plan ends it")
+@pytest.mark.parametrize("client", ["chat", "messages"])
+def test_an_untranslatable_last_target_is_the_answer_with_every_attempt_counted(rig, client):
+    """The primary answers 503 in the client's API; the fallback would need a translation the request has no
+    counterpart for: the answer is the 400 with the translation rule's id in the client's API, and it carries
+    ``x-gwctl-attempts: 2``; the row lists both attempts."""
+    marker = f"hi {uuid.uuid4().hex}"
+    if client == "chat":
+        agent, path, rule = "oa-to-an", "/v1/chat/completions", "untranslatable_param"
+        body: dict = {"model": "m", "n": 2, "messages": [{"role": "user", "content": marker}]}
+        primary, fallback = "oa_bad/bad-m", "an_ok/good-m"
+    else:
+        agent, path, rule = "an-to-oa", "/v1/messages", "untranslatable_content"
+        content = [{"type": "text", "text": marker}, {"type": "container_upload", "file_id": "f1"}]
+        body = {"model": "m", "max_tokens": 64, "messages": [{"role": "user", "content": content}]}
+        primary, fallback = "an_bad/bad-m", "oa_ok/good-m"
+    r = _raw_post(rig, path, body, agent)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == rule and error["type"] == "invalid_request_error"
+    assert (r.json().get("type") == "error") is (client == "messages")  # the client's API's error shape
+    assert [s.path for s in _received(rig.bad, marker)] == [path]  # the primary was asked, in the client's API
+    assert _received(rig.good, marker) == []
+    assert r.headers.get("x-gwctl-attempts") == "2"
+    row = rig.row(r.headers["x-gwctl-request-id"])
+    assert (row["status"], row["rule"], row["route_kind"]) == (400, rule, "rejected")
+    attempts = _attempts(row)
+    assert attempts is not None and [(a["target"], a["status"]) for a in attempts] == [(primary, 503), (fallback, 400)]
