@@ -10,7 +10,10 @@ memory of each target), and calls :meth:`Forwarder.attempt
 names moves on to the next target while one remains, the attempts are fewer
 than ``max_attempts`` and ``max_seconds`` have not passed; anything else is
 the answer. Nothing moves on once a byte of the answer has reached the client:
-an attempt only reports a failure before it answers.
+an attempt only reports a failure before it answers. A target whose source
+speaks the other API, for a request that API cannot say (a translation rule
+refuses it), is passed over like a target whose limits refuse; on the last
+target that refusal is the answer.
 
 The answering target's decision becomes the request's (``flow.decision``), so
 the row, its cost and the limits' settlement are the answering target's; the
@@ -26,10 +29,12 @@ from gwctl.core.config import FailoverPolicy, Snapshot
 from gwctl.core.decision import Decision, PlanTarget
 from gwctl.core.failover import attempt_order, pick, policy_for, retry_after_seconds, wait_hint
 from gwctl.core.limits import Refusal
+from gwctl.core.translate import TranslationError
 from gwctl.proxy.flow import Flow, InFlight, error_reply
 from gwctl.proxy.forward import ATTEMPTS_HEADER, Failure, Forwarder
 from gwctl.proxy.http import Reply
 from gwctl.proxy.limiter import Limiter
+from gwctl.proxy.translating import translate_request
 
 NO_TARGET = "no_target_available"  # the rule id when every target is cooling down or waiting out a Retry-After
 
@@ -184,6 +189,12 @@ class Failover:
                     if refused is not None:  # this target's limits refuse the request: the next one may take it
                         continue
                     admitted = target.decision
+                if target.decision.translate and (untranslatable := self.untranslatable(flow, target)) is not None:
+                    if not last:  # this target cannot take the request in its API: the next one may
+                        continue
+                    reply = self.forwarder.untranslatable(flow, untranslatable)
+                    reply.headers.append((ATTEMPTS_HEADER, str(len(flow.attempts))))
+                    return reply
                 tpolicy = p.policies[target.ref]
                 if self.health.targets:
                     self.health.trying(target.ref)
@@ -214,6 +225,18 @@ class Failover:
             assert flow.attempts is not None
             flow.attempts.append((target.ref, refusal.status, 0.0, f"refused by {refusal.rule} ({refusal.target})"))
         return refusal
+
+    @staticmethod
+    def untranslatable(flow: Flow, target: PlanTarget) -> TranslationError | None:
+        """Why the request cannot be sent to ``target`` in its source's API (noted as an attempt refused 400
+        with the translation rule's id, as a check's refusal would be), or None. Nothing is sent."""
+        assert flow.body is not None and flow.attempts is not None
+        try:
+            translate_request(target.decision, flow.body, flow.strip_usage)
+        except TranslationError as exc:
+            flow.attempts.append((target.ref, 400, 0.0, f"refused by {exc.rule} ({exc.message})"))
+            return exc
+        return None
 
     def failed(self, flow: Flow, target: PlanTarget, policy: FailoverPolicy, failure: Failure, t0: float) -> None:
         """An attempt failed in a way that moves on: note it, and count it against the target."""
