@@ -160,6 +160,11 @@ def respond(rec: Received) -> Iterator[tuple[bytes, float]] | Script:
 
 
 class Rig:
+    """One store and proxy for the module: sources ``an_*`` (``--api anthropic``), ``oa_*`` (openai) and
+    ``both_*`` on the answering stand-in (``_ok``) and the failing one (``_bad``), ``an_raw`` and ``oa_raw``
+    on the scripted upstream, ``an_dead`` on a port nobody listens on; a route per entry of ROUTES, FAILING
+    and MIDSTREAM, and ``direct`` (both_ok, untranslated, no plan) for the price to expect."""
+
     def __init__(self, root: Path):
         self.good = start_standin(StandinConfig(models=["good-m"], usage=USAGE, api_key=UP_KEY))
         self.bad = start_standin(StandinConfig(models=["bad-m"], fail_status=503))
@@ -170,12 +175,13 @@ class Rig:
         for prefix, api in SOURCE_API.items():
             self.cli("source", "add", f"{prefix}_ok", "--base-url", self.good.url, "--auth-value", UP_KEY, "--api", api)
             self.cli("source", "add", f"{prefix}_bad", "--base-url", self.bad.url, "--auth-value", UP_KEY, "--api", api)
-            self.cli(
-                "source", "add", f"{prefix}_raw", "--base-url", self.raw.url, "--auth-value", UP_KEY,
-                "--api", api, "--read-timeout", "3",
-            )  # fmt: skip
             self.cli("catalog", "set", f"{prefix}_ok/good-m", *GOOD, "--max-output", "1000")
             self.cli("catalog", "set", f"{prefix}_bad/bad-m", *DEAR)
+        for prefix in ("an", "oa"):  # the scripted upstream: one API each way
+            self.cli(
+                "source", "add", f"{prefix}_raw", "--base-url", self.raw.url, "--auth-value", UP_KEY,
+                "--api", SOURCE_API[prefix], "--read-timeout", "3",
+            )  # fmt: skip
             self.cli("catalog", "set", f"{prefix}_raw/m", *GOOD, "--max-output", "1000")
         self.cli("source", "add", "an_dead", "--base-url", dead, "--auth-value", UP_KEY, "--api", "anthropic")
         self.cli("catalog", "set", "an_dead/x", *DEAR)
@@ -506,10 +512,12 @@ def _call(rig, agent: str, client: str, stream: bool, marker: str) -> tuple[dict
                 got_headers = dict(s.response.headers)
             assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
             assert final.stop_reason == "end_turn" and final.usage.output_tokens == 50
+            assert final.usage.input_tokens + (final.usage.cache_read_input_tokens or 0) == 1000
             return got_headers, final.content[0].text
         raw = c.messages.with_raw_response.create(extra_headers=headers, **kw)
         m = raw.parse()
         assert m.type == "message" and m.stop_reason == "end_turn" and m.usage.output_tokens == 50
+        assert m.usage.input_tokens + (m.usage.cache_read_input_tokens or 0) == 1000
         return dict(raw.headers), m.content[0].text
     c = rig.oa()
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": marker}]
@@ -519,11 +527,13 @@ def _call(rig, agent: str, client: str, stream: bool, marker: str) -> tuple[dict
         )
         chunks = list(s)
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 50
+        assert chunks[-1].usage.prompt_tokens == 1000
         assert [ch.choices[0].finish_reason for ch in chunks if ch.choices][-1] == "stop"
         return dict(s.response.headers), "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     raw = c.chat.completions.with_raw_response.create(model="m", messages=messages, extra_headers=headers)
     r = raw.parse()
     assert r.object == "chat.completion" and r.choices[0].finish_reason == "stop" and r.usage.completion_tokens == 50
+    assert r.usage.prompt_tokens == 1000
     return dict(raw.headers), r.choices[0].message.content or ""
 
 
