@@ -7,8 +7,8 @@ import uuid
 
 import psycopg
 import pytest
-import test_activity_report
 
+import test_activity_report
 import test_activity_views
 from test_activity_postgres import with_search_path
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from gwctl.core.translate import DONE, AnthropicToOpenAIStream, OpenAIToAnthropicStream
+from gwctl.core.translate.streams import CUT_SHORT
 
 
 def chunk(delta: dict | None = None, finish: str | None = None, usage: dict | None = None) -> dict:
@@ -145,11 +146,20 @@ def test_openai_reasoning_then_text_opens_a_thinking_block_first():
     assert out[-2][1]["usage"] == {"output_tokens": 0}  # no usage chunk came
 
 
-def test_openai_stream_cut_short_still_ends_the_message_once():
+def test_openai_stream_cut_short_ends_with_an_error_not_a_made_up_end_turn():
     stream = OpenAIToAnthropicStream("m", "msg_1")
     stream.feed(chunk({"content": "partial"}))
-    ending = stream.finish()
+    ending = stream.finish()  # no finish_reason came: the answer is not whole
+    assert ending == [("error", {"type": "error", "error": {"type": "api_error", "message": CUT_SHORT}})]
+    assert stream.finish() == [] and stream.feed(DONE) == []
+
+
+def test_openai_stream_ended_after_its_finish_reason_still_ends_the_message_once():
+    stream = OpenAIToAnthropicStream("m", "msg_1")
+    stream.feed(chunk({"content": "whole"}, "stop"))
+    ending = stream.finish()  # the usage chunk and [DONE] never came, the answer did
     assert [n for n, _ in ending] == ["content_block_stop", "message_delta", "message_stop"]
+    assert ending[1][1]["delta"]["stop_reason"] == "end_turn"
     assert stream.finish() == [] and stream.feed(DONE) == []
 
 
@@ -281,12 +291,20 @@ def test_anthropic_error_event_ends_the_stream_without_done():
     assert stream.finish() == []
 
 
-def test_anthropic_stream_cut_short_still_finishes():
+def test_anthropic_stream_cut_short_ends_with_an_error_not_a_made_up_stop():
     stream = AnthropicToOpenAIStream("m", "c", include_usage=False)
     stream.feed(ANTHROPIC_EVENTS[0])
-    out = stream.finish()
-    assert out[0][1]["choices"][0]["finish_reason"] == "stop"
-    assert out[-1] == (None, DONE)
+    out = stream.finish()  # no message_delta with a stop_reason came: the answer is not whole
+    assert out == [(None, {"error": {"message": CUT_SHORT, "type": "api_error", "code": None, "param": None}})]
+    assert stream.finish() == [] and stream.feed(a_event("message_stop")) == []
+
+
+def test_anthropic_stream_ended_after_its_stop_reason_still_finishes():
+    stream = AnthropicToOpenAIStream("m", "c", include_usage=False)
+    stream.feed(ANTHROPIC_EVENTS[0])
+    stream.feed(a_event("message_delta", delta={"stop_reason": "end_turn"}, usage={"output_tokens": 3}))
+    out = stream.finish()  # message_stop never came, the answer did
+    assert out == [(None, DONE)]
 
 
 def test_streams_round_trip_openai_anthropic_openai_keeps_text_and_tools():

@@ -10,7 +10,10 @@ memory of each target), and calls :meth:`Forwarder.attempt
 names moves on to the next target while one remains, the attempts are fewer
 than ``max_attempts`` and ``max_seconds`` have not passed; anything else is
 the answer. Nothing moves on once a byte of the answer has reached the client:
-an attempt only reports a failure before it answers.
+an attempt only reports a failure before it answers. A target whose source
+speaks the other API, for a request that API cannot say (a translation rule
+refuses it), is passed over like a target whose limits refuse, and not held
+against its health; on the last target that refusal is the answer.
 
 The answering target's decision becomes the request's (``flow.decision``), so
 the row, its cost and the limits' settlement are the answering target's; the

@@ -117,7 +117,7 @@ class Forwarder:
                 payload = self.payload(flow, flow.request.body)
             except TranslationError as exc:  # not this target's fault: another target of the plan may take it
                 if move_on is not None:
-                    return Failure(UNTRANSLATABLE, 400, f"[{exc.rule}] {exc.message}", None)
+                    return Failure(UNTRANSLATABLE, 400, f"refused by {exc.rule} ({exc.message})", None)
                 return self.untranslatable(flow, exc, started)
             try:
                 headers = self.upstream_headers(flow)
@@ -230,7 +230,7 @@ class Forwarder:
     def untranslatable(self, flow: Flow, exc: TranslationError, started: float) -> Reply:
         """The request has no counterpart in its source's API (dropping what cannot be said would change the
         answer): recorded as a rejection and answered 400 with the translation rule's id, as a check would."""
-        self.note(flow, 400, f"[{exc.rule}] {exc.message}", started)
+        self.note(flow, 400, f"refused by {exc.rule} ({exc.message})", started)
         self.recorder.record(flow, 400, None, exc.rule, exc.message, kind="rejected")
         reply = error_reply(flow, 400, exc.message, "invalid_request_error", exc.rule, exc.param)
         if flow.attempts is not None:

@@ -96,8 +96,9 @@ class TranslatingMeter:
         return self._translate(self._meter.feed(data))
 
     def finish(self) -> bytes:
-        """The client's events for what is left, then the client's stream's end when the upstream's never
-        came (a stream cut short still ends in the client's API)."""
+        """The client's events for what is left, then, when the upstream's end never came, the client's: its
+        API's end after an answer whose finish/stop reason came, else its API's error event (a stream cut short
+        is not passed off as a whole answer)."""
         out = self._translate(self._meter.finish())
         if self.terminal:
             return out

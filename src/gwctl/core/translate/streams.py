@@ -13,6 +13,7 @@ from typing import Any
 from gwctl.core.translate.common import JSON, anthropic_usage, finish_reason, openai_usage, stop_reason
 
 DONE = "[DONE]"
+CUT_SHORT = "the upstream's stream ended before the answer did"
 Event = tuple[str | None, JSON | str]
 """One output event: SSE event name (None for OpenAI) and payload (a dict, or "[DONE]")."""
 
@@ -31,6 +32,10 @@ class OpenAIToAnthropicStream:
     arguments only as ``input_json_delta`` pieces). A block is closed before one of another kind
     (or another tool call) opens. Arguments for a tool call whose block was already closed (no
     known server interleaves them) are sent to that block's index.
+
+    A stream that ends (:meth:`finish` without ``"[DONE]"``) before any choice said its
+    ``finish_reason`` was cut short: it ends with an ``error`` event, not a made-up ``end_turn``, so
+    the client sees a failure rather than a whole answer.
     """
 
     def __init__(self, model: str, message_id: str, hide_usage: bool = True) -> None:
@@ -51,11 +56,9 @@ class OpenAIToAnthropicStream:
         if self._done:
             return []
         if event == DONE or not isinstance(event, dict):
-            return self.finish()
+            return self._end()
         if isinstance(event.get("error"), dict):
-            self._done = True
-            err = {"type": "api_error", "message": str(event["error"].get("message", ""))}
-            return [("error", {"type": "error", "error": err})]
+            return self._error(str(event["error"].get("message", "")))
         out = self._start()
         if isinstance(event.get("usage"), dict):
             self._usage = event["usage"]
@@ -67,7 +70,19 @@ class OpenAIToAnthropicStream:
         return out
 
     def finish(self) -> list[Event]:
-        """Close the open block and end the message (idempotent; also after a cut stream)."""
+        """The upstream's stream ended: close the open block and end the message, or, when no
+        ``finish_reason`` came (the stream was cut short), end with an ``error`` event (idempotent)."""
+        if self._done:
+            return []
+        if self._finish is None:
+            return self._error(CUT_SHORT)
+        return self._end()
+
+    def _error(self, message: str) -> list[Event]:
+        self._done = True
+        return [("error", {"type": "error", "error": {"type": "api_error", "message": message}})]
+
+    def _end(self) -> list[Event]:
         if self._done:
             return []
         out = self._start() + self._close()
@@ -147,7 +162,9 @@ class AnthropicToOpenAIStream:
     OpenAI counting: prompt tokens include cache reads and writes) only when ``include_usage``;
     then ``"[DONE]"``. ``ping`` and signature, citation and redacted-thinking events are dropped.
     An ``error`` event becomes an OpenAI error payload (``{"error": {...}}``, as OpenAI sends
-    mid-stream) and ends the stream without ``"[DONE]"``, so clients see a failure, not an end.
+    mid-stream) and ends the stream without ``"[DONE]"``, so clients see a failure, not an end; so
+    does a stream that ends (:meth:`finish` without ``message_stop``) before ``message_delta`` said
+    its ``stop_reason``: it was cut short.
     """
 
     def __init__(self, model: str, chunk_id: str, include_usage: bool, created: int = 0) -> None:
@@ -166,13 +183,11 @@ class AnthropicToOpenAIStream:
         if self._done:
             return []
         if not isinstance(event, dict):
-            return self.finish()
+            return self._end()
         kind = event.get("type")
         if kind == "error":
-            self._done = True
             err = event.get("error") or {}
-            payload = {"message": str(err.get("message", "")), "type": err.get("type") or "api_error"}
-            return [(None, {"error": payload | {"code": err.get("type"), "param": None}})]
+            return self._error(str(err.get("message", "")), err.get("type"))
         if kind == "message_start":
             self._usage.update((event.get("message") or {}).get("usage") or {})
             return self._role()
@@ -183,11 +198,24 @@ class AnthropicToOpenAIStream:
         if kind == "message_delta":
             return self._role() + self._message_delta(event)
         if kind == "message_stop":
-            return self.finish()
+            return self._end()
         return []
 
     def finish(self) -> list[Event]:
-        """The usage chunk when asked for, then ``"[DONE]"`` (idempotent)."""
+        """The upstream's stream ended: the usage chunk when asked for, then ``"[DONE]"``; or, when no
+        ``stop_reason`` came (the stream was cut short), an error payload (idempotent)."""
+        if self._done:
+            return []
+        if not self._finished:
+            return self._error(CUT_SHORT, None)
+        return self._end()
+
+    def _error(self, message: str, kind: Any) -> list[Event]:
+        self._done = True
+        payload = {"message": message, "type": kind or "api_error"}
+        return [(None, {"error": payload | {"code": kind, "param": None}})]
+
+    def _end(self) -> list[Event]:
         if self._done:
             return []
         out = self._role()
