@@ -20,7 +20,7 @@ as JSON) and ``DELETE /_standin/received`` (clear them), for when the
 stand-in runs as a subprocess. Those two are never recorded or authenticated.
 
 A request using a feature named in ``config.refuse`` (streaming, stream
-usage, tools, images, JSON output, ``/messages``) is refused the way a server
+usage, tools, images, JSON output, ``/chat/completions``, ``/messages``) is refused the way a server
 without it would, so a capability probe can be tested against each refusal.
 
 The bodies and the deterministic usage it reports are built in
@@ -82,9 +82,10 @@ class StandinConfig:
     # (streamed in pieces); None: answered with text like any other
     tool_arguments: str | None = None
     # what it does not support, so `gwctl source probe` can be tested against each refusal: a request using
-    # one of these features is refused (see FEATURES; "stream_usage" is ignored instead, as real servers do)
+    # one of these features is refused (see FEATURES; "stream_usage" is ignored instead, as real servers do;
+    # "chat" and "messages" are the two endpoints, answered 404)
     refuse: frozenset[str] = frozenset()
-    refuse_status: int | None = None  # the refusal's status; None: 404 for "messages", 400 for the rest
+    refuse_status: int | None = None  # the refusal's status; None: 404 for an endpoint, 400 for the rest
     slow: dict[str, float] | None = None  # feature -> ms to wait before answering a request using it
     # a chat prompt seen before reports cached tokens (all but 1 of its input tokens): "included" in
     # prompt_tokens (OpenAI's convention) or "excluded" from them; None: never
@@ -111,15 +112,15 @@ class StandinConfig:
             raise ValueError("cached_prompt must be None, 'included' or 'excluded'")
 
 
-FEATURES = frozenset({"stream", "stream_usage", "tools", "images", "json", "messages"})
+FEATURES = frozenset({"chat", "stream", "stream_usage", "tools", "images", "json", "messages"})
 """What ``StandinConfig.refuse`` and ``.slow`` name."""
 
 
 def request_features(kind: str, body: dict) -> frozenset[str]:
     """The FEATURES a request uses."""
     found = set()
-    if kind == "messages":
-        found.add("messages")
+    if kind in ("chat", "messages"):
+        found.add(kind)
     if body.get("stream") is True:
         found.add("stream")
         opts = body.get("stream_options")
@@ -329,7 +330,7 @@ class Standin:
                 await asyncio.sleep(wait / 1000)
             refused = sorted(used & c.refuse - {"stream_usage"})
             if refused:
-                status = c.refuse_status or (404 if refused == ["messages"] else 400)
+                status = c.refuse_status or (404 if {"chat", "messages"} & set(refused) else 400)
                 return self._error(status, f"stand-in configured to refuse {', '.join(refused)}", anthropic)
             if "stream_usage" in c.refuse and "stream_usage" in used:
                 body = {**body, "stream_options": None}
@@ -353,13 +354,13 @@ class Standin:
         if kind == "chat" and self.config.json_text is not None and "json" in request_features(kind, body):
             u = usage_for(self.config, kind, body)
             out = answer(kind, model, u, [self.config.json_text], stream, include_usage, extra)
-        elif kind == "chat" and self.config.cached_prompt is not None:
-            u = self._cached_usage(usage_for(self.config, kind, body), value)
-            out = answer(kind, model, u, self._pieces, stream, include_usage, extra)
         elif kind == "chat" and self.config.tool_arguments is not None and isinstance(tools, list) and tools:
             name = str((tools[0].get("function") or {}).get("name", "tool"))
             u = usage_for(self.config, kind, body)
             out = chat_tool_call(model, name, self.config.tool_arguments, u, stream, include_usage)
+        elif kind == "chat" and self.config.cached_prompt is not None:
+            u = self._cached_usage(usage_for(self.config, kind, body), value)
+            out = answer(kind, model, u, self._pieces, stream, include_usage, extra)
         elif out is None:
             u = usage_for(self.config, kind, body)
             out = answer(kind, model, u, self._pieces, stream, include_usage, extra)
