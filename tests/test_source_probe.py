@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 
 from conftest import invoke
+from gwctl.core.probe import Reply, interpret
 
 KEY = "sk-upstream-1234"
 MODEL = "llama-3.1-8b"
@@ -278,3 +279,62 @@ def test_usage_errors(up, gw):
     assert bad.code == 1 and "--timeout must be a positive" in bad.err
     assert up.received == []
     assert json.loads(gw("source", "show", "up", "--json").out)["api"] == "both"
+
+
+def test_on_a_terminal_it_asks_and_a_no_sends_nothing(up, gw, monkeypatch):
+    import typer
+
+    from gwctl.context import Env
+
+    asked = []
+    monkeypatch.setattr(Env, "stdin_is_tty", lambda self: True)
+    monkeypatch.setattr(typer, "confirm", lambda question, **kw: asked.append(question) or False)
+    res = gw("source", "probe", "up", MODEL)
+    assert res.code == 1 and "cancelled" in res.err
+    assert asked == ["Send these requests to up (cost unknown)?"]
+    assert up.received == []
+
+
+# --- what the answers mean (core.probe, no HTTP) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name, reply, result",
+    [
+        ("streaming", Reply(200, "application/json", b'{"choices": []}'), "no"),  # stream ignored
+        ("streaming", Reply(200, "text/event-stream", b'data: {"choices": []}\n\ndata: [DONE]\n\n'), "yes"),
+        ("tools", Reply(422, "application/json", b"{}"), "no"),
+        ("tools", Reply(429, "application/json", b"{}"), "unknown"),
+        ("tools", Reply(404, "application/json", b"{}"), "unknown"),  # only an endpoint's 404 is a no
+        ("vision", Reply(502, "text/html", b"<html>"), "unknown"),
+        ("vision", Reply(failure="connection to h was refused"), "unknown"),
+        ("messages", Reply(405, "text/plain", b""), "no"),
+        ("messages", Reply(401, "application/json", b"{}"), "unknown"),
+        ("messages", Reply(200, "application/json", b'{"choices": []}'), "unknown"),
+        (
+            "json_output",
+            Reply(200, "application/json", b'{"choices": [{"message": {"content": "{\\"ok\\":1}"}}]}'),
+            "yes",
+        ),
+    ],
+)
+def test_interpret(name, reply, result):
+    assert interpret(name, [reply]).result == result
+
+
+def usage(prompt: int, cached: int) -> Reply:
+    body = {"usage": {"prompt_tokens": prompt, "prompt_tokens_details": {"cached_tokens": cached}}}
+    return Reply(200, "application/json", json.dumps(body).encode())
+
+
+@pytest.mark.parametrize(
+    "first, second, result",
+    [
+        (usage(1300, 0), usage(1300, 1280), "yes"),  # OpenAI: the same prompt_tokens, part of them cached
+        (usage(1300, 0), usage(20, 1280), "no"),  # prompt_tokens + cached_tokens = the first time's
+        (usage(1300, 0), usage(1300, 0), "unknown"),  # nothing cached: cannot tell
+        (usage(1300, 0), Reply(503), "unknown"),
+    ],
+)
+def test_interpret_cached_tokens(first, second, result):
+    assert interpret("cached_in_prompt_tokens", [first, second]).result == result
