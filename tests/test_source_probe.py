@@ -268,6 +268,8 @@ def test_model_defaults_to_the_only_listed_one(upstream, gw):
     res = gw("source", "probe", "one", "--yes", "--json")
     assert res.code == 0 and res.json()["model"] == "solo"
     assert {r.body["model"] for r in upstream.received if r.body} == {"solo"}
+    unlisted = gw("source", "probe", "one", "other", "--yes", "--json")
+    assert unlisted.code == 0 and "one does not list other; probing it anyway" in unlisted.err
 
 
 def test_usage_errors(up, gw):

@@ -10,12 +10,16 @@ from gwctl.core.catalog_values import format_usd
 from gwctl.core.probe import MAX_TOKENS, Outcome, Probe, cost_ceiling, detected_api, flag_changes, probes
 from gwctl.core.refs import split_ref
 from gwctl.core.urls import redact_url
-from gwctl.render import error, message, print_json, print_table
+from gwctl.render import error, message, print_json, print_table, warn
 
 
 def _model(src, model: str | None) -> str:
     """MODEL, else the source's only listed model."""
     if model:
+        if src.models and model not in src.models:
+            warn(
+                f"{src.name} does not list {model}; probing it anyway (refresh the list: gwctl source refresh {src.name})"
+            )
         return model
     if len(src.models) == 1:
         return next(iter(src.models))
