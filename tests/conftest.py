@@ -83,6 +83,11 @@ def upstream(standin):
         delay_ms=0,
         usage=None,
         tool_arguments=None,
+        refuse=frozenset(),
+        refuse_status=None,
+        slow=None,
+        cached_prompt=None,
+        json_text=None,
     )
     standin.clear()
     return standin

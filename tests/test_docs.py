@@ -38,6 +38,7 @@ def test_the_tree_has_every_contract_command():
         "source remove",
         "source test",
         "source refresh",
+        "source probe",
         "model list",
         "model enable",
         "model disable",

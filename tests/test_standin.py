@@ -516,3 +516,55 @@ def test_reported_usage_matches_rule_whatever_the_serialisation(standin, message
     assert expected == TokenCounts(prompt_tokens(messages), 3, 0, 0)
     got = usage["prompt_tokens"] if kind == "chat" else usage["input_tokens"]
     assert got == expected.input_tokens
+
+
+# ---------------------------------------------------------------- refusals (for the capability probe)
+
+
+def test_refuse_each_feature_the_way_a_server_without_it_would():
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    cases = {
+        "tools": {**chat, "tools": [{"type": "function", "function": {"name": "f"}}]},
+        "json": {**chat, "response_format": {"type": "json_object"}},
+        "images": {**chat, "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, image]}]},
+        "stream": {**chat, "stream": True},
+    }
+    with start_standin(StandinConfig(refuse=frozenset(cases) | {"messages"})) as h:
+        for feature, body in cases.items():
+            resp = httpx.post(h.url + "/chat/completions", json=body, timeout=10)
+            assert resp.status_code == 400, feature
+            assert feature in resp.json()["error"]["message"]
+        assert httpx.post(h.url + "/chat/completions", json=chat, timeout=10).status_code == 200
+        assert httpx.post(h.url + "/messages", json={**chat, "max_tokens": 4}, timeout=10).status_code == 404
+        h.configure(refuse=frozenset({"tools"}), refuse_status=503)
+        assert httpx.post(h.url + "/chat/completions", json=cases["tools"], timeout=10).status_code == 503
+
+
+def test_refused_stream_usage_is_ignored_and_unknown_features_rejected():
+    body = {"model": "m", "messages": [], "stream": True, "stream_options": {"include_usage": True}}
+    with start_standin(StandinConfig(refuse=frozenset({"stream_usage"}))) as h:
+        text = httpx.post(h.url + "/chat/completions", json=body, timeout=10).text
+    assert text.endswith("data: [DONE]\n\n") and '"prompt_tokens"' not in text
+    with pytest.raises(ValueError, match="unknown feature"):
+        StandinConfig(refuse=frozenset({"telepathy"}))
+
+
+@pytest.mark.parametrize("mode", ["included", "excluded"])
+def test_cached_prompt_reports_a_repeated_prompt_as_cached(mode):
+    body = {"model": "m", "messages": [{"role": "user", "content": "the same prompt, twice over"}]}
+    with start_standin(StandinConfig(cached_prompt=mode)) as h:
+        first, second = (httpx.post(h.url + "/chat/completions", json=body, timeout=10).json()["usage"] for _ in "ab")
+    p = prompt_tokens(body["messages"])
+    assert first["prompt_tokens"] == p and first["prompt_tokens_details"]["cached_tokens"] == 0
+    assert second["prompt_tokens_details"]["cached_tokens"] == p - 1
+    assert second["prompt_tokens"] == (p if mode == "included" else 1)
+
+
+def test_json_text_answers_a_request_for_json_output():
+    body = {"model": "m", "messages": [], "response_format": {"type": "json_object"}}
+    with start_standin(StandinConfig(json_text='{"ok":true}')) as h:
+        asked = httpx.post(h.url + "/chat/completions", json=body, timeout=10).json()
+        plain = httpx.post(h.url + "/chat/completions", json={"model": "m", "messages": []}, timeout=10).json()
+    assert json.loads(asked["choices"][0]["message"]["content"]) == {"ok": True}
+    assert plain["choices"][0]["message"]["content"] == "Hello from the"

@@ -615,6 +615,35 @@ def test_cmd(
         raise typer.Exit(1)
 
 
+@app.command("probe")
+def probe_cmd(
+    name: Annotated[str, typer.Argument(help="The source to probe.")],
+    model: Annotated[
+        Optional[str], typer.Argument(help="The upstream model id (default: the source's only listed model).")
+    ] = None,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Write the results as catalog capability flags and the source's --api.")
+    ] = False,
+    yes: YesOpt = False,
+    json_: JsonOpt = False,
+    timeout: Annotated[float, typer.Option("--timeout", metavar="S", help="Seconds each probe may take.")] = 20.0,
+) -> None:
+    """Find out what an upstream model really supports, with a few tiny requests.
+
+    Probes plain chat, streaming, usage in streams, whether prompt_tokens
+    counts cached tokens, tools, images, JSON output and /v1/messages
+    (max_tokens 1-16 each). Prints what it will send and the most it can
+    cost, then asks (--yes skips). --apply writes the known results as the
+    catalog entry's capability flags and the source's api; unknown results
+    (timeouts, 5xx) are never written.
+
+    Example: gwctl source probe local llama-3.1-8b --apply
+    """
+    from gwctl.cli.probe import run
+
+    run(name, model, apply, yes, json_, timeout)
+
+
 @app.command("refresh")
 def refresh(
     name: Annotated[Optional[str], typer.Argument(help="The source to refresh (or --all).")] = None,

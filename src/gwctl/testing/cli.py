@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import signal
 
-from gwctl.testing.standin import StandinConfig, new_event_loop, run_standin
+from gwctl.testing.standin import FEATURES, StandinConfig, new_event_loop, run_standin
 
 __all__ = ["main"]
 
@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-status", type=int, default=None)
     p.add_argument("--strict-models", action="store_true")
     p.add_argument("--no-record", action="store_true", help="do not keep requests (benchmarks)")
+    p.add_argument("--refuse", default="", help="comma-separated features to refuse: " + ",".join(sorted(FEATURES)))
+    p.add_argument("--tool-arguments", default=None, help="answer a request with tools by calling its first one")
+    p.add_argument("--json-text", default=None, help="the answer to a request for JSON output")
+    p.add_argument("--cached-prompt", choices=["included", "excluded"], default=None, help="report repeats as cached")
     return p
 
 
@@ -46,6 +50,10 @@ def main(argv: list[str] | None = None) -> int:
         fail_status=args.fail_status,
         strict_models=args.strict_models,
         record=not args.no_record,
+        refuse=frozenset(f for f in args.refuse.split(",") if f),
+        tool_arguments=args.tool_arguments,
+        json_text=args.json_text,
+        cached_prompt=args.cached_prompt,
     )
 
     async def serve() -> None:

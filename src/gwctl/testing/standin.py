@@ -19,6 +19,10 @@ plus, outside the prefix, ``GET /_standin/received`` (the recorded requests
 as JSON) and ``DELETE /_standin/received`` (clear them), for when the
 stand-in runs as a subprocess. Those two are never recorded or authenticated.
 
+A request using a feature named in ``config.refuse`` (streaming, stream
+usage, tools, images, JSON output, ``/chat/completions``, ``/messages``) is refused the way a server
+without it would, so a capability probe can be tested against each refusal.
+
 The bodies and the deterministic usage it reports are built in
 :mod:`gwctl.testing.responses`; :mod:`gwctl.testing.thread` runs a stand-in
 in a background thread, :mod:`gwctl.testing.cli` as a process
@@ -39,6 +43,7 @@ from aiohttp.web_request import BaseRequest
 
 from gwctl.testing.responses import (
     USAGE_KEYS,
+    TokenCounts,
     answer,
     chat_tool_call,
     content_pieces,
@@ -76,6 +81,16 @@ class StandinConfig:
     # a chat request with tools is answered with a call of its first tool with these JSON arguments
     # (streamed in pieces); None: answered with text like any other
     tool_arguments: str | None = None
+    # what it does not support, so `gwctl source probe` can be tested against each refusal: a request using
+    # one of these features is refused (see FEATURES; "stream_usage" is ignored instead, as real servers do;
+    # "chat" and "messages" are the two endpoints, answered 404)
+    refuse: frozenset[str] = frozenset()
+    refuse_status: int | None = None  # the refusal's status; None: 404 for an endpoint, 400 for the rest
+    slow: dict[str, float] | None = None  # feature -> ms to wait before answering a request using it
+    # a chat prompt seen before reports cached tokens (all but 1 of its input tokens): "included" in
+    # prompt_tokens (OpenAI's convention) or "excluded" from them; None: never
+    cached_prompt: str | None = None
+    json_text: str | None = None  # the text answering a chat request for JSON output (response_format); None: words
 
     def __post_init__(self) -> None:
         p = (self.prefix or "").strip()
@@ -89,6 +104,40 @@ class StandinConfig:
             unknown = set(self.usage) - USAGE_KEYS
             if unknown:
                 raise ValueError(f"unknown usage keys {sorted(unknown)}; use {sorted(USAGE_KEYS)}")
+        self.refuse = frozenset(self.refuse)
+        for name in (*self.refuse, *(self.slow or {})):
+            if name not in FEATURES:
+                raise ValueError(f"unknown feature {name!r}; use {sorted(FEATURES)}")
+        if self.cached_prompt not in (None, "included", "excluded"):
+            raise ValueError("cached_prompt must be None, 'included' or 'excluded'")
+
+
+FEATURES = frozenset({"chat", "stream", "stream_usage", "tools", "images", "json", "messages"})
+"""What ``StandinConfig.refuse`` and ``.slow`` name."""
+
+
+def request_features(kind: str, body: dict) -> frozenset[str]:
+    """The FEATURES a request uses."""
+    found = set()
+    if kind in ("chat", "messages"):
+        found.add(kind)
+    if body.get("stream") is True:
+        found.add("stream")
+        opts = body.get("stream_options")
+        if isinstance(opts, dict) and opts.get("include_usage") is True:
+            found.add("stream_usage")
+    if body.get("tools"):
+        found.add("tools")
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
+        found.add("json")
+    for message in body.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(
+            isinstance(p, dict) and p.get("type") in ("image_url", "image") for p in content
+        ):
+            found.add("images")
+    return frozenset(found)
 
 
 @dataclass(frozen=True)
@@ -136,6 +185,7 @@ class Standin:
         self.port = 0
         self._runner: web.BaseRunner | None = None
         self._cache: dict[tuple, Any] = {}
+        self._seen_prompts: set[bytes] = set()
         self._rebuild()
 
     # -- configuration -----------------------------------------------------
@@ -182,7 +232,9 @@ class Standin:
         return self.base + self.config.prefix
 
     def clear(self) -> None:
+        """Forget the recorded requests (and the prompts seen, for cached_prompt)."""
         self.received.clear()
+        self._seen_prompts.clear()
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> "Standin":
@@ -271,6 +323,17 @@ class Standin:
             return self._error(400, "'model' is required", anthropic, "missing_model")
         if c.strict_models and model not in self._models:
             return self._error(404, f"The model '{model}' does not exist", anthropic, "model_not_found")
+        if c.refuse or c.slow:
+            used = request_features(kind, body)
+            wait = max((c.slow or {}).get(f, 0) for f in used) if used else 0
+            if wait:
+                await asyncio.sleep(wait / 1000)
+            refused = sorted(used & c.refuse - {"stream_usage"})
+            if refused:
+                status = c.refuse_status or (404 if {"chat", "messages"} & set(refused) else 400)
+                return self._error(status, f"stand-in configured to refuse {', '.join(refused)}", anthropic)
+            if "stream_usage" in c.refuse and "stream_usage" in used:
+                body = {**body, "stream_options": None}
         return await self._answer(request, kind, model, body)
 
     async def _answer(self, request: BaseRequest, kind: str, model: str, body: dict) -> web.StreamResponse:
@@ -288,10 +351,16 @@ class Standin:
         key = (kind, model, u_in, stream, include_usage, extra)
         out = self._cache.get(key)
         tools = body.get("tools")
-        if kind == "chat" and self.config.tool_arguments is not None and isinstance(tools, list) and tools:
+        if kind == "chat" and self.config.json_text is not None and "json" in request_features(kind, body):
+            u = usage_for(self.config, kind, body)
+            out = answer(kind, model, u, [self.config.json_text], stream, include_usage, extra)
+        elif kind == "chat" and self.config.tool_arguments is not None and isinstance(tools, list) and tools:
             name = str((tools[0].get("function") or {}).get("name", "tool"))
             u = usage_for(self.config, kind, body)
             out = chat_tool_call(model, name, self.config.tool_arguments, u, stream, include_usage)
+        elif kind == "chat" and self.config.cached_prompt is not None:
+            u = self._cached_usage(usage_for(self.config, kind, body), value)
+            out = answer(kind, model, u, self._pieces, stream, include_usage, extra)
         elif out is None:
             u = usage_for(self.config, kind, body)
             out = answer(kind, model, u, self._pieces, stream, include_usage, extra)
@@ -314,6 +383,17 @@ class Standin:
             await resp.write(b"".join(out))
         await resp.write_eof()
         return resp
+
+    def _cached_usage(self, u: TokenCounts, prompt: Any) -> TokenCounts:
+        """``u`` with the prompt's earlier sight reported as cached tokens (see StandinConfig.cached_prompt)."""
+        seen = dumps(prompt)
+        if seen not in self._seen_prompts:
+            self._seen_prompts.add(seen)
+            return u
+        cached = max(0, u.input_tokens - 1)
+        if self.config.cached_prompt == "excluded":
+            return dataclasses.replace(u, input_tokens=u.input_tokens - cached, cached_tokens=cached)
+        return dataclasses.replace(u, cached_tokens=cached)
 
     def _error(self, status: int, message: str, anthropic: bool, code: str | None = None) -> web.Response:
         return web.Response(status=status, body=error_body(status, message, anthropic, code), content_type=_JSON)

@@ -1,0 +1,164 @@
+"""`gwctl source probe`: ask an upstream model what it supports, show it beside the catalog, optionally write it."""
+
+from __future__ import annotations
+
+import typer
+
+from gwctl.cli.common import confirm, edit, fail, load, need_source
+from gwctl.context import current
+from gwctl.core.catalog_values import format_usd
+from gwctl.core.probe import MAX_TOKENS, Outcome, Probe, cost_ceiling, detected_api, flag_changes, probes
+from gwctl.core.refs import split_ref
+from gwctl.core.urls import redact_url
+from gwctl.render import error, message, print_json, print_table, warn
+
+
+def _model(src, model: str | None) -> str:
+    """MODEL, else the source's only listed model."""
+    if model:
+        if src.models and model not in src.models:
+            warn(
+                f"{src.name} does not list {model}; probing it anyway (refresh the list: gwctl source refresh {src.name})"
+            )
+        return model
+    if len(src.models) == 1:
+        return next(iter(src.models))
+    listed = f"it lists {len(src.models)} models" if src.models else "it lists no models yet"
+    fail(
+        f"name the model to probe: {listed}",
+        f"e.g. gwctl source probe {src.name} MODEL_ID (see gwctl model list --source {src.name})",
+    )
+
+
+def _flag_text(value: bool | None) -> str:
+    return "unset" if value is None else ("true" if value else "false")
+
+
+def _plan(src, ref: str, all_probes: tuple[Probe, ...], cost, timeout: float) -> str:
+    """Print what will be sent and the most it can cost; returns the cost as the question shows it."""
+    requests = sum(len(p.requests) for p in all_probes)
+    message(
+        f"probe {ref}: up to {requests} requests to {redact_url(src.base_url)}, "
+        f"max_tokens 1-{MAX_TOKENS} each, {timeout:g} s each at most"
+    )
+    for p in all_probes:
+        for r in p.requests:
+            message(f"  {p.name:<24} POST {r.path:<21} <= {r.prompt_bound} prompt + {r.max_tokens} output tokens")
+    if cost.total is None:
+        message(f"unbilled: cost unknown ({cost.unbilled_reason})")
+        return "cost unknown"
+    shown = f"at most {format_usd(cost.total)} USD"
+    message(f"{shown} (each body byte priced as an input token, max_tokens as output, at {ref}'s catalog prices)")
+    return shown
+
+
+def run(name: str, model: str | None, apply: bool, yes: bool, as_json: bool, timeout: float) -> None:
+    from gwctl import probe as sending  # httpx (~80 ms): only when a source is contacted
+
+    if not timeout > 0:
+        fail(f"--timeout must be a positive number of seconds, got {timeout:g}")
+    snap = load()
+    src = need_source(snap, name)
+    model_id = _model(src, model)
+    ref = f"{name}/{model_id}"
+    try:
+        split_ref(ref)
+    except ValueError as exc:
+        fail(str(exc))
+    all_probes = probes(model_id)
+    cost = cost_ceiling(all_probes, snap.catalog.get(ref), ref)
+    shown = _plan(src, ref, all_probes, cost, timeout)
+    sender = sending.Sender(src, current().environ, timeout)  # a missing credential fails before the question
+    try:
+        confirm(f"Send these requests to {name} ({shown})?", yes)
+        results = sending.run(sender, all_probes)
+    finally:
+        sender.close()
+    outcomes = {n: o for n, (o, _replies) in results.items()}
+    chat, messages = outcomes["chat"], outcomes.get("messages")
+    if chat.result != "yes" and (messages is None or messages.result != "yes"):
+        _baseline_failed(name, ref, chat, messages)
+    skipped = Outcome("unknown", "not sent: the upstream has no chat endpoint")
+    outcomes = {p.name: outcomes.get(p.name, skipped) for p in all_probes}
+    api = detected_api(chat, outcomes["messages"])
+    entry = snap.catalog.get(ref)
+    current_flags = dict(entry.capabilities) if entry else {}
+    changes = flag_changes(all_probes, outcomes, current_flags)
+    api_change = api if api is not None and api != src.api else None
+    if apply:
+        _apply(name, ref, changes, api_change)
+    if as_json:
+        print_json(
+            {
+                "source": name,
+                "model": model_id,
+                "probes": [
+                    {
+                        "name": p.name,
+                        "result": outcomes[p.name].result,
+                        "detail": outcomes[p.name].detail,
+                        "flag": p.flag,
+                        "current": None if p.flag is None else current_flags.get(p.flag),
+                    }
+                    for p in all_probes
+                ],
+                "api": api,
+                "api_current": src.api,
+                "cost_ceiling": cost.total,
+                "applied": apply,
+            }
+        )
+    else:
+        rows = [
+            [
+                p.name,
+                outcomes[p.name].result,
+                outcomes[p.name].detail,
+                p.flag or "-",
+                "-" if p.flag is None else _flag_text(current_flags.get(p.flag)),
+            ]
+            for p in all_probes
+        ]
+        rows.append(["api", api or "unknown", "which of the two APIs answered", "api", src.api])
+        print_table(["CAPABILITY", "RESULT", "DETAIL", "FLAG", "CURRENT"], rows)
+    _report(name, ref, changes, api_change, apply)
+
+
+def _baseline_failed(name: str, ref: str, chat: Outcome, messages: Outcome | None) -> None:
+    error(f"{ref}: the plain chat request failed ({chat.detail}); nothing else was probed")
+    if "401" in chat.detail or "403" in chat.detail:
+        hint = f"the credential was refused: rotate it with gwctl source edit {name} --auth-value -"
+    elif chat.detail.startswith("HTTP 4"):
+        hint = f"check the model id and the base URL (gwctl source test {name})"
+    else:
+        hint = f"is the upstream up? try gwctl source test {name}; a slow one can be given --timeout"
+    if messages is not None:
+        hint = f"/v1/messages did not answer either ({messages.detail}); " + hint
+    current().stderr.write(f"hint: {hint}\n")
+    raise typer.Exit(1)
+
+
+def _apply(name: str, ref: str, changes: dict[str, bool], api: str | None) -> None:
+    """Write the changed flags and api through the locked store edit (other keys and comments stay)."""
+    if not changes and api is None:
+        return
+    from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
+
+    with edit() as (doc, snap):
+        need_source(snap, name)
+        if changes:
+            document.put_entry(doc, ref, {}, {}, changes)
+        if api is not None:
+            document.put_source(doc, name, {"api": None if api == "both" else api})
+
+
+def _report(name: str, ref: str, changes: dict[str, bool], api: str | None, applied: bool) -> None:
+    said = [f"{ref} {k}={'true' if v else 'false'}" for k, v in changes.items()]
+    if api is not None:
+        said.append(f"source {name} api={api}")
+    if not said:
+        message("the catalog already says what the probes found; nothing to change")
+    elif applied:
+        message("applied: " + ", ".join(said))
+    else:
+        message(f"to write {', '.join(said)}: re-run with --apply (unknown results are never written)")
