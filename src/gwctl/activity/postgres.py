@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any, Sequence
 
 import psycopg
@@ -125,6 +126,20 @@ class PostgresLog(SqlReads):
                         cur.executemany(sql, rows)
             except psycopg.Error as e:
                 raise self._error("cannot write to", e) from e
+
+    def reprice(self, updates: Sequence[tuple[str, datetime, Decimal | None]], at: datetime) -> int:
+        """Rewrite rows' costs in one transaction (see :func:`gwctl.activity.query.reprice_sql`); how many."""
+        if not updates:
+            return 0
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(q.reprice_sql(DIALECT), [(c, at, rid, t) for rid, t, c in updates])
+                    changed = cur.rowcount
+            except psycopg.Error as e:
+                raise self._error("cannot write to", e) from e
+        return int(changed)
 
     def close(self) -> None:
         with self._lock:

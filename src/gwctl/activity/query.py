@@ -160,6 +160,17 @@ def insert_sql(d: Dialect) -> str:
     return f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({marks})"
 
 
+def reprice_sql(d: Dialect) -> str:
+    """Rewrite one row's cost (``activity reprice --apply``): its first cost is kept in ``original_cost`` the
+    first time (SET reads the row as it was), the time of the correction in ``repriced_at``. Parameters: the
+    new cost, the correction's time, the row's request id and time."""
+    p = d.placeholder
+    return (
+        f"UPDATE {TABLE} SET original_cost = CASE WHEN repriced_at IS NULL THEN cost ELSE original_cost END, "
+        f"cost = {p}, repriced_at = {p} WHERE request_id = {p} AND time = {p}"
+    )
+
+
 def list_sql(f: Filters, limit: int | None, d: Dialect) -> tuple[str, list[Any]]:
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0):
         raise ValueError("limit must be a positive whole number, or None for no limit")

@@ -285,6 +285,10 @@ class ActivityLog(Protocol):
     def write_many(self, records: Sequence[ActivityRecord]) -> None:
         """Append records in one transaction (all or nothing)."""
 
+    def reprice(self, updates: Sequence[tuple[str, datetime, Decimal | None]], at: datetime) -> int:
+        """Rewrite the costs of rows (request id, time, new cost) in one transaction, keeping each row's first
+        cost and the time ``at`` of the correction; the number of rows changed."""
+
     def row(self, r: Any) -> tuple:
         """Insert parameters for a neutral row (:class:`gwctl.activity.entry.LogRow`), unvalidated:
         for writers whose rows come from gwctl's own proxy (the log writer process)."""

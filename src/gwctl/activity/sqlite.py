@@ -211,6 +211,24 @@ class SqliteLog(SqlReads):
                     conn.execute("ROLLBACK")
                 raise self._error("cannot write to", e) from e
 
+    def reprice(self, updates: Sequence[tuple[str, datetime, Decimal | None]], at: datetime) -> int:
+        """Rewrite rows' costs in one transaction (see :func:`gwctl.activity.query.reprice_sql`); how many."""
+        if not updates:
+            return 0
+        stamp = format_utc(at)
+        params = [(None if c is None else decimal_text(c), stamp, rid, format_utc(t)) for rid, t, c in updates]
+        with self._lock:
+            conn = self._connection()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                cur = conn.executemany(q.reprice_sql(DIALECT), params)
+                conn.execute("COMMIT")
+            except sqlite3.Error as e:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise self._error("cannot write to", e) from e
+        return int(cur.rowcount)
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:

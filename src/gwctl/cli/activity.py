@@ -289,3 +289,171 @@ def report(
     except OSError as exc:
         fail(f"cannot write {target}: {exc.strerror or exc}")
     message(f"wrote {target} ({insights.total.requests} requests)")
+
+
+@app.command("reprice")
+def reprice_cmd(
+    catalog: Annotated[
+        Optional[str],
+        typer.Option(
+            "--catalog",
+            metavar="FILE",
+            help="A proposed catalog in `catalog export` form (TOML or JSON, '-' for stdin); default: the store's.",
+        ),
+    ] = None,
+    since: SinceOpt = None,
+    by: Annotated[str, typer.Option("--by", metavar="source|model|agent|key", help="Group by this.")] = "source",
+    max_increase: Annotated[
+        Optional[str],
+        typer.Option(
+            "--max-increase", metavar="PCT", help="Exit 1 when the total rises by more than PCT percent (for CI)."
+        ),
+    ] = None,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Rewrite the logged costs to the proposed ones (a late price correction).")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Apply without asking.")] = False,
+    activity: ActivityOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """What the logged requests would cost under a proposed catalog, before it ships.
+
+    Replays each forwarded request's recorded usage at the proposed prices in
+    force at its time, and its shape through the proxy's decision, to show
+    the cost change per group, requests that would become billed or unbilled,
+    and requests the proposal's checks would refuse.
+
+    Example: gwctl activity reprice --catalog proposed.toml --since 30d --by model --max-increase 5 --json
+    """
+    from gwctl.activity.reprice import REPRICE_BY, changed_costs, reprice, repricing_json, with_catalog
+    from gwctl.cli.common import confirm, load
+    from gwctl.render import message
+
+    if by not in REPRICE_BY:
+        fail(f"--by must be one of {', '.join(REPRICE_BY)}, not '{by}'")
+    limit = _percent(max_increase) if max_increase is not None else None
+    if apply and catalog is not None:
+        fail(
+            "--apply rewrites logged costs at the store's catalog; --catalog is only a what-if",
+            "write the proposed prices into the store first (gwctl catalog import FILE), then run --apply",
+        )
+    snap = load()
+    if catalog is not None:
+        snap = with_catalog(snap, _proposed_catalog(catalog))
+    cutoff = _since(since)
+    log = _open(activity)
+    try:
+        result = reprice([] if log is None else log.list(since=cutoff, limit=None), snap, by)
+        if apply and result.changes:
+            confirm(f"rewrite the logged cost of {len(result.changes)} request(s) at the store's prices?", yes)
+            assert log is not None
+            changed = log.reprice(changed_costs(result), datetime.now(timezone.utc))
+            message(f"rewrote the cost of {changed} request(s); each keeps its first cost (original_cost)")
+        elif apply:
+            message("nothing to rewrite: every logged cost already matches the store's prices")
+    finally:
+        if log is not None:
+            log.close()
+    if json_:
+        print_json(repricing_json(result, catalog or "store", since, limit))
+    else:
+        _print_repricing(result, limit)
+    if limit is not None and result.increase_over(limit):
+        raise typer.Exit(1)
+
+
+def _percent(text: str) -> Decimal:
+    from decimal import InvalidOperation
+
+    try:
+        value = Decimal(text.strip().rstrip("%"))
+    except InvalidOperation:
+        fail(f"--max-increase must be a percentage like 5 or 2.5, not '{text}'")
+    if not value.is_finite() or value < 0:
+        fail(f"--max-increase must be a percentage of 0 or more, not '{text}'")
+    return value
+
+
+def _proposed_catalog(path: str) -> dict:
+    """The proposed catalog file's entries, each checked as `catalog import` checks them."""
+    from gwctl.cli.catalog import read_catalog_file
+    from gwctl.store.schema import SchemaError, parse_entry
+
+    entries = {}
+    for ref, table in read_catalog_file(path).items():
+        try:
+            entries[ref] = parse_entry(ref, table)
+        except SchemaError as exc:
+            fail(f"{path}: {exc.message}")
+    return entries
+
+
+def _print_repricing(r, limit: Decimal | None) -> None:
+    from gwctl.core.catalog_values import format_usd as usd
+    from gwctl.core.text import printable
+
+    def pct(value: Decimal | None) -> str:
+        return "-" if value is None else f"{value:+}%"
+
+    rows = [
+        [
+            printable(g.key) if g.key is not None else "-",
+            g.requests,
+            usd(g.current),
+            usd(g.proposed),
+            ("+" if g.difference > 0 else "") + usd(g.difference),
+            pct(g.percent),
+            g.current_unbilled,
+            g.proposed_unbilled,
+        ]
+        for g in r.groups
+    ]
+    t = r.total
+    if rows:
+        rows.append(
+            [
+                "TOTAL",
+                t.requests,
+                usd(t.current),
+                usd(t.proposed),
+                ("+" if t.difference > 0 else "") + usd(t.difference),
+                pct(t.percent),
+                t.current_unbilled,
+                t.proposed_unbilled,
+            ]
+        )
+    print_table(
+        [
+            r.by.upper(),
+            "REQUESTS",
+            "CURRENT USD",
+            "PROPOSED USD",
+            "DIFF USD",
+            "CHANGE",
+            "UNBILLED NOW",
+            "UNBILLED THEN",
+        ],
+        rows,
+        empty="no priced requests in the log for this period",
+    )
+    out = current().stdout
+    if r.became_billed:
+        out.write(
+            f"became billed: {r.became_billed} request(s), {usd(r.became_billed_cost)} USD at the proposed prices\n"
+        )
+    if r.became_unbilled:
+        out.write(
+            f"became unbilled: {r.became_unbilled} request(s) costing {usd(r.became_unbilled_cost)} USD now "
+            f"(no proposed price: their cost would be unknown)\n"
+        )
+    if r.rejected:
+        rules = ", ".join(f"{rule} {n}" for rule, n in sorted(r.rejected.items()))
+        out.write(f"would be rejected: {sum(r.rejected.values())} request(s) ({rules})\n")
+    if r.not_replayable:
+        out.write(
+            f"not replayable: {r.not_replayable} request(s) logged without their request's shape "
+            f"(before this gwctl kept it); their cost is repriced, their checks are not\n"
+        )
+    if limit is not None:
+        verdict = "over" if r.increase_over(limit) else "within"
+        out.write(f"total change {pct(t.percent)}: {verdict} the --max-increase of {limit}%\n")

@@ -407,8 +407,8 @@ def export(
         fail(f"--format must be toml or json, not '{format_}'")
 
 
-def _read_import(path: str) -> dict:
-
+def read_catalog_file(path: str) -> dict:
+    """The ``catalog`` table of a file in `catalog export`'s shape (TOML or JSON; '-' for stdin), unparsed."""
     text = read_input(path)
     stripped = text.lstrip()
     if path.endswith(".json") or stripped.startswith("{"):
@@ -481,7 +481,7 @@ def import_cmd(
     """
     from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
-    raw = _read_import(file)
+    raw = read_catalog_file(file)
     normalised = {}
     for ref, table in raw.items():
         try:

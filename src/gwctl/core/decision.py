@@ -185,6 +185,13 @@ def decide(
     )
 
 
+def decide_features(snapshot: Snapshot, agent: str | None, path: str, feats: RequestFeatures) -> Decision:
+    """Decide a request known only by its features (a logged request's shape, replayed against another catalog
+    by ``gwctl activity reprice``): the same rules as :func:`decide`, with ``feats.prompt_tokens_estimate`` as
+    the prompt's size (set it: the body is not there to estimate from)."""
+    return _decide(snapshot, agent, path, None, feats, False)
+
+
 def _decide(
     snapshot: Snapshot,
     agent: str | None,
@@ -372,7 +379,9 @@ def _routed(ask: _Ask, base: dict[str, Any], matched_prefix: str, target: _Targe
             str(exc),
             "the path must start with '/', like /v1/chat/completions",
         )
-    if estimate or (entry is not None and not passthrough and not fits_context_by_size(entry, feats)):
+    if feats.prompt_tokens_estimate is None and (
+        estimate or (entry is not None and not passthrough and not fits_context_by_size(entry, feats))
+    ):
         feats = replace(feats, prompt_tokens_estimate=estimate_prompt_tokens(feats.api, ask.body))
         base["features"] = feats
     values = {
