@@ -471,5 +471,15 @@ def test_core_modules_import_nothing_impure(module):
             imported.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.add((node.module or "").split(".")[0])
-    assert imported <= {"__future__", "dataclasses", "decimal", "difflib", "operator", "re", "typing", "gwctl"}
+    assert imported <= {
+        "__future__",
+        "dataclasses",
+        "datetime",
+        "decimal",
+        "difflib",
+        "operator",
+        "re",
+        "typing",
+        "gwctl",
+    }
     assert "float(" not in path.read_text()

@@ -250,9 +250,9 @@ def test_dry_run_prints_the_plan_with_masked_credentials(store, store_path):
     res = store("route", "dry-run", "--model", "m")
     assert res.code == 0, res.err
     plan = res.out.split("plan\n", 1)[1].splitlines()
-    assert plan[0].split() == ["TIER", "TARGET", "WEIGHT", "UPSTREAM", "CREDENTIALS", "CHECKS", "SKIPPED"]
-    rows = [line.split(None, 6) for line in plan[1:5]]
-    assert rows[0][:2] == ["primary", "a/x"] and rows[0][2:4] == ["1", "http://127.0.0.1:9/v1/chat/completions"]
+    assert plan[0].split() == ["TIER", "TARGET", "WEIGHT", "UPSTREAM", "TRANSLATE", "CREDENTIALS", "CHECKS", "SKIPPED"]
+    rows = [line.split(None, 7) for line in plan[1:5]]
+    assert rows[0][:2] == ["primary", "a/x"] and rows[0][2:5] == ["1", "http://127.0.0.1:9/v1/chat/completions", "-"]
     assert rows[1][:3] == ["primary", "b/y", "2"] and "$BKEY" in plan[2]
     assert plan[3].split()[:3] == ["fallback", "1", "b/gone"]
     assert plan[4].split()[:3] == ["fallback", "2", "a/w"] and "[model_disabled] model a/w is disabled" in plan[4]
