@@ -118,6 +118,8 @@ class Target:
 
 
 def build_store(tmp: Path, up_url: str) -> tuple[Path, str]:
+    """A store (built with the CLI) with the three sources on the stand-in, each with a priced entry for
+    hs.MODEL, and a gateway key; the store's path and the key."""
     store = tmp / "translate.toml"
     for source, api in (("plain", "both"), ("oa", "openai"), ("an", "anthropic")):
         hs.gwctl(store, "source", "add", source, "--base-url", up_url, "--auth-value", hs.UPSTREAM_KEY, "--api", api)
