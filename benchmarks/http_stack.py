@@ -795,8 +795,14 @@ LUA = """
 wrk.method = "POST"
 wrk.body = [[{body}]]
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "{auth}"
 """
+
+
+def _lua(body: dict, auth: str | None, headers: dict[str, str] | None) -> str:
+    """wrk's script: a POST of ``body`` with ``Authorization: auth`` (left out when None) and ``headers``."""
+    script = LUA.format(body=json.dumps(body))
+    extra = ({"Authorization": auth} if auth is not None else {}) | (headers or {})
+    return script + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in extra.items())
 
 
 @dataclass
@@ -815,9 +821,18 @@ def _ms(value: str) -> float:
     return {"us": n / 1000, "ms": n, "s": n * 1000, "m": n * 60000}[m.group(2)]
 
 
-def wrk(url: str, conns: int, duration: float, auth: str, body: dict | None = None) -> WrkResult:
+def wrk(
+    url: str,
+    conns: int,
+    duration: float,
+    auth: str | None,
+    body: dict | None = None,
+    headers: dict[str, str] | None = None,
+) -> WrkResult:
+    """wrk POSTing ``body`` (default REQUEST) to ``url``; ``auth`` is the Authorization header (None: none),
+    ``headers`` any others (x-api-key, anthropic-version)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
-        f.write(LUA.format(body=json.dumps(body or REQUEST), auth=auth))
+        f.write(_lua(body or REQUEST, auth, headers))
         script = f.name
     try:
         out = subprocess.run(
@@ -854,14 +869,25 @@ def wrk(url: str, conns: int, duration: float, auth: str, body: dict | None = No
     return WrkResult(rps, p50_ms, p99_ms, errs)
 
 
-async def _first_chunk_times(port: int, path: str, auth: str, n: int) -> list[float]:
+async def _first_chunk_times(
+    port: int,
+    path: str,
+    auth: str | None,
+    n: int,
+    request: dict | None = None,
+    headers: dict[str, str] | None = None,
+) -> list[float]:
     """Time from sending a stream request to the end of the first SSE event,
     over one keep-alive connection, with a hand-rolled chunked decoder so the
-    client adds as little as possible."""
-    body = json.dumps({**REQUEST, "stream": True}).encode()
+    client adds as little as possible. ``request`` is the body (default REQUEST;
+    ``stream: true`` is added), ``auth`` the Authorization header (None: none),
+    ``headers`` any others."""
+    body = json.dumps({**(request or REQUEST), "stream": True}).encode()
+    extra = ({"Authorization": auth} if auth is not None else {}) | (headers or {})
     req = (
         f"POST {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nContent-Type: application/json\r\n"
-        f"Authorization: {auth}\r\nContent-Length: {len(body)}\r\n\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in extra.items())
+        + f"Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
     reader, writer = await asyncio.open_connection(HOST, port)
     times = []
