@@ -60,6 +60,18 @@ def test_a_chunk_with_output_and_usage_keeps_its_output():
     assert m.raw_usage == USAGE
 
 
+def test_null_usage_on_every_chunk_keeps_every_chunk():
+    """OpenAI (and vLLM) put "usage": null on every chunk of a stream that asked for usage: those chunks, the
+    first one with only the role included, reach the client as they came; only the real usage chunk goes."""
+    role = ev({"id": "c", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}], "usage": None})
+    text = ev({"id": "c", "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}], "usage": None})
+    done = ev({"id": "c", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": None})
+    m = StreamMeter("chat", strip_usage_chunk=True)
+    out = run(m, role + text + done + SHAPES["openai"] + b"data: [DONE]\n\n", [])
+    assert out == role + text + done + b"data: [DONE]\n\n"
+    assert m.raw_usage == USAGE
+
+
 def test_usage_is_passed_on_when_the_client_asked():
     for chunk in SHAPES.values():
         m = StreamMeter("chat", strip_usage_chunk=False)

@@ -161,8 +161,8 @@ class StreamMeter:
         u = obj.get("usage")
         if isinstance(u, dict):
             self.raw_usage = u
-        if not self.strip_usage_chunk or "usage" not in obj:
-            return None
+        if not self.strip_usage_chunk or not isinstance(u, dict):
+            return None  # "usage": null (on every chunk of a stream that asked for usage) is passed on as it is
         if _carries_nothing_else(obj):
             return b""
         del obj["usage"]  # output and usage in one chunk: the client keeps the output
