@@ -110,3 +110,26 @@ def test_terminal_events_of_each_api():
     assert not c.terminal
     c.feed(b"data:[DONE]\n\n")
     assert c.terminal
+
+
+def test_an_error_event_is_noted_in_either_api_and_text_about_errors_is_not():
+    quoted = ev({"id": "c", "choices": [{"index": 0, "delta": {"content": '{"error": "no"} is JSON'}}]})
+    tool = ev(
+        {"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [{"function": {"arguments": '{"error"'}}]}}]}
+    )
+    m = StreamMeter("chat")
+    assert run(m, quoted + tool, [5, 40]) == quoted + tool and m.failure is None
+    openai_error = ev({"error": {"message": "The server had an error", "type": "server_error"}})
+    m = StreamMeter("chat")
+    assert run(m, CONTENT + openai_error, [3]) == CONTENT + openai_error
+    assert m.failure == "upstream stream error: The server had an error (server_error)"
+    anthropic_error = (
+        b'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n'
+    )
+    m = StreamMeter("messages")
+    run(m, anthropic_error, [10])
+    assert m.failure == "upstream stream error: Overloaded (overloaded_error)" and not m.terminal
+    # an event that merely has an "error" field of another meaning (a Responses failure carries its own)
+    m = StreamMeter("messages")
+    run(m, ev({"type": "content_block_delta", "error": {"message": "x"}}), [])
+    assert m.failure is None

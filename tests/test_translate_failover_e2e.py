@@ -363,14 +363,6 @@ def test_an_anthropic_upstream_ending_early_is_not_a_clean_end_for_an_openai_cli
     assert err.value.body == {"message": CUT_SHORT, "type": "api_error", "code": None, "param": None}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the relay records a stream that ended in the upstream's error event as 200 without an error, or as "
-    "499 'client disconnected' when the SDK hangs up on the error before the upstream ends its body "
-    "(gwctl.proxy.relay decides the row from exceptions only; translated or not); a stream whose upstream "
-    "ended its body early is recorded as 200 without an error",
-)
 @pytest.mark.parametrize(
     "client,model,script,message",
     [
@@ -403,8 +395,8 @@ def test_the_activity_row_of_a_stream_that_failed_mid_way_says_so(rig, client, m
             with pytest.raises(anthropic.APIStatusError):
                 list(an_stream)
     row = rig.row(rid)
-    assert row["status"] >= 500 and row["error"] and "client disconnected" not in row["error"], row
-    assert message in row["error"]
+    assert row["status"] == 502 and row["error"] and "client disconnected" not in row["error"], row
+    assert message in row["error"] and row["rule"] == "upstream_stream_error"
 
 
 def test_an_anthropic_upstream_cut_mid_stream_breaks_the_openai_clients_stream(rig):

@@ -66,7 +66,7 @@ def usage_from_body(api: str, body: bytes) -> Usage | None:
 class StreamMeter:
     """Split an SSE byte stream into events, capture usage, optionally drop the usage-only chunk."""
 
-    __slots__ = ("api", "strip_usage_chunk", "_buf", "raw_usage", "terminal", "_marker")
+    __slots__ = ("api", "strip_usage_chunk", "_buf", "raw_usage", "terminal", "_marker", "failure")
 
     def __init__(self, api: str, strip_usage_chunk: bool = False):
         self.api = api
@@ -75,6 +75,7 @@ class StreamMeter:
         self.raw_usage: dict | None = None
         self.terminal = False  # the stream's terminal event was among the bytes fed so far
         self._marker = _TERMINAL_MARKERS.get(api, b"[DONE]")
+        self.failure: str | None = None  # the upstream's error event's message, when its stream ended in one
 
     def feed(self, data: bytes) -> bytes:
         """Bytes to send to the client now: every complete event received so far."""
@@ -92,6 +93,8 @@ class StreamMeter:
         complete, self._buf = buf[:end], buf[end:]
         if self._marker in complete and not self.terminal:
             self._find_terminal(complete)
+        if b'"error"' in complete and self.failure is None:  # a key (in a JSON string it would read \"error\")
+            self._find_error(complete)
         if b'"usage"' not in complete:
             return complete
         return self._inspect(complete)
@@ -100,6 +103,8 @@ class StreamMeter:
         rest, self._buf = self._buf, b""
         if rest and self._marker in rest and not self.terminal:
             self._find_terminal(rest)
+        if rest and b'"error"' in rest and self.failure is None:
+            self._find_error(rest)
         if rest and b'"usage"' in rest:
             return self._inspect(rest)
         return rest
@@ -117,6 +122,20 @@ class StreamMeter:
                 obj = _json_object(data)
                 if obj is not None and obj.get("type") in _TERMINAL_TYPES:
                     self.terminal = True
+                    return
+
+    def _find_error(self, chunk: bytes) -> None:
+        """An ``"error"`` key was seen: note the upstream's error event (OpenAI's ``{"error": {...}}`` chunk,
+        Anthropic's ``{"type": "error", "error": {...}}``), whose stream failed however it ends."""
+        for event in _split_events(chunk):
+            if b'"error"' not in event:
+                continue
+            data = _raw_data_of(event)
+            obj = _json_object(data) if data is not None else None
+            if obj is not None:
+                failure = stream_error(obj)
+                if failure is not None:
+                    self.failure = failure
                     return
 
     def usage(self) -> Usage | None:
@@ -229,3 +248,15 @@ def _data_of(event: bytes) -> bytes | None:
     if data is None or data.strip() == b"[DONE]":
         return None
     return data
+
+
+def stream_error(event: dict) -> str | None:
+    """The message of a stream's error event in either API's shape (OpenAI ``{"error": {...}}``, Anthropic
+    ``{"type": "error", "error": {...}}``), for the activity row; None for any other event."""
+    err = event.get("error")
+    if not isinstance(err, dict) or (event.get("type") not in (None, "error")):
+        return None
+    message = err.get("message")
+    kind = err.get("type")
+    text = message if isinstance(message, str) and message else "no message"
+    return f"upstream stream error: {text}" + (f" ({kind})" if isinstance(kind, str) and kind else "")

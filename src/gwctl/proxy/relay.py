@@ -11,6 +11,7 @@ from gwctl.proxy.translating import TranslatingMeter
 from gwctl.proxy.upstream import UpstreamError, UpstreamTimeout
 
 STREAM_END_WAIT = 2.0  # seconds an upstream may take to end its response after the stream's terminal event
+STREAM_ERROR = "upstream_stream_error"  # the row's rule for a stream that ended in an error event
 
 
 def why(exc: BaseException) -> str:
@@ -50,10 +51,12 @@ async def relay_stream(flow: Flow, upstream, out_headers: list[tuple[str, str]],
         else:
             await finish_upstream(upstream, meter)
     except (ConnectionResetError, asyncio.CancelledError):
-        if not delivered:
+        if meter.failure is not None:  # the client hung up on the upstream's error event: the upstream failed
+            error, status = meter.failure, 502
+        elif not delivered:
             error, status = "client disconnected", 499
         upstream.abort()  # hang up on the upstream too
-        recorder.record(flow, status, meter.usage(), None, error)
+        recorder.record(flow, status, meter.usage(), STREAM_ERROR if meter.failure else None, error)
         raise
     except UpstreamTimeout:
         if not delivered:
@@ -61,7 +64,10 @@ async def relay_stream(flow: Flow, upstream, out_headers: list[tuple[str, str]],
     except UpstreamError as exc:
         if not delivered:
             error, status = f"upstream broke the stream ({why(exc)})", 502
-    recorder.record(flow, status, meter.usage(), None, error)
+    rule = None
+    if meter.failure is not None and error is None:  # the stream ended in an error event: the upstream failed
+        error, status, rule = meter.failure, 502, STREAM_ERROR
+    recorder.record(flow, status, meter.usage(), rule, error)
     return None
 
 

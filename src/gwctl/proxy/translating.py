@@ -26,7 +26,7 @@ from gwctl.core.translate import (
     openai_to_anthropic_response,
 )
 from gwctl.core.translate.target import translate_for
-from gwctl.proxy.meter import StreamMeter, _data_of, _json_object, _split_events
+from gwctl.proxy.meter import StreamMeter, _data_of, _json_object, _split_events, stream_error
 
 
 class Translation:
@@ -78,7 +78,7 @@ class TranslatingMeter:
     ``event: NAME`` + ``data: JSON``; OpenAI ``data: JSON`` and ``data: [DONE]``). ``terminal`` is the
     client's stream's end (message_stop or [DONE]) having been written."""
 
-    __slots__ = ("_meter", "_stream", "terminal")
+    __slots__ = ("_meter", "_stream", "terminal", "failure")
 
     def __init__(self, translation: Translation, rid: str) -> None:
         self._meter = StreamMeter(translation.upstream_api)
@@ -90,6 +90,7 @@ class TranslatingMeter:
                 translation.client_model, f"chatcmpl-{rid}", not translation.hidden_usage, int(time.time())
             )
         self.terminal = False
+        self.failure: str | None = None  # the error event the client got (the upstream's, or for a cut stream)
 
     def feed(self, data: bytes) -> bytes:
         """The client's events for every complete upstream event received so far."""
@@ -131,6 +132,8 @@ class TranslatingMeter:
                 self.terminal = True
                 continue
             data = orjson.dumps(payload)
+            if self.failure is None and isinstance(payload, dict) and "error" in payload:
+                self.failure = stream_error(payload)
             if name is None:
                 parts.append(b"data: " + data + b"\n\n")
             else:
