@@ -80,3 +80,26 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
             return value
         time.sleep(interval)
     return predicate()
+
+
+def log_rows(db: Path) -> list[dict]:
+    """Every row of a SQLite activity log, oldest first, read-only (none while the log does not exist yet)."""
+    import sqlite3
+
+    if not db.exists():
+        return []
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute("SELECT * FROM activity ORDER BY id")]
+    except sqlite3.OperationalError:  # the writer has not created the table yet
+        return []
+    finally:
+        conn.close()
+
+
+def log_row(db: Path, rid: str, timeout: float = 30) -> dict:
+    """The row of request ``rid``, once the log writer has written it (waited for up to ``timeout`` seconds)."""
+    got = wait_for(lambda: next((r for r in log_rows(db) if r["request_id"] == rid), None), timeout, 0.1)
+    assert got is not None, f"no activity row for {rid}"
+    return got

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -24,7 +23,7 @@ import pytest
 from conftest import run_cli
 from faulty import FaultyUpstream, wait_until
 from gwctl.testing.thread import StandinConfig, start_standin
-from proxyrun import ProxyProcess
+from proxyrun import ProxyProcess, log_row, log_rows
 
 UP_KEY = "sk-up"
 USAGE = {"input_tokens": 1000, "cached_tokens": 200, "output_tokens": 50}
@@ -97,21 +96,10 @@ class Rig:
         return self.proc
 
     def rows(self) -> list[dict]:
-        if not self.db.exists():
-            return []
-        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
-        conn.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in conn.execute("SELECT * FROM activity ORDER BY id")]
-        except sqlite3.OperationalError:
-            return []
-        finally:
-            conn.close()
+        return log_rows(self.db)
 
     def row(self, rid: str) -> dict:
-        got = wait_until(lambda: next((r for r in self.rows() if r["request_id"] == rid), None), 30, 0.1)
-        assert got is not None, f"no activity row for {rid}"
-        return got
+        return log_row(self.db, rid)
 
     def close(self) -> None:
         self.good.stop()

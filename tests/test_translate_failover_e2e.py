@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ import pytest
 from conftest import run_cli
 from gwctl.core.translate.streams import CUT_SHORT
 from gwctl.testing.thread import StandinConfig, start_standin
-from proxyrun import ProxyProcess, wait_for
+from proxyrun import ProxyProcess, log_row, log_rows
 from rawupstream import RawUpstream, Received, Script
 
 UP_KEY = "sk-up"
@@ -204,21 +203,10 @@ class Rig:
         self.cli("route", "set", f"t/{agent}", "--model-name", "m", "--provider", source, "--model", model, *more)
 
     def rows(self) -> list[dict]:
-        if not self.db.exists():
-            return []
-        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
-        conn.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in conn.execute("SELECT * FROM activity ORDER BY id")]
-        except sqlite3.OperationalError:
-            return []
-        finally:
-            conn.close()
+        return log_rows(self.db)
 
     def row(self, rid: str) -> dict:
-        got = wait_for(lambda: next((r for r in self.rows() if r["request_id"] == rid), None), 30, 0.1)
-        assert got is not None, f"no activity row for {rid}"
-        return got
+        return log_row(self.db, rid)
 
     def oa(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.proc.url + "/v1", api_key=self.key, max_retries=0, timeout=20)
