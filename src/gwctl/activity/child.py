@@ -52,6 +52,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from functools import partial
 from operator import itemgetter
+from typing import Callable
 
 from gwctl.activity.dsn import parse_dsn
 from gwctl.activity.entry import LogEntry, LogRow
@@ -60,6 +61,7 @@ from gwctl.core.catalog_values import format_usd
 from gwctl.core.pricing import USAGE_FIELDS, price_plan
 from gwctl.core.request import shape_text
 from gwctl.core.text import printable
+from gwctl.logs import json_line
 
 log = logging.getLogger("gwctl.activity")
 
@@ -97,6 +99,7 @@ class ChildWriter:
         close_timeout: float = 10.0,
         max_pending_rows: int = MAX_PENDING_ROWS,
         retry_max_delay: float = 5.0,
+        log_format: str = "text",
     ):
         if dsn is None and not access_log:
             raise ValueError("ChildWriter needs an activity DSN, an access log, or both")
@@ -110,6 +113,7 @@ class ChildWriter:
         self.close_timeout = close_timeout
         self.max_pending_rows = max_pending_rows
         self.retry_max_delay = retry_max_delay
+        self.log_format = log_format  # the child's own lines and the access log: text or json (gwctl.logs)
         self.submitted = 0
         self.dropped = 0
         self._unreported = 0  # dropped rows not yet in a log line
@@ -141,6 +145,8 @@ class ChildWriter:
             args += ["--dsn", self.dsn]
         if self.access_log:
             args.append("--access-log")
+        if self.log_format != "text":
+            args += ["--log-format", self.log_format]
         # The child must not die of the signals meant for the proxy. It runs in a session of its own, so a
         # Ctrl-C (SIGINT to the terminal's foreground process group) never reaches it, not even while it
         # starts; and a shell sets SIGINT/SIGTERM to ignored before exec'ing Python, which keeps them ignored,
@@ -247,6 +253,11 @@ class ChildWriter:
                 self.dropped,
             )
             self._unreported = 0
+
+    def revive(self) -> None:
+        """Start a writer process that died again (at most every few seconds), with or without rows to send: a
+        readiness probe calls this, so a proxy that load balancers stopped sending to still recovers."""
+        self._maybe_restart()
 
     def _maybe_restart(self) -> None:
         """A writer process that died (killed, out of memory) is started again, at most every few seconds."""
@@ -374,6 +385,34 @@ def access_line(row: LogRow) -> str:
     )
 
 
+def access_json(row: LogRow) -> str:
+    """One access-log line as a JSON object (``--log-format json``): the row's facts, ASCII-escaped, no secret
+    (the key's name, never the key)."""
+    usage = dict(zip(USAGE_KINDS, row.usage_counts))
+    return json_line(
+        {
+            "time": row.time.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "type": "access",
+            "request_id": row.request_id,
+            "status": row.status,
+            "path": row.path,
+            "key": row.key_name,
+            "agent": row.agent,
+            "route_kind": row.route_kind,
+            "source": row.source,
+            "model": row.model,
+            "upstream_model": row.upstream_model,
+            "latency_ms": round(row.latency_ms, 1),
+            "stream": row.stream,
+            "input_tokens": usage.get("input_tokens", 0),
+            "output_tokens": usage.get("output_tokens", 0),
+            "cost": None if row.cost is None else format_usd(row.cost),
+            "rule": row.rule,
+            "error": row.error,
+        }
+    )
+
+
 def _field(text: str | None) -> str:
     """A client's string as one access-log field: control characters escaped (no forged lines, no terminal
     escapes) and spaces too (no forged fields); ``-`` when absent."""
@@ -488,11 +527,22 @@ class _Child:
     """The writer process's state: the bytes read and not yet framed, the rows not yet in the log, and
     whether (and until when) it is closing."""
 
-    def __init__(self, sink, label: str, outage: _Outage, *, access_log: bool, limit: int, close_timeout: float):
+    def __init__(
+        self,
+        sink,
+        label: str,
+        outage: _Outage,
+        *,
+        access_log: bool,
+        limit: int,
+        close_timeout: float,
+        access_format: Callable[[LogRow], str] = access_line,
+    ):
         self.sink = sink  # a LogSink, or None: the access log only
         self.label = label
         self.outage = outage
         self.access_log = access_log
+        self.access_format = access_format
         self.limit = limit
         self.close_timeout = close_timeout
         self.fd = sys.stdin.fileno()
@@ -570,7 +620,7 @@ class _Child:
                 log.exception("could not build an activity record")
                 continue
             if self.access_log:
-                sys.stderr.write(access_line(rec))
+                sys.stderr.write(self.access_format(rec))
             if self.sink is not None:
                 self.pending.append(rec)
 
@@ -610,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m gwctl.activity.child")
     ap.add_argument("--dsn")
     ap.add_argument("--access-log", action="store_true")
+    ap.add_argument("--log-format", choices=("text", "json"), default="text")
     ap.add_argument("--close-timeout", type=float, default=10.0)
     ap.add_argument("--retry-max-delay", type=float, default=5.0)
     ap.add_argument("--max-pending-rows", type=int, default=MAX_PENDING_ROWS)
@@ -620,7 +671,9 @@ def main(argv: list[str] | None = None) -> int:
         os.nice(_NICENESS)
     except OSError:  # pragma: no cover - lowering one's own priority is always allowed on POSIX
         pass
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
+    from gwctl.logs import setup
+
+    setup(args.log_format)
     dsn = args.dsn
     label = redact_dsn(dsn) if dsn else ""
     sink = (
@@ -633,6 +686,7 @@ def main(argv: list[str] | None = None) -> int:
         label,
         _Outage(label, args.retry_max_delay),
         access_log=args.access_log,
+        access_format=access_json if args.log_format == "json" else access_line,
         limit=max(1, args.max_pending_rows),
         close_timeout=args.close_timeout,
     )

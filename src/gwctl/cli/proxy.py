@@ -39,6 +39,14 @@ ReloadIntervalOpt = Annotated[
     float, typer.Option("--reload-interval", metavar="S", help="How often to check the store for changes.")
 ]
 AccessLogOpt = Annotated[bool, typer.Option("--access-log", help="Log one line per request to stderr.")]
+LogFormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--log-format",
+        metavar="text|json",
+        help="The proxy's own log and the access log: readable text, or one JSON object a line.",
+    ),
+]
 HeadTimeoutOpt = Annotated[
     float,
     typer.Option(
@@ -85,11 +93,12 @@ def proxy(
     body_timeout: BodyTimeoutOpt = 60.0,
     max_connections: MaxConnectionsOpt = 4096,
     max_connections_per_client: MaxConnectionsPerClientOpt = 256,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Run the gateway: OpenAI- and Anthropic-compatible endpoints that enforce the store.
 
     POST /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/responses,
-    /v1/messages; GET /v1/models; GET /healthz. Clients authenticate with a
+    /v1/messages; GET /v1/models; GET /healthz and /readyz (no key needed). Clients authenticate with a
     gateway key (Authorization: Bearer KEY or x-api-key: KEY) and may name
     their agent with X-Gwctl-Agent. The store is reloaded when it changes.
     SIGTERM stops accepting, lets in-flight requests finish, flushes the log.
@@ -104,12 +113,14 @@ def proxy(
     from gwctl.proxy.server import ProxyConfig, run
 
     _check_options(port, workers, body_limit, head_timeout, body_timeout, max_connections, max_connections_per_client)
+    if log_format not in ("text", "json"):
+        fail(f"--log-format must be text or json, not '{log_format}'")
     env = current()
     path = store_path()
     snapshot, problems = _checked_store(path, env.environ)
     _check_auth(no_auth, host, snapshot)
     dsn = _activity_dsn(activity, env.environ)
-    _start_logging(env, problems, path, dsn)
+    _start_logging(env, problems, path, dsn, log_format)
     config = ProxyConfig(
         store_path=path,
         activity_dsn=dsn,
@@ -118,6 +129,7 @@ def proxy(
         reload_interval=reload_interval,
         grace_period=grace,
         access_log=access_log,
+        log_format=log_format,
         head_timeout=head_timeout,
         body_timeout=body_timeout,
         max_connections=max_connections,
@@ -163,13 +175,22 @@ def _activity_dsn(activity: str | None, environ) -> str:
         fail(str(exc))
 
 
-def _start_logging(env, problems, path, dsn: str) -> None:
-    """Log to stderr; say which store and log are used, and the warnings about credentials."""
-    logging.basicConfig(level=logging.INFO, stream=env.stderr, format="%(asctime)s %(levelname)s %(message)s")
+def _start_logging(env, problems, path, dsn: str, log_format: str = "text") -> None:
+    """Log to stderr (text or JSON lines); say which store and log are used, and the warnings about credentials."""
+    from gwctl.logs import setup
+
+    setup(log_format, env.stderr)
+    log = logging.getLogger("gwctl.proxy")
     for problem in problems:  # warnings never stop the proxy; the ones about credentials are worth a line
         if "credential" in problem.message:
-            env.stderr.write(f"{problem.level}: {problem.where}: {problem.message}\n")
-    env.stderr.write(f"store {path}; activity log {redact_dsn(dsn)}\n")
+            if log_format == "json":
+                log.warning("%s: %s", problem.where, problem.message)
+            else:
+                env.stderr.write(f"{problem.level}: {problem.where}: {problem.message}\n")
+    if log_format == "json":
+        log.info("store %s; activity log %s", path, redact_dsn(dsn))
+    else:
+        env.stderr.write(f"store {path}; activity log {redact_dsn(dsn)}\n")
 
 
 def _checked_store(path, environ):

@@ -9,6 +9,7 @@ exit code.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -18,6 +19,8 @@ from gwctl.core.config import Snapshot
 from gwctl.errors import GwctlError
 from gwctl.proxy.flow import reseed_request_ids
 from gwctl.proxy.server import ProxyConfig, serve, upstream_proxies
+
+log = logging.getLogger("gwctl.proxy")
 
 
 def new_loop() -> asyncio.AbstractEventLoop:
@@ -55,8 +58,11 @@ def run(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, workers: 
     url = f"http://{host if sock.family == socket.AF_INET else '[' + host + ']'}:{bound}"
 
     def announce(_srv):
-        sys.stderr.write(f"gwctl proxy ready on {url} (OpenAI base_url {url}/v1; workers {workers})\n")
-        sys.stderr.flush()
+        if config.log_format == "json":
+            log.info("gwctl proxy ready on %s (OpenAI base_url %s/v1; workers %d)", url, url, workers)
+        else:
+            sys.stderr.write(f"gwctl proxy ready on {url} (OpenAI base_url {url}/v1; workers {workers})\n")
+            sys.stderr.flush()
 
     if workers <= 1:
         loop = new_loop()

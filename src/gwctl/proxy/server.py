@@ -59,6 +59,11 @@ DEFAULT_BODY_LIMIT = 32 * 1024 * 1024
 __all__ = ["REQUEST_ID_HEADER", "Gateway", "ProxyConfig", "new_request_id", "run", "serve", "upstream_proxies"]
 
 
+PROBES = frozenset({"/healthz", "/readyz"})  # answered without a key and never logged: for load balancers
+READY_CACHE_S = 1.0  # /readyz checks the database at most this often
+READY_TIMEOUT_S = 2.0  # and gives it this long to answer
+
+
 @dataclass
 class ProxyConfig:
     store_path: Path
@@ -68,6 +73,7 @@ class ProxyConfig:
     reload_interval: float = 1.0
     grace_period: float = 30.0
     access_log: bool = False
+    log_format: str = "text"  # the proxy's own log and the access log: text, or one JSON object a line
     head_timeout: float = 10.0  # these four: gwctl.proxy.http's defaults (HEAD_TIMEOUT and so on)
     body_timeout: float = 60.0
     max_connections: int = 4096
@@ -102,6 +108,8 @@ class Gateway:
         self._closing = False
         self._reload_task: asyncio.Task | None = None
         self._ledger_task: asyncio.Task | None = None
+        self._database: tuple[float, dict] | None = None  # the last database check: (monotonic time, its result)
+        self._checking: asyncio.Future | None = None  # the database check under way, shared by concurrent probes
 
     # the parts other code plugs in or looks at (serve, the tests, the benchmarks)
     pool = property(lambda self: self.forwarder.pool, lambda self, pool: setattr(self.forwarder, "pool", pool))
@@ -117,7 +125,9 @@ class Gateway:
             log.info("upstream requests go through an egress proxy: %s", proxies.describe())
         self.pool = UpstreamPool(proxies=proxies)
         if self.config.activity_dsn or self.config.access_log:
-            self.writer = ChildWriter(self.config.activity_dsn, access_log=self.config.access_log)
+            self.writer = ChildWriter(
+                self.config.activity_dsn, access_log=self.config.access_log, log_format=self.config.log_format
+            )
             await self.writer.start()
         if self.config.activity_dsn:  # limits shared through the log's database, and rebuilt from it
             from gwctl.activity.meters import SqlBank
@@ -185,6 +195,53 @@ class Gateway:
                 detail["status"] = "degraded"
         return detail
 
+    async def readiness(self) -> tuple[bool, dict]:
+        """What ``/readyz`` says: ready when a store is loaded (the last good one counts: it serves), the log
+        writer process runs and the activity log's database answers (checked at most every second; probes
+        in between share the last answer)."""
+        checks: dict = {"store": self.watcher.health()}
+        ready = self.snapshot is not None
+        writer = self.writer
+        if writer is not None:
+            alive = bool(writer.health().get("writer_alive"))
+            if not alive:
+                writer.revive()
+            checks["activity_writer"] = {"alive": alive}
+            ready = ready and alive
+        if self.config.activity_dsn:
+            database = await self._database_check()
+            checks["database"] = database
+            ready = ready and database["reachable"]
+        return ready, {"status": "ready" if ready else "not_ready", "checks": checks}
+
+    async def _database_check(self) -> dict:
+        now = time.monotonic()
+        cached = self._database
+        if cached is not None and now - cached[0] < READY_CACHE_S:
+            return cached[1]
+        if self._checking is None:
+            self._checking = asyncio.ensure_future(self._check_database())
+        return dict(await asyncio.shield(self._checking))
+
+    async def _check_database(self) -> dict:
+        from gwctl.activity.reachable import check
+
+        try:
+            dsn = self.config.activity_dsn
+            assert dsn is not None
+            ok, why_not, ms = await asyncio.to_thread(check, dsn, READY_TIMEOUT_S)
+            result: dict = {"reachable": ok, "latency_ms": round(ms, 1)}
+            if why_not:
+                result["error"] = why_not
+            self._database = (time.monotonic(), result)
+            return result
+        finally:
+            self._checking = None
+
+    async def _readyz(self, rid: str) -> Reply:
+        ready, detail = await self.readiness()
+        return Reply(503 if not ready else 200, orjson.dumps(detail), [(REQUEST_ID_HEADER, rid)])
+
     # --- requests ------------------------------------------------------------
 
     def handle(self, request: Request) -> Answer:
@@ -201,7 +258,9 @@ class Gateway:
         start = time.perf_counter()
         rid = new_request_id()
         path, method = request.path, request.method
-        if path == "/healthz" and method in ("GET", "HEAD"):
+        if path in PROBES and method in ("GET", "HEAD"):
+            if path == "/readyz":
+                return self._readyz(rid)
             return _at_once(Reply(200, orjson.dumps(self.health()), [(REQUEST_ID_HEADER, rid)]))
         snap = self.snapshot
         flow = Flow(request, rid, start, snap)
@@ -277,7 +336,7 @@ class Gateway:
     def check_head(self, request: Request) -> Reply | None:
         """The gateway-key check of :meth:`handle`, made as soon as the request's head is in: a request
         without a valid key is answered 401 (and logged) before any of its body is read."""
-        if not self.auth.required or request.path == "/healthz":
+        if not self.auth.required or request.path in PROBES:
             return None
         snap = self.snapshot
         name = self.auth.key_name(request, snap)
