@@ -482,3 +482,38 @@ def test_requests_admitted_while_a_busy_meter_settles_keep_their_lease(tmp_path)
             bank_b.close()
 
     asyncio.run(scenario())
+
+
+def test_a_sync_cancelled_on_its_way_is_not_settled_twice(tmp_path):
+    """The proxy stops while a heartbeat's sync is in the bank (its thread commits the delta): the cancelled
+    sync's outcome is applied, so the closing sync does not settle the same spend again (seen as three
+    instances' meter 3 requests over the log's exact sum)."""
+    from gwctl.activity.meters import meter_status
+    from gwctl.core.config import Limit
+    from gwctl.core.limits import Reservation
+    from gwctl.proxy.ledger import Ledger
+
+    dsn = f"sqlite://{tmp_path / 'bank.sqlite3'}"
+    limit = Limit("key:ci", budget=Decimal("10"), window="day")
+    res = Reservation(10, 10, "request", Decimal("0.01"))
+
+    async def scenario():
+        bank = slow_bank(dsn, "a")
+        ledger = Ledger(bank)
+        now = time.time()
+        refusal, ticket = await ledger.admit([limit], res, now)
+        assert refusal is None and ticket is not None
+        ledger.settle(ticket, Decimal("0.003"), None)
+        bank.hold = True
+        beat = asyncio.create_task(ledger.heartbeat())  # settles 0.003 ...
+        assert await asyncio.to_thread(bank.entered.wait, 5)  # ... committed, its round trip still on its way
+        beat.cancel()  # the proxy stops: the heartbeat loop is cancelled
+        bank.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await beat
+        bank.hold = False
+        await ledger.close()  # settles whatever is left, returns the lease
+
+    asyncio.run(scenario())
+    (usd,) = [m for m in meter_status(dsn, ["key:ci"]) if m.measure == "usd"]
+    assert usd.settled == Decimal("0.003") and usd.leased == 0

@@ -468,14 +468,18 @@ class Ledger:
             if self.bank.shared:
                 # the bank reads what is in flight as of ``delta``'s capture: a request that ends during the
                 # round trip moves from ``reserved`` to ``delta`` and must stay covered by the new lease
-                lease, settled = await asyncio.to_thread(self.bank.sync, copy.copy(meter), delta, need, keep)
+                call = asyncio.ensure_future(asyncio.to_thread(self.bank.sync, copy.copy(meter), delta, need, keep))
+                try:
+                    lease, settled = await asyncio.shield(call)
+                except asyncio.CancelledError:
+                    # the call goes on in its thread and may commit: its outcome is applied before the cancel
+                    # goes through, or the next sync (the proxy's closing one) would settle ``delta`` again
+                    lease, settled = await call
+                    _synced(meter, delta, admitted, lease, settled)
+                    raise
             else:
                 lease, settled = self.bank.sync(meter, delta, need, keep)
-            meter.delta -= delta
-            meter.lease, meter.settled = lease, settled
-            meter.free = meter.lease - meter.delta - meter.reserved
-            meter.used_since_sync = meter.admitted != admitted  # admissions during the round trip count as use
-            meter.synced_at = time.monotonic()
+            _synced(meter, delta, admitted, lease, settled)
         finally:
             meter.returning = False
             meter.syncing.set_result(None)
@@ -523,3 +527,13 @@ class Ledger:
             close = getattr(self.bank, "close", None)
             if close is not None:
                 await asyncio.to_thread(close)
+
+
+def _synced(meter: Meter, delta: Decimal | int, admitted: int, lease: Decimal | int, settled: Decimal | int) -> None:
+    """What a sync that settled ``delta`` leaves the meter with: the delta gone, the new lease and settled
+    amount, ``free`` recomputed; ``admitted`` was the meter's admission count when the sync began."""
+    meter.delta -= delta
+    meter.lease, meter.settled = lease, settled
+    meter.free = meter.lease - meter.delta - meter.reserved
+    meter.used_since_sync = meter.admitted != admitted  # admissions during the round trip count as use
+    meter.synced_at = time.monotonic()
