@@ -124,6 +124,8 @@ class Forwarder:
             except GwctlError as exc:
                 return self.no_credential(flow, exc)
             src = flow.snapshot.sources[d.source]
+            if (trace := flow.trace) is not None:  # the attempt's span; its traceparent goes upstream
+                trace.upstream(flow, headers)
             try:
                 upstream = await self.pool.request(
                     "POST",
@@ -135,7 +137,11 @@ class Forwarder:
                     ca_file=src.ca_file,
                 )
             except (UpstreamError, ValueError) as exc:
+                if trace is not None:
+                    trace.failed(exc)
                 return self._unanswered(flow, exc, move_on, started)
+            if trace is not None:
+                trace.answered(upstream.status)
             try:
                 if move_on is not None and upstream.status >= 400 and str(upstream.status) in move_on:
                     upstream.abort()  # its error body is not wanted: the next target answers
@@ -156,6 +162,8 @@ class Forwarder:
                 try:
                     data = await upstream.read()
                 except UpstreamError as exc:  # nothing reached the client yet: this may move on too
+                    if trace is not None:
+                        trace.failed(exc)
                     return self._unread(flow, upstream.status, exc, move_on, started)
                 return self._reply(flow, upstream.status, data, out_headers, started)
             except BaseException:
@@ -163,6 +171,8 @@ class Forwarder:
                 raise
             finally:
                 upstream.release()
+                if trace is not None:
+                    trace.upstream_done()
         finally:
             self.inflight.end()
 
