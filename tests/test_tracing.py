@@ -168,10 +168,12 @@ class Rig:
     def start(self, *extra: str, env: dict | None = None) -> ProxyProcess:
         return ProxyProcess(self.store, f"sqlite://{self.db}", *extra, env=self.env() if env is None else env)
 
-    def chat(self, proc: ProxyProcess, agent: str, key: str | None = None, stream: bool = False, **headers: str):
+    def chat(
+        self, proc: ProxyProcess, agent: str, key: str | None = None, stream: bool = False, timeout=20, **headers: str
+    ):
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
         hdrs = {"Authorization": f"Bearer {key or self.key}", "X-Gwctl-Agent": f"t/{agent}", **headers}
-        return httpx.post(proc.url + "/v1/chat/completions", json=body, headers=hdrs, timeout=20)
+        return httpx.post(proc.url + "/v1/chat/completions", json=body, headers=hdrs, timeout=timeout)
 
     def close(self) -> None:
         self.good.stop()
@@ -292,6 +294,27 @@ def test_an_upstream_failure_is_an_error_span(rig):
     assert span.attrs["gwctl.rule"] == "upstream_unreachable" and "unreachable" in span.message
     (child,) = wait_for(lambda: rig.collector.children(span))
     assert child.status == STATUS_ERROR
+
+
+def test_a_client_that_hangs_up_before_the_answer_ends_its_span_as_499(rig):
+    before = len(rig.collector.spans)
+    rig.good.configure(delay_ms=1500)
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            rig.chat(rig.proc, "plain", timeout=0.3)
+        got = wait_for(
+            lambda: [
+                s
+                for s in rig.collector.spans[before:]
+                if s.kind == SERVER and s.attrs["http.response.status_code"] == 499
+            ]
+        )
+    finally:
+        rig.good.configure(delay_ms=0)
+    (span,) = got
+    assert span.attrs["gwctl.attempts"] == 1 and span.status != STATUS_ERROR
+    (child,) = rig.collector.children(span)
+    assert child.kind == CLIENT and "http.response.status_code" not in child.attrs
 
 
 SITE_HOOK = """

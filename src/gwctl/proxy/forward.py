@@ -109,6 +109,7 @@ class Forwarder:
         classes, when another target remains) comes back as a :class:`Failure` before anything reached the
         client, and nothing is recorded; any other outcome is answered and recorded."""
         self.inflight.begin()
+        trace = flow.trace  # the request's span while tracing is on (gwctl.proxy.tracing)
         try:
             d = flow.decision
             assert d is not None and d.source is not None and d.upstream_url is not None  # decide forwarded it
@@ -124,7 +125,7 @@ class Forwarder:
             except GwctlError as exc:
                 return self.no_credential(flow, exc)
             src = flow.snapshot.sources[d.source]
-            if (trace := flow.trace) is not None:  # the attempt's span; its traceparent goes upstream
+            if trace is not None:  # the attempt's span; its traceparent goes upstream
                 trace.upstream(flow, headers)
             try:
                 upstream = await self.pool.request(
@@ -171,9 +172,9 @@ class Forwarder:
                 raise
             finally:
                 upstream.release()
-                if trace is not None:
-                    trace.upstream_done()
         finally:
+            if trace is not None:
+                trace.over(flow)
             self.inflight.end()
 
     def _unanswered(

@@ -28,6 +28,8 @@ after the fork) and flushes it when it stops.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
@@ -252,6 +254,13 @@ class RequestTrace:
         if child is not None:
             self.child = None
             child.end()
+
+    def over(self, flow: Flow) -> None:
+        """The attempt is over: its span ends; and the request's, when no row was recorded for it (the client
+        went away while the gateway waited for the upstream) and no other attempt follows: as 499."""
+        self.upstream_done()
+        if flow.trace is self and sys.exc_info()[0] is asyncio.CancelledError:
+            self.end(flow, 499, None, "client disconnected", None)
 
     def end(
         self, flow: Flow, status: int, rule: str | None, error: str | None, kind: str | None, agent: str | None = None
