@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
@@ -46,13 +45,16 @@ SERVICE_NAME = "gwctl-proxy"  # service.name unless OTEL_SERVICE_NAME or OTEL_RE
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
 
 
-@dataclass(frozen=True)
 class Setting:
-    """Tracing as the environment asks for it: the exporters and, for otlp, where spans go."""
+    """Tracing as the environment asks for it: the exporters and, for otlp, where spans go (a plain class: this
+    module is imported by every proxy, traced or not, and a dataclass costs its import several times more)."""
 
-    exporters: tuple[str, ...]
-    endpoint: str | None  # the OTLP traces URL (otlp only)
-    because: str  # the variable that turned it on
+    __slots__ = ("exporters", "endpoint", "because")
+
+    def __init__(self, exporters: tuple[str, ...], endpoint: str | None, because: str):
+        self.exporters = exporters
+        self.endpoint = endpoint  # the OTLP traces URL (otlp only)
+        self.because = because  # the variable that turned it on
 
     def describe(self) -> str:
         where = [f"OTLP/HTTP to {self.endpoint}" if e == "otlp" else "the console (stdout)" for e in self.exporters]
