@@ -253,6 +253,10 @@ def test_a_rejected_request_is_a_span_without_child(rig):
     assert span2.attrs["gwctl.rule"] == "invalid_api_key" and span2.attrs["gwctl.route_kind"] == "rejected"
     assert span2.attrs["gwctl.agent"] == "t/plain"
     assert rig.collector.children(span) == [] and rig.collector.children(span2) == []
+    r3 = httpx.post(rig.proc.url + "/v1/no/such/thing", json={}, headers={"Authorization": f"Bearer {rig.key}"})
+    assert r3.status_code == 404
+    span3 = rig.collector.request_span(r3.headers["x-gwctl-request-id"])
+    assert span3.name == "POST" and span3.attrs["url.path"] == "/v1/no/such/thing"  # a made-up path: not in the name
 
 
 def test_a_failover_has_one_child_span_per_attempt(rig):

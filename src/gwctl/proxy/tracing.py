@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
 from gwctl.errors import GwctlError
+from gwctl.proxy.decide import POST_PATHS
 
 if TYPE_CHECKING:
     from gwctl.proxy.flow import Flow
@@ -43,6 +44,7 @@ EXPORTERS = ("otlp", "console")
 DEFAULT_ENDPOINT = "http://localhost:4318"
 SERVICE_NAME = "gwctl-proxy"  # service.name unless OTEL_SERVICE_NAME or OTEL_RESOURCE_ATTRIBUTES say otherwise
 TRACE_HEADERS = frozenset({"traceparent", "tracestate"})
+NAMED_PATHS = POST_PATHS | {"/v1/models"}
 
 
 class Setting:
@@ -175,8 +177,10 @@ class Tracing:
         request = flow.request
         headers = request.headers
         parent = self.propagator.extract(headers) if "traceparent" in headers else None
+        path = request.path
         span = self.tracer.start_span(
-            f"{request.method} {request.path}",
+            # the endpoint in the name, never a path a client made up (span names are for grouping)
+            f"{request.method} {path}" if path in NAMED_PATHS else request.method,
             context=parent,
             kind=self.SERVER,
             attributes={
