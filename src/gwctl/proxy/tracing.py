@@ -275,8 +275,11 @@ class RequestTrace:
         ``kind`` as the row's route kind (None: the decision's)."""
         flow.trace = None  # ended once, whatever calls come later
         self.upstream_done()
-        d = flow.decision
         span = self.span
+        if not span.is_recording():  # not sampled (OTEL_TRACES_SAMPLER): nothing to add
+            span.end()
+            return
+        d = flow.decision
         attrs: dict[str, Any] = {"http.response.status_code": status, "gwctl.attempts": self.attempts}
         if d is not None:
             agent = d.agent
