@@ -238,6 +238,11 @@ def test_a_clients_traceparent_is_continued_and_replaced_upstream(rig):
     seen = rig.good.received[-1].headers
     assert _traceparent(seen["traceparent"]) == (CLIENT_TRACE, child.span_id)  # one traceparent: ours, not the client's
     assert seen["tracestate"] == "vendor=abc"
+    r = rig.chat(rig.proc, "plain", traceparent="00-not-a-trace-01")  # unreadable: a trace of its own, ours upstream
+    span = rig.collector.request_span(r.headers["x-gwctl-request-id"])
+    (child,) = wait_for(lambda: rig.collector.children(span))
+    assert span.parent == "" and span.trace_id != CLIENT_TRACE
+    assert _traceparent(rig.good.received[-1].headers["traceparent"]) == (span.trace_id, child.span_id)
 
 
 def test_a_rejected_request_is_a_span_without_child(rig):

@@ -139,6 +139,7 @@ class Tracing:
 
     def __init__(self, setting: Setting, environ: Mapping[str, str]):
         from opentelemetry import trace
+        from opentelemetry.context import Context
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -168,6 +169,7 @@ class Tracing:
             self.provider.add_span_processor(BatchSpanProcessor(exporter))
         self.tracer = self.provider.get_tracer("gwctl.proxy", __version__)
         self.propagator = TraceContextTextMapPropagator()
+        self.root = Context()  # a request without a client traceparent starts a trace, whatever context is current
         self.in_span = trace.set_span_in_context
         self.SERVER, self.CLIENT = SpanKind.SERVER, SpanKind.CLIENT
         self.Status, self.ERROR = Status, StatusCode.ERROR
@@ -176,7 +178,7 @@ class Tracing:
         """The request's span starts (its parent: the client's ``traceparent``, if any): ``flow.trace``."""
         request = flow.request
         headers = request.headers
-        parent = self.propagator.extract(headers) if "traceparent" in headers else None
+        parent = self.propagator.extract(headers, self.root) if "traceparent" in headers else self.root
         path = request.path
         span = self.tracer.start_span(
             # the endpoint in the name, never a path a client made up (span names are for grouping)
