@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from conftest import run_cli
+from faulty import FaultyUpstream
 from gwctl.errors import GwctlError
 from gwctl.proxy import tracing
 from gwctl.testing.thread import StandinConfig, start_standin
@@ -141,6 +142,10 @@ class Rig:
         self.cli("source", "add", "dead", "--base-url", f"http://127.0.0.1:{_closed_port()}/v1", "--auth-value", UP_KEY)
         self.cli("catalog", "set", "good/good-m", "--price", "input=3e-6", "--price", "output=1.5e-5")
         self.cli("catalog", "set", "dead/x", "--price", "input=3e-6", "--price", "output=1.5e-5")
+        self.faulty = FaultyUpstream().start()
+        self.cli("source", "add", "bad", "--base-url", self.faulty.url, "--auth-value", UP_KEY)
+        self.cli("catalog", "set", "bad/reset", "--price", "input=3e-6", "--price", "output=1.5e-5")
+        self.cli("route", "set", "t/broken", "--model-name", "m", "--provider", "bad", "--model", "reset")
         self.cli("route", "set", "t/plain", "--model-name", "m", "--provider", "good", "--model", "good-m")
         self.cli(
             "route",
@@ -177,6 +182,7 @@ class Rig:
 
     def close(self) -> None:
         self.good.stop()
+        self.faulty.stop()
         self.collector.stop()
 
 
@@ -292,6 +298,25 @@ def test_a_stream_ends_its_span_when_its_row_is_recorded(rig):
     assert span.attrs["gwctl.stream"] is True and span.attrs["http.response.status_code"] == 200
     (child,) = wait_for(lambda: rig.collector.children(span))
     assert child.kind == CLIENT
+
+
+def test_a_stream_the_upstream_breaks_is_an_error_span_and_so_is_its_attempts(rig):
+    with httpx.stream(
+        "POST",
+        rig.proc.url + "/v1/chat/completions",
+        json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True, "fault": {"events": 1}},
+        headers={"Authorization": f"Bearer {rig.key}", "X-Gwctl-Agent": "t/broken"},
+        timeout=20,
+    ) as r:
+        rid = r.headers["x-gwctl-request-id"]
+        with pytest.raises(httpx.HTTPError):
+            r.read()
+    span = rig.collector.request_span(rid)
+    assert span.status == STATUS_ERROR and span.attrs["http.response.status_code"] == 502
+    assert "broke the stream" in span.message and span.attrs["gwctl.stream"] is True
+    (child,) = wait_for(lambda: rig.collector.children(span))
+    assert child.status == STATUS_ERROR and "broke the stream" in child.message
+    assert child.attrs["http.response.status_code"] == 200  # the upstream's head said 200
 
 
 def test_an_upstream_failure_is_an_error_span(rig):

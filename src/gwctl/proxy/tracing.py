@@ -276,6 +276,9 @@ class RequestTrace:
         """The request's row is recorded: its span gets the decision's facts and the answer's status, and ends.
         ``kind`` as the row's route kind (None: the decision's)."""
         flow.trace = None  # ended once, whatever calls come later
+        failed = status >= 500 or kind == "error"
+        if failed and self.child is not None:  # the attempt in progress failed it (a stream that broke, ...)
+            self.child.set_status(self.tracing.Status(self.tracing.ERROR, error or f"answered {status}"))
         self.upstream_done()
         span = self.span
         if not span.is_recording():  # not sampled (OTEL_TRACES_SAMPLER): nothing to add
@@ -307,6 +310,6 @@ class RequestTrace:
         if flow.stream:
             attrs["gwctl.stream"] = True
         span.set_attributes(attrs)
-        if status >= 500 or kind == "error":
+        if failed:
             span.set_status(self.tracing.Status(self.tracing.ERROR, error or f"answered {status}"))
         span.end()
