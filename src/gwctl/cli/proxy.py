@@ -103,7 +103,9 @@ def proxy(
     their agent with X-Gwctl-Agent. The store is reloaded when it changes.
     SIGTERM stops accepting, lets in-flight requests finish, flushes the log.
     Upstreams are reached through HTTPS_PROXY / HTTP_PROXY / ALL_PROXY when set
-    (an http:// proxy), except the hosts in NO_PROXY.
+    (an http:// proxy), except the hosts in NO_PROXY. OpenTelemetry traces are
+    exported when OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER=otlp) is
+    set and the otel extra is installed (pip install 'gwctl[otel]').
     It refuses to start on a store with errors (as gwctl validate reports
     them) or one that other users may read or write.
 
@@ -120,7 +122,13 @@ def proxy(
     snapshot, problems = _checked_store(path, env.environ)
     _check_auth(no_auth, host, snapshot)
     dsn = _activity_dsn(activity, env.environ)
+    traces = _traces(env.environ)
     _start_logging(env, problems, path, dsn, log_format)
+    if traces:
+        if log_format == "json":
+            logging.getLogger("gwctl.proxy").info("%s", traces)
+        else:
+            env.stderr.write(traces + "\n")
     config = ProxyConfig(
         store_path=path,
         activity_dsn=dsn,
@@ -173,6 +181,18 @@ def _activity_dsn(activity: str | None, environ) -> str:
         return resolve_dsn(activity, environ, default_activity_path())
     except ValueError as exc:
         fail(str(exc))
+
+
+def _traces(environ) -> str | None:
+    """The line saying where traces go, when the OTEL_* variables ask for them; a clear error when they cannot
+    be exported (the otel extra is missing, an exporter or protocol the gateway does not speak)."""
+    from gwctl.proxy.tracing import check_installed, wanted
+
+    setting = wanted(environ)
+    if setting is None:
+        return None
+    check_installed()
+    return setting.describe()
 
 
 def _start_logging(env, problems, path, dsn: str, log_format: str = "text") -> None:

@@ -2,7 +2,8 @@
 
 A :class:`Flow` is made once per request (after the health check) and passed
 from stage to stage: authenticate (``key_name``), decide (``body``,
-``decision``), limit (``ticket``), forward (``stream``, ``api``, ``strip_usage``, ``translation``), relay, record.
+``decision``), limit (``ticket``), forward (``stream``, ``api``, ``strip_usage``, ``translation``), relay, record;
+``trace`` is the request's span while tracing is on (:mod:`gwctl.proxy.tracing`).
 A stage reads what the stages before it set and adds its own part, so a new
 fact about a request is a new attribute here, not a new argument through
 every stage.
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from gwctl.core.decision import Decision
     from gwctl.proxy.http import Request
     from gwctl.proxy.ledger import Ticket
+    from gwctl.proxy.tracing import RequestTrace
     from gwctl.proxy.translating import Translation
 
 REQUEST_ID_HEADER = "X-Gwctl-Request-Id"
@@ -47,6 +49,7 @@ class Flow:
         "ticket",
         "attempts",
         "translation",
+        "trace",
     )
 
     def __init__(self, request: Request, rid: str, start: float, snapshot: Snapshot):
@@ -67,6 +70,8 @@ class Flow:
         # forward: how this attempt's request and answer are translated (gwctl.proxy.translating.Translation),
         # None when the source speaks the client's API
         self.translation: Translation | None = None
+        # the request's span (gwctl.proxy.tracing.RequestTrace) while tracing is on, until the record stage ends it
+        self.trace: RequestTrace | None = None
 
 
 MESSAGES_PATH = "/v1/messages"

@@ -109,6 +109,7 @@ class Forwarder:
         classes, when another target remains) comes back as a :class:`Failure` before anything reached the
         client, and nothing is recorded; any other outcome is answered and recorded."""
         self.inflight.begin()
+        trace = flow.trace  # the request's span while tracing is on (gwctl.proxy.tracing)
         try:
             d = flow.decision
             assert d is not None and d.source is not None and d.upstream_url is not None  # decide forwarded it
@@ -124,6 +125,8 @@ class Forwarder:
             except GwctlError as exc:
                 return self.no_credential(flow, exc)
             src = flow.snapshot.sources[d.source]
+            if trace is not None:  # the attempt's span; its traceparent goes upstream
+                trace.upstream(flow, headers)
             try:
                 upstream = await self.pool.request(
                     "POST",
@@ -135,7 +138,11 @@ class Forwarder:
                     ca_file=src.ca_file,
                 )
             except (UpstreamError, ValueError) as exc:
+                if trace is not None:
+                    trace.failed(exc)
                 return self._unanswered(flow, exc, move_on, started)
+            if trace is not None:
+                trace.answered(upstream.status)
             try:
                 if move_on is not None and upstream.status >= 400 and str(upstream.status) in move_on:
                     upstream.abort()  # its error body is not wanted: the next target answers
@@ -156,6 +163,8 @@ class Forwarder:
                 try:
                     data = await upstream.read()
                 except UpstreamError as exc:  # nothing reached the client yet: this may move on too
+                    if trace is not None:
+                        trace.failed(exc)
                     return self._unread(flow, upstream.status, exc, move_on, started)
                 return self._reply(flow, upstream.status, data, out_headers, started)
             except BaseException:
@@ -164,6 +173,8 @@ class Forwarder:
             finally:
                 upstream.release()
         finally:
+            if trace is not None:
+                trace.over(flow)
             self.inflight.end()
 
     def _unanswered(

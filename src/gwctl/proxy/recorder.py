@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gwctl.core.limits import Refusal
     from gwctl.proxy.http import Request
     from gwctl.proxy.limiter import Limiter
+    from gwctl.proxy.tracing import Tracing
 
 
 class Recorder:
@@ -34,6 +35,7 @@ class Recorder:
         self.limiter: Limiter | None = (
             None  # gwctl.proxy.limiter.Limiter: settles a request's reservations with its usage
         )
+        self.tracing: Tracing | None = None  # gwctl.proxy.tracing: a request's span ends with its row
 
     def record(
         self, flow: Flow, status: int, usage: Usage | None, rule: str | None, error: str | None, kind: str | None = None
@@ -41,6 +43,8 @@ class Recorder:
         """The row of a decided request: the decision's facts, the answer's status and usage, and ``kind``
         instead of the decision's route kind (``"error"`` for an upstream failure). A request the limit
         stage admitted is settled here, log or no log."""
+        if flow.trace is not None:
+            flow.trace.end(flow, status, rule, error, kind)
         counts = None if usage is None else usage.counts()
         if flow.ticket is not None and self.limiter is not None:
             self.limiter.settle(flow, status, counts)
@@ -136,5 +140,10 @@ class Recorder:
 
     def refuse(self, flow: Flow, status: int, message: str, code: str, etype: str = "invalid_request_error") -> Reply:
         """Answer an undecided request with the gateway's error, and record it (:meth:`rejected`)."""
+        if self.tracing is not None:  # refused before the gateway took it up (the head's key check): a span too
+            if flow.trace is None:
+                self.tracing.start(flow)
+            assert flow.trace is not None
+            flow.trace.end(flow, status, code, message, "rejected", flow.request.headers.get("x-gwctl-agent"))
         self.rejected(flow.rid, flow.key_name, flow.request, flow.start, status, code, message)
         return error_reply(flow, status, message, etype, code)

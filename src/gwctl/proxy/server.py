@@ -50,6 +50,7 @@ from gwctl.proxy.ledger import HEARTBEAT, Ledger, LocalBank
 from gwctl.proxy.limiter import Limiter
 from gwctl.proxy.recorder import Recorder
 from gwctl.proxy.reload import StoreWatcher
+from gwctl.proxy.tracing import Tracing, from_environ
 from gwctl.proxy.upstream import Proxies, ProxySettingError, UpstreamPool
 
 log = logging.getLogger("gwctl.proxy")
@@ -105,6 +106,7 @@ class Gateway:
         self.flights = InFlight()
         self.forwarder = Forwarder(self.environ, self.recorder, self.flights)
         self.forwarder.failover = Failover(self.forwarder, self.flights)
+        self.tracing: Tracing | None = None  # set by open() when the environment asks for traces
         self._closing = False
         self._reload_task: asyncio.Task | None = None
         self._ledger_task: asyncio.Task | None = None
@@ -124,6 +126,7 @@ class Gateway:
         if proxies:
             log.info("upstream requests go through an egress proxy: %s", proxies.describe())
         self.pool = UpstreamPool(proxies=proxies)
+        self.tracing = self.recorder.tracing = from_environ(self.environ)  # per worker: after the fork
         if self.config.activity_dsn or self.config.access_log:
             self.writer = ChildWriter(
                 self.config.activity_dsn, access_log=self.config.access_log, log_format=self.config.log_format
@@ -152,6 +155,8 @@ class Gateway:
             await self.pool.close()
         if self.writer is not None:
             await self.writer.close()
+        if self.tracing is not None:  # export the spans still queued
+            await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
 
     # --- hot reload ----------------------------------------------------------
 
@@ -264,6 +269,8 @@ class Gateway:
             return _at_once(Reply(200, orjson.dumps(self.health()), [(REQUEST_ID_HEADER, rid)]))
         snap = self.snapshot
         flow = Flow(request, rid, start, snap)
+        if self.tracing is not None:
+            self.tracing.start(flow)
         auth = self.auth
         if auth.required:  # 1. authenticate
             flow.key_name = name = auth.key_name(request, snap)
@@ -277,6 +284,8 @@ class Gateway:
             if expired is not None:
                 return _at_once(self.recorder.refuse(flow, 401, expired, "key_expired", "authentication_error"))
         if path == "/v1/models" and method == "GET":
+            if flow.trace is not None:  # no row: the span ends here
+                flow.trace.end(flow, 200, None, None, "models")
             return _at_once(models_reply(snap, rid))
         problem = self.decider.parse(flow)  # 2. decide
         if problem is not None:
