@@ -52,6 +52,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from functools import partial
 from operator import itemgetter
+from typing import TYPE_CHECKING
 
 from gwctl.activity.dsn import parse_dsn
 from gwctl.activity.entry import LogEntry, LogRow
@@ -60,6 +61,9 @@ from gwctl.core.catalog_values import format_usd
 from gwctl.core.pricing import USAGE_FIELDS, price_plan
 from gwctl.core.request import shape_text
 from gwctl.core.text import printable
+
+if TYPE_CHECKING:
+    from gwctl.proxy.metrics import WriterMetrics
 
 log = logging.getLogger("gwctl.activity")
 
@@ -97,6 +101,7 @@ class ChildWriter:
         close_timeout: float = 10.0,
         max_pending_rows: int = MAX_PENDING_ROWS,
         retry_max_delay: float = 5.0,
+        metrics_dir: str | None = None,
     ):
         if dsn is None and not access_log:
             raise ValueError("ChildWriter needs an activity DSN, an access log, or both")
@@ -110,6 +115,7 @@ class ChildWriter:
         self.close_timeout = close_timeout
         self.max_pending_rows = max_pending_rows
         self.retry_max_delay = retry_max_delay
+        self.metrics_dir = metrics_dir  # the proxy's metrics run directory: the child publishes its figures there
         self.submitted = 0
         self.dropped = 0
         self._unreported = 0  # dropped rows not yet in a log line
@@ -141,6 +147,8 @@ class ChildWriter:
             args += ["--dsn", self.dsn]
         if self.access_log:
             args.append("--access-log")
+        if self.metrics_dir is not None:
+            args += ["--metrics-dir", self.metrics_dir]
         # The child must not die of the signals meant for the proxy. It runs in a session of its own, so a
         # Ctrl-C (SIGINT to the terminal's foreground process group) never reaches it, not even while it
         # starts; and a shell sets SIGINT/SIGTERM to ignored before exec'ing Python, which keeps them ignored,
@@ -501,6 +509,7 @@ class _Child:
         self.closing_by: float | None = None  # after EOF: the deadline for what is still unwritten
         self.bad = 0
         self.pending: list[LogRow] = []  # neutral rows not yet in the log
+        self.metrics: WriterMetrics | None = None  # gwctl.proxy.metrics: exact cost, rows written
 
     def run(self) -> int:
         """Read, price and write until EOF and all is written (or the close timeout); 0 when nothing was lost."""
@@ -511,8 +520,12 @@ class _Child:
                 self._wait()
             if self.pending and time.monotonic() >= self.outage.next_try:
                 self._write()
+            if self.metrics is not None:
+                self.metrics.maybe_publish()
         if self.sink is not None:
             self.sink.close()
+        if self.metrics is not None:
+            self.metrics.maybe_publish(force=True)
         return 0 if not self.pending and not self.bad else 1
 
     def _done(self) -> bool:
@@ -538,6 +551,8 @@ class _Child:
             timeout = outage.next_try - time.monotonic()  # read on until the next try
         else:
             timeout = 0.0
+        if self.metrics is not None:  # figures not yet published: wake up for them
+            timeout = self.metrics.timeout(timeout)
         self.eof = not _fill(self.fd, self.buf, timeout)
         frames = _frames(self.buf)
         for data in frames:
@@ -573,6 +588,8 @@ class _Child:
                 sys.stderr.write(access_line(rec))
             if self.sink is not None:
                 self.pending.append(rec)
+            if self.metrics is not None:
+                self.metrics.priced(row.source, row.catalog_ref, rec.cost)
 
     def _write(self) -> None:
         """Write what is pending, a transaction per _WRITE_ROWS rows; on failure keep the rest and back off."""
@@ -581,7 +598,9 @@ class _Child:
         done = 0
         while done < len(pending):
             chunk = pending[done : done + _WRITE_ROWS]
-            ok, _written, _refused = sink.write(chunk)
+            ok, written, _refused = sink.write(chunk)
+            if self.metrics is not None:
+                self.metrics.wrote(written)
             if not ok:
                 self.pending = sink.unwritten + pending[done + len(chunk) :]
                 self.outage.failed(len(self.pending), sink.last_error)
@@ -613,6 +632,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--close-timeout", type=float, default=10.0)
     ap.add_argument("--retry-max-delay", type=float, default=5.0)
     ap.add_argument("--max-pending-rows", type=int, default=MAX_PENDING_ROWS)
+    ap.add_argument("--metrics-dir")
     args = ap.parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
@@ -636,6 +656,10 @@ def main(argv: list[str] | None = None) -> int:
         limit=max(1, args.max_pending_rows),
         close_timeout=args.close_timeout,
     )
+    if args.metrics_dir:
+        from gwctl.proxy.metrics import WriterMetrics
+
+        child.metrics = WriterMetrics(args.metrics_dir)
     return child.run()
 
 
