@@ -302,3 +302,51 @@ def test_metrics_host_must_be_listenable(tmp_path, store):
     path, _key, _scoped = store
     with pytest.raises(RuntimeError, match="cannot listen for metrics"):
         ProxyProcess(path, f"sqlite://{tmp_path / 'a.db'}", "--metrics-port", "0", "--metrics-host", "192.0.2.1")
+
+
+def test_snapshots_are_summed_and_a_gone_process_keeps_its_counters_not_its_gauges(tmp_path):
+    """collect() on a run directory: a live process's and a gone one's snapshots (pid 2**22+1 is never a
+    process on Linux: pid_max is at most 2**22)."""
+    import json
+    import os
+
+    from gwctl.proxy.metrics import collect
+    from gwctl.proxy.metrics_http import render
+
+    hist = [0] * 19 + [0.0]
+    hist[3], hist[-1] = 2, 0.004
+    live = {
+        "gwctl_requests_total": [[["local", "m", "managed", "2xx", ""], 3]],
+        "gwctl_request_duration_seconds": [[["local", "managed"], hist]],
+        "gwctl_requests_in_flight": [[[], 1]],
+    }
+    gone = {
+        "gwctl_requests_total": [[["local", "m", "managed", "2xx", ""], 4]],
+        "gwctl_request_duration_seconds": [[["local", "managed"], hist]],
+        "gwctl_requests_in_flight": [[[], 5]],
+    }
+    (tmp_path / f"worker-{os.getpid()}.json").write_text(json.dumps(live))
+    (tmp_path / f"worker-{2**22 + 1}.json").write_text(json.dumps(gone))
+    (tmp_path / f"writer-{2**22 + 2}.json").write_text(
+        json.dumps({"gwctl_cost_usd_total": [[["local", "m"], "0.1"]], "gwctl_activity_rows_written_total": [[[], 7]]})
+    )
+    (tmp_path / f"writer-{os.getpid()}.json").write_text(
+        json.dumps({"gwctl_cost_usd_total": [[["local", "m"], "0.2"]]})
+    )
+    (tmp_path / "worker-1.json.tmp").write_text("half a file")  # a snapshot being replaced: not read
+    totals = collect(str(tmp_path))
+    assert totals["gwctl_requests_total"] == {("local", "m", "managed", "2xx", ""): 7}
+    assert totals["gwctl_request_duration_seconds"][("local", "managed")][3] == 4
+    assert totals["gwctl_requests_in_flight"] == {(): 1}  # the gone process's gauge is not
+    assert str(totals["gwctl_cost_usd_total"][("local", "m")]) == "0.3"  # Decimal: exact
+    m = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(render(str(tmp_path)).decode())
+        for s in fam.samples
+    }
+    labels = (("kind", "managed"), ("source", "local"))
+    assert m[("gwctl_request_duration_seconds_bucket", (*labels[:1], ("le", "0.0025"), *labels[1:]))] == 0
+    assert m[("gwctl_request_duration_seconds_bucket", (*labels[:1], ("le", "0.005"), *labels[1:]))] == 4
+    assert m[("gwctl_request_duration_seconds_count", labels)] == 4
+    assert m[("gwctl_activity_rows_written_total", ())] == 7
+    assert m[("gwctl_activity_rows_dropped_total", ())] == 0  # a counter without labels is there from the start
