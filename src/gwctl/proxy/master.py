@@ -79,16 +79,17 @@ def _run(config: ProxyConfig, snapshot: Snapshot, host: str, sock: socket.socket
         sys.stderr.write(f"gwctl proxy ready on {url} (OpenAI base_url {url}/v1; workers {workers})\n")
         sys.stderr.flush()
 
-    if workers <= 1:
-        if listener is not None:
-            listener.start()
+    if workers <= 1 and listener is None:
         loop = new_loop()
         asyncio.set_event_loop(loop)
         try:
             return loop.run_until_complete(serve(config, snapshot, host, bound, sock=sock, ready=announce))
         finally:
             loop.close()
-    children = [_fork_worker(config, snapshot, host, bound, sock, listener) for _ in range(workers)]
+    # With metrics on, even one worker is forked: the listener serves scrapes from this process, off the
+    # worker's GIL (in the worker's process a scrape every second cost it ~7% of its throughput at 32
+    # connections; benchmarks/README.md, "Metrics").
+    children = [_fork_worker(config, snapshot, host, bound, sock, listener) for _ in range(max(1, workers))]
     if listener is not None:
         listener.start()  # after the forks: a worker must not inherit a thread
     announce(None)

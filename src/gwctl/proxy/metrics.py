@@ -18,8 +18,7 @@ about every second and when it stops (``worker-PID.json`` /
 (:mod:`gwctl.proxy.metrics_http`) sums them on each scrape, so with
 ``--workers N`` the figures are the whole server's, and a process that is gone
 still counts with its last snapshot (counters never go down). Gauges (requests
-in flight, the log's queue) count only processes that are alive. The listener's
-own process reads its worker's live figures instead of its file.
+in flight, the log's queue) count only processes that are alive.
 
 Label values come from the store and gwctl's own fixed sets, never from request
 text: ``source`` a store source (``""`` before a decision named one), ``model``
@@ -172,10 +171,6 @@ def _write_json(path: str, data: dict) -> None:
     os.replace(tmp, path)
 
 
-LIVE: WorkerMetrics | None = None
-"""This process's worker metrics, once started: the listener in the same process reads them live."""
-
-
 class WorkerMetrics:
     """One worker's counters (see the module's docstring); ``gateway`` gives the gauges."""
 
@@ -316,10 +311,7 @@ class WorkerMetrics:
             log.exception("cannot write the metrics snapshot")
 
     def start(self) -> None:
-        """Publish every :data:`PUBLISH_EVERY` seconds until :meth:`stop`; the listener of this process reads
-        these figures live."""
-        global LIVE
-        LIVE = self
+        """Publish every :data:`PUBLISH_EVERY` seconds until :meth:`stop`."""
         self.path = os.path.join(self.run_dir, f"worker-{os.getpid()}.json")
         self.publish()
         self._task = asyncio.get_running_loop().create_task(self._loop())
@@ -411,31 +403,22 @@ def _alive(pid: int) -> bool:
 
 def collect(run_dir: str) -> dict[str, dict[tuple, Any]]:
     """Every process's last snapshot in ``run_dir`` summed: ``{name: {label values: value}}``; costs as
-    Decimal, a histogram as its list. This process's own worker figures are read live."""
-    me = os.getpid()
+    Decimal, a histogram as its list."""
     totals: dict[str, dict[tuple, Any]] = {name: {} for name in SPECS}
     try:
         names = sorted(os.listdir(run_dir))
     except OSError:
         names = []
-    live = LIVE
-    if live is not None:
-        names = [n for n in names if n != f"worker-{me}.json"] + ["<live>"]
     for name in names:
-        if name == "<live>":
-            assert live is not None
-            data: dict = live.snapshot()
-            alive = True
-        elif name.endswith(".json"):
-            try:
-                with open(os.path.join(run_dir, name), "rb") as f:
-                    data = json.loads(f.read())
-                pid = int(name.rsplit("-", 1)[1][: -len(".json")])
-            except (OSError, ValueError):  # replaced meanwhile (or not one of ours): skipped this time
-                continue
-            alive = _alive(pid)
-        else:
+        if not name.endswith(".json"):
             continue
+        try:
+            with open(os.path.join(run_dir, name), "rb") as f:
+                data = json.loads(f.read())
+            pid = int(name.rsplit("-", 1)[1][: -len(".json")])
+        except (OSError, ValueError):  # not one of ours
+            continue
+        alive = _alive(pid)
         for metric, samples in data.items():
             acc = totals.get(metric)
             if acc is None or (metric in GAUGES and not alive):

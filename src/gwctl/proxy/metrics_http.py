@@ -1,8 +1,9 @@
 """The metrics listener: ``GET /metrics`` in Prometheus' text format, on an address of its own.
 
-A small threaded ``http.server`` in the proxy's main process (the master with
-``--workers N``, else the one worker), bound to ``--metrics-host`` (loopback by
-default) and ``--metrics-port``, never on the proxy's own port. Each scrape
+A small threaded ``http.server`` in the proxy's main process, which forks the
+workers when metrics are on (one included: a scrape then costs no worker
+anything), bound to ``--metrics-host`` (loopback by default) and
+``--metrics-port``, never on the proxy's own port. Each scrape
 sums the run directory's snapshots (:func:`gwctl.proxy.metrics.collect`) and
 renders them with prometheus-client (a custom collector and
 ``generate_latest``).
