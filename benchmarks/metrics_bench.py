@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     procs = hs.Procs()
     tmp = Path(tempfile.mkdtemp(prefix="gwctl-metrics-bench-"))
     runs: dict[bool, list[float]] = {False: [], True: []}
+    cpus: dict[bool, list[float]] = {False: [], True: []}  # the proxy's process tree's CPU us per request
     scraper = None
     try:
         up_port = hs.free_port()
@@ -102,19 +103,22 @@ def main(argv: list[str] | None = None) -> int:
             proxy, base = start(procs, store, f"sqlite://{tmp / f'a{int(metrics)}.db'}", mport)
             url = base + "/v1/chat/completions"
             hs.wrk(url, 32, 1, "Bearer " + key)  # warm-up
-            running[metrics] = (url, key)
+            running[metrics] = (proxy, url, key)
             if mport is not None:
                 scraper = Scraper(f"http://{hs.HOST}:{mport}/metrics", args.scrape_every)
         for pair in range(args.repeat):
             for metrics in (False, True) if pair % 2 == 0 else (True, False):
-                url, key = running[metrics]
+                proxy, url, key = running[metrics]
                 if scraper is not None and metrics:
                     scraper.on.set()
+                cpu = hs.tree_cpu_seconds(proxy.pid)
                 rps = hs.wrk(url, 32, args.duration, "Bearer " + key).rps
+                cpu = (hs.tree_cpu_seconds(proxy.pid) - cpu) / (rps * args.duration) * 1e6
                 if scraper is not None:
                     scraper.on.clear()
                 runs[metrics].append(rps)
-                print(f"metrics={metrics}, pair {pair + 1}: {rps:.0f} req/s", file=sys.stderr)
+                cpus[metrics].append(cpu)
+                print(f"metrics={metrics}, pair {pair + 1}: {rps:.0f} req/s, {cpu:.0f} us CPU/req", file=sys.stderr)
     finally:
         if scraper is not None:
             scraper.stop.set()
@@ -125,10 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     med = statistics.median
     label = "off (A/A)" if args.aa else "on"
     print()
-    print(f"{'metrics':<10} {'off req/s':>10} {label + ' req/s':>14} {'ratio':>7} {'pairs IQR':>11} {'target':>8}")
+    print(
+        f"{'metrics':<10} {'off req/s':>10} {label + ' req/s':>14} {'ratio':>7} {'pairs IQR':>11} {'target':>8}"
+        f" {'CPU us/req':>12}"
+    )
     print(
         f"{label:<10} {med(runs[False]):10.0f} {med(runs[True]):14.0f} {med(ratios):7.3f}"
-        f" {q1:5.2f}-{q3:.2f} {'>= 0.95':>8}"
+        f" {q1:5.2f}-{q3:.2f} {'>= 0.95':>8} {med(cpus[False]):5.0f} -> {med(cpus[True]):.0f}"
     )
     if scraper is not None:
         print(f"({scraper.scrapes} scrapes during the bursts, {scraper.bytes} bytes each)")
