@@ -260,8 +260,12 @@ async def run_once(n: int, variant: str, profile: bool) -> float:
         budget = Limit("key:bench", budget=Decimal(10**6), budget_text="1000000", window="month", rpm=10**8)
         snap = replace(snap, limits=MP({"key:bench": budget}))
     gateway = fake_gateway(loop, snap)
+    if variant == "metrics":  # Prometheus metrics counted (gwctl.proxy.metrics; the per-second snapshot left out)
+        from gwctl.proxy.metrics import attach
+
+        gateway.metrics = attach(gateway, tempfile.gettempdir())
     saved_usage = proxy_forward.usage_from_body
-    plain = ("full", "floor", "limits", "route", "fallback")
+    plain = ("full", "floor", "limits", "route", "fallback", "metrics")
     leave_out(gateway, snap, set(variant.split("+")) if variant not in plain else set())
     handler = floor_handler(gateway.pool) if variant == "floor" else gateway.handle
     try:

@@ -52,7 +52,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from functools import partial
 from operator import itemgetter
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from gwctl.activity.dsn import parse_dsn
 from gwctl.activity.entry import LogEntry, LogRow
@@ -62,6 +62,9 @@ from gwctl.core.pricing import USAGE_FIELDS, price_plan
 from gwctl.core.request import shape_text
 from gwctl.core.text import printable
 from gwctl.logs import json_line
+
+if TYPE_CHECKING:
+    from gwctl.proxy.metrics import WriterMetrics
 
 log = logging.getLogger("gwctl.activity")
 
@@ -100,6 +103,7 @@ class ChildWriter:
         max_pending_rows: int = MAX_PENDING_ROWS,
         retry_max_delay: float = 5.0,
         log_format: str = "text",
+        metrics_dir: str | None = None,
     ):
         if dsn is None and not access_log:
             raise ValueError("ChildWriter needs an activity DSN, an access log, or both")
@@ -114,6 +118,7 @@ class ChildWriter:
         self.max_pending_rows = max_pending_rows
         self.retry_max_delay = retry_max_delay
         self.log_format = log_format  # the child's own lines and the access log: text or json (gwctl.logs)
+        self.metrics_dir = metrics_dir  # the proxy's metrics run directory: the child publishes its figures there
         self.submitted = 0
         self.dropped = 0
         self._unreported = 0  # dropped rows not yet in a log line
@@ -147,6 +152,8 @@ class ChildWriter:
             args.append("--access-log")
         if self.log_format != "text":
             args += ["--log-format", self.log_format]
+        if self.metrics_dir is not None:
+            args += ["--metrics-dir", self.metrics_dir]
         # The child must not die of the signals meant for the proxy. It runs in a session of its own, so a
         # Ctrl-C (SIGINT to the terminal's foreground process group) never reaches it, not even while it
         # starts; and a shell sets SIGINT/SIGTERM to ignored before exec'ing Python, which keeps them ignored,
@@ -551,6 +558,7 @@ class _Child:
         self.closing_by: float | None = None  # after EOF: the deadline for what is still unwritten
         self.bad = 0
         self.pending: list[LogRow] = []  # neutral rows not yet in the log
+        self.metrics: WriterMetrics | None = None  # gwctl.proxy.metrics: exact cost, rows written
 
     def run(self) -> int:
         """Read, price and write until EOF and all is written (or the close timeout); 0 when nothing was lost."""
@@ -561,8 +569,12 @@ class _Child:
                 self._wait()
             if self.pending and time.monotonic() >= self.outage.next_try:
                 self._write()
+            if self.metrics is not None:
+                self.metrics.maybe_publish()
         if self.sink is not None:
             self.sink.close()
+        if self.metrics is not None:
+            self.metrics.maybe_publish(force=True)
         return 0 if not self.pending and not self.bad else 1
 
     def _done(self) -> bool:
@@ -588,6 +600,8 @@ class _Child:
             timeout = outage.next_try - time.monotonic()  # read on until the next try
         else:
             timeout = 0.0
+        if self.metrics is not None:  # figures not yet published: wake up for them
+            timeout = self.metrics.timeout(timeout)
         self.eof = not _fill(self.fd, self.buf, timeout)
         frames = _frames(self.buf)
         for data in frames:
@@ -623,6 +637,8 @@ class _Child:
                 sys.stderr.write(self.access_format(rec))
             if self.sink is not None:
                 self.pending.append(rec)
+            if self.metrics is not None:
+                self.metrics.priced(row.source, row.catalog_ref, rec.cost)
 
     def _write(self) -> None:
         """Write what is pending, a transaction per _WRITE_ROWS rows; on failure keep the rest and back off."""
@@ -631,7 +647,9 @@ class _Child:
         done = 0
         while done < len(pending):
             chunk = pending[done : done + _WRITE_ROWS]
-            ok, _written, _refused = sink.write(chunk)
+            ok, written, _refused = sink.write(chunk)
+            if self.metrics is not None:
+                self.metrics.wrote(written)
             if not ok:
                 self.pending = sink.unwritten + pending[done + len(chunk) :]
                 self.outage.failed(len(self.pending), sink.last_error)
@@ -664,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--close-timeout", type=float, default=10.0)
     ap.add_argument("--retry-max-delay", type=float, default=5.0)
     ap.add_argument("--max-pending-rows", type=int, default=MAX_PENDING_ROWS)
+    ap.add_argument("--metrics-dir")
     args = ap.parse_args(argv)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
@@ -690,6 +709,10 @@ def main(argv: list[str] | None = None) -> int:
         limit=max(1, args.max_pending_rows),
         close_timeout=args.close_timeout,
     )
+    if args.metrics_dir:
+        from gwctl.proxy.metrics import WriterMetrics
+
+        child.metrics = WriterMetrics(args.metrics_dir)
     return child.run()
 
 

@@ -77,6 +77,18 @@ MaxConnectionsPerClientOpt = Annotated[
         help="Open connections per client address, per worker; more are refused with 503.",
     ),
 ]
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--metrics-port",
+        metavar="PORT",
+        help="Serve Prometheus metrics at GET /metrics on this port, a listener of its own (off when not given).",
+    ),
+]
+MetricsHostOpt = Annotated[
+    str,
+    typer.Option("--metrics-host", help="Address the metrics listener binds (loopback unless told otherwise)."),
+]
 
 
 def proxy(
@@ -94,6 +106,8 @@ def proxy(
     max_connections: MaxConnectionsOpt = 4096,
     max_connections_per_client: MaxConnectionsPerClientOpt = 256,
     log_format: LogFormatOpt = "text",
+    metrics_port: MetricsPortOpt = None,
+    metrics_host: MetricsHostOpt = "127.0.0.1",
 ) -> None:
     """Run the gateway: OpenAI- and Anthropic-compatible endpoints that enforce the store.
 
@@ -109,6 +123,10 @@ def proxy(
     It refuses to start on a store with errors (as gwctl validate reports
     them) or one that other users may read or write.
 
+    With --metrics-port, Prometheus metrics (the whole server's, all workers)
+    are served at GET /metrics on --metrics-host (127.0.0.1 by default), never
+    on the proxy's port.
+
     Example: gwctl proxy --port 4000 --activity sqlite:///var/lib/gwctl/activity.db
     """
     # the server stack (asyncio server, upstream client, activity writers) loads only when the proxy starts
@@ -117,6 +135,8 @@ def proxy(
     _check_options(port, workers, body_limit, head_timeout, body_timeout, max_connections, max_connections_per_client)
     if log_format not in ("text", "json"):
         fail(f"--log-format must be text or json, not '{log_format}'")
+    if metrics_port is not None and not (0 <= metrics_port <= 65535):
+        fail(f"--metrics-port must be between 0 and 65535, got {metrics_port}")
     env = current()
     path = store_path()
     snapshot, problems = _checked_store(path, env.environ)
@@ -143,7 +163,8 @@ def proxy(
         max_connections=max_connections,
         max_connections_per_client=max_connections_per_client,
     )
-    raise typer.Exit(run(config, snapshot, host, port, workers))
+    metrics = None if metrics_port is None else (metrics_host, metrics_port)
+    raise typer.Exit(run(config, snapshot, host, port, workers, metrics))
 
 
 def _check_options(

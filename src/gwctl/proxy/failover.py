@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gwctl.core.config import FailoverPolicy, Snapshot
 from gwctl.core.decision import Decision, PlanTarget
@@ -33,6 +34,9 @@ from gwctl.proxy.flow import Flow, InFlight, error_reply
 from gwctl.proxy.forward import ATTEMPTS_HEADER, UNTRANSLATABLE, Failure, Forwarder
 from gwctl.proxy.http import Reply
 from gwctl.proxy.limiter import Limiter
+
+if TYPE_CHECKING:
+    from gwctl.proxy.metrics import WorkerMetrics
 
 NO_TARGET = "no_target_available"  # the rule id when every target is cooling down or waiting out a Retry-After
 
@@ -71,7 +75,8 @@ class Health:
         if h is not None and h.cool_until:
             h.probing = True
 
-    def failed(self, ref: str, policy: FailoverPolicy, now: float, retry_after: float | None) -> None:
+    def failed(self, ref: str, policy: FailoverPolicy, now: float, retry_after: float | None) -> bool:
+        """Count a failure against ``ref``; True when it starts (or renews) the target's cooldown."""
         h = self.targets.setdefault(ref, TargetHealth())
         h.failures += 1
         h.probing = False
@@ -79,6 +84,8 @@ class Health:
             h.retry_until = max(h.retry_until, now + retry_after)
         if h.failures >= policy.cooldown_after:
             h.cool_until = now + policy.cooldown_seconds
+            return True
+        return False
 
     def release(self, ref: str) -> None:
         """An attempt on ``ref`` ended without a verdict (the client went away): another request may probe it."""
@@ -127,6 +134,7 @@ class Failover:
         self.health = Health()
         self._rounds: dict[tuple, list[int]] = {}  # (agent, model name, tier-0 refs) -> round robin counters
         self._plans: dict[int, _Plan] = {}  # id(plan) -> what its order needs
+        self.metrics: WorkerMetrics | None = None  # set by gwctl.proxy.metrics.attach
 
     def _plan(self, d: Decision, snapshot: Snapshot) -> _Plan:
         found = self._plans.get(id(d.plan))
@@ -190,6 +198,8 @@ class Failover:
                 tpolicy = p.policies[target.ref]
                 if self.health.targets:
                     self.health.trying(target.ref)
+                if self.metrics is not None:
+                    self.metrics.failover_attempt(target.ref)
                 try:
                     result = await self.forwarder.attempt(flow, None if last else tpolicy.on, t0)
                 except BaseException:  # the client went away (or a bug): no verdict, but its probe is over
@@ -227,13 +237,18 @@ class Failover:
         assert flow.attempts is not None
         flow.attempts.append((target.ref, failure.status, (time.perf_counter() - t0) * 1000, failure.error))
         wait = retry_after_seconds(failure.retry_after, time.time())
-        self.health.failed(target.ref, policy, self.clock(), wait)
+        cooling = self.health.failed(target.ref, policy, self.clock(), wait)
+        if self.metrics is not None:
+            self.metrics.failover_move(target.ref, failure.failure)
+            if cooling:
+                self.metrics.cooldown(target.ref)
 
     def ended(self, flow: Flow, target: PlanTarget, policy: FailoverPolicy) -> None:
         """The answer came from ``target`` (it is noted in the attempts): a failure status counts against it."""
         status = flow.attempts[-1][1] if flow.attempts else None
         if status is None or status >= 500 or status == 429:
-            self.health.failed(target.ref, policy, self.clock(), None)
+            if self.health.failed(target.ref, policy, self.clock(), None) and self.metrics is not None:
+                self.metrics.cooldown(target.ref)
         elif self.health.targets:
             self.health.answered(target.ref)
 

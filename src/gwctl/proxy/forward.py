@@ -31,6 +31,7 @@ from gwctl.store.secrets import auth_headers
 
 if TYPE_CHECKING:
     from gwctl.proxy.failover import Failover
+    from gwctl.proxy.metrics import WorkerMetrics
 
 log = logging.getLogger("gwctl.proxy")
 
@@ -52,6 +53,7 @@ class Forwarder:
         self.inflight = inflight
         self.pool: UpstreamPool | None = None  # set when the gateway opens
         self.failover: Failover | None = None  # set by the gateway: executes a route's plan
+        self.metrics: WorkerMetrics | None = None  # set by gwctl.proxy.metrics.attach: times the upstream
         self._auth: dict[str, tuple] = {}  # source name -> (the Source it was resolved for, headers, names replaced)
 
     def payload(self, flow: Flow, raw: bytes) -> bytes:
@@ -127,6 +129,8 @@ class Forwarder:
             src = flow.snapshot.sources[d.source]
             if trace is not None:  # the attempt's span; its traceparent goes upstream
                 trace.upstream(flow, headers)
+            metrics = self.metrics
+            sent = time.perf_counter() if metrics is not None else 0.0
             try:
                 upstream = await self.pool.request(
                     "POST",
@@ -143,6 +147,8 @@ class Forwarder:
                 return self._unanswered(flow, exc, move_on, started)
             if trace is not None:
                 trace.answered(upstream.status)
+            if metrics is not None:
+                metrics.upstream(d.source, time.perf_counter() - sent)
             try:
                 if move_on is not None and upstream.status >= 400 and str(upstream.status) in move_on:
                     upstream.abort()  # its error body is not wanted: the next target answers

@@ -49,11 +49,32 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def run(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, workers: int = 1) -> int:
+def run(
+    config: ProxyConfig,
+    snapshot: Snapshot,
+    host: str,
+    port: int,
+    workers: int = 1,
+    metrics: tuple[str, int] | None = None,
+) -> int:
     """Run the proxy in the foreground (pre-forked workers sharing one socket when workers > 1) until
-    SIGTERM/SIGINT; the exit code."""
+    SIGTERM/SIGINT; the exit code. ``metrics``: the (host, port) of the metrics listener, None for none."""
     upstream_proxies(os.environ)  # an unusable egress proxy is an error now, not a 502 per request
     sock = listen(host, port)
+    if metrics is None:
+        return _run(config, snapshot, host, sock, workers, None)
+    from gwctl.proxy.metrics_http import MetricsListener
+
+    listener = MetricsListener(*metrics)
+    config.metrics_dir = listener.run_dir
+    sys.stderr.write(f"gwctl proxy metrics on {listener.url}\n")
+    try:
+        return _run(config, snapshot, host, sock, workers, listener)
+    finally:
+        listener.close()
+
+
+def _run(config: ProxyConfig, snapshot: Snapshot, host: str, sock: socket.socket, workers: int, listener) -> int:
     bound = sock.getsockname()[1]
     url = f"http://{host if sock.family == socket.AF_INET else '[' + host + ']'}:{bound}"
 
@@ -64,24 +85,33 @@ def run(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, workers: 
             sys.stderr.write(f"gwctl proxy ready on {url} (OpenAI base_url {url}/v1; workers {workers})\n")
             sys.stderr.flush()
 
-    if workers <= 1:
+    if workers <= 1 and listener is None:
         loop = new_loop()
         asyncio.set_event_loop(loop)
         try:
             return loop.run_until_complete(serve(config, snapshot, host, bound, sock=sock, ready=announce))
         finally:
             loop.close()
-    children = [_fork_worker(config, snapshot, host, bound, sock) for _ in range(workers)]
+    # With metrics on, even one worker is forked: the listener serves scrapes from this process, off the
+    # worker's GIL (in the worker's process a scrape every second cost it ~7% of its throughput at 32
+    # connections; benchmarks/README.md, "Metrics").
+    children = [_fork_worker(config, snapshot, host, bound, sock, listener) for _ in range(max(1, workers))]
+    if listener is not None:
+        listener.start()  # after the forks: a worker must not inherit a thread
     announce(None)
     return _supervise(children)
 
 
-def _fork_worker(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, sock: socket.socket) -> int:
+def _fork_worker(
+    config: ProxyConfig, snapshot: Snapshot, host: str, port: int, sock: socket.socket, listener=None
+) -> int:
     """Fork one worker serving ``sock``; the child never returns from here. The child's pid."""
     pid = os.fork()
     if pid == 0:  # pragma: no cover - exercised through subprocess tests
         code = 1
         try:
+            if listener is not None:
+                listener.forget()  # the metrics are served by the main process only
             reseed_request_ids()
             loop = new_loop()
             asyncio.set_event_loop(loop)

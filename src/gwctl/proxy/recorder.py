@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from gwctl.core.limits import Refusal
     from gwctl.proxy.http import Request
     from gwctl.proxy.limiter import Limiter
+    from gwctl.proxy.metrics import WorkerMetrics
     from gwctl.proxy.tracing import Tracing
 
 
@@ -36,6 +37,7 @@ class Recorder:
             None  # gwctl.proxy.limiter.Limiter: settles a request's reservations with its usage
         )
         self.tracing: Tracing | None = None  # gwctl.proxy.tracing: a request's span ends with its row
+        self.metrics: WorkerMetrics | None = None  # gwctl.proxy.metrics: counts each request once, here
 
     def record(
         self, flow: Flow, status: int, usage: Usage | None, rule: str | None, error: str | None, kind: str | None = None
@@ -48,6 +50,8 @@ class Recorder:
         counts = None if usage is None else usage.counts()
         if flow.ticket is not None and self.limiter is not None:
             self.limiter.settle(flow, status, counts)
+        if self.metrics is not None:
+            self.metrics.request(flow, status, counts, rule, kind)
         writer = self.writer
         if writer is None:
             return
@@ -103,6 +107,8 @@ class Recorder:
     ) -> None:
         """The row of a request answered before any decision (no key, no such endpoint, not JSON, refused by
         the HTTP server, a bug of ours): route kind ``rejected``, the agent from its header if there is one."""
+        if self.metrics is not None:
+            self.metrics.rejected(status, code, start)
         writer = self.writer
         if writer is None:
             return
@@ -134,6 +140,8 @@ class Recorder:
 
     def limited(self, flow: Flow, refusal: Refusal) -> Reply:
         """A limit or the key's scope refuses the request: record it, answer with the refusal."""
+        if self.metrics is not None:
+            self.metrics.limited(refusal.rule)
         self.record(flow, refusal.status, None, refusal.rule, refusal.message, kind="rejected")
         assert self.limiter is not None
         return self.limiter.refusal_reply(flow, refusal)

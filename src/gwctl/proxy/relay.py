@@ -34,11 +34,15 @@ async def relay_stream(flow: Flow, upstream, out_headers: list[tuple[str, str]],
     error = None
     status = upstream.status
     delivered = False
+    first = recorder.metrics  # times the first event to reach the client, when metrics are on
     try:
         async for chunk in upstream:
             out = meter.feed(chunk)
             if out and not delivered:
                 await resp.write(out)
+                if first is not None:
+                    first.first_byte(flow)
+                    first = None
             if meter.terminal and not delivered:
                 delivered = True
                 resp.end()  # the client has it all; the upstream's own end is only waited for below

@@ -31,6 +31,8 @@ class StoreWatcher:
         self._retry_at = 0.0
         self._backoff = 0.0
         self._last_reload_log = 0.0
+        self.reloads = 0  # reloads that took effect, and that failed (for the metrics)
+        self.reload_failures = 0
 
     def _store_stamp(self):
         """The file's (mtime, size, inode), or None when it cannot be stat'ed: a change of any is a change."""
@@ -67,6 +69,7 @@ class StoreWatcher:
             )
             return None
         self._stamp = stamp
+        self.reloads += 1
         if failure is not None:
             log.info("store reload succeeded after %d failed attempt(s)", failure["attempts"])
         self.reload_failure = None
@@ -98,6 +101,7 @@ class StoreWatcher:
     def _reload_failed(self, stamp, message: str, now: float) -> None:
         """Remember a failed reload: count it, back off (doubling while the file stays as it is), log it
         (again when the error changes, else every 30 s at most)."""
+        self.reload_failures += 1
         failure = self.reload_failure
         if failure is None or stamp != self._failed_stamp:
             attempts = 1 if failure is None else failure["attempts"] + 1

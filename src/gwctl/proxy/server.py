@@ -79,6 +79,7 @@ class ProxyConfig:
     body_timeout: float = 60.0
     max_connections: int = 4096
     max_connections_per_client: int = 256
+    metrics_dir: str | None = None  # the run directory of the metrics' snapshots; None: metrics off
 
 
 Answer = Coroutine[Any, Any, Reply | None]
@@ -107,6 +108,11 @@ class Gateway:
         self.forwarder = Forwarder(self.environ, self.recorder, self.flights)
         self.forwarder.failover = Failover(self.forwarder, self.flights)
         self.tracing: Tracing | None = None  # set by open() when the environment asks for traces
+        self.metrics = None
+        if config.metrics_dir:  # Prometheus metrics: the stages' hooks count (gwctl.proxy.metrics)
+            from gwctl.proxy.metrics import attach
+
+            self.metrics = attach(self, config.metrics_dir)
         self._closing = False
         self._reload_task: asyncio.Task | None = None
         self._ledger_task: asyncio.Task | None = None
@@ -129,7 +135,10 @@ class Gateway:
         self.tracing = self.recorder.tracing = from_environ(self.environ)  # per worker: after the fork
         if self.config.activity_dsn or self.config.access_log:
             self.writer = ChildWriter(
-                self.config.activity_dsn, access_log=self.config.access_log, log_format=self.config.log_format
+                self.config.activity_dsn,
+                access_log=self.config.access_log,
+                log_format=self.config.log_format,
+                metrics_dir=self.config.metrics_dir,
             )
             await self.writer.start()
         if self.config.activity_dsn:  # limits shared through the log's database, and rebuilt from it
@@ -138,6 +147,8 @@ class Gateway:
             self.limiter.ledger.bank = SqlBank(self.config.activity_dsn)
         self._reload_task = asyncio.create_task(self._reload_loop())
         self._ledger_task = asyncio.create_task(self._ledger_loop())
+        if self.metrics is not None:
+            self.metrics.start()
 
     async def drain(self, timeout: float) -> bool:
         """Wait for in-flight requests and streams to finish; True when all did."""
@@ -157,6 +168,8 @@ class Gateway:
             await self.writer.close()
         if self.tracing is not None:  # export the spans still queued
             await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
+        if self.metrics is not None:
+            self.metrics.stop()
 
     # --- hot reload ----------------------------------------------------------
 
@@ -448,9 +461,16 @@ async def serve(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, s
     return 0
 
 
-def run(config: ProxyConfig, snapshot: Snapshot, host: str, port: int, workers: int = 1) -> int:
+def run(
+    config: ProxyConfig,
+    snapshot: Snapshot,
+    host: str,
+    port: int,
+    workers: int = 1,
+    metrics: tuple[str, int] | None = None,
+) -> int:
     """Run the proxy in the foreground: :func:`gwctl.proxy.master.run` (the process, and its forked workers),
     named here, where the CLI finds it (imported when called: the master module builds on this one)."""
     from gwctl.proxy import master
 
-    return master.run(config, snapshot, host, port, workers)
+    return master.run(config, snapshot, host, port, workers, metrics)
