@@ -152,7 +152,13 @@ def test_readyz_follows_the_database(tmp_path, upstream, own_pg):
 def test_json_logs_are_one_object_a_line_with_no_secret(tmp_path, upstream):
     key = _setup(upstream)
     proc = ProxyProcess(
-        tmp_path / "cfg" / "gwctl.toml", f"sqlite://{tmp_path / 'a.sqlite3'}", "--log-format", "json", "--access-log"
+        tmp_path / "cfg" / "gwctl.toml",
+        f"sqlite://{tmp_path / 'a.sqlite3'}",
+        "--log-format",
+        "json",
+        "--access-log",
+        "--metrics-port",
+        "0",
     )
     try:
         ok = httpx.post(
@@ -176,6 +182,7 @@ def test_json_logs_are_one_object_a_line_with_no_secret(tmp_path, upstream):
     docs = [json.loads(line) for line in lines]  # every line, the startup ones included, is one JSON object
     assert all(line.isascii() and "\x1b" not in line for line in lines)
     assert any("ready on http://" in d.get("message", "") for d in docs)
+    assert any("metrics on http://127.0.0.1:" in d.get("message", "") for d in docs)
     assert all(d.get("level") in ("info", "warning", "error", None) for d in docs)
     access = {d["request_id"]: d for d in docs if d.get("type") == "access"}
     row = access[rid]

@@ -67,7 +67,10 @@ def run(
 
     listener = MetricsListener(*metrics)
     config.metrics_dir = listener.run_dir
-    sys.stderr.write(f"gwctl proxy metrics on {listener.url}\n")
+    if config.log_format == "json":
+        log.info("gwctl proxy metrics on %s", listener.url)
+    else:
+        sys.stderr.write(f"gwctl proxy metrics on {listener.url}\n")
     try:
         return _run(config, snapshot, host, sock, workers, listener)
     finally:

@@ -40,7 +40,10 @@ from decimal import Decimal
 from operator import add
 from typing import TYPE_CHECKING, Any
 
+from gwctl.activity.query import EXACT
 from gwctl.core.pricing import USAGE_FIELDS
+
+ZERO = Decimal(0)
 
 if TYPE_CHECKING:
     from gwctl.proxy.flow import Flow
@@ -355,7 +358,7 @@ class WriterMetrics:
         if cost is None or not source:
             return
         key = (source, catalog_ref.partition("/")[2] if catalog_ref else OTHER)
-        self.cost[key] = self.cost.get(key, Decimal(0)) + cost
+        self.cost[key] = EXACT.add(self.cost.get(key, ZERO), cost)  # never rounded, however many rows
         self.dirty = True
 
     def wrote(self, n: int) -> None:
@@ -434,5 +437,5 @@ def collect(run_dir: str) -> dict[str, dict[tuple, Any]]:
                     for i, v in enumerate(value):
                         have[i] += v
                 else:
-                    acc[key] = have + value
+                    acc[key] = EXACT.add(have, value) if isinstance(value, Decimal) else have + value
     return totals
