@@ -15,9 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import run_cli
 from proxyrun import ProxyProcess, log_rows, wait_for
+from test_proxy_e2e import add_priced_local
 
-UP_KEY = "sk-upstream-1234"
-USAGE = {"input_tokens": 1000, "cached_tokens": 200, "output_tokens": 50}
 MSG = [{"role": "user", "content": "hi"}]
 
 
@@ -88,24 +87,8 @@ def listening_sockets(pid: int) -> int:
 @pytest.fixture
 def store(tmp_path, upstream):
     """local: the stand-in (its models listed; llama priced in the catalog); dead: nobody listens there."""
-    upstream.configure(usage=USAGE)
+    add_priced_local(upstream)
     gw = run_cli
-    assert gw("source", "add", "local", "--base-url", upstream.url, "--auth-value", UP_KEY).code == 0
-    assert gw("source", "refresh", "local").code == 0
-    assert (
-        gw(
-            "catalog",
-            "set",
-            "local/llama-3.1-8b",
-            "--price",
-            "input=3e-6",
-            "--price",
-            "output=1.5e-5",
-            "--price",
-            "cached_input=1.5e-6",
-        ).code
-        == 0
-    )
     dead = f"http://127.0.0.1:{_closed_port()}/v1"
     assert gw("source", "add", "dead", "--base-url", dead, "--auth-value", "x").code == 0
     assert (

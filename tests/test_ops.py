@@ -15,6 +15,7 @@ import pytest
 
 from conftest import run_cli
 from proxyrun import ProxyProcess, log_rows, wait_for
+from test_faults_activity import own_pg  # noqa: F401  (a PostgreSQL server of the module's own: stopped here)
 from test_proxy_e2e import UP_KEY
 
 
@@ -93,20 +94,6 @@ def _cmdline(pid: int) -> bytes:
 
 
 # --- PostgreSQL stopped and started: a server of this module's own ----------------------------
-
-
-@pytest.fixture(scope="module")
-def own_pg():
-    import pgserver
-
-    bindir = pgserver.find_bindir()
-    if bindir is None:
-        pytest.skip("no PostgreSQL server binaries (run `bash .ci/postgres.sh` or apt-get install postgresql)")
-    server = pgserver.start(bindir)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.postgres

@@ -67,6 +67,16 @@ def gateway(tmp_path, upstream, monkeypatch):
     proc.terminate()
 
 
+def add_priced_local(upstream) -> None:
+    """Source ``local`` on the stand-in (answering with USAGE), its models listed, llama-3.1-8b priced at
+    input 3e-6, output 1.5e-5, cached input 1.5e-6."""
+    upstream.configure(usage=USAGE)
+    assert run_cli("source", "add", "local", "--base-url", upstream.url, "--auth-value", UP_KEY).code == 0
+    assert run_cli("source", "refresh", "local").code == 0
+    prices = ["--price", "input=3e-6", "--price", "output=1.5e-5", "--price", "cached_input=1.5e-6"]
+    assert run_cli("catalog", "set", "local/llama-3.1-8b", *prices).code == 0
+
+
 def activity_rows(n: int, timeout: float = 10.0):
     def rows():
         r = run_cli("activity", "list", "--json")
@@ -487,23 +497,7 @@ def test_upstreams_are_reached_through_the_egress_proxy_in_the_environment(tmp_p
     goes to the proxy in absolute form, answers and is billed as usual; NO_PROXY bypasses it."""
     from egress import EgressProxy
 
-    upstream.configure(usage=USAGE)
-    assert run_cli("source", "add", "local", "--base-url", upstream.url, "--auth-value", UP_KEY).code == 0
-    assert run_cli("source", "refresh", "local").code == 0
-    assert (
-        run_cli(
-            "catalog",
-            "set",
-            "local/llama-3.1-8b",
-            "--price",
-            "input=3e-6",
-            "--price",
-            "output=1.5e-5",
-            "--price",
-            "cached_input=1.5e-6",
-        ).code
-        == 0
-    )
+    add_priced_local(upstream)
     key = run_cli("key", "create", "tester", "--json").json()["key"]
     activity = f"sqlite://{tmp_path / 'activity.sqlite3'}"
     store = tmp_path / "cfg" / "gwctl.toml"
