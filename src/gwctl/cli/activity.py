@@ -203,6 +203,32 @@ def summary(
 
     Example: gwctl activity summary --by agent --since 7d --json
     """
+    _check_summary_options(by, tree, chart, json_)
+    cutoff = _since(since)
+    rows = _read(activity, lambda log: log.summary(by=by, since=cutoff, source=source, model=model, agent=agent))
+    total = exact_sum(r.cost for r in rows)
+    env = current()
+    # the tree is a person's default; a pipe keeps the flat rows a script reads, unless --tree asks for it
+    nested = by == "agent" and (tree if tree is not None else env.stdout_is_tty())
+    if json_:
+        doc = _summary_json(by, since, rows, total)
+        if nested and tree:
+            from gwctl.activity.tree import build_tree, node_to_json
+
+            doc["rows"] = [node_to_json(n) for n in build_tree(rows)]
+        print_json(doc)
+        return
+    _print_summary(by, rows, nested, chart and env.stdout_is_tty())
+    if env.stdout_is_terminal() and rows:
+        unbilled = sum(r.unbilled for r in rows)
+        env.stdout.write(
+            f"total cost: {total} USD over {sum(r.requests for r in rows)} requests"
+            + (f" ({unbilled} unbilled: no catalog entry, cost unknown)" if unbilled else "")
+            + "\n"
+        )
+
+
+def _check_summary_options(by: str, tree: bool | None, chart: bool, json_: bool) -> None:
     if by not in SUMMARY_BY:
         fail(f"--by must be one of {', '.join(SUMMARY_BY)}, not '{by}'")
     if tree is not None and by != "agent":
@@ -211,28 +237,16 @@ def summary(
         fail("--chart needs --by day (it draws spend and requests per day)")
     if chart and json_:
         fail("--chart draws for a person and --json prints the numbers: choose one")
-    cutoff = _since(since)
-    rows = _read(activity, lambda log: log.summary(by=by, since=cutoff, source=source, model=model, agent=agent))
-    total = exact_sum(r.cost for r in rows)
-    env = current()
-    # the tree is a person's default; a pipe keeps the flat rows a script reads, unless --tree asks for it
-    nested = by == "agent" and (tree if tree is not None else env.stdout_is_tty())
-    if json_:
-        if nested and tree:
-            from gwctl.activity.tree import build_tree, node_to_json
 
-            doc = _summary_json(by, since, rows, total)
-            doc["rows"] = [node_to_json(n) for n in build_tree(rows)]
-            print_json(doc)
-        else:
-            print_json(_summary_json(by, since, rows, total))
-        return
+
+def _print_summary(by: str, rows: list, nested: bool, chart: bool) -> None:
+    """The summary for a person: the agent tree, the day charts, or the table."""
     if nested and rows:
         from gwctl.activity.tree import build_tree
         from gwctl.cli.activity_views import print_agent_tree
 
         print_agent_tree(build_tree(rows))
-    elif chart and env.stdout_is_tty():
+    elif chart:
         from gwctl.cli.activity_views import print_day_charts
 
         print_day_charts(rows)
@@ -241,13 +255,6 @@ def summary(
             [by.upper(), "REQUESTS", "INPUT TOK", "OUTPUT TOK", "COST USD", "BILLED", "UNBILLED", "REJECTED", "ERRORS"],
             [_summary_row(r) for r in rows],
             empty="no activity yet",
-        )
-    if env.stdout_is_terminal() and rows:
-        unbilled = sum(r.unbilled for r in rows)
-        env.stdout.write(
-            f"total cost: {total} USD over {sum(r.requests for r in rows)} requests"
-            + (f" ({unbilled} unbilled: no catalog entry, cost unknown)" if unbilled else "")
-            + "\n"
         )
 
 
@@ -388,72 +395,57 @@ def _proposed_catalog(path: str) -> dict:
     return entries
 
 
+def _pct(value: Decimal | None) -> str:
+    return "-" if value is None else f"{value:+}%"
+
+
+def _repricing_row(g, name: str) -> list:
+    """One group of a repricing (or its total) as a table row: exact amounts, the change signed."""
+    from gwctl.core.catalog_values import format_usd as usd
+
+    diff = ("+" if g.difference > 0 else "") + usd(g.difference)
+    return [
+        name,
+        g.requests,
+        usd(g.current),
+        usd(g.proposed),
+        diff,
+        _pct(g.percent),
+        g.current_unbilled,
+        g.proposed_unbilled,
+    ]
+
+
 def _print_repricing(r, limit: Decimal | None) -> None:
     from gwctl.core.catalog_values import format_usd as usd
     from gwctl.core.text import printable
 
-    def pct(value: Decimal | None) -> str:
-        return "-" if value is None else f"{value:+}%"
-
-    rows = [
-        [
-            printable(g.key) if g.key is not None else "-",
-            g.requests,
-            usd(g.current),
-            usd(g.proposed),
-            ("+" if g.difference > 0 else "") + usd(g.difference),
-            pct(g.percent),
-            g.current_unbilled,
-            g.proposed_unbilled,
-        ]
-        for g in r.groups
-    ]
-    t = r.total
+    rows = [_repricing_row(g, printable(g.key) if g.key is not None else "-") for g in r.groups]
     if rows:
-        rows.append(
-            [
-                "TOTAL",
-                t.requests,
-                usd(t.current),
-                usd(t.proposed),
-                ("+" if t.difference > 0 else "") + usd(t.difference),
-                pct(t.percent),
-                t.current_unbilled,
-                t.proposed_unbilled,
-            ]
-        )
+        rows.append(_repricing_row(r.total, "TOTAL"))
+    headers = [r.by.upper(), "REQUESTS", "CURRENT USD", "PROPOSED USD", "DIFF USD", "CHANGE"]
     print_table(
-        [
-            r.by.upper(),
-            "REQUESTS",
-            "CURRENT USD",
-            "PROPOSED USD",
-            "DIFF USD",
-            "CHANGE",
-            "UNBILLED NOW",
-            "UNBILLED THEN",
-        ],
-        rows,
-        empty="no priced requests in the log for this period",
+        [*headers, "UNBILLED NOW", "UNBILLED THEN"], rows, empty="no priced requests in the log for this period"
     )
-    out = current().stdout
+    lines = []
     if r.became_billed:
-        out.write(
-            f"became billed: {r.became_billed} request(s), {usd(r.became_billed_cost)} USD at the proposed prices\n"
+        lines.append(
+            f"became billed: {r.became_billed} request(s), {usd(r.became_billed_cost)} USD at the proposed prices"
         )
     if r.became_unbilled:
-        out.write(
+        lines.append(
             f"became unbilled: {r.became_unbilled} request(s) costing {usd(r.became_unbilled_cost)} USD now "
-            f"(no proposed price: their cost would be unknown)\n"
+            f"(no proposed price: their cost would be unknown)"
         )
     if r.rejected:
         rules = ", ".join(f"{rule} {n}" for rule, n in sorted(r.rejected.items()))
-        out.write(f"would be rejected: {sum(r.rejected.values())} request(s) ({rules})\n")
+        lines.append(f"would be rejected: {sum(r.rejected.values())} request(s) ({rules})")
     if r.not_replayable:
-        out.write(
+        lines.append(
             f"not replayable: {r.not_replayable} request(s) logged without their request's shape "
-            f"(before this gwctl kept it); their cost is repriced, their checks are not\n"
+            f"(before this gwctl kept it); their cost is repriced, their checks are not"
         )
     if limit is not None:
         verdict = "over" if r.increase_over(limit) else "within"
-        out.write(f"total change {pct(t.percent)}: {verdict} the --max-increase of {limit}%\n")
+        lines.append(f"total change {_pct(r.total.percent)}: {verdict} the --max-increase of {limit}%")
+    current().stdout.write("".join(line + "\n" for line in lines))

@@ -87,6 +87,12 @@ def run(name: str, model: str | None, apply: bool, yes: bool, as_json: bool, tim
     api_change = api if api is not None and api != src.api else None
     if apply:
         _apply(name, ref, changes, api_change)
+    _show(name, model_id, src.api, all_probes, outcomes, current_flags, api, cost.total, apply, as_json)
+    _report(name, ref, changes, api_change, apply)
+
+
+def _show(name, model_id, api_now, all_probes, outcomes, current_flags, api, ceiling, applied, as_json) -> None:
+    """The probes' results beside the catalog's current flags: a table, or JSON."""
     if as_json:
         print_json(
             {
@@ -103,25 +109,24 @@ def run(name: str, model: str | None, apply: bool, yes: bool, as_json: bool, tim
                     for p in all_probes
                 ],
                 "api": api,
-                "api_current": src.api,
-                "cost_ceiling": cost.total,
-                "applied": apply,
+                "api_current": api_now,
+                "cost_ceiling": ceiling,
+                "applied": applied,
             }
         )
-    else:
-        rows = [
-            [
-                p.name,
-                outcomes[p.name].result,
-                outcomes[p.name].detail,
-                p.flag or "-",
-                "-" if p.flag is None else _flag_text(current_flags.get(p.flag)),
-            ]
-            for p in all_probes
+        return
+    rows = [
+        [
+            p.name,
+            outcomes[p.name].result,
+            outcomes[p.name].detail,
+            p.flag or "-",
+            "-" if p.flag is None else _flag_text(current_flags.get(p.flag)),
         ]
-        rows.append(["api", api or "unknown", "which of the two APIs answered", "api", src.api])
-        print_table(["CAPABILITY", "RESULT", "DETAIL", "FLAG", "CURRENT"], rows)
-    _report(name, ref, changes, api_change, apply)
+        for p in all_probes
+    ]
+    rows.append(["api", api or "unknown", "which of the two APIs answered", "api", api_now])
+    print_table(["CAPABILITY", "RESULT", "DETAIL", "FLAG", "CURRENT"], rows)
 
 
 def _baseline_failed(name: str, ref: str, chat: Outcome, messages: Outcome | None) -> None:

@@ -149,39 +149,47 @@ class Forwarder:
                 trace.answered(upstream.status)
             if metrics is not None:
                 metrics.upstream(d.source, time.perf_counter() - sent)
-            try:
-                if move_on is not None and upstream.status >= 400 and str(upstream.status) in move_on:
-                    upstream.abort()  # its error body is not wanted: the next target answers
-                    return Failure(
-                        str(upstream.status),
-                        upstream.status,
-                        f"upstream answered {upstream.status}",
-                        upstream.header("retry-after"),
-                    )
-                out_headers = response_headers(upstream.headers, src.response_headers)
-                out_headers.append((REQUEST_ID_HEADER, flow.rid))
-                if flow.translation is not None and flow.translation.warnings:
-                    out_headers.append((TRANSLATION_HEADER, "; ".join(flow.translation.warnings)))
-                if (upstream.header("content-type") or "").startswith("text/event-stream"):
-                    self.note(flow, upstream.status, None, started, out_headers)
-                    await relay_stream(flow, upstream, out_headers, self.recorder)
-                    return None
-                try:
-                    data = await upstream.read()
-                except UpstreamError as exc:  # nothing reached the client yet: this may move on too
-                    if trace is not None:
-                        trace.failed(exc)
-                    return self._unread(flow, upstream.status, exc, move_on, started)
-                return self._reply(flow, upstream.status, data, out_headers, started)
-            except BaseException:
-                upstream.abort()
-                raise
-            finally:
-                upstream.release()
+            return await self._answer(flow, upstream, src.response_headers, move_on, started)
         finally:
             if trace is not None:
                 trace.over(flow)
             self.inflight.end()
+
+    async def _answer(
+        self, flow: Flow, upstream: Any, keep: Any, move_on: frozenset[str] | None, started: float
+    ) -> Reply | None | Failure:
+        """The upstream answered (its head is in): a failure status the policy moves on from, else the answer
+        relayed (a stream) or read whole and passed on; ``keep`` are the source's response headers to pass."""
+        trace = flow.trace
+        try:
+            if move_on is not None and upstream.status >= 400 and str(upstream.status) in move_on:
+                upstream.abort()  # its error body is not wanted: the next target answers
+                return Failure(
+                    str(upstream.status),
+                    upstream.status,
+                    f"upstream answered {upstream.status}",
+                    upstream.header("retry-after"),
+                )
+            out_headers = response_headers(upstream.headers, keep)
+            out_headers.append((REQUEST_ID_HEADER, flow.rid))
+            if flow.translation is not None and flow.translation.warnings:
+                out_headers.append((TRANSLATION_HEADER, "; ".join(flow.translation.warnings)))
+            if (upstream.header("content-type") or "").startswith("text/event-stream"):
+                self.note(flow, upstream.status, None, started, out_headers)
+                await relay_stream(flow, upstream, out_headers, self.recorder)
+                return None
+            try:
+                data = await upstream.read()
+            except UpstreamError as exc:  # nothing reached the client yet: this may move on too
+                if trace is not None:
+                    trace.failed(exc)
+                return self._unread(flow, upstream.status, exc, move_on, started)
+            return self._reply(flow, upstream.status, data, out_headers, started)
+        except BaseException:
+            upstream.abort()
+            raise
+        finally:
+            upstream.release()
 
     def _unanswered(
         self, flow: Flow, exc: Exception, move_on: frozenset[str] | None, started: float
