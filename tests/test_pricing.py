@@ -602,3 +602,21 @@ def test_the_plans_integer_total_equals_the_decimal_sum():
     assert plan.scaled is not None and plan.scale == 8
     usage = Usage(input_tokens=1000, cached_input_tokens=400, output_tokens=3)
     assert plan.total(usage.counts()) == price(entry, usage).total
+
+
+def test_plan_cache_prices_per_entry_object():
+    from types import MappingProxyType as MP
+
+    from gwctl.core.config import CatalogEntry
+    from gwctl.core.pricing import PlanCache
+
+    cache = PlanCache()
+    counts = Usage(input_tokens=1000, output_tokens=100).counts()
+    entry = CatalogEntry("s", "m", prices=MP({"input": Decimal("1e-6"), "output": Decimal("2e-6")}))
+    assert cache.total(entry, counts) == Decimal("0.0012")
+    dearer = CatalogEntry("s", "m", prices=MP({"input": Decimal("2e-6"), "output": Decimal("2e-6")}))
+    assert cache.total(dearer, counts) == Decimal("0.0022")  # another object (a reload): its own plan
+    assert cache.total(entry, counts) == Decimal("0.0012")
+    broken = CatalogEntry("s", "m", prices=MP({"input": Decimal("-1")}))
+    assert cache.total(broken, counts) is None  # an invalid price: no plan, no total
+    assert cache.total(CatalogEntry("s", "m"), counts) is None  # no prices: unbilled

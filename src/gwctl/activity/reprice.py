@@ -21,7 +21,7 @@ from gwctl.activity.record import FORWARDED_KINDS, INPUT_KINDS, ActivityRecord
 from gwctl.core.catalog_values import format_usd
 from gwctl.core.config import CatalogEntry, Snapshot
 from gwctl.core.decision import decide_features
-from gwctl.core.pricing import PricePlan, Usage, price_plan
+from gwctl.core.pricing import PlanCache, Usage
 from gwctl.core.request import features_from_shape
 
 REPRICE_BY = ("source", "model", "agent", "key")
@@ -90,7 +90,7 @@ class _Prices:
 
     def __init__(self, catalog: Mapping[str, CatalogEntry]):
         self.catalog = catalog
-        self._plans: dict[int, tuple[CatalogEntry, PricePlan | None]] = {}
+        self._plans = PlanCache()
 
     def cost(self, record: ActivityRecord) -> Decimal | None:
         if record.source is None or record.upstream_model is None:
@@ -98,16 +98,7 @@ class _Prices:
         entry = self.catalog.get(f"{record.source}/{record.upstream_model}")
         if entry is None:
             return None
-        entry = entry.at(record.time.timestamp())
-        found = self._plans.get(id(entry))
-        if found is None:
-            try:
-                plan: PricePlan | None = price_plan(entry)
-            except ValueError:
-                plan = None
-            found = self._plans[id(entry)] = (entry, plan)
-        plan = found[1]
-        total = None if plan is None else plan.total(_usage(record).counts())
+        total = self._plans.total(entry.at(record.time.timestamp()), _usage(record).counts())
         return None if total is None else Decimal(format_usd(total))  # as the log writer stores it
 
 
@@ -188,17 +179,13 @@ def with_catalog(snapshot: Snapshot, catalog: Mapping[str, CatalogEntry]) -> Sna
     return replace(snapshot, catalog=MappingProxyType(dict(catalog)))
 
 
-def _usd(value: Decimal) -> str:
-    return format_usd(value)
-
-
 def _group_json(g: Group) -> dict[str, Any]:
     return {
         "key": g.key,
         "requests": g.requests,
-        "current": _usd(g.current),
-        "proposed": _usd(g.proposed),
-        "difference": _usd(g.difference),
+        "current": format_usd(g.current),
+        "proposed": format_usd(g.proposed),
+        "difference": format_usd(g.difference),
         "percent": None if g.percent is None else str(g.percent),
         "current_unbilled": g.current_unbilled,
         "proposed_unbilled": g.proposed_unbilled,
@@ -213,8 +200,8 @@ def repricing_json(r: Repricing, catalog: str, since: str | None, max_increase: 
         "by": r.by,
         "groups": [_group_json(g) for g in r.groups],
         "total": _group_json(r.total),
-        "became_billed": {"requests": r.became_billed, "proposed": _usd(r.became_billed_cost)},
-        "became_unbilled": {"requests": r.became_unbilled, "current": _usd(r.became_unbilled_cost)},
+        "became_billed": {"requests": r.became_billed, "proposed": format_usd(r.became_billed_cost)},
+        "became_unbilled": {"requests": r.became_unbilled, "current": format_usd(r.became_unbilled_cost)},
         "would_be_rejected": {"requests": sum(r.rejected.values()), "rules": dict(sorted(r.rejected.items()))},
         "not_replayable": r.not_replayable,
         "not_priced": r.skipped,

@@ -519,6 +519,31 @@ def price_plan(entry: CatalogEntry, ref: str = "") -> PricePlan:
     return PricePlan(ref, tuple(steps), None, terms, scaled, scale)
 
 
+class PlanCache:
+    """Each catalog entry's :class:`PricePlan`, made once per entry object (a reload, or a dated price set,
+    is a new object): for callers that price many usages of a few entries (the limits' settlement, the
+    what-if repricing). An entry with an invalid price has no plan, and its usages no total."""
+
+    __slots__ = ("_plans",)
+
+    def __init__(self) -> None:
+        self._plans: dict[int, tuple[CatalogEntry, PricePlan | None]] = {}
+
+    def total(self, entry: CatalogEntry, counts: tuple[int, ...]) -> Decimal | None:
+        """The exact total of ``counts`` (:meth:`Usage.counts`) at ``entry``'s prices; None: unbilled."""
+        found = self._plans.get(id(entry))
+        if found is None or found[0] is not entry:  # an id is reused once its object is gone
+            try:
+                plan: PricePlan | None = price_plan(entry)
+            except ValueError:
+                plan = None
+            if len(self._plans) >= 4096:
+                self._plans.clear()
+            found = self._plans[id(entry)] = (entry, plan)
+        plan = found[1]
+        return None if plan is None else plan.total(counts)
+
+
 def price(entry: CatalogEntry | None, usage: Usage, ref: str = "") -> Cost:
     """The exact cost of ``usage`` at ``entry``'s prices (unbilled without prices)."""
     if entry is None:

@@ -22,7 +22,7 @@ from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from gwctl.core import limits as lim
-from gwctl.core.pricing import USAGE_FIELDS, PricePlan, price_plan
+from gwctl.core.pricing import USAGE_FIELDS, PlanCache
 from gwctl.core.tokens import estimate_prompt_tokens, prompt_tokens_ceiling
 from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow, error_bytes
 from gwctl.proxy.http import Reply
@@ -52,7 +52,7 @@ class Limiter:
     def __init__(self, ledger: Ledger, clock=time.time):
         self.ledger = ledger
         self.clock = clock
-        self._plans: dict[int, tuple[CatalogEntry, PricePlan | None]] = {}  # id(entry) -> its price plan
+        self._plans = PlanCache()  # each entry's price plan, for the settlements
         self._snapshot: object = None  # the snapshot the memos below are for
         self._shapes: dict[tuple[str | None, ...], _Shape] = {}
         self._reservations: dict[tuple[int, int, int | None], tuple[CatalogEntry | None, lim.Reservation]] = {}
@@ -182,15 +182,7 @@ class Limiter:
             return None
         if entry.price_sets:
             entry = entry.at(time.time())
-        cached = self._plans.get(id(entry))
-        if cached is None or cached[0] is not entry:
-            try:
-                plan: PricePlan | None = price_plan(entry)
-            except ValueError:
-                plan = None
-            cached = self._plans[id(entry)] = (entry, plan)
-        plan = cached[1]
-        return None if plan is None else plan.total(counts)
+        return self._plans.total(entry, counts)
 
 
 def _in_force(entry: CatalogEntry | None) -> CatalogEntry | None:
