@@ -103,3 +103,39 @@ def log_row(db: Path, rid: str, timeout: float = 30) -> dict:
     got = wait_for(lambda: next((r for r in log_rows(db) if r["request_id"] == rid), None), timeout, 0.1)
     assert got is not None, f"no activity row for {rid}"
     return got
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound for a moment, then let go): a dead upstream's."""
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class StoreRig:
+    """What the end-to-end rigs share: the CLI on the rig's store (``self.store``), routes for the agents
+    ``t/NAME``, and the rows of its SQLite activity log (``self.db``)."""
+
+    store: Path
+    db: Path
+
+    def cli(self, *args: str):
+        from conftest import run_cli
+
+        r = run_cli("--store", str(self.store), *args)
+        assert r.code == 0, r.err
+        return r
+
+    def route(self, agent: str, source: str, model: str, *more: str) -> None:
+        # subagents: a root route is keyed by model name alone, a subagent's by its path and model name
+        self.cli("route", "set", f"t/{agent}", "--model-name", "m", "--provider", source, "--model", model, *more)
+
+    def rows(self) -> list[dict]:
+        return log_rows(self.db)
+
+    def row(self, rid: str) -> dict:
+        return log_row(self.db, rid)

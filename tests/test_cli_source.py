@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
+
+from proxyrun import closed_port
 
 KEY = "sk-upstream-1234"
 
@@ -91,18 +91,10 @@ def test_add_test_failure_saves_nothing(gw, upstream, store_path):
     assert not store_path.exists()
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 @pytest.mark.parametrize(
     "setup, error",
     [
-        (lambda up: dict(url=f"http://127.0.0.1:{_free_port()}/v1"), "refused"),
+        (lambda up: dict(url=f"http://127.0.0.1:{closed_port()}/v1"), "refused"),
         (lambda up: dict(url="http://no-such-host.invalid/v1"), "DNS"),
         (lambda up: dict(url=up.base + "/nope/v1"), "404"),
         (lambda up: dict(url=up.url, key="wrong"), "credential"),
@@ -125,7 +117,7 @@ def test_a_failure_through_an_egress_proxy_says_so(gw, upstream, monkeypatch):
     """httpx sends the test through HTTP_PROXY: a refusal may be the proxy's, and the message must say
     the connection went through it; NO_PROXY makes it direct again."""
     assert gw("source", "add", "x", "--base-url", upstream.url, "--auth-value", KEY).code == 0
-    dead = _free_port()
+    dead = closed_port()
     monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{dead}")
     r = gw("source", "test", "x")
     assert r.code == 1
@@ -149,7 +141,7 @@ def test_404_hint_mentions_version_segment(gw, upstream):
 
 def test_refresh_all_partial_failure(gw, upstream):
     add(gw, upstream, "good")
-    gw("source", "add", "dead", "--base-url", f"http://127.0.0.1:{_free_port()}/v1")
+    gw("source", "add", "dead", "--base-url", f"http://127.0.0.1:{closed_port()}/v1")
     r = gw("source", "refresh", "--all", "--json")
     assert r.code == 3
     rep = {s["source"]: s for s in r.json()["sources"]}

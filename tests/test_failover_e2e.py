@@ -10,7 +10,6 @@ messages, streamed and not. The clients are the real openai and anthropic SDKs.
 from __future__ import annotations
 
 import json
-import socket
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -20,10 +19,9 @@ import httpx
 import openai
 import pytest
 
-from conftest import run_cli
 from faulty import FaultyUpstream, wait_until
 from gwctl.testing.thread import StandinConfig, start_standin
-from proxyrun import ProxyProcess, log_row, log_rows
+from proxyrun import ProxyProcess, StoreRig, closed_port
 
 UP_KEY = "sk-up"
 USAGE = {"input_tokens": 1000, "cached_tokens": 200, "output_tokens": 50}
@@ -43,15 +41,7 @@ FAULTS = {
 }
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Rig:
+class Rig(StoreRig):
     def __init__(self, root: Path):
         self.faulty = FaultyUpstream().start()
         self.good = start_standin(StandinConfig(models=["good-m"], usage=USAGE, api_key=UP_KEY))
@@ -62,7 +52,7 @@ class Rig:
         self.cli("source", "add", "other", "--base-url", self.other.url, "--auth-value", UP_KEY)
         self.cli("source", "add", "bad", "--base-url", self.faulty.url, "--auth-value", UP_KEY)
         self.cli("source", "add", "slow", "--base-url", self.faulty.url, "--auth-value", UP_KEY, "--read-timeout", "1")
-        dead = f"http://127.0.0.1:{_closed_port()}/v1"
+        dead = f"http://127.0.0.1:{closed_port()}/v1"
         self.cli("source", "add", "dead", "--base-url", dead, "--auth-value", UP_KEY)
         tls = self.good.url.replace("http://", "https://")
         self.cli("source", "add", "tlsbad", "--base-url", tls, "--auth-value", UP_KEY)
@@ -78,15 +68,6 @@ class Rig:
         self.route("weighted", "good", "good-m", "--weight", "3", "--balance", "other/other-m=1")
         self.key = self.cli("key", "create", "tester", "--json").json()["key"]
 
-    def cli(self, *args: str):
-        r = run_cli("--store", str(self.store), *args)
-        assert r.code == 0, r.err
-        return r
-
-    def route(self, agent: str, source: str, model: str, *more: str) -> None:
-        # subagents: a root route is keyed by model name alone, a subagent's by its path and model name
-        self.cli("route", "set", f"t/{agent}", "--model-name", "m", "--provider", source, "--model", model, *more)
-
     def policy(self, text: str) -> None:
         with open(self.store, "a") as f:
             f.write("\n[settings.failover]\n" + text + "\n")
@@ -94,12 +75,6 @@ class Rig:
     def start(self) -> ProxyProcess:
         self.proc = ProxyProcess(self.store, f"sqlite://{self.db}")
         return self.proc
-
-    def rows(self) -> list[dict]:
-        return log_rows(self.db)
-
-    def row(self, rid: str) -> dict:
-        return log_row(self.db, rid)
 
     def close(self) -> None:
         self.good.stop()

@@ -14,20 +14,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import run_cli
-from proxyrun import ProxyProcess, log_rows, wait_for
+from proxyrun import ProxyProcess, closed_port, log_rows, wait_for
 from test_proxy_e2e import add_priced_local
 
 MSG = [{"role": "user", "content": "hi"}]
-
-
-def _closed_port() -> int:
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def scrape(url: str) -> dict[str, dict[tuple, float]]:
@@ -89,7 +79,7 @@ def store(tmp_path, upstream):
     """local: the stand-in (its models listed; llama priced in the catalog); dead: nobody listens there."""
     add_priced_local(upstream)
     gw = run_cli
-    dead = f"http://127.0.0.1:{_closed_port()}/v1"
+    dead = f"http://127.0.0.1:{closed_port()}/v1"
     assert gw("source", "add", "dead", "--base-url", dead, "--auth-value", "x").code == 0
     assert (
         gw("route", "set", "triage", "--model-name", "assistant", "--provider", "local", "--model", "llama-3.1-8b").code

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import threading
 import time
 from decimal import Decimal
@@ -16,7 +15,7 @@ import openai
 import pytest
 
 from conftest import run_cli
-from proxyrun import ProxyProcess, wait_for
+from proxyrun import ProxyProcess, closed_port, wait_for
 
 UP_KEY = "sk-upstream-1234"
 # standin usage with usage override: 1000 prompt tokens of which 200 cached, 50 output
@@ -58,13 +57,20 @@ def gateway(tmp_path, upstream, monkeypatch):
         gw("route", "set", "triage", "--model-name", "assistant", "--provider", "local", "--model", "llama-3.1-8b").code
         == 0
     )
-    key = gw("key", "create", "tester", "--json").json()["key"]
+    proc, key = start_with_key(tmp_path, monkeypatch, upstream)
+    yield proc, key
+    proc.terminate()
+
+
+def start_with_key(tmp_path, monkeypatch, upstream) -> tuple[ProxyProcess, str]:
+    """A gateway key ``tester``, then the proxy on the test's store with a SQLite activity log (also the CLI's,
+    through $GWCTL_ACTIVITY); the stand-in's record of requests starts empty. (proxy, key)."""
+    key = run_cli("key", "create", "tester", "--json").json()["key"]
     activity = f"sqlite://{tmp_path / 'activity.sqlite3'}"
     monkeypatch.setenv("GWCTL_ACTIVITY", activity)
     proc = ProxyProcess(tmp_path / "cfg" / "gwctl.toml", activity)
     upstream.clear()
-    yield proc, key
-    proc.terminate()
+    return proc, key
 
 
 def add_priced_local(upstream) -> None:
@@ -291,17 +297,9 @@ def test_body_too_large_413(tmp_path, upstream, monkeypatch):
         proc.terminate()
 
 
-def _free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
-
-
 def test_upstream_errors_502_504_and_relayed_status(tmp_path, upstream):
     gw = run_cli
-    gw("source", "add", "dead", "--base-url", f"http://127.0.0.1:{_free_port()}/v1", "--auth-value", "x")
+    gw("source", "add", "dead", "--base-url", f"http://127.0.0.1:{closed_port()}/v1", "--auth-value", "x")
     gw("source", "add", "slow", "--base-url", upstream.url, "--auth-value", UP_KEY, "--read-timeout", "0.3")
     gw("source", "add", "local", "--base-url", upstream.url, "--auth-value", UP_KEY)
     key = gw("key", "create", "k", "--json").json()["key"]

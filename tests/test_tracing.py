@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import os
-import socket
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from faulty import FaultyUpstream
 from gwctl.errors import GwctlError
 from gwctl.proxy import tracing
 from gwctl.testing.thread import StandinConfig, start_standin
-from proxyrun import ProxyProcess, wait_for
+from proxyrun import ProxyProcess, StoreRig, closed_port, wait_for
 
 pytest.importorskip("opentelemetry.sdk.trace")
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
@@ -124,22 +123,14 @@ class Collector:
         self.server.server_close()
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-class Rig:
+class Rig(StoreRig):
     def __init__(self, root: Path):
         self.collector = Collector().start()
         self.good = start_standin(StandinConfig(models=["good-m"], api_key=UP_KEY))
         self.store = root / "cfg" / "gwctl.toml"
         self.db = root / "activity.sqlite3"
         self.cli("source", "add", "good", "--base-url", self.good.url, "--auth-value", UP_KEY)
-        self.cli("source", "add", "dead", "--base-url", f"http://127.0.0.1:{_closed_port()}/v1", "--auth-value", UP_KEY)
+        self.cli("source", "add", "dead", "--base-url", f"http://127.0.0.1:{closed_port()}/v1", "--auth-value", UP_KEY)
         self.cli("catalog", "set", "good/good-m", "--price", "input=3e-6", "--price", "output=1.5e-5")
         self.cli("catalog", "set", "dead/x", "--price", "input=3e-6", "--price", "output=1.5e-5")
         self.faulty = FaultyUpstream().start()
@@ -161,11 +152,6 @@ class Rig:
             "good/good-m",
         )
         self.key = self.cli("key", "create", "tester", "--json").json()["key"]
-
-    def cli(self, *args: str):
-        r = run_cli("--store", str(self.store), *args)
-        assert r.code == 0, r.err
-        return r
 
     def env(self, **more: str) -> dict:
         return {"OTEL_EXPORTER_OTLP_ENDPOINT": self.collector.url, "OTEL_BSP_SCHEDULE_DELAY": "50", **more}

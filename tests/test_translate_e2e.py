@@ -16,8 +16,7 @@ import openai
 import pytest
 
 from conftest import run_cli
-from proxyrun import ProxyProcess
-from test_proxy_e2e import UP_KEY, USAGE, activity_rows
+from test_proxy_e2e import UP_KEY, USAGE, activity_rows, start_with_key
 
 PRICES = ["--price", "input=3e-6", "--price", "output=1.5e-5", "--price", "cached_input=1.5e-6"]
 WEATHER = {
@@ -40,11 +39,7 @@ def gateway(tmp_path, upstream, monkeypatch):
         assert gw("catalog", "set", f"{name}/llama-3.1-8b", *PRICES, "--max-output", "1000").code == 0
     route = ["route", "set", "coder", "--model-name", "claude", "--provider", "oa", "--model", "llama-3.1-8b"]
     assert gw(*route, "--fallback", "plain/llama-3.1-8b").code == 0
-    key = gw("key", "create", "tester", "--json").json()["key"]
-    activity = f"sqlite://{tmp_path / 'activity.sqlite3'}"
-    monkeypatch.setenv("GWCTL_ACTIVITY", activity)
-    proc = ProxyProcess(tmp_path / "cfg" / "gwctl.toml", activity)
-    upstream.clear()
+    proc, key = start_with_key(tmp_path, monkeypatch, upstream)
     yield proc, key
     proc.terminate()
 

@@ -14,7 +14,6 @@ received, so every attempt is checked to have reached its upstream in that upstr
 from __future__ import annotations
 
 import json
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,10 +25,9 @@ import httpx2  # the SDKs' HTTP client
 import openai
 import pytest
 
-from conftest import run_cli
 from gwctl.core.translate.streams import CUT_SHORT
 from gwctl.testing.thread import StandinConfig, start_standin
-from proxyrun import ProxyProcess, log_row, log_rows
+from proxyrun import ProxyProcess, StoreRig, closed_port
 from rawupstream import RawUpstream, Received, Script
 
 UP_KEY = "sk-up"
@@ -58,14 +56,6 @@ FAILING = {
     "oa-then-an-fail": [("oa_bad", "bad-m"), ("an_bad", "bad-m")],
 }
 SOURCE_API = {"an": "anthropic", "oa": "openai", "both": "both"}
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 # --- the raw upstream's scripts ---------------------------------------------------------------------------
@@ -158,7 +148,7 @@ def respond(rec: Received) -> Iterator[tuple[bytes, float]] | Script:
 # --- the rig -----------------------------------------------------------------------------------------------
 
 
-class Rig:
+class Rig(StoreRig):
     """One store and proxy for the module: sources ``an_*`` (``--api anthropic``), ``oa_*`` (openai) and
     ``both_*`` on the answering stand-in (``_ok``) and the failing one (``_bad``), ``an_raw`` and ``oa_raw``
     on the scripted upstream, ``an_dead`` on a port nobody listens on; a route per entry of ROUTES, FAILING
@@ -170,7 +160,7 @@ class Rig:
         self.raw = RawUpstream(respond)  # type: ignore[arg-type]  # a generator is a script too
         self.store = root / "cfg" / "gwctl.toml"
         self.db = root / "activity.sqlite3"
-        dead = f"http://127.0.0.1:{_closed_port()}/v1"
+        dead = f"http://127.0.0.1:{closed_port()}/v1"
         for prefix, api in SOURCE_API.items():
             self.cli("source", "add", f"{prefix}_ok", "--base-url", self.good.url, "--auth-value", UP_KEY, "--api", api)
             self.cli("source", "add", f"{prefix}_bad", "--base-url", self.bad.url, "--auth-value", UP_KEY, "--api", api)
@@ -193,20 +183,6 @@ class Rig:
             f.write("\n[settings.failover]\ncooldown_after = 1000\n")  # every request tries the failing targets
         self.key = self.cli("key", "create", "tester", "--json").json()["key"]
         self.proc = ProxyProcess(self.store, f"sqlite://{self.db}")
-
-    def cli(self, *args: str):
-        r = run_cli("--store", str(self.store), *args)
-        assert r.code == 0, r.err
-        return r
-
-    def route(self, agent: str, source: str, model: str, *more: str) -> None:
-        self.cli("route", "set", f"t/{agent}", "--model-name", "m", "--provider", source, "--model", model, *more)
-
-    def rows(self) -> list[dict]:
-        return log_rows(self.db)
-
-    def row(self, rid: str) -> dict:
-        return log_row(self.db, rid)
 
     def oa(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.proc.url + "/v1", api_key=self.key, max_retries=0, timeout=20)
