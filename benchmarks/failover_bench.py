@@ -133,13 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         urls = {}
         for name, extra in (("good", []), ("other", []), ("failing", ["--fail-status", "503"])):
-            port = hs.free_port()
-            procs.start(
-                [sys.executable, "-m", "gwctl.testing", "--port", str(port), "--models", hs.MODEL]
-                + ["--api-key", hs.UPSTREAM_KEY, "--no-record", *extra],
-                port,
-            )
-            urls[name] = f"http://{hs.HOST}:{port}/v1"
+            urls[name] = hs.start_standin(procs, *extra)
         urls["dead"] = f"http://{hs.HOST}:{closed_port()}/v1"
         hs.REQUEST["model"] = "m"
         pairs = throughput(procs, tmp, urls, args)

@@ -730,6 +730,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_standin(procs: "Procs", *extra: str) -> str:
+    """The stand-in upstream (the benchmark's model and key, recording nothing), started under ``procs``;
+    its /v1 URL. ``extra``: more of its options (``--fail-status 503``, ``--chunk-delay-ms 2``, ...)."""
+    port = free_port()
+    args = [sys.executable, "-m", "gwctl.testing", "--port", str(port), "--models", MODEL]
+    procs.start([*args, "--api-key", UPSTREAM_KEY, "--no-record", *extra], port)
+    return f"http://{HOST}:{port}/v1"
+
+
 def wait_port(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

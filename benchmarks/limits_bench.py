@@ -110,13 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="gwctl-limits-bench-"))
     results = {}
     try:
-        up_port = hs.free_port()
-        procs.start(
-            [sys.executable, "-m", "gwctl.testing", "--port", str(up_port), "--models", hs.MODEL]
-            + ["--api-key", hs.UPSTREAM_KEY, "--no-record"],
-            up_port,
-        )
-        up_url = f"http://{hs.HOST}:{up_port}/v1"
+        up_url = hs.start_standin(procs)
         hs.REQUEST["model"] = f"bench/{hs.MODEL}"
         backends = [("sqlite", f"sqlite://{tmp / 'activity.sqlite3'}")]
         if args.postgres:

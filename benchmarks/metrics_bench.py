@@ -88,13 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     cpus: dict[bool, list[float]] = {False: [], True: []}  # the proxy's process tree's CPU us per request
     scraper = None
     try:
-        up_port = hs.free_port()
-        procs.start(
-            [sys.executable, "-m", "gwctl.testing", "--port", str(up_port), "--models", hs.MODEL]
-            + ["--api-key", hs.UPSTREAM_KEY, "--no-record"],
-            up_port,
-        )
-        up_url = f"http://{hs.HOST}:{up_port}/v1"
+        up_url = hs.start_standin(procs)
         hs.REQUEST["model"] = f"bench/{hs.MODEL}"
         running = {}
         for metrics in (False, True):

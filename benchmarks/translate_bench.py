@@ -306,13 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     procs = hs.Procs()
     tmp = Path(tempfile.mkdtemp(prefix="gwctl-translate-bench-"))
     try:
-        up_port = hs.free_port()
-        procs.start(
-            [sys.executable, "-m", "gwctl.testing", "--port", str(up_port), "--models", hs.MODEL]
-            + ["--api-key", hs.UPSTREAM_KEY, "--no-record", "--chunk-delay-ms", str(args.chunk_delay_ms)],
-            up_port,
-        )
-        up_url = f"http://{hs.HOST}:{up_port}/v1"
+        up_url = hs.start_standin(procs, "--chunk-delay-ms", str(args.chunk_delay_ms))
         store, key = build_store(tmp, up_url)
         answers = upstream_answers(up_url)
         targets = {

@@ -137,20 +137,8 @@ class Rig(StoreRig):
         self.cli("source", "add", "bad", "--base-url", self.faulty.url, "--auth-value", UP_KEY)
         self.cli("catalog", "set", "bad/reset", "--price", "input=3e-6", "--price", "output=1.5e-5")
         self.cli("route", "set", "t/broken", "--model-name", "m", "--provider", "bad", "--model", "reset")
-        self.cli("route", "set", "t/plain", "--model-name", "m", "--provider", "good", "--model", "good-m")
-        self.cli(
-            "route",
-            "set",
-            "t/fo",
-            "--model-name",
-            "m",
-            "--provider",
-            "dead",
-            "--model",
-            "x",
-            "--fallback",
-            "good/good-m",
-        )
+        self.route("plain", "good", "good-m")
+        self.route("fo", "dead", "x", "--fallback", "good/good-m")
         self.key = self.cli("key", "create", "tester", "--json").json()["key"]
 
     def env(self, **more: str) -> dict:
