@@ -85,9 +85,15 @@ def error_bytes(path: str, status: int, error: dict) -> bytes:
     return orjson.dumps(error)
 
 
+def own_error(message: str, etype: str, code: str | None, param: str | None = None) -> dict:
+    """One of the gateway's own errors as the core builds them (OpenAI's shape; :func:`error_bytes` gives it
+    the client's API's)."""
+    return {"error": {"message": message, "type": etype, "code": code, "param": param}}
+
+
 def error_reply(flow: Flow, status: int, message: str, etype: str, code: str | None, param: str | None = None) -> Reply:
     """The gateway's own error answer to ``flow``, in its client's API's error shape, with the request id."""
-    error = {"error": {"message": message, "type": etype, "code": code, "param": param}}
+    error = own_error(message, etype, code, param)
     return Reply(status, error_bytes(flow.request.path, status, error), [(REQUEST_ID_HEADER, flow.rid)])
 
 

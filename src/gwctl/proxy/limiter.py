@@ -178,11 +178,8 @@ class Limiter:
             self.ledger.settle(ticket, Decimal(0), 0)
 
     def _cost(self, entry: CatalogEntry | None, counts: tuple[int, ...]) -> Decimal | None:
-        if entry is None:
-            return None
-        if entry.price_sets:
-            entry = entry.at(time.time())
-        return self._plans.total(entry, counts)
+        entry = _in_force(entry)
+        return None if entry is None else self._plans.total(entry, counts)
 
 
 def _in_force(entry: CatalogEntry | None) -> CatalogEntry | None:

@@ -43,7 +43,15 @@ from gwctl.errors import GwctlError
 from gwctl.proxy.auth import Authenticator
 from gwctl.proxy.decide import LARGE_BODY, Decider, models_reply, refusal
 from gwctl.proxy.failover import Failover
-from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow, InFlight, error_bytes, error_reply, new_request_id
+from gwctl.proxy.flow import (
+    REQUEST_ID_HEADER,
+    Flow,
+    InFlight,
+    error_bytes,
+    error_reply,
+    new_request_id,
+    own_error,
+)
 from gwctl.proxy.forward import Forwarder
 from gwctl.proxy.http import HttpServer, Reply, Request
 from gwctl.proxy.ledger import HEARTBEAT, Ledger, LocalBank
@@ -386,8 +394,7 @@ class Gateway:
         log.info("refused with %d %s%s: %s", status, code, f" from {peer}" if peer else "", message)
         self.recorder.rejected(rid, None, request, time.perf_counter(), status, code, message)
         etype = "api_error" if status == 503 else "invalid_request_error"
-        error = {"error": {"message": message, "type": etype, "code": code, "param": None}}
-        return Reply(status, error_bytes(path, status, error), [(REQUEST_ID_HEADER, rid)])
+        return Reply(status, error_bytes(path, status, own_error(message, etype, code)), [(REQUEST_ID_HEADER, rid)])
 
     def internal_error(self, request: Request, exc: BaseException) -> Reply:
         """A bug of ours answered 500 (the server logged the traceback); the request still gets its row."""
