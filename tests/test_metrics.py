@@ -37,15 +37,18 @@ def total(samples: dict[str, dict[tuple, float]], name: str, **labels: str) -> f
     return sum(v for k, v in samples.get(name, {}).items() if want <= set(k))
 
 
-def scrape_until(url: str, name: str, at_least: float, timeout: float = 15) -> dict:
-    """A scrape once ``name`` sums to ``at_least`` (the processes publish about every second)."""
+def scrape_until(url: str, name: str, at_least: float, *also: str, timeout: float = 15) -> dict:
+    """A scrape once ``name`` (and each of ``also``) sums to ``at_least``. Each process publishes
+    about every second on its own clock, so the log writer's figures and a worker's can be a
+    second apart: wait for every figure the caller reads."""
+    names = (name, *also)
 
     def enough():
         s = scrape(url)
-        return s if total(s, name) >= at_least else None
+        return s if all(total(s, n) >= at_least for n in names) else None
 
     got = wait_for(enough, timeout, 0.2)
-    assert got, f"{name} never reached {at_least}: {scrape(url).get(name)}"
+    assert got, f"{names} never reached {at_least}: {[scrape(url).get(n) for n in names]}"
     return got
 
 
@@ -122,7 +125,7 @@ def test_a_known_mix_is_counted_exactly_and_cost_is_the_logs_sum(tmp_path, store
         assert r.status_code == 404 and "gwctl_" not in r.text
 
         n = 9  # the GET /metrics on the proxy's port is a request like any other (404, with its row)
-        m = scrape_until(url, "gwctl_activity_rows_written_total", n)
+        m = scrape_until(url, "gwctl_activity_rows_written_total", n, "gwctl_requests_total")
         assert m, scrape(url)
         rows = log_rows(db)
         assert len(rows) == n
@@ -248,7 +251,14 @@ def test_two_workers_are_summed(tmp_path, store):
                 break
         prefixes = {r["request_id"][:8] for r in rows}
         assert len(prefixes) == 2, "one worker answered everything"
-        m = scrape_until(url, "gwctl_activity_rows_written_total", sent)
+        m = scrape_until(
+            url,
+            "gwctl_activity_rows_written_total",
+            sent,
+            "gwctl_requests_total",
+            "gwctl_request_duration_seconds_count",
+            "gwctl_upstream_duration_seconds_count",
+        )
         assert m, scrape(url)
         assert total(m, "gwctl_requests_total") == sent
         assert total(m, "gwctl_requests_total", source="local", model="llama-3.1-8b", status="2xx") == sent
