@@ -215,6 +215,50 @@ def test_an_internal_error_still_gets_its_row(tmp_path):
     assert entry.route_kind == "rejected" and entry.path == "/v1/chat/completions" and entry.stream is False
 
 
+def test_an_internal_error_keeps_the_request_id_key_and_span_the_handler_began(tmp_path):
+    """A bug in the middle of a request: its row and its answer carry the request id the handler gave it,
+    and the span the handler started ends with the 500; once the request's row is written, a later bug
+    gets a row (and an id) of its own instead of a second row under the same id."""
+    from pathlib import Path
+
+    from gwctl.activity.entry import LogEntry
+    from gwctl.core.config import Snapshot
+    from gwctl.proxy.flow import Flow
+    from gwctl.proxy.http import Request
+    from gwctl.proxy.server import Gateway, ProxyConfig
+
+    rows = []
+    gw = Gateway(ProxyConfig(Path(tmp_path / "none.toml"), None), Snapshot())
+    gw.writer = type("W", (), {"submit": staticmethod(rows.append)})()
+    ended = []
+
+    class Trace:
+        def end(self, flow, status, rule, error, kind, agent=None):
+            ended.append((flow.rid, status, rule))
+            flow.trace = None
+
+    def request():
+        return Request(None, "POST", "/v1/messages", "", [], {}, b"{}", True, False, False)
+
+    req = request()
+    flow = req.context = Flow(req, "rid-of-the-handler", 0.0, gw.snapshot)
+    flow.key_name, flow.trace = "ci", Trace()
+    reply = gw.internal_error(req, KeyError("boom"))
+    assert reply.status == 500 and dict(reply.headers)["X-Gwctl-Request-Id"] == "rid-of-the-handler"
+    assert json.loads(reply.body)["type"] == "error"  # the client's API's error shape
+    entry = LogEntry(*rows[-1])
+    assert (entry.request_id, entry.key_name, entry.rule) == ("rid-of-the-handler", "ci", "internal_error")
+    assert ended == [("rid-of-the-handler", 500, "internal_error")]
+
+    req = request()
+    req.context = done = Flow(req, "rid-recorded", 0.0, gw.snapshot)
+    done.recorded = True
+    reply = gw.internal_error(req, KeyError("boom"))
+    again = LogEntry(*rows[-1])
+    assert len(rows) == 2 and again.request_id != "rid-recorded" and again.rule == "internal_error"
+    assert dict(reply.headers)["X-Gwctl-Request-Id"] == again.request_id
+
+
 def _chunk(obj) -> bytes:
     return b"data: " + json.dumps(obj).encode() + b"\n\n"
 

@@ -50,6 +50,7 @@ class Flow:
         "attempts",
         "translation",
         "trace",
+        "recorded",
     )
 
     def __init__(self, request: Request, rid: str, start: float, snapshot: Snapshot):
@@ -72,6 +73,7 @@ class Flow:
         self.translation: Translation | None = None
         # the request's span (gwctl.proxy.tracing.RequestTrace) while tracing is on, until the record stage ends it
         self.trace: RequestTrace | None = None
+        self.recorded = False  # record: the request's row is written (a bug after that gets a row of its own)
 
 
 MESSAGES_PATH = "/v1/messages"

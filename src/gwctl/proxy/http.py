@@ -139,6 +139,7 @@ class Request:
         "conn",
         "streaming",
         "answered",
+        "context",
     )
 
     def __init__(
@@ -166,6 +167,7 @@ class Request:
         self.too_large = too_large
         self.streaming = False
         self.answered = False
+        self.context: object = None  # the handler's own object for this request (the gateway's flow)
 
     def start_stream(self, status: int, headers: Iterable[tuple[str, str]]) -> "Stream":
         """Send the status and headers now; the body follows in :meth:`Stream.write` calls."""

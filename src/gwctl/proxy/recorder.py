@@ -45,6 +45,7 @@ class Recorder:
         """The row of a decided request: the decision's facts, the answer's status and usage, and ``kind``
         instead of the decision's route kind (``"error"`` for an upstream failure). A request the limit
         stage admitted is settled here, log or no log."""
+        flow.recorded = True
         if flow.trace is not None:
             flow.trace.end(flow, status, rule, error, kind)
         counts = None if usage is None else usage.counts()
@@ -148,10 +149,10 @@ class Recorder:
 
     def refuse(self, flow: Flow, status: int, message: str, code: str, etype: str = "invalid_request_error") -> Reply:
         """Answer an undecided request with the gateway's error, and record it (:meth:`rejected`)."""
-        if self.tracing is not None:  # refused before the gateway took it up (the head's key check): a span too
-            if flow.trace is None:
-                self.tracing.start(flow)
-            assert flow.trace is not None
+        flow.recorded = True
+        if flow.trace is None and self.tracing is not None:  # refused before the gateway took it up (the head's
+            self.tracing.start(flow)  # key check): a span too
+        if flow.trace is not None:
             flow.trace.end(flow, status, code, message, "rejected", flow.request.headers.get("x-gwctl-agent"))
         self.rejected(flow.rid, flow.key_name, flow.request, flow.start, status, code, message)
         return error_reply(flow, status, message, etype, code)

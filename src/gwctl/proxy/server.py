@@ -289,7 +289,7 @@ class Gateway:
                 return self._readyz(rid)
             return _at_once(Reply(200, orjson.dumps(self.health()), [(REQUEST_ID_HEADER, rid)]))
         snap = self.snapshot
-        flow = Flow(request, rid, start, snap)
+        flow = request.context = Flow(request, rid, start, snap)
         if self.tracing is not None:
             self.tracing.start(flow)
         auth = self.auth
@@ -397,8 +397,11 @@ class Gateway:
         return Reply(status, error_bytes(path, status, own_error(message, etype, code)), [(REQUEST_ID_HEADER, rid)])
 
     def internal_error(self, request: Request, exc: BaseException) -> Reply:
-        """A bug of ours answered 500 (the server logged the traceback); the request still gets its row."""
-        flow = Flow(request, new_request_id(), time.perf_counter(), self.snapshot)
+        """A bug of ours answered 500 (the server logged the traceback); the request still gets its row: the
+        flow's the handler began (its request id, its key, its span), unless that flow's row is written."""
+        flow = request.context
+        if not isinstance(flow, Flow) or flow.recorded:
+            flow = Flow(request, new_request_id(), time.perf_counter(), self.snapshot)
         message = f"internal error in the gateway ({exc.__class__.__name__}); see its log"
         try:
             return self.recorder.refuse(flow, 500, message, "internal_error", "api_error")
