@@ -3,8 +3,10 @@ own parser after a known mix of requests."""
 
 from __future__ import annotations
 
+import os
 import re
 import threading
+import time
 from decimal import Decimal
 from pathlib import Path
 
@@ -50,6 +52,13 @@ def scrape_until(url: str, name: str, at_least: float, *also: str, timeout: floa
     got = wait_for(enough, timeout, 0.2)
     assert got, f"{names} never reached {at_least}: {[scrape(url).get(n) for n in names]}"
     return got
+
+
+def replace_text(path, text: str) -> None:
+    """Write the store whole at once (as gwctl does), so a reload never reads half a file."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def metrics_url(proc: ProxyProcess) -> str:
@@ -214,9 +223,15 @@ def test_store_reloads_and_failover_are_counted(tmp_path, store, upstream):
         assert total(m, "gwctl_failover_attempts_total", target="dead/x") == 1
         assert total(m, "gwctl_failover_moves_total", target="dead/x", failure="connect") == 1
         assert total(m, "gwctl_requests_total", source="local", model="llama-3.1-8b", status="2xx") == 1
-        path.write_text(path.read_text() + "\n[[[ not toml\n")  # a reload that fails
-        m = scrape_until(url, "gwctl_store_reload_failures_total", 1)
-        assert m
+        good = path.read_text()
+        assert total(m, "gwctl_store_reload_failing") == 0
+        replace_text(path, good + "\n[[[ not toml\n")  # a reload that fails
+        m = scrape_until(url, "gwctl_store_reload_failures_total", 1, "gwctl_store_reload_failing")
+        assert total(m, "gwctl_store_reload_failing") == 1
+        assert total(m, "gwctl_store_reloads_total") == 1
+        replace_text(path, good + "\n# mended\n")
+        m = scrape_until(url, "gwctl_store_reloads_total", 2)
+        assert total(m, "gwctl_store_reload_failing") == 0
     finally:
         assert proc.terminate() == 0
 
@@ -267,6 +282,11 @@ def test_two_workers_are_summed(tmp_path, store):
         logged = sum(Decimal(r["cost"]) for r in rows)
         assert Decimal(str(total(m, "gwctl_cost_usd_total"))) == logged
         assert total(m, "gwctl_tokens_total", type="input") == 800 * sent
+        assert total(m, "gwctl_store_reloads_total") == 0
+        replace_text(path, path.read_text() + "\n# a change every worker reloads\n")
+        scrape_until(url, "gwctl_store_reloads_total", 1)
+        time.sleep(2.5)  # both workers have reloaded and published: one change is still one reload
+        assert total(scrape(url), "gwctl_store_reloads_total") == 1
     finally:
         assert proc.terminate() == 0
 
@@ -291,7 +311,6 @@ def test_snapshots_are_summed_and_a_gone_process_keeps_its_counters_not_its_gaug
     """collect() on a run directory: a live process's and a gone one's snapshots (pid 2**22+1 is never a
     process on Linux: pid_max is at most 2**22)."""
     import json
-    import os
 
     from gwctl.proxy.metrics import collect
     from gwctl.proxy.metrics_http import render
@@ -302,11 +321,15 @@ def test_snapshots_are_summed_and_a_gone_process_keeps_its_counters_not_its_gaug
         "gwctl_requests_total": [[["local", "m", "managed", "2xx", ""], 3]],
         "gwctl_request_duration_seconds": [[["local", "managed"], hist]],
         "gwctl_requests_in_flight": [[[], 1]],
+        "gwctl_store_reloads_total": [[[], 2]],
+        "gwctl_store_reload_failing": [[[], 0]],
     }
     gone = {
         "gwctl_requests_total": [[["local", "m", "managed", "2xx", ""], 4]],
         "gwctl_request_duration_seconds": [[["local", "managed"], hist]],
         "gwctl_requests_in_flight": [[[], 5]],
+        "gwctl_store_reloads_total": [[[], 3]],
+        "gwctl_store_reload_failing": [[[], 1]],
     }
     (tmp_path / f"worker-{os.getpid()}.json").write_text(json.dumps(live))
     (tmp_path / f"worker-{2**22 + 1}.json").write_text(json.dumps(gone))
@@ -321,6 +344,8 @@ def test_snapshots_are_summed_and_a_gone_process_keeps_its_counters_not_its_gaug
     assert totals["gwctl_requests_total"] == {("local", "m", "managed", "2xx", ""): 7}
     assert totals["gwctl_request_duration_seconds"][("local", "managed")][3] == 4
     assert totals["gwctl_requests_in_flight"] == {(): 1}  # the gone process's gauge is not
+    assert totals["gwctl_store_reloads_total"] == {(): 3}  # each worker reloads the same file: the most, not the sum
+    assert totals["gwctl_store_reload_failing"] == {(): 0}  # a gauge: the live process's only
     assert str(totals["gwctl_cost_usd_total"][("local", "m")]) == "0.3"  # Decimal: exact
     m = {
         (s.name, tuple(sorted(s.labels.items()))): s.value

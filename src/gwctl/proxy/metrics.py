@@ -116,8 +116,17 @@ SPECS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "gwctl_activity_rows_written_total": ("counter", "Activity rows written to the log.", ()),
     "gwctl_activity_rows_dropped_total": ("counter", "Activity rows lost (writer gone or too far behind).", ()),
-    "gwctl_store_reloads_total": ("counter", "Store reloads that took effect (each worker reloads).", ()),
-    "gwctl_store_reload_failures_total": ("counter", "Store reloads that failed (the last good store kept).", ()),
+    "gwctl_store_reloads_total": ("counter", "Store reloads that took effect (once per change, not per worker).", ()),
+    "gwctl_store_reload_failures_total": (
+        "counter",
+        "Store reload attempts that failed (the last good store kept; the most any worker counted).",
+        (),
+    ),
+    "gwctl_store_reload_failing": (
+        "gauge",
+        "1 while the store file has changed and cannot be loaded (the last good store is in use), else 0.",
+        (),
+    ),
     "gwctl_limit_refusals_total": ("counter", "Requests refused by a limit or a key's scope.", ("rule",)),
     "gwctl_failover_attempts_total": ("counter", "Attempts at a route plan's targets.", ("target",)),
     "gwctl_failover_moves_total": (
@@ -292,6 +301,7 @@ class WorkerMetrics:
             "gwctl_failover_cooldowns_total": [[[k], v] for k, v in list(self.failover_cooldowns.items())],
             "gwctl_store_reloads_total": [[[], g.watcher.reloads]],
             "gwctl_store_reload_failures_total": [[[], g.watcher.reload_failures]],
+            "gwctl_store_reload_failing": [[[], int(g.watcher.reload_failure is not None)]],
             "gwctl_requests_in_flight": [[[], g.flights.count]],
         }
         writer = g.writer
@@ -392,6 +402,9 @@ class WriterMetrics:
 # --- summing the snapshots ------------------------------------------------------
 
 GAUGES = frozenset(n for n, s in SPECS.items() if s[0] == "gauge")
+# every worker reloads the same store file: the server's figure is the most any worker counted, not the sum
+# (N workers would make one change N reloads); still monotonic, a gone worker keeping its last count
+HIGHEST = frozenset(("gwctl_store_reloads_total", "gwctl_store_reload_failures_total", "gwctl_store_reload_failing"))
 
 
 def _alive(pid: int) -> bool:
@@ -436,6 +449,8 @@ def collect(run_dir: str) -> dict[str, dict[tuple, Any]]:
                 elif isinstance(value, list):
                     for i, v in enumerate(value):
                         have[i] += v
+                elif metric in HIGHEST:
+                    acc[key] = max(have, value)
                 else:
                     acc[key] = EXACT.add(have, value) if isinstance(value, Decimal) else have + value
     return totals
