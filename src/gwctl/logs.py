@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from typing import Any, TextIO
 
 LOG_FORMATS = ("text", "json")
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+# the process id tells the workers and log writers of one server apart (each reloads, each may fail alone)
+TEXT_FORMAT = "%(asctime)s %(levelname)s [%(process)d] %(message)s"
 
 
 def json_line(doc: dict[str, Any]) -> str:
