@@ -252,3 +252,22 @@ def test_tree_escapes_client_names():
     log.close()
     r = invoke(["activity", "summary", "--by", "agent"], force_tables=True)
     assert "\x1b" not in r.out and "\\x1b" in r.out and "\\x0a" in r.out
+
+
+def test_an_empty_answer_says_why_on_stderr_also_on_a_pipe(log_dsn):
+    """Nothing to list: stdout stays empty for a script, stderr says whether the log is empty or the
+    filters matched nothing (kubectl's "No resources found")."""
+    log = open_log(log_dsn)
+    log.write_many([record(time=T0, agent="triage", cost=Decimal("0.01"))])
+    log.close()
+    r = run_cli("activity", "list", "--activity", log_dsn, "--agent", "nobody")
+    assert (r.code, r.out, r.err) == (0, "", "no requests match these filters\n")
+    r = run_cli("activity", "summary", "--by", "model", "--since", "1h", "--activity", log_dsn)
+    assert (r.code, r.out, r.err) == (0, "", "no requests match these filters\n")
+    r = run_cli("activity", "list", "--activity", log_dsn)
+    assert r.code == 0 and "triage" in r.out and r.err == ""
+
+
+def test_an_empty_store_list_says_how_to_begin_also_on_a_pipe():
+    r = run_cli("source", "list")
+    assert (r.code, r.out) == (0, "") and r.err.startswith("no sources yet; add one with: gwctl source add")

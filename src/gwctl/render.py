@@ -66,15 +66,16 @@ def _cell(value: Any) -> str:
 def print_table(
     columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None, empty: str | None = None
 ) -> None:
-    """A rich table on a terminal; tab-separated lines (no header) otherwise."""
+    """A rich table on a terminal; tab-separated lines (no header) otherwise. No rows: ``empty`` on stderr,
+    on a pipe too (as kubectl says "No resources found"), so an empty answer is not mistaken for a silent one."""
     rows = [[_cell(v) for v in row] for row in rows]
     env = current()
+    if not rows and empty:
+        message(empty)
+        return
     if not env.stdout_is_tty():
         for row in rows:
             env.stdout.write("\t".join(c.replace("\t", " ").replace("\n", " ") for c in row) + "\n")
-        return
-    if not rows and empty:
-        message(empty)
         return
     # rich is imported only when a table is shown on a terminal (it costs ~40 ms)
     from rich.console import Console

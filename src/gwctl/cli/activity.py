@@ -143,7 +143,13 @@ def list_cmd(
     # table stays as it is, and the other columns keep their places
     with_attempts = any(r.attempts for r in rows)
     headers = [*LIST_HEADERS, "ATTEMPTS"] if with_attempts else LIST_HEADERS
-    print_table(headers, [_list_row(r, with_attempts) for r in rows], empty="no activity yet")
+    filtered = any(v is not None for v in (since, source, model, agent))
+    print_table(headers, [_list_row(r, with_attempts) for r in rows], empty=_nothing(filtered))
+
+
+def _nothing(filtered: bool) -> str:
+    """What an empty answer says: an empty log, or filters nothing matched (not the same news)."""
+    return "no requests match these filters" if filtered else "no activity yet"
 
 
 def _summary_json(by: str, since: str | None, rows: list, total: Decimal) -> dict:
@@ -218,7 +224,7 @@ def summary(
             doc["rows"] = [node_to_json(n) for n in build_tree(rows)]
         print_json(doc)
         return
-    _print_summary(by, rows, nested, chart and env.stdout_is_tty())
+    _print_summary(by, rows, nested, chart and env.stdout_is_tty(), _nothing(since is not None))
     if env.stdout_is_terminal() and rows:
         unbilled = sum(r.unbilled for r in rows)
         env.stdout.write(
@@ -239,7 +245,7 @@ def _check_summary_options(by: str, tree: bool | None, chart: bool, json_: bool)
         fail("--chart draws for a person and --json prints the numbers: choose one")
 
 
-def _print_summary(by: str, rows: list, nested: bool, chart: bool) -> None:
+def _print_summary(by: str, rows: list, nested: bool, chart: bool, empty: str) -> None:
     """The summary for a person: the agent tree, the day charts, or the table."""
     if nested and rows:
         from gwctl.activity.tree import build_tree
@@ -254,7 +260,7 @@ def _print_summary(by: str, rows: list, nested: bool, chart: bool) -> None:
         print_table(
             [by.upper(), "REQUESTS", "INPUT TOK", "OUTPUT TOK", "COST USD", "BILLED", "UNBILLED", "REJECTED", "ERRORS"],
             [_summary_row(r) for r in rows],
-            empty="no activity yet",
+            empty=empty,
         )
 
 
