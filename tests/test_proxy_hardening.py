@@ -491,3 +491,66 @@ def test_a_store_caught_mid_write_empty_is_not_taken(tmp_path):
     assert "empty" in gw.health()["store"]["error"]
     store.write_text(text + "\n[broken\n")
     assert gw.reload_if_changed() is False and gw._keys.verify(gw.snapshot, key) == "k"
+
+
+def test_a_bug_mid_stream_still_records_the_row_with_what_was_metered(monkeypatch):
+    """A bug of ours while relaying a stream (the HTTP server then cuts the stream): the upstream is hung up
+    on, and the request still gets its row, 500 ``internal_error``, with the usage metered before the bug."""
+    import asyncio
+
+    from gwctl.core.config import Snapshot
+    from gwctl.proxy import relay
+    from gwctl.proxy.flow import Flow
+    from gwctl.proxy.meter import StreamMeter
+
+    sent = []
+
+    class Client:  # the request's stream toward the client
+        async def write(self, data):
+            sent.append(data)
+
+        def end(self):
+            sent.append(None)
+
+    class Req:
+        path, headers = "/v1/chat/completions", {}
+
+        def start_stream(self, status, headers):
+            return Client()
+
+    class Upstream:
+        status, aborted = 200, False
+
+        def __init__(self, chunks):
+            self.chunks = chunks
+
+        def __aiter__(self):
+            return self._gen()
+
+        async def _gen(self):
+            for c in self.chunks:
+                yield c
+
+        def abort(self):
+            self.aborted = True
+
+    usage = _chunk({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9}})
+    up = Upstream([_chunk({"choices": [{"delta": {"content": "hi"}}]}) + usage, b"data: boom\n\n"])
+    feed = StreamMeter.feed
+
+    def buggy(self, chunk):
+        if b"boom" in chunk:
+            raise KeyError("a bug")
+        return feed(self, chunk)
+
+    monkeypatch.setattr(StreamMeter, "feed", buggy)
+    recorded = []
+    recorder = type("R", (), {"metrics": None, "record": lambda self, *a: recorded.append(a)})()
+    flow = Flow(Req(), "rid", 0.0, Snapshot())  # type: ignore[arg-type]
+    flow.api = "chat"
+    with pytest.raises(KeyError):
+        asyncio.run(relay.relay_stream(flow, up, [], recorder))
+    assert up.aborted and sent and sent[0].startswith(b"data: ")
+    [(f, status, use, rule, error)] = recorded
+    assert (f, status, rule) == (flow, 500, "internal_error") and "KeyError" in error
+    assert use is not None and (use.input_tokens, use.output_tokens) == (7, 2)

@@ -68,11 +68,26 @@ async def relay_stream(flow: Flow, upstream, out_headers: list[tuple[str, str]],
     except UpstreamError as exc:
         if not delivered:
             error, status = f"upstream broke the stream ({why(exc)})", 502
+    except Exception as exc:  # a bug of ours mid-stream: the HTTP server cuts the stream; the row still says
+        upstream.abort()  # what the upstream was asked and what it metered so far (tokens cost money)
+        _record_bug(recorder, flow, meter, exc)
+        raise
     rule = None
     if meter.failure is not None and error is None:  # the stream ended in an error event: the upstream failed
         error, status, rule = meter.failure, 502, STREAM_ERROR
     recorder.record(flow, status, meter.usage(), rule, error)
     return None
+
+
+def _record_bug(recorder: Recorder, flow: Flow, meter: StreamMeter | TranslatingMeter, exc: Exception) -> None:
+    """The row of a stream a bug of ours broke: 500, rule ``internal_error``, the usage metered so far (if the
+    meter itself still answers)."""
+    try:
+        usage = meter.usage()
+    except Exception:  # noqa: BLE001 - the meter may be what broke
+        usage = None
+    message = f"internal error in the gateway ({exc.__class__.__name__}) mid-stream; see its log"
+    recorder.record(flow, 500, usage, "internal_error", message)
 
 
 async def finish_upstream(upstream, meter: StreamMeter | TranslatingMeter) -> None:
