@@ -217,8 +217,8 @@ def test_an_internal_error_still_gets_its_row(tmp_path):
 
 def test_an_internal_error_keeps_the_request_id_key_and_span_the_handler_began(tmp_path):
     """A bug in the middle of a request: its row and its answer carry the request id the handler gave it,
-    and the span the handler started ends with the 500; once the request's row is written, a later bug
-    gets a row (and an id) of its own instead of a second row under the same id."""
+    and the span the handler started ends with the 500; when a stage already recorded the request's row,
+    the answer keeps its id and no second row is written."""
     from pathlib import Path
 
     from gwctl.activity.entry import LogEntry
@@ -254,9 +254,8 @@ def test_an_internal_error_keeps_the_request_id_key_and_span_the_handler_began(t
     req.context = done = Flow(req, "rid-recorded", 0.0, gw.snapshot)
     done.recorded = True
     reply = gw.internal_error(req, KeyError("boom"))
-    again = LogEntry(*rows[-1])
-    assert len(rows) == 2 and again.request_id != "rid-recorded" and again.rule == "internal_error"
-    assert dict(reply.headers)["X-Gwctl-Request-Id"] == again.request_id
+    assert len(rows) == 1 and reply.status == 500 and b"internal_error" in reply.body
+    assert dict(reply.headers)["X-Gwctl-Request-Id"] == "rid-recorded"
 
 
 def _chunk(obj) -> bytes:
@@ -554,3 +553,31 @@ def test_a_bug_mid_stream_still_records_the_row_with_what_was_metered(monkeypatc
     [(f, status, use, rule, error)] = recorded
     assert (f, status, rule) == (flow, 500, "internal_error") and "KeyError" in error
     assert use is not None and (use.input_tokens, use.output_tokens) == (7, 2)
+
+
+def test_a_bug_translating_a_whole_answer_records_one_row_with_its_usage():
+    """The upstream answered whole and a bug of ours broke its translation: the row says 500 internal_error
+    and keeps the usage the answer carried (the tokens were spent); the bug goes on to the HTTP server,
+    whose internal_error answer then adds no second row."""
+    from gwctl.core.config import Snapshot
+    from gwctl.proxy.flow import Flow, InFlight
+    from gwctl.proxy.forward import Forwarder
+
+    recorded = []
+    recorder = type("R", (), {"record": lambda self, *a: recorded.append(a)})()
+
+    class Broken:
+        warnings = ()
+
+        def answer(self, status, data):
+            raise KeyError("a bug")
+
+    req = type("Req", (), {"path": "/v1/messages", "headers": {}})()
+    flow = Flow(req, "rid", 0.0, Snapshot())  # type: ignore[arg-type]
+    flow.api, flow.translation = "chat", Broken()  # type: ignore[assignment]
+    body = json.dumps({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})
+    with pytest.raises(KeyError):
+        Forwarder({}, recorder, InFlight())._reply(flow, 200, body.encode(), [], 0.0)  # type: ignore[arg-type]
+    [(f, status, usage, rule, error)] = recorded
+    assert (f, status, rule) == (flow, 500, "internal_error") and "KeyError" in error
+    assert (usage.input_tokens, usage.output_tokens) == (5, 1)

@@ -77,6 +77,12 @@ class Flow:
 
 
 MESSAGES_PATH = "/v1/messages"
+INTERNAL_ERROR = "internal_error"  # the rule id of a request a bug of ours broke
+
+
+def bug_message(exc: BaseException, where: str = "") -> str:
+    """What the client and the activity row are told about a bug of ours (the traceback is in the log)."""
+    return f"internal error in the gateway ({exc.__class__.__name__}){where}; see its log"
 
 
 def error_bytes(path: str, status: int, error: dict) -> bytes:

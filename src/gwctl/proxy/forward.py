@@ -20,7 +20,7 @@ import orjson
 from gwctl.core.forwarding import replaced_names, request_headers, response_headers
 from gwctl.core.translate import TranslationError
 from gwctl.errors import GwctlError
-from gwctl.proxy.flow import REQUEST_ID_HEADER, Flow, InFlight, error_reply
+from gwctl.proxy.flow import INTERNAL_ERROR, REQUEST_ID_HEADER, Flow, InFlight, bug_message, error_reply
 from gwctl.proxy.http import Reply
 from gwctl.proxy.meter import usage_from_body
 from gwctl.proxy.recorder import Recorder
@@ -222,9 +222,14 @@ class Forwarder:
         """The upstream's whole answer: recorded (metered when it is a success), and passed on."""
         error = None if status < 400 else f"upstream answered {status}"
         self.note(flow, status, error, started, out_headers)
-        self.recorder.record(flow, status, usage_from_body(flow.api, data) if status < 400 else None, None, error)
+        usage = usage_from_body(flow.api, data) if status < 400 else None
         if flow.translation is not None:
-            data = flow.translation.answer(status, data)
+            try:
+                data = flow.translation.answer(status, data)
+            except Exception as exc:  # a bug of ours: the row says 500 and keeps the usage the answer carried
+                self.recorder.record(flow, 500, usage, INTERNAL_ERROR, bug_message(exc))
+                raise
+        self.recorder.record(flow, status, usage, None, error)
         return Reply(status, data, out_headers, content_type=None)
 
     @staticmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gwctl.proxy.flow import Flow
+from gwctl.proxy.flow import INTERNAL_ERROR, Flow, bug_message
 from gwctl.proxy.meter import StreamMeter
 from gwctl.proxy.recorder import Recorder
 from gwctl.proxy.translating import TranslatingMeter
@@ -86,8 +86,7 @@ def _record_bug(recorder: Recorder, flow: Flow, meter: StreamMeter | Translating
         usage = meter.usage()
     except Exception:  # noqa: BLE001 - the meter may be what broke
         usage = None
-    message = f"internal error in the gateway ({exc.__class__.__name__}) mid-stream; see its log"
-    recorder.record(flow, 500, usage, "internal_error", message)
+    recorder.record(flow, 500, usage, INTERNAL_ERROR, bug_message(exc, " mid-stream"))
 
 
 async def finish_upstream(upstream, meter: StreamMeter | TranslatingMeter) -> None:

@@ -44,9 +44,11 @@ from gwctl.proxy.auth import Authenticator
 from gwctl.proxy.decide import LARGE_BODY, Decider, models_reply, refusal
 from gwctl.proxy.failover import Failover
 from gwctl.proxy.flow import (
+    INTERNAL_ERROR,
     REQUEST_ID_HEADER,
     Flow,
     InFlight,
+    bug_message,
     error_bytes,
     error_reply,
     new_request_id,
@@ -397,16 +399,19 @@ class Gateway:
         return Reply(status, error_bytes(path, status, own_error(message, etype, code)), [(REQUEST_ID_HEADER, rid)])
 
     def internal_error(self, request: Request, exc: BaseException) -> Reply:
-        """A bug of ours answered 500 (the server logged the traceback); the request still gets its row: the
-        flow's the handler began (its request id, its key, its span), unless that flow's row is written."""
+        """A bug of ours answered 500 (the server logged the traceback); the request still gets one row: in the
+        flow the handler began (its request id, its key, its span), unless a stage already recorded it (the
+        stage that broke records its own row when it has more to say, such as the usage an answer carried)."""
         flow = request.context
-        if not isinstance(flow, Flow) or flow.recorded:
+        if not isinstance(flow, Flow):
             flow = Flow(request, new_request_id(), time.perf_counter(), self.snapshot)
-        message = f"internal error in the gateway ({exc.__class__.__name__}); see its log"
+        message = bug_message(exc)
+        if flow.recorded:
+            return error_reply(flow, 500, message, "api_error", INTERNAL_ERROR)
         try:
-            return self.recorder.refuse(flow, 500, message, "internal_error", "api_error")
+            return self.recorder.refuse(flow, 500, message, INTERNAL_ERROR, "api_error")
         except Exception:  # pragma: no cover - the row is best effort; the answer is not
-            return error_reply(flow, 500, message, "api_error", "internal_error")
+            return error_reply(flow, 500, message, "api_error", INTERNAL_ERROR)
 
 
 def upstream_proxies(environ: Mapping[str, str]) -> Proxies:
