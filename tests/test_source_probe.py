@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from conftest import invoke
-from gwctl.core.probe import Reply, interpret
+from gwctl.core.probe import Reply, interpret, interpret_anthropic
 
 KEY = "sk-upstream-1234"
 MODEL = "llama-3.1-8b"
@@ -239,15 +239,120 @@ def test_a_slow_probe_is_cut_off_at_its_timeout(up, gw):
     assert "tools" not in gw("catalog", "show", REF, "--json").json()["capabilities"]
 
 
-def test_an_anthropic_only_upstream(up, gw, store_path):
+ANTHROPIC_YES = {
+    "chat": "no",
+    "streaming": "yes",
+    "stream_usage": "yes",
+    "cached_in_prompt_tokens": "yes",
+    "tools": "yes",
+    "vision": "yes",
+    "json_output": "unknown",  # the Messages API has no response_format: not asked
+    "messages": "yes",
+}
+
+
+def test_an_anthropic_only_upstream_is_asked_in_anthropic_form(up, gw, store_path):
     up.configure(refuse=frozenset({"chat"}))
     doc = probe(gw, "--apply")
-    got = results(doc)
-    assert got.pop("chat") == "no" and got.pop("messages") == "yes"
-    assert set(got.values()) == {"unknown"}  # not sent
-    assert doc["api"] == "anthropic"
-    assert [r.path for r in up.received] == ["/v1/chat/completions", "/v1/messages"]
-    assert 'api = "anthropic"' in store_path.read_text() and "capabilities" not in store_path.read_text()
+    assert results(doc) == ANTHROPIC_YES and list(results(doc)) == list(ANTHROPIC_YES)  # the fixed row order
+    assert doc["form"] == "anthropic" and doc["api"] == "anthropic"
+    details = {p["name"]: p["detail"] for p in doc["probes"]}
+    assert details["tools"] == "the forced tool was called (Anthropic form)"
+    assert "no response_format" in details["json_output"]
+    paths = [r.path for r in up.received]
+    assert paths == ["/v1/chat/completions"] + ["/v1/messages"] * 7  # baseline, 4 questions, the cached one twice
+    anthropic = up.received[1:]
+    assert all(r.headers["anthropic-version"] and r.body["max_tokens"] <= 16 for r in anthropic)
+    assert "response_format" not in str([r.body for r in anthropic])
+    assert anthropic[5].body["tool_choice"] == {"type": "tool", "name": "gwctl_probe"}
+    assert anthropic[6].body["messages"][0]["content"][1]["source"]["media_type"] == "image/png"
+    cached = [r.body for r in anthropic[3:5]]
+    assert cached[0] == cached[1] and cached[0]["system"][0]["cache_control"] == {"type": "ephemeral"}
+    # --apply: the known flags and the api; json_output stays unset
+    caps = gw("catalog", "show", REF, "--json").json()["capabilities"]
+    assert caps == {"streaming": True, "tools": True, "vision": True}
+    assert 'api = "anthropic"' in store_path.read_text()
+
+
+@pytest.mark.parametrize(
+    "refuse, probe_name",
+    [("stream", "streaming"), ("stream_usage", "stream_usage"), ("tools", "tools"), ("images", "vision")],
+)
+def test_each_refusal_is_a_no_in_anthropic_form(up, gw, refuse, probe_name):
+    up.configure(refuse=frozenset({"chat", refuse}))
+    doc = probe(gw)
+    got, expected = results(doc), dict(ANTHROPIC_YES, **{probe_name: "no"})
+    if refuse == "stream":  # no stream, so no usage in one either
+        expected["stream_usage"] = "no"
+    assert got == expected and doc["form"] == "anthropic"
+    detail = next(p["detail"] for p in doc["probes"] if p["name"] == probe_name)
+    assert detail.endswith("(Anthropic form)")
+    if refuse != "stream_usage":
+        assert detail.startswith("HTTP 400: stand-in configured to refuse")
+
+
+@pytest.mark.parametrize("mode, expected", [("included", "yes"), ("excluded", "no"), (None, "unknown")], ids=str)
+def test_cached_tokens_in_anthropic_form(up, gw, mode, expected):
+    up.configure(refuse=frozenset({"chat"}), cached_prompt=mode)
+    doc = probe(gw)
+    assert results(doc)["cached_in_prompt_tokens"] == expected
+
+
+def test_a_source_configured_anthropic_starts_in_anthropic_form(up, gw):
+    assert gw("source", "edit", "up", "--api", "anthropic").code == 0
+    res = gw("source", "probe", "up", MODEL, "--yes", "--json")
+    assert res.code == 0, res.err
+    doc = res.json()
+    assert doc["form"] == "anthropic" and doc["api"] == "both"
+    assert results(doc) == dict(ANTHROPIC_YES, chat="yes")
+    paths = [r.path for r in up.received]
+    assert paths == ["/v1/messages"] * 7 + ["/v1/chat/completions"]  # the chat endpoint checked last
+    plan = res.err.splitlines()[1:10]
+    assert [line.split()[0] for line in plan] == [
+        "messages",
+        "streaming",
+        "stream_usage",
+        "cached_in_prompt_tokens",
+        "cached_in_prompt_tokens",
+        "tools",
+        "vision",
+        "json_output",
+        "chat",
+    ]
+    assert all("POST /v1/messages " in line for line in plan[:7]) and "POST /v1/chat/completions" in plan[-1]
+    assert plan[7].split(None, 1)[1].startswith("not asked")
+    assert "if /v1/messages is missing (404/405)" in res.err and "OpenAI chat-completions form" in res.err
+
+
+def test_an_anthropic_source_without_messages_is_asked_in_openai_form(up, gw):
+    assert gw("source", "edit", "up", "--api", "anthropic").code == 0
+    up.configure(refuse=frozenset({"messages"}))
+    doc = probe(gw)
+    assert doc["form"] == "openai" and doc["api"] == "openai"
+    assert results(doc) == dict((n, "yes") for n in ANTHROPIC_YES) | {"messages": "no"}
+    assert [r.path for r in up.received][:2] == ["/v1/messages", "/v1/chat/completions"]
+
+
+def test_the_ceiling_is_the_dearer_form(up, gw):
+    prices = {"input": "3e-6", "output": "1.5e-5", "per_request": "0.001"}
+    args = [a for k, v in prices.items() for a in ("--price", f"{k}={v}")]
+    assert gw("catalog", "set", REF, *args).code == 0
+
+    def by_hand(sent) -> Decimal:
+        return (
+            Decimal("3e-6") * sum(len(r.raw) for r in sent)
+            + Decimal("1.5e-5") * sum(r.body["max_tokens"] for r in sent)
+            + Decimal("0.001") * len(sent)
+        )
+
+    forms = {}
+    for refused in (frozenset(), frozenset({"chat"})):  # everything in OpenAI form, then in Anthropic form
+        up.clear()
+        up.configure(refuse=refused)
+        doc = probe(gw)
+        forms[doc["form"]] = (by_hand(up.received), Decimal(doc["cost_ceiling"]))
+    (openai, ceiling_1), (anthropic, ceiling_2) = forms["openai"], forms["anthropic"]
+    assert ceiling_1 == ceiling_2 == max(openai, anthropic) and openai != anthropic
 
 
 @pytest.mark.parametrize("status, hint", [(401, "credential"), (500, "source test")])
@@ -259,6 +364,14 @@ def test_a_failing_baseline_stops_with_one_clear_error(up, gw, store_path, statu
     assert f"the plain chat request failed (HTTP {status}" in res.err and hint in res.err
     assert len(up.received) == 1
     assert store_path.read_text() == before
+
+
+def test_no_endpoint_answering_stops_after_both_baselines(up, gw):
+    up.configure(refuse=frozenset({"chat", "messages"}))
+    res = gw("source", "probe", "up", MODEL, "--yes", "--apply")
+    assert res.code == 1 and "the plain chat request failed (HTTP 404" in res.err
+    assert "/v1/messages did not answer either (HTTP 404" in res.err
+    assert [r.path for r in up.received] == ["/v1/chat/completions", "/v1/messages"]
 
 
 def test_model_defaults_to_the_only_listed_one(upstream, gw):
@@ -340,3 +453,73 @@ def usage(prompt: int, cached: int) -> Reply:
 )
 def test_interpret_cached_tokens(first, second, result):
     assert interpret("cached_in_prompt_tokens", [first, second]).result == result
+
+
+def sse(*events: dict) -> Reply:
+    body = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
+    return Reply(200, "text/event-stream; charset=utf-8", body.encode())
+
+
+START = {"type": "message_start", "message": {"type": "message", "usage": {"input_tokens": 9, "output_tokens": 1}}}
+DELTA = {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 3}}
+TEXT = {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ok"}}
+
+
+def message(*content: dict) -> Reply:
+    return Reply(200, "application/json", json.dumps({"type": "message", "content": list(content)}).encode())
+
+
+@pytest.mark.parametrize(
+    "name, replies, result",
+    [
+        ("streaming", [sse(START, TEXT, DELTA)], "yes"),
+        ("streaming", [message({"type": "text", "text": "ok"})], "no"),  # stream ignored
+        ("streaming", [Reply(200, "text/event-stream", b'data: {"choices": []}\n\n')], "no"),  # not Anthropic's
+        ("stream_usage", [sse(START, TEXT, DELTA)], "yes"),
+        ("stream_usage", [sse({"type": "message_start", "message": {}}, TEXT, {"type": "message_delta"})], "no"),
+        ("stream_usage", [sse(START, TEXT, {"type": "message_delta"})], "unknown"),  # only half of it
+        ("tools", [message({"type": "tool_use", "name": "gwctl_probe", "input": {}})], "yes"),
+        ("tools", [message({"type": "text", "text": "ok"})], "unknown"),
+        ("tools", [Reply(400, "application/json", b'{"type":"error","error":{"message":"no tools"}}')], "no"),
+        ("tools", [Reply(404, "application/json", b"{}")], "unknown"),  # only an endpoint's 404 is a no
+        ("vision", [message({"type": "text", "text": "black"})], "yes"),
+        ("vision", [Reply(200, "application/json", b'{"choices": []}')], "unknown"),
+        ("vision", [Reply(529, "application/json", b"{}")], "unknown"),
+        ("vision", [Reply(failure="no answer within 20 s")], "unknown"),
+        ("json_output", [], "unknown"),  # not asked
+    ],
+)
+def test_interpret_anthropic(name, replies, result):
+    outcome = interpret_anthropic(name, replies)
+    assert outcome.result == result and outcome.detail.endswith("(Anthropic form)")
+    assert interpret(name, replies, "anthropic") == outcome
+
+
+def test_an_anthropic_error_body_gives_the_reason():
+    refused = Reply(400, "application/json", b'{"type":"error","error":{"type":"x","message":"no images"}}')
+    assert interpret_anthropic("vision", [refused]).detail == "HTTP 400: no images (Anthropic form)"
+
+
+def anthropic_usage(read: int, uncached: int, created: int = 0) -> Reply:
+    usage = {"input_tokens": uncached, "cache_read_input_tokens": read, "cache_creation_input_tokens": created}
+    return message_with_usage(usage)
+
+
+def message_with_usage(usage: dict) -> Reply:
+    body = {"type": "message", "content": [], "usage": usage}
+    return Reply(200, "application/json", json.dumps(body).encode())
+
+
+@pytest.mark.parametrize(
+    "first, second, result",
+    [
+        (anthropic_usage(0, 10, 1290), anthropic_usage(1290, 10), "no"),  # Anthropic: cache reads left out
+        (anthropic_usage(0, 1300), anthropic_usage(1299, 1300), "yes"),  # counted in input_tokens
+        (anthropic_usage(1290, 10), anthropic_usage(1290, 10), "no"),  # already cached the first time
+        (anthropic_usage(0, 1300), anthropic_usage(0, 1300), "unknown"),  # nothing read from the cache
+        (anthropic_usage(0, 1300), message_with_usage({"input_tokens": 1300}), "unknown"),  # no cache figures
+        (anthropic_usage(0, 1300), Reply(503), "unknown"),
+    ],
+)
+def test_interpret_anthropic_cached_tokens(first, second, result):
+    assert interpret_anthropic("cached_in_prompt_tokens", [first, second]).result == result

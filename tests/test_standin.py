@@ -568,3 +568,47 @@ def test_json_text_answers_a_request_for_json_output():
         plain = httpx.post(h.url + "/chat/completions", json={"model": "m", "messages": []}, timeout=10).json()
     assert json.loads(asked["choices"][0]["message"]["content"]) == {"ok": True}
     assert plain["choices"][0]["message"]["content"] == "Hello from the"
+
+
+def test_messages_refuse_features_and_answer_the_rest_like_an_anthropic_only_server():
+    ask = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}
+    tool = {"name": "f", "input_schema": {"type": "object"}}
+    cases = {
+        "tools": {**ask, "tools": [tool], "tool_choice": {"type": "tool", "name": "f"}},
+        "images": {**ask, "messages": [{"role": "user", "content": [{"type": "text", "text": "x"}, image]}]},
+        "stream": {**ask, "stream": True},
+    }
+    with start_standin(StandinConfig(refuse=frozenset(cases) | {"chat"}, tool_arguments="{}")) as h:
+        assert httpx.post(h.url + "/chat/completions", json=ask, timeout=10).status_code == 404
+        for feature, body in cases.items():
+            resp = httpx.post(h.url + "/messages", json=body, timeout=10)
+            assert resp.status_code == 400, feature
+            assert resp.json()["type"] == "error" and feature in resp.json()["error"]["message"]
+        h.configure(refuse=frozenset({"chat"}))
+        called = httpx.post(h.url + "/messages", json=cases["tools"], timeout=10).json()
+        assert called["content"] == [{"type": "tool_use", "id": "toolu_standin", "name": "f", "input": {}}]
+        assert called["stop_reason"] == "tool_use"
+        assert httpx.post(h.url + "/messages", json=cases["images"], timeout=10).json()["type"] == "message"
+
+
+def test_refused_stream_usage_leaves_usage_out_of_a_messages_stream():
+    body = {"model": "m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with start_standin(StandinConfig()) as h:
+        with_usage = httpx.post(h.url + "/messages", json=body, timeout=10).text
+        h.configure(refuse=frozenset({"stream_usage"}))
+        without = httpx.post(h.url + "/messages", json=body, timeout=10).text
+    assert '"input_tokens"' in with_usage and '"output_tokens"' in with_usage
+    assert "message_start" in without and "message_delta" in without and '"usage"' not in without
+
+
+@pytest.mark.parametrize("mode", ["included", "excluded"])
+def test_cached_prompt_on_messages_counts_the_system_blocks(mode):
+    system = [{"type": "text", "text": "a long system prompt " * 20, "cache_control": {"type": "ephemeral"}}]
+    body = {"model": "m", "max_tokens": 1, "system": system, "messages": MESSAGES}
+    with start_standin(StandinConfig(cached_prompt=mode)) as h:
+        first, second = (httpx.post(h.url + "/messages", json=body, timeout=10).json()["usage"] for _ in "ab")
+    p = prompt_tokens([system, MESSAGES])
+    assert first["input_tokens"] == p and first["cache_read_input_tokens"] == 0
+    assert second["cache_read_input_tokens"] == p - 1
+    assert second["input_tokens"] == (p if mode == "included" else 1)  # Anthropic's own convention: excluded

@@ -74,27 +74,35 @@ class Sender:
 
 
 def run(
-    sender: Sender, all_probes: tuple[Probe, ...], sent: Callable[[Probe], None] = lambda p: None
-) -> dict[str, tuple[Outcome, list[Reply]]]:
-    """Each probe's outcome and replies, in order; the plain chat first, and nothing more when it fails.
+    sender: Sender,
+    first: tuple[Probe, ...],
+    second: tuple[Probe, ...],
+    sent: Callable[[Probe], None] = lambda p: None,
+) -> tuple[str, dict[str, tuple[Outcome, list[Reply]]]]:
+    """The form the questions were asked in, and each probe's outcome and replies, in order.
 
-    When the upstream has no chat endpoint (404/405), only /v1/messages is
-    tried: such a source speaks only Anthropic's API.
+    ``first`` and ``second`` are the two forms' probes, each beginning with its
+    own endpoint's baseline and ending with the other's. The starting form's
+    baseline goes first and, when it answers, the rest of that form follows.
+    When its endpoint is missing (404/405) the other endpoint's baseline is
+    tried, and when that answers the other form's questions follow: the
+    upstream speaks only that API. Any other baseline failure stops the run.
     """
     out: dict[str, tuple[Outcome, list[Reply]]] = {}
 
     def ask(probe: Probe) -> Outcome:
         replies = [sender.send(r) for r in probe.requests]
         sent(probe)
-        out[probe.name] = (interpret(probe.name, replies), replies)
+        out[probe.name] = (interpret(probe.name, replies, probe.form), replies)
         return out[probe.name][0]
 
-    for probe in all_probes:
-        if ask(probe).result == "yes" or probe.name != "chat":
-            continue
-        if out["chat"][1][0].status in (404, 405):
-            for other in all_probes:
-                if other.name == "messages":
-                    ask(other)
-        break
-    return out
+    baseline = first[0]
+    if ask(baseline).result == "yes":
+        form, rest = first, first[1:]
+    elif out[baseline.name][1][0].status in (404, 405) and ask(second[0]).result == "yes":
+        form, rest = second, second[1:-1]  # its last probe is the baseline already asked
+    else:
+        return baseline.form, out
+    for probe in rest:
+        ask(probe)
+    return form[0].form, out

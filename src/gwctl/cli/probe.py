@@ -7,7 +7,20 @@ import typer
 from gwctl.cli.common import confirm, edit, fail, load, need_source
 from gwctl.context import current
 from gwctl.core.catalog_values import format_usd
-from gwctl.core.probe import MAX_TOKENS, Outcome, Probe, cost_ceiling, detected_api, flag_changes, probes
+from gwctl.core.probe import (
+    ANTHROPIC,
+    CHAT_PATH,
+    MAX_TOKENS,
+    MESSAGES_PATH,
+    OPENAI,
+    ROW_ORDER,
+    Outcome,
+    Probe,
+    ceiling,
+    detected_api,
+    flag_changes,
+    probes,
+)
 from gwctl.core.refs import split_ref
 from gwctl.core.urls import redact_url
 from gwctl.render import error, message, print_json, print_table, warn
@@ -34,21 +47,38 @@ def _flag_text(value: bool | None) -> str:
     return "unset" if value is None else ("true" if value else "false")
 
 
-def _plan(src, ref: str, all_probes: tuple[Probe, ...], cost, timeout: float) -> str:
-    """Print what will be sent and the most it can cost; returns the cost as the question shows it."""
-    requests = sum(len(p.requests) for p in all_probes)
+_FORM_NAMES = {OPENAI: "OpenAI chat-completions", ANTHROPIC: "Anthropic Messages"}
+
+
+def _plan(src, ref: str, first: tuple[Probe, ...], second: tuple[Probe, ...], cost, timeout: float) -> str:
+    """Print what will be sent and the most it can cost; returns the cost as the question shows it.
+
+    Only the starting form's requests are listed; the count and the cost are
+    the larger of the two forms', as the run may switch to the other.
+    """
+    requests = max(sum(len(p.requests) for p in form) for form in (first, second))
     message(
         f"probe {ref}: up to {requests} requests to {redact_url(src.base_url)}, "
         f"max_tokens 1-{MAX_TOKENS} each, {timeout:g} s each at most"
     )
-    for p in all_probes:
+    for p in first:
         for r in p.requests:
             message(f"  {p.name:<24} POST {r.path:<21} <= {r.prompt_bound} prompt + {r.max_tokens} output tokens")
+        if not p.requests:
+            message(f"  {p.name:<24} {p.what}")
+    path, other = first[0].requests[0].path, second[0].requests[0].path
+    message(
+        f"if {path} is missing (404/405) and {other} answers, the same questions go to {other} "
+        f"in {_FORM_NAMES[second[0].form]} form instead"
+    )
     if cost.total is None:
         message(f"unbilled: cost unknown ({cost.unbilled_reason})")
         return "cost unknown"
     shown = f"at most {format_usd(cost.total)} USD"
-    message(f"{shown} (each body byte priced as an input token, max_tokens as output, at {ref}'s catalog prices)")
+    message(
+        f"{shown} (each body byte priced as an input token, max_tokens as output, at {ref}'s catalog prices, "
+        "in the dearer of the two forms)"
+    )
     return shown
 
 
@@ -65,39 +95,39 @@ def run(name: str, model: str | None, apply: bool, yes: bool, as_json: bool, tim
         split_ref(ref)
     except ValueError as exc:
         fail(str(exc))
-    all_probes = probes(model_id)
-    cost = cost_ceiling(all_probes, snap.catalog.get(ref), ref)
-    shown = _plan(src, ref, all_probes, cost, timeout)
+    start = ANTHROPIC if src.api == ANTHROPIC else OPENAI  # "both" and "openai" start with chat completions
+    first, second = probes(model_id, start), probes(model_id, OPENAI if start == ANTHROPIC else ANTHROPIC)
+    cost = ceiling(model_id, snap.catalog.get(ref), ref)
+    shown = _plan(src, ref, first, second, cost, timeout)
     sender = sending.Sender(src, current().environ, timeout)  # a missing credential fails before the question
     try:
         confirm(f"Send these requests to {name} ({shown})?", yes)
-        results = sending.run(sender, all_probes)
+        form, results = sending.run(sender, first, second)
     finally:
         sender.close()
     outcomes = {n: o for n, (o, _replies) in results.items()}
-    chat, messages = outcomes["chat"], outcomes.get("messages")
-    if chat.result != "yes" and (messages is None or messages.result != "yes"):
-        _baseline_failed(name, ref, chat, messages)
-    skipped = Outcome("unknown", "not sent: the upstream has no chat endpoint")
-    outcomes = {p.name: outcomes.get(p.name, skipped) for p in all_probes}
-    api = detected_api(chat, outcomes["messages"])
+    if outcomes[first[0].name].result != "yes" and form == start:
+        _baseline_failed(name, ref, first[0], outcomes)
+    asked = tuple(sorted(first if form == start else second, key=lambda p: ROW_ORDER.index(p.name)))
+    api = detected_api(outcomes["chat"], outcomes["messages"])
     entry = snap.catalog.get(ref)
     current_flags = dict(entry.capabilities) if entry else {}
-    changes = flag_changes(all_probes, outcomes, current_flags)
+    changes = flag_changes(asked, outcomes, current_flags)
     api_change = api if api is not None and api != src.api else None
     if apply:
         _apply(name, ref, changes, api_change)
-    _show(name, model_id, src.api, all_probes, outcomes, current_flags, api, cost.total, apply, as_json)
+    _show(name, model_id, src.api, form, asked, outcomes, current_flags, api, cost.total, apply, as_json)
     _report(name, ref, changes, api_change, apply)
 
 
-def _show(name, model_id, api_now, all_probes, outcomes, current_flags, api, ceiling, applied, as_json) -> None:
+def _show(name, model_id, api_now, form, all_probes, outcomes, current_flags, api, ceiling, applied, as_json) -> None:
     """The probes' results beside the catalog's current flags: a table, or JSON."""
     if as_json:
         print_json(
             {
                 "source": name,
                 "model": model_id,
+                "form": form,
                 "probes": [
                     {
                         "name": p.name,
@@ -129,16 +159,21 @@ def _show(name, model_id, api_now, all_probes, outcomes, current_flags, api, cei
     print_table(["CAPABILITY", "RESULT", "DETAIL", "FLAG", "CURRENT"], rows)
 
 
-def _baseline_failed(name: str, ref: str, chat: Outcome, messages: Outcome | None) -> None:
-    error(f"{ref}: the plain chat request failed ({chat.detail}); nothing else was probed")
-    if "401" in chat.detail or "403" in chat.detail:
+def _baseline_failed(name: str, ref: str, baseline: Probe, outcomes: dict[str, Outcome]) -> None:
+    """Exit 1: the starting form's plain request failed (and the other endpoint, if tried, did not answer)."""
+    failed = outcomes[baseline.name]
+    what = "chat" if baseline.name == "chat" else MESSAGES_PATH
+    error(f"{ref}: the plain {what} request failed ({failed.detail}); nothing else was probed")
+    if "401" in failed.detail or "403" in failed.detail:
         hint = f"the credential was refused: rotate it with gwctl source edit {name} --auth-value -"
-    elif chat.detail.startswith("HTTP 4"):
+    elif failed.detail.startswith("HTTP 4"):
         hint = f"check the model id and the base URL (gwctl source test {name})"
     else:
         hint = f"is the upstream up? try gwctl source test {name}; a slow one can be given --timeout"
-    if messages is not None:
-        hint = f"/v1/messages did not answer either ({messages.detail}); " + hint
+    other = next((n for n in outcomes if n != baseline.name), None)
+    if other is not None:
+        path = MESSAGES_PATH if other == "messages" else CHAT_PATH
+        hint = f"{path} did not answer either ({outcomes[other].detail}); " + hint
     current().stderr.write(f"hint: {hint}\n")
     raise typer.Exit(1)
 

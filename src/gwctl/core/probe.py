@@ -11,6 +11,12 @@ turns each answer into ``yes``, ``no`` or ``unknown``:
 * ``unknown``: no answer in time, a 5xx, a 401/403/429, or an answer that
   shows neither. Unknown results are never written to the store.
 
+The questions come in two forms: OpenAI chat completions and Anthropic
+Messages. An upstream that speaks only one API is asked in its own form (a
+catalog entry behind an Anthropic-only source still has flags worth knowing).
+Each form's probes begin with its own endpoint's plain request (the
+baseline) and end with the other endpoint's, which tells the source's api.
+
 The cost ceiling bills each request's whole JSON body as input tokens (a
 byte-level BPE token is at least one byte, and a low-detail image's tokens
 fit in its part's bytes) plus its ``max_tokens`` as output tokens, at the
@@ -40,6 +46,25 @@ PIXEL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwA
 _LONG_PROMPT = "\n".join(f"Line {i}: the quick brown fox jumps over the lazy dog." for i in range(100))
 _ASK = "Reply with the word ok."
 
+OPENAI, ANTHROPIC = "openai", "anthropic"
+FORMS = (OPENAI, ANTHROPIC)
+ROW_ORDER = (
+    "chat",
+    "streaming",
+    "stream_usage",
+    "cached_in_prompt_tokens",
+    "tools",
+    "vision",
+    "json_output",
+    "messages",
+)
+"""The order results are shown in, whichever form asked."""
+_ENDPOINTS = ("chat", "messages")
+_NO_JSON = "not asked: the Messages API has no response_format"
+_ANTHROPIC_EVENTS = frozenset(
+    {"message_start", "content_block_start", "content_block_delta", "content_block_stop", "message_delta"}
+)
+
 
 @dataclass(frozen=True)
 class ProbeRequest:
@@ -63,6 +88,7 @@ class Probe:
     what: str
     flag: str | None
     requests: tuple[ProbeRequest, ...]
+    form: str = "openai"  # the API the question is asked in: "openai" or "anthropic"
 
 
 @dataclass(frozen=True)
@@ -97,8 +123,28 @@ def _chat(model: str, max_tokens: int, content: Any = _ASK, **extra: Any) -> Pro
     return ProbeRequest(CHAT_PATH, _json(body), max_tokens)
 
 
-def probes(model: str) -> tuple[Probe, ...]:
-    """The probes in the order they are sent; the first (plain chat) is the baseline."""
+def _messages(model: str, max_tokens: int, content: Any = _ASK, **extra: Any) -> ProbeRequest:
+    body = {"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": content}], **extra}
+    return ProbeRequest(MESSAGES_PATH, _json(body), max_tokens)
+
+
+def _chat_baseline(model: str) -> Probe:
+    return Probe("chat", "plain chat (the baseline)", None, (_chat(model, 8),))
+
+
+def _messages_baseline(model: str) -> Probe:
+    return Probe("messages", "Anthropic /v1/messages", None, (_messages(model, 8),), ANTHROPIC)
+
+
+def probes(model: str, form: str = OPENAI) -> tuple[Probe, ...]:
+    """The probes of ``form`` in the order they are sent: its own endpoint's baseline first, the other's last."""
+    if form == ANTHROPIC:
+        return anthropic_probes(model)
+    return openai_probes(model)
+
+
+def openai_probes(model: str) -> tuple[Probe, ...]:
+    """The questions in chat-completions form; the first (plain chat) is the baseline."""
     cached = {
         "model": model,
         "messages": [{"role": "system", "content": _LONG_PROMPT}, {"role": "user", "content": _ASK}],
@@ -114,9 +160,8 @@ def probes(model: str) -> tuple[Probe, ...]:
         },
     }
     image = {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL_PNG}", "detail": "low"}}
-    messages = {"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": _ASK}]}
     return (
-        Probe("chat", "plain chat (the baseline)", None, (_chat(model, 8),)),
+        _chat_baseline(model),
         Probe("streaming", '"stream": true', "streaming", (_chat(model, 8, stream=True),)),
         Probe(
             "stream_usage",
@@ -155,8 +200,58 @@ def probes(model: str) -> tuple[Probe, ...]:
                 ),
             ),
         ),
-        Probe("messages", "Anthropic /v1/messages", None, (ProbeRequest(MESSAGES_PATH, _json(messages), 8),)),
+        _messages_baseline(model),
     )
+
+
+def anthropic_probes(model: str) -> tuple[Probe, ...]:
+    """The same questions in Messages form (no JSON output: the API has no response_format); chat last."""
+    system = [{"type": "text", "text": _LONG_PROMPT, "cache_control": {"type": "ephemeral"}}]
+    cached_request = _messages(model, 1, system=system)
+    tool = {
+        "name": TOOL_NAME,
+        "description": "Call this to answer.",
+        "input_schema": {"type": "object", "properties": {}},
+    }
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL_PNG}}
+    ask = [{"type": "text", "text": "What colour is this pixel? One word."}, image]
+
+    def probe(name: str, what: str, flag: str | None, *requests: ProbeRequest) -> Probe:
+        return Probe(name, what, flag, requests, ANTHROPIC)
+
+    return (
+        _messages_baseline(model),
+        probe("streaming", '"stream": true', "streaming", _messages(model, 8, stream=True)),
+        probe("stream_usage", "usage in message_start and message_delta", None, _messages(model, 8, stream=True)),
+        probe(
+            "cached_in_prompt_tokens",
+            "the same long system prompt twice, cache_control ephemeral: are cache reads part of input_tokens?",
+            None,
+            cached_request,
+            cached_request,
+        ),
+        probe(
+            "tools",
+            "a tool that tool_choice forces",
+            "tools",
+            _messages(model, 16, tools=[tool], tool_choice={"type": "tool", "name": TOOL_NAME}),
+        ),
+        probe("vision", "a 1x1 PNG base64 image block", "vision", _messages(model, 4, ask)),
+        probe("json_output", _NO_JSON, "json_output"),
+        _chat_baseline(model),
+    )
+
+
+def ceiling(model: str, entry: CatalogEntry | None, ref: str) -> Cost:
+    """The most a probe run can cost, whichever form it ends up asking in: the dearer form's ceiling.
+
+    Either form's probes include both endpoints' baselines, so each is a whole
+    run's bound (a run that switches forms sends exactly the other form's probes).
+    """
+    costs = [cost_ceiling(probes(model, form), entry, ref) for form in FORMS]
+    if any(c.total is None for c in costs):
+        return next(c for c in costs if c.total is None)
+    return max(costs, key=lambda c: c.total or 0)
 
 
 def cost_ceiling(all_probes: tuple[Probe, ...], entry: CatalogEntry | None, ref: str) -> Cost:
@@ -228,19 +323,31 @@ def _usage(reply: Reply) -> dict[str, Any] | None:
     return usage if isinstance(usage, dict) else None
 
 
-def interpret(name: str, replies: list[Reply]) -> Outcome:
-    """What the replies to probe ``name`` say about the upstream."""
+def _ok(reply: Reply) -> bool:
+    return reply.status is not None and 200 <= reply.status < 300
+
+
+def _message(reply: Reply) -> dict[str, Any] | None:
+    """The reply's body when it is an Anthropic message (type "message", a content list)."""
+    body = _body(reply)
+    if isinstance(body, dict) and body.get("type") == "message" and isinstance(body.get("content"), list):
+        return body
+    return None
+
+
+def interpret(name: str, replies: list[Reply], form: str = OPENAI) -> Outcome:
+    """What the replies to probe ``name``, asked in ``form``, say about the upstream."""
+    if form == ANTHROPIC and name not in _ENDPOINTS:
+        return interpret_anthropic(name, replies)
     reply = replies[0]
-    ok = reply.status is not None and 200 <= reply.status < 300
     if name == "cached_in_prompt_tokens":
         return _cached(replies)
-    if not ok:
-        return _not_ok(reply, endpoint=name in ("chat", "messages"))
+    if not _ok(reply):
+        return _not_ok(reply, endpoint=name in _ENDPOINTS)
     if name in ("streaming", "stream_usage"):
         return _stream(name, reply)
     if name == "messages":
-        body = _body(reply)
-        if isinstance(body, dict) and body.get("type") == "message" and isinstance(body.get("content"), list):
+        if _message(reply) is not None:
             return Outcome("yes", f"HTTP {reply.status}, an Anthropic message")
         return Outcome("unknown", f"HTTP {reply.status}, but not an Anthropic message")
     message = _choice_message(reply)
@@ -279,7 +386,7 @@ def _stream(name: str, reply: Reply) -> Outcome:
 def _cached(replies: list[Reply]) -> Outcome:
     """Whether prompt_tokens counts the cached tokens of a repeated prompt (yes: OpenAI's convention)."""
     for reply in replies:
-        if reply.status is None or not 200 <= reply.status < 300:
+        if not _ok(reply):
             return _not_ok(reply)
     first, second = (_usage(r) or {} for r in replies[:2])
     p1, p2 = first.get("prompt_tokens"), second.get("prompt_tokens")
@@ -291,6 +398,74 @@ def _cached(replies: list[Reply]) -> Outcome:
     if p2 + cached == p1 or p2 < cached:
         return Outcome("no", f"prompt_tokens {p2} + cached_tokens {cached} (first time {p1})")
     return Outcome("yes", f"prompt_tokens {p2} includes cached_tokens {cached}")
+
+
+def interpret_anthropic(name: str, replies: list[Reply]) -> Outcome:
+    """What the replies to a capability question asked in Messages form say; the detail names the form."""
+    outcome = _anthropic(name, replies)
+    return Outcome(outcome.result, f"{outcome.detail} (Anthropic form)")
+
+
+def _anthropic(name: str, replies: list[Reply]) -> Outcome:
+    if name == "json_output" or not replies:
+        return Outcome("unknown", _NO_JSON)
+    if name == "cached_in_prompt_tokens":
+        return _anthropic_cached(replies)
+    reply = replies[0]
+    if not _ok(reply):
+        return _not_ok(reply)
+    if name in ("streaming", "stream_usage"):
+        return _anthropic_stream(name, reply)
+    message = _message(reply)
+    if message is None:
+        return Outcome("unknown", f"HTTP {reply.status}, but not an Anthropic message")
+    if name == "tools":
+        blocks = [b for b in message["content"] if isinstance(b, dict) and b.get("type") == "tool_use"]
+        if any(b.get("name") == TOOL_NAME for b in blocks):
+            return Outcome("yes", "the forced tool was called")
+        return Outcome("unknown", "tools accepted, but the answer called no tool")
+    return Outcome("yes", f"HTTP {reply.status}, an Anthropic message")  # vision
+
+
+def _anthropic_stream(name: str, reply: Reply) -> Outcome:
+    """An Anthropic stream's events; its usage: input_tokens in message_start, output_tokens in message_delta."""
+    events = sse_data(reply.body) if "text/event-stream" in reply.content_type.lower() else []
+    typed = [e for e in events if isinstance(e, dict) and e.get("type") in _ANTHROPIC_EVENTS]
+    if not typed:
+        what = reply.content_type or "no content type"
+        return Outcome("no", f"HTTP {reply.status}, {what}: no Anthropic stream events")
+    if name == "streaming":
+        return Outcome("yes", f"{len(typed)} Anthropic stream events")
+    starts = [e.get("message") for e in typed if e["type"] == "message_start"]
+    inputs = [_int_field(m.get("usage") if isinstance(m, dict) else None, "input_tokens") for m in starts]
+    outputs = [_int_field(e.get("usage"), "output_tokens") for e in typed if e["type"] == "message_delta"]
+    has_in, has_out = any(v is not None for v in inputs), any(v is not None for v in outputs)
+    if has_in and has_out:
+        return Outcome("yes", "usage in message_start and message_delta")
+    if not has_in and not has_out:
+        return Outcome("no", "the stream carried no usage")
+    return Outcome("unknown", f"the stream carried only {'input' if has_in else 'output'} usage")
+
+
+def _int_field(obj: Any, key: str) -> int | None:
+    value = obj.get(key) if isinstance(obj, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _anthropic_cached(replies: list[Reply]) -> Outcome:
+    """Whether input_tokens counts a repeated prompt's cache reads (yes: unlike Anthropic's own convention)."""
+    for reply in replies:
+        if not _ok(reply):
+            return _not_ok(reply)
+    first, second = (_usage(r) or {} for r in replies[:2])
+    read, in2 = _int_field(second, "cache_read_input_tokens"), _int_field(second, "input_tokens")
+    if read is None or in2 is None or read <= 0:
+        return Outcome("unknown", "the repeated prompt reported no cache reads")
+    parts = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    first_total = sum(_int_field(first, k) or 0 for k in parts)
+    if in2 < read or in2 + read == first_total:
+        return Outcome("no", f"input_tokens {in2} + cache_read_input_tokens {read} (first time {first_total})")
+    return Outcome("yes", f"input_tokens {in2} includes cache_read_input_tokens {read}")
 
 
 def detected_api(chat: Outcome, messages: Outcome) -> str | None:

@@ -403,9 +403,22 @@ def _message_body(model: str, text: str, u: TokenCounts) -> bytes:
     )
 
 
-def _message_stream(model: str, pieces: list[str], u: TokenCounts) -> list[bytes]:
+def message_tool_use(model: str, name: str, arguments: str, u: TokenCounts) -> bytes:
+    """An Anthropic message that calls tool ``name`` with ``arguments`` (JSON text) as its input."""
+    try:
+        tool_input = json.loads(arguments or "{}")
+    except ValueError:
+        tool_input = {"_raw": arguments}  # a deliberately broken argument text stays visible
+    block = {"type": "tool_use", "id": "toolu_standin", "name": name, "input": tool_input}
+    body = json.loads(_message_body(model, "", u))
+    return dumps({**body, "content": [block], "stop_reason": "tool_use"})
+
+
+def _message_stream(model: str, pieces: list[str], u: TokenCounts, include_usage: bool = True) -> list[bytes]:
+    """Anthropic SSE events; without ``include_usage``, none carries usage (a server that drops it)."""
     au = _anthropic_usage(u)
     start_usage = {**au, "output_tokens": min(1, u.output_tokens)}
+    usage = (lambda figures: {"usage": figures}) if include_usage else (lambda figures: {})
     events = [
         _sse_event(
             "message_start",
@@ -419,7 +432,7 @@ def _message_stream(model: str, pieces: list[str], u: TokenCounts) -> list[bytes
                     "content": [],
                     "stop_reason": None,
                     "stop_sequence": None,
-                    "usage": start_usage,
+                    **usage(start_usage),
                 },
             },
         ),
@@ -443,7 +456,7 @@ def _message_stream(model: str, pieces: list[str], u: TokenCounts) -> list[bytes
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": au,
+                **usage(au),
             },
         ),
         _sse_event("message_stop", {"type": "message_stop"}),
@@ -481,4 +494,4 @@ def answer(
         return _embeddings_body(model, extra[0], u, extra[1])
     if kind == "responses":
         return _responses_stream(model, pieces, u) if stream else _responses_body(model, text, u)
-    return _message_stream(model, pieces, u) if stream else _message_body(model, text, u)
+    return _message_stream(model, pieces, u, include_usage) if stream else _message_body(model, text, u)

@@ -50,6 +50,7 @@ from gwctl.testing.responses import (
     dumps,
     error_body,
     input_value,
+    message_tool_use,
     prompt_tokens,
     usage_for,
 )
@@ -79,16 +80,16 @@ class StandinConfig:
     strict_models: bool = False  # unknown "model" in a POST -> 404 model_not_found
     record: bool = True  # keep every request in .received (turn off for benchmarks)
     # a chat request with tools is answered with a call of its first tool with these JSON arguments
-    # (streamed in pieces); None: answered with text like any other
+    # (streamed in pieces), a non-streamed /messages request with a tool_use block; None: answered with text
     tool_arguments: str | None = None
     # what it does not support, so `gwctl source probe` can be tested against each refusal: a request using
-    # one of these features is refused (see FEATURES; "stream_usage" is ignored instead, as real servers do;
-    # "chat" and "messages" are the two endpoints, answered 404)
+    # one of these features is refused (see FEATURES; "stream_usage" is ignored instead, as real servers do,
+    # and leaves the usage out of a /messages stream; "chat" and "messages" are the two endpoints, answered 404)
     refuse: frozenset[str] = frozenset()
     refuse_status: int | None = None  # the refusal's status; None: 404 for an endpoint, 400 for the rest
     slow: dict[str, float] | None = None  # feature -> ms to wait before answering a request using it
-    # a chat prompt seen before reports cached tokens (all but 1 of its input tokens): "included" in
-    # prompt_tokens (OpenAI's convention) or "excluded" from them; None: never
+    # a chat or /messages prompt seen before reports cached tokens (all but 1 of its input tokens): "included"
+    # in prompt_tokens / input_tokens (OpenAI's convention) or "excluded" from them (Anthropic's); None: never
     cached_prompt: str | None = None
     json_text: str | None = None  # the text answering a chat request for JSON output (response_format); None: words
 
@@ -124,8 +125,8 @@ def request_features(kind: str, body: dict) -> frozenset[str]:
     if body.get("stream") is True:
         found.add("stream")
         opts = body.get("stream_options")
-        if isinstance(opts, dict) and opts.get("include_usage") is True:
-            found.add("stream_usage")
+        if kind == "messages" or isinstance(opts, dict) and opts.get("include_usage") is True:
+            found.add("stream_usage")  # an Anthropic stream always carries usage
     if body.get("tools"):
         found.add("tools")
     fmt = body.get("response_format")
@@ -342,6 +343,8 @@ class Standin:
         if stream and kind in ("chat", "completions"):
             opts = body.get("stream_options")
             include_usage = isinstance(opts, dict) and opts.get("include_usage") is True
+        elif stream and kind == "messages":  # refusing stream_usage leaves the usage out of an Anthropic stream
+            include_usage = "stream_usage" not in self.config.refuse
         value = input_value(kind, body)
         extra: Any = None
         if kind == "embeddings":
@@ -349,7 +352,7 @@ class Standin:
             extra = (count, body.get("encoding_format") == "base64")
         u_in = prompt_tokens(value)
         key = (kind, model, u_in, stream, include_usage, extra)
-        out = self._cache.get(key)
+        out: Any = self._cache.get(key)
         tools = body.get("tools")
         if kind == "chat" and self.config.json_text is not None and "json" in request_features(kind, body):
             u = usage_for(self.config, kind, body)
@@ -358,8 +361,13 @@ class Standin:
             name = str((tools[0].get("function") or {}).get("name", "tool"))
             u = usage_for(self.config, kind, body)
             out = chat_tool_call(model, name, self.config.tool_arguments, u, stream, include_usage)
-        elif kind == "chat" and self.config.cached_prompt is not None:
-            u = self._cached_usage(usage_for(self.config, kind, body), value)
+        elif kind == "messages" and self.config.tool_arguments is not None and tools and not stream:
+            name = str(tools[0].get("name", "tool")) if isinstance(tools, list) else "tool"
+            u = usage_for(self.config, kind, body)
+            out = message_tool_use(model, name, self.config.tool_arguments, u)
+        elif kind in ("chat", "messages") and self.config.cached_prompt is not None:
+            prompt = [body.get("system"), value] if kind == "messages" else value
+            u = self._cached_usage(usage_for(self.config, kind, body), prompt, kind == "messages")
             out = answer(kind, model, u, self._pieces, stream, include_usage, extra)
         elif out is None:
             u = usage_for(self.config, kind, body)
@@ -384,14 +392,23 @@ class Standin:
         await resp.write_eof()
         return resp
 
-    def _cached_usage(self, u: TokenCounts, prompt: Any) -> TokenCounts:
-        """``u`` with the prompt's earlier sight reported as cached tokens (see StandinConfig.cached_prompt)."""
+    def _cached_usage(self, u: TokenCounts, prompt: Any, anthropic: bool = False) -> TokenCounts:
+        """``u`` with the prompt's earlier sight reported as cached tokens (see StandinConfig.cached_prompt).
+
+        An Anthropic prompt (its system blocks too) is counted whole; Anthropic's
+        usage leaves the cached tokens out of input_tokens, so "included" there
+        has to report them on top.
+        """
         seen = dumps(prompt)
+        if anthropic:
+            u = dataclasses.replace(u, input_tokens=prompt_tokens(prompt))
         if seen not in self._seen_prompts:
             self._seen_prompts.add(seen)
             return u
         cached = max(0, u.input_tokens - 1)
-        if self.config.cached_prompt == "excluded":
+        if anthropic and self.config.cached_prompt == "included":
+            return dataclasses.replace(u, input_tokens=u.input_tokens + cached, cached_tokens=cached)
+        if self.config.cached_prompt == "excluded" and not anthropic:
             return dataclasses.replace(u, input_tokens=u.input_tokens - cached, cached_tokens=cached)
         return dataclasses.replace(u, cached_tokens=cached)
 
