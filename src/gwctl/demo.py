@@ -12,12 +12,8 @@ import contextlib
 import io
 import json
 import os
-import re
 import shlex
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,6 +22,7 @@ from typing import Callable, Iterator, Mapping
 import httpx
 
 from gwctl.context import Env
+from gwctl.testing import proxyproc
 from gwctl.testing.thread import StandinConfig, start_standin
 
 UPSTREAM_KEY = "sk-demo-upstream-5678"
@@ -181,48 +178,14 @@ def _through_the_proxy(session: _Session, tmp: Path) -> None:
         _send(say, url, key)
         time.sleep(0.5)  # the log is written in batches off the request path
     finally:
-        _stop_proxy(proxy)
+        proxyproc.stop(proxy)
     gw(["activity", "list"])
     gw(["activity", "summary", "--by", "model"])
 
 
 def _start_proxy(store: Path, activity: Path, environ: Mapping[str, str]):
-    cmd = [
-        sys.executable,
-        "-m",
-        "gwctl",
-        "--store",
-        str(store),
-        "proxy",
-        "--port",
-        "0",
-        "--activity",
-        f"sqlite://{activity}",
-        "--grace",
-        "5",
-    ]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=dict(environ))
-    assert proc.stderr is not None  # stderr=PIPE
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if not line:
-            if proc.poll() is not None:
-                raise RuntimeError("gwctl proxy exited before it was ready")
-            continue
-        m = re.search(r"ready on (http://\S+)", line)
-        if m:
-            return proc, m.group(1)
-    proc.kill()
-    raise RuntimeError("gwctl proxy did not start within 20 s")
-
-
-def _stop_proxy(proc) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    cmd = proxyproc.proxy_command(str(store), f"sqlite://{activity}", "--grace", "5")
+    return proxyproc.start(cmd, environ, 20, [])
 
 
 def _send(say: Callable[[str], None], url: str, key: str) -> None:
