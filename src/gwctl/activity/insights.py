@@ -1,22 +1,27 @@
 """What `gwctl activity report` shows, read from the log: one :class:`Insights` for a period.
 
 Totals, agents and models come from the summary query (so they are the numbers
-`activity summary --json` prints); spend per day and source, rejections by rule
-and latency percentiles come from the rows themselves (the list query, every row
-of the period, read once). Both backends answer both queries the same way, so
-nothing here knows which one is in use. Money stays a Decimal throughout.
+`activity summary --json` prints); spend per day and source and rejections by rule
+are grouped by the database too, with the summary's counters; latency percentiles
+come from the forwarded rows' latencies, streamed into one array per route. So the
+reader's memory grows with the groups (and 8 bytes a forwarded row), never with a
+record per row: a month of a busy gateway is millions of rows. Both backends answer
+these queries the same way, so nothing here knows which one is in use. Money stays
+a Decimal throughout.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Iterable
 
 from gwctl.activity.query import exact_sum
-from gwctl.activity.record import FORWARDED_KINDS, REJECTED_KINDS, ActivityLog, ActivityRecord, SummaryRow
+from gwctl.activity.record import ActivityLog, DaySourceRow, RouteKey, SummaryRow
 from gwctl.activity.tree import AgentNode, build_tree, merge_rows
 
 TOP_MODELS = 10
@@ -78,18 +83,17 @@ def percentile(sorted_values: list[float], p: float) -> float:
     return sorted_values[rank - 1]
 
 
-def _days(rows: list[ActivityRecord]) -> list[DaySpend]:
+def _days(rows: Iterable[DaySourceRow]) -> list[DaySpend]:
+    """Day totals from the (day, source) groups; a source's cost shows on a day it had billed rows."""
     costs: dict[str, dict[str, list[Decimal]]] = defaultdict(lambda: defaultdict(list))
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     for r in rows:
-        day = r.time.strftime("%Y-%m-%d")
-        c = counts[day]
-        c["requests"] += 1
-        if r.cost is not None:
-            costs[day][r.source or "(none)"].append(r.cost)
-            c["billed"] += 1
-        elif r.route_kind in FORWARDED_KINDS and not (r.route_kind == "error" or r.status >= 500):
-            c["unbilled"] += 1
+        c = counts[r.day]
+        c["requests"] += r.requests
+        c["billed"] += r.billed
+        c["unbilled"] += r.unbilled
+        if r.billed:
+            costs[r.day][r.source or "(none)"].append(r.cost)
     return [
         DaySpend(
             day,
@@ -113,22 +117,22 @@ def calendar(days: list[str]) -> list[str]:
     return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
 
 
-def _rejections(rows: list[ActivityRecord]) -> list[tuple[str | None, int]]:
-    """Rejected rows (the summary's ``rejected`` counter: a rejected route kind or a rule) by rule."""
-    counts = Counter(r.rule for r in rows if r.route_kind in REJECTED_KINDS or r.rule is not None)
-    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or ""))
+def _rejections(counts: Iterable[tuple[str | None, int]]) -> list[tuple[str | None, int]]:
+    """Rejected rows by rule, the most first (ties by rule, a rejection without one last)."""
+    return sorted(counts, key=lambda kv: (-kv[1], kv[0] is None, kv[0] or ""))
 
 
-def _slow_routes(rows: list[ActivityRecord], limit: int) -> list[RouteLatency]:
-    latencies: dict[tuple[str | None, str | None], list[float]] = defaultdict(list)
-    for r in rows:
-        if r.route_kind in FORWARDED_KINDS:
-            latencies[(r.source, r.model)].append(r.latency_ms)
+def _slow_routes(latencies: dict[RouteKey, array[float]], limit: int) -> list[RouteLatency]:
+    """The ``limit`` routes with the highest p95. Empties ``latencies``: each route's array is let go once
+    ranked, so at most one route's values are ever held twice (the sorted copy). The order is total (a
+    missing source or model after an empty one) since the arrays come in no particular order."""
     out = []
-    for (source, model), values in latencies.items():
-        values.sort()
-        out.append(RouteLatency(source, model, len(values), percentile(values, 50), percentile(values, 95)))
-    out.sort(key=lambda x: (-x.p95_ms, -x.p50_ms, x.source or "", x.model or ""))
+    while latencies:
+        (source, model), values = latencies.popitem()
+        ordered = sorted(values)
+        del values
+        out.append(RouteLatency(source, model, len(ordered), percentile(ordered, 50), percentile(ordered, 95)))
+    out.sort(key=lambda x: (-x.p95_ms, -x.p50_ms, x.source or "", x.model or "", x.source is None, x.model is None))
     return out[:limit]
 
 
@@ -137,8 +141,7 @@ def gather(log: ActivityLog, since: datetime | None) -> Insights:
     by_source = log.summary(by="source", since=since)
     by_model = log.summary(by="model", since=since)
     agents = build_tree(log.summary(by="agent", since=since))
-    rows = log.list(since=since, limit=None)
-    days = _days(rows)
+    days = _days(log.day_sources(since=since))
     source_cost: dict[str, Decimal] = defaultdict(Decimal)
     for d in days:
         for s, c in d.by_source.items():
@@ -152,8 +155,8 @@ def gather(log: ActivityLog, since: datetime | None) -> Insights:
         model_count=len(by_model),
         days=days,
         sources=sources,
-        rejections=_rejections(rows),
-        slow_routes=_slow_routes(rows, SLOW_ROUTES),
+        rejections=_rejections(log.rejections(since=since)),
+        slow_routes=_slow_routes(log.route_latencies(since=since), SLOW_ROUTES),
     )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -26,6 +26,7 @@ from gwctl.activity.record import ActivityError
 from gwctl.activity.sqlbase import SqlReads
 
 CONNECT_TIMEOUT_S = 10
+STREAM_BATCH = 2_000  # rows a server-side cursor fetches a round trip
 LOCK_CLASS = 0x67776374  # "gwct": first key of the migration advisory lock
 
 
@@ -107,6 +108,16 @@ class PostgresLog(SqlReads):
         if self._conn is None:
             raise ActivityError(f"the activity log {redact_dsn(self.dsn)} is closed")
         return self._conn
+
+    def _stream(self, sql: str, params: Sequence[Any]) -> Iterator[Any]:
+        """The result a row at a time (the caller holds the lock), through a server-side cursor fetching
+        STREAM_BATCH rows a round trip: a client cursor would receive the whole result at once. A named
+        cursor lives in a transaction (read-only here)."""
+        conn = self._connection()
+        with conn.transaction(), conn.cursor(name="gwctl_stream") as cur:
+            cur.itersize = STREAM_BATCH
+            cur.execute(sql, params)
+            yield from cur
 
     @staticmethod
     def row(r: LogRow) -> tuple:

@@ -22,6 +22,7 @@ from gwctl.activity.record import (
     SUMMARY_BY,
     USAGE_KINDS,
     ActivityRecord,
+    DaySourceRow,
     SummaryRow,
     attempts_from_text,
     attempts_text,
@@ -194,10 +195,14 @@ def _group_expr(by: str, d: Dialect) -> str:
 
 # The counters of SummaryRow, as SQL over one row (the constants are ours, not user input).
 _IS_ERROR = "(route_kind = 'error' OR status >= 500)"
+_IS_FORWARDED = f"route_kind IN ({_quoted(FORWARDED_KINDS)})"
+_IS_REJECTED = f"(route_kind IN ({_quoted(REJECTED_KINDS)}) OR rule IS NOT NULL)"
+_BILLED = "SUM(CASE WHEN cost IS NOT NULL THEN 1 ELSE 0 END)"
+_UNBILLED = f"SUM(CASE WHEN cost IS NULL AND {_IS_FORWARDED} AND NOT {_IS_ERROR} THEN 1 ELSE 0 END)"
 _COUNTERS = (
-    "SUM(CASE WHEN cost IS NOT NULL THEN 1 ELSE 0 END)",
-    f"SUM(CASE WHEN cost IS NULL AND route_kind IN ({_quoted(FORWARDED_KINDS)}) AND NOT {_IS_ERROR} THEN 1 ELSE 0 END)",
-    f"SUM(CASE WHEN route_kind IN ({_quoted(REJECTED_KINDS)}) OR rule IS NOT NULL THEN 1 ELSE 0 END)",
+    _BILLED,
+    _UNBILLED,
+    f"SUM(CASE WHEN {_IS_REJECTED} THEN 1 ELSE 0 END)",
     f"SUM(CASE WHEN {_IS_ERROR} THEN 1 ELSE 0 END)",
 )
 
@@ -214,6 +219,45 @@ def summary_sql(by: str, f: Filters, d: Dialect) -> tuple[str, list[Any]]:
         *_COUNTERS,
     ]
     return f"SELECT {', '.join(cols)} FROM {TABLE}{where} GROUP BY 1", params
+
+
+def _where_also(f: Filters, d: Dialect, condition: str) -> tuple[str, list[Any]]:
+    """:func:`where_clause` with one more condition of ours."""
+    where, params = where_clause(f, d)
+    return (f"{where} AND {condition}" if where else f" WHERE {condition}"), params
+
+
+def day_source_sql(f: Filters, d: Dialect) -> tuple[str, list[Any]]:
+    """One row per (UTC day, source): day, source, requests, billed, unbilled, exact billed cost. The report's
+    day chart, grouped by the server so the reader holds groups, not rows; the day is ``summary --by day``'s."""
+    where, params = where_clause(f, d)
+    cols = f"{d.day_expr}, source, COUNT(*), {_BILLED}, {_UNBILLED}, {d.cost_sum}"
+    return f"SELECT {cols} FROM {TABLE}{where} GROUP BY 1, 2", params
+
+
+def day_source_row(values: Sequence[Any], to_decimal: Callable[[Any], Decimal]) -> DaySourceRow:
+    """Build a DaySourceRow from one result row of :func:`day_source_sql`."""
+    day, source, requests, billed, unbilled, cost = values
+    return DaySourceRow(
+        day,
+        source,
+        int(requests),
+        int(billed or 0),
+        int(unbilled or 0),
+        Decimal(0) if cost is None else to_decimal(cost),
+    )
+
+
+def rejections_sql(f: Filters, d: Dialect) -> tuple[str, list[Any]]:
+    """Rule, count: the rows the summary counts as ``rejected``, grouped by rule (NULL: rejected without one)."""
+    where, params = _where_also(f, d, _IS_REJECTED)
+    return f"SELECT rule, COUNT(*) FROM {TABLE}{where} GROUP BY rule", params
+
+
+def latencies_sql(f: Filters, d: Dialect) -> tuple[str, list[Any]]:
+    """Source, model, latency of every forwarded row, unordered: three narrow columns to stream, not records."""
+    where, params = _where_also(f, d, _IS_FORWARDED)
+    return f"SELECT source, model, latency_ms FROM {TABLE}{where}", params
 
 
 def summary_row(values: Sequence[Any], to_decimal: Callable[[Any], Decimal]) -> SummaryRow:

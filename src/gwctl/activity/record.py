@@ -16,6 +16,7 @@ from __future__ import annotations
 import builtins
 import json
 import math
+from array import array
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -277,6 +278,21 @@ class SummaryRow:
     errors: int
 
 
+class DaySourceRow(NamedTuple):
+    """Totals of one source on one UTC day (the report's day chart), counted as :class:`SummaryRow` counts."""
+
+    day: str  # "YYYY-MM-DD", UTC
+    source: str | None
+    requests: int
+    billed: int
+    unbilled: int
+    cost: Decimal  # exact sum of the billed rows' costs (0 when none was billed)
+
+
+RouteKey = tuple[str | None, str | None]
+"""(source, model) of a forwarded request."""
+
+
 class ActivityLog(Protocol):
     """What every backend offers. Open one with :func:`gwctl.activity.open_log`."""
 
@@ -319,6 +335,16 @@ class ActivityLog(Protocol):
         key: str | None = None,
     ) -> builtins.list[SummaryRow]:
         """Totals per group; see :func:`gwctl.activity.query.order_summary` for the order."""
+
+    def day_sources(self, *, since: datetime | None = None) -> builtins.list[DaySourceRow]:
+        """Totals per (UTC day, source), unordered, grouped by the database (one row per group)."""
+
+    def rejections(self, *, since: datetime | None = None) -> builtins.list[tuple[str | None, int]]:
+        """Rejected rows (the summary's ``rejected``) counted by rule, unordered."""
+
+    def route_latencies(self, *, since: datetime | None = None) -> dict[RouteKey, array[float]]:
+        """The latency of every forwarded row, per (source, model), unordered: streamed from the database
+        into 8 bytes a row, never one record per row."""
 
     def close(self) -> None:
         """Release the connection; the log is unusable afterwards."""

@@ -1,20 +1,23 @@
-"""What the SQLite and PostgreSQL logs share: writing records, reading rows back (list, summary).
+"""What the SQLite and PostgreSQL logs share: writing records, reading rows back (list, summary, the report's
+groups and latencies).
 
 The SQL itself comes from :mod:`gwctl.activity.query` for either dialect; a
 backend supplies its dialect, its driver's error class, how a stored time
 reads back, how a neutral row (:class:`~gwctl.activity.entry.LogRow`) becomes insert parameters (``row``), the
-transaction that inserts them (``write_rows``), a lock and a connection.
+transaction that inserts them (``write_rows``), how a long result is read a row at a time (``_stream``),
+a lock and a connection.
 """
 
 from __future__ import annotations
 
 import builtins
+from array import array
 from datetime import datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar, ContextManager, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, ContextManager, Iterator, Sequence
 
 from gwctl.activity import query as q
-from gwctl.activity.record import ActivityRecord, SummaryRow
+from gwctl.activity.record import ActivityRecord, DaySourceRow, RouteKey, SummaryRow
 
 
 class SqlReads:
@@ -27,6 +30,7 @@ class SqlReads:
 
         def _connection(self) -> Any: ...
         def _error(self, what: str, e: BaseException) -> Exception: ...
+        def _stream(self, sql: str, params: Any) -> Iterator[Any]: ...
         @staticmethod
         def row(r: q.LogRow) -> tuple[Any, ...]: ...
         def write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
@@ -73,6 +77,28 @@ class SqlReads:
         f = q.Filters(since=since, source=source, model=model, agent=agent, key=key)
         rows = self._fetch(*q.summary_sql(by, f, self.dialect))
         return q.order_summary((q.summary_row(r, Decimal) for r in rows), by)
+
+    def day_sources(self, *, since: datetime | None = None) -> builtins.list[DaySourceRow]:
+        rows = self._fetch(*q.day_source_sql(q.Filters(since=since), self.dialect))
+        return [q.day_source_row(r, Decimal) for r in rows]
+
+    def rejections(self, *, since: datetime | None = None) -> builtins.list[tuple[str | None, int]]:
+        return [(rule, int(n)) for rule, n in self._fetch(*q.rejections_sql(q.Filters(since=since), self.dialect))]
+
+    def route_latencies(self, *, since: datetime | None = None) -> dict[RouteKey, array[float]]:
+        """Streamed (``_stream``) under the lock, so a period of millions of rows costs 8 bytes a row."""
+        sql, params = q.latencies_sql(q.Filters(since=since), self.dialect)
+        out: dict[RouteKey, array[float]] = {}
+        with self._lock:
+            try:
+                for source, model, ms in self._stream(sql, params):
+                    values = out.get((source, model))
+                    if values is None:
+                        values = out[(source, model)] = array("d")
+                    values.append(ms)
+            except self.db_error as e:
+                raise self._error("cannot read", e) from e
+        return out
 
     def __enter__(self):
         return self

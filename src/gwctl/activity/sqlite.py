@@ -20,7 +20,7 @@ import time
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Iterator, Sequence
 
 from gwctl.activity import query as q
 from gwctl.activity.dsn import sqlite_dsn
@@ -184,6 +184,14 @@ class SqliteLog(SqlReads):
         if self._conn is None:
             raise ActivityError(f"the activity log {self.path} is closed")
         return self._conn
+
+    def _stream(self, sql: str, params: Sequence[object]) -> Iterator[Any]:
+        """The result a row at a time (the caller holds the lock): SQLite steps the statement as it is read."""
+        cur = self._connection().execute(sql, params)
+        try:
+            yield from cur
+        finally:
+            cur.close()
 
     # -- ActivityLog -----------------------------------------------------
 
