@@ -233,3 +233,44 @@ def test_a_bad_catalog_file_is_a_clear_error(store, dsn, tmp_path):
 def test_an_empty_log(store):
     res = store("activity", "reprice", "--json")
     assert res.code == 0 and res.json()["total"]["requests"] == 0
+
+
+def test_sums_and_differences_never_round_and_a_generator_is_read_once():
+    """Costs with more digits than the default context's 28: the groups, the became-billed and
+    became-unbilled figures and the difference are exact; the records come from a one-pass generator
+    (as ``ActivityLog.scan`` streams them) and ``changes`` keeps what --apply needs, not the records."""
+    from gwctl.activity.reprice import reprice
+    from gwctl.core.config import Snapshot
+
+    tiny = Decimal("1E-30")
+    big = Decimal("12345678901234567890.123456789")
+    usage = {"input_tokens": 1, "output_tokens": 1}
+    rows = [
+        record(time=T0, source="a", upstream_model="m", model="a/m", usage=usage, cost=big),
+        record(time=T0, source="a", upstream_model="m", model="a/m", usage=usage, cost=tiny),
+    ]
+    taken = []
+
+    def once():
+        for r in rows:
+            taken.append(r.request_id)
+            yield r
+
+    res = reprice(once(), Snapshot(), "source")  # an empty catalog: both become unbilled
+    assert taken == [r.request_id for r in rows]
+    exact = Decimal("12345678901234567890.123456789000000000000000000001")
+    assert res.total.current == exact and res.total.proposed == 0
+    assert res.total.difference == exact.copy_negate()  # the default context would have rounded it to 28 digits
+    assert res.became_unbilled == 2 and res.became_unbilled_cost == exact
+    assert res.changes == [(r.request_id, r.time, None) for r in rows]
+
+
+def test_scan_streams_the_same_records_as_list(store, dsn):
+    """``scan`` (a row at a time) yields what ``list(limit=None)`` returns, newest first, honouring since."""
+    seed(dsn)
+    with open_log(dsn) as log:
+        listed = log.list(limit=None)
+        assert [r.request_id for r in log.scan()] == [r.request_id for r in listed]
+        later = T0 + timedelta(hours=4)
+        assert [r.request_id for r in log.scan(since=later)] == [r.request_id for r in listed if r.time >= later]
+        assert [r.cost for r in log.scan()] == [r.cost for r in listed]

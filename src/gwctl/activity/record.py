@@ -20,7 +20,7 @@ from array import array
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, Callable, Mapping, NamedTuple, Protocol, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Protocol, Sequence
 
 from gwctl.errors import GwctlError
 
@@ -323,6 +323,9 @@ class ActivityLog(Protocol):
         limit: int | None = 100,
     ) -> "list[ActivityRecord]":
         """Matching records, newest first; ``limit=None`` returns them all."""
+
+    def scan(self, *, since: datetime | None = None) -> Iterator[ActivityRecord]:
+        """Every record of the period, newest first, a row at a time (the log locked until it is exhausted)."""
 
     def summary(
         self,

@@ -4,7 +4,8 @@ Pure (no I/O): the CLI reads the rows and the proposed catalog, this module pric
 at the proposed entry's prices in force at the row's time (the same :mod:`gwctl.core.pricing` the log writer
 priced it with), and replays the row's request shape through the same decision function as the proxy
 (:func:`gwctl.core.decision.decide_features`) to find the requests the proposed catalog's checks would refuse.
-Money stays exact: every sum is :func:`gwctl.activity.query.exact_sum`.
+Money stays exact: every sum and difference is taken in :data:`gwctl.activity.query.EXACT` (never rounded),
+and the log is read once, a record at a time.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Iterable, Mapping
 
-from gwctl.activity.query import exact_sum
+from gwctl.activity.query import EXACT, exact_sum
 from gwctl.activity.record import FORWARDED_KINDS, INPUT_KINDS, ActivityRecord
 from gwctl.core.catalog_values import format_usd
 from gwctl.core.config import CatalogEntry, Snapshot
@@ -42,7 +43,7 @@ class Group:
 
     @property
     def difference(self) -> Decimal:
-        return self.proposed - self.current
+        return EXACT.subtract(self.proposed, self.current)  # the default context would keep 28 digits
 
     @property
     def percent(self) -> Decimal | None:
@@ -66,7 +67,8 @@ class Repricing:
     rejected: Counter[str] = field(default_factory=Counter)  # rule id -> requests the proposal would refuse
     not_replayable: int = 0  # forwarded rows logged without their request's shape (before gwctl kept it)
     skipped: int = 0  # rows that were not forwarded, or failed: nothing to price either way
-    changes: list[tuple[ActivityRecord, Decimal | None]] = field(default_factory=list)  # rows whose cost changes
+    # the rows whose cost changes: (request id, time, proposed cost), what ``--apply`` rewrites
+    changes: list[tuple[str, datetime, Decimal | None]] = field(default_factory=list)
 
     def increase_over(self, max_increase: Decimal) -> bool:
         """True when the proposed total is more than ``max_increase`` percent above the current one (any rise
@@ -74,7 +76,7 @@ class Repricing:
         t = self.total
         if t.current == 0:
             return t.proposed > 0
-        return t.difference * 100 > max_increase * t.current
+        return EXACT.multiply(t.difference, 100) > EXACT.multiply(max_increase, t.current)
 
 
 def _usage(record: ActivityRecord) -> Usage:
@@ -121,9 +123,7 @@ def reprice(records: Iterable[ActivityRecord], snapshot: Snapshot, by: str = "so
     groups: dict[str | None, Group] = {}
     total = Group("total")
     out = Repricing(by, [], total)
-    current_of: dict[str | None, list[Decimal]] = {}
-    proposed_of: dict[str | None, list[Decimal]] = {}
-    for r in records:
+    for r in records:  # read once, a record at a time: a period of millions of rows is never held
         if r.route_kind not in FORWARDED_KINDS or r.status >= 400:
             out.skipped += 1
             continue
@@ -131,26 +131,8 @@ def reprice(records: Iterable[ActivityRecord], snapshot: Snapshot, by: str = "so
         g = groups.get(key)
         if g is None:
             g = groups[key] = Group(key)
-            current_of[key], proposed_of[key] = [], []
         proposed = prices.cost(r)
-        current = r.cost
-        g.requests += 1
-        if current is None:
-            g.current_unbilled += 1
-        else:
-            current_of[key].append(current)
-        if proposed is None:
-            g.proposed_unbilled += 1
-        else:
-            proposed_of[key].append(proposed)
-        if current is None and proposed is not None:
-            out.became_billed += 1
-            out.became_billed_cost += proposed
-        elif current is not None and proposed is None:
-            out.became_unbilled += 1
-            out.became_unbilled_cost += current
-        if proposed != current:
-            out.changes.append((r, proposed))
+        _count(out, g, r, r.cost, proposed)
         if r.shape is None:
             out.not_replayable += 1
         else:
@@ -161,9 +143,7 @@ def reprice(records: Iterable[ActivityRecord], snapshot: Snapshot, by: str = "so
             else:
                 if rule is not None:
                     out.rejected[rule] += 1
-    for key, g in groups.items():
-        g.current = exact_sum(current_of[key])
-        g.proposed = exact_sum(proposed_of[key])
+    for g in groups.values():
         total.requests += g.requests
         total.current_unbilled += g.current_unbilled
         total.proposed_unbilled += g.proposed_unbilled
@@ -171,6 +151,27 @@ def reprice(records: Iterable[ActivityRecord], snapshot: Snapshot, by: str = "so
     total.proposed = exact_sum(g.proposed for g in groups.values())
     out.groups = sorted(groups.values(), key=lambda g: (-abs(g.difference), g.key is None, g.key or ""))
     return out
+
+
+def _count(out: Repricing, g: Group, r: ActivityRecord, current: Decimal | None, proposed: Decimal | None) -> None:
+    """One priced row into its group and the standing changes; every sum exact (EXACT: never rounded)."""
+    g.requests += 1
+    if current is None:
+        g.current_unbilled += 1
+    else:
+        g.current = EXACT.add(g.current, current)
+    if proposed is None:
+        g.proposed_unbilled += 1
+    else:
+        g.proposed = EXACT.add(g.proposed, proposed)
+    if current is None and proposed is not None:
+        out.became_billed += 1
+        out.became_billed_cost = EXACT.add(out.became_billed_cost, proposed)
+    elif current is not None and proposed is None:
+        out.became_unbilled += 1
+        out.became_unbilled_cost = EXACT.add(out.became_unbilled_cost, current)
+    if proposed != current:
+        out.changes.append((r.request_id, r.time, proposed))
 
 
 def with_catalog(snapshot: Snapshot, catalog: Mapping[str, CatalogEntry]) -> Snapshot:
@@ -212,4 +213,4 @@ def repricing_json(r: Repricing, catalog: str, since: str | None, max_increase: 
 
 def changed_costs(r: Repricing) -> list[tuple[str, datetime, Decimal | None]]:
     """The rows ``--apply`` rewrites: (request id, time, new cost), for the backend's ``reprice``."""
-    return [(rec.request_id, rec.time, cost) for rec, cost in r.changes]
+    return r.changes

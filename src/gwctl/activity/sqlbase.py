@@ -64,6 +64,19 @@ class SqlReads:
             for r in self._fetch(*q.list_sql(f, limit, self.dialect))
         ]
 
+    def scan(self, *, since: datetime | None = None) -> Iterator[ActivityRecord]:
+        """Every record of the period, newest first, read a row at a time (``_stream``): for a reader that
+        goes through a whole period once (what-if repricing) without holding it. The log is locked until
+        the iterator is exhausted or closed."""
+        sql, params = q.list_sql(q.Filters(since=since), None, self.dialect)
+        to_time = type(self).to_time
+        with self._lock:
+            try:
+                for r in self._stream(sql, params):
+                    yield q.record_from_row(r, to_time=to_time, to_cost=Decimal)
+            except self.db_error as e:
+                raise self._error("cannot read", e) from e
+
     def summary(
         self,
         *,

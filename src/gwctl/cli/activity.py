@@ -356,7 +356,7 @@ def reprice_cmd(
     cutoff = _since(since)
     log = _open(activity)
     try:
-        result = reprice([] if log is None else log.list(since=cutoff, limit=None), snap, by)
+        result = reprice([] if log is None else log.scan(since=cutoff), snap, by)  # streamed: never the whole period
         if apply and result.changes:
             confirm(f"rewrite the logged cost of {len(result.changes)} request(s) at the store's prices?", yes)
             assert log is not None
