@@ -262,7 +262,9 @@ def test_sums_and_differences_never_round_and_a_generator_is_read_once():
     assert res.total.current == exact and res.total.proposed == 0
     assert res.total.difference == exact.copy_negate()  # the default context would have rounded it to 28 digits
     assert res.became_unbilled == 2 and res.became_unbilled_cost == exact
-    assert res.changes == [(r.request_id, r.time, None) for r in rows]
+    assert res.changes == [(r.request_id, r.time, None) for r in rows] and res.changed == 2
+    what_if = reprice(iter(rows), Snapshot(), "source", keep_changes=False)  # a what-if holds nothing per row
+    assert what_if.changes == [] and what_if.changed == 2 and what_if.total == res.total
 
 
 def test_scan_streams_the_same_records_as_list(store, dsn):

@@ -67,8 +67,10 @@ class Repricing:
     rejected: Counter[str] = field(default_factory=Counter)  # rule id -> requests the proposal would refuse
     not_replayable: int = 0  # forwarded rows logged without their request's shape (before gwctl kept it)
     skipped: int = 0  # rows that were not forwarded, or failed: nothing to price either way
-    # the rows whose cost changes: (request id, time, proposed cost), what ``--apply`` rewrites
+    changed: int = 0  # rows whose cost changes
+    # those rows as (request id, time, proposed cost), what ``--apply`` rewrites (kept only when asked for)
     changes: list[tuple[str, datetime, Decimal | None]] = field(default_factory=list)
+    keep_changes: bool = True
 
     def increase_over(self, max_increase: Decimal) -> bool:
         """True when the proposed total is more than ``max_increase`` percent above the current one (any rise
@@ -114,15 +116,18 @@ def _replay(snapshot: Snapshot, record: ActivityRecord) -> str | None:
     return None if d.forwarded else (d.rule or d.kind)
 
 
-def reprice(records: Iterable[ActivityRecord], snapshot: Snapshot, by: str = "source") -> Repricing:
+def reprice(
+    records: Iterable[ActivityRecord], snapshot: Snapshot, by: str = "source", keep_changes: bool = True
+) -> Repricing:
     """Every forwarded, answered row of ``records`` priced at ``snapshot``'s catalog (the proposal) and its
-    request replayed against ``snapshot``'s rules; grouped ``by`` one of :data:`REPRICE_BY`."""
+    request replayed against ``snapshot``'s rules; grouped ``by`` one of :data:`REPRICE_BY`. Without
+    ``keep_changes`` (a what-if only) the changed rows are counted, not listed: nothing is held per row."""
     if by not in REPRICE_BY:
         raise ValueError(f"cannot reprice by {by!r}: use one of {', '.join(REPRICE_BY)}")
     prices = _Prices(snapshot.catalog)
     groups: dict[str | None, Group] = {}
     total = Group("total")
-    out = Repricing(by, [], total)
+    out = Repricing(by, [], total, keep_changes=keep_changes)
     for r in records:  # read once, a record at a time: a period of millions of rows is never held
         if r.route_kind not in FORWARDED_KINDS or r.status >= 400:
             out.skipped += 1
@@ -171,7 +176,9 @@ def _count(out: Repricing, g: Group, r: ActivityRecord, current: Decimal | None,
         out.became_unbilled += 1
         out.became_unbilled_cost = EXACT.add(out.became_unbilled_cost, current)
     if proposed != current:
-        out.changes.append((r.request_id, r.time, proposed))
+        out.changed += 1
+        if out.keep_changes:
+            out.changes.append((r.request_id, r.time, proposed))
 
 
 def with_catalog(snapshot: Snapshot, catalog: Mapping[str, CatalogEntry]) -> Snapshot:

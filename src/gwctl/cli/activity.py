@@ -356,9 +356,10 @@ def reprice_cmd(
     cutoff = _since(since)
     log = _open(activity)
     try:
-        result = reprice([] if log is None else log.scan(since=cutoff), snap, by)  # streamed: never the whole period
+        # streamed, a record at a time; a what-if keeps nothing per row, --apply the rows it rewrites
+        result = reprice([] if log is None else log.scan(since=cutoff), snap, by, keep_changes=apply)
         if apply and result.changes:
-            confirm(f"rewrite the logged cost of {len(result.changes)} request(s) at the store's prices?", yes)
+            confirm(f"rewrite the logged cost of {result.changed} request(s) at the store's prices?", yes)
             assert log is not None
             changed = log.reprice(changed_costs(result), datetime.now(timezone.utc))
             message(f"rewrote the cost of {changed} request(s); each keeps its first cost (original_cost)")
