@@ -74,8 +74,11 @@ def test_private_store_draws_no_warning(gw, store_path, mode):
 
 
 def test_missing_store_draws_no_warning(gw, store_path):
-    r = gw("source", "list")
-    assert r.code == 0 and r.err == ""
+    r = gw("source", "list")  # only the empty listing's hint: nothing about the store not existing yet
+    assert (
+        r.code == 0 and r.out == "" and r.err == "no sources yet; add one with: gwctl source add NAME --base-url URL\n"
+    )
+    assert not store_path.exists()
 
 
 def test_a_write_warns_once_and_leaves_the_store_0600(gw, store_path):
