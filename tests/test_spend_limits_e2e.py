@@ -218,3 +218,27 @@ def test_limits_whose_database_is_unreachable_refuse_with_503_not_a_crash(tmp_pa
         assert wait_for(lambda: "cannot reach the activity log's database" in proc.log, 5)
     finally:
         proc.terminate()
+
+
+def test_an_overspent_budget_refuses_without_a_negative_reservation(store):
+    """The budget lowered below what was already spent: the refusal says what was spent, and never that a
+    negative amount is reserved (the ledger took "in flight" as capacity less free less spent)."""
+    k = key("ci")
+    proc = start(store)
+    try:
+        for _ in range(3):  # $0.003 each
+            assert chat(proc.url, k).status_code == 200
+        rows(3)
+    finally:
+        assert proc.terminate() == 0
+    assert run_cli("limit", "set", "key:ci", "--budget", "0.005", "--window", "day").code == 0
+    proc = start(store)
+    try:
+        r = chat(proc.url, k)
+        assert r.status_code == 429, r.text
+        message = r.json()["error"]["message"]
+        assert "spent $0.009 of $0.005" in message and "$-" not in message and "reserved" not in message
+    finally:
+        assert proc.terminate() == 0
+    status = run_cli("limit", "status", "--json").json()[0]
+    assert (status["spent"], status["reserved"], status["left"]) == ("0.009", "0", "-0.004")

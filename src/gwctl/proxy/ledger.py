@@ -246,7 +246,9 @@ class Ledger:
         unbilled = 0
         if usd is not None:
             spent = Decimal(usd.settled + usd.delta)
-            reserved = Decimal(usd.capacity - usd.free) - spent  # in flight, and leased elsewhere
+            # in flight, and leased elsewhere; never below zero: a budget can be overspent (requests in flight
+            # cost more than their reservations, or the budget was lowered), and then nothing is free either
+            reserved = max(ZERO, Decimal(usd.capacity - usd.free) - spent)
             start, end, unbilled = usd.start, usd.end, usd.unbilled
         requests = 0 if req is None else int(req.capacity - req.free)
         tokens = 0 if tok is None else int(tok.capacity - tok.free)
