@@ -650,7 +650,7 @@ def test_a_target_that_cannot_take_the_request_untranslated_is_passed_over(rig):
 def test_an_untranslatable_last_target_is_the_answer_with_every_attempt_counted(rig, client):
     """The primary answers 503 in the client's API; the fallback would need a translation the request has no
     counterpart for: the answer is the 400 with the translation rule's id in the client's API, and it carries
-    ``x-gwctl-attempts: 2``; the row lists both attempts."""
+    ``X-Gwctl-Attempts: 2``; the row lists both attempts."""
     marker = f"hi {uuid.uuid4().hex}"
     if client == "chat":
         agent, path, rule = "oa-to-an", "/v1/chat/completions", "untranslatable_param"

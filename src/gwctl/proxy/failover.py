@@ -17,7 +17,7 @@ against its health; on the last target that refusal is the answer.
 
 The answering target's decision becomes the request's (``flow.decision``), so
 the row, its cost and the limits' settlement are the answering target's; the
-attempts go into the row and the count into ``x-gwctl-attempts``.
+attempts go into the row and the count into ``X-Gwctl-Attempts``.
 """
 
 from __future__ import annotations

@@ -35,9 +35,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gwctl.proxy")
 
-ATTEMPTS_HEADER = "x-gwctl-attempts"  # on the answer to a request whose route has a plan: the targets tried
+ATTEMPTS_HEADER = "X-Gwctl-Attempts"  # on the answer to a request whose route has a plan: the targets tried
 # on the answer to a translated request: the advisory fields the translation dropped ("; "-separated)
-TRANSLATION_HEADER = "x-gwctl-translation-warnings"
+TRANSLATION_HEADER = "X-Gwctl-Translation-Warnings"
 UNTRANSLATABLE = "untranslatable"  # the Failure of a plan's target that cannot take the request in its API
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
