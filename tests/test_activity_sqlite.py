@@ -51,9 +51,9 @@ from gwctl.activity.query import clean_text, order_summary
 from gwctl.activity.record import Attempt, format_utc, parse_utc
 from gwctl.activity.writer import LogSink
 from gwctl.errors import Exit
+from records import record
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=timezone.utc)
-_ids = itertools.count()
 
 DB_SETTINGS = settings(
     max_examples=60,
@@ -63,27 +63,15 @@ DB_SETTINGS = settings(
 
 
 def rec(**kw) -> ActivityRecord:
-    """A valid record; any field can be overridden."""
+    """A valid record of agent ``triage`` at T0 with usage and its cost; any field can be overridden."""
     base = dict(
         time=T0,
-        request_id=f"req-{next(_ids)}",
-        key_name="ci",
         agent="triage",
-        route_kind="managed",
-        source="local",
-        model="local/llama",
-        upstream_model="llama",
-        path="/v1/chat/completions",
-        status=200,
         latency_ms=12.5,
         usage={"input_tokens": 10, "output_tokens": 5},
         cost=Decimal("0.000015"),
-        rule=None,
-        stream=False,
-        error=None,
     )
-    base.update(kw)
-    return ActivityRecord(**base)
+    return record(**{**base, **kw})
 
 
 # ---------------------------------------------------------------------------
