@@ -120,10 +120,22 @@ def _day_table(days: list[DaySpend]) -> str:
         f'<td class="n">{d.unbilled}</td></tr>'
         for d in days
     )
-    return (
-        '<table id="days"><thead><tr><th>day (UTC)</th><th class="n">requests</th><th class="n">cost USD</th>'
-        f'<th class="n">unbilled</th></tr></thead><tbody>{rows}</tbody></table>'
-    )
+    return _table("days", ("day (UTC)", "#requests", "#cost USD", "#unbilled"), rows)
+
+
+def _table(ident: str, columns: tuple[str, ...], body: str) -> str:
+    """One table of the page: its header from ``columns`` (a leading ``#`` marks a number column,
+    right-aligned like its cells) and its rows."""
+    head = "".join(f'<th class="n">{esc(c[1:])}</th>' if c.startswith("#") else f"<th>{esc(c)}</th>" for c in columns)
+    return f'<table id="{ident}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _empty(what: str) -> str:
+    return f'<p class="muted">{esc(what)}</p>'
+
+
+# the columns of a summary group's counts (_counts_cells), after its name
+_COUNTS = ("#requests", "#input tok", "#output tok", "#cost USD", "#unbilled", "#rejected")
 
 
 def _counts_cells(r: SummaryRow) -> str:
@@ -136,7 +148,7 @@ def _counts_cells(r: SummaryRow) -> str:
 
 def _agent_table(ins: Insights) -> str:
     if not ins.agents:
-        return '<p class="muted">no activity in this period</p>'
+        return _empty("no activity in this period")
     body = []
     for depth, n in walk(ins.agents):
         pad = f' style="padding-left:{0.6 + 1.5 * depth:.1f}em"'
@@ -156,16 +168,12 @@ def _agent_table(ins: Insights) -> str:
                 f'<tr class="leaf" data-agent="{esc(key)}" data-depth="{depth}" data-cost="{_cost_attr(n.own)}">'
                 f'<td class="name"{pad}>{name(n.key)}</td>{_counts_cells(n.own)}</tr>'
             )
-    return (
-        '<table id="agents"><thead><tr><th>agent</th><th class="n">requests</th><th class="n">input tok</th>'
-        '<th class="n">output tok</th><th class="n">cost USD</th><th class="n">unbilled</th>'
-        f'<th class="n">rejected</th></tr></thead><tbody>{"".join(body)}</tbody></table>'
-    )
+    return _table("agents", ("agent", *_COUNTS), "".join(body))
 
 
 def _model_table(ins: Insights) -> str:
     if not ins.models:
-        return '<p class="muted">no activity in this period</p>'
+        return _empty("no activity in this period")
     top = max((r.cost for r in ins.models), default=Decimal(0))
     body = []
     for r in ins.models:
@@ -176,15 +184,11 @@ def _model_table(ins: Insights) -> str:
             f'<td style="width:25%"><span class="hbar" style="width:{share:.1f}%"></span></td></tr>'
         )
     more = (
-        f'<p class="muted">{ins.model_count - len(ins.models)} more models not shown</p>'
+        _empty(f"{ins.model_count - len(ins.models)} more models not shown")
         if ins.model_count > len(ins.models)
         else ""
     )
-    return (
-        '<table id="models"><thead><tr><th>model</th><th class="n">requests</th><th class="n">input tok</th>'
-        '<th class="n">output tok</th><th class="n">cost USD</th><th class="n">unbilled</th>'
-        f'<th class="n">rejected</th><th></th></tr></thead><tbody>{"".join(body)}</tbody></table>{more}'
-    )
+    return _table("models", ("model", *_COUNTS, ""), "".join(body)) + more
 
 
 def _unbilled(ins: Insights) -> str:
@@ -206,31 +210,25 @@ def _unbilled(ins: Insights) -> str:
 
 def _rejections(ins: Insights) -> str:
     if not ins.rejections:
-        return '<p class="muted">no rejections in this period</p>'
+        return _empty("no rejections in this period")
     body = "".join(
         f'<tr data-rule="{esc("" if rule is None else rule)}"><td class="name">{name(rule, "(no rule)")}</td>'
         f'<td class="n">{n}</td></tr>'
         for rule, n in ins.rejections
     )
-    return (
-        '<table id="rejections"><thead><tr><th>rule</th><th class="n">requests</th></tr></thead>'
-        f"<tbody>{body}</tbody></table>"
-    )
+    return _table("rejections", ("rule", "#requests"), body)
 
 
 def _slow(ins: Insights) -> str:
     if not ins.slow_routes:
-        return '<p class="muted">no forwarded requests in this period</p>'
+        return _empty("no forwarded requests in this period")
     body = "".join(
         f'<tr data-source="{esc(r.source or "")}" data-model="{esc(r.model or "")}" data-p50="{r.p50_ms:.1f}" '
         f'data-p95="{r.p95_ms:.1f}"><td class="name">{name(r.source)}</td><td class="name">{name(r.model)}</td>'
         f'<td class="n">{r.requests}</td><td class="n">{r.p50_ms:.0f}</td><td class="n">{r.p95_ms:.0f}</td></tr>'
         for r in ins.slow_routes
     )
-    return (
-        '<table id="latency"><thead><tr><th>source</th><th>model</th><th class="n">requests</th>'
-        f'<th class="n">p50 ms</th><th class="n">p95 ms</th></tr></thead><tbody>{body}</tbody></table>'
-    )
+    return _table("latency", ("source", "model", "#requests", "#p50 ms", "#p95 ms"), body)
 
 
 def _card(key: str, value: str, ident: str) -> str:
