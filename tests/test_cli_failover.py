@@ -120,12 +120,12 @@ def test_changing_the_primary_onto_a_kept_fallback_is_refused(store, store_path)
 
 
 def test_completion_offers_known_refs(store):
-    from gwctl.cli.route import _complete_ref
+    from gwctl.cli.complete import refs
     from gwctl.context import Env
 
     with Env.captured(None).active():
-        assert _complete_ref("b/") == ["b/y", "b/z"]
-        assert _complete_ref("a/w") == ["a/w"]
+        assert refs("b/") == ["b/y", "b/z"]
+        assert refs("a/w") == ["a/w"]
 
 
 # --- the store's failover tables ----------------------------------------------------------------

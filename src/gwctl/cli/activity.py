@@ -19,6 +19,7 @@ from gwctl.activity import (
     summary_to_json,
 )
 from gwctl.activity.record import INPUT_KINDS, attempts_line, summary_cost_known
+from gwctl.cli import complete
 from gwctl.cli.common import ActivityOpt, JsonOpt, fail
 from gwctl.context import current
 from gwctl.core.text import printable
@@ -34,12 +35,26 @@ app = typer.Typer(
 SinceOpt = Annotated[
     Optional[str], typer.Option("--since", metavar="DURATION", help="Only the last DURATION, like 30m, 12h, 7d.")
 ]
-SourceOpt = Annotated[Optional[str], typer.Option("--source", metavar="S", help="Only this source.")]
+SourceOpt = Annotated[
+    Optional[str], typer.Option("--source", metavar="S", help="Only this source.", autocompletion=complete.sources)
+]
 ModelOpt = Annotated[
-    Optional[str], typer.Option("--model", metavar="REF", help="Only this model (as the client asked for it).")
+    Optional[str],
+    typer.Option(
+        "--model",
+        metavar="REF",
+        help="Only this model (as the client asked for it).",
+        autocompletion=complete.model_names,
+    ),
 ]
 AgentOpt = Annotated[
-    Optional[str], typer.Option("--agent", metavar="A", help="Only this agent (root and subagents are separate).")
+    Optional[str],
+    typer.Option(
+        "--agent",
+        metavar="A",
+        help="Only this agent (root and subagents are separate).",
+        autocompletion=complete.agents,
+    ),
 ]
 
 
@@ -183,7 +198,15 @@ def _summary_row(r) -> list:
 
 @app.command("summary")
 def summary(
-    by: Annotated[str, typer.Option("--by", metavar="source|model|agent|key|day", help="Group by this.")] = "source",
+    by: Annotated[
+        str,
+        typer.Option(
+            "--by",
+            metavar="source|model|agent|key|day",
+            help="Group by this.",
+            autocompletion=complete.choices(SUMMARY_BY),
+        ),
+    ] = "source",
     since: SinceOpt = None,
     source: SourceOpt = None,
     model: ModelOpt = None,
@@ -304,6 +327,12 @@ def report(
     message(f"wrote {target} ({insights.total.requests} requests)")
 
 
+def _complete_reprice_by(incomplete: str) -> list[str]:
+    from gwctl.activity.reprice import REPRICE_BY  # the decision's modules: only when asked
+
+    return complete.choices(REPRICE_BY)(incomplete)
+
+
 @app.command("reprice")
 def reprice_cmd(
     catalog: Annotated[
@@ -315,7 +344,12 @@ def reprice_cmd(
         ),
     ] = None,
     since: SinceOpt = None,
-    by: Annotated[str, typer.Option("--by", metavar="source|model|agent|key", help="Group by this.")] = "source",
+    by: Annotated[
+        str,
+        typer.Option(
+            "--by", metavar="source|model|agent|key", help="Group by this.", autocompletion=_complete_reprice_by
+        ),
+    ] = "source",
     max_increase: Annotated[
         Optional[str],
         typer.Option(

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from gwctl.cli import complete
 from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, read_input
 from gwctl.context import current
 from gwctl.core.catalog_values import (
@@ -32,7 +33,9 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-RefArg = Annotated[str, typer.Argument(metavar="REF", help="SOURCE/MODEL_ID, e.g. local/llama-3.1-8b.")]
+RefArg = Annotated[
+    str, typer.Argument(metavar="REF", help="SOURCE/MODEL_ID, e.g. local/llama-3.1-8b.", autocompletion=complete.refs)
+]
 
 
 def _ref(ref: str) -> str:
@@ -316,7 +319,8 @@ def show(ref: RefArg, json_: JsonOpt = False) -> None:
 @app.command("list")
 def list_cmd(
     source: Annotated[
-        Optional[str], typer.Option("--source", metavar="NAME", help="Only this source's entries.")
+        Optional[str],
+        typer.Option("--source", metavar="NAME", help="Only this source's entries.", autocompletion=complete.sources),
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
@@ -378,7 +382,8 @@ def export_data(snap, source: str | None) -> dict:
 @app.command("export")
 def export(
     source: Annotated[
-        Optional[str], typer.Option("--source", metavar="NAME", help="Only this source's entries.")
+        Optional[str],
+        typer.Option("--source", metavar="NAME", help="Only this source's entries.", autocompletion=complete.sources),
     ] = None,
     format_: Annotated[str, typer.Option("--format", metavar="toml|json", help="Output format.")] = "toml",
 ) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from gwctl.cli import complete
 from gwctl.cli.common import NAME_RE, JsonOpt, YesOpt, confirm, edit, fail, load
 from gwctl.context import current
 from gwctl.core import keys
@@ -138,7 +139,9 @@ def list_cmd(json_: JsonOpt = False) -> None:
 
 
 @app.command("revoke")
-def revoke(name: str, yes: YesOpt = False) -> None:
+def revoke(
+    name: Annotated[str, typer.Argument(help="The key to revoke.", autocompletion=complete.keys)], yes: YesOpt = False
+) -> None:
     """Revoke a key; a running proxy refuses it within seconds.
 
     Example: gwctl key revoke triage-bot --yes

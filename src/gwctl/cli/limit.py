@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from gwctl.cli import complete
 from gwctl.cli.common import ActivityOpt, JsonOpt, YesOpt, confirm, edit, fail, load
 from gwctl.core import limits as lim
 from gwctl.core.config import Limit, Snapshot
@@ -20,28 +21,12 @@ app = typer.Typer(
 )
 
 
-def _complete_target(incomplete: str) -> list[str]:
-    """Targets the store can name: its keys, agents (and their roots), sources and catalog entries."""
-    try:
-        snap = load()
-    except Exception:  # completion never fails loudly
-        return []
-    agents = {r.agent for r in snap.routes} | {r.agent.split("/")[0] for r in snap.routes}
-    names = (
-        [f"key:{k}" for k in snap.keys]
-        + [f"agent:{a}" for a in sorted(agents)]
-        + [f"source:{s}" for s in snap.sources]
-        + [f"model:{ref}" for ref in snap.catalog]
-    )
-    return [n for n in names if n.startswith(incomplete)]
-
-
 TargetArg = Annotated[
     str,
     typer.Argument(
         help="What the limit caps: key:NAME, agent:PATH (the agent and its subagents), source:NAME or "
         "model:SOURCE/MODEL_ID.",
-        autocompletion=_complete_target,
+        autocompletion=complete.limit_targets,
     ),
 ]
 BudgetOpt = Annotated[Optional[str], typer.Option("--budget", help="USD the target may spend per window.")]
@@ -50,7 +35,7 @@ WindowOpt = Annotated[
     typer.Option(
         "--window",
         help="The budget's UTC calendar window: day, week (from Monday), month or total.",
-        autocompletion=lambda: list(lim.WINDOWS),
+        autocompletion=complete.choices(lim.WINDOWS),
     ),
 ]
 RpmOpt = Annotated[Optional[int], typer.Option("--rpm", help="Requests per minute.")]
@@ -60,7 +45,7 @@ UnbilledOpt = Annotated[
     typer.Option(
         "--unbilled",
         help="Requests to models without a price under a budget: allow (default; counted apart) or reject.",
-        autocompletion=lambda: list(lim.UNBILLED_POLICIES),
+        autocompletion=complete.choices(lim.UNBILLED_POLICIES),
     ),
 ]
 
@@ -227,7 +212,9 @@ def _rate(used: int, cap: int | None) -> str:
 
 @app.command("status")
 def status_cmd(
-    target: Annotated[Optional[str], typer.Argument(help="Only this target's limit.")] = None,
+    target: Annotated[
+        Optional[str], typer.Argument(help="Only this target's limit.", autocompletion=complete.limit_targets)
+    ] = None,
     activity: ActivityOpt = None,
     json_: JsonOpt = False,
 ) -> None:

@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from gwctl.cli import complete
 from gwctl.cli.common import JsonOpt, edit, fail, load, need_source
 from gwctl.context import current
 from gwctl.core.refs import close_matches, is_glob, match_refs, split_ref
@@ -25,7 +26,8 @@ def all_refs(snap) -> list[str]:
 @app.command("list")
 def list_cmd(
     source: Annotated[
-        Optional[str], typer.Option("--source", metavar="NAME", help="Only this source's models.")
+        Optional[str],
+        typer.Option("--source", metavar="NAME", help="Only this source's models.", autocompletion=complete.sources),
     ] = None,
     enabled: Annotated[bool, typer.Option("--enabled", help="Only enabled models.")] = False,
     disabled: Annotated[bool, typer.Option("--disabled", help="Only disabled models.")] = False,
@@ -112,7 +114,11 @@ def _set_enabled(patterns: list[str], value: bool) -> None:
 def enable(
     refs: Annotated[
         list[str],
-        typer.Argument(metavar="REF_OR_GLOB...", help="SOURCE/MODEL_ID or a shell glob like 'local/llama-*'."),
+        typer.Argument(
+            metavar="REF_OR_GLOB...",
+            help="SOURCE/MODEL_ID or a shell glob like 'local/llama-*'.",
+            autocompletion=complete.refs,
+        ),
     ],
 ) -> None:
     """Enable models (quote globs so the shell leaves them alone).
@@ -126,7 +132,11 @@ def enable(
 def disable(
     refs: Annotated[
         list[str],
-        typer.Argument(metavar="REF_OR_GLOB...", help="SOURCE/MODEL_ID or a shell glob like 'local/llama-*'."),
+        typer.Argument(
+            metavar="REF_OR_GLOB...",
+            help="SOURCE/MODEL_ID or a shell glob like 'local/llama-*'.",
+            autocompletion=complete.refs,
+        ),
     ],
 ) -> None:
     """Disable models.
@@ -140,7 +150,11 @@ def disable(
 def default(
     ref: Annotated[
         Optional[str],
-        typer.Argument(metavar="[REF]", help="Set the organisation default model to this SOURCE/MODEL_ID."),
+        typer.Argument(
+            metavar="[REF]",
+            help="Set the organisation default model to this SOURCE/MODEL_ID.",
+            autocompletion=complete.refs,
+        ),
     ] = None,
     unset: Annotated[bool, typer.Option("--unset", help="Clear the organisation default.")] = False,
     json_: JsonOpt = False,

@@ -10,6 +10,7 @@ from typing import Annotated, NoReturn, Optional
 import orjson
 import typer
 
+from gwctl.cli import complete
 from gwctl.cli.common import ActivityOpt, JsonOpt, YesOpt, confirm, edit, fail, load, need_source, read_input
 from gwctl.context import current
 from gwctl.core.catalog_values import format_usd
@@ -25,7 +26,12 @@ app = typer.Typer(
 )
 
 AgentArg = Annotated[
-    str, typer.Argument(metavar="AGENT", help="triage (a root agent) or triage/summarizer (a subagent).")
+    str,
+    typer.Argument(
+        metavar="AGENT",
+        help="triage (a root agent) or triage/summarizer (a subagent).",
+        autocompletion=complete.agents,
+    ),
 ]
 
 
@@ -46,7 +52,13 @@ ModelNameOpt = Annotated[
     str, typer.Option("--model-name", metavar="NAME", help="The model string the agent sends (its alias).")
 ]
 ProviderOpt = Annotated[
-    str, typer.Option("--provider", metavar="SOURCE", help="The source that serves it (its credentials are used).")
+    str,
+    typer.Option(
+        "--provider",
+        metavar="SOURCE",
+        help="The source that serves it (its credentials are used).",
+        autocompletion=complete.sources,
+    ),
 ]
 UpstreamModelOpt = Annotated[
     Optional[str], typer.Option("--model", metavar="ID", help="Upstream model id (default: NAME unchanged).")
@@ -67,16 +79,6 @@ InheritPassthroughOpt = Annotated[
 ]
 
 
-def _complete_ref(incomplete: str) -> list[str]:
-    """SOURCE/MODEL_ID references the store knows: every source's listed models and the catalog's entries."""
-    try:
-        snap = load()
-    except Exception:  # completion never fails loudly
-        return []
-    refs = {f"{s.name}/{m}" for s in snap.sources.values() for m in s.models} | set(snap.catalog)
-    return sorted(r for r in refs if r.startswith(incomplete))
-
-
 FallbackOpt = Annotated[
     Optional[list[str]],
     typer.Option(
@@ -84,7 +86,7 @@ FallbackOpt = Annotated[
         metavar="SOURCE/MODEL_ID",
         help="A target tried when the primary tier fails; repeat for more, tried in the order given. "
         "Replaces the route's fallback list.",
-        autocompletion=_complete_ref,
+        autocompletion=complete.refs,
     ),
 ]
 BalanceOpt = Annotated[
@@ -94,7 +96,7 @@ BalanceOpt = Annotated[
         metavar="SOURCE/MODEL_ID=WEIGHT",
         help="Another target in the primary tier, sharing its requests by weight; repeat for more. "
         "Replaces the route's balance list.",
-        autocompletion=_complete_ref,
+        autocompletion=complete.refs,
     ),
 ]
 WeightOpt = Annotated[
@@ -361,7 +363,11 @@ def remove(
 def fallback(
     source: Annotated[
         Optional[str],
-        typer.Argument(metavar="[SOURCE]", help="Send requests no route or reference matches to this source."),
+        typer.Argument(
+            metavar="[SOURCE]",
+            help="Send requests no route or reference matches to this source.",
+            autocompletion=complete.sources,
+        ),
     ] = None,
     unset: Annotated[bool, typer.Option("--unset", help="Remove the fallback: unmatched requests get 404.")] = False,
     json_: JsonOpt = False,
@@ -422,11 +428,19 @@ def _body(path: str | None, model: str | None) -> dict:
 @app.command("dry-run")
 def dry_run(
     model: Annotated[
-        Optional[str], typer.Option("--model", metavar="M", help="The model string the agent sends.")
+        Optional[str],
+        typer.Option(
+            "--model", metavar="M", help="The model string the agent sends.", autocompletion=complete.model_names
+        ),
     ] = None,
     agent: Annotated[
         Optional[str],
-        typer.Option("--agent", metavar="AGENT", help="The calling agent (as in the X-Gwctl-Agent header)."),
+        typer.Option(
+            "--agent",
+            metavar="AGENT",
+            help="The calling agent (as in the X-Gwctl-Agent header).",
+            autocompletion=complete.agents,
+        ),
     ] = None,
     request: Annotated[
         Optional[str], typer.Option("--request", metavar="FILE|-", help="The request body (JSON); '-' for stdin.")
@@ -444,7 +458,12 @@ def dry_run(
     ] = None,
     key: Annotated[
         Optional[str],
-        typer.Option("--key", metavar="NAME", help="The gateway key the request presents: its scope and limits."),
+        typer.Option(
+            "--key",
+            metavar="NAME",
+            help="The gateway key the request presents: its scope and limits.",
+            autocompletion=complete.keys,
+        ),
     ] = None,
     activity: ActivityOpt = None,
     json_: JsonOpt = False,

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from gwctl.cli import complete
 from gwctl.cli.common import NAME_RE, JsonOpt, YesOpt, confirm, edit, fail, load, need_source
 from gwctl.cli.refresh import masked, run_refresh
 from gwctl.context import current
@@ -23,6 +24,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
+SourceArg = Annotated[str, typer.Argument(metavar="NAME", help="The source.", autocompletion=complete.sources)]
 BaseUrlOpt = Annotated[
     Optional[str],
     typer.Option(
@@ -301,7 +303,7 @@ NoAuthOpt = Annotated[bool, typer.Option("--no-auth", help="Remove the stored cr
 
 @app.command("edit")
 def edit_cmd(
-    name: Annotated[str, typer.Argument(help="The source to change.")],
+    name: Annotated[str, typer.Argument(help="The source to change.", autocompletion=complete.sources)],
     base_url: BaseUrlOpt = None,
     auth_header: AuthHeaderOpt = None,
     auth_value: AuthValueOpt = None,
@@ -498,7 +500,7 @@ def list_cmd(json_: JsonOpt = False) -> None:
 
 @app.command("show")
 def show(
-    name: str,
+    name: SourceArg,
     json_: JsonOpt = False,
     reveal: Annotated[
         bool, typer.Option("--reveal", help="Print the stored credential (and any user info in the base URL) unmasked.")
@@ -551,7 +553,7 @@ def show(
 
 
 @app.command("remove")
-def remove(name: str, yes: YesOpt = False) -> None:
+def remove(name: SourceArg, yes: YesOpt = False) -> None:
     """Remove a source and its discovered models (catalog entries are kept).
 
     Example: gwctl source remove local --yes
@@ -583,7 +585,7 @@ def remove(name: str, yes: YesOpt = False) -> None:
 
 @app.command("test")
 def test_cmd(
-    name: str,
+    name: SourceArg,
     json_: JsonOpt = False,
     timeout: Annotated[
         Optional[float],
@@ -617,9 +619,13 @@ def test_cmd(
 
 @app.command("probe")
 def probe_cmd(
-    name: Annotated[str, typer.Argument(help="The source to probe.")],
+    name: Annotated[str, typer.Argument(help="The source to probe.", autocompletion=complete.sources)],
     model: Annotated[
-        Optional[str], typer.Argument(help="The upstream model id (default: the source's only listed model).")
+        Optional[str],
+        typer.Argument(
+            help="The upstream model id (default: the source's only listed model).",
+            autocompletion=complete.source_models,
+        ),
     ] = None,
     apply: Annotated[
         bool, typer.Option("--apply", help="Write the results as catalog capability flags and the source's --api.")
@@ -646,7 +652,9 @@ def probe_cmd(
 
 @app.command("refresh")
 def refresh(
-    name: Annotated[Optional[str], typer.Argument(help="The source to refresh (or --all).")] = None,
+    name: Annotated[
+        Optional[str], typer.Argument(help="The source to refresh (or --all).", autocompletion=complete.sources)
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Refresh every source, concurrently.")] = False,
     json_: JsonOpt = False,
 ) -> None:
