@@ -23,6 +23,7 @@ from gwctl.core.catalog_values import (
     utc_text,
 )
 from gwctl.core.config import CAPABILITIES, PRICE_KINDS
+from gwctl.core.numbers import ExactFloat
 from gwctl.core.refs import close_matches, split_ref
 from gwctl.render import message, print_fields, print_json, print_table, warn
 from gwctl.store.schema import SchemaError, parse_entry
@@ -218,8 +219,12 @@ def _write_price_set(document, doc, ref: str, entry, start, prices: dict) -> str
     """Add the dated set from ``start`` (beginning with the prices in force then) or change the one that starts
     exactly then; ``prices`` maps a kind to its text, or None to remove it. Says which it did."""
     same = None
+    before = None
     base: dict[str, str] = {}
     if entry is not None:
+        starts = [s.valid_from for s in entry.price_sets]
+        if starts == sorted(starts):  # keep sets written in time order so (a hand-ordered file is left as is)
+            before = next((i for i, t in enumerate(starts) if t > start), None)
         for i, s in enumerate(entry.price_sets):
             if s.valid_from == start:
                 same = i  # the last written with that start is the one in force
@@ -236,7 +241,7 @@ def _write_price_set(document, doc, ref: str, entry, start, prices: dict) -> str
             base[kind] = text
     if not base:
         fail(f"the price set from {utc_text(start)} would have no prices left", "set at least one --price KIND=USD")
-    document.put_price_set(doc, ref, utc_text(start), base, same)
+    document.put_price_set(doc, ref, utc_text(start), base, same, before)
     return "added" if same is None else "updated"
 
 
@@ -418,12 +423,12 @@ def read_catalog_file(path: str) -> dict:
     stripped = text.lstrip()
     if path.endswith(".json") or stripped.startswith("{"):
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_float=ExactFloat)
         except json.JSONDecodeError as exc:
             fail(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})")
     else:
         try:
-            data = tomllib.loads(text)
+            data = tomllib.loads(text, parse_float=ExactFloat)
         except tomllib.TOMLDecodeError as exc:
             fail(f"{path}: not valid TOML ({exc})")
     if isinstance(data, dict) and "schema" in data and "catalog" not in data:

@@ -32,6 +32,7 @@ from decimal import Decimal
 from typing import Iterable, Mapping, Sequence
 
 from gwctl.core.config import CatalogEntry, GatewayKey, Limit, Snapshot
+from gwctl.core.numbers import float_text
 
 TARGET_KINDS: tuple[str, ...] = ("key", "agent", "source", "model")
 WINDOWS: tuple[str, ...] = ("day", "week", "month", "total")
@@ -69,7 +70,7 @@ def parse_budget(value: object) -> Decimal:
     """A budget in USD, exactly (``"25"``, ``"0.50"``, 25): a non-negative finite number, else ValueError."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
         raise ValueError(f"a budget must be a number of USD like 25 or 0.50; got {value!r}")
-    text = repr(value) if isinstance(value, float) else str(value).strip().removeprefix("$")
+    text = float_text(value) if isinstance(value, float) else str(value).strip().removeprefix("$")
     try:
         number = Decimal(text)
     except ArithmeticError:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from gwctl.core.config import Snapshot
+from gwctl.core.numbers import ExactFloat
 from gwctl.errors import StoreError
 from gwctl.store.schema import KeyPath, SchemaError, snapshot_from_data
 
@@ -66,7 +67,7 @@ _LINE_RE = re.compile(r"at line (\d+)")
 
 def _parse(path: Path, text: str) -> dict[str, Any]:
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(text, parse_float=ExactFloat)
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = _LINE_RE.search(msg)
@@ -274,6 +275,8 @@ def edit(path: Path) -> Iterator[tuple[Any, Snapshot]]:
     import tomlkit
     from tomlkit.exceptions import ParseError
 
+    if path.is_symlink():  # write the file it points at (a dotfiles link stays a link), and lock that one
+        path = Path(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -307,7 +310,7 @@ def edit(path: Path) -> Iterator[tuple[Any, Snapshot]]:
         if new_text == old.text:
             return
         try:
-            snapshot_from_data(tomllib.loads(new_text))
+            snapshot_from_data(tomllib.loads(new_text, parse_float=ExactFloat))
         except (SchemaError, tomllib.TOMLDecodeError) as exc:
             msg = getattr(exc, "message", str(exc))
             raise StoreError(f"refusing to write an invalid store: {msg}") from None

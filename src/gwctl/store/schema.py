@@ -54,6 +54,7 @@ from gwctl.core.config import (
     Source,
 )
 from gwctl.core.limits import WINDOWS, parse_budget, parse_target
+from gwctl.core.numbers import float_text
 from gwctl.core.refs import split_ref
 
 T = TypeVar("T")
@@ -281,7 +282,7 @@ def _price_value(value: Any, kind: str, path: KeyPath) -> tuple[Decimal, str]:
     from gwctl.core.catalog_values import parse_price
 
     if isinstance(value, float):
-        text = repr(value)
+        text = float_text(value)  # the digits written, when read with ExactFloat
     elif isinstance(value, (str, int)) and not isinstance(value, bool):
         text = str(value)
     else:
@@ -359,7 +360,12 @@ def valid_from(value: Any, path: KeyPath) -> datetime:
         raise SchemaError(f"{_dotted(path)} must be a time like 2026-12-01T00:00:00Z, got {_got(value, path)}", path)
     if value.tzinfo is None or value.utcoffset() is None:
         raise SchemaError(f"{_dotted(path)} needs a UTC offset (write it as {value.isoformat()}Z)", path)
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00 is before year 1 in UTC
+        raise SchemaError(
+            f"{_dotted(path)} must be a time between the years 1 and 9999 in UTC, got {value.isoformat()}", path
+        ) from None
 
 
 def _price_sets(raw: Any, path: KeyPath) -> tuple[PriceSet, ...]:
@@ -581,7 +587,7 @@ def parse_limit(index: int, table: Any) -> Limit:
             budget = parse_budget(raw)
         except ValueError as exc:
             raise SchemaError(f"{_dotted(path + ('budget',))}: {exc}", path + ("budget",)) from None
-        budget_text = repr(raw) if isinstance(raw, float) else str(raw).strip().removeprefix("$")
+        budget_text = float_text(raw) if isinstance(raw, float) else str(raw).strip().removeprefix("$")
     window = _opt_str(table, "window", path) or None
     if budget is not None and window is None:
         window = "total"

@@ -1,0 +1,202 @@
+"""Adversarial CLI inputs: each test pins a bug a user or a CI script could hit (and its fix)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+FAR_PAST_STORE = """\
+schema = 1
+
+[catalog."a/m".prices]
+input = "1e-6"
+
+[[catalog."a/m".price_sets]]
+valid_from = 0001-01-01T00:00:00+05:00
+input = "2e-6"
+"""
+
+
+def _no_traceback(r) -> None:
+    assert "internal error" not in r.err and "Traceback" not in r.err, r.err
+
+
+# --- times at the edges of the calendar -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00"])
+def test_valid_from_beyond_the_calendar_in_utc_is_a_user_error(gw, when):
+    """A --valid-from whose UTC form falls outside years 1-9999 used to crash with OverflowError."""
+    r = gw("catalog", "set", "a/m", "--price", "input=1e-6", "--valid-from", when)
+    _no_traceback(r)
+    assert r.code == 1
+    assert "--valid-from" in r.err
+
+
+def test_price_at_beyond_the_calendar_in_utc_is_a_user_error(gw):
+    assert gw("catalog", "set", "a/m", "--price", "input=1e-6").code == 0
+    r = gw("catalog", "price", "a/m", "--input-tokens", "1", "--at", "0001-01-01T00:00:00+01:00")
+    _no_traceback(r)
+    assert r.code == 1
+    assert "--at" in r.err
+
+
+def test_store_with_a_price_set_beyond_the_calendar_reports_its_line(gw, store_path):
+    """A hand-written valid_from that is before year 1 in UTC made every command (validate included) crash."""
+    store_path.parent.mkdir(parents=True)
+    store_path.write_text(FAR_PAST_STORE)
+    store_path.chmod(0o600)
+    for args in (("validate",), ("catalog", "list"), ("source", "add", "x", "--base-url", "http://127.0.0.1:9/v1")):
+        r = gw(*args)
+        _no_traceback(r)
+        assert r.code != 0
+        assert f"{store_path}:7" in r.err, r.err
+    assert store_path.read_text() == FAR_PAST_STORE  # never overwritten
+
+
+def test_import_of_a_price_set_beyond_the_calendar_is_refused(gw, tmp_path):
+    f = tmp_path / "far.json"
+    f.write_text(
+        json.dumps({"catalog": {"a/m": {"price_sets": [{"valid_from": "0001-01-01T00:00:00+05:30", "input": "1"}]}}})
+    )
+    r = gw("catalog", "import", str(f))
+    _no_traceback(r)
+    assert r.code == 1
+    assert "valid_from" in r.err and "nothing was imported" in r.err
+
+
+# --- prices written as bare numbers are exact ----------------------------------------------------------------
+
+
+def test_json_import_keeps_a_bare_number_price_exact(gw, tmp_path):
+    """A JSON number price went through float: 0.0000030000000000000001 was silently imported as 3e-06."""
+    f = tmp_path / "p.json"
+    f.write_text('{"catalog": {"a/m": {"prices": {"input": 0.0000030000000000000001}}}}')
+    assert gw("catalog", "import", str(f)).code == 0
+    assert gw("catalog", "show", "a/m", "--json").json()["prices"]["input"] == "0.0000030000000000000001"
+
+
+def test_toml_import_keeps_a_bare_number_price_exact(gw, tmp_path):
+    f = tmp_path / "p.toml"
+    f.write_text('schema = 1\n[catalog."a/m".prices]\ninput = 0.0000030000000000000001\n')
+    assert gw("catalog", "import", str(f)).code == 0
+    assert gw("catalog", "show", "a/m", "--json").json()["prices"]["input"] == "0.0000030000000000000001"
+
+
+def test_store_bare_number_price_is_exact(gw, store_path):
+    """A price typed into the store as a TOML float is priced at the digits written, not at the nearest float."""
+    store_path.parent.mkdir(parents=True)
+    store_path.write_text('schema = 1\n\n[catalog."a/m".prices]\ninput = 0.0000030000000000000001\n')
+    store_path.chmod(0o600)
+    r = gw("catalog", "price", "a/m", "--input-tokens", "10000000000000000000000", "--json")
+    assert r.code == 0, r.err
+    assert r.json()["total"] == "30000000000000001"  # 3e16 + 1e-22 * 1e22
+
+
+def test_store_bare_number_budget_is_exact(gw, store_path):
+    """A budget typed as a TOML float kept only the float's nearest digits."""
+    store_path.parent.mkdir(parents=True)
+    store_path.write_text(
+        'schema = 1\n\n[[limits]]\ntarget = "key:ci"\nbudget = 25.000000000000000001\nwindow = "day"\n'
+    )
+    store_path.chmod(0o600)
+    r = gw("limit", "list", "--json")
+    assert r.code == 0, r.err
+    assert r.json()[0]["budget"] == "25.000000000000000001"
+
+
+def test_json_import_huge_number_is_named_as_written(gw, tmp_path):
+    f = tmp_path / "p.json"
+    f.write_text('{"catalog": {"a/m": {"prices": {"input": 1e400}}}}')
+    r = gw("catalog", "import", str(f))
+    _no_traceback(r)
+    assert r.code == 1
+    assert "'inf'" not in r.err, r.err
+
+
+# --- the store behind a symlink -----------------------------------------------------------------------------
+
+
+def test_edit_through_a_symlinked_store_writes_the_target(tmp_path, monkeypatch):
+    """A store that is a symlink (dotfiles managers) was replaced by a regular file: the edit never reached
+    the real file and the link was gone."""
+    real = tmp_path / "dotfiles" / "gwctl.toml"
+    real.parent.mkdir()
+    real.write_text("# mine\nschema = 1\n")
+    real.chmod(0o600)
+    link = tmp_path / "cfg" / "gwctl.toml"
+    link.parent.mkdir()
+    link.symlink_to(real)
+    monkeypatch.setenv("GWCTL_STORE", str(link))
+    r = run_cli("source", "add", "local", "--base-url", "http://127.0.0.1:9/v1")
+    assert r.code == 0, r.err
+    assert link.is_symlink()
+    text = real.read_text()
+    assert text.startswith("# mine\n") and "[sources.local]" in text
+    assert oct(real.stat().st_mode & 0o777) == "0o600"
+
+
+# --- completion is silent ---------------------------------------------------------------------------------
+
+
+def _complete(words: str, store: Path) -> subprocess.CompletedProcess:
+    cword = len(words.split()) - (0 if words.endswith(" ") else 1)
+    env = {
+        **os.environ,
+        "GWCTL_STORE": str(store),
+        "_GWCTL_COMPLETE": "complete_bash",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(cword),
+        "PYTHONPATH": str(ROOT / "src"),
+    }
+    code = "import sys; sys.argv[0] = 'gwctl'; from gwctl.cli import main; sys.exit(main())"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_completion_with_a_world_readable_store_prints_nothing_on_stderr(tmp_path):
+    """Pressing TAB with a store of mode 0644 printed the credentials warning into the user's command line."""
+    store = tmp_path / "gw.toml"
+    store.write_text('schema = 1\n\n[sources.local]\nbase_url = "http://127.0.0.1:9/v1"\n')
+    store.chmod(0o644)
+    out = _complete("gwctl source probe ", store)
+    assert out.returncode == 0
+    assert out.stdout.split() == ["local"]
+    assert out.stderr == ""
+
+
+def test_completion_with_a_store_beyond_the_calendar_prints_nothing(tmp_path):
+    store = tmp_path / "gw.toml"
+    store.write_text(FAR_PAST_STORE)
+    store.chmod(0o600)
+    out = _complete("gwctl catalog show ", store)
+    assert out.returncode == 0
+    assert out.stdout.strip() == "" and out.stderr == ""
+
+
+# --- a dated set written by the CLI is in time order ------------------------------------------------------
+
+
+def test_an_earlier_dated_set_is_written_before_later_ones(gw, store_path):
+    """`catalog set --valid-from` appended an earlier set after a later one, then warned about its own
+    write ("not written in time order")."""
+    assert gw("catalog", "set", "a/m", "--price", "input=1e-6", "--price", "output=2e-6").code == 0
+    later = gw("catalog", "set", "a/m", "--price", "input=3e-6", "--valid-from", "2027-06-01T00:00:00Z")
+    assert later.code == 0, later.err
+    earlier = gw("catalog", "set", "a/m", "--price", "input=2e-6", "--valid-from", "2027-01-01T00:00:00+01:00")
+    assert earlier.code == 0, earlier.err
+    assert "time order" not in earlier.err
+    text = store_path.read_text()
+    assert text.index("2026-12-31T23:00:00Z") < text.index("2027-06-01T00:00:00Z")
+    assert "time order" not in gw("validate").err
+    sets = gw("catalog", "show", "a/m", "--json").json()["price_sets"]
+    assert [s["valid_from"] for s in sets] == ["2026-12-31T23:00:00Z", "2027-06-01T00:00:00Z"]
+    assert [s["input"] for s in sets] == ["2e-6", "3e-6"]
