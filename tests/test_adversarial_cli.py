@@ -200,3 +200,36 @@ def test_an_earlier_dated_set_is_written_before_later_ones(gw, store_path):
     sets = gw("catalog", "show", "a/m", "--json").json()["price_sets"]
     assert [s["valid_from"] for s in sets] == ["2026-12-31T23:00:00Z", "2027-06-01T00:00:00Z"]
     assert [s["input"] for s in sets] == ["2e-6", "3e-6"]
+
+
+@pytest.mark.parametrize(
+    ("written", "hint"),
+    [("2026-12-01", "2026-12-01T00:00:00Z"), ("12:30:00", "2026-12-01T12:30:00Z")],
+)
+def test_a_toml_local_date_or_time_as_valid_from_says_what_to_write(gw, tmp_path, written, hint):
+    """A TOML local date was reported as "got a date/time datetime.date(2026, 12, 1)" (a Python repr)."""
+    f = tmp_path / "p.toml"
+    f.write_text(f'schema = 1\n[[catalog."a/m".price_sets]]\nvalid_from = {written}\ninput = "1e-6"\n')
+    r = gw("catalog", "import", str(f))
+    assert r.code == 1
+    assert "datetime." not in r.err and hint in r.err, r.err
+
+
+@pytest.mark.parametrize("kind", ["symlink loop", "through a file", "name too long"])
+def test_an_unreadable_store_path_is_a_user_error(tmp_path, monkeypatch, kind):
+    """A store path that is a symlink loop, passes through a regular file, or has a too-long name crashed
+    every command with an OSError traceback."""
+    if kind == "symlink loop":
+        store = tmp_path / "loop.toml"
+        store.symlink_to(store)
+    elif kind == "through a file":
+        (tmp_path / "afile").write_text("x")
+        store = tmp_path / "afile" / "gwctl.toml"
+    else:
+        store = tmp_path / ("a" * 300) / "gwctl.toml"
+    monkeypatch.setenv("GWCTL_STORE", str(store))
+    for args in (("source", "list"), ("validate",), ("source", "add", "x", "--base-url", "http://127.0.0.1:9/v1")):
+        r = run_cli(*args)
+        _no_traceback(r)
+        assert r.code == 1, r
+        assert r.err.startswith("error: cannot read the store "), r.err

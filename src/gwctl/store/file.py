@@ -60,6 +60,10 @@ def _read_text(path: Path) -> str | None:
         ) from None
     except UnicodeDecodeError as exc:
         raise StoreError(f"the store {path} is not UTF-8 text (byte {exc.start})", "fix or restore the file") from None
+    except OSError as exc:  # a symlink loop, a path through a file, a name too long …
+        raise StoreError(
+            f"cannot read the store {path}: {exc.strerror or exc}", "point --store or GWCTL_STORE at a readable file"
+        ) from None
 
 
 _LINE_RE = re.compile(r"at line (\d+)")

@@ -33,7 +33,7 @@ Layout (documented in the README)::
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Mapping, TypeVar, overload
@@ -356,6 +356,10 @@ def valid_from(value: Any, path: KeyPath) -> datetime:
             raise SchemaError(
                 f"{_dotted(path)} must be a time like 2026-12-01T00:00:00Z, got {value!r}", path
             ) from None
+    if isinstance(value, date) and not isinstance(value, datetime):  # a TOML local date: no time, no offset
+        raise SchemaError(f"{_dotted(path)} needs a time and a UTC offset (write it as {value}T00:00:00Z)", path)
+    if isinstance(value, time):  # a TOML local time: no day
+        raise SchemaError(f"{_dotted(path)} needs a day and a UTC offset (like 2026-12-01T{value}Z)", path)
     if not isinstance(value, datetime):
         raise SchemaError(f"{_dotted(path)} must be a time like 2026-12-01T00:00:00Z, got {_got(value, path)}", path)
     if value.tzinfo is None or value.utcoffset() is None:
