@@ -233,3 +233,30 @@ def test_an_unreadable_store_path_is_a_user_error(tmp_path, monkeypatch, kind):
         _no_traceback(r)
         assert r.code == 1, r
         assert r.err.startswith("error: cannot read the store "), r.err
+
+
+@pytest.mark.parametrize("ref", ["a/m\nx", "a/m\x1b[31m", "a/m\tx"])
+def test_catalog_set_refuses_a_reference_with_a_control_character(gw, store_path, ref):
+    """A newline or escape in a reference was stored and then printed raw: it broke `catalog list`'s
+    tab-separated rows and reached the terminal as an escape sequence."""
+    r = gw("catalog", "set", ref, "--price", "input=1e-6")
+    assert r.code == 1 and "control character" in r.err
+    assert "\x1b" not in r.err
+    assert not store_path.exists()
+
+
+def test_catalog_import_refuses_a_reference_with_a_control_character(gw, store_path, tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(
+        json.dumps({"catalog": {"a/ok": {"prices": {"input": "1"}}, "a/m\x1b[2J": {"prices": {"input": "1"}}}})
+    )
+    r = gw("catalog", "import", str(f))
+    assert r.code == 1 and "control character" in r.err
+    assert not store_path.exists()  # nothing half-written
+
+
+def test_catalog_set_refuses_a_source_that_could_never_exist(gw, store_path):
+    """`catalog set é/m` was accepted with "the entry applies once it exists", though `source add é` is refused."""
+    r = gw("catalog", "set", "é/m", "--price", "input=1e-6")
+    assert r.code == 1 and "not a valid source name" in r.err
+    assert not store_path.exists()

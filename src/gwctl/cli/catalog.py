@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from gwctl.cli import complete
-from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, read_input
+from gwctl.cli.common import NAME_RE, JsonOpt, YesOpt, confirm, edit, fail, load, read_input
 from gwctl.context import current
 from gwctl.core.catalog_values import (
     check_price_kind,
@@ -45,6 +45,26 @@ def _ref(ref: str) -> str:
         split_ref(ref)
     except ValueError as exc:
         fail(str(exc))
+    return ref
+
+
+def _new_ref(ref: str, snap) -> str:
+    """A reference `catalog set` or `catalog import` may create: no control characters (they would reach the
+    terminal and break the tab-separated output), and a source that exists or that `source add` accepts."""
+    from gwctl.core.text import printable
+
+    _ref(ref)
+    if printable(ref, 0) != ref:
+        fail(
+            f"the reference {printable(ref)} has a control character (a newline, tab or escape)",
+            "write SOURCE/MODEL_ID as the upstream lists the model",
+        )
+    source, _ = split_ref(ref)
+    if source not in snap.sources and not NAME_RE.match(source):
+        fail(
+            f"'{source}' in {ref} is not a valid source name, so the entry could never apply",
+            "source names use letters, digits, '.', '_' and '-', e.g. local-vllm",
+        )
     return ref
 
 
@@ -169,7 +189,7 @@ def set_cmd(
 
     from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
-    _ref(ref)
+    _new_ref(ref, load())
     _pos_int("--context-size", context_size)
     _pos_int("--max-output", max_output)
     prices, caps = _assignments(price or [], capability or [])
@@ -493,7 +513,10 @@ def import_cmd(
 
     raw = read_catalog_file(file)
     normalised = {}
+    snap = load()
     for ref, table in raw.items():
+        if ref not in snap.catalog:
+            _new_ref(ref, snap)
         try:
             entry = parse_entry(ref, table)
         except SchemaError as exc:
