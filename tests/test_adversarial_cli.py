@@ -260,3 +260,37 @@ def test_catalog_set_refuses_a_source_that_could_never_exist(gw, store_path):
     r = gw("catalog", "set", "é/m", "--price", "input=1e-6")
     assert r.code == 1 and "not a valid source name" in r.err
     assert not store_path.exists()
+
+
+@pytest.mark.parametrize("value", ["-1", "0", "nan", "inf", "1e300"])
+@pytest.mark.parametrize("command", ["test", "probe"])
+def test_a_timeout_that_is_not_a_sane_number_of_seconds_is_a_user_error(gw, command, value):
+    """`source test --timeout -1 / nan / 1e300` and `source probe --timeout inf` crashed in the HTTP client
+    (ValueError / OverflowError tracebacks)."""
+    assert gw("source", "add", "s", "--base-url", "http://127.0.0.1:9/v1").code == 0
+    args = ["source", command, "s"] + (["m", "--yes"] if command == "probe" else []) + ["--timeout", value]
+    r = gw(*args)
+    _no_traceback(r)
+    assert r.code == 1 and "--timeout must be a positive number of seconds" in r.err, r.err
+
+
+@pytest.mark.parametrize("option", ["--connect-timeout", "--read-timeout"])
+def test_a_source_timeout_beyond_a_week_is_refused(gw, store_path, option):
+    """`source edit --read-timeout 1e400` stored `inf`, after which `source test` crashed with OverflowError."""
+    assert gw("source", "add", "s", "--base-url", "http://127.0.0.1:9/v1").code == 0
+    before = store_path.read_text()
+    for value in ("1e400", "1e300", "604801"):
+        r = gw("source", "edit", "s", option, value)
+        _no_traceback(r)
+        assert r.code == 1 and f"{option} must be a positive number of seconds up to 604800" in r.err
+    assert store_path.read_text() == before
+    assert gw("source", "edit", "s", option, "604800").code == 0
+
+
+def test_a_hand_written_infinite_timeout_is_reported_with_its_line(gw, store_path):
+    store_path.parent.mkdir(parents=True)
+    store_path.write_text('schema = 1\n\n[sources.s]\nbase_url = "http://127.0.0.1:9/v1"\nread_timeout = inf\n')
+    store_path.chmod(0o600)
+    r = gw("source", "test", "s")
+    _no_traceback(r)
+    assert r.code == 1 and f"{store_path}:5" in r.err

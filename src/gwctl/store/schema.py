@@ -198,12 +198,19 @@ def _opt_pos_int(table: Mapping[str, Any], key: str, path: KeyPath) -> int | Non
     return value
 
 
+MAX_TIMEOUT_S = 604800.0
+"""The longest connect or read timeout: a week (a larger one, or infinity, overflows the HTTP clients)."""
+
+
 def _opt_timeout(table: Mapping[str, Any], key: str, path: KeyPath) -> float | None:
     if key not in table:
         return None
     value = _expect(table[key], (int, float), path + (key,), "a number of seconds")
-    if not value > 0:
-        raise SchemaError(f"{_dotted(path + (key,))} must be a positive number of seconds", path + (key,))
+    if not 0 < value <= MAX_TIMEOUT_S:  # NaN fails both comparisons
+        raise SchemaError(
+            f"{_dotted(path + (key,))} must be a positive number of seconds up to {MAX_TIMEOUT_S:g} (a week)",
+            path + (key,),
+        )
     return float(value)
 
 
