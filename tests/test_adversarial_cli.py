@@ -294,3 +294,52 @@ def test_a_hand_written_infinite_timeout_is_reported_with_its_line(gw, store_pat
     r = gw("source", "test", "s")
     _no_traceback(r)
     assert r.code == 1 and f"{store_path}:5" in r.err
+
+
+def _seeded_log(tmp_path) -> str:
+    from datetime import datetime, timezone
+    from decimal import Decimal
+
+    from gwctl.activity import open_log
+    from records import record
+
+    dsn = f"sqlite://{tmp_path / 'probe-activity.sqlite3'}"
+    usage = {"input_tokens": 1000, "output_tokens": 100}
+    when = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+    row = record(time=when, source="a", upstream_model="m", model="a/m", usage=usage, cost=Decimal("0.0012"))
+    with open_log(dsn) as log:
+        log.write_many([row])
+    return dsn
+
+
+@pytest.mark.parametrize("limit", ["-1", "99999999999999999999"])
+def test_activity_list_limit_out_of_range_is_a_user_error(gw, tmp_path, limit):
+    """`activity list --limit -1` (ValueError) and a limit beyond SQLite's integer (OverflowError) crashed."""
+    r = gw("activity", "list", "--limit", limit, "--activity", _seeded_log(tmp_path))
+    _no_traceback(r)
+    assert r.code == 1 and "--limit must be a number of rows" in r.err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["list"],
+        ["summary"],
+        ["summary", "--by", "day", "--chart"],
+        ["reprice"],
+        ["report", "--html", "REPORT"],
+    ],
+)
+def test_a_since_reaching_before_year_one_is_a_user_error(gw, tmp_path, args):
+    """`--since 3000000d` (before the year 1) crashed every activity view with OverflowError."""
+    args = [str(tmp_path / "r.html") if a == "REPORT" else a for a in args]
+    r = gw("activity", *args, "--since", "3000000d", "--activity", _seeded_log(tmp_path))
+    _no_traceback(r)
+    assert r.code == 1 and "before the year 1" in r.err
+
+
+def test_key_expires_beyond_year_9999_is_a_user_error(gw, store_path):
+    r = gw("key", "create", "ci", "--expires", "2900000w")
+    _no_traceback(r)
+    assert r.code == 1 and "--expires" in r.err and "9999" in r.err
+    assert not store_path.exists()
