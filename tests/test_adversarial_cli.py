@@ -343,3 +343,26 @@ def test_key_expires_beyond_year_9999_is_a_user_error(gw, store_path):
     _no_traceback(r)
     assert r.code == 1 and "--expires" in r.err and "9999" in r.err
     assert not store_path.exists()
+
+
+@pytest.mark.parametrize("budget", ["1e999999999999999999", "1e999999", "1e-999999"])
+def test_a_budget_with_an_absurd_exponent_is_refused(gw, store_path, budget):
+    """--budget 1e999999999999999999 was stored, then `limit status` crashed with decimal.Overflow (and
+    1e999999 printed a million digits)."""
+    assert gw("key", "create", "ci").code == 0
+    before = store_path.read_text()
+    r = gw("limit", "set", "key:ci", "--budget", budget, "--window", "day")
+    _no_traceback(r)
+    assert r.code == 1 and "a budget must" in r.err
+    assert store_path.read_text() == before
+
+
+def test_a_hand_written_budget_with_an_absurd_exponent_is_reported_with_its_line(gw, store_path):
+    store_path.parent.mkdir(parents=True)
+    store_path.write_text(
+        'schema = 1\n\n[[limits]]\ntarget = "key:ci"\nbudget = "1e999999999999999999"\nwindow = "day"\n'
+    )
+    store_path.chmod(0o600)
+    r = gw("limit", "status")
+    _no_traceback(r)
+    assert r.code == 1 and f"{store_path}:5" in r.err
