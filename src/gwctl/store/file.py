@@ -104,9 +104,12 @@ def exposure(path: Path) -> str | None:
     if os.name != "posix":
         return None
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+        st_mode = os.stat(path).st_mode
     except OSError:
         return None
+    if not stat.S_ISREG(st_mode):  # a directory (or a device) is reported as what it is, not as a mode to fix
+        return None
+    mode = stat.S_IMODE(st_mode)
     if mode & 0o044:
         what = "readable"
     elif mode & 0o022:
