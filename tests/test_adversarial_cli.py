@@ -393,3 +393,11 @@ def test_a_store_path_that_is_a_directory_gets_no_chmod_advice(tmp_path, monkeyp
     r = run_cli("validate")
     assert r.code == 1 and "is a directory" in r.err
     assert "chmod" not in r.err, r.err
+
+
+def test_an_empty_store_option_is_a_user_error(gw, store_path):
+    """`gwctl --store "$UNSET" source add …` silently edited $GWCTL_STORE's (or the user's default) store."""
+    r = gw("--store", "", "source", "add", "x", "--base-url", "http://127.0.0.1:9/v1")
+    _no_traceback(r)
+    assert r.code == 2 and "--store is empty" in r.err
+    assert not store_path.exists()
