@@ -401,3 +401,18 @@ def test_an_empty_store_option_is_a_user_error(gw, store_path):
     _no_traceback(r)
     assert r.code == 2 and "--store is empty" in r.err
     assert not store_path.exists()
+
+
+def test_an_exact_float_survives_pickle_and_copy():
+    """A number read with its text (ExactFloat) must survive what a snapshot may go through (pickle for a
+    worker process, copy) with its digits."""
+    import copy
+    import pickle
+    import tomllib
+
+    from gwctl.core.numbers import ExactFloat, float_text
+
+    x = tomllib.loads("a = 0.0000030000000000000001", parse_float=ExactFloat)["a"]
+    for y in (pickle.loads(pickle.dumps(x)), copy.deepcopy(x), copy.copy(x)):
+        assert float_text(y) == "0.0000030000000000000001" and y == x
+    assert json.loads(json.dumps({"a": x})) == {"a": 3e-06}

@@ -12,9 +12,10 @@ class ExactFloat(float):
 
     text: str
 
-    def __new__(cls, text: str) -> ExactFloat:
+    def __new__(cls, text: str | float) -> ExactFloat:
         number = super().__new__(cls, text)
-        number.text = text.replace("_", "")  # TOML allows 1_000.5
+        # TOML allows 1_000.5; a float (pickle and copy pass one) is its shortest repr until its state is restored
+        number.text = text.replace("_", "") if isinstance(text, str) else repr(float(text))
         return number
 
 
