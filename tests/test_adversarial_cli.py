@@ -416,3 +416,51 @@ def test_an_exact_float_survives_pickle_and_copy():
     for y in (pickle.loads(pickle.dumps(x)), copy.deepcopy(x), copy.copy(x)):
         assert float_text(y) == "0.0000030000000000000001" and y == x
     assert json.loads(json.dumps({"a": x})) == {"a": 3e-06}
+
+
+# --- found, not fixed (each pins today's behaviour as an expected failure) ----------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a credential in the base URL's query (?api_key=…, ?key=…) is stored and shown unmasked by source "
+    "show / source list --json; user:password@ is refused, a query key is not. Deciding which query names are "
+    "credentials (and refusing or masking them) is a design decision, not a small fix.",
+)
+def test_a_query_string_credential_is_not_shown(gw):
+    assert gw("source", "add", "s", "--base-url", "http://127.0.0.1:9/v1?api_key=qs-secret-456").code == 0
+    assert "qs-secret-456" not in gw("source", "show", "s").out
+    assert "qs-secret-456" not in gw("source", "list", "--json").out
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="--context-size, --max-output, --rpm and --tpm accept integers beyond 64 bits and write them into "
+    "the store: tomllib reads them, but TOML integers are 64-bit, so other TOML tools refuse the file.",
+)
+def test_an_integer_beyond_64_bits_is_refused(gw):
+    r = gw("catalog", "set", "a/m", "--price", "input=1e-6", "--context-size", str(10**26))
+    assert r.code == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="activity report --html - writes a file named '-' in the working directory, where other commands "
+    "read '-' as stdin; whether '-' should mean stdout here is a product decision.",
+)
+def test_report_to_dash_is_not_a_file_named_dash(gw, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    gw("activity", "report", "--html", "-")
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="--max-increase is echoed as Decimal's str: 0.0000001 shows as '1E-7%' (cosmetic; the gate itself "
+    "compares exactly).",
+)
+def test_max_increase_is_echoed_as_written(gw, tmp_path):
+    dsn = _seeded_log(tmp_path)
+    assert gw("catalog", "set", "a/m", "--price", "input=2e-6", "--price", "output=2e-6").code == 0
+    r = gw("activity", "reprice", "--activity", dsn, "--max-increase", "0.0000001")
+    assert "1E-7" not in r.out
