@@ -70,9 +70,13 @@ def _since(text: str | None):
     if text is None:
         return None
     try:
-        return datetime.now(timezone.utc) - parse_duration(text)
+        span = parse_duration(text)
     except ValueError as exc:
         fail(str(exc))
+    try:
+        return datetime.now(timezone.utc) - span
+    except OverflowError:
+        fail(f"invalid duration {text!r}: it reaches back before the year 1", "give a shorter --since, or leave it out")
 
 
 def _read(activity: str | None, query) -> list:
@@ -147,6 +151,8 @@ def list_cmd(
 
     Example: gwctl activity list --since 1h --agent triage/summarizer
     """
+    if not 0 <= limit <= 2**63 - 1:  # the backends' integer: a larger N lists everything anyway
+        fail(f"--limit must be a number of rows (0 for all), got {limit}")
     cutoff = _since(since)
     rows = _read(
         activity, lambda log: log.list(since=cutoff, source=source, model=model, agent=agent, limit=limit or None)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from gwctl.cli import complete
-from gwctl.cli.common import JsonOpt, YesOpt, confirm, edit, fail, load, read_input
+from gwctl.cli.common import NAME_RE, JsonOpt, YesOpt, confirm, edit, fail, load, read_input
 from gwctl.context import current
 from gwctl.core.catalog_values import (
     check_price_kind,
@@ -23,6 +23,7 @@ from gwctl.core.catalog_values import (
     utc_text,
 )
 from gwctl.core.config import CAPABILITIES, PRICE_KINDS
+from gwctl.core.numbers import ExactFloat
 from gwctl.core.refs import close_matches, split_ref
 from gwctl.render import message, print_fields, print_json, print_table, warn
 from gwctl.store.schema import SchemaError, parse_entry
@@ -44,6 +45,26 @@ def _ref(ref: str) -> str:
         split_ref(ref)
     except ValueError as exc:
         fail(str(exc))
+    return ref
+
+
+def _new_ref(ref: str, snap) -> str:
+    """A reference `catalog set` or `catalog import` may create: no control characters (they would reach the
+    terminal and break the tab-separated output), and a source that exists or that `source add` accepts."""
+    from gwctl.core.text import printable
+
+    _ref(ref)
+    if printable(ref, 0) != ref:
+        fail(
+            f"the reference {printable(ref)} has a control character (a newline, tab or escape)",
+            "write SOURCE/MODEL_ID as the upstream lists the model",
+        )
+    source, _ = split_ref(ref)
+    if source not in snap.sources and not NAME_RE.match(source):
+        fail(
+            f"'{source}' in {ref} is not a valid source name, so the entry could never apply",
+            "source names use letters, digits, '.', '_' and '-', e.g. local-vllm",
+        )
     return ref
 
 
@@ -168,7 +189,7 @@ def set_cmd(
 
     from gwctl.store import document  # tomlkit (~10 ms): only commands that write the store load it
 
-    _ref(ref)
+    _new_ref(ref, load())
     _pos_int("--context-size", context_size)
     _pos_int("--max-output", max_output)
     prices, caps = _assignments(price or [], capability or [])
@@ -218,8 +239,12 @@ def _write_price_set(document, doc, ref: str, entry, start, prices: dict) -> str
     """Add the dated set from ``start`` (beginning with the prices in force then) or change the one that starts
     exactly then; ``prices`` maps a kind to its text, or None to remove it. Says which it did."""
     same = None
+    before = None
     base: dict[str, str] = {}
     if entry is not None:
+        starts = [s.valid_from for s in entry.price_sets]
+        if starts == sorted(starts):  # keep sets written in time order so (a hand-ordered file is left as is)
+            before = next((i for i, t in enumerate(starts) if t > start), None)
         for i, s in enumerate(entry.price_sets):
             if s.valid_from == start:
                 same = i  # the last written with that start is the one in force
@@ -236,7 +261,7 @@ def _write_price_set(document, doc, ref: str, entry, start, prices: dict) -> str
             base[kind] = text
     if not base:
         fail(f"the price set from {utc_text(start)} would have no prices left", "set at least one --price KIND=USD")
-    document.put_price_set(doc, ref, utc_text(start), base, same)
+    document.put_price_set(doc, ref, utc_text(start), base, same, before)
     return "added" if same is None else "updated"
 
 
@@ -418,12 +443,12 @@ def read_catalog_file(path: str) -> dict:
     stripped = text.lstrip()
     if path.endswith(".json") or stripped.startswith("{"):
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_float=ExactFloat)
         except json.JSONDecodeError as exc:
             fail(f"{path}:{exc.lineno}: not valid JSON ({exc.msg})")
     else:
         try:
-            data = tomllib.loads(text)
+            data = tomllib.loads(text, parse_float=ExactFloat)
         except tomllib.TOMLDecodeError as exc:
             fail(f"{path}: not valid TOML ({exc})")
     if isinstance(data, dict) and "schema" in data and "catalog" not in data:
@@ -488,7 +513,10 @@ def import_cmd(
 
     raw = read_catalog_file(file)
     normalised = {}
+    snap = load()
     for ref, table in raw.items():
+        if ref not in snap.catalog:
+            _new_ref(ref, snap)
         try:
             entry = parse_entry(ref, table)
         except SchemaError as exc:

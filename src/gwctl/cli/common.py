@@ -71,6 +71,15 @@ def fail(message: str, hint: str | None = None) -> NoReturn:
     raise GwctlError(message, hint)
 
 
+def check_seconds(label: str, value: float | None) -> None:
+    """A timeout option: a positive number of seconds up to a week (NaN, infinity or a huge value crashed the
+    HTTP client with an OverflowError)."""
+    from gwctl.store.schema import MAX_TIMEOUT_S
+
+    if value is not None and not 0 < value <= MAX_TIMEOUT_S:  # NaN fails both comparisons
+        fail(f"{label} must be a positive number of seconds up to {MAX_TIMEOUT_S:g} (a week), got {value:g}")
+
+
 def need_source(snapshot, name: str):
     src = snapshot.sources.get(name)
     if src is None:

@@ -8,6 +8,8 @@ user's command line.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from typing import Callable, Iterable
 
 import typer
@@ -17,7 +19,8 @@ from gwctl.cli.common import load
 
 def _store():
     try:
-        return load()
+        with contextlib.redirect_stderr(io.StringIO()):  # e.g. the store-mode warning: not into the command line
+            return load()
     except Exception:  # noqa: BLE001 - completion never fails loudly (a broken store completes nothing)
         return None
 

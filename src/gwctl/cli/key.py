@@ -95,7 +95,10 @@ def _scope(agents: list[str], models: list[str], expires: str | None) -> dict:
             span: timedelta = parse_duration(expires)
         except ValueError as exc:
             fail(f"--expires: {exc}")
-        when = datetime.now(timezone.utc).replace(microsecond=0) + span
+        try:
+            when = datetime.now(timezone.utc).replace(microsecond=0) + span
+        except OverflowError:
+            fail(f"--expires: invalid duration {expires!r}: it reaches past the year 9999", "give a shorter --expires")
         out["expires"] = when.strftime("%Y-%m-%dT%H:%M:%SZ")
     return out
 

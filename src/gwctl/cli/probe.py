@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gwctl.cli.common import confirm, edit, fail, load, need_source
+from gwctl.cli.common import check_seconds, confirm, edit, fail, load, need_source
 from gwctl.context import current
 from gwctl.core.catalog_values import format_usd
 from gwctl.core.probe import (
@@ -85,8 +85,7 @@ def _plan(src, ref: str, first: tuple[Probe, ...], second: tuple[Probe, ...], co
 def run(name: str, model: str | None, apply: bool, yes: bool, as_json: bool, timeout: float) -> None:
     from gwctl import probe as sending  # httpx (~80 ms): only when a source is contacted
 
-    if not timeout > 0:
-        fail(f"--timeout must be a positive number of seconds, got {timeout:g}")
+    check_seconds("--timeout", timeout)
     snap = load()
     src = need_source(snap, name)
     model_id = _model(src, model)

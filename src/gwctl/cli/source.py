@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from gwctl.cli import complete
-from gwctl.cli.common import NAME_RE, JsonOpt, YesOpt, confirm, edit, fail, load, need_source
+from gwctl.cli.common import NAME_RE, JsonOpt, YesOpt, check_seconds, confirm, edit, fail, load, need_source
 from gwctl.cli.refresh import masked, run_refresh
 from gwctl.context import current
 from gwctl.core.config import SOURCE_APIS, Secret, Source
@@ -170,8 +170,7 @@ def _validated(name, base_url, auth_header, headers, connect_timeout, read_timeo
     except ValueError as exc:
         fail(str(exc))
     for label, t in (("--connect-timeout", connect_timeout), ("--read-timeout", read_timeout)):
-        if t is not None and not t > 0:
-            fail(f"{label} must be a positive number of seconds, got {t:g}")
+        check_seconds(label, t)
 
 
 def _ca_file(text: str | None, base_url: str) -> str | None:
@@ -601,6 +600,7 @@ def test_cmd(
     """
     from gwctl.discovery import test_source  # httpx (~80 ms): only when a source is contacted
 
+    check_seconds("--timeout", timeout)
     src = need_source(load(), name)
     result = masked(test_source(src, current().environ, timeout=timeout), src)
     if json_:

@@ -39,6 +39,7 @@ from decimal import (
 )
 
 from gwctl.core.config import CAPABILITIES, PRICE_KINDS, CatalogEntry
+from gwctl.core.numbers import float_text
 
 __all__ = [
     "MAX_PRICE",
@@ -141,8 +142,8 @@ def parse_price(value: object, kind: str) -> Decimal:
     elif isinstance(value, int):
         number = Decimal(value)
     elif isinstance(value, float):
-        # repr() is the shortest text that round-trips, i.e. what was typed in the TOML.
-        number = Decimal(repr(value))
+        # the digits written when read as an ExactFloat, else the shortest text that round-trips
+        return parse_price(float_text(value), kind)
     elif isinstance(value, str):
         text = value.strip()
         if not text:

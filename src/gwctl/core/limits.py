@@ -32,6 +32,7 @@ from decimal import Decimal
 from typing import Iterable, Mapping, Sequence
 
 from gwctl.core.config import CatalogEntry, GatewayKey, Limit, Snapshot
+from gwctl.core.numbers import float_text
 
 TARGET_KINDS: tuple[str, ...] = ("key", "agent", "source", "model")
 WINDOWS: tuple[str, ...] = ("day", "week", "month", "total")
@@ -69,14 +70,32 @@ def parse_budget(value: object) -> Decimal:
     """A budget in USD, exactly (``"25"``, ``"0.50"``, 25): a non-negative finite number, else ValueError."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
         raise ValueError(f"a budget must be a number of USD like 25 or 0.50; got {value!r}")
-    text = repr(value) if isinstance(value, float) else str(value).strip().removeprefix("$")
+    text = float_text(value) if isinstance(value, float) else str(value).strip().removeprefix("$")
     try:
         number = Decimal(text)
     except ArithmeticError:
         raise ValueError(f"a budget must be a number of USD like 25 or 0.50; got {text!r}") from None
     if not number.is_finite() or number < 0:
         raise ValueError(f"a budget must be a non-negative number of USD; got {text!r}")
+    # bounded like a price: 1e999999999 overflowed the ledger's arithmetic, 1e999999 printed a million digits
+    if number >= MAX_BUDGET:
+        raise ValueError(f"a budget must be below {MAX_BUDGET} USD; got {text!r}")
+    exponent = number.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    if len(number.as_tuple().digits) > MAX_BUDGET_DIGITS or -exponent > MAX_BUDGET_DIGITS:
+        raise ValueError(
+            f"a budget must have at most {MAX_BUDGET_DIGITS} digits and {MAX_BUDGET_DIGITS} decimal places; "
+            f"got {text if len(text) <= 40 else text[:37] + '...'!r}"
+        )
+    if number == 0:
+        number = Decimal(0)  # "0E+5", "-0": plain zero
     return number
+
+
+MAX_BUDGET = Decimal(10**15)
+"""Budgets are below a quadrillion USD."""
+MAX_BUDGET_DIGITS = 60
+"""... written with at most 60 digits and 60 decimal places."""
 
 
 def agent_targets(agent: str | None) -> tuple[str, ...]:

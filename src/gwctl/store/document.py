@@ -134,27 +134,38 @@ def put_entry(
             del table["capabilities"]
 
 
-def put_price_set(doc: TOMLDocument, ref: str, valid_from: str, prices: Mapping[str, str], same: int | None) -> None:
+def put_price_set(
+    doc: TOMLDocument, ref: str, valid_from: str, prices: Mapping[str, str], same: int | None, before: int | None = None
+) -> None:
     """Write the dated price set starting at ``valid_from`` (ISO text with ``Z``) with exactly ``prices``:
     the set at index ``same`` of the entry's ``price_sets`` is updated in place (its comments kept), else a
-    new one is appended. The entry must exist."""
+    new one is inserted before the set at index ``before`` (to keep the sets in time order) or appended.
+    The entry must exist."""
     table = _super(doc, "catalog")[ref]
     if "price_sets" not in table:
         table.add("price_sets", tomlkit.aot())
     sets: AoT = table["price_sets"]
+    inserted = False
     if same is None:
         item = tomlkit.table()
-        if len(sets):
-            item.trivia.indent = "\n"  # a blank line between the sets, as between other sections
         item.add("valid_from", tomlkit.datetime(valid_from))
-        sets.append(item)
-        item = sets[-1]
+        if before is not None and before < len(sets):
+            sets.insert(before, item)
+            item = sets[before]
+            inserted = True
+        else:
+            if len(sets):
+                item.trivia.indent = "\n"  # a blank line between the sets, as between other sections
+            sets.append(item)
+            item = sets[-1]
     else:
         item = sets[same]
     for kind in [k for k in item if k != "valid_from" and k not in prices]:
         del item[kind]
     for kind, text in prices.items():
         item[kind] = text
+    if inserted:
+        item.add(tomlkit.nl())  # a blank line before the set that now follows, as between other sections
 
 
 def replace_entry(doc: TOMLDocument, ref: str, data: Mapping[str, Any]) -> None:

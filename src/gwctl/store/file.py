@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
 from gwctl.core.config import Snapshot
+from gwctl.core.numbers import ExactFloat
 from gwctl.errors import StoreError
 from gwctl.store.schema import KeyPath, SchemaError, snapshot_from_data
 
@@ -59,6 +60,10 @@ def _read_text(path: Path) -> str | None:
         ) from None
     except UnicodeDecodeError as exc:
         raise StoreError(f"the store {path} is not UTF-8 text (byte {exc.start})", "fix or restore the file") from None
+    except OSError as exc:  # a symlink loop, a path through a file, a name too long …
+        raise StoreError(
+            f"cannot read the store {path}: {exc.strerror or exc}", "point --store or GWCTL_STORE at a readable file"
+        ) from None
 
 
 _LINE_RE = re.compile(r"at line (\d+)")
@@ -66,7 +71,7 @@ _LINE_RE = re.compile(r"at line (\d+)")
 
 def _parse(path: Path, text: str) -> dict[str, Any]:
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(text, parse_float=ExactFloat)
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = _LINE_RE.search(msg)
@@ -99,9 +104,12 @@ def exposure(path: Path) -> str | None:
     if os.name != "posix":
         return None
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+        st_mode = os.stat(path).st_mode
     except OSError:
         return None
+    if not stat.S_ISREG(st_mode):  # a directory (or a device) is reported as what it is, not as a mode to fix
+        return None
+    mode = stat.S_IMODE(st_mode)
     if mode & 0o044:
         what = "readable"
     elif mode & 0o022:
@@ -274,6 +282,8 @@ def edit(path: Path) -> Iterator[tuple[Any, Snapshot]]:
     import tomlkit
     from tomlkit.exceptions import ParseError
 
+    if path.is_symlink():  # write the file it points at (a dotfiles link stays a link), and lock that one
+        path = Path(os.path.realpath(path))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -307,7 +317,7 @@ def edit(path: Path) -> Iterator[tuple[Any, Snapshot]]:
         if new_text == old.text:
             return
         try:
-            snapshot_from_data(tomllib.loads(new_text))
+            snapshot_from_data(tomllib.loads(new_text, parse_float=ExactFloat))
         except (SchemaError, tomllib.TOMLDecodeError) as exc:
             msg = getattr(exc, "message", str(exc))
             raise StoreError(f"refusing to write an invalid store: {msg}") from None

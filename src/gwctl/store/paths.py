@@ -16,6 +16,14 @@ ACTIVITY_ENV = "GWCTL_ACTIVITY"
 
 def store_path(option: str | None, environ: Mapping[str, str] | None = None) -> Path:
     environ = os.environ if environ is None else environ
+    if option is not None and not option.strip():  # `--store "$UNSET"`: not a silent switch to another store
+        from gwctl.errors import Exit, GwctlError
+
+        raise GwctlError(
+            "--store is empty",
+            "give the store file's path, or leave --store out to use $GWCTL_STORE or the default",
+            code=Exit.USAGE,
+        )
     if option:
         return Path(option).expanduser()
     if environ.get(STORE_ENV):

@@ -33,7 +33,7 @@ Layout (documented in the README)::
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import date, datetime, time, timezone
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Mapping, TypeVar, overload
@@ -54,6 +54,7 @@ from gwctl.core.config import (
     Source,
 )
 from gwctl.core.limits import WINDOWS, parse_budget, parse_target
+from gwctl.core.numbers import float_text
 from gwctl.core.refs import split_ref
 
 T = TypeVar("T")
@@ -197,12 +198,19 @@ def _opt_pos_int(table: Mapping[str, Any], key: str, path: KeyPath) -> int | Non
     return value
 
 
+MAX_TIMEOUT_S = 604800.0
+"""The longest connect or read timeout: a week (a larger one, or infinity, overflows the HTTP clients)."""
+
+
 def _opt_timeout(table: Mapping[str, Any], key: str, path: KeyPath) -> float | None:
     if key not in table:
         return None
     value = _expect(table[key], (int, float), path + (key,), "a number of seconds")
-    if not value > 0:
-        raise SchemaError(f"{_dotted(path + (key,))} must be a positive number of seconds", path + (key,))
+    if not 0 < value <= MAX_TIMEOUT_S:  # NaN fails both comparisons
+        raise SchemaError(
+            f"{_dotted(path + (key,))} must be a positive number of seconds up to {MAX_TIMEOUT_S:g} (a week)",
+            path + (key,),
+        )
     return float(value)
 
 
@@ -281,7 +289,7 @@ def _price_value(value: Any, kind: str, path: KeyPath) -> tuple[Decimal, str]:
     from gwctl.core.catalog_values import parse_price
 
     if isinstance(value, float):
-        text = repr(value)
+        text = float_text(value)  # the digits written, when read with ExactFloat
     elif isinstance(value, (str, int)) and not isinstance(value, bool):
         text = str(value)
     else:
@@ -355,11 +363,20 @@ def valid_from(value: Any, path: KeyPath) -> datetime:
             raise SchemaError(
                 f"{_dotted(path)} must be a time like 2026-12-01T00:00:00Z, got {value!r}", path
             ) from None
+    if isinstance(value, date) and not isinstance(value, datetime):  # a TOML local date: no time, no offset
+        raise SchemaError(f"{_dotted(path)} needs a time and a UTC offset (write it as {value}T00:00:00Z)", path)
+    if isinstance(value, time):  # a TOML local time: no day
+        raise SchemaError(f"{_dotted(path)} needs a day and a UTC offset (like 2026-12-01T{value}Z)", path)
     if not isinstance(value, datetime):
         raise SchemaError(f"{_dotted(path)} must be a time like 2026-12-01T00:00:00Z, got {_got(value, path)}", path)
     if value.tzinfo is None or value.utcoffset() is None:
         raise SchemaError(f"{_dotted(path)} needs a UTC offset (write it as {value.isoformat()}Z)", path)
-    return value.astimezone(timezone.utc)
+    try:
+        return value.astimezone(timezone.utc)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+05:00 is before year 1 in UTC
+        raise SchemaError(
+            f"{_dotted(path)} must be a time between the years 1 and 9999 in UTC, got {value.isoformat()}", path
+        ) from None
 
 
 def _price_sets(raw: Any, path: KeyPath) -> tuple[PriceSet, ...]:
@@ -581,7 +598,7 @@ def parse_limit(index: int, table: Any) -> Limit:
             budget = parse_budget(raw)
         except ValueError as exc:
             raise SchemaError(f"{_dotted(path + ('budget',))}: {exc}", path + ("budget",)) from None
-        budget_text = repr(raw) if isinstance(raw, float) else str(raw).strip().removeprefix("$")
+        budget_text = float_text(raw) if isinstance(raw, float) else str(raw).strip().removeprefix("$")
     window = _opt_str(table, "window", path) or None
     if budget is not None and window is None:
         window = "total"
