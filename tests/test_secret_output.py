@@ -17,7 +17,7 @@ import pytest
 from conftest import invoke
 
 SECRET = "s3cret"
-LEAKY_URL = "http://user:s3cret@127.0.0.1:9/v1"
+LEAKY_URL = "http://user:s3cret@127.0.0.1:9/v1?api-version=2024-10-21&api_key=s3cret"  # both kinds of URL secret
 
 STORE = textwrap.dedent(f'''\
     schema = 1
@@ -116,12 +116,13 @@ def test_no_command_prints_the_user_info_of_a_base_url(leaky, tty, args):
 
 def test_masked_url_is_still_shown(leaky):
     listed = leaky("source", "list", "--json").json()
-    assert {s["name"]: s["base_url"] for s in listed}["leaky"] == "http://***@127.0.0.1:9/v1"
+    shown = {s["name"]: s["base_url"] for s in listed}["leaky"]
+    assert shown == "http://***@127.0.0.1:9/v1?api-version=2024-10-21&api_key=***"  # what is not secret stays
     assert "http://***@127.0.0.1:9/v1" in leaky("source", "show", "leaky").out
-    assert leaky("route", "list", "--json").json()[1]["base_url"] == "http://***@127.0.0.1:9/v1"
+    assert leaky("route", "list", "--json").json()[1]["base_url"] == shown
     d = leaky("route", "dry-run", "--model", "over", "--json").json()
-    assert d["upstream_url"] == "http://***@127.0.0.1:9/v1/chat/completions"
-    assert d["route"]["base_url"] == "http://***@127.0.0.1:9/v1"
+    assert d["upstream_url"] == "http://***@127.0.0.1:9/v1/chat/completions?api-version=2024-10-21&api_key=***"
+    assert d["route"]["base_url"] == shown
     v = leaky("validate", "--json")
     assert v.code == 1
     wheres = {p["where"] for p in v.json()["problems"] if p["level"] == "error"}

@@ -213,7 +213,7 @@ def repricing_json(r: Repricing, catalog: str, since: str | None, max_increase: 
         "would_be_rejected": {"requests": sum(r.rejected.values()), "rules": dict(sorted(r.rejected.items()))},
         "not_replayable": r.not_replayable,
         "not_priced": r.skipped,
-        "max_increase": None if max_increase is None else str(max_increase),
+        "max_increase": None if max_increase is None else f"{max_increase:f}",  # as written: 0.0000001, not 1E-7
         "exceeded": None if max_increase is None else r.increase_over(max_increase),
     }
 

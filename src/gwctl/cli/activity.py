@@ -295,7 +295,9 @@ def _print_summary(by: str, rows: list, nested: bool, chart: bool, empty: str) -
 
 @app.command("report")
 def report(
-    html: Annotated[str, typer.Option("--html", metavar="FILE", help="Write the report to FILE (one HTML page).")],
+    html: Annotated[
+        str, typer.Option("--html", metavar="FILE", help="Write the report to FILE (one HTML page); '-' for stdout.")
+    ],
     since: SinceOpt = None,
     activity: ActivityOpt = None,
 ) -> None:
@@ -325,6 +327,9 @@ def report(
         finally:
             log.close()
     page = render(insights, since_text=since, log_name=log_name)
+    if html == "-":  # as '-' is stdin where gwctl reads a file: gwctl activity report --html - | mail …
+        current().stdout.write(page)
+        return
     target = Path(html)
     try:
         target.write_text(page, encoding="utf-8")
@@ -420,6 +425,8 @@ def _percent(text: str) -> Decimal:
     from decimal import InvalidOperation
 
     try:
+        if "_" in text:  # Decimal reads 1_0 as 10; a percentage is written as digits
+            raise InvalidOperation
         value = Decimal(text.strip().rstrip("%"))
     except InvalidOperation:
         fail(f"--max-increase must be a percentage like 5 or 2.5, not '{text}'")
@@ -494,5 +501,5 @@ def _print_repricing(r, limit: Decimal | None) -> None:
         )
     if limit is not None:
         verdict = "over" if r.increase_over(limit) else "within"
-        lines.append(f"total change {_pct(r.total.percent)}: {verdict} the --max-increase of {limit}%")
+        lines.append(f"total change {_pct(r.total.percent)}: {verdict} the --max-increase of {limit:f}%")
     current().stdout.write("".join(line + "\n" for line in lines))

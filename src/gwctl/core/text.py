@@ -62,19 +62,13 @@ def redact_urls(text: str, urls: Iterable[str] = ()) -> str:
 
     Any ``scheme://user:secret@`` found in the text is masked. ``urls`` are
     URLs the caller knows the text may quote (a source's base URL); their
-    user info is masked wherever it appears, even when it holds characters
-    (spaces, quotes) that the pattern would not take for part of a URL.
+    user info and credential query values (:func:`gwctl.core.urls.url_secrets`)
+    are masked wherever they appear, even when they hold characters (spaces,
+    quotes) that the pattern would not take for part of a URL.
     """
-    from gwctl.core.urls import redact_url
+    from gwctl.core.urls import url_secrets
 
     for url in urls:
-        if not isinstance(url, str):
-            continue
-        shown = redact_url(url)
-        if shown == url:
-            continue
-        start = shown.index("***")
-        userinfo = url[start : len(url) - (len(shown) - start - 3)]
-        if userinfo:
-            text = text.replace(userinfo + "@", "***@")
+        for secret in url_secrets(url):
+            text = text.replace(secret + "@", "***@").replace(secret, "***")
     return _URL_USERINFO.sub(lambda m: m.group(1) + "***@", text)

@@ -160,14 +160,28 @@ def models_url(base_url: str) -> str:
     return prefix + path.rstrip("/") + "/models" + (f"?{query}" if query else "")
 
 
-def redact_url(url: str) -> str:
-    """``url`` with any user info (``user:secret@``) replaced by ``***@``: safe to print, log or send.
+# query parameter names that carry a credential (Google's ?key=, ?api_key=, ?access_token=, a SAS ?sig=, …),
+# compared lower-case without - and _
+_SECRET_QUERY_NAMES = ("key", "token", "secret", "password", "passwd", "pwd", "sig", "auth", "credential", "session")
 
-    User info in a URL is a secret, and no output ever holds a secret, so
+
+def redact_url(url: str) -> str:
+    """``url`` with any user info (``user:secret@``) replaced by ``***@`` and the value of every query
+    parameter whose name says it is a credential (``?api_key=…`` → ``?api_key=***``): safe to print, log or send.
+
+    A secret in a URL is still a secret, and no output ever holds a secret, so
     every message, log line, table and error column that shows a URL passes it
     through here. Anything that is not a string comes back as its ``str``.
     """
     text = url if isinstance(url, str) else str(url)
+    span = _userinfo_span(text)
+    if span is not None:
+        text = text[: span[0]] + "***" + text[span[1] :]
+    return _redact_query(text)
+
+
+def _userinfo_span(text: str) -> tuple[int, int] | None:
+    """Where the user info (``user:secret`` before the last ``@`` of the authority) is in ``text``."""
     marker = text.find("://")
     start = marker + 3 if marker >= 0 else 0
     end = len(text)
@@ -176,6 +190,46 @@ def redact_url(url: str) -> str:
         if 0 <= i < end:
             end = i
     at = text.rfind("@", start, end)
-    if at < 0:
+    return None if at < 0 else (start, at)
+
+
+def _query_parts(text: str) -> tuple[int, str, str] | None:
+    """Where ``text``'s query starts, the query, and what follows it (the fragment); None without one."""
+    q = text.find("?")
+    if q < 0:
+        return None
+    h = text.find("#", q)
+    return (q + 1, text[q + 1 :], "") if h < 0 else (q + 1, text[q + 1 : h], text[h:])
+
+
+def _is_secret_name(name: str) -> bool:
+    bare = name.lower().replace("-", "").replace("_", "")
+    return any(word in bare for word in _SECRET_QUERY_NAMES)
+
+
+def _redact_query(text: str) -> str:
+    parts = _query_parts(text)
+    if parts is None:
         return text
-    return text[:start] + "***" + text[at:]
+    at, query, rest = parts
+    pairs = []
+    for pair in query.split("&"):
+        name, eq, value = pair.partition("=")
+        pairs.append(name + eq + ("***" if eq and value and _is_secret_name(name) else value))
+    return text[:at] + "&".join(pairs) + rest
+
+
+def url_secrets(url: str) -> list[str]:
+    """The parts of ``url`` that :func:`redact_url` masks: its user info (without the ``@``) and the values of
+    its credential query parameters, for masking them where a message quotes the URL in pieces."""
+    if not isinstance(url, str):
+        return []
+    span = _userinfo_span(url)
+    out = [] if span is None or span[0] == span[1] else [url[span[0] : span[1]]]
+    parts = _query_parts(url)
+    if parts is not None:
+        for pair in parts[1].split("&"):
+            name, eq, value = pair.partition("=")
+            if eq and value and _is_secret_name(name):
+                out.append(value)
+    return out

@@ -321,6 +321,8 @@ def edit(path: Path) -> Iterator[tuple[Any, Snapshot]]:
         except (SchemaError, tomllib.TOMLDecodeError) as exc:
             msg = getattr(exc, "message", str(exc))
             raise StoreError(f"refusing to write an invalid store: {msg}") from None
+        if old.text is not None and b"\r\n" in path.read_bytes():  # read with universal newlines: a CRLF
+            new_text = new_text.replace("\n", "\r\n")  # store (a Windows checkout) keeps its line endings
         try:
             atomic_write(path, new_text)
         except OSError as exc:

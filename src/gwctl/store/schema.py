@@ -193,9 +193,15 @@ def _opt_pos_int(table: Mapping[str, Any], key: str, path: KeyPath) -> int | Non
     if key not in table:
         return None
     value = _expect(table[key], int, path + (key,), "a positive integer")
-    if value <= 0:
-        raise SchemaError(f"{_dotted(path + (key,))} must be a positive integer, got {value}", path + (key,))
+    if not 0 < value <= MAX_TOML_INT:
+        raise SchemaError(
+            f"{_dotted(path + (key,))} must be a positive integer up to {MAX_TOML_INT}, got {value}", path + (key,)
+        )
     return value
+
+
+MAX_TOML_INT = 2**63 - 1
+"""TOML integers are 64-bit: a larger one reads in Python but other TOML tools refuse the whole file."""
 
 
 MAX_TIMEOUT_S = 604800.0
