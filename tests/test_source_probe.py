@@ -523,3 +523,9 @@ def message_with_usage(usage: dict) -> Reply:
 )
 def test_interpret_anthropic_cached_tokens(first, second, result):
     assert interpret_anthropic("cached_in_prompt_tokens", [first, second]).result == result
+
+
+def test_a_model_id_with_a_control_character_is_refused_before_anything_is_sent(up, gw):
+    r = gw("source", "probe", "up", "m\x1b[31mRED", "--yes")
+    assert r.code == 1 and "control character" in r.err and "\x1b" not in r.err
+    assert not up.received  # nothing was sent

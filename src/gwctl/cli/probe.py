@@ -22,12 +22,15 @@ from gwctl.core.probe import (
     probes,
 )
 from gwctl.core.refs import split_ref
+from gwctl.core.text import printable
 from gwctl.core.urls import redact_url
 from gwctl.render import error, message, print_json, print_table, warn
 
 
 def _model(src, model: str | None) -> str:
     """MODEL, else the source's only listed model."""
+    if model and printable(model, 0) != model:  # it would reach the terminal raw; no upstream lists such an id
+        fail(f"the model id {printable(model)} has a control character (a newline, tab or escape)")
     if model:
         if src.models and model not in src.models:
             warn(
