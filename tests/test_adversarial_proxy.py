@@ -1,0 +1,174 @@
+"""Hostile and unusual clients and upstreams against a real proxy: translation, the stream relay, raw HTTP.
+
+One module-wide rig: a raw scripted upstream (tests/rawupstream.py) behind three sources, ``oa`` (``--api
+openai``), ``an`` (``--api anthropic``) and ``both`` (untranslated). A request names its script with
+``script:NAME`` anywhere in its body; the script is a list of byte pieces written one at a time (so an event
+can be split anywhere). Requests go out with httpx (exact status and bytes) or a raw socket.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gwctl.core.translate.requests import anthropic_to_openai_request, openai_to_anthropic_request
+from gwctl.core.translate.streams import AnthropicToOpenAIStream, OpenAIToAnthropicStream
+from proxyrun import ProxyProcess, StoreRig
+from rawupstream import RawUpstream, Received
+
+UP_KEY = "sk-up"
+PRICES = ("--price", "input=3e-6", "--price", "output=1.5e-5", "--price", "cached_input=1.5e-6")
+
+SCRIPTS: dict[str, list[bytes]] = {}  # script name -> the answer's pieces, each its own write
+
+
+def oa_event(payload: dict) -> bytes:
+    return b"data: %s\n\n" % json.dumps(payload).encode()
+
+
+def an_event(payload: dict) -> bytes:
+    return b"event: %s\ndata: %s\n\n" % (payload["type"].encode(), json.dumps(payload).encode())
+
+
+def oa_chunk(delta: dict | None, finish: str | None = None, **extra) -> dict:
+    choice = {"index": 0, "delta": delta, "finish_reason": finish}
+    return {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [choice]} | extra
+
+
+OA_USAGE = {"prompt_tokens": 1000, "completion_tokens": 50, "total_tokens": 1050}
+
+
+def sse_head() -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+def chunked(pieces: list[bytes]) -> list[bytes]:
+    """The answer's head, each piece as its own chunk of a chunked body, then the body's end."""
+    return [sse_head()] + [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces if p] + [b"0\r\n\r\n"]
+
+
+def json_answer(body: bytes, status: int = 200, ctype: str = "application/json") -> list[bytes]:
+    head = f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    return [head + body]
+
+
+def respond(rec: Received):
+    text = rec.body.decode("utf-8", "replace")
+    for name, pieces in SCRIPTS.items():
+        if f"script:{name}\\" in text or f"script:{name}\"" in text:
+            return [(p, 0.01) for p in pieces]
+    return [(json_answer(b'{"error": {"message": "no script", "type": "invalid_request_error"}}', 400)[0], 0.0)]
+
+
+class Rig(StoreRig):
+    def __init__(self, root: Path):
+        self.raw = RawUpstream(respond)  # type: ignore[arg-type]
+        self.store = root / "cfg" / "gwctl.toml"
+        self.db = root / "activity.sqlite3"
+        for name, api in (("oa", "openai"), ("an", "anthropic"), ("both", "both")):
+            self.cli(
+                "source", "add", name, "--base-url", self.raw.url, "--auth-value", UP_KEY,
+                "--api", api, "--read-timeout", "5",
+            )  # fmt: skip
+            self.cli("catalog", "set", f"{name}/m", *PRICES, "--max-output", "1000")
+        self.key = self.cli("key", "create", "tester", "--json").json()["key"]
+        self.proc = ProxyProcess(self.store, f"sqlite://{self.db}")
+        self.http = httpx.Client(base_url=self.proc.url, timeout=20, headers={"Authorization": f"Bearer {self.key}"})
+
+    def messages(self, body: dict) -> httpx.Response:
+        return self.http.post("/v1/messages", content=json.dumps(body).encode(), headers={"x-api-key": self.key})
+
+    def chat(self, body: dict) -> httpx.Response:
+        return self.http.post("/v1/chat/completions", content=json.dumps(body).encode())
+
+    def close(self) -> None:
+        self.http.close()
+        self.proc.terminate()
+        self.raw.stop()
+
+
+@pytest.fixture(scope="module")
+def rig(tmp_path_factory, monkeypatch_module=None):
+    r = Rig(tmp_path_factory.mktemp("adversarial"))
+    yield r
+    r.close()
+
+
+def script(name: str, pieces: list[bytes]) -> str:
+    SCRIPTS[name] = pieces
+    return f"script:{name}"
+
+
+def an_body(text: str, **extra) -> dict:
+    return {"model": "oa/m", "max_tokens": 100, "messages": [{"role": "user", "content": text}]} | extra
+
+
+def oa_body(text: str, **extra) -> dict:
+    return {"model": "an/m", "messages": [{"role": "user", "content": text}]} | extra
+
+
+def row_of(rig: Rig, resp: httpx.Response) -> dict:
+    return rig.row(resp.headers["x-gwctl-request-id"])
+
+
+# --- hostile client bodies: a field of the wrong type is the client's 400, never the gateway's 500 ------------
+
+A2O_BAD_SHAPES = {
+    "stop_sequences number": {"stop_sequences": 5},
+    "metadata string": {"metadata": "x"},
+    "tools number": {"tools": 5},
+    "system number": {"system": 5},
+    "user content number": {"messages": [{"role": "user", "content": 5}]},
+    "assistant content number": {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": 5}]},
+    "tool_result content number": {
+        "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": 5}]}]
+    },
+}
+O2A_BAD_SHAPES = {
+    "stop number": {"stop": 5},
+    "stream_options string": {"stream": True, "stream_options": "x"},
+    "reasoning_effort list": {"reasoning_effort": ["high"]},
+    "system content number": {"messages": [{"role": "system", "content": 5}, {"role": "user", "content": "a"}]},
+    "user content number": {"messages": [{"role": "user", "content": 5}]},
+    "tool content number": {"messages": [{"role": "tool", "tool_call_id": "t", "content": 5}]},
+    "tool_calls number": {"messages": [{"role": "assistant", "tool_calls": 5}]},
+    "tool call function string": {"messages": [{"role": "assistant", "tool_calls": [{"function": "x"}]}]},
+    "tool function string": {"tools": [{"type": "function", "function": "x"}]},
+    "tool_choice function string": {"tool_choice": {"type": "function", "function": "x"}},
+    "tools number": {"tools": 5},
+}
+
+
+@pytest.mark.parametrize("case", sorted(A2O_BAD_SHAPES))
+def test_anthropic_body_of_wrong_shapes_is_a_400_with_a_rule(rig, case):
+    r = rig.messages(an_body("hi") | A2O_BAD_SHAPES[case])
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request" and err["type"] == "invalid_request_error"
+
+
+@pytest.mark.parametrize("case", sorted(O2A_BAD_SHAPES))
+def test_openai_body_of_wrong_shapes_is_a_400_with_a_rule(rig, case):
+    r = rig.chat(oa_body("hi") | O2A_BAD_SHAPES[case])
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "invalid_request"
+
+
+def test_a_stop_sequence_given_as_one_string_is_not_split_into_letters():
+    """Anthropic's ``stop_sequences`` is a list; a bare string used to become one stop per letter (the answer
+    would stop at the first E, N or D): a wrong shape is refused, not reinterpreted."""
+    from gwctl.core.translate import TranslationError
+
+    body = an_body("hi", stop_sequences="END")
+    with pytest.raises(TranslationError) as exc:
+        anthropic_to_openai_request(body, default_max_tokens=10)
+    assert exc.value.rule == "invalid_request" and exc.value.param == "stop_sequences"
+    with pytest.raises(TranslationError):
+        openai_to_anthropic_request(oa_body("hi", stop={"END": 1}), default_max_tokens=10)
+    ok = openai_to_anthropic_request(oa_body("hi", stop="END"), default_max_tokens=10)
+    assert ok.body["stop_sequences"] == ["END"]
