@@ -172,3 +172,68 @@ def test_a_stop_sequence_given_as_one_string_is_not_split_into_letters():
         openai_to_anthropic_request(oa_body("hi", stop={"END": 1}), default_max_tokens=10)
     ok = openai_to_anthropic_request(oa_body("hi", stop="END"), default_max_tokens=10)
     assert ok.body["stop_sequences"] == ["END"]
+
+
+# --- hostile upstream answers: what cannot be translated is the upstream's 502, never the gateway's 500 ------
+
+
+def test_a_whole_openai_answer_of_the_wrong_shape_is_a_502_not_a_500(rig):
+    """An OpenAI upstream whose answer has ``choices: [null]`` (and usage): the Anthropic client gets a 502 in
+    its own error shape; the row is the upstream's failure, and keeps the usage the answer carried."""
+    body = json.dumps({"id": "x", "choices": [None], "usage": OA_USAGE}).encode()
+    r = rig.messages(an_body(script("oa-null-choice", json_answer(body))))
+    assert r.status_code == 502, r.text
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "api_error"
+    row = row_of(rig, r)
+    assert row["status"] == 502 and row["rule"] != "internal_error"
+    assert row["output_tokens"] == 50 and row["cost"] is not None and float(row["cost"]) > 0
+
+
+def test_a_whole_anthropic_answer_with_a_server_tool_block_is_a_502_not_a_500(rig):
+    """An Anthropic upstream answering with a block OpenAI has no form for (``server_tool_use``): the
+    translator refuses it; that refusal is the upstream answer's 502 (with the rule), not an internal error."""
+    answer = {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "m", "stop_reason": "end_turn",
+        "content": [{"type": "server_tool_use", "id": "s", "name": "web_search", "input": {}}],
+        "usage": {"input_tokens": 10, "output_tokens": 5},
+    }  # fmt: skip
+    r = rig.chat(oa_body(script("an-server-tool", json_answer(json.dumps(answer).encode()))))
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"] == "untranslatable_content"
+    row = row_of(rig, r)
+    assert row["status"] == 502 and row["rule"] == "untranslatable_content" and row["output_tokens"] == 5
+
+
+def test_an_openai_stream_chunk_of_the_wrong_shape_ends_in_an_error_event(rig):
+    """Mid-stream, an OpenAI chunk whose choice is null: the Anthropic client's stream ends in an ``error``
+    event (not a cut connection), and the row is the upstream's stream error (502) with the usage that came."""
+    events = [
+        oa_event(oa_chunk({"role": "assistant", "content": "Hel"})),
+        oa_event({"id": "c1", "object": "chat.completion.chunk", "choices": [None]}),
+        oa_event(oa_chunk({}, "stop")),
+        oa_event({"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": OA_USAGE}),
+        b"data: [DONE]\n\n",
+    ]
+    r = rig.messages(an_body(script("oa-null-chunk", chunked(events)), stream=True))
+    assert r.status_code == 200
+    text = r.text
+    assert "event: error" in text and "message_stop" not in text, text
+    row = row_of(rig, r)
+    assert row["status"] == 502 and row["rule"] == "upstream_stream_error"
+    assert row["output_tokens"] == 50
+
+
+def test_an_anthropic_stream_event_of_the_wrong_shape_ends_in_an_error_payload(rig):
+    start = {"type": "message_start", "message": {"id": "m1", "usage": {"input_tokens": 10, "output_tokens": 1}}}
+    events = [
+        an_event(start),
+        an_event({"type": "content_block_start", "index": 0, "content_block": "text"}),
+        an_event({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}}),
+        an_event({"type": "message_stop"}),
+    ]
+    r = rig.chat(oa_body(script("an-str-block", chunked(events)), stream=True))
+    assert r.status_code == 200
+    assert '"error"' in r.text and "[DONE]" not in r.text, r.text
+    row = row_of(rig, r)
+    assert row["status"] == 502 and row["rule"] == "upstream_stream_error"
+    assert row["output_tokens"] == 7

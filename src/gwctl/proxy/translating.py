@@ -19,6 +19,7 @@ from gwctl.core.pricing import Usage
 from gwctl.core.translate import (
     DONE,
     AnthropicToOpenAIStream,
+    TranslationError,
     OpenAIToAnthropicStream,
     anthropic_error_to_openai,
     anthropic_to_openai_response,
@@ -44,10 +45,18 @@ class Translation:
 
     def answer(self, status: int, data: bytes) -> bytes:
         """A whole upstream answer (or error body) in the client's API; a body that is not a JSON object
-        passes unchanged (the upstream's odd answer is shown as it came)."""
+        passes unchanged (the upstream's odd answer is shown as it came). Raises
+        :class:`~gwctl.core.translate.TranslationError` for an answer that has no form in the client's API
+        or whose fields have the wrong JSON types (the upstream's fault, not the gateway's)."""
         doc = _json_object(data)
         if doc is None:
             return data
+        try:
+            return self._answer(status, doc)
+        except (TypeError, AttributeError) as exc:
+            raise TranslationError("untranslatable_answer", f"the upstream's answer has the wrong shape ({exc})") from exc
+
+    def _answer(self, status: int, doc: dict[str, Any]) -> bytes:
         if self.way == A2O:
             if status >= 400:
                 return orjson.dumps(openai_error_to_anthropic(status, doc))
@@ -120,7 +129,11 @@ class TranslatingMeter:
                 continue
             payload = _json_object(raw)
             if payload is not None:
-                out.append(self._write(self._stream.feed(payload)))
+                try:
+                    events = self._stream.feed(payload)
+                except (TypeError, AttributeError) as exc:  # the upstream's event has the wrong shape: its failure
+                    events = self._stream.fail(f"the upstream sent an event of the wrong shape ({exc})")
+                out.append(self._write(events))
         return b"".join(out)
 
     def _write(self, events: list) -> bytes:

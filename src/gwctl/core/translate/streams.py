@@ -78,6 +78,10 @@ class OpenAIToAnthropicStream:
             return self._error(CUT_SHORT)
         return self._end()
 
+    def fail(self, message: str) -> list[Event]:
+        """End the client's stream with an error event (the upstream's stream cannot be translated further)."""
+        return [] if self._done else self._error(message)
+
     def _error(self, message: str) -> list[Event]:
         self._done = True
         return [("error", {"type": "error", "error": {"type": "api_error", "message": message}})]
@@ -209,6 +213,10 @@ class AnthropicToOpenAIStream:
         if not self._finished:
             return self._error(CUT_SHORT, None)
         return self._end()
+
+    def fail(self, message: str) -> list[Event]:
+        """End the client's stream with an error payload (the upstream's stream cannot be translated further)."""
+        return [] if self._done else self._error(message, None)
 
     def _error(self, message: str, kind: Any) -> list[Event]:
         self._done = True
