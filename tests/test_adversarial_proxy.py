@@ -237,3 +237,82 @@ def test_an_anthropic_stream_event_of_the_wrong_shape_ends_in_an_error_payload(r
     row = row_of(rig, r)
     assert row["status"] == 502 and row["rule"] == "upstream_stream_error"
     assert row["output_tokens"] == 7
+
+
+# --- streamed tool calls as OpenAI-compatible servers really send them ------------------------------------------
+
+
+def sse_events(text: str) -> list[dict]:
+    """The JSON payloads of an SSE body, in order."""
+    out = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        for line in block.split("\n"):
+            if line.startswith("data:") and line[5:].strip() != "[DONE]":
+                out.append(json.loads(line[5:]))
+    return out
+
+
+def anthropic_blocks(events: list[dict]) -> list[dict]:
+    """The content blocks an Anthropic client assembles from a stream's events (tool inputs parsed)."""
+    blocks: dict[int, dict] = {}
+    for ev in events:
+        if ev["type"] == "content_block_start":
+            blocks[ev["index"]] = dict(ev["content_block"]) | {"_json": ""}
+        elif ev["type"] == "content_block_delta" and ev["delta"]["type"] == "input_json_delta":
+            blocks[ev["index"]]["_json"] += ev["delta"]["partial_json"]
+    for b in blocks.values():
+        if b["type"] == "tool_use":
+            b["input"] = json.loads(b.pop("_json") or "{}")
+    return [blocks[i] for i in sorted(blocks)]
+
+
+def test_parallel_tool_calls_without_an_index_stay_separate_calls(rig):
+    """Gemini's and Ollama's OpenAI-compatible streams send each tool call whole in one chunk, without
+    ``index``: two calls (two ids) must be two tool_use blocks, not one block named after the first call whose
+    input is both argument strings glued together."""
+    calls = [
+        {"id": "call_a", "type": "function", "function": {"name": "alpha", "arguments": '{"x": 1}'}},
+        {"id": "call_b", "type": "function", "function": {"name": "beta", "arguments": '{"y": 2}'}},
+    ]
+    events = [
+        oa_event(oa_chunk({"role": "assistant", "tool_calls": [calls[0]]})),
+        oa_event(oa_chunk({"tool_calls": [calls[1]]}, "tool_calls")),
+        oa_event({"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": OA_USAGE}),
+        b"data: [DONE]\n\n",
+    ]
+    r = rig.messages(an_body(script("oa-no-index", chunked(events)), stream=True))
+    blocks = anthropic_blocks(sse_events(r.text))
+    assert [(b["id"], b["name"], b["input"]) for b in blocks] == [
+        ("call_a", "alpha", {"x": 1}),
+        ("call_b", "beta", {"y": 2}),
+    ]
+    stream = OpenAIToAnthropicStream("m", "id")  # index null: the same
+    out = []
+    for call in calls:
+        out += stream.feed(oa_chunk({"tool_calls": [call | {"index": None}]}))
+    out += stream.feed(oa_chunk({}, "tool_calls")) + stream.feed("[DONE]")
+    assert [b["name"] for b in anthropic_blocks([p for _, p in out if isinstance(p, dict)])] == ["alpha", "beta"]
+
+
+def test_streamed_tool_call_pieces_with_their_index_still_assemble(rig):
+    """The usual OpenAI shape (id and name on a call's first chunk only, argument pieces by index, two calls
+    interleaved) keeps working."""
+    def tc(index, args, **first):
+        return {"index": index, "function": {"arguments": args} | ({"name": first["name"]} if first else {})} | (
+            {"id": first["id"], "type": "function"} if first else {}
+        )
+
+    events = [
+        oa_event(oa_chunk({"tool_calls": [tc(0, "", id="call_a", name="alpha"), tc(1, "", id="call_b", name="beta")]})),
+        oa_event(oa_chunk({"tool_calls": [tc(0, '{"x": ')]})),
+        oa_event(oa_chunk({"tool_calls": [tc(1, '{"y": 2}')]})),
+        oa_event(oa_chunk({"tool_calls": [tc(0, "1}")]})),
+        oa_event(oa_chunk({}, "tool_calls")),
+        b"data: [DONE]\n\n",
+    ]
+    r = rig.messages(an_body(script("oa-interleaved", chunked(events)), stream=True))
+    blocks = anthropic_blocks(sse_events(r.text))
+    assert [(b["id"], b["name"], b["input"]) for b in blocks] == [
+        ("call_a", "alpha", {"x": 1}),
+        ("call_b", "beta", {"y": 2}),
+    ]
