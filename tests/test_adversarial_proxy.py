@@ -316,3 +316,46 @@ def test_streamed_tool_call_pieces_with_their_index_still_assemble(rig):
         ("call_a", "alpha", {"x": 1}),
         ("call_b", "beta", {"y": 2}),
     ]
+
+
+# --- tool arguments nested deeper than any JSON writer here goes ---------------------------------------------
+
+
+def nested_object(depth: int) -> str:
+    return '{"a": ' * depth + "1" + "}" * depth
+
+
+@pytest.mark.parametrize("depth", [300, 5000])
+def test_an_answer_whose_tool_arguments_nest_very_deep_keeps_them_as_text(rig, depth):
+    """A model's tool arguments nested 300 levels (past orjson's writer) or 5000 (past Python's parser): the
+    Anthropic client gets the answer with the arguments kept whole as ``{"_raw": text}`` (as for broken JSON),
+    not a 500 from a RecursionError or the re-serialisation."""
+    arguments = nested_object(depth)
+    call = {"id": "call_a", "type": "function", "function": {"name": "alpha", "arguments": arguments}}
+    message = {"role": "assistant", "content": None, "tool_calls": [call]}
+    answer = {"id": "x", "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}], "usage": OA_USAGE}
+    r = rig.messages(an_body(script(f"oa-deep-{depth}", json_answer(json.dumps(answer).encode()))))
+    assert r.status_code == 200, r.text[:300]
+    block = r.json()["content"][0]
+    assert block["type"] == "tool_use" and block["input"] == {"_raw": arguments}
+
+
+def test_a_client_tool_call_whose_arguments_nest_very_deep_is_not_a_500(rig):
+    """The same arguments in an OpenAI client's earlier assistant turn (a string, so the body's own depth check
+    never sees them): translated to Anthropic as ``{"_raw": text}``, not a 500."""
+    arguments = nested_object(5000)
+    call = {"id": "call_a", "type": "function", "function": {"name": "alpha", "arguments": arguments}}
+    answer = {
+        "id": "msg_1", "type": "message", "role": "assistant", "model": "m", "stop_reason": "end_turn",
+        "content": [{"type": "text", "text": "done"}], "usage": {"input_tokens": 10, "output_tokens": 5},
+    }  # fmt: skip
+    name = script("an-after-deep-args", json_answer(json.dumps(answer).encode()))
+    messages = [
+        {"role": "user", "content": name},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_a", "content": "ok"},
+    ]
+    r = rig.chat({"model": "an/m", "messages": messages})
+    assert r.status_code == 200, r.text[:300]
+    sent = json.loads(rig.raw.received[-1].body)
+    assert sent["messages"][1]["content"][0]["input"] == {"_raw": arguments}
