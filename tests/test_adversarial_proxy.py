@@ -359,3 +359,28 @@ def test_a_client_tool_call_whose_arguments_nest_very_deep_is_not_a_500(rig):
     assert r.status_code == 200, r.text[:300]
     sent = json.loads(rig.raw.received[-1].body)
     assert sent["messages"][1]["content"][0]["input"] == {"_raw": arguments}
+
+
+# --- text a JSON parser stricter than the client's would drop ------------------------------------------------
+
+
+def test_a_streamed_chunk_with_a_lone_surrogate_is_not_dropped_from_a_translated_stream(rig):
+    """A server that cuts an emoji between two chunks can send a lone surrogate escape (``\\ud83d``) or raw
+    bytes that are not UTF-8. An untranslated client's JSON parser takes such a chunk (the text shows a
+    replacement character); a translated stream used to drop the whole chunk, text and finish reason with it,
+    so the answer silently lost words (and the finish made it look cut short)."""
+    lone = b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"Hel\\ud83d"},"finish_reason":null}]}\n\n'
+    bad_utf8 = b'data: {"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"lo\xf0\x9f"},"finish_reason":"stop"}]}\n\n'
+    events = [
+        lone,
+        bad_utf8,
+        oa_event({"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": OA_USAGE}),
+        b"data: [DONE]\n\n",
+    ]
+    r = rig.messages(an_body(script("oa-surrogate", chunked(events)), stream=True))
+    payloads = sse_events(r.content.decode("utf-8"))
+    text = "".join(p["delta"]["text"] for p in payloads if p["type"] == "content_block_delta")
+    assert text == "Hel\ufffdlo\ufffd", payloads
+    assert [p["delta"]["stop_reason"] for p in payloads if p["type"] == "message_delta"] == ["end_turn"]
+    row = row_of(rig, r)
+    assert row["status"] == 200 and row["output_tokens"] == 50

@@ -22,6 +22,7 @@ is whole, whatever happens to either connection afterwards.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -50,12 +51,37 @@ def usage_of(api: str, raw: Any) -> Usage | None:
 
 
 def _json_object(data: bytes) -> dict | None:
-    """``data`` parsed as a JSON object, or None when it is not one (an upstream's odd answer is not our error)."""
+    """``data`` parsed as a JSON object, or None when it is not one (an upstream's odd answer is not our error).
+    Text that is not UTF-8 and lone surrogate escapes read as U+FFFD, as the clients' own parsers read them
+    (a server that cuts a character between two chunks sends those): see :func:`_lenient_object`."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return None
+        obj = _lenient_object(data)
     return obj if isinstance(obj, dict) else None
+
+
+def _lenient_object(data: bytes) -> Any:
+    """What orjson refused, read the way Python's decoder with ``errors="replace"`` and ``json`` read it, its
+    strings mended so orjson can write them again; None when it is not JSON even so (or holds what orjson
+    cannot write, such as an integer past 64 bits)."""
+    try:
+        obj = _mended(json.loads(data.decode("utf-8", "replace")))
+        orjson.dumps(obj)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return obj
+
+
+def _mended(value: Any) -> Any:
+    """``value`` with every string's lone surrogates replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_mended(k): _mended(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mended(v) for v in value]
+    return value
 
 
 def usage_from_body(api: str, body: bytes) -> Usage | None:
