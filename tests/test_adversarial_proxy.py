@@ -384,3 +384,54 @@ def test_a_streamed_chunk_with_a_lone_surrogate_is_not_dropped_from_a_translated
     assert [p["delta"]["stop_reason"] for p in payloads if p["type"] == "message_delta"] == ["end_turn"]
     row = row_of(rig, r)
     assert row["status"] == 200 and row["output_tokens"] == 50
+
+
+# --- one very long event ----------------------------------------------------------------------------------
+
+
+def test_one_very_long_event_is_metered_in_linear_time():
+    """An upstream event of 24 MiB (an image's base64 in one chunk) arriving in 64 KiB reads: the meter used
+    to join and search its whole buffer again on every read (quadratic: about 10 s of a worker's event loop,
+    every other request stalled); it takes a fraction of a second and passes the event on whole."""
+    from gwctl.proxy.meter import StreamMeter
+
+    event = b'data: {"x": "' + b"A" * (24 << 20) + b'"}\r\n\r\n'
+    for api, strip in (("chat", True), ("messages", False)):
+        meter = StreamMeter(api, strip_usage_chunk=strip)
+        started = time.perf_counter()
+        out = [meter.feed(event[i : i + 65536]) for i in range(0, len(event), 65536)]
+        out.append(meter.finish())
+        assert time.perf_counter() - started < 3.0
+        assert b"".join(out) == event and out[-2] != b"" and not any(out[:-2])
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"])
+def test_a_stream_split_anywhere_meters_and_relays_as_it_does_whole(newline):
+    """Every split of a stream into reads (inside ``data:``, inside a UTF-8 character, between CR and LF)
+    gives the client the same bytes and the meter the same usage as the stream read whole; comments,
+    ``event:`` lines and ``data:`` without a space included; the usage-only chunk dropped either way."""
+    import random
+
+    from gwctl.proxy.meter import StreamMeter
+
+    nl = newline
+    stream = b"".join(
+        [
+            b": ping" + nl + nl,
+            b"event: chunk" + nl + b"data:" + json.dumps(oa_chunk({"content": "héllo 😀"}), ensure_ascii=False).encode(),
+            nl + nl,
+            b"data: " + json.dumps(oa_chunk({}, "stop")).encode() + nl + nl,
+            b"data: " + json.dumps({"id": "c1", "choices": [], "usage": OA_USAGE}).encode() + nl + nl,
+            b"data: [DONE]" + nl + nl,
+        ]
+    )
+    whole = StreamMeter("chat", strip_usage_chunk=True)
+    expected = whole.feed(stream) + whole.finish()
+    assert b"usage" not in expected and whole.usage() is not None and whole.terminal
+    rng = random.Random(7)
+    splits = [[i] for i in range(1, len(stream))] + [sorted(rng.sample(range(1, len(stream)), 12)) for _ in range(50)]
+    for cuts in splits + [list(range(1, len(stream)))]:
+        meter = StreamMeter("chat", strip_usage_chunk=True)
+        bounds = [0, *cuts, len(stream)]
+        out = b"".join(meter.feed(stream[a:b]) for a, b in zip(bounds, bounds[1:])) + meter.finish()
+        assert out == expected and meter.usage() == whole.usage() and meter.terminal, cuts

@@ -97,26 +97,45 @@ class StreamMeter:
     def __init__(self, api: str, strip_usage_chunk: bool = False):
         self.api = api
         self.strip_usage_chunk = strip_usage_chunk
-        self._buf = b""
+        self._buf = bytearray()  # the start of an event whose end has not come yet
         self.raw_usage: dict | None = None
         self.terminal = False  # the stream's terminal event was among the bytes fed so far
         self._marker = _TERMINAL_MARKERS.get(api, b"[DONE]")
         self.failure: str | None = None  # the upstream's error event's message, when its stream ended in one
 
     def feed(self, data: bytes) -> bytes:
-        """Bytes to send to the client now: every complete event received so far."""
-        buf = self._buf + data if self._buf else data
+        """Bytes to send to the client now: every complete event received so far.
+
+        What is held back (the start of an event) holds no separator, so only the new bytes, and the 3 held
+        before them that a separator can start in, are searched; and they are added to it in place: a very
+        long event costs time in proportion to its length, not to its length squared."""
+        pending = self._buf
+        buf: bytes | bytearray
+        if pending:
+            start = max(len(pending) - 3, 0)
+            pending += data
+            buf = pending
+        else:
+            start = 0
+            buf = data
         cut = -1
         sep_len = 0
         for sep in _SEPARATORS:
-            i = buf.rfind(sep)
+            i = buf.rfind(sep, start)
             if i > cut:
                 cut, sep_len = i, len(sep)
         if cut < 0:
-            self._buf = buf
+            if buf is data:
+                self._buf = bytearray(data)
             return b""
         end = cut + sep_len
-        complete, self._buf = buf[:end], buf[end:]
+        if buf is data:
+            complete = data[:end]
+            if end < len(data):
+                self._buf = bytearray(data[end:])
+        else:
+            complete = bytes(pending[:end])
+            del pending[:end]
         if self._marker in complete and not self.terminal:
             self._find_terminal(complete)
         if b'"error"' in complete and self.failure is None:  # a key (in a JSON string it would read \"error\")
@@ -126,7 +145,7 @@ class StreamMeter:
         return self._inspect(complete)
 
     def finish(self) -> bytes:
-        rest, self._buf = self._buf, b""
+        rest, self._buf = bytes(self._buf), bytearray()
         if rest and self._marker in rest and not self.terminal:
             self._find_terminal(rest)
         if rest and b'"error"' in rest and self.failure is None:
