@@ -435,3 +435,24 @@ def test_a_stream_split_anywhere_meters_and_relays_as_it_does_whole(newline):
         bounds = [0, *cuts, len(stream)]
         out = b"".join(meter.feed(stream[a:b]) for a, b in zip(bounds, bounds[1:])) + meter.finish()
         assert out == expected and meter.usage() == whole.usage() and meter.terminal, cuts
+
+
+# --- absurd usage counts --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", ["1" + "0" * 30, "1e30", str(2**63)])
+def test_an_absurd_usage_count_does_not_jam_the_activity_log(rig, count):
+    """An upstream reporting 10**30 prompt tokens (or 2**63): no request comes near, and the count does not fit
+    the log's 64-bit integers. It used to be taken as usage: the log writer then failed on that row ("Python
+    int too large to convert to SQLite INTEGER"), took the log for unavailable and backed off (the rows after
+    it waiting), and in the end dropped the row: the request left no record. The count is now refused as
+    malformed usage (the row says the answer, without usage or cost), and the next row is written."""
+    answer = b'{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],'
+    answer += b'"usage":{"prompt_tokens":' + count.encode() + b',"completion_tokens":5,"total_tokens":5}}'
+    r = rig.chat({"model": "both/m", "messages": [{"role": "user", "content": script(f"huge-{count}", json_answer(answer))}]})
+    assert r.status_code == 200
+    row = row_of(rig, r)
+    assert row["status"] == 200 and row["cost"] is None and not row["input_tokens"]
+    answer = json.dumps({"id": "y", "choices": [], "usage": OA_USAGE}).encode()
+    after = rig.chat({"model": "both/m", "messages": [{"role": "user", "content": script("after-huge", json_answer(answer))}]})
+    assert row_of(rig, after)["input_tokens"] == 1000
