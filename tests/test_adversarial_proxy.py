@@ -456,3 +456,25 @@ def test_an_absurd_usage_count_does_not_jam_the_activity_log(rig, count):
     answer = json.dumps({"id": "y", "choices": [], "usage": OA_USAGE}).encode()
     after = rig.chat({"model": "both/m", "messages": [{"role": "user", "content": script("after-huge", json_answer(answer))}]})
     assert row_of(rig, after)["input_tokens"] == 1000
+
+
+# --- media types are case-insensitive ------------------------------------------------------------------------
+
+
+def test_an_event_stream_whose_content_type_is_not_lower_case_is_still_a_stream(rig):
+    """``Content-Type: Text/Event-Stream`` is an event stream (media types are case-insensitive, RFC 9110
+    8.3.1). It used to be read whole as a JSON answer: a translated client got the upstream's own API's events
+    untranslated, and the answer's usage was never metered (the row had no cost)."""
+    events = [
+        oa_event(oa_chunk({"role": "assistant", "content": "Hello"})),
+        oa_event(oa_chunk({}, "stop")),
+        oa_event({"id": "c1", "object": "chat.completion.chunk", "choices": [], "usage": OA_USAGE}),
+        b"data: [DONE]\n\n",
+    ]
+    pieces = chunked(events)
+    pieces[0] = pieces[0].replace(b"text/event-stream", b"Text/Event-Stream")
+    r = rig.messages(an_body(script("oa-upper-ctype", pieces), stream=True))
+    payloads = sse_events(r.text)
+    assert [p["type"] for p in payloads][0] == "message_start" and payloads[-1]["type"] == "message_stop", r.text
+    row = row_of(rig, r)
+    assert row["status"] == 200 and row["input_tokens"] == 1000 and row["cost"] is not None

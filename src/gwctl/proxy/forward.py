@@ -174,7 +174,7 @@ class Forwarder:
             out_headers.append((REQUEST_ID_HEADER, flow.rid))
             if flow.translation is not None and flow.translation.warnings:
                 out_headers.append((TRANSLATION_HEADER, "; ".join(flow.translation.warnings)))
-            if (upstream.header("content-type") or "").startswith("text/event-stream"):
+            if (upstream.header("content-type") or "")[:17].lower() == "text/event-stream":  # any letter case
                 self.note(flow, upstream.status, None, started, out_headers)
                 await relay_stream(flow, upstream, out_headers, self.recorder)
                 return None
