@@ -478,3 +478,30 @@ def test_an_event_stream_whose_content_type_is_not_lower_case_is_still_a_stream(
     assert [p["type"] for p in payloads][0] == "message_start" and payloads[-1]["type"] == "message_stop", r.text
     row = row_of(rig, r)
     assert row["status"] == 200 and row["input_tokens"] == 1000 and row["cost"] is not None
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"choices": {"first": {}}},  # an object where the list belongs: choices[0] was a KeyError
+        {"choices": [{"message": {"tool_calls": {"a": 1}}}]},
+    ],
+)
+def test_more_whole_openai_answers_of_the_wrong_shape_are_502s(rig, shape):
+    body = json.dumps({"id": "x", "usage": OA_USAGE} | shape).encode()
+    r = rig.messages(an_body(script(f"oa-shape-{len(body)}", json_answer(body))))
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"] == "untranslatable_answer"
+    assert row_of(rig, r)["input_tokens"] == 1000
+
+
+def test_an_anthropic_usage_of_the_wrong_shape_mid_stream_ends_in_an_error_payload(rig):
+    """``message_start.message.usage`` as a list: the stream translator's dict update raised ValueError."""
+    events = [
+        an_event({"type": "message_start", "message": {"id": "m1", "usage": [["input_tokens"]]}}),
+        an_event({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}}),
+        an_event({"type": "message_stop"}),
+    ]
+    r = rig.chat(oa_body(script("an-list-usage", chunked(events)), stream=True))
+    assert '"error"' in r.text and "[DONE]" not in r.text, r.text
+    assert row_of(rig, r)["status"] == 502

@@ -30,6 +30,11 @@ from gwctl.core.translate.target import translate_for
 from gwctl.proxy.meter import StreamMeter, _data_of, _json_object, _split_events, stream_error
 
 
+# what a translator raises on a field of the wrong JSON type (a string where a list or object belongs, a list
+# where an object does, ...): in an upstream's answer or event that is the upstream's failure, not a bug of ours
+_SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
+
+
 class Translation:
     """One translated attempt: which way, the model the client's answer names, and whether the upstream's
     usage is for the gateway only (the client streams without asking for it in its own API)."""
@@ -53,7 +58,9 @@ class Translation:
             return data
         try:
             return self._answer(status, doc)
-        except (TypeError, AttributeError) as exc:
+        except TranslationError:
+            raise
+        except _SHAPE_ERRORS as exc:
             raise TranslationError("untranslatable_answer", f"the upstream's answer has the wrong shape ({exc})") from exc
 
     def _answer(self, status: int, doc: dict[str, Any]) -> bytes:
@@ -131,7 +138,7 @@ class TranslatingMeter:
             if payload is not None:
                 try:
                     events = self._stream.feed(payload)
-                except (TypeError, AttributeError) as exc:  # the upstream's event has the wrong shape: its failure
+                except _SHAPE_ERRORS as exc:  # the upstream's event has the wrong shape: its failure
                     events = self._stream.fail(f"the upstream sent an event of the wrong shape ({exc})")
                 out.append(self._write(events))
         return b"".join(out)
