@@ -9,7 +9,6 @@ can be split anywhere). Requests go out with httpx (exact status and bytes) or a
 from __future__ import annotations
 
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import httpx
 import pytest
 
 from gwctl.core.translate.requests import anthropic_to_openai_request, openai_to_anthropic_request
-from gwctl.core.translate.streams import AnthropicToOpenAIStream, OpenAIToAnthropicStream
+from gwctl.core.translate.streams import OpenAIToAnthropicStream
 from proxyrun import ProxyProcess, StoreRig
 from rawupstream import RawUpstream, Received
 
@@ -60,7 +59,7 @@ def json_answer(body: bytes, status: int = 200, ctype: str = "application/json")
 def respond(rec: Received):
     text = rec.body.decode("utf-8", "replace")
     for name, pieces in SCRIPTS.items():
-        if f"script:{name}\\" in text or f"script:{name}\"" in text:
+        if f"script:{name}\\" in text or f'script:{name}"' in text:
             return [(p, 0.01) for p in pieces]
     return [(json_answer(b'{"error": {"message": "no script", "type": "invalid_request_error"}}', 400)[0], 0.0)]
 
@@ -93,7 +92,7 @@ class Rig(StoreRig):
 
 
 @pytest.fixture(scope="module")
-def rig(tmp_path_factory, monkeypatch_module=None):
+def rig(tmp_path_factory):
     r = Rig(tmp_path_factory.mktemp("adversarial"))
     yield r
     r.close()
@@ -297,6 +296,7 @@ def test_parallel_tool_calls_without_an_index_stay_separate_calls(rig):
 def test_streamed_tool_call_pieces_with_their_index_still_assemble(rig):
     """The usual OpenAI shape (id and name on a call's first chunk only, argument pieces by index, two calls
     interleaved) keeps working."""
+
     def tc(index, args, **first):
         return {"index": index, "function": {"arguments": args} | ({"name": first["name"]} if first else {})} | (
             {"id": first["id"], "type": "function"} if first else {}
@@ -333,7 +333,11 @@ def test_an_answer_whose_tool_arguments_nest_very_deep_keeps_them_as_text(rig, d
     arguments = nested_object(depth)
     call = {"id": "call_a", "type": "function", "function": {"name": "alpha", "arguments": arguments}}
     message = {"role": "assistant", "content": None, "tool_calls": [call]}
-    answer = {"id": "x", "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}], "usage": OA_USAGE}
+    answer = {
+        "id": "x",
+        "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+        "usage": OA_USAGE,
+    }
     r = rig.messages(an_body(script(f"oa-deep-{depth}", json_answer(json.dumps(answer).encode()))))
     assert r.status_code == 200, r.text[:300]
     block = r.json()["content"][0]
@@ -418,7 +422,10 @@ def test_a_stream_split_anywhere_meters_and_relays_as_it_does_whole(newline):
     stream = b"".join(
         [
             b": ping" + nl + nl,
-            b"event: chunk" + nl + b"data:" + json.dumps(oa_chunk({"content": "héllo 😀"}), ensure_ascii=False).encode(),
+            b"event: chunk"
+            + nl
+            + b"data:"
+            + json.dumps(oa_chunk({"content": "héllo 😀"}), ensure_ascii=False).encode(),
             nl + nl,
             b"data: " + json.dumps(oa_chunk({}, "stop")).encode() + nl + nl,
             b"data: " + json.dumps({"id": "c1", "choices": [], "usage": OA_USAGE}).encode() + nl + nl,
@@ -449,12 +456,16 @@ def test_an_absurd_usage_count_does_not_jam_the_activity_log(rig, count):
     malformed usage (the row says the answer, without usage or cost), and the next row is written."""
     answer = b'{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],'
     answer += b'"usage":{"prompt_tokens":' + count.encode() + b',"completion_tokens":5,"total_tokens":5}}'
-    r = rig.chat({"model": "both/m", "messages": [{"role": "user", "content": script(f"huge-{count}", json_answer(answer))}]})
+    r = rig.chat(
+        {"model": "both/m", "messages": [{"role": "user", "content": script(f"huge-{count}", json_answer(answer))}]}
+    )
     assert r.status_code == 200
     row = row_of(rig, r)
     assert row["status"] == 200 and row["cost"] is None and not row["input_tokens"]
     answer = json.dumps({"id": "y", "choices": [], "usage": OA_USAGE}).encode()
-    after = rig.chat({"model": "both/m", "messages": [{"role": "user", "content": script("after-huge", json_answer(answer))}]})
+    after = rig.chat(
+        {"model": "both/m", "messages": [{"role": "user", "content": script("after-huge", json_answer(answer))}]}
+    )
     assert row_of(rig, after)["input_tokens"] == 1000
 
 

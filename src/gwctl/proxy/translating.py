@@ -19,8 +19,8 @@ from gwctl.core.pricing import Usage
 from gwctl.core.translate import (
     DONE,
     AnthropicToOpenAIStream,
-    TranslationError,
     OpenAIToAnthropicStream,
+    TranslationError,
     anthropic_error_to_openai,
     anthropic_to_openai_response,
     openai_error_to_anthropic,
@@ -28,7 +28,6 @@ from gwctl.core.translate import (
 )
 from gwctl.core.translate.target import translate_for
 from gwctl.proxy.meter import StreamMeter, _data_of, _json_object, _split_events, stream_error
-
 
 # what a translator raises on a field of the wrong JSON type (a string where a list or object belongs, a list
 # where an object does, ...): in an upstream's answer or event that is the upstream's failure, not a bug of ours
@@ -61,7 +60,9 @@ class Translation:
         except TranslationError:
             raise
         except _SHAPE_ERRORS as exc:
-            raise TranslationError("untranslatable_answer", f"the upstream's answer has the wrong shape ({exc})") from exc
+            raise TranslationError(
+                "untranslatable_answer", f"the upstream's answer has the wrong shape ({exc})"
+            ) from exc
 
     def _answer(self, status: int, doc: dict[str, Any]) -> bytes:
         if self.way == A2O:
