@@ -516,3 +516,92 @@ def test_an_anthropic_usage_of_the_wrong_shape_mid_stream_ends_in_an_error_paylo
     r = rig.chat(oa_body(script("an-list-usage", chunked(events)), stream=True))
     assert '"error"' in r.text and "[DONE]" not in r.text, r.text
     assert row_of(rig, r)["status"] == 502
+
+
+def test_a_translated_stream_cut_into_tiny_reads_reassembles(rig):
+    """An OpenAI stream with CRLF line ends, ``data:`` without a space, ``: ping`` comments and ``event:``
+    lines, written 7 bytes at a time (so reads end inside ``data:``, inside a UTF-8 character and between CR
+    and LF): the Anthropic client gets the whole text, the stop reason and the usage, and the row the usage."""
+    nl = b"\r\n"
+    events = [
+        b": ping" + nl + nl,
+        b"event: chunk" + nl + b"data:" + json.dumps(oa_chunk({"content": "héllo 😀 "}), ensure_ascii=False).encode(),
+        nl + nl,
+        b"data:" + json.dumps(oa_chunk({"content": "wörld"}), ensure_ascii=False).encode() + nl + nl,
+        b"data: " + json.dumps(oa_chunk({}, "length")).encode() + nl + nl,
+        b"data: " + json.dumps({"id": "c1", "choices": [], "usage": OA_USAGE}).encode() + nl + nl,
+        b"data: [DONE]" + nl + nl,
+    ]
+    body = b"".join(events)
+    pieces = [body[i : i + 7] for i in range(0, len(body), 7)]
+    r = rig.messages(an_body(script("oa-tiny-reads", chunked(pieces)), stream=True))
+    payloads = sse_events(r.content.decode("utf-8"))
+    text = "".join(p["delta"]["text"] for p in payloads if p["type"] == "content_block_delta")
+    assert text == "héllo 😀 wörld"
+    [delta] = [p for p in payloads if p["type"] == "message_delta"]
+    assert delta["delta"]["stop_reason"] == "max_tokens" and delta["usage"]["input_tokens"] == 1000
+    assert payloads[-1]["type"] == "message_stop"
+    row = row_of(rig, r)
+    assert row["status"] == 200 and row["input_tokens"] == 1000 and row["output_tokens"] == 50
+
+
+def test_an_anthropic_stream_with_multi_line_data_cut_into_tiny_reads_reassembles(rig):
+    """Anthropic events whose JSON spans two ``data:`` lines (legal SSE: the lines join with a newline), CRLF
+    line ends, a ``ping`` event, written 5 bytes at a time, to an OpenAI client that asked for usage."""
+    nl = b"\r\n"
+
+    def ev(payload: dict) -> bytes:
+        text = json.dumps(payload, ensure_ascii=False).encode()
+        half = text.index(b",") + 1
+        return (
+            b"event: "
+            + payload["type"].encode()
+            + nl
+            + b"data: "
+            + text[:half]
+            + nl
+            + b"data: "
+            + text[half:]
+            + nl
+            + nl
+        )
+
+    start = {"type": "message_start", "message": {"id": "m1", "usage": {"input_tokens": 900, "output_tokens": 1}}}
+    events = [
+        ev(start),
+        ev({"type": "ping", "x": 1}),
+        ev({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        ev({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "grüß 🙂"}}),
+        ev({"type": "content_block_stop", "index": 0}),
+        ev({"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 12}}),
+        ev({"type": "message_stop", "x": 1}),
+    ]
+    body = b"".join(events)
+    pieces = [body[i : i + 5] for i in range(0, len(body), 5)]
+    req = oa_body(script("an-tiny-reads", chunked(pieces)), stream=True, stream_options={"include_usage": True})
+    r = rig.chat(req)
+    payloads = sse_events(r.content.decode("utf-8"))
+    text = "".join(p["choices"][0]["delta"].get("content") or "" for p in payloads if p["choices"])
+    assert text == "grüß 🙂"
+    assert [p["choices"][0]["finish_reason"] for p in payloads if p["choices"]][-1] == "length"
+    assert payloads[-1]["usage"]["prompt_tokens"] == 900 and payloads[-1]["usage"]["completion_tokens"] == 12
+    assert r.text.rstrip().endswith("data: [DONE]")
+    row = row_of(rig, r)
+    assert row["status"] == 200 and row["input_tokens"] == 900 and row["output_tokens"] == 12
+
+
+# --- an error that comes with a success status ---------------------------------------------------------------
+
+
+def test_an_error_body_with_status_200_is_not_passed_off_as_an_empty_answer(rig):
+    """Some OpenAI-compatible servers answer 200 with ``{"error": {...}}`` and no choices. Translated, that
+    became an Anthropic message with no content (a successful, empty answer, stop reason null); it is the
+    upstream's failure, answered 502 with its message."""
+    body = b'{"error": {"message": "model overloaded, try later", "type": "server_error", "code": 503}}'
+    r = rig.messages(an_body(script("oa-200-error", json_answer(body))))
+    assert r.status_code == 502, r.text
+    assert "model overloaded, try later" in r.json()["error"]["message"]
+    assert row_of(rig, r)["status"] == 502
+    body = b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}'
+    r = rig.chat(oa_body(script("an-200-error", json_answer(body))))
+    assert r.status_code == 502 and "Overloaded" in r.json()["error"]["message"], r.text

@@ -50,8 +50,9 @@ class Translation:
     def answer(self, status: int, data: bytes) -> bytes:
         """A whole upstream answer (or error body) in the client's API; a body that is not a JSON object
         passes unchanged (the upstream's odd answer is shown as it came). Raises
-        :class:`~gwctl.core.translate.TranslationError` for an answer that has no form in the client's API
-        or whose fields have the wrong JSON types (the upstream's fault, not the gateway's)."""
+        :class:`~gwctl.core.translate.TranslationError` for an answer that has no form in the client's API,
+        whose fields have the wrong JSON types, or that is an error body sent with a success status (the
+        upstream's fault, not the gateway's)."""
         doc = _json_object(data)
         if doc is None:
             return data
@@ -65,6 +66,9 @@ class Translation:
             ) from exc
 
     def _answer(self, status: int, doc: dict[str, Any]) -> bytes:
+        failure = stream_error(doc) if status < 400 and "choices" not in doc and "content" not in doc else None
+        if failure is not None:  # an error body with a success status: not an (empty) answer
+            raise TranslationError("untranslatable_answer", f"the upstream answered {status} with an error ({failure})")
         if self.way == A2O:
             if status >= 400:
                 return orjson.dumps(openai_error_to_anthropic(status, doc))
