@@ -126,13 +126,13 @@ class StreamMeter:
                 cut, sep_len = i, len(sep)
         if cut < 0:
             if buf is data:
-                self._buf = bytearray(data)
+                pending += data
             return b""
         end = cut + sep_len
         if buf is data:
             complete = data[:end]
             if end < len(data):
-                self._buf = bytearray(data[end:])
+                pending += memoryview(data)[end:]
         else:
             complete = bytes(pending[:end])
             del pending[:end]
