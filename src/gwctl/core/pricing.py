@@ -8,8 +8,8 @@ Reading usage (:func:`usage_from_openai_chat`, :func:`usage_from_responses`,
 :func:`usage_from_anthropic`, :func:`detect_usage`):
 
 * Missing or ``null`` counts are 0. A negative, fractional, boolean or textual
-  count is refused (ValueError); a whole-number float such as ``12.0`` is read
-  as 12.
+  count, or one over :data:`MAX_COUNT`, is refused (ValueError); a whole-number
+  float such as ``12.0`` is read as 12.
 * OpenAI Chat Completions: ``prompt_tokens`` *includes*
   ``prompt_tokens_details.cached_tokens`` and ``.audio_tokens``, so uncached
   input = prompt - cached - audio; cached tokens are billed at ``cached_input``,
@@ -247,9 +247,15 @@ class Cost:
 # --- reading usage ---------------------------------------------------------
 
 
+MAX_COUNT = 10**12
+"""The largest count a usage field may hold. No request comes near a trillion tokens; a larger count is an
+upstream's garbage, and one past 2**63 would not even fit the activity log's integers (its row could never be
+written)."""
+
+
 def _count(obj: Mapping[str, Any], key: str, where: str) -> int:
     value = obj.get(key)
-    if type(value) is int and value >= 0:  # the usual answer, checked first (the proxy reads one per request)
+    if type(value) is int and 0 <= value <= MAX_COUNT:  # the usual answer, checked first (one per request)
         return value
     if value is None:
         return 0
@@ -261,6 +267,8 @@ def _count(obj: Mapping[str, Any], key: str, where: str) -> int:
         raise ValueError(f"usage field {where}{key} must be a whole number of tokens; got {value!r}")
     if value < 0:
         raise ValueError(f"usage field {where}{key} must not be negative; got {value}")
+    if value > MAX_COUNT:
+        raise ValueError(f"usage field {where}{key} is over {MAX_COUNT} tokens; got {value}")
     return value
 
 

@@ -174,7 +174,7 @@ class Forwarder:
             out_headers.append((REQUEST_ID_HEADER, flow.rid))
             if flow.translation is not None and flow.translation.warnings:
                 out_headers.append((TRANSLATION_HEADER, "; ".join(flow.translation.warnings)))
-            if (upstream.header("content-type") or "").startswith("text/event-stream"):
+            if (upstream.header("content-type") or "")[:17].lower() == "text/event-stream":  # any letter case
                 self.note(flow, upstream.status, None, started, out_headers)
                 await relay_stream(flow, upstream, out_headers, self.recorder)
                 return None
@@ -226,6 +226,14 @@ class Forwarder:
         if flow.translation is not None:
             try:
                 data = flow.translation.answer(status, data)
+            except TranslationError as exc:  # the upstream's answer has no form in the client's API: its failure
+                assert flow.decision is not None
+                message = f"the answer of source {flow.decision.source} cannot be translated ({exc.message})"
+                log.warning("%s %s: %s", flow.rid, flow.request.path, message)
+                self.recorder.record(flow, 502, usage, exc.rule, message, kind="error")
+                reply = error_reply(flow, 502, message, "api_error", exc.rule, exc.param)
+                reply.headers.extend(h for h in out_headers if h[0] == ATTEMPTS_HEADER)
+                return reply
             except Exception as exc:  # a bug of ours: the row says 500 and keeps the usage the answer carried
                 self.recorder.record(flow, 500, usage, INTERNAL_ERROR, bug_message(exc))
                 raise

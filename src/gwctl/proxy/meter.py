@@ -22,6 +22,7 @@ is whole, whatever happens to either connection afterwards.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -50,12 +51,37 @@ def usage_of(api: str, raw: Any) -> Usage | None:
 
 
 def _json_object(data: bytes) -> dict | None:
-    """``data`` parsed as a JSON object, or None when it is not one (an upstream's odd answer is not our error)."""
+    """``data`` parsed as a JSON object, or None when it is not one (an upstream's odd answer is not our error).
+    Text that is not UTF-8 and lone surrogate escapes read as U+FFFD, as the clients' own parsers read them
+    (a server that cuts a character between two chunks sends those): see :func:`_lenient_object`."""
     try:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return None
+        obj = _lenient_object(data)
     return obj if isinstance(obj, dict) else None
+
+
+def _lenient_object(data: bytes) -> Any:
+    """What orjson refused, read the way Python's decoder with ``errors="replace"`` and ``json`` read it, its
+    strings mended so orjson can write them again; None when it is not JSON even so (or holds what orjson
+    cannot write, such as an integer past 64 bits)."""
+    try:
+        obj = _mended(json.loads(data.decode("utf-8", "replace")))
+        orjson.dumps(obj)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return obj
+
+
+def _mended(value: Any) -> Any:
+    """``value`` with every string's lone surrogates replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {_mended(k): _mended(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mended(v) for v in value]
+    return value
 
 
 def usage_from_body(api: str, body: bytes) -> Usage | None:
@@ -71,26 +97,45 @@ class StreamMeter:
     def __init__(self, api: str, strip_usage_chunk: bool = False):
         self.api = api
         self.strip_usage_chunk = strip_usage_chunk
-        self._buf = b""
+        self._buf = bytearray()  # the start of an event whose end has not come yet
         self.raw_usage: dict | None = None
         self.terminal = False  # the stream's terminal event was among the bytes fed so far
         self._marker = _TERMINAL_MARKERS.get(api, b"[DONE]")
         self.failure: str | None = None  # the upstream's error event's message, when its stream ended in one
 
     def feed(self, data: bytes) -> bytes:
-        """Bytes to send to the client now: every complete event received so far."""
-        buf = self._buf + data if self._buf else data
+        """Bytes to send to the client now: every complete event received so far.
+
+        What is held back (the start of an event) holds no separator, so only the new bytes, and the 3 held
+        before them that a separator can start in, are searched; and they are added to it in place: a very
+        long event costs time in proportion to its length, not to its length squared."""
+        pending = self._buf
+        buf: bytes | bytearray
+        if pending:
+            start = max(len(pending) - 3, 0)
+            pending += data
+            buf = pending
+        else:
+            start = 0
+            buf = data
         cut = -1
         sep_len = 0
         for sep in _SEPARATORS:
-            i = buf.rfind(sep)
+            i = buf.rfind(sep, start)
             if i > cut:
                 cut, sep_len = i, len(sep)
         if cut < 0:
-            self._buf = buf
+            if buf is data:
+                pending += data
             return b""
         end = cut + sep_len
-        complete, self._buf = buf[:end], buf[end:]
+        if buf is data:
+            complete = data[:end]
+            if end < len(data):
+                pending += memoryview(data)[end:]
+        else:
+            complete = bytes(pending[:end])
+            del pending[:end]
         if self._marker in complete and not self.terminal:
             self._find_terminal(complete)
         if b'"error"' in complete and self.failure is None:  # a key (in a JSON string it would read \"error\")
@@ -100,7 +145,7 @@ class StreamMeter:
         return self._inspect(complete)
 
     def finish(self) -> bytes:
-        rest, self._buf = self._buf, b""
+        rest, self._buf = bytes(self._buf), bytearray()
         if rest and self._marker in rest and not self.terminal:
             self._find_terminal(rest)
         if rest and b'"error"' in rest and self.failure is None:

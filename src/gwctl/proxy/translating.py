@@ -20,6 +20,7 @@ from gwctl.core.translate import (
     DONE,
     AnthropicToOpenAIStream,
     OpenAIToAnthropicStream,
+    TranslationError,
     anthropic_error_to_openai,
     anthropic_to_openai_response,
     openai_error_to_anthropic,
@@ -27,6 +28,10 @@ from gwctl.core.translate import (
 )
 from gwctl.core.translate.target import translate_for
 from gwctl.proxy.meter import StreamMeter, _data_of, _json_object, _split_events, stream_error
+
+# what a translator raises on a field of the wrong JSON type (a string where a list or object belongs, a list
+# where an object does, ...): in an upstream's answer or event that is the upstream's failure, not a bug of ours
+_SHAPE_ERRORS = (TypeError, AttributeError, KeyError, IndexError, ValueError)
 
 
 class Translation:
@@ -44,10 +49,26 @@ class Translation:
 
     def answer(self, status: int, data: bytes) -> bytes:
         """A whole upstream answer (or error body) in the client's API; a body that is not a JSON object
-        passes unchanged (the upstream's odd answer is shown as it came)."""
+        passes unchanged (the upstream's odd answer is shown as it came). Raises
+        :class:`~gwctl.core.translate.TranslationError` for an answer that has no form in the client's API,
+        whose fields have the wrong JSON types, or that is an error body sent with a success status (the
+        upstream's fault, not the gateway's)."""
         doc = _json_object(data)
         if doc is None:
             return data
+        try:
+            return self._answer(status, doc)
+        except TranslationError:
+            raise
+        except _SHAPE_ERRORS as exc:
+            raise TranslationError(
+                "untranslatable_answer", f"the upstream's answer has the wrong shape ({exc})"
+            ) from exc
+
+    def _answer(self, status: int, doc: dict[str, Any]) -> bytes:
+        failure = stream_error(doc) if status < 400 and "choices" not in doc and "content" not in doc else None
+        if failure is not None:  # an error body with a success status: not an (empty) answer
+            raise TranslationError("untranslatable_answer", f"the upstream answered {status} with an error ({failure})")
         if self.way == A2O:
             if status >= 400:
                 return orjson.dumps(openai_error_to_anthropic(status, doc))
@@ -120,7 +141,11 @@ class TranslatingMeter:
                 continue
             payload = _json_object(raw)
             if payload is not None:
-                out.append(self._write(self._stream.feed(payload)))
+                try:
+                    events = self._stream.feed(payload)
+                except _SHAPE_ERRORS as exc:  # the upstream's event has the wrong shape: its failure
+                    events = self._stream.fail(f"the upstream sent an event of the wrong shape ({exc})")
+                out.append(self._write(events))
         return b"".join(out)
 
     def _write(self, events: list) -> bytes:

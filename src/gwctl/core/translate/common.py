@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from gwctl.core.request import too_deep
+
 JSON = dict[str, Any]
 """A decoded JSON object, as both APIs speak it."""
 
@@ -144,7 +146,8 @@ def parse_arguments(arguments: Any) -> JSON:
     """An Anthropic tool ``input`` object from OpenAI ``function.arguments``.
 
     Anthropic needs an object. An empty string is ``{}``; text that is not a JSON object (a model
-    can emit broken JSON) is kept whole as ``{"_raw": text}`` so nothing is lost and the client
+    can emit broken JSON), or one nested deeper than a request body may be (``gwctl.core.request.MAX_JSON_DEPTH``,
+    which no JSON writer of the gateway's chokes on), is kept whole as ``{"_raw": text}`` so nothing is lost and the client
     can see what the model wrote, rather than failing the whole answer.
     """
     if isinstance(arguments, dict):
@@ -153,9 +156,11 @@ def parse_arguments(arguments: Any) -> JSON:
         return {} if not arguments else {"_raw": str(arguments)}
     try:
         value = json.loads(arguments)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past Python's parser
         return {"_raw": arguments}
-    return value if isinstance(value, dict) else {"_raw": arguments}
+    if not isinstance(value, dict) or too_deep(arguments.encode(), value):  # deeper than a request may nest
+        return {"_raw": arguments}
+    return value
 
 
 def dump_arguments(value: Any) -> str:

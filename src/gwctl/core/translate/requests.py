@@ -85,8 +85,9 @@ def anthropic_to_openai_request(body: JSON, *, default_max_tokens: int) -> Trans
     for src, dst in (("temperature", "temperature"), ("top_p", "top_p")):
         if body.get(src) is not None:
             out[dst] = body[src]
-    if body.get("stop_sequences"):
-        out["stop"] = list(body["stop_sequences"])
+    stops = body.get("stop_sequences")
+    if stops:
+        out["stop"] = _stop_list(stops, "stop_sequences", allow_string=False)
     user_id = (body.get("metadata") or {}).get("user_id")
     if user_id is not None:
         out["user"] = user_id
@@ -96,6 +97,16 @@ def anthropic_to_openai_request(body: JSON, *, default_max_tokens: int) -> Trans
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}
     return Translated(out, tuple(warn.items), hidden_usage=bool(body.get("stream")))
+
+
+def _stop_list(stops: Any, param: str, *, allow_string: bool) -> list[str]:
+    """Stop sequences as a list of strings. OpenAI's ``stop`` may be one string; anything else that is not a
+    list of strings is refused (``list()`` of a string or an object would make a stop of each letter or key)."""
+    if isinstance(stops, str) and allow_string:
+        return [stops]
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        raise TranslationError("invalid_request", f"{param} must be a list of strings", param)
+    return list(stops)
 
 
 def _check_keys(body: JSON, known: set[str], advisory: set[str], warn: _Warnings) -> None:
@@ -335,7 +346,7 @@ def openai_to_anthropic_request(body: JSON, *, default_max_tokens: int) -> Trans
     out["max_tokens"] = next((n for n in limits if isinstance(n, int)), default_max_tokens)
     stop = body.get("stop")
     if stop:
-        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        out["stop_sequences"] = _stop_list(stop, "stop", allow_string=True)
     _o2a_sampling(body, out, warn)
     if body.get("user") is not None:
         out["metadata"] = {"user_id": body["user"]}

@@ -29,7 +29,8 @@ class OpenAIToAnthropicStream:
     taken so both translators are built from the same request flags.
 
     Each OpenAI tool call ``index`` becomes its own tool_use block (id and name at its start,
-    arguments only as ``input_json_delta`` pieces). A block is closed before one of another kind
+    arguments only as ``input_json_delta`` pieces); a chunk with a new ``id`` at an index already
+    seen starts another block (servers that send whole calls without an ``index``, or with null). A block is closed before one of another kind
     (or another tool call) opens. Arguments for a tool call whose block was already closed (no
     known server interleaves them) are sent to that block's index.
 
@@ -47,7 +48,8 @@ class OpenAIToAnthropicStream:
         self._next_block = 0
         self._open: tuple[str, int] | None = None  # (kind, OpenAI tool index or -1), block index
         self._open_index = -1
-        self._tool_blocks: dict[int, int] = {}
+        self._tool_blocks: dict[int, int] = {}  # OpenAI tool call index -> its (latest) block's index
+        self._tool_ids: dict[int, str | None] = {}  # OpenAI tool call index -> the id its call started with
         self._finish: str | None = None
         self._usage: JSON | None = None
 
@@ -77,6 +79,10 @@ class OpenAIToAnthropicStream:
         if self._finish is None:
             return self._error(CUT_SHORT)
         return self._end()
+
+    def fail(self, message: str) -> list[Event]:
+        """End the client's stream with an error event (the upstream's stream cannot be translated further)."""
+        return [] if self._done else self._error(message)
 
     def _error(self, message: str) -> list[Event]:
         self._done = True
@@ -118,14 +124,18 @@ class OpenAIToAnthropicStream:
         return out
 
     def _tool_delta(self, call: JSON) -> list[Event]:
-        index = call.get("index", 0)
+        found = call.get("index")
+        index = found if isinstance(found, int) else -1  # Gemini and Ollama send whole calls without an index
         function = call.get("function") or {}
         out: list[Event] = []
-        if index not in self._tool_blocks:
-            tool_id = call.get("id") or f"toolu_{self.message_id}_{index}"
+        call_id = call.get("id")
+        if index not in self._tool_blocks or (call_id and call_id != self._tool_ids.get(index)):
+            # a call's first chunk; a new id at a known index is another call (whole calls without an index)
+            tool_id = call_id or f"toolu_{self.message_id}_{self._next_block}"
             block: JSON = {"type": "tool_use", "id": tool_id, "name": function.get("name") or "", "input": {}}
-            out += self._open_block(("tool", index), block)
+            out += self._open_block(("tool", self._next_block), block)
             self._tool_blocks[index] = self._open_index
+            self._tool_ids[index] = call_id
         pieces = function.get("arguments")
         if isinstance(pieces, str) and pieces:
             piece = {"type": "input_json_delta", "partial_json": pieces}
@@ -209,6 +219,10 @@ class AnthropicToOpenAIStream:
         if not self._finished:
             return self._error(CUT_SHORT, None)
         return self._end()
+
+    def fail(self, message: str) -> list[Event]:
+        """End the client's stream with an error payload (the upstream's stream cannot be translated further)."""
+        return [] if self._done else self._error(message, None)
 
     def _error(self, message: str, kind: Any) -> list[Event]:
         self._done = True

@@ -25,7 +25,12 @@ def translate_for(d: Decision, body: JSON) -> Translated:
     entry = d.entry
     default_max = entry.max_output if entry is not None and entry.max_output else DEFAULT_MAX_TOKENS
     convert = anthropic_to_openai_request if d.translate == A2O else openai_to_anthropic_request
-    return convert(body, default_max_tokens=default_max)
+    try:
+        return convert(body, default_max_tokens=default_max)
+    except (TypeError, AttributeError) as exc:
+        # a field of the wrong JSON type (a number where a list or object belongs, ...): the client's error, which
+        # the untranslated path leaves to the upstream to refuse; here it is refused before anything is sent
+        raise TranslationError("invalid_request", f"the request has a field of the wrong type ({exc})") from exc
 
 
 def with_translation(d: Decision, body: JSON) -> Decision:
