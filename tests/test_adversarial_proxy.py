@@ -605,3 +605,74 @@ def test_an_error_body_with_status_200_is_not_passed_off_as_an_empty_answer(rig)
     body = b'{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}'
     r = rig.chat(oa_body(script("an-200-error", json_answer(body))))
     assert r.status_code == 502 and "Overloaded" in r.json()["error"]["message"], r.text
+
+
+def test_a_whole_answer_over_the_cap_fails_instead_of_filling_memory(monkeypatch):
+    """An upstream that sends a whole answer without end: once more than MAX_ANSWER_BYTES is held the answer
+    fails (the forward stage then answers 502 and hangs up), and what arrives afterwards is not kept."""
+    import asyncio
+
+    from gwctl.proxy.upstream import UpstreamError
+    from gwctl.proxy.upstream import response as upstream_response
+
+    monkeypatch.setattr(upstream_response, "MAX_ANSWER_BYTES", 1000)
+
+    async def main():
+        resp = upstream_response.UpstreamResponse(None, asyncio.get_running_loop(), "POST")  # type: ignore[arg-type]
+        resp.head_done(200)
+        reading = asyncio.ensure_future(resp.read())
+        await asyncio.sleep(0)
+        for _ in range(5):
+            resp.feed(b"x" * 600)
+        with pytest.raises(UpstreamError, match="larger than"):
+            await reading
+        return sum(map(len, resp._pieces))
+
+    assert asyncio.run(main()) <= 1000
+
+
+def test_a_stream_event_without_end_over_the_cap_is_the_upstreams_failure(monkeypatch):
+    """A stream whose one event never ends: past MAX_EVENT_BYTES held back the relay gives up on the upstream
+    (502, as for a broken stream) instead of holding it all."""
+    import asyncio
+
+    from gwctl.core.config import Snapshot
+    from gwctl.proxy import relay
+    from gwctl.proxy.flow import Flow
+
+    monkeypatch.setattr(relay, "MAX_EVENT_BYTES", 1000)
+
+    class Client:
+        async def write(self, data):
+            raise AssertionError("nothing complete to send")
+
+        def end(self):
+            pass
+
+    class Req:
+        path, headers = "/v1/chat/completions", {}
+
+        def start_stream(self, status, headers):
+            return Client()
+
+    class Upstream:
+        status = 200
+
+        def __aiter__(self):
+            return self._gen()
+
+        async def _gen(self):
+            yield b"data: {"
+            for _ in range(10):
+                yield b"x" * 600
+
+        def abort(self):
+            pass
+
+    recorded = []
+    recorder = type("R", (), {"metrics": None, "record": lambda self, *a: recorded.append(a)})()
+    flow = Flow(Req(), "rid", 0.0, Snapshot())  # type: ignore[arg-type]
+    flow.api = "chat"
+    asyncio.run(relay.relay_stream(flow, Upstream(), [], recorder))
+    [(_f, status, _usage, _rule, error)] = recorded
+    assert status == 502 and "larger than" in error

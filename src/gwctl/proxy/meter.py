@@ -144,6 +144,11 @@ class StreamMeter:
             return complete
         return self._inspect(complete)
 
+    @property
+    def held(self) -> int:
+        """Bytes held back: the start of an event whose end has not come."""
+        return len(self._buf)
+
     def finish(self) -> bytes:
         rest, self._buf = bytes(self._buf), bytearray()
         if rest and self._marker in rest and not self.terminal:

@@ -9,9 +9,11 @@ from gwctl.proxy.meter import StreamMeter
 from gwctl.proxy.recorder import Recorder
 from gwctl.proxy.translating import TranslatingMeter
 from gwctl.proxy.upstream import UpstreamError, UpstreamTimeout
+from gwctl.proxy.upstream.response import MAX_ANSWER_BYTES
 
 STREAM_END_WAIT = 2.0  # seconds an upstream may take to end its response after the stream's terminal event
 STREAM_ERROR = "upstream_stream_error"  # the row's rule for a stream that ended in an error event
+MAX_EVENT_BYTES = MAX_ANSWER_BYTES  # the most of one stream event held back until its end comes
 
 
 def why(exc: BaseException) -> str:
@@ -38,6 +40,8 @@ async def relay_stream(flow: Flow, upstream, out_headers: list[tuple[str, str]],
     try:
         async for chunk in upstream:
             out = meter.feed(chunk)
+            if not out and meter.held > MAX_EVENT_BYTES:  # one event without end: not the worker's memory
+                raise UpstreamError(f"an event of the stream is larger than {MAX_EVENT_BYTES >> 20} MiB")
             if out and not delivered:
                 await resp.write(out)
                 if first is not None:

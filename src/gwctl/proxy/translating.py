@@ -117,6 +117,11 @@ class TranslatingMeter:
         """The client's events for every complete upstream event received so far."""
         return self._translate(self._meter.feed(data))
 
+    @property
+    def held(self) -> int:
+        """Bytes of the upstream's stream held back: the start of an event whose end has not come."""
+        return self._meter.held
+
     def finish(self) -> bytes:
         """The client's events for what is left, then, when the upstream's end never came, the client's: its
         API's end after an answer whose finish/stop reason came, else its API's error event (a stream cut short

@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 _HIGH_WATER = 1024 * 1024
 _LOW_WATER = 256 * 1024
 
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
+"""The most of a whole answer (one read whole, not streamed) held for the consumer: a chat answer is
+kilobytes and a big embeddings batch tens of megabytes; an upstream sending more fails the answer instead of
+the worker's memory."""
+
 
 class UpstreamResponse:
     """One upstream answer: status and headers at once, the body as it arrives.
@@ -94,6 +99,9 @@ class UpstreamResponse:
         self._pieces.append(piece)
         self._buffered += len(piece)
         if self._read_all:
+            if self._buffered > MAX_ANSWER_BYTES:
+                self._pieces.clear()  # and whatever still comes, until the consumer aborts the connection
+                self.fail(UpstreamError(f"the answer is larger than {MAX_ANSWER_BYTES >> 20} MiB"))
             return False
         w = self._waiter  # wake a waiting reader (inlined: once per body piece)
         if w is not None:
