@@ -78,11 +78,15 @@ class FakeTransport:
         self.protocol = None
         self.out = bytearray()
         self.closed = False
+        self.eof = False  # the server ended its side (its lingering close: FIN, then it drops what comes)
         self.paused = False
 
     def write(self, data):
-        if not self.closed:
+        if not self.closed and not self.eof:
             self.out += data
+
+    def write_eof(self):
+        self.eof = True
 
     def close(self):
         if not self.closed:
@@ -134,15 +138,15 @@ async def _gwctl(pieces: list[bytes]):
     for piece in pieces:
         pending += piece
         for _ in range(50):  # delivered as the protocol takes it (it may pause reading)
-            if transport.closed or transport.paused or not pending:
+            if transport.closed or transport.eof or transport.paused or not pending:
                 break
             data, pending = bytes(pending), bytearray()
             conn.data_received(data)
             await settle()
-        if transport.closed:
+        if transport.closed or transport.eof:
             break
     await settle()
-    closed = transport.closed
+    closed = transport.closed or transport.eof
     await server.shutdown(0)
     await settle()
     return seen, parse_answers(bytes(transport.out)), closed

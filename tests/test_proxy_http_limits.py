@@ -495,3 +495,67 @@ def test_the_gateway_and_command_line_defaults_are_the_servers():
     params = inspect.signature(proxy).parameters
     names = ("head_timeout", "body_timeout", "max_connections", "max_connections_per_client")
     assert tuple(params[n].default for n in names) == expected
+
+
+# --- closing with request bytes unread ------------------------------------------------------
+
+
+def test_an_early_refusal_reaches_a_client_still_sending_its_body(serve):
+    """A body over the limit is refused (413) at the head while the client is still sending it, as most clients
+    do before they read: the client reads the whole answer, then the end of the connection. (Closing at once
+    with the bytes unread makes the kernel send a reset, which can destroy the 413 still in the server's send
+    queue; on an idle loopback the 413 usually gets through anyway, so this guards the behaviour and the test
+    below checks the mechanism.)"""
+
+    async def handler(request):
+        if request.too_large:  # as the gateway answers it
+            return Reply(413, b'{"error":{"message":"too large","code":"body_too_large"}}')
+        return await echo(request)
+
+    running = serve(handler, body_limit=1000)
+    for _ in range(5):  # each is a race the server used to lose often: all must be read
+        with running.client() as c:
+            c.send(get("/echo", "Content-Length: 8000000", method="POST"))
+            send_ignoring_reset(c, b"x" * (3 << 20), piece=1 << 16)  # keeps sending, reads nothing yet
+            r = c.response()
+            assert r.status == 413 and r.header("connection") == "close"
+            assert c.closed_by_server()
+
+
+def test_a_connection_refused_with_bytes_unread_lingers_within_bounds(monkeypatch):
+    """After its answer to a request whose body it will not read, the server half-closes (write_eof), reads
+    on and drops what the client still sends, and closes after LINGER_BYTES more or LINGER_TIME, whichever
+    comes first; a connection whose bytes were all read closes at once."""
+    from gwctl.proxy import http as H
+    from test_proxy_http_h11 import FakeTransport
+
+    monkeypatch.setattr(H, "LINGER_TIME", 0.2)
+    monkeypatch.setattr(H, "LINGER_BYTES", 5000)
+
+    async def one(sent_after: int) -> tuple[FakeTransport, float]:
+        loop = asyncio.get_running_loop()
+
+        async def handler(request):
+            return Reply(413 if request.too_large else 200, b"{}")
+
+        server = HttpServer(handler, body_limit=10)
+        conn = server()
+        t = FakeTransport(loop)
+        t.protocol = conn
+        conn.connection_made(t)
+        conn.data_received(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n" + b"x" * 100)
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert t.eof and not t.closed and not t.paused  # answered, half-closed, reading on
+        start = loop.time()
+        for _ in range(sent_after // 1000):
+            conn.data_received(b"x" * 1000)  # dropped
+        while not t.closed and loop.time() - start < 2:
+            await asyncio.sleep(0.01)
+        await server.shutdown(0)
+        return t, loop.time() - start
+
+    t, took = asyncio.run(one(6000))  # more than LINGER_BYTES: closed at once
+    assert t.closed and took < 0.15 and bytes(t.out).startswith(b"HTTP/1.1 413")
+    t, took = asyncio.run(one(1000))  # a quiet client: closed after LINGER_TIME
+    assert t.closed and 0.15 <= took < 1.5

@@ -77,6 +77,12 @@ MAX_CONNECTIONS = 4096  # open connections per server (per worker process)
 MAX_CONNECTIONS_PER_CLIENT = 256  # open connections per peer address
 SWEEP_INTERVAL = 1.0  # how often the deadlines are checked: how late one can be noticed
 CAP_WARNING_INTERVAL = 5.0  # at most one warning this often about refused connections
+# Closing a connection with request bytes unread makes the kernel answer with a reset, which can destroy the
+# answer just sent (a 413, a 431) before the client reads it. So such a connection lingers, as nginx's
+# lingering close does: its answer goes out with a FIN, and what the client still sends is read and dropped
+# until it closes, for at most this long and this much (then it closes anyway).
+LINGER_TIME = 2.0
+LINGER_BYTES = 1 << 20
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _JSON = "application/json"
 
@@ -418,6 +424,8 @@ class HttpProtocol(asyncio.Protocol):
         self._req: Request | None = None  # the request whose body is being read
         self._body_began = 0.0  # loop time its head was complete (or its 100 Continue went out)
         self._skip = False  # nothing more is read on this connection (it closes after the answers it owes)
+        self._lingering = False  # answered and half-closed: what the client still sends is dropped (_linger)
+        self._linger_left = 0
 
     # --- asyncio.Protocol --------------------------------------------------------
 
@@ -480,6 +488,10 @@ class HttpProtocol(asyncio.Protocol):
         before = self.last_active
         self.last_active = self.loop.time()
         if self._skip:
+            if self._lingering:
+                self._linger_left -= len(data)
+                if self._linger_left < 0:
+                    self.close()
             return
         req = self._req
         if req is not None:
@@ -690,12 +702,12 @@ class HttpProtocol(asyncio.Protocol):
                 return
             self.last_active = self.loop.time()
             if not req.keep_alive or self.closed or self.server.closing:
-                self.close()
+                self._close_answered()
                 return
             if not self.queue:
                 if self._final is not None:  # the server's own answer comes last, then the connection closes
                     self.write(self._final)
-                    self.close()
+                    self._close_answered()
                     return
                 self.busy = False
                 if self._continue_owed:
@@ -754,7 +766,7 @@ class HttpProtocol(asyncio.Protocol):
         if not self.busy:
             if not self.closed:
                 self.write(answer)
-                self.close()
+                self._close_answered()
         else:
             self._final = answer
             self.transport.pause_reading()
@@ -773,6 +785,24 @@ class HttpProtocol(asyncio.Protocol):
             await self._drain_waiter
         finally:
             self._drain_waiter = None
+
+    def _close_answered(self) -> None:
+        """Close after the last answer: at once when everything the client sent was read, else lingering
+        (LINGER_TIME, LINGER_BYTES) so the unread bytes cannot turn into a reset that destroys the answer."""
+        if self.closed:
+            return
+        if not self._skip or self._lingering or not self._counted:  # (refused over a cap: not kept at all)
+            self.close()
+            return
+        try:
+            self.transport.write_eof()  # the answer, then FIN: the client reads it all, then sees the end
+        except (OSError, RuntimeError, NotImplementedError, AttributeError):  # a transport without half-close
+            self.close()
+            return
+        self._lingering = True
+        self._linger_left = LINGER_BYTES
+        self.transport.resume_reading()
+        self.loop.call_later(LINGER_TIME, self.close)
 
     def close(self) -> None:
         if not self.closed:
