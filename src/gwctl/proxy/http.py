@@ -381,7 +381,7 @@ class HttpServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
         for conn in list(self.connections):
-            if not conn.busy:
+            if not conn.busy or conn._lingering:  # (a lingering one was answered: nothing is owed)
                 conn.close()
         deadline = time.monotonic() + timeout
         while self.connections and time.monotonic() < deadline:
