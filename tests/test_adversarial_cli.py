@@ -442,3 +442,10 @@ def test_max_increase_is_echoed_as_written(gw, tmp_path):
     assert r.json()["max_increase"] == "0.0000001"
     r = gw("activity", "reprice", "--activity", dsn, "--max-increase", "1_0")
     assert r.code == 1 and "--max-increase must be a percentage" in r.err
+
+
+def test_a_dsn_psycopg_cannot_parse_is_one_error_line_then_the_hint(gw):
+    r = gw("activity", "list", "--activity", "postgresql://a b@/x")
+    assert r.code != 0 and "Traceback" not in r.err
+    lines = r.err.splitlines()
+    assert lines[0].startswith("error: invalid PostgreSQL activity log DSN") and lines[1].startswith("hint: ")

@@ -57,7 +57,7 @@ class PostgresLog(SqlReads):
             given = conninfo_to_dict(conninfo)
         except psycopg.Error as e:
             raise ActivityError(
-                f"invalid PostgreSQL activity log DSN {redact_dsn(conninfo)!r}: {e}",
+                f"invalid PostgreSQL activity log DSN {redact_dsn(conninfo)!r}: {str(e).strip()}",
                 hint="use postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
             ) from e
         extra: dict[str, Any] = {}
