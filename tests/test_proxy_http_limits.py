@@ -516,7 +516,9 @@ def test_an_early_refusal_reaches_a_client_still_sending_its_body(serve):
     for _ in range(5):  # each is a race the server used to lose often: all must be read
         with running.client() as c:
             c.send(get("/echo", "Content-Length: 8000000", method="POST"))
-            send_ignoring_reset(c, b"x" * (3 << 20), piece=1 << 16)  # keeps sending, reads nothing yet
+            send_ignoring_reset(
+                c, b"x" * (768 << 10), piece=1 << 16
+            )  # keeps sending (within LINGER_BYTES), reads nothing yet
             r = c.response()
             assert r.status == 413 and r.header("connection") == "close"
             assert c.closed_by_server()
