@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 DBNAME = "gwctl_test"
 _NEEDED = ("initdb", "pg_ctl", "postgres")
@@ -206,3 +207,23 @@ def _wait_ready(server: PgServer, timeout: float = 30.0) -> None:
                 pass
         time.sleep(0.1)
     raise RuntimeError(f"PostgreSQL on port {server.port} was not ready after {timeout:.0f} s")
+
+
+def with_search_path(dsn: str, schema: str) -> str:
+    """``dsn`` with its ``options`` set to make ``schema`` the search path: a log of its own on a shared server."""
+    parts = urlsplit(dsn)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "options"]
+    query.append(("options", f"-csearch_path={schema}"))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def new_schema(server_dsn: str, prefix: str) -> tuple[str, str]:
+    """A fresh schema named ``prefix`` + a random suffix on the server, and a DSN whose search path is it."""
+    import uuid
+
+    import psycopg
+
+    schema = f"{prefix}{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_dsn, autocommit=True, connect_timeout=10) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    return schema, with_search_path(server_dsn, schema)

@@ -149,7 +149,7 @@ def log_dsn(request, tmp_path):
         pytest.skip("set GWCTL_TEST_POSTGRES (bash .ci/postgres.sh) for the PostgreSQL backend")
     import psycopg
 
-    from test_activity_postgres import with_search_path
+    from pgserver import with_search_path
 
     schema = f"gwctl_i_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(base, autocommit=True, connect_timeout=10) as admin:

@@ -25,6 +25,7 @@ import pytest
 
 from gwctl.activity import ActivityError, open_log, sqlite_dsn
 from gwctl.activity.migrations import LATEST, MIGRATIONS, SCHEMA_MIGRATIONS_POSTGRES
+from pgserver import with_search_path
 
 pytestmark = pytest.mark.postgres
 
@@ -62,13 +63,6 @@ globals().update({k: v for k, v in vars(contract).items() if k.startswith("test_
 
 # ---------------------------------------------------------------------------
 # fixtures (pg_server_dsn: tests/conftest.py)
-
-
-def with_search_path(dsn: str, schema: str) -> str:
-    parts = urlsplit(dsn)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "options"]
-    query.append(("options", f"-csearch_path={schema}"))
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
 @pytest.fixture

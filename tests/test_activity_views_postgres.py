@@ -10,7 +10,7 @@ import pytest
 
 import test_activity_report
 import test_activity_views
-from test_activity_postgres import with_search_path
+from pgserver import with_search_path
 
 pytestmark = pytest.mark.postgres
 

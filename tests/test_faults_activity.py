@@ -43,12 +43,11 @@ import re
 import sqlite3
 import subprocess
 import time
-import uuid
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
 from faulty import FaultyUpstream, Traffic, figure, start_gateway, wait_until
+from pgserver import new_schema
 
 # the writer's retry backoff tops out at 5 s: rows land within that of the database's return, plus the
 # time to write them; the tests allow for a slow, shared machine on top
@@ -274,13 +273,8 @@ def pg_restart(server) -> None:
 @pytest.fixture
 def pg_dsn(own_pg):
     """A schema of its own on the module's server (a fresh log per test)."""
-    psycopg = pytest.importorskip("psycopg")
-    schema = f"gwctl_fault_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(own_pg.dsn, autocommit=True, connect_timeout=10) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    parts = urlsplit(own_pg.dsn)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"] + [("options", f"-csearch_path={schema}")]
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+    pytest.importorskip("psycopg")
+    return new_schema(own_pg.dsn, "gwctl_fault_")[1]
 
 
 def _pg_ids(dsn: str) -> list[str]:

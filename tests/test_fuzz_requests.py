@@ -36,6 +36,7 @@ import pytest
 
 from faulty import FaultyUpstream, RawClient, figure, start_gateway, wait_until
 from fuzzgen import Case, Gen
+from pgserver import new_schema
 
 SEED = int(os.environ.get("GWCTL_FUZZ_SEED", "20240611"))
 BODY_LIMIT = 1_000_000
@@ -218,16 +219,9 @@ def test_fuzz_malformed_http_long(gateway, faulty):
 @pytest.mark.postgres
 def test_fuzz_wellformed_requests_postgres_long(tmp_path, faulty, pg_server_dsn):
     """The same odd requests with the log on PostgreSQL, whose text columns take less than SQLite's."""
-    import uuid
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
     psycopg = pytest.importorskip("psycopg")
-    schema = f"gwctl_fuzz_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_dsn, autocommit=True, connect_timeout=10) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    parts = urlsplit(pg_server_dsn)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"] + [("options", f"-csearch_path={schema}")]
-    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+    schema, dsn = new_schema(pg_server_dsn, "gwctl_fuzz_")
     gw = _fuzz_gateway(tmp_path, faulty, activity=dsn)
     try:
         _fuzz(gw, faulty, "wellformed", 2000)

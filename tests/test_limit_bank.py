@@ -13,7 +13,6 @@ import time
 import uuid
 from datetime import datetime, timezone
 from decimal import Decimal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 import pytest
@@ -25,6 +24,7 @@ from gwctl.activity import migrations as mig
 from gwctl.activity.meters import SHARE, SqlBank, default_holder, grant, meter_status, spent_in_window
 from gwctl.core.limits import window_bounds
 from gwctl.proxy.ledger import Meter
+from pgserver import with_search_path
 from records import record
 
 MONTH = (datetime(2026, 11, 1, tzinfo=timezone.utc).timestamp(), datetime(2026, 12, 1, tzinfo=timezone.utc).timestamp())
@@ -35,13 +35,6 @@ AT_END = datetime(2026, 12, 1, tzinfo=timezone.utc)  # the window is [start, end
 
 def rec(**kw) -> ActivityRecord:
     return record(**{"time": INSIDE, **kw})
-
-
-def with_search_path(dsn: str, schema: str) -> str:
-    parts = urlsplit(dsn)
-    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "options"]
-    query.append(("options", f"-csearch_path={schema}"))
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

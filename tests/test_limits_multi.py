@@ -13,15 +13,14 @@ import asyncio
 import signal
 import threading
 import time
-import uuid
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
 
 from conftest import run_cli
+from pgserver import new_schema
 from proxyrun import ProxyProcess, wait_for
 
 UP_KEY = "sk-upstream-1234"
@@ -118,12 +117,8 @@ def spent(rows: list[dict]) -> Decimal:
 def schema_dsn(pg_server_dsn):
     """A DSN on a schema of its own for this test (dropped afterwards)."""
     psycopg = pytest.importorskip("psycopg")
-    schema = f"gwctl_multi_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_dsn, autocommit=True, connect_timeout=10) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    parts = urlsplit(pg_server_dsn)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"] + [("options", f"-csearch_path={schema}")]
-    yield urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+    schema, dsn = new_schema(pg_server_dsn, "gwctl_multi_")
+    yield dsn
     with psycopg.connect(pg_server_dsn, autocommit=True, connect_timeout=10) as admin:
         admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 

@@ -7,13 +7,12 @@ import json
 import os
 import signal
 import time
-import uuid
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
 
 from conftest import run_cli
+from pgserver import new_schema
 from proxyrun import ProxyProcess, log_rows, wait_for
 from test_faults_activity import own_pg  # noqa: F401  (a PostgreSQL server of the module's own: stopped here)
 from test_proxy_e2e import UP_KEY
@@ -100,13 +99,8 @@ def _cmdline(pid: int) -> bytes:
 def test_readyz_follows_the_database(tmp_path, upstream, own_pg):
     from test_faults_activity import pg_start, pg_stop
 
-    psycopg = pytest.importorskip("psycopg")
-    schema = f"gwctl_ops_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(own_pg.dsn, autocommit=True, connect_timeout=10) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    parts = urlsplit(own_pg.dsn)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"] + [("options", f"-csearch_path={schema}")]
-    dsn = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+    pytest.importorskip("psycopg")
+    _schema, dsn = new_schema(own_pg.dsn, "gwctl_ops_")
     key = _setup(upstream)
     proc = ProxyProcess(tmp_path / "cfg" / "gwctl.toml", dsn)
     try:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
 from decimal import Decimal
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 import pytest
 
 from conftest import run_cli
+from pgserver import new_schema
 from proxyrun import ProxyProcess, wait_for
 
 pytestmark = pytest.mark.postgres
@@ -18,12 +17,8 @@ psycopg = pytest.importorskip("psycopg")
 
 @pytest.fixture
 def schema_dsn(pg_server_dsn):
-    schema = f"gwctl_proxy_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(pg_server_dsn, autocommit=True, connect_timeout=10) as admin:
-        admin.execute(f"CREATE SCHEMA {schema}")
-    parts = urlsplit(pg_server_dsn)
-    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"] + [("options", f"-csearch_path={schema}")]
-    yield urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode(query), ""))
+    schema, dsn = new_schema(pg_server_dsn, "gwctl_proxy_")
+    yield dsn
     with psycopg.connect(pg_server_dsn, autocommit=True, connect_timeout=10) as admin:
         admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
