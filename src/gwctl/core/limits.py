@@ -70,7 +70,7 @@ def parse_budget(value: object) -> Decimal:
     """A budget in USD, exactly (``"25"``, ``"0.50"``, 25): a non-negative finite number, else ValueError."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
         raise ValueError(f"a budget must be a number of USD like 25 or 0.50; got {value!r}")
-    text = float_text(value) if isinstance(value, float) else str(value).strip().removeprefix("$")
+    text = budget_text(value)
     try:
         number = Decimal(text)
     except ArithmeticError:
@@ -90,6 +90,11 @@ def parse_budget(value: object) -> Decimal:
     if number == 0:
         number = Decimal(0)  # "0E+5", "-0": plain zero
     return number
+
+
+def budget_text(value: str | int | float | Decimal) -> str:
+    """A budget as written: the digits of a TOML/JSON number (read as an ExactFloat), else the text without ``$``."""
+    return float_text(value) if isinstance(value, float) else str(value).strip().removeprefix("$")
 
 
 MAX_BUDGET = Decimal(10**15)

@@ -54,6 +54,7 @@ from gwctl.core.config import (
     Source,
 )
 from gwctl.core.limits import WINDOWS, parse_budget, parse_target
+from gwctl.core.limits import budget_text as limit_budget_text
 from gwctl.core.numbers import float_text
 from gwctl.core.refs import split_ref
 
@@ -604,7 +605,7 @@ def parse_limit(index: int, table: Any) -> Limit:
             budget = parse_budget(raw)
         except ValueError as exc:
             raise SchemaError(f"{_dotted(path + ('budget',))}: {exc}", path + ("budget",)) from None
-        budget_text = float_text(raw) if isinstance(raw, float) else str(raw).strip().removeprefix("$")
+        budget_text = limit_budget_text(raw)
     window = _opt_str(table, "window", path) or None
     if budget is not None and window is None:
         window = "total"
