@@ -68,12 +68,15 @@ class SqlReads:
         """Every record of the period, newest first, read a row at a time (``_stream``): for a reader that
         goes through a whole period once (what-if repricing) without holding it. The log is locked until
         the iterator is exhausted or closed."""
-        sql, params = q.list_sql(q.Filters(since=since), None, self.dialect)
         to_time = type(self).to_time
+        for r in self._streamed(*q.list_sql(q.Filters(since=since), None, self.dialect)):
+            yield q.record_from_row(r, to_time=to_time, to_cost=Decimal)
+
+    def _streamed(self, sql: str, params: Any) -> Iterator[Any]:
+        """The result a row at a time (``_stream``), the log locked meanwhile; a driver error is the log's."""
         with self._lock:
             try:
-                for r in self._stream(sql, params):
-                    yield q.record_from_row(r, to_time=to_time, to_cost=Decimal)
+                yield from self._stream(sql, params)
             except self.db_error as e:
                 raise self._error("cannot read", e) from e
 
@@ -100,17 +103,12 @@ class SqlReads:
 
     def route_latencies(self, *, since: datetime | None = None) -> dict[RouteKey, array[float]]:
         """Streamed (``_stream``) under the lock, so a period of millions of rows costs 8 bytes a row."""
-        sql, params = q.latencies_sql(q.Filters(since=since), self.dialect)
         out: dict[RouteKey, array[float]] = {}
-        with self._lock:
-            try:
-                for source, model, ms in self._stream(sql, params):
-                    values = out.get((source, model))
-                    if values is None:
-                        values = out[(source, model)] = array("d")
-                    values.append(ms)
-            except self.db_error as e:
-                raise self._error("cannot read", e) from e
+        for source, model, ms in self._streamed(*q.latencies_sql(q.Filters(since=since), self.dialect)):
+            values = out.get((source, model))
+            if values is None:
+                values = out[(source, model)] = array("d")
+            values.append(ms)
         return out
 
     def __enter__(self):
