@@ -10,7 +10,17 @@ from typing import Annotated, Optional
 import typer
 
 from gwctl.cli import complete
-from gwctl.cli.common import NAME_RE, JsonOpt, YesOpt, confirm, edit, fail, load, read_input
+from gwctl.cli.common import (
+    NAME_RE,
+    JsonOpt,
+    YesOpt,
+    confirm,
+    edit,
+    fail,
+    load,
+    no_control_characters,
+    read_input,
+)
 from gwctl.context import current
 from gwctl.core.catalog_values import (
     check_price_kind,
@@ -51,14 +61,8 @@ def _ref(ref: str) -> str:
 def _new_ref(ref: str, snap) -> str:
     """A reference `catalog set` or `catalog import` may create: no control characters (they would reach the
     terminal and break the tab-separated output), and a source that exists or that `source add` accepts."""
-    from gwctl.core.text import printable
-
     _ref(ref)
-    if printable(ref, 0) != ref:
-        fail(
-            f"the reference {printable(ref)} has a control character (a newline, tab or escape)",
-            "write SOURCE/MODEL_ID as the upstream lists the model",
-        )
+    no_control_characters("the reference", ref, "write SOURCE/MODEL_ID as the upstream lists the model")
     source, _ = split_ref(ref)
     if source not in snap.sources and not NAME_RE.match(source):
         fail(

@@ -80,6 +80,15 @@ def check_seconds(label: str, value: float | None) -> None:
         fail(f"{label} must be a positive number of seconds up to {MAX_TIMEOUT_S:g} (a week), got {value:g}")
 
 
+def no_control_characters(what: str, text: str, hint: str | None = None) -> None:
+    """Refuse ``text`` (named ``what``) holding a control character: it would reach the terminal raw and break
+    the tab-separated output, and no upstream names a model that way."""
+    from gwctl.core.text import printable
+
+    if printable(text, 0) != text:
+        fail(f"{what} {printable(text)} has a control character (a newline, tab or escape)", hint)
+
+
 def need_source(snapshot, name: str):
     src = snapshot.sources.get(name)
     if src is None:

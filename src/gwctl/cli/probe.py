@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gwctl.cli.common import check_seconds, confirm, edit, fail, load, need_source
+from gwctl.cli.common import check_seconds, confirm, edit, fail, load, need_source, no_control_characters
 from gwctl.context import current
 from gwctl.core.catalog_values import format_usd
 from gwctl.core.probe import (
@@ -22,16 +22,14 @@ from gwctl.core.probe import (
     probes,
 )
 from gwctl.core.refs import split_ref
-from gwctl.core.text import printable
 from gwctl.core.urls import redact_url
 from gwctl.render import error, message, print_json, print_table, warn
 
 
 def _model(src, model: str | None) -> str:
     """MODEL, else the source's only listed model."""
-    if model and printable(model, 0) != model:  # it would reach the terminal raw; no upstream lists such an id
-        fail(f"the model id {printable(model)} has a control character (a newline, tab or escape)")
     if model:
+        no_control_characters("the model id", model)
         if src.models and model not in src.models:
             warn(
                 f"{src.name} does not list {model}; probing it anyway (refresh the list: gwctl source refresh {src.name})"
